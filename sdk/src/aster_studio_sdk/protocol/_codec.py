@@ -1,0 +1,604 @@
+"""Turn frames into typed messages or precise errors, and messages into frames; no I/O."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from ._types import (
+    CLIENT_TYPES,
+    Ack,
+    Batch,
+    Channel,
+    ClientMessage,
+    Control,
+    Decoded,
+    EndSession,
+    ErrorCode,
+    Event,
+    Limits,
+    MessageType,
+    OtherServerMessage,
+    Ping,
+    ProtocolError,
+    Register,
+    Registered,
+    RegisterSession,
+    ServerError,
+    ServerMessage,
+    SessionStatus,
+    Shape,
+    Unregister,
+)
+
+try:  # one fast codec when present; the standard library otherwise
+    import orjson
+
+    def loads(data: str | bytes) -> Any:
+        """Parse JSON text; raise ValueError when it is not JSON."""
+        return orjson.loads(data)
+
+    def dumps(obj: Any) -> bytes:
+        """Serialize to compact UTF-8 JSON."""
+        return orjson.dumps(obj, default=_default)
+
+except ImportError:  # pragma: no cover - exercised only without orjson
+
+    def loads(data: str | bytes) -> Any:
+        """Parse JSON text; raise ValueError when it is not JSON."""
+        return json.loads(data)
+
+    def dumps(obj: Any) -> bytes:
+        """Serialize to compact UTF-8 JSON."""
+        return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, default=_default).encode()
+
+
+def _default(obj: Any) -> Any:
+    if isinstance(obj, datetime):
+        return obj.isoformat()
+    if isinstance(obj, (set, frozenset, tuple)):
+        return list(obj)
+    return str(obj)
+
+
+DEFAULT_LIMITS = Limits()
+
+_PROGRESS_KEYS = ("delta", "call", "text")
+_CONTROL_KEYS = ("request_id", "questions", "approved")
+_MONITOR_KEYS = ("state", "severity")
+_CHANNELS = {c.value: c for c in Channel}
+_END_STATUSES = {
+    SessionStatus.COMPLETED.value,
+    SessionStatus.FAILED.value,
+    SessionStatus.INTERRUPTED.value,
+}
+
+
+class _Invalid(Exception):
+    """Internal: carries a ProtocolError out of nested validation."""
+
+    def __init__(self, error: ProtocolError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+def _fail(code: ErrorCode, message: str, field: str | None = None) -> _Invalid:
+    return _Invalid(ProtocolError(code, message, field))
+
+
+def infer_channel(event: dict[str, Any]) -> Channel:
+    """Return the event's channel, inferred from its keys when absent or unknown."""
+    raw = event.get("channel")
+    if isinstance(raw, str):
+        known = _CHANNELS.get(raw.lower())
+        if known is not None:
+            return known
+    for key in _PROGRESS_KEYS:
+        if key in event:
+            return Channel.PROGRESS
+    for key in _CONTROL_KEYS:
+        if key in event:
+            return Channel.CONTROL
+    for key in _MONITOR_KEYS:
+        if key in event:
+            return Channel.MONITOR
+    return Channel.PROGRESS
+
+
+def parse_timestamp_ms(value: Any) -> int | None:
+    """Read a client time (ISO 8601, unix seconds or milliseconds) as epoch ms, or None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        if value != value or value in (float("inf"), float("-inf")) or value <= 0:
+            return None
+        # Values past year 2286 in seconds are milliseconds.
+        ms = value if value > 1e10 else value * 1000
+        return int(ms) if ms < 1e14 else None
+    if isinstance(value, str) and 0 < len(value) <= 64:
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            return None
+        if parsed.tzinfo is None:
+            return None
+        try:
+            return int(parsed.timestamp() * 1000)
+        except (OverflowError, OSError, ValueError):
+            return None
+    return None
+
+
+def _string(
+    obj: dict[str, Any], key: str, path: str, max_len: int, *, required: bool = False
+) -> str | None:
+    value = obj.get(key)
+    if value is None:
+        if required:
+            raise _fail(ErrorCode.MISSING_FIELD, f"missing required field '{path}'", path)
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise _fail(
+            ErrorCode.INVALID_FIELD,
+            f"field '{path}' must be a string, got {type(value).__name__}",
+            path,
+        )
+    text = str(value)
+    if required and not text:
+        raise _fail(ErrorCode.MISSING_FIELD, f"field '{path}' must not be empty", path)
+    if len(text) > max_len:
+        raise _fail(
+            ErrorCode.STRING_TOO_LONG,
+            f"field '{path}' is {len(text)} characters long; the limit is {max_len}",
+            path,
+        )
+    return text
+
+
+def _object(obj: dict[str, Any], key: str, path: str, *, required: bool = False) -> dict[str, Any]:
+    value = obj.get(key)
+    if value is None:
+        if required:
+            raise _fail(ErrorCode.MISSING_FIELD, f"missing required field '{path}'", path)
+        return {}
+    if not isinstance(value, dict):
+        raise _fail(
+            ErrorCode.INVALID_FIELD,
+            f"field '{path}' must be an object, got {type(value).__name__}",
+            path,
+        )
+    return value
+
+
+def _seq(obj: dict[str, Any]) -> int | None:
+    value = obj.get("seq")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1 or value >= 2**63:
+        raise _fail(ErrorCode.INVALID_FIELD, "field 'seq' must be a positive integer", "seq")
+    return value
+
+
+def _capabilities(value: Any, path: str, limits: Limits) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise _fail(ErrorCode.INVALID_FIELD, f"field '{path}' must be a list of strings", path)
+    for item in value:
+        if len(item) > limits.max_name_length:
+            raise _fail(ErrorCode.STRING_TOO_LONG, f"an entry of '{path}' is too long", path)
+    return tuple(value)
+
+
+def _register(msg: dict[str, Any], shape: Shape, limits: Limits, seq: int | None) -> Register:
+    if shape is Shape.ENVELOPE:
+        body = _object(msg, "payload", "payload", required=True)
+        prefix = "payload."
+        id_key = "agent_id"
+    else:
+        body = _object(msg, "agent", "agent", required=True)
+        prefix = "agent."
+        id_key = "id" if "id" in body or "agent_id" not in body else "agent_id"
+    metadata = _object(body, "metadata", prefix + "metadata")
+    agent_id = _string(body, id_key, prefix + id_key, limits.max_id_length, required=True)
+    assert agent_id is not None
+    name = _string(body, "name", prefix + "name", limits.max_name_length)
+    if name is None and isinstance(metadata.get("name"), str):
+        name = metadata["name"][: limits.max_name_length]
+    producer = _string(msg, "producer_id", "producer_id", limits.max_id_length)
+    if producer is None:
+        producer = _string(body, "producer_id", prefix + "producer_id", limits.max_id_length)
+    return Register(
+        agent_id=agent_id,
+        name=name,
+        status=_string(body, "status", prefix + "status", limits.max_type_length),
+        model=_string(body, "model", prefix + "model", limits.max_name_length),
+        template_id=_string(body, "template_id", prefix + "template_id", limits.max_name_length),
+        capabilities=_capabilities(body.get("capabilities"), prefix + "capabilities", limits),
+        metadata=metadata,
+        producer_id=producer,
+        seq=seq,
+    )
+
+
+def _register_session(
+    msg: dict[str, Any], shape: Shape, limits: Limits, seq: int | None
+) -> RegisterSession:
+    if shape is Shape.ENVELOPE:
+        body = _object(msg, "payload", "payload", required=True)
+        prefix, id_key = "payload.", "session_id"
+    else:
+        body = _object(msg, "session", "session", required=True)
+        prefix = "session."
+        id_key = "id" if "id" in body or "session_id" not in body else "session_id"
+    session_id = _string(body, id_key, prefix + id_key, limits.max_id_length, required=True)
+    agent_id = _string(body, "agent_id", prefix + "agent_id", limits.max_id_length)
+    if agent_id is None:
+        agent_id = _string(msg, "agent_id", "agent_id", limits.max_id_length, required=True)
+    assert session_id is not None and agent_id is not None
+    created = body.get("created_at")
+    created_ms = parse_timestamp_ms(created) if created is not None else None
+    if created is not None and created_ms is None:
+        raise _fail(
+            ErrorCode.INVALID_FIELD,
+            f"field '{prefix}created_at' must be an ISO 8601 time with a zone",
+            prefix + "created_at",
+        )
+    status = _string(body, "status", prefix + "status", limits.max_type_length)
+    return RegisterSession(
+        session_id=session_id,
+        agent_id=agent_id,
+        created_at_ms=created_ms,
+        status=status or SessionStatus.ACTIVE,
+        metadata=_object(body, "metadata", prefix + "metadata"),
+        seq=seq,
+    )
+
+
+def _event(msg: dict[str, Any], shape: Shape, limits: Limits, seq: int | None) -> Event:
+    if shape is Shape.ENVELOPE:
+        body = _object(msg, "payload", "payload", required=True)
+        prefix = "payload."
+        inner = body.get("envelope")
+        if isinstance(inner, dict) and "event" in inner:
+            event = _object(inner, "event", "payload.envelope.event", required=True)
+        else:
+            event = _object(body, "event", "payload.envelope.event", required=True)
+    else:
+        body, prefix = msg, ""
+        event = _object(msg, "event", "event", required=True)
+    agent_id = _string(body, "agent_id", prefix + "agent_id", limits.max_id_length, required=True)
+    assert agent_id is not None
+    session_id = _string(body, "session_id", prefix + "session_id", limits.max_id_length)
+    if session_id is None:
+        session_id = _string(event, "session_id", "event.session_id", limits.max_id_length)
+    type_key = "event_type" if "event_type" in event else "type"
+    event_type = _string(event, type_key, "event." + type_key, limits.max_type_length)
+    return Event(
+        agent_id=agent_id,
+        channel=infer_channel(event),
+        event_type=event_type or "unknown",
+        event=event,
+        session_id=session_id,
+        client_ts_ms=parse_timestamp_ms(event.get("timestamp")),
+        seq=seq,
+    )
+
+
+def _unregister(msg: dict[str, Any], shape: Shape, limits: Limits, seq: int | None) -> Unregister:
+    body = _object(msg, "payload", "payload", required=True) if shape is Shape.ENVELOPE else msg
+    prefix = "payload." if shape is Shape.ENVELOPE else ""
+    agent_id = _string(body, "agent_id", prefix + "agent_id", limits.max_id_length, required=True)
+    assert agent_id is not None
+    return Unregister(agent_id=agent_id, seq=seq)
+
+
+def _end_session(msg: dict[str, Any], shape: Shape, limits: Limits, seq: int | None) -> EndSession:
+    if shape is Shape.ENVELOPE:
+        body, prefix = _object(msg, "payload", "payload", required=True), "payload."
+    elif isinstance(msg.get("session"), dict):
+        body, prefix = msg["session"], "session."
+    else:
+        body, prefix = msg, ""
+    id_key = "session_id" if "session_id" in body or "id" not in body else "id"
+    session_id = _string(body, id_key, prefix + id_key, limits.max_id_length, required=True)
+    assert session_id is not None
+    status = _string(body, "status", prefix + "status", limits.max_type_length)
+    if status is None:
+        status = SessionStatus.COMPLETED
+    elif status not in _END_STATUSES:
+        raise _fail(
+            ErrorCode.INVALID_FIELD,
+            f"field '{prefix}status' must be one of completed, failed, interrupted",
+            prefix + "status",
+        )
+    agent_id = _string(body, "agent_id", prefix + "agent_id", limits.max_id_length)
+    if agent_id is None and body is not msg:
+        agent_id = _string(msg, "agent_id", "agent_id", limits.max_id_length)
+    return EndSession(session_id=session_id, agent_id=agent_id, status=status, seq=seq)
+
+
+_DECODERS = {
+    MessageType.REGISTER: _register,
+    MessageType.REGISTER_SESSION: _register_session,
+    MessageType.EVENT: _event,
+    MessageType.UNREGISTER: _unregister,
+    MessageType.END_SESSION: _end_session,
+}
+
+
+def _shape_of(msg: dict[str, Any]) -> Shape:
+    return Shape.ENVELOPE if "payload" in msg else Shape.FLAT
+
+
+def _decode_one(
+    msg: Any, limits: Limits, *, in_batch: bool
+) -> tuple[Shape | None, ClientMessage | Batch | ProtocolError]:
+    if not isinstance(msg, dict):
+        return None, ProtocolError(
+            ErrorCode.NOT_AN_OBJECT,
+            f"a message must be a JSON object, got {_json_kind(msg)}",
+        )
+    shape = _shape_of(msg)
+    seq: int | None = None
+    try:
+        seq = _seq(msg)
+        raw_type = msg.get("type")
+        if raw_type is None:
+            raise _fail(ErrorCode.MISSING_TYPE, "missing required field 'type'", "type")
+        if not isinstance(raw_type, str):
+            raise _fail(ErrorCode.INVALID_FIELD, "field 'type' must be a string", "type")
+        try:
+            mtype = MessageType(raw_type)
+        except ValueError:
+            mtype = None
+        if mtype is None or mtype not in CLIENT_TYPES:
+            shown = raw_type[:64]
+            raise _fail(ErrorCode.UNKNOWN_TYPE, f"unknown message type '{shown}'", "type")
+        if mtype is MessageType.PING:
+            return shape, Ping(seq=seq)
+        if mtype is MessageType.BATCH:
+            if in_batch:
+                raise _fail(ErrorCode.NESTED_BATCH, "a batch may not contain a batch", "type")
+            return shape, _batch(msg, shape, limits, seq)
+        return shape, _DECODERS[mtype](msg, shape, limits, seq)
+    except _Invalid as exc:
+        err = exc.error
+        return shape, ProtocolError(err.code, err.message, err.field, seq)
+
+
+def _batch(msg: dict[str, Any], shape: Shape, limits: Limits, seq: int | None) -> Batch:
+    body = msg
+    if shape is Shape.ENVELOPE and isinstance(msg.get("payload"), dict):
+        body = msg["payload"]
+    messages = body.get("messages")
+    if messages is None:
+        raise _fail(ErrorCode.MISSING_FIELD, "missing required field 'messages'", "messages")
+    if not isinstance(messages, list):
+        raise _fail(ErrorCode.INVALID_FIELD, "field 'messages' must be an array", "messages")
+    if len(messages) > limits.max_batch_messages:
+        raise _fail(
+            ErrorCode.BATCH_TOO_LARGE,
+            f"a batch holds {len(messages)} messages; the limit is {limits.max_batch_messages}",
+            "messages",
+        )
+    items: list[ClientMessage | ProtocolError] = []
+    for index, item in enumerate(messages):
+        _, decoded = _decode_one(item, limits, in_batch=True)
+        if isinstance(decoded, ProtocolError):
+            decoded = ProtocolError(
+                decoded.code,
+                f"messages[{index}]: {decoded.message}",
+                decoded.field,
+                decoded.seq,
+                index,
+            )
+        assert not isinstance(decoded, Batch)
+        items.append(decoded)
+    return Batch(items=tuple(items), seq=seq)
+
+
+def _json_kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return type(value).__name__
+
+
+def decode(data: str | bytes, limits: Limits = DEFAULT_LIMITS) -> Decoded:
+    """Decode one text frame's content; never raises, whatever the input."""
+    if isinstance(data, bytes):
+        try:
+            data = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return Decoded(
+                None,
+                ProtocolError(ErrorCode.INVALID_UTF8, f"frame is not valid UTF-8: {exc.reason}"),
+            )
+    try:
+        parsed = loads(data)
+    except (ValueError, RecursionError) as exc:
+        detail = str(exc).splitlines()[0][:200] if str(exc) else "parse error"
+        return Decoded(None, ProtocolError(ErrorCode.INVALID_JSON, f"invalid JSON: {detail}"))
+    except Exception as exc:  # a codec must never take the caller down
+        return Decoded(None, ProtocolError(ErrorCode.INVALID_JSON, f"invalid JSON: {exc!r}"[:200]))
+    try:
+        shape, message = _decode_one(parsed, limits, in_batch=False)
+    except RecursionError:
+        return Decoded(None, ProtocolError(ErrorCode.INVALID_JSON, "message is nested too deeply"))
+    return Decoded(shape, message)
+
+
+def binary_frame_error() -> ProtocolError:
+    """Return the error for a binary frame: the protocol carries JSON text frames only."""
+    return ProtocolError(
+        ErrorCode.BINARY_FRAME, "binary frames are not accepted; send JSON as a text frame"
+    )
+
+
+# ---- server -> client ----
+
+
+def encode_reply(shape: Shape, mtype: MessageType, data: dict[str, Any] | None = None) -> bytes:
+    """Encode a server reply in the shape the client speaks."""
+    if shape is Shape.ENVELOPE:
+        reply: dict[str, Any] = {"type": mtype.value, "payload": data}
+        if mtype is MessageType.ERROR and data is not None:
+            reply["message"] = data.get("message")
+        return dumps(reply)
+    flat: dict[str, Any] = {"type": mtype.value}
+    if data:
+        flat.update(data)
+    return dumps(flat)
+
+
+def error_payload(error: ProtocolError) -> dict[str, Any]:
+    """Return the body of an `error` reply for a protocol error."""
+    body: dict[str, Any] = {"code": error.code.value, "message": error.message}
+    if error.field is not None:
+        body["field"] = error.field
+    if error.seq is not None:
+        body["seq"] = error.seq
+    if error.index is not None:
+        body["index"] = error.index
+    return body
+
+
+def decode_server(data: str | bytes) -> ServerMessage | None:
+    """Decode a frame the server sent to an agent, in either shape; None if unreadable."""
+    try:
+        msg = loads(data)
+    except Exception:
+        return None
+    if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
+        return None
+    mtype = msg["type"]
+    payload = msg.get("payload")
+    body: dict[str, Any] = payload if isinstance(payload, dict) else msg
+    if mtype == MessageType.ACK:
+        seq = body.get("seq")
+        return Ack(seq) if isinstance(seq, int) and not isinstance(seq, bool) else None
+    if mtype == MessageType.REGISTERED:
+        last = body.get("last_seq")
+        return Registered(
+            str(body.get("agent_id", "")),
+            last if isinstance(last, int) and not isinstance(last, bool) else None,
+        )
+    if mtype == MessageType.ERROR:
+        seq = body.get("seq")
+        return ServerError(
+            str(body.get("code", "")),
+            str(body.get("message", "")),
+            seq if isinstance(seq, int) and not isinstance(seq, bool) else None,
+        )
+    if mtype == MessageType.CONTROL:
+        kind = body.get("event_type")
+        return Control(str(kind) if kind is not None else "", body)
+    return OtherServerMessage(mtype, body)
+
+
+# ---- client -> server (used by SDKs) ----
+
+
+def register_message(
+    agent_id: str,
+    *,
+    name: str | None = None,
+    status: str | None = "ready",
+    model: str | None = None,
+    capabilities: list[str] | None = None,
+    metadata: dict[str, Any] | None = None,
+    producer_id: str | None = None,
+) -> dict[str, Any]:
+    """Build a flat `register` message; `producer_id` opts in to reliable delivery."""
+    agent: dict[str, Any] = {"id": agent_id}
+    if name is not None:
+        agent["name"] = name
+    if status is not None:
+        agent["status"] = status
+    if model is not None:
+        agent["model"] = model
+    if capabilities:
+        agent["capabilities"] = list(capabilities)
+    if metadata:
+        agent["metadata"] = metadata
+    msg: dict[str, Any] = {"type": "register", "agent": agent}
+    if producer_id is not None:
+        msg["producer_id"] = producer_id
+    return msg
+
+
+def register_session_message(
+    session_id: str,
+    agent_id: str,
+    *,
+    created_at: str | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Build a flat `register_session` message."""
+    session: dict[str, Any] = {"id": session_id, "agent_id": agent_id}
+    if created_at is not None:
+        session["created_at"] = created_at
+    if metadata:
+        session["metadata"] = metadata
+    return {"type": "register_session", "session": session}
+
+
+def event_message(
+    agent_id: str, event: dict[str, Any], *, session_id: str | None = None
+) -> dict[str, Any]:
+    """Build a flat `event` message."""
+    msg: dict[str, Any] = {"type": "event", "agent_id": agent_id, "event": event}
+    if session_id is not None:
+        msg["session_id"] = session_id
+    return msg
+
+
+def end_session_message(
+    session_id: str, agent_id: str, status: str = SessionStatus.COMPLETED
+) -> dict[str, Any]:
+    """Build an `end_session` message."""
+    return {"type": "end_session", "session_id": session_id, "agent_id": agent_id, "status": status}
+
+
+def batch_message(messages: list[dict[str, Any]]) -> dict[str, Any]:
+    """Build a `batch` message from other messages (each may carry its own `seq`)."""
+    return {"type": "batch", "messages": messages}
+
+
+def iter_messages(decoded: ClientMessage | Batch) -> tuple[ClientMessage | ProtocolError, ...]:
+    """Return a frame's messages in order: a batch's items, or the one message."""
+    if isinstance(decoded, Batch):
+        return decoded.items
+    return (decoded,)
+
+
+__all__ = [
+    "Ack",
+    "Control",
+    "Registered",
+    "ServerError",
+    "batch_message",
+    "binary_frame_error",
+    "decode",
+    "decode_server",
+    "dumps",
+    "encode_reply",
+    "end_session_message",
+    "error_payload",
+    "event_message",
+    "infer_channel",
+    "iter_messages",
+    "loads",
+    "parse_timestamp_ms",
+    "register_message",
+    "register_session_message",
+]
