@@ -1,0 +1,122 @@
+/** Formatting of numbers, money, durations and times for display. */
+
+export function formatCount(value: number | null | undefined): string {
+  if (value == null || !Number.isFinite(value)) return '–'
+  const abs = Math.abs(value)
+  if (abs < 1000) return Number.isInteger(value) ? String(value) : value.toFixed(1)
+  const units: [number, string][] = [
+    [1e12, 'T'],
+    [1e9, 'B'],
+    [1e6, 'M'],
+    [1e3, 'k'],
+  ]
+  for (const [size, suffix] of units) {
+    if (abs >= size) {
+      const scaled = value / size
+      const digits = Math.abs(scaled) >= 100 ? 0 : 1
+      return `${scaled.toFixed(digits).replace(/\.0$/, '')}${suffix}`
+    }
+  }
+  return String(value)
+}
+
+export function formatRate(value: number | null | undefined): string {
+  if (value == null || !Number.isFinite(value)) return '–'
+  if (value > 0 && value < 10) return value.toFixed(1)
+  return formatCount(Math.round(value))
+}
+
+export function formatCost(amount: number | null | undefined, currency = 'USD'): string {
+  if (amount == null || !Number.isFinite(amount)) return '–'
+  const symbol = currency === 'USD' ? '$' : ''
+  const suffix = currency === 'USD' ? '' : ` ${currency}`
+  const abs = Math.abs(amount)
+  let text: string
+  if (abs === 0) text = '0.00'
+  else if (abs < 0.01) text = amount.toFixed(4)
+  else if (abs < 1000) text = amount.toFixed(2)
+  else text = Math.round(amount).toLocaleString('en-US')
+  return `${symbol}${text}${suffix}`
+}
+
+export function formatPercent(fraction: number | null | undefined): string {
+  if (fraction == null || !Number.isFinite(fraction)) return '–'
+  const pct = fraction * 100
+  if (pct === 0) return '0%'
+  if (pct < 0.1) return '<0.1%'
+  return `${pct < 10 ? pct.toFixed(1) : Math.round(pct)}%`
+}
+
+/** A duration in milliseconds: "850 ms", "2.3 s", "4m 05s", "3h 07m", "2d 4h". */
+export function formatDuration(ms: number | null | undefined): string {
+  if (ms == null || !Number.isFinite(ms) || ms < 0) return '–'
+  if (ms < 1000) return `${Math.round(ms)} ms`
+  const seconds = ms / 1000
+  if (seconds < 60) return `${seconds < 10 ? seconds.toFixed(1) : Math.round(seconds)} s`
+  const total = Math.floor(seconds)
+  const d = Math.floor(total / 86400)
+  const h = Math.floor((total % 86400) / 3600)
+  const m = Math.floor((total % 3600) / 60)
+  const s = total % 60
+  if (d > 0) return `${d}d ${h}h`
+  if (h > 0) return `${h}h ${String(m).padStart(2, '0')}m`
+  return `${m}m ${String(s).padStart(2, '0')}s`
+}
+
+/** "just now", "12s ago", "5m ago", "3h ago", "2d ago"; future times read as "just now". */
+export function formatRelative(ts: number | string | null | undefined, now: number): string {
+  const ms = typeof ts === 'string' ? Date.parse(ts) : ts
+  if (ms == null || !Number.isFinite(ms) || ms <= 0) return '–'
+  const diff = Math.floor((now - ms) / 1000)
+  if (diff < 2) return 'just now'
+  if (diff < 60) return `${diff}s ago`
+  if (diff < 3600) return `${Math.floor(diff / 60)}m ago`
+  if (diff < 86400) return `${Math.floor(diff / 3600)}h ago`
+  return `${Math.floor(diff / 86400)}d ago`
+}
+
+function pad(n: number, width = 2): string {
+  return String(n).padStart(width, '0')
+}
+
+/** Local wall-clock time with milliseconds: "14:03:07.125". */
+export function formatClock(ts: number | string | null | undefined, withMs = true): string {
+  const ms = typeof ts === 'string' ? Date.parse(ts) : ts
+  if (ms == null || !Number.isFinite(ms) || ms <= 0) return '–'
+  const d = new Date(ms)
+  const base = `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`
+  return withMs ? `${base}.${pad(d.getMilliseconds(), 3)}` : base
+}
+
+/** Local date and time: "2026-11-25 14:03:07". */
+export function formatDateTime(ts: number | string | null | undefined): string {
+  const ms = typeof ts === 'string' ? Date.parse(ts) : ts
+  if (ms == null || !Number.isFinite(ms) || ms <= 0) return '–'
+  const d = new Date(ms)
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${formatClock(ms, false)}`
+}
+
+export function shortId(id: string | null | undefined, length = 8): string {
+  if (!id) return '–'
+  return id.length <= length + 1 ? id : `${id.slice(0, length)}…`
+}
+
+/** Cut a string for a one-line summary, never splitting a surrogate pair. */
+export function truncate(text: string, max: number): string {
+  if (text.length <= max) return text
+  // Counted in code points (at most two code units each), so a pair is never cut in half.
+  const chars = Array.from(text.slice(0, max * 2 + 1))
+  if (chars.length <= max) return chars.join('')
+  return `${chars.slice(0, max).join('')}…`
+}
+
+/** A compact one-line JSON rendering of any value. */
+export function compactJson(value: unknown, max = 160): string {
+  let text: string
+  try {
+    text = typeof value === 'string' ? value : JSON.stringify(value) ?? ''
+  } catch {
+    text = String(value)
+  }
+  return truncate(text.replace(/\s+/g, ' '), max)
+}

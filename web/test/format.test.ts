@@ -1,0 +1,134 @@
+import { describe, expect, it } from 'vitest'
+import {
+  compactJson,
+  formatCost,
+  formatCount,
+  formatDuration,
+  formatPercent,
+  formatRelative,
+  shortId,
+  truncate,
+} from '../src/lib/format'
+import { Ring, RateSeries } from '../src/lib/ring'
+import { matchesFilter, summarize } from '../src/lib/events'
+import { normalizeEvent, queryString } from '../src/lib/api'
+import { ev } from './helpers'
+
+describe('format', () => {
+  it('abbreviates counts', () => {
+    expect([0, 999, 1000, 1534, 25_400, 1_200_000, 3e9].map(formatCount)).toEqual([
+      '0', '999', '1k', '1.5k', '25.4k', '1.2M', '3B',
+    ])
+    expect(formatCount(undefined)).toBe('–')
+  })
+
+  it('formats money with enough digits for small amounts', () => {
+    expect(formatCost(0)).toBe('$0.00')
+    expect(formatCost(0.00123)).toBe('$0.0012')
+    expect(formatCost(12.345)).toBe('$12.35')
+    expect(formatCost(5, 'EUR')).toBe('5.00 EUR')
+  })
+
+  it('formats durations', () => {
+    expect(formatDuration(850)).toBe('850 ms')
+    expect(formatDuration(2300)).toBe('2.3 s')
+    expect(formatDuration(45_000)).toBe('45 s')
+    expect(formatDuration(245_000)).toBe('4m 05s')
+    expect(formatDuration(3 * 3600_000 + 7 * 60_000)).toBe('3h 07m')
+    expect(formatDuration(2 * 86400_000 + 4 * 3600_000)).toBe('2d 4h')
+    expect(formatDuration(-1)).toBe('–')
+  })
+
+  it('formats relative times', () => {
+    const now = 1_000_000_000
+    expect(formatRelative(now, now)).toBe('just now')
+    expect(formatRelative(now - 12_000, now)).toBe('12s ago')
+    expect(formatRelative(now - 5 * 60_000, now)).toBe('5m ago')
+    expect(formatRelative(new Date(now - 3 * 3600_000).toISOString(), now)).toBe('3h ago')
+    expect(formatRelative(null, now)).toBe('–')
+  })
+
+  it('formats percentages and ids', () => {
+    expect(formatPercent(0.0714)).toBe('7.1%')
+    expect(formatPercent(0.5)).toBe('50%')
+    expect(formatPercent(0.0000001)).toBe('<0.1%')
+    expect(shortId('abcdefghijklmnop')).toBe('abcdefgh…')
+    expect(shortId('short')).toBe('short')
+  })
+
+  it('truncates without splitting characters', () => {
+    expect(truncate('héllo wörld', 5)).toBe('héllo…')
+    expect(truncate('😀😀😀', 2)).toBe('😀😀…')
+    expect(compactJson({ a: 1, b: 'x  y' })).toBe('{"a":1,"b":"x y"}')
+  })
+})
+
+describe('Ring and RateSeries', () => {
+  it('keeps only the newest items', () => {
+    const r = new Ring<number>(3)
+    r.pushAll([1, 2, 3, 4, 5])
+    expect(r.toArray()).toEqual([3, 4, 5])
+    expect(r.fromNewest(0)).toBe(5)
+    expect(r.evicted).toBe(2)
+  })
+
+  it('counts per second and forgets old seconds', () => {
+    const s = new RateSeries(10)
+    s.add(100_000, 3)
+    s.add(100_500, 2)
+    s.add(101_000, 4)
+    const [xs, ys] = s.series(101_000)
+    expect(xs.at(-1)).toBe(101)
+    expect(ys.slice(-2)).toEqual([5, 4])
+    const [, later] = s.series(130_000)
+    expect(later.every((v) => v === 0)).toBe(true)
+  })
+})
+
+describe('events', () => {
+  it('normalizes REST items and stream payloads to one shape', () => {
+    const rest = normalizeEvent({
+      cursor: 7,
+      timestamp: '2026-11-25T10:00:00.000Z',
+      agent_id: 'a',
+      session_id: 's',
+      channel: 'monitor',
+      event_type: 'token_usage',
+      event: { input_tokens: 1 },
+    })
+    const live = normalizeEvent({
+      cursor: 7,
+      timestamp: '2026-11-25T10:00:00.000Z',
+      agent_id: 'a',
+      session_id: 's',
+      channel: 'monitor',
+      type: 'token_usage',
+      data: { input_tokens: 1 },
+    })
+    expect(rest).toEqual(live)
+    expect(rest.ts).toBe(Date.parse('2026-11-25T10:00:00.000Z'))
+  })
+
+  it('summarizes known events as plain text', () => {
+    expect(summarize(ev('token_usage', { model: 'gpt-4o', input_tokens: 1500, output_tokens: 20 }))).toBe(
+      'gpt-4o · 1.5k in · 20 out',
+    )
+    expect(summarize(ev('state_changed', { state: 'working' }))).toBe('→ working')
+    expect(summarize(ev('text_chunk', { delta: 'a\nb' }))).toBe('a\\nb')
+    expect(summarize(ev('tool:error', { call: { id: 'c', name: 'grep' }, error: 'boom' }))).toBe('grep · boom')
+  })
+
+  it('filters live events like the server filters history', () => {
+    const e = ev('error', { severity: 'warn', message: 'Disk nearly full' }, { channel: 'monitor' })
+    expect(matchesFilter(e, { channel: 'monitor', severity: 'warn' })).toBe(true)
+    expect(matchesFilter(e, { q: 'disk nearly' })).toBe(true)
+    expect(matchesFilter(e, { q: 'nothing' })).toBe(false)
+    expect(matchesFilter(e, { agent_id: 'other' })).toBe(false)
+    expect(matchesFilter(e, { start: new Date(e.ts + 1).toISOString() })).toBe(false)
+  })
+
+  it('builds query strings from set values only', () => {
+    expect(queryString({ a: 'x y', b: '', c: undefined, d: 3 })).toBe('?a=x+y&d=3')
+    expect(queryString({})).toBe('')
+  })
+})

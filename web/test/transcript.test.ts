@@ -1,0 +1,138 @@
+import { beforeEach, describe, expect, it } from 'vitest'
+import { Transcript } from '../src/lib/transcript'
+import { ev, resetCursor } from './helpers'
+
+beforeEach(() => resetCursor())
+
+describe('Transcript text assembly', () => {
+  it('joins text chunks into one block as they arrive', () => {
+    const t = new Transcript()
+    t.applyAll([ev('text_chunk_start', { step: 1 }), ev('text_chunk', { step: 1, delta: 'Hel' })])
+    expect(t.plainText()).toBe('Hel')
+    t.apply(ev('text_chunk', { step: 1, delta: 'lo, world' }))
+    expect(t.plainText()).toBe('Hello, world')
+    expect(t.blocks).toHaveLength(1)
+    expect(t.blocks[0]).toMatchObject({ kind: 'text', open: true })
+  })
+
+  it('closes the block on text_chunk_end and keeps the full text it carries', () => {
+    const t = new Transcript()
+    t.applyAll([ev('text_chunk', { step: 1, delta: 'lo' }), ev('text_chunk_end', { step: 1, text: 'Hello' })])
+    expect(t.plainText()).toBe('Hello')
+    expect(t.blocks[0]).toMatchObject({ open: false })
+  })
+
+  it('starts a new block for a new step', () => {
+    const t = new Transcript()
+    t.applyAll([
+      ev('text_chunk', { step: 1, delta: 'one' }),
+      ev('text_chunk_end', { step: 1, text: 'one' }),
+      ev('text_chunk', { step: 2, delta: 'two' }),
+    ])
+    expect(t.blocks.map((b) => (b.kind === 'text' ? b.text : b.kind))).toEqual(['one', 'two'])
+  })
+
+  it('keeps thinking and text apart when they interleave', () => {
+    const t = new Transcript()
+    t.applyAll([
+      ev('think_chunk_start', { step: 1 }),
+      ev('think_chunk', { step: 1, delta: 'hmm ' }),
+      ev('think_chunk', { step: 1, delta: 'ok' }),
+      ev('think_chunk_end', { step: 1 }),
+      ev('text_chunk', { step: 1, delta: 'Answer' }),
+    ])
+    expect(t.plainText()).toBe('[think] hmm ok\nAnswer')
+  })
+
+  it('treats chunks without a step as continuing the open block', () => {
+    const t = new Transcript()
+    t.applyAll([ev('text_chunk', { delta: 'a' }), ev('text_chunk', { delta: 'b' })])
+    expect(t.plainText()).toBe('ab')
+  })
+
+  it('ignores events at or below the last applied cursor (history and live overlap)', () => {
+    const t = new Transcript()
+    const a = ev('text_chunk', { delta: 'x' })
+    const b = ev('text_chunk', { delta: 'y' })
+    t.applyAll([a, b])
+    expect(t.applyAll([a, b])).toBe(false)
+    expect(t.plainText()).toBe('xy')
+  })
+
+  it('reads the same replayed from storage as it did live', () => {
+    const events = [
+      ev('state_changed', { state: 'working' }, { channel: 'monitor' }),
+      ev('text_chunk_start', { step: 1 }),
+      ev('text_chunk', { step: 1, delta: 'Reading ' }),
+      ev('tool:start', { call: { id: 'c1', name: 'read_file', arguments: { path: 'a' } } }),
+      ev('tool:end', { call: { id: 'c1', name: 'read_file', state: 'completed', result: 'ok' } }),
+      ev('text_chunk', { step: 1, delta: 'done' }),
+      ev('done', { step: 1, reason: 'completed' }),
+    ]
+    const live = new Transcript()
+    for (const e of events) live.apply(e)
+    const replay = new Transcript()
+    replay.applyAll(events)
+    expect(replay.plainText()).toBe(live.plainText())
+    expect(replay.blocks.map((b) => b.kind)).toEqual(live.blocks.map((b) => b.kind))
+  })
+
+  it('bounds memory by dropping the oldest blocks', () => {
+    const t = new Transcript({ maxBlocks: 3 })
+    for (let i = 0; i < 5; i += 1) t.apply(ev('state_changed', { state: `s${i}` }))
+    expect(t.blocks).toHaveLength(3)
+    expect(t.droppedBlocks).toBe(2)
+  })
+})
+
+describe('Transcript tool calls, state, errors, usage', () => {
+  it('tracks a tool call from start to end with duration and result', () => {
+    const t = new Transcript()
+    t.apply(ev('tool:start', { call: { id: 'c1', name: 'grep', arguments: { q: 'x' }, state: 'executing' } }))
+    t.apply(ev('tool:progress', { call: { id: 'c1' }, progress: 0.5, message: 'half' }))
+    t.apply(ev('tool:end', { call: { id: 'c1', state: 'completed', result: { hits: 3 } } }))
+    const [tool] = t.toolList()
+    expect(tool).toMatchObject({ name: 'grep', state: 'completed', progress: 0.5, result: { hits: 3 } })
+    expect(tool.endedTs! - tool.startedTs).toBe(20)
+  })
+
+  it('marks a failed tool call with its error', () => {
+    const t = new Transcript()
+    t.apply(ev('tool:start', { call: { id: 'c2', name: 'fetch' } }))
+    t.apply(ev('tool:error', { call: { id: 'c2' }, error: 'timeout' }))
+    expect(t.toolList()[0]).toMatchObject({ state: 'failed', error: 'timeout' })
+  })
+
+  it('accepts the flattened tool shape (tool_id, tool_name)', () => {
+    const t = new Transcript()
+    t.apply(ev('tool:start', { tool_id: 't9', tool_name: 'ls', arguments: {} }))
+    t.apply(ev('tool:end', { tool_id: 't9', state: 'completed', result: 'x' }))
+    expect(t.toolList()[0]).toMatchObject({ id: 't9', name: 'ls', state: 'completed' })
+  })
+
+  it('records state changes and errors', () => {
+    const t = new Transcript()
+    t.apply(ev('state_changed', { state: 'working' }))
+    t.apply(ev('error', { severity: 'error', phase: 'model', message: 'rate limited' }))
+    expect(t.currentState).toBe('working')
+    expect(t.errors[0]).toMatchObject({ severity: 'error', phase: 'model', message: 'rate limited' })
+  })
+
+  it('sums token usage per model, cumulatively over time', () => {
+    const t = new Transcript()
+    t.apply(ev('token_usage', { model: 'gpt-4o', input_tokens: 100, output_tokens: 20 }))
+    t.apply(ev('token_usage', { model: 'gpt-4o', input_tokens: 50, output_tokens: 5, total_tokens: 55 }))
+    t.apply(ev('token_usage', { input_tokens: 1, output_tokens: 1 }))
+    const gpt = t.usage.get('gpt-4o')!
+    expect(gpt).toMatchObject({ input: 150, output: 25, total: 175 })
+    expect(gpt.points.map((p) => p[1])).toEqual([120, 175])
+    expect(t.usage.get('unknown')!.total).toBe(2)
+  })
+
+  it('records an approval request and its decision', () => {
+    const t = new Transcript()
+    t.apply(ev('permission_required', { call: { id: 'c5', name: 'rm', arguments: { path: '/' } } }))
+    t.apply(ev('permission_decided', { call_id: 'c5', decision: 'deny' }))
+    expect(t.blocks[0]).toMatchObject({ kind: 'approval', callId: 'c5', decision: 'deny' })
+  })
+})
