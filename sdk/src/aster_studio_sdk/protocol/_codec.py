@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -319,7 +320,9 @@ def _end_session(msg: dict[str, Any], shape: Shape, limits: Limits, seq: int | N
     return EndSession(session_id=session_id, agent_id=agent_id, status=status, seq=seq)
 
 
-_DECODERS = {
+_Decoder = Callable[[dict[str, Any], Shape, Limits, "int | None"], ClientMessage]
+
+_DECODERS: dict[MessageType, _Decoder] = {
     MessageType.REGISTER: _register,
     MessageType.REGISTER_SESSION: _register_session,
     MessageType.EVENT: _event,

@@ -1,0 +1,158 @@
+"""Stored events: newest-first pages, cursor reads, and JSONL/CSV export."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+import orjson
+from fastapi import APIRouter, Depends, Query
+from starlette.responses import Response, StreamingResponse
+
+from ..app import Studio
+from ..errors import BadRequest
+from ..live.bus import event_item
+from ..models import EventFilter, StoredEvent, iso_ms
+from ._common import clamp_limit, event_filter, fail, ok, ok_raw
+
+EXPORT_PAGE = 2_000
+EXPORT_MAX = 1_000_000
+
+
+def filters(
+    agent_id: Annotated[str | None, Query(description="agent id(s), comma-separated")] = None,
+    session_id: Annotated[str | None, Query(description="session id(s), comma-separated")] = None,
+    channel: Annotated[str | None, Query(description="progress, control, monitor")] = None,
+    event_type: Annotated[str | None, Query(description="event type(s), comma-separated")] = None,
+    severity: Annotated[str | None, Query(description="info, warn, error, fatal")] = None,
+    start: Annotated[str | None, Query(description="from this time (ISO 8601 or ms)")] = None,
+    end: Annotated[str | None, Query(description="before this time (ISO 8601 or ms)")] = None,
+    q: Annotated[str | None, Query(description="text the raw event contains")] = None,
+) -> EventFilter:
+    return event_filter(
+        agent_id=agent_id,
+        session_id=session_id,
+        channel=channel,
+        event_type=event_type,
+        severity=severity,
+        start=start,
+        end=end,
+        q=q,
+    )
+
+
+def items_json(events: list[StoredEvent], data_key: str = "event") -> bytes:
+    """Serialize events as a JSON array of API items."""
+    return b"[" + b",".join(event_item(e, data_key=data_key) for e in events) + b"]"
+
+
+def router(studio: Studio) -> APIRouter:
+    api = APIRouter()
+    store = studio.store
+
+    @api.get("/v1/dashboard/events", summary="Stored events, newest first")
+    async def list_events(
+        flt: Annotated[EventFilter, Depends(filters)],
+        limit: int | None = Query(100, description="1..1000, default 100"),
+        before: int | None = Query(None, description="only events with a smaller cursor"),
+    ) -> Response:
+        size = clamp_limit(limit)
+        events = await studio.run_sync(store.events_before, flt, before, size)
+        newest = events[0].id if events else 0
+        older = events[-1].id if len(events) == size else None
+        tail = orjson.dumps({"cursor": newest, "next_before": older, "has_more": older is not None})
+        return ok_raw(b'{"events":' + items_json(events) + b"," + tail[1:])
+
+    @api.get("/v1/dashboard/events/since/{cursor}", summary="Events after a cursor, oldest first")
+    async def events_since(
+        cursor: str,
+        flt: Annotated[EventFilter, Depends(filters)],
+        limit: int | None = Query(100, description="1..1000, default 100"),
+    ) -> Response:
+        try:
+            after = int(cursor)
+        except ValueError:
+            return fail(400, "bad_request", "Invalid cursor")
+        size = clamp_limit(limit)
+        events = await studio.run_sync(store.events_after, flt, after, size)
+        last = events[-1].id if events else after
+        tail = orjson.dumps(
+            {"cursor": last, "next_cursor": max(last, after), "has_more": len(events) == size}
+        )
+        return ok_raw(b'{"events":' + items_json(events) + b"," + tail[1:])
+
+    @api.get("/v1/dashboard/events/count", summary="How many stored events match the filters")
+    async def count_events(flt: Annotated[EventFilter, Depends(filters)]) -> Response:
+        return ok({"count": await studio.run_sync(store.count_events, flt)})
+
+    @api.get("/v1/dashboard/events/export", summary="Download matching events as JSONL or CSV")
+    async def export(
+        flt: Annotated[EventFilter, Depends(filters)],
+        format: str = Query("jsonl", pattern="^(jsonl|csv)$"),
+        limit: int = Query(EXPORT_MAX, ge=1, le=EXPORT_MAX),
+    ) -> Response:
+        if format not in ("jsonl", "csv"):
+            raise BadRequest("format must be jsonl or csv")
+
+        async def rows() -> AsyncIterator[bytes]:
+            after, sent = 0, 0
+            if format == "csv":
+                yield _csv_line(
+                    [
+                        "cursor",
+                        "timestamp",
+                        "agent_id",
+                        "session_id",
+                        "channel",
+                        "event_type",
+                        "severity",
+                        "event",
+                    ]
+                )
+            while sent < limit:
+                page = await studio.run_sync(
+                    store.events_after, flt, after, min(EXPORT_PAGE, limit - sent)
+                )
+                if not page:
+                    return
+                if format == "jsonl":
+                    yield b"".join(event_item(e) + b"\n" for e in page)
+                else:
+                    yield b"".join(
+                        _csv_line(
+                            [
+                                str(e.id),
+                                iso_ms(e.ts) or "",
+                                e.agent_id,
+                                e.session_id or "",
+                                e.channel,
+                                e.event_type,
+                                e.severity or "",
+                                e.payload.decode(),
+                            ]
+                        )
+                        for e in page
+                    )
+                sent += len(page)
+                after = page[-1].id
+
+        media = "application/x-ndjson" if format == "jsonl" else "text/csv; charset=utf-8"
+        return StreamingResponse(
+            rows(),
+            media_type=media,
+            headers={"Content-Disposition": f'attachment; filename="events.{format}"'},
+        )
+
+    @api.get("/v1/dashboard/events/stats", summary="Open live-stream connections")
+    async def stream_stats() -> Response:
+        return ok({"active_connections": studio.dashboard_connections})
+
+    return api
+
+
+def _csv_line(fields: list[str]) -> bytes:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerow(fields)
+    return buffer.getvalue().encode()

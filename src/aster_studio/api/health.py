@@ -1,0 +1,102 @@
+"""Liveness and readiness (`/healthz`, `/health`) and Prometheus metrics (`/metrics`)."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+
+from .. import __version__
+from ..app import Studio
+from ..errors import StoreError
+from ..models import iso_ms
+
+
+def router(studio: Studio) -> APIRouter:
+    api = APIRouter()
+
+    async def check_store() -> dict[str, object]:
+        started = time.perf_counter()
+        try:
+            await studio.run_sync(studio.store.ping)
+        except StoreError as exc:
+            return {"status": "unhealthy", "error": str(exc)}
+        latency = (time.perf_counter() - started) * 1000
+        return {"status": "healthy", "message": "OK", "latency_ms": round(latency, 3)}
+
+    @api.get("/healthz", summary="Is the Studio up, and can it reach its store")
+    async def healthz() -> Response:
+        store = await check_store()
+        healthy = store["status"] == "healthy"
+        pipeline = studio.pipeline
+        return JSONResponse(
+            {
+                "status": "ok" if healthy else "degraded",
+                "version": __version__,
+                "uptime_s": round(time.time() - studio.started_at, 3),
+                "store": {"backend": studio.store.describe(), **store},
+                "write_queue": pipeline.depth if pipeline else 0,
+                "agents_online": sum(
+                    1 for a in studio.registry.agents.values() if a.connection is not None
+                ),
+            },
+            status_code=200 if healthy else 503,
+        )
+
+    @api.get("/health", summary="Health in the original Studio's shape")
+    async def health() -> Response:
+        store = await check_store()
+        return JSONResponse(
+            {
+                "status": "healthy" if store["status"] == "healthy" else "degraded",
+                "version": __version__,
+                "uptime": int((time.time() - studio.started_at) * 1e9),
+                "timestamp": iso_ms(studio.clock()),
+                "checks": {"store": store},
+            }
+        )
+
+    @api.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
+    async def metrics() -> Response:
+        ingest = studio.ingest.stats
+        pipe = studio.pipeline.stats if studio.pipeline else None
+        counts = studio.registry.counts(studio.clock(), studio.stall_after_ms)
+        lines = [
+            "# TYPE aster_agents gauge",
+            *(f'aster_agents{{status="{k}"}} {v}' for k, v in counts.items() if k != "total"),
+            "# TYPE aster_agent_connections gauge",
+            f"aster_agent_connections {len(studio.ingest.connections)}",
+            "# TYPE aster_dashboard_connections gauge",
+            f"aster_dashboard_connections {studio.dashboard_connections}",
+            "# TYPE aster_frames_received_total counter",
+            f"aster_frames_received_total {ingest.frames}",
+            "# TYPE aster_messages_received_total counter",
+            f"aster_messages_received_total {ingest.messages}",
+            "# TYPE aster_events_received_total counter",
+            f"aster_events_received_total {ingest.events}",
+            "# TYPE aster_protocol_errors_total counter",
+            f"aster_protocol_errors_total {ingest.errors}",
+            "# TYPE aster_duplicates_skipped_total counter",
+            f"aster_duplicates_skipped_total {ingest.duplicates}",
+            "# TYPE aster_write_queue_depth gauge",
+            f"aster_write_queue_depth {studio.pipeline.depth if studio.pipeline else 0}",
+        ]
+        if pipe is not None:
+            lines += [
+                "# TYPE aster_events_stored_total counter",
+                f"aster_events_stored_total {pipe.events_written}",
+                "# TYPE aster_store_commits_total counter",
+                f"aster_store_commits_total {pipe.commits}",
+                "# TYPE aster_store_commit_seconds_total counter",
+                f"aster_store_commit_seconds_total {pipe.commit_seconds:.6f}",
+                "# TYPE aster_store_failed_ops_total counter",
+                f"aster_store_failed_ops_total {pipe.failed_ops}",
+            ]
+        lines += [
+            "# TYPE aster_live_events_published_total counter",
+            f"aster_live_events_published_total {studio.bus.published}",
+        ]
+        return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
+
+    return api

@@ -1,0 +1,434 @@
+"""Overview, token/cost/performance metrics, traces and insights, computed from stored data."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Query
+from starlette.responses import Response
+
+from ..app import Studio
+from ..errors import NotFound
+from ..live.bus import event_item
+from ..models import EventFilter, StoredEvent, UsageQuery, UsageRow, iso_ms
+from ._common import BUCKETS_MS, clamp_limit, ok, ok_raw, period_ms
+
+SCAN_LIMIT = 50_000
+ERROR_SEVERITIES = ("error", "fatal")
+
+
+def _money(amount: float) -> dict[str, Any]:
+    return {"amount": round(amount, 10), "currency": "USD"}
+
+
+def _tokens(row: UsageRow | None) -> dict[str, int]:
+    if row is None:
+        return {"input": 0, "output": 0, "total": 0}
+    return {"input": row.input, "output": row.output, "total": row.input + row.output}
+
+
+def percentiles(values: list[float]) -> dict[str, int]:
+    """p50/p95/p99/avg/max in whole ms; the sorted value at index n*p/100, as the original."""
+    if not values:
+        return {"p50": 0, "p95": 0, "p99": 0, "avg": 0, "max": 0}
+    ordered = sorted(values)
+    n = len(ordered)
+
+    def at(p: int) -> int:
+        return round(ordered[min(n * p // 100, n - 1)])
+
+    return {
+        "p50": at(50),
+        "p95": at(95),
+        "p99": at(99),
+        "avg": round(sum(ordered) / n),
+        "max": round(ordered[-1]),
+    }
+
+
+def _num(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
+
+
+def tool_spans(events: list[StoredEvent]) -> list[dict[str, Any]]:
+    """Pair `tool:start` with its end (`tool:end`, `tool:error`, `tool:canceled`) by call id."""
+    spans: dict[str, dict[str, Any]] = {}
+    order: list[str] = []
+    for event in events:
+        if not event.event_type.startswith("tool:"):
+            continue
+        body = orjson.loads(event.payload)
+        call = body.get("call") if isinstance(body.get("call"), dict) else {}
+        call_id = str(call.get("id") or body.get("call_id") or body.get("tool_id") or "")
+        if not call_id:
+            continue
+        span = spans.get(call_id)
+        if span is None:
+            span = {
+                "id": call_id,
+                "name": str(call.get("name") or body.get("tool_name") or "tool"),
+                "start_ms": event.ts,
+                "end_ms": None,
+                "state": "executing",
+                "arguments": call.get("arguments"),
+                "result": None,
+                "error": None,
+            }
+            spans[call_id] = span
+            order.append(call_id)
+        kind = event.event_type
+        if kind in ("tool:end", "tool:error", "tool:canceled"):
+            span["end_ms"] = event.ts
+            span["state"] = {"tool:error": "failed", "tool:canceled": "canceled"}.get(
+                kind, str(call.get("state") or "completed")
+            )
+            span["result"] = call.get("result")
+            span["error"] = body.get("error") or call.get("error")
+    return [spans[i] for i in order]
+
+
+def router(studio: Studio) -> APIRouter:
+    api = APIRouter()
+    store = studio.store
+
+    async def usage(start: int, end: int, **kw: Any) -> list[UsageRow]:
+        return await studio.run_sync(store.usage_rows, UsageQuery(start, end, **kw))
+
+    async def error_count(start: int, end: int, agent_id: str | None = None) -> int:
+        flt = EventFilter(
+            agent_ids=(agent_id,) if agent_id else None,
+            event_types=("error",),
+            severities=ERROR_SEVERITIES,
+            start_ms=start,
+            end_ms=end,
+        )
+        return await studio.run_sync(store.count_events, flt)
+
+    async def scan(flt: EventFilter) -> list[StoredEvent]:
+        return await studio.run_sync(store.events_after, flt, 0, SCAN_LIMIT)
+
+    async def window_summary(start: int, end: int) -> dict[str, Any]:
+        rows = await usage(start, end)
+        row = rows[0] if rows else None
+        return {
+            "token_usage": _tokens(row),
+            "cost": _money(row.cost if row else 0.0),
+            "unpriced_tokens": row.unpriced_tokens if row else 0,
+            "requests": row.requests if row else 0,
+        }
+
+    @api.get("/v1/dashboard/overview", summary="Headline figures for a period")
+    async def overview(period: str = Query("24h", description="1h, 24h, 7d or 30d")) -> Response:
+        now = studio.clock()
+        start = now - period_ms(period)
+        summary = await window_summary(start, now)
+        errors = await error_count(start, now)
+        requests = summary["requests"]
+        steps = await scan(EventFilter(event_types=("step_complete",), start_ms=start, end_ms=now))
+        durations = [
+            d for d in (_num(orjson.loads(e.payload).get("duration_ms")) for e in steps) if d
+        ]
+        _, active_sessions = await studio.run_sync(
+            lambda: store.list_sessions(status="active", agent_id=None, limit=1, offset=0)
+        )
+        latest = await studio.run_sync(
+            store.events_before, EventFilter(event_types=("error",)), None, 10
+        )
+        counts = studio.registry.counts(now, studio.stall_after_ms)
+        data = {
+            "active_agents": counts["online"],
+            "active_sessions": active_sessions,
+            "total_requests": requests,
+            "token_usage": summary["token_usage"],
+            "cost": summary["cost"],
+            "unpriced_tokens": summary["unpriced_tokens"],
+            "error_count": errors,
+            "error_rate": round(errors / requests, 4) if requests else (1.0 if errors else 0.0),
+            "avg_latency_ms": round(sum(durations) / len(durations)) if durations else 0,
+            "period": period,
+            "updated_at": iso_ms(now),
+            "agents": counts,
+            "events_per_second": round(studio.ingest.rate.per_second(), 2),
+            "events_total": await studio.run_sync(store.max_event_id),
+            "windows": {
+                "1h": await window_summary(now - 3_600_000, now),
+                "24h": await window_summary(now - 86_400_000, now),
+            },
+        }
+        body = orjson.dumps(data)
+        return ok_raw(
+            body[:-1] + b',"latest_errors":[' + b",".join(event_item(e) for e in latest) + b"]}"
+        )
+
+    def _period(period: str) -> tuple[int, int, int]:
+        now = studio.clock()
+        window = period_ms(period)
+        return now - window, now, BUCKETS_MS[window]
+
+    @api.get("/v1/dashboard/metrics/tokens", summary="Token usage by agent, model and time")
+    async def tokens(
+        period: str = Query("24h"), agent_id: str | None = None, model: str | None = None
+    ) -> Response:
+        start, end, bucket = _period(period)
+        kw = {"agent_id": agent_id, "model": model}
+        total = await usage(start, end, **kw)
+        by_model = await usage(start, end, group_by="model", **kw)
+        by_agent = await usage(start, end, group_by="agent", **kw)
+        trend = await usage(start, end, bucket_ms=bucket, **kw)
+        row = total[0] if total else None
+        return ok(
+            {
+                "period": period,
+                "total": _tokens(row),
+                "by_agent": {str(r.key): _tokens(r) for r in by_agent},
+                "by_model": {
+                    str(r.key or "(unknown)"): {**_tokens(r), "priced": r.unpriced_tokens == 0}
+                    for r in by_model
+                },
+                "trend": [
+                    {"timestamp": iso_ms(int(r.key or 0)), "input": r.input, "output": r.output}
+                    for r in trend
+                ],
+                "cost": _money(row.cost if row else 0.0),
+                "unpriced_tokens": row.unpriced_tokens if row else 0,
+            }
+        )
+
+    @api.get("/v1/dashboard/metrics/costs", summary="Cost by agent, model and time")
+    async def costs(
+        period: str = Query("24h"), agent_id: str | None = None, model: str | None = None
+    ) -> Response:
+        start, end, bucket = _period(period)
+        kw = {"agent_id": agent_id, "model": model}
+        total = await usage(start, end, **kw)
+        by_model = await usage(start, end, group_by="model", **kw)
+        by_agent = await usage(start, end, group_by="agent", **kw)
+        trend = await usage(start, end, bucket_ms=bucket, **kw)
+        row = total[0] if total else None
+        return ok(
+            {
+                "period": period,
+                "total": _money(row.cost if row else 0.0),
+                "by_agent": {str(r.key): _money(r.cost) for r in by_agent},
+                "by_model": {str(r.key or "(unknown)"): _money(r.cost) for r in by_model},
+                "trend": [
+                    {"timestamp": iso_ms(int(r.key or 0)), "amount": round(r.cost, 10)}
+                    for r in trend
+                ],
+                "unpriced_tokens": row.unpriced_tokens if row else 0,
+                "unpriced_models": sorted(
+                    str(r.key or "(unknown)") for r in by_model if r.unpriced_tokens
+                ),
+            }
+        )
+
+    @api.get("/v1/dashboard/metrics/performance", summary="Step and tool latencies, error rate")
+    async def performance(period: str = Query("24h"), agent_id: str | None = None) -> Response:
+        start, end, _ = _period(period)
+        agents = (agent_id,) if agent_id else None
+        steps = await scan(
+            EventFilter(
+                agent_ids=agents, event_types=("step_complete",), start_ms=start, end_ms=end
+            )
+        )
+        durations: list[float] = []
+        sessions: set[str | None] = set()
+        for event in steps:
+            sessions.add(event.session_id)
+            value = _num(orjson.loads(event.payload).get("duration_ms"))
+            if value is not None:
+                durations.append(value)
+        tools = await scan(
+            EventFilter(
+                agent_ids=agents,
+                event_types=("tool:start", "tool:end", "tool:error", "tool:canceled"),
+                start_ms=start,
+                end_ms=end,
+            )
+        )
+        latency: dict[str, list[float]] = defaultdict(list)
+        for span in tool_spans(tools):
+            if span["end_ms"] is not None:
+                latency[span["name"]].append(span["end_ms"] - span["start_ms"])
+        rows = await usage(start, end, agent_id=agent_id)
+        requests = rows[0].requests if rows else 0
+        errors = await error_count(start, end, agent_id)
+        return ok(
+            {
+                "period": period,
+                "ttft": percentiles(durations),
+                "step_latency": percentiles(durations),
+                # Time per output token needs per-token timing no agent event carries.
+                "tpot": percentiles([]),
+                "tool_latency": {name: percentiles(v) for name, v in sorted(latency.items())},
+                "avg_loop_count": round(len(steps) / len(sessions), 2) if sessions else 0.0,
+                "request_count": requests,
+                "error_count": errors,
+                "error_rate": round(errors / requests, 4) if requests else (1.0 if errors else 0.0),
+            }
+        )
+
+    async def trace_summary(session_id: str) -> tuple[dict[str, Any], list[StoredEvent]]:
+        record = await studio.run_sync(store.get_session, session_id)
+        if record is None:
+            raise NotFound("Trace not found")
+        events = await scan(
+            EventFilter(
+                session_ids=(session_id,),
+                event_types=("tool:start", "tool:end", "tool:error", "tool:canceled", "error"),
+            )
+        )
+        usage_by = await studio.run_sync(store.session_usage, [session_id])
+        totals = usage_by.get(session_id)
+        errors = [e for e in events if e.event_type == "error"]
+        end = record.ended_at or record.updated_at
+        status = {"active": "running", "completed": "ok"}.get(record.status, "error")
+        if errors and status == "ok":
+            status = "error"
+        agent = studio.registry.agents.get(record.agent_id)
+        summary: dict[str, Any] = {
+            "id": record.id,
+            "name": f"session {record.id}",
+            "agent_id": record.agent_id,
+            "agent_name": (agent.name if agent else None) or record.agent_id,
+            "start_time": iso_ms(record.created_at),
+            "duration_ms": max(end - record.created_at, 1),
+            "status": status,
+            "span_count": 1 + sum(1 for e in events if e.event_type == "tool:start"),
+            "token_usage": totals.tokens() if totals else {"input": 0, "output": 0, "total": 0},
+            "cost": _money(totals.cost if totals else 0.0),
+        }
+        if errors:
+            summary["error_message"] = str(orjson.loads(errors[-1].payload).get("message", ""))
+        return summary, events
+
+    @api.get("/v1/dashboard/traces", summary="One trace per session, newest activity first")
+    async def traces(
+        limit: int | None = Query(50),
+        offset: int = Query(0, ge=0),
+        status: str | None = Query(None, description="ok, error or running"),
+        agent_id: str | None = None,
+    ) -> Response:
+        size = clamp_limit(limit, default=50)
+        session_status = {"running": "active", "ok": "completed"}.get(status or "")
+        records, total = await studio.run_sync(
+            lambda: store.list_sessions(
+                status=session_status, agent_id=agent_id, limit=size, offset=offset
+            )
+        )
+        items = []
+        for record in records:
+            summary, _ = await trace_summary(record.id)
+            if status and summary["status"] != status:
+                continue
+            items.append(summary)
+        return ok({"traces": items, "total": total, "has_more": offset + len(records) < total})
+
+    @api.get("/v1/dashboard/traces/{trace_id}", summary="A session's trace with tool-call spans")
+    async def trace(trace_id: str) -> Response:
+        summary, events = await trace_summary(trace_id)
+        start_ms = int(summary["duration_ms"])
+        children = []
+        for span in tool_spans(events):
+            end_ms = span["end_ms"]
+            children.append(
+                {
+                    "id": span["id"],
+                    "name": f"tool.{span['name']}",
+                    "type": "tool",
+                    "start_time": iso_ms(span["start_ms"]),
+                    "end_time": iso_ms(end_ms),
+                    "duration_ms": max((end_ms or studio.clock()) - span["start_ms"], 1),
+                    "status": "error" if span["state"] == "failed" else "ok",
+                    "attributes": {
+                        "tool_name": span["name"],
+                        "tool_id": span["id"],
+                        "state": span["state"],
+                    },
+                }
+            )
+        detail = dict(summary)
+        detail["root_span"] = {
+            "id": trace_id,
+            "name": summary["name"],
+            "type": "agent",
+            "start_time": summary["start_time"],
+            "duration_ms": start_ms,
+            "status": summary["status"],
+            "children": children,
+        }
+        return ok(detail)
+
+    @api.get("/v1/dashboard/insights", summary="Findings worth a look: latency, errors, cost")
+    async def insights() -> Response:
+        now = studio.clock()
+        start = now - 86_400_000
+        found: list[dict[str, Any]] = []
+        rows = await usage(start, now)
+        row = rows[0] if rows else None
+        requests = row.requests if row else 0
+        errors = await error_count(start, now)
+        rate = errors / requests if requests else 0.0
+        if requests and rate > 0.05:
+            found.append(
+                {
+                    "id": "high_error_rate",
+                    "type": "reliability",
+                    "severity": "critical",
+                    "title": "High error rate",
+                    "description": f"{errors} errors for {requests} model calls in 24 h",
+                    "suggestion": "Open the Events page filtered on severity=error.",
+                    "data": {
+                        "error_rate": round(rate, 4),
+                        "error_count": errors,
+                        "request_count": requests,
+                    },
+                    "created_at": iso_ms(now),
+                }
+            )
+        if row is not None and row.cost > 10:
+            found.append(
+                {
+                    "id": "high_daily_cost",
+                    "type": "cost",
+                    "severity": "warning",
+                    "title": "Daily cost above $10",
+                    "description": f"${row.cost:.2f} in the last 24 h",
+                    "suggestion": "See Metrics for the agents and models behind it.",
+                    "data": {"cost": round(row.cost, 4)},
+                    "created_at": iso_ms(now),
+                }
+            )
+        tools = await scan(
+            EventFilter(
+                event_types=("tool:start", "tool:end", "tool:error", "tool:canceled"),
+                start_ms=start,
+                end_ms=now,
+            )
+        )
+        latency: dict[str, list[float]] = defaultdict(list)
+        for span in tool_spans(tools):
+            if span["end_ms"] is not None:
+                latency[span["name"]].append(span["end_ms"] - span["start_ms"])
+        for name, values in sorted(latency.items()):
+            p95 = percentiles(values)["p95"]
+            if p95 > 2000:
+                found.append(
+                    {
+                        "id": f"high_tool_latency_{name}",
+                        "type": "performance",
+                        "severity": "warning",
+                        "title": f"Tool {name} is slow",
+                        "description": f"p95 {p95} ms over {len(values)} calls",
+                        "suggestion": "Check the tool's arguments and its backend.",
+                        "data": {"p95_ms": p95, "calls": len(values)},
+                        "created_at": iso_ms(now),
+                    }
+                )
+        return ok(found)
+
+    return api

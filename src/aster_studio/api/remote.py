@@ -1,0 +1,83 @@
+"""The agent endpoint `/v1/remote-agents/connect`: glue between the socket and IngestService."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from fastapi import APIRouter, WebSocket
+from starlette.websockets import WebSocketDisconnect
+
+from ..app import Studio
+from ._common import ok
+
+log = logging.getLogger(__name__)
+
+GREETING = (
+    '{"type":"connected","payload":{"message":"Connected to Aster Studio Remote Agent Service"}}'
+)
+
+
+def router(studio: Studio) -> APIRouter:
+    api = APIRouter()
+    ingest = studio.ingest
+
+    @api.websocket("/v1/remote-agents/connect")
+    async def connect(ws: WebSocket) -> None:
+        await ws.accept()
+        client = ws.client
+        conn = ingest.open_connection(f"{client.host}:{client.port}" if client else "?")
+
+        async def close(code: int, reason: str) -> None:
+            await ws.close(code, reason)
+
+        await ws.send_text(GREETING)
+        sender = asyncio.create_task(conn.run_sender(ws.send_text, close))
+        try:
+            while True:
+                message = await ws.receive()
+                if message["type"] == "websocket.disconnect":
+                    break
+                text = message.get("text")
+                if text is not None:
+                    await ingest.handle_text(conn, text)
+                elif message.get("invalid_utf8"):
+                    await ingest.handle_invalid_text(conn, message["bytes"])
+                else:
+                    await ingest.handle_binary(conn)
+        except (WebSocketDisconnect, RuntimeError):
+            pass  # the peer went away; what it sent is already queued for storage
+        finally:
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await sender
+            ingest.close_connection(conn)
+
+    @api.get("/v1/remote-agents/stats", summary="Connected remote agents (original Studio shape)")
+    async def stats() -> object:
+        agents = []
+        for agent in studio.registry.agents.values():
+            if agent.connection is None:
+                continue
+            agents.append(
+                {
+                    "agent_id": agent.id,
+                    "status": {
+                        "agent_id": agent.id,
+                        "state": agent.state,
+                        "step_count": 0,
+                        "cursor": agent.event_count,
+                        "breakpoint": {"enabled": False},
+                    },
+                    "metadata": {
+                        **agent.metadata,
+                        "name": agent.name or agent.id,
+                        "remote": True,
+                        "source": "remote_agent",
+                    },
+                }
+            )
+        return ok({"remote_agents_count": len(agents), "agents": agents})
+
+    return api

@@ -1,0 +1,130 @@
+"""Sessions: lists with usage, and a session's detail with its assembled messages."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Query
+from starlette.responses import Response
+
+from ..app import Studio
+from ..errors import NotFound
+from ..models import EventFilter, SessionRecord, StoredEvent, UsageTotals, iso_ms
+from ._common import clamp_limit, ok
+
+MESSAGE_SCAN_LIMIT = 20_000
+
+
+def session_view(
+    record: SessionRecord, usage: UsageTotals | None, agent_name: str | None
+) -> dict[str, Any]:
+    totals = usage or UsageTotals()
+    count = record.metadata.get("message_count")  # envelope clients report it here
+    return {
+        "id": record.id,
+        "agent_id": record.agent_id,
+        "agent_name": agent_name or record.agent_id,
+        "status": record.status,
+        "message_count": count if isinstance(count, int) else record.event_count,
+        "event_count": record.event_count,
+        "token_usage": totals.tokens(),
+        "cost": {"amount": round(totals.cost, 10), "currency": "USD"},
+        "unpriced_tokens": totals.unpriced_tokens,
+        "created_at": iso_ms(record.created_at),
+        "updated_at": iso_ms(record.updated_at),
+        "ended_at": iso_ms(record.ended_at),
+        "metadata": record.metadata,
+    }
+
+
+def assemble_messages(events: list[StoredEvent]) -> list[dict[str, Any]]:
+    """Turn a session's text events into messages: one per `text_chunk` run or `text_chunk_end`."""
+    messages: list[dict[str, Any]] = []
+    parts: list[str] = []
+    started: int | None = None
+
+    def close(ts: int, text: str | None = None) -> None:
+        nonlocal parts, started
+        content = text if text is not None else "".join(parts)
+        if content:
+            messages.append(
+                {
+                    "id": f"m{len(messages) + 1}",
+                    "role": "assistant",
+                    "content": content,
+                    "timestamp": iso_ms(started if started is not None else ts),
+                }
+            )
+        parts, started = [], None
+
+    for event in events:
+        kind = event.event_type
+        if kind not in ("text_chunk", "text_chunk_end", "text_chunk_start", "done"):
+            continue
+        body = orjson.loads(event.payload)
+        if kind == "text_chunk":
+            delta = body.get("delta")
+            if isinstance(delta, str):
+                started = event.ts if started is None else started
+                parts.append(delta)
+        elif kind == "text_chunk_end":
+            text = body.get("text")
+            close(event.ts, text if isinstance(text, str) and text else None)
+        elif parts:  # text_chunk_start or done ends a run of chunks
+            close(event.ts)
+    if parts:
+        close(events[-1].ts)
+    return messages
+
+
+def router(studio: Studio) -> APIRouter:
+    api = APIRouter()
+    store = studio.store
+
+    def name_of(agent_id: str) -> str | None:
+        agent = studio.registry.agents.get(agent_id)
+        return (agent.name or agent.metadata.get("name")) if agent else None
+
+    @api.get("/v1/dashboard/sessions", summary="Sessions, most recently active first")
+    async def list_sessions(
+        limit: int | None = Query(50),
+        offset: int = Query(0, ge=0),
+        status: str | None = Query(None, description="active, completed, failed, interrupted"),
+        agent_id: str | None = None,
+    ) -> Response:
+        size = clamp_limit(limit, default=50)
+        records, total = await studio.run_sync(
+            lambda: store.list_sessions(status=status, agent_id=agent_id, limit=size, offset=offset)
+        )
+        usage = await studio.run_sync(store.session_usage, [r.id for r in records])
+        return ok(
+            {
+                "sessions": [
+                    session_view(r, usage.get(r.id), name_of(r.agent_id)) for r in records
+                ],
+                "total": total,
+                "has_more": offset + len(records) < total,
+            }
+        )
+
+    @api.get("/v1/dashboard/sessions/{session_id}", summary="A session with its messages")
+    async def get_session(session_id: str) -> Response:
+        record = await studio.run_sync(store.get_session, session_id)
+        if record is None:
+            raise NotFound("Session not found")
+        usage = await studio.run_sync(store.session_usage, [session_id])
+        events = await studio.run_sync(
+            store.events_after,
+            EventFilter(
+                session_ids=(session_id,),
+                event_types=("text_chunk", "text_chunk_start", "text_chunk_end", "done"),
+            ),
+            0,
+            MESSAGE_SCAN_LIMIT,
+        )
+        view = session_view(record, usage.get(session_id), name_of(record.agent_id))
+        view["messages"] = assemble_messages(events)
+        return ok(view)
+
+    return api

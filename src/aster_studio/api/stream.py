@@ -1,0 +1,238 @@
+"""The console's live stream `/v1/dashboard/events/stream`: subscribe, replay, then live."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, WebSocket
+from starlette.websockets import WebSocketDisconnect
+
+from ..app import Studio
+from ..live.bus import LEVELS, StreamFilter, Subscriber, event_item
+from ..models import EventFilter, iso_ms
+from .events import items_json
+
+log = logging.getLogger(__name__)
+
+REPLAY_PAGE = 1_000
+REPLAY_MAX = 100_000
+STATS_EVERY_S = 10.0
+
+
+def _frame(kind: str, payload: Any, **extra: Any) -> str:
+    return orjson.dumps({"type": kind, "payload": payload, **extra}).decode()
+
+
+def _strings(value: Any, name: str) -> list[str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"filters.{name} must be a list of strings")
+    return value
+
+
+def parse_filters(raw: Any) -> tuple[StreamFilter, dict[str, Any]]:
+    """Read a subscribe message's filters; missing lists mean no filter (as the original)."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ValueError("filters must be an object")
+    channels = _strings(raw.get("channels"), "channels")
+    types = _strings(raw.get("event_types"), "event_types")
+    agents = _strings(raw.get("agent_ids"), "agent_ids")
+    sessions = _strings(raw.get("session_ids"), "session_ids")
+    level = raw.get("min_level")
+    if level is not None and level not in LEVELS:
+        raise ValueError("filters.min_level must be debug, info, warn or error")
+    flt = StreamFilter(
+        channels=frozenset(c.lower() for c in channels or ()),
+        event_types=frozenset(t.lower() for t in types or ()),
+        agent_ids=frozenset(agents or ()),
+        session_ids=frozenset(sessions or ()),
+        min_level=LEVELS[level] if level else 0,
+    )
+    echo = {
+        "channels": channels,
+        "event_types": types,
+        "agent_ids": agents,
+        "session_ids": sessions,
+    }
+    return flt, echo
+
+
+def store_filter(flt: StreamFilter) -> EventFilter:
+    return EventFilter(
+        agent_ids=tuple(flt.agent_ids) or None,
+        session_ids=tuple(flt.session_ids) or None,
+        channels=tuple(flt.channels) or None,
+        event_types=tuple(flt.event_types) or None,
+    )
+
+
+def router(studio: Studio) -> APIRouter:
+    api = APIRouter()
+    bus = studio.bus
+
+    @api.websocket("/v1/dashboard/events/stream")
+    async def stream(ws: WebSocket) -> None:
+        await ws.accept()
+        studio.dashboard_connections += 1
+        sub = bus.subscribe()
+        sub.filter = StreamFilter(channels=frozenset({"monitor"}))  # the original's default
+        sub.active = True
+        connected_at = iso_ms(studio.clock())
+        lock = asyncio.Lock()
+
+        def stats() -> str:
+            body = {
+                "connected_at": connected_at,
+                "subscribed_agents": len(sub.filter.agent_ids) or len(studio.registry.agents),
+                "events_received": sub.received,
+                "events_filtered": sub.filtered,
+            }
+            return _frame("stats", body, stats=body)
+
+        async def sender() -> None:
+            next_stats = time.monotonic() + STATS_EVERY_S
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(sub.wake.wait(), STATS_EVERY_S)
+                async with lock:
+                    events, agents, dropped = sub.take()
+                    if dropped:
+                        await ws.send_text(
+                            _frame(
+                                "dropped",
+                                {
+                                    "count": dropped,
+                                    "message": "client too slow; reload from history",
+                                },
+                            )
+                        )
+                    if sub.batch:
+                        if events:
+                            await ws.send_text(
+                                '{"type":"events","payload":['
+                                + b",".join(item for _, item in events).decode()
+                                + "]}"
+                            )
+                        for view in agents.values():
+                            await ws.send_text(_frame("agent", view))
+                    else:
+                        for _, item in events:
+                            await ws.send_text('{"type":"event","payload":' + item.decode() + "}")
+                    if time.monotonic() >= next_stats:
+                        next_stats = time.monotonic() + STATS_EVERY_S
+                        await ws.send_text(stats())
+
+        async def subscribe(msg: dict[str, Any]) -> None:
+            try:
+                flt, echo = parse_filters(msg.get("filters"))
+                since = msg.get("since")
+                if since is not None and (isinstance(since, bool) or not isinstance(since, int)):
+                    raise ValueError("since must be an integer cursor")
+            except ValueError as exc:
+                await error("bad_request", str(exc))
+                return
+            async with lock:
+                sub.filter = flt
+                sub.active = True
+                sub.batch = bool(msg.get("batch"))
+                sub.pending.clear()
+                agent_count = len(flt.agent_ids) or len(studio.registry.agents)
+                await ws.send_text(_frame("subscribed", {**echo, "agent_count": agent_count}))
+                if since is not None:
+                    await replay(flt, since)
+                await ws.send_text(stats())
+
+        async def replay(flt: StreamFilter, since: int) -> None:
+            last, sent = since, 0
+            query = store_filter(flt)
+            while sent < REPLAY_MAX:
+                page = await studio.run_sync(studio.store.events_after, query, last, REPLAY_PAGE)
+                page = [e for e in page if flt.matches(e)]
+                if page:
+                    if sub.batch:
+                        await ws.send_text(
+                            '{"type":"events","payload":'
+                            + items_json(page, data_key="data").decode()
+                            + ',"replay":true}'
+                        )
+                    else:
+                        for e in page:
+                            await ws.send_text(
+                                '{"type":"event","payload":'
+                                + event_item(e, data_key="data").decode()
+                                + "}"
+                            )
+                    last = page[-1].id
+                    sent += len(page)
+                if len(page) < REPLAY_PAGE:
+                    break
+            # Events committed during the replay were both read and queued: keep the queued
+            # copies only past the last replayed cursor, so none is shown twice.
+            kept = [(c, item) for c, item in sub.pending if c > last]
+            sub.pending.clear()
+            sub.pending.extend(kept)
+            await ws.send_text(_frame("replayed", {"cursor": last, "count": sent}))
+
+        async def error(code: str, message: str) -> None:
+            async with lock:
+                await ws.send_text(
+                    _frame("error", {"code": code, "message": message}, message=message)
+                )
+
+        task = asyncio.create_task(sender())
+        try:
+            await ws.send_text(
+                _frame(
+                    "connected",
+                    {
+                        "connection_id": f"dash-ws-{time.time_ns()}",
+                        "message": "Connected to Aster Studio event stream",
+                    },
+                )
+            )
+            while True:
+                message = await ws.receive()
+                if message["type"] == "websocket.disconnect":
+                    break
+                text = message.get("text")
+                try:
+                    msg = orjson.loads(text) if text is not None else None
+                except orjson.JSONDecodeError:
+                    msg = None
+                if not isinstance(msg, dict):
+                    await error("invalid_message", "Failed to parse message")
+                    continue
+                action = msg.get("action")
+                if action == "subscribe":
+                    await subscribe(msg)
+                elif action == "unsubscribe":
+                    async with lock:
+                        sub.active = False
+                        sub.pending.clear()
+                        await ws.send_text(_frame("unsubscribed", None))
+                elif action == "ping":
+                    async with lock:
+                        await ws.send_text(_frame("pong", None))
+                else:
+                    await error("unknown_action", f"Unknown action: {str(action)[:64]}")
+        except (WebSocketDisconnect, RuntimeError):
+            pass
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+            bus.unsubscribe(sub)
+            studio.dashboard_connections -= 1
+
+    return api
+
+
+__all__ = ["Subscriber", "router"]

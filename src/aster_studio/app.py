@@ -1,0 +1,142 @@
+"""Wire settings, store, pipeline, registry and bus into an ASGI app, and run its lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from fastapi import FastAPI
+
+from aster_studio_sdk.protocol import Limits
+
+from . import __version__
+from .config import Settings
+from .ingest.pipeline import WritePipeline
+from .ingest.registry import Registry
+from .ingest.service import Clock, IngestService
+from .live.bus import LiveBus
+from .store import SqliteStore, Store
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+STATIC_DIR = Path(__file__).parent / "static"
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(eq=False)
+class Studio:
+    """Everything one Studio instance owns; built by `create_app`, reached by the routes."""
+
+    settings: Settings
+    store: Store
+    clock: Clock
+    registry: Registry = field(default_factory=Registry)
+    bus: LiveBus = field(default_factory=LiveBus)
+    started_at: float = field(default_factory=time.time)
+    ingest: IngestService = field(init=False)
+    pipeline: WritePipeline | None = None
+    dashboard_connections: int = 0
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.bus = LiveBus(self.settings.subscriber_buffer)
+        self.ingest = IngestService(
+            self.store,
+            self.registry,
+            self.bus,
+            self.clock,
+            limits=Limits(),
+            stall_after_ms=int(self.settings.stall_after_s * 1000),
+            outbox_max=self.settings.outbox_max,
+        )
+
+    @property
+    def stall_after_ms(self) -> int:
+        return self.ingest.stall_after_ms
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self.store.open)
+        records = await loop.run_in_executor(None, self.store.load_agents)
+        usage = await loop.run_in_executor(None, self.store.usage_by_agent)
+        self.registry.load(records, usage)
+        self.pipeline = WritePipeline(
+            self.store,
+            loop,
+            self.ingest.on_commit,
+            max_ops=self.settings.queue_max_ops,
+            batch_max=self.settings.writer_batch_max,
+        )
+        self.ingest.attach(self.pipeline)
+        self.pipeline.start()
+        self._tasks.append(asyncio.create_task(self._watch_stalls(), name="stall-watch"))
+
+    async def stop(self) -> None:
+        """Flush every received event to storage, then close it."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        if self.pipeline is not None:
+            depth = self.pipeline.depth
+            ok = await self.pipeline.stop(self.settings.shutdown_timeout_s)
+            log.info("flushed %d queued writes to storage (%s)", depth, "ok" if ok else "timeout")
+        await asyncio.get_running_loop().run_in_executor(None, self.store.close)
+
+    async def _watch_stalls(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                self.ingest.check_stalls()
+            except Exception:  # a watchdog must not die of one bad agent record
+                log.exception("stall check failed")
+
+    async def run_sync(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run blocking store work off the event loop."""
+        return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+
+
+def create_app(
+    settings: Settings, *, store: Store | None = None, clock: Clock = wall_clock_ms
+) -> FastAPI:
+    """Build the Studio's ASGI app: agent endpoint, REST API, live stream and console."""
+    from .api import mount_routes
+
+    studio = Studio(
+        settings=settings,
+        store=store or SqliteStore(settings.db_path, synchronous=settings.synchronous),
+        clock=clock,
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await studio.start()
+        try:
+            yield
+        finally:
+            await studio.stop()
+
+    app = FastAPI(
+        title="Aster Studio",
+        version=__version__,
+        description="Ingest, store and serve the live events of remote AI agents.",
+        lifespan=lifespan,
+        docs_url="/docs",
+        openapi_url="/openapi.json",
+    )
+    app.state.studio = studio
+    mount_routes(app, studio, STATIC_DIR)
+    return app

@@ -1,0 +1,35 @@
+"""The server's exception tree.
+
+StudioError
+ +-- ConfigError         bad settings or command-line options
+ +-- StoreError          the storage backend failed
+ |    +-- MigrationError the database schema is newer than this release or broken
+ +-- NotFound            a requested record does not exist (REST 404)
+ +-- BadRequest          a REST request is malformed (REST 400)
+"""
+
+from __future__ import annotations
+
+
+class StudioError(Exception):
+    """Root of every error the Studio raises on purpose."""
+
+
+class ConfigError(StudioError):
+    """Settings or options are invalid."""
+
+
+class StoreError(StudioError):
+    """The storage backend failed."""
+
+
+class MigrationError(StoreError):
+    """The database schema cannot be brought to this release's version."""
+
+
+class NotFound(StudioError):
+    """A requested record does not exist."""
+
+
+class BadRequest(StudioError):
+    """A request is malformed; the message says which part."""

@@ -1,0 +1,1 @@
+"""Agent ingestion: decode, apply, write behind, ack."""

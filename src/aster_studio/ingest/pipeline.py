@@ -1,0 +1,203 @@
+"""The write-behind pipeline: a bounded queue drained by one writer thread in group commits."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..errors import StoreError
+from ..store import CommitResult, Store, WriteOp
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class PipelineStats:
+    """Counters for /metrics."""
+
+    ops_written: int = 0
+    events_written: int = 0
+    commits: int = 0
+    commit_seconds: float = 0.0
+    failed_ops: int = 0
+    write_retries: int = 0
+
+
+class _Barrier:
+    __slots__ = ("future",)
+
+    def __init__(self, future: asyncio.Future[None]) -> None:
+        self.future = future
+
+
+_STOP = object()
+
+CommitCallback = Callable[[CommitResult], None]
+
+
+class WritePipeline:
+    """Accept write ops from the event loop without waiting; commit them in batches off-loop.
+
+    Group commit: the writer takes everything queued (up to `batch_max`) per transaction, so a
+    quiet server commits each event at once and a busy one amortizes each commit over thousands.
+    The queue is bounded: when it holds `max_ops`, `wait_for_space()` blocks the producers (the
+    agent sockets stop being read) until the writer catches up. Nothing is dropped.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        loop: asyncio.AbstractEventLoop,
+        on_commit: CommitCallback,
+        *,
+        max_ops: int = 50_000,
+        batch_max: int = 5_000,
+    ) -> None:
+        self._store = store
+        self._loop = loop
+        self._on_commit = on_commit
+        self._max_ops = max_ops
+        self._batch_max = batch_max
+        self._queue: deque[object] = deque()
+        self._cond = threading.Condition()
+        self._space = asyncio.Event()
+        self._space.set()
+        self._thread: threading.Thread | None = None
+        self.stats = PipelineStats()
+
+    @property
+    def depth(self) -> int:
+        return len(self._queue)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="aster-studio-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, ops: list[WriteOp]) -> None:
+        """Queue ops in order; never blocks. Call `wait_for_space()` before reading more input."""
+        if not ops:
+            return
+        with self._cond:
+            self._queue.extend(ops)
+            if len(self._queue) >= self._max_ops:
+                self._space.clear()
+            self._cond.notify()
+
+    @property
+    def full(self) -> bool:
+        return not self._space.is_set()
+
+    async def wait_for_space(self) -> None:
+        if not self._space.is_set():
+            await self._space.wait()
+
+    async def barrier(self) -> None:
+        """Wait until every op submitted before this call is committed."""
+        future: asyncio.Future[None] = self._loop.create_future()
+        with self._cond:
+            self._queue.append(_Barrier(future))
+            self._cond.notify()
+        await future
+
+    async def stop(self, timeout: float) -> bool:
+        """Commit everything queued, then end the writer; False if it did not finish in time."""
+        thread = self._thread
+        if thread is None:
+            return True
+        with self._cond:
+            self._queue.append(_STOP)
+            self._cond.notify()
+        deadline = time.monotonic() + timeout
+        while thread.is_alive() and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        if thread.is_alive():
+            log.error("writer did not finish within %.1fs; %d ops unwritten", timeout, self.depth)
+            return False
+        self._thread = None
+        return True
+
+    # ---- writer thread ----
+
+    def _take(self) -> tuple[list[WriteOp], list[_Barrier], bool]:
+        ops: list[WriteOp] = []
+        barriers: list[_Barrier] = []
+        stop = False
+        with self._cond:
+            while not self._queue:
+                self._cond.wait()
+            queue = self._queue
+            while queue and len(ops) < self._batch_max:
+                item = queue.popleft()
+                if item is _STOP:
+                    stop = True
+                    break
+                if isinstance(item, _Barrier):
+                    barriers.append(item)
+                    if ops:  # a barrier ends the batch so it resolves right after it
+                        break
+                    continue
+                ops.append(item)  # type: ignore[arg-type]
+            if not self._space.is_set() and len(queue) < self._max_ops // 2:
+                self._loop.call_soon_threadsafe(self._space.set)
+        return ops, barriers, stop
+
+    def _run(self) -> None:
+        while True:
+            ops, barriers, stop = self._take()
+            if ops:
+                result = self._write(ops)
+                if result is not None:
+                    self._notify(result)
+            for barrier in barriers:
+                self._loop.call_soon_threadsafe(_resolve, barrier.future)
+            if stop:
+                return
+
+    def _notify(self, result: CommitResult) -> None:
+        with contextlib.suppress(RuntimeError):  # a closed loop has no one left to tell
+            self._loop.call_soon_threadsafe(self._on_commit, result)
+
+    def _write(self, ops: list[WriteOp]) -> CommitResult | None:
+        started = time.perf_counter()
+        for attempt in range(3):
+            try:
+                result = self._store.write(ops)
+            except StoreError as exc:
+                self.stats.write_retries += 1
+                log.warning("write failed (attempt %d): %s", attempt + 1, exc)
+                time.sleep(0.05 * (attempt + 1))
+                continue
+            self._count(ops, result, started)
+            return result
+        # A batch that keeps failing is written op by op so one bad op cannot sink the rest.
+        merged = CommitResult()
+        for op in ops:
+            try:
+                single = self._store.write([op])
+            except StoreError as exc:
+                self.stats.failed_ops += 1
+                log.error("dropping an op the store refuses: %s (%s)", type(op).__name__, exc)
+                continue
+            merged.events.extend(single.events)
+            for producer, seq in single.producers.items():
+                merged.producers[producer] = max(seq, merged.producers.get(producer, 0))
+        self._count(ops, merged, started)
+        return merged
+
+    def _count(self, ops: list[WriteOp], result: CommitResult, started: float) -> None:
+        stats = self.stats
+        stats.commits += 1
+        stats.ops_written += len(ops)
+        stats.events_written += len(result.events)
+        stats.commit_seconds += time.perf_counter() - started
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

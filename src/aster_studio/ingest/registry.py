@@ -1,0 +1,132 @@
+"""The live state of agents and producers, kept in memory and mirrored to the store."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..models import WORKING_STATES, AgentRecord, AgentStatus, UsageTotals, iso_ms
+
+
+@dataclass(slots=True)
+class LiveAgent:
+    """One agent's current state; the store holds the durable copy."""
+
+    id: str
+    registered_at: int
+    last_seen: int
+    name: str | None = None
+    model: str | None = None
+    template_id: str | None = None
+    capabilities: tuple[str, ...] = ()
+    metadata: dict[str, Any] = field(default_factory=dict)
+    state: str = "ready"
+    last_event_at: int | None = None
+    current_session_id: str | None = None
+    implicit: bool = False
+    event_count: int = 0
+    error_count: int = 0
+    usage: UsageTotals = field(default_factory=UsageTotals)
+    connection: int | None = None
+    connected_at: int | None = None
+    reported_status: AgentStatus | None = None
+
+    @classmethod
+    def from_record(cls, r: AgentRecord) -> LiveAgent:
+        return cls(
+            id=r.id,
+            registered_at=r.registered_at,
+            last_seen=r.last_seen,
+            name=r.name,
+            model=r.model,
+            template_id=r.template_id,
+            capabilities=r.capabilities,
+            metadata=r.metadata,
+            state=r.state,
+            last_event_at=r.last_event_at,
+            current_session_id=r.current_session_id,
+            implicit=r.implicit,
+            event_count=r.event_count,
+            error_count=r.error_count,
+        )
+
+    def status(self, now_ms: int, stall_after_ms: int) -> AgentStatus:
+        if self.connection is None:
+            return AgentStatus.OFFLINE
+        if self.state in WORKING_STATES:
+            quiet_since = max(self.last_event_at or 0, self.connected_at or 0)
+            if now_ms - quiet_since > stall_after_ms:
+                return AgentStatus.STALLED
+        return AgentStatus.ONLINE
+
+    def view(self, now_ms: int, stall_after_ms: int) -> dict[str, Any]:
+        """Return the AgentView of the REST API and the live stream."""
+        status = self.status(now_ms, stall_after_ms)
+        usage = self.usage
+        return {
+            "id": self.id,
+            "name": self.name or self.metadata.get("name") or self.id,
+            "model": self.model,
+            "template_id": self.template_id,
+            "capabilities": list(self.capabilities),
+            "metadata": self.metadata,
+            "status": "offline" if status is AgentStatus.OFFLINE else "online",
+            "health": status.value,
+            "state": self.state,
+            "stalled": status is AgentStatus.STALLED,
+            "implicit": self.implicit,
+            "current_session_id": self.current_session_id,
+            "registered_at": iso_ms(self.registered_at),
+            "connected_at": iso_ms(self.connected_at) if self.connection is not None else None,
+            "last_seen": iso_ms(now_ms if self.connection is not None else self.last_seen),
+            "last_event_at": iso_ms(self.last_event_at),
+            "token_usage": usage.tokens(),
+            "cost": {"amount": round(usage.cost, 10), "currency": "USD"},
+            "unpriced_tokens": usage.unpriced_tokens,
+            "event_count": self.event_count,
+            "error_count": self.error_count,
+        }
+
+
+@dataclass(slots=True)
+class Producer:
+    """A reliable-delivery client: what it handed over, and what is durable."""
+
+    id: str
+    accepted_seq: int
+    durable_seq: int
+    connection: int | None = None
+
+
+class Registry:
+    """Agents and producers by id; touched only from the event loop."""
+
+    def __init__(self) -> None:
+        self.agents: dict[str, LiveAgent] = {}
+        self.producers: dict[str, Producer] = {}
+
+    def load(self, records: list[AgentRecord], usage: dict[str, UsageTotals]) -> None:
+        for record in records:
+            agent = LiveAgent.from_record(record)
+            agent.usage = usage.get(record.id, UsageTotals())
+            self.agents[record.id] = agent
+
+    def counts(self, now_ms: int, stall_after_ms: int) -> dict[str, int]:
+        online = working = stalled = offline = 0
+        for agent in self.agents.values():
+            status = agent.status(now_ms, stall_after_ms)
+            if status is AgentStatus.OFFLINE:
+                offline += 1
+                continue
+            online += 1
+            if status is AgentStatus.STALLED:
+                stalled += 1
+            elif agent.state in WORKING_STATES:
+                working += 1
+        return {
+            "online": online,
+            "working": working,
+            "stalled": stalled,
+            "offline": offline,
+            "total": len(self.agents),
+        }

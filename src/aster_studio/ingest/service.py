@@ -1,0 +1,438 @@
+"""Apply decoded agent messages: update live state, queue writes, reply, and ack when durable."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aster_studio_sdk.protocol import (
+    Batch,
+    CloseCode,
+    EndSession,
+    Event,
+    Limits,
+    MessageType,
+    Ping,
+    ProtocolError,
+    Register,
+    RegisterSession,
+    Unregister,
+    binary_frame_error,
+    decode,
+    error_payload,
+)
+
+from .. import store as ops
+from ..live.bus import LiveBus
+from ..models import Usage
+from ..store import CommitResult, Store, WriteOp
+from .connection import AgentConnection
+from .pipeline import WritePipeline
+from .registry import LiveAgent, Producer, Registry
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], int]  # epoch milliseconds
+
+
+@dataclass(slots=True)
+class IngestStats:
+    """Counters for /metrics."""
+
+    connections_total: int = 0
+    frames: int = 0
+    messages: int = 0
+    events: int = 0
+    errors: int = 0
+    duplicates: int = 0
+
+
+class RateMeter:
+    """Count events per wall-clock second over the last two minutes."""
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self._buckets: deque[list[int]] = deque(maxlen=120)
+
+    def add(self, count: int) -> None:
+        second = self._clock() // 1000
+        if self._buckets and self._buckets[-1][0] == second:
+            self._buckets[-1][1] += count
+        else:
+            self._buckets.append([second, count])
+
+    def per_second(self, window_s: int = 10) -> float:
+        """Average over the last `window_s` whole seconds (the current one excluded)."""
+        now = self._clock() // 1000
+        total = sum(c for s, c in self._buckets if now - window_s <= s < now)
+        return total / window_s
+
+
+def _int(value: Any) -> int:
+    if isinstance(value, bool):
+        return 0
+    if isinstance(value, int):
+        return max(value, 0)
+    if isinstance(value, float) and value == value and value not in (float("inf"), float("-inf")):
+        return max(int(value), 0)
+    return 0
+
+
+def usage_of(event: dict[str, Any], default_model: str | None) -> Usage:
+    """Read token counts from a `token_usage` event; the agent's model when none is named."""
+    model = event.get("model")
+    input_tokens = _int(event.get("input_tokens"))
+    output_tokens = _int(event.get("output_tokens"))
+    if not input_tokens and not output_tokens and event.get("total_tokens") is not None:
+        input_tokens = _int(event.get("total_tokens"))
+    return Usage(
+        model=model if isinstance(model, str) and model else default_model,
+        input=input_tokens,
+        output=output_tokens,
+        cache_read=_int(event.get("cache_read_input_tokens")),
+        cache_creation=_int(event.get("cache_creation_input_tokens")),
+        reasoning=_int(event.get("reasoning_tokens")),
+    )
+
+
+class IngestService:
+    """The one place where agent messages become state, writes and replies."""
+
+    def __init__(
+        self,
+        store: Store,
+        registry: Registry,
+        bus: LiveBus,
+        clock: Clock,
+        *,
+        limits: Limits,
+        stall_after_ms: int,
+        outbox_max: int,
+    ) -> None:
+        self.store = store
+        self.registry = registry
+        self.bus = bus
+        self.clock = clock
+        self.limits = limits
+        self.stall_after_ms = stall_after_ms
+        self.outbox_max = outbox_max
+        self.connections: dict[int, AgentConnection] = {}
+        self.stats = IngestStats()
+        self.rate = RateMeter(clock)
+        self.pipeline: WritePipeline | None = None
+        self._ids = itertools.count(1)
+
+    def attach(self, pipeline: WritePipeline) -> None:
+        self.pipeline = pipeline
+
+    # ---- connections ----
+
+    def open_connection(self, remote: str) -> AgentConnection:
+        conn = AgentConnection(next(self._ids), remote, self.outbox_max)
+        self.connections[conn.id] = conn
+        self.stats.connections_total += 1
+        return conn
+
+    def close_connection(self, conn: AgentConnection) -> None:
+        """Mark the connection's agents offline; their history stays."""
+        self.connections.pop(conn.id, None)
+        now = self.clock()
+        writes: list[WriteOp] = []
+        for agent_id in conn.agents:
+            agent = self.registry.agents.get(agent_id)
+            if agent is not None and agent.connection == conn.id:
+                agent.connection = None
+                agent.last_seen = now
+                writes.append(self._state_op(agent))
+                self._changed(agent)
+        if conn.producer_id is not None:
+            producer = self.registry.producers.get(conn.producer_id)
+            if producer is not None and producer.connection == conn.id:
+                producer.connection = None
+        self._submit(writes)
+
+    # ---- frames ----
+
+    async def handle_binary(self, conn: AgentConnection) -> None:
+        self.stats.frames += 1
+        self._error(conn, binary_frame_error())
+
+    async def handle_invalid_text(self, conn: AgentConnection, data: bytes) -> None:
+        """Answer a text frame that is not UTF-8 (the codec names the fault)."""
+        self.stats.frames += 1
+        error = decode(data, self.limits).message
+        if isinstance(error, ProtocolError):
+            self._error(conn, error)
+
+    async def handle_text(self, conn: AgentConnection, text: str) -> None:
+        """Decode one text frame and apply every message in it, in order."""
+        self.stats.frames += 1
+        conn.received += 1
+        decoded = decode(text, self.limits)
+        if conn.shape is None and decoded.shape is not None:
+            conn.shape = decoded.shape
+        message = decoded.message
+        writes: list[WriteOp] = []
+        top_seq = 0
+        items = message.items if isinstance(message, Batch) else (message,)
+        for item in items:
+            self.stats.messages += 1
+            seq = item.seq
+            if seq is not None and conn.producer_id is not None:
+                producer = self.registry.producers[conn.producer_id]
+                if seq <= producer.accepted_seq:
+                    self.stats.duplicates += 1
+                    if producer.durable_seq >= seq:
+                        conn.ack(producer.durable_seq)
+                    continue
+                producer.accepted_seq = seq
+                top_seq = seq
+            if isinstance(item, ProtocolError):
+                self._error(conn, item)
+            elif isinstance(item, Event):
+                self._event(conn, item, writes)
+            elif isinstance(item, Register):
+                await self._register(conn, item, writes)
+            elif isinstance(item, RegisterSession):
+                self._register_session(conn, item, writes)
+            elif isinstance(item, Ping):
+                conn.reply(MessageType.PONG)
+            elif isinstance(item, EndSession):
+                self._end_session(item, writes)
+            elif isinstance(item, Unregister):
+                self._unregister(conn, item, writes)
+        if top_seq and conn.producer_id is not None:
+            writes.append(ops.MarkProducer(conn.producer_id, top_seq))
+        self._submit(writes)
+        if self.pipeline is not None and self.pipeline.full:
+            await self.pipeline.wait_for_space()
+
+    def _submit(self, writes: list[WriteOp]) -> None:
+        if writes and self.pipeline is not None:
+            self.pipeline.submit(writes)
+
+    def _error(self, conn: AgentConnection, error: ProtocolError) -> None:
+        self.stats.errors += 1
+        conn.reply(MessageType.ERROR, error_payload(error))
+
+    # ---- message kinds ----
+
+    def _agent(self, conn: AgentConnection, agent_id: str, writes: list[WriteOp]) -> LiveAgent:
+        """Return the agent, creating it implicitly (and attaching it here) when unknown."""
+        agent = self.registry.agents.get(agent_id)
+        now = self.clock()
+        if agent is None:
+            agent = LiveAgent(id=agent_id, registered_at=now, last_seen=now, implicit=True)
+            self.registry.agents[agent_id] = agent
+            writes.append(ops.UpsertAgent(agent_id, now, implicit=True))
+        if agent.connection is None:
+            agent.connection = conn.id
+            agent.connected_at = now
+            conn.agents.add(agent_id)
+            self._changed(agent)
+        return agent
+
+    async def _register(self, conn: AgentConnection, msg: Register, writes: list[WriteOp]) -> None:
+        now = self.clock()
+        reply: dict[str, object] = {
+            "agent_id": msg.agent_id,
+            "message": "Agent registered successfully",
+        }
+        if msg.producer_id is not None:
+            reply["last_seq"] = await self._claim_producer(conn, msg.producer_id, writes)
+        agent = self.registry.agents.get(msg.agent_id)
+        if agent is None:
+            agent = LiveAgent(id=msg.agent_id, registered_at=now, last_seen=now)
+            self.registry.agents[msg.agent_id] = agent
+        agent.name = msg.name or agent.name
+        agent.model = msg.model or agent.model
+        agent.template_id = msg.template_id or agent.template_id
+        agent.capabilities = msg.capabilities or agent.capabilities
+        agent.metadata = msg.metadata or agent.metadata
+        agent.state = msg.status or "ready"
+        agent.implicit = False
+        agent.connection = conn.id  # a re-register (a reconnect) takes the agent over
+        agent.connected_at = now
+        agent.last_seen = now
+        conn.agents.add(msg.agent_id)
+        writes.append(
+            ops.UpsertAgent(
+                msg.agent_id,
+                now,
+                name=agent.name,
+                model=agent.model,
+                template_id=agent.template_id,
+                capabilities=agent.capabilities,
+                metadata=agent.metadata,
+                state=agent.state,
+            )
+        )
+        writes.append(self._state_op(agent))
+        self._changed(agent)
+        conn.reply(MessageType.REGISTERED, reply)
+
+    async def _claim_producer(
+        self, conn: AgentConnection, producer_id: str, writes: list[WriteOp]
+    ) -> int:
+        """Bind a producer to this connection; return its durable sequence number."""
+        producer = self.registry.producers.get(producer_id)
+        if producer is not None and producer.connection not in (None, conn.id):
+            old = self.connections.get(producer.connection or 0)
+            if old is not None:
+                old.producer_id = None
+                old.request_close(CloseCode.TAKEN_OVER, "taken over by a newer connection")
+        # Everything handed over so far (by any connection) must be durable before answering.
+        self._submit(writes)
+        writes.clear()
+        if self.pipeline is not None:
+            await self.pipeline.barrier()
+        if producer is None:
+            loop = asyncio.get_running_loop()
+            durable = await loop.run_in_executor(None, self.store.producer_seq, producer_id)
+            producer = self.registry.producers.get(producer_id)
+            if producer is None:
+                producer = Producer(producer_id, durable, durable)
+                self.registry.producers[producer_id] = producer
+        producer.connection = conn.id
+        producer.accepted_seq = producer.durable_seq
+        conn.producer_id = producer_id
+        return producer.durable_seq
+
+    def _register_session(
+        self, conn: AgentConnection, msg: RegisterSession, writes: list[WriteOp]
+    ) -> None:
+        agent = self._agent(conn, msg.agent_id, writes)
+        now = self.clock()
+        writes.append(
+            ops.UpsertSession(
+                msg.session_id,
+                msg.agent_id,
+                now,
+                created_at=msg.created_at_ms,
+                status=msg.status,
+                metadata=msg.metadata,
+            )
+        )
+        agent.current_session_id = msg.session_id
+        agent.last_seen = now
+        writes.append(self._state_op(agent))
+        self._changed(agent)
+        conn.reply(
+            MessageType.SESSION_REGISTERED,
+            {"session_id": msg.session_id, "message": "Session registered successfully"},
+        )
+
+    def _end_session(self, msg: EndSession, writes: list[WriteOp]) -> None:
+        now = self.clock()
+        writes.append(ops.EndSession(msg.session_id, msg.status, now))
+        agent = self.registry.agents.get(msg.agent_id) if msg.agent_id else None
+        if agent is not None and agent.current_session_id == msg.session_id:
+            agent.current_session_id = None
+            writes.append(self._state_op(agent))
+            self._changed(agent)
+
+    def _unregister(self, conn: AgentConnection, msg: Unregister, writes: list[WriteOp]) -> None:
+        agent = self.registry.agents.get(msg.agent_id)
+        conn.agents.discard(msg.agent_id)
+        if agent is not None and agent.connection == conn.id:
+            agent.connection = None
+            agent.last_seen = self.clock()
+            writes.append(self._state_op(agent))
+            self._changed(agent)
+
+    def _event(self, conn: AgentConnection, msg: Event, writes: list[WriteOp]) -> None:
+        self.stats.events += 1
+        agent = self._agent(conn, msg.agent_id, writes)
+        now = self.clock()
+        event = msg.event
+        session_id = msg.session_id or agent.current_session_id
+        if msg.session_id is not None and msg.session_id != agent.current_session_id:
+            # An event naming a session nobody registered still gets a session record.
+            writes.append(ops.UpsertSession(msg.session_id, msg.agent_id, now, implicit=True))
+        usage = None
+        etype = msg.event_type
+        state_changed = False
+        if etype == "token_usage":
+            usage = usage_of(event, agent.model)
+        elif etype == "state_changed":
+            state = event.get("state")
+            if isinstance(state, str) and state and len(state) <= self.limits.max_type_length:
+                state_changed = state != agent.state
+                agent.state = state
+        elif etype == "done":
+            state = "completed" if event.get("reason", "completed") == "completed" else "idle"
+            state_changed = state != agent.state
+            agent.state = state
+        severity = event.get("severity")
+        writes.append(
+            ops.InsertEvent(
+                msg.agent_id,
+                session_id,
+                msg.channel.value,
+                etype,
+                severity if isinstance(severity, str) else None,
+                now,
+                msg.client_ts_ms,
+                event,
+                usage,
+            )
+        )
+        agent.last_event_at = now
+        agent.last_seen = now
+        if state_changed:
+            writes.append(self._state_op(agent))
+            self._changed(agent)
+
+    # ---- after commit ----
+
+    def on_commit(self, result: CommitResult) -> None:
+        """Runs on the loop after each commit: counters, live fan-out, acks."""
+        agents = self.registry.agents
+        touched: dict[str, LiveAgent] = {}
+        if result.events:
+            self.rate.add(len(result.events))
+        for committed in result.events:
+            stored = committed.stored
+            agent = agents.get(stored.agent_id)
+            if agent is None:
+                continue
+            agent.event_count += 1
+            if stored.event_type == "error":
+                agent.error_count += 1
+            if committed.usage is not None:
+                agent.usage.add(committed.usage)
+            touched[agent.id] = agent
+        self.bus.publish([c.stored for c in result.events])
+        for agent in touched.values():
+            self._changed(agent)
+        for producer_id, seq in result.producers.items():
+            producer = self.registry.producers.get(producer_id)
+            if producer is None:
+                continue
+            producer.durable_seq = max(producer.durable_seq, seq)
+            conn = self.connections.get(producer.connection or 0)
+            if conn is not None:
+                conn.ack(producer.durable_seq)
+
+    def check_stalls(self) -> None:
+        """Publish agents whose status changed with time alone (working but silent)."""
+        now = self.clock()
+        for agent in self.registry.agents.values():
+            if agent.connection is not None and agent.status(now, self.stall_after_ms) != (
+                agent.reported_status
+            ):
+                self._changed(agent)
+
+    def _changed(self, agent: LiveAgent) -> None:
+        now = self.clock()
+        agent.reported_status = agent.status(now, self.stall_after_ms)
+        if len(self.bus):
+            self.bus.agent_changed(agent.view(now, self.stall_after_ms))
+
+    def _state_op(self, agent: LiveAgent) -> ops.AgentState:
+        return ops.AgentState(agent.id, agent.state, agent.last_seen, agent.current_session_id)

@@ -1,0 +1,137 @@
+"""Fan committed events out to live subscribers, coalesced and bounded per subscriber."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from ..models import StoredEvent, iso_ms
+
+log = logging.getLogger(__name__)
+
+LEVELS = {"debug": 0, "info": 1, "warn": 2, "warning": 2, "error": 3, "fatal": 4}
+
+
+def event_item(event: StoredEvent, *, data_key: str = "event") -> bytes:
+    """Serialize one event as the API's item, splicing in the stored payload unparsed."""
+    return orjson.dumps(
+        {
+            "cursor": event.id,
+            "timestamp": iso_ms(event.ts),
+            "agent_id": event.agent_id,
+            "session_id": event.session_id,
+            "channel": event.channel,
+            "type": event.event_type,
+            "event_type": event.event_type,
+            "client_timestamp": iso_ms(event.client_ts),
+            data_key: orjson.Fragment(event.payload),
+        }
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class StreamFilter:
+    """A subscriber's filter; empty sets match everything (as the original Studio did)."""
+
+    channels: frozenset[str] = frozenset()
+    event_types: frozenset[str] = frozenset()
+    agent_ids: frozenset[str] = frozenset()
+    session_ids: frozenset[str] = frozenset()
+    min_level: int = 0
+
+    def matches(self, event: StoredEvent) -> bool:
+        if self.channels and event.channel.lower() not in self.channels:
+            return False
+        if self.event_types and event.event_type.lower() not in self.event_types:
+            return False
+        if self.agent_ids and event.agent_id not in self.agent_ids:
+            return False
+        if self.session_ids and event.session_id not in self.session_ids:
+            return False
+        severity = event.severity
+        return not (
+            self.min_level and severity is not None and LEVELS.get(severity, 1) < self.min_level
+        )
+
+
+@dataclass(eq=False, slots=True)
+class Subscriber:
+    """One live-stream connection's queue: events and agent changes waiting to be sent."""
+
+    id: int
+    capacity: int
+    filter: StreamFilter = field(default_factory=StreamFilter)
+    batch: bool = False
+    active: bool = False
+    pending: deque[tuple[int, bytes]] = field(default_factory=deque)
+    agents: dict[str, dict[str, Any]] = field(default_factory=dict)
+    dropped: int = 0
+    received: int = 0
+    filtered: int = 0
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def offer(self, cursor: int, item: bytes) -> None:
+        if len(self.pending) >= self.capacity:
+            self.pending.popleft()
+            self.dropped += 1
+        self.pending.append((cursor, item))
+        self.wake.set()
+
+    def take(self) -> tuple[list[tuple[int, bytes]], dict[str, dict[str, Any]], int]:
+        events = list(self.pending)
+        self.pending.clear()
+        agents, self.agents = self.agents, {}
+        dropped, self.dropped = self.dropped, 0
+        self.wake.clear()
+        return events, agents, dropped
+
+
+class LiveBus:
+    """Hold the subscribers; `publish` is called on the event loop after each commit."""
+
+    def __init__(self, subscriber_capacity: int = 10_000) -> None:
+        self._capacity = subscriber_capacity
+        self._subscribers: dict[int, Subscriber] = {}
+        self._ids = itertools.count(1)
+        self.published = 0
+
+    def __len__(self) -> int:
+        return len(self._subscribers)
+
+    def subscribe(self) -> Subscriber:
+        sub = Subscriber(next(self._ids), self._capacity)
+        self._subscribers[sub.id] = sub
+        return sub
+
+    def unsubscribe(self, sub: Subscriber) -> None:
+        self._subscribers.pop(sub.id, None)
+
+    def publish(self, events: list[StoredEvent]) -> None:
+        """Offer each event to every matching subscriber, serializing it at most once."""
+        self.published += len(events)
+        subs = [s for s in self._subscribers.values() if s.active]
+        if not subs:
+            return
+        for event in events:
+            item: bytes | None = None
+            for sub in subs:
+                sub.received += 1
+                if not sub.filter.matches(event):
+                    sub.filtered += 1
+                    continue
+                if item is None:
+                    item = event_item(event, data_key="data")
+                sub.offer(event.id, item)
+
+    def agent_changed(self, view: dict[str, Any]) -> None:
+        """Tell batch-mode subscribers (our console) that an agent's view changed."""
+        for sub in self._subscribers.values():
+            if sub.active and sub.batch:
+                sub.agents[view["id"]] = view
+                sub.wake.set()

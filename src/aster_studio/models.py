@@ -1,0 +1,191 @@
+"""Values that cross module boundaries: stored records, filters and usage figures."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from .errors import BadRequest
+
+
+def iso_ms(ms: int | None) -> str | None:
+    """Format epoch milliseconds as ISO 8601 UTC with milliseconds (`...T02:04:05.123Z`)."""
+    if ms is None:
+        return None
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
+
+
+class AgentStatus(StrEnum):
+    """Whether an agent has a live connection, and whether a working agent went quiet."""
+
+    ONLINE = "online"
+    STALLED = "stalled"
+    OFFLINE = "offline"
+
+
+WORKING_STATES = frozenset({"working", "running"})
+
+
+@dataclass(frozen=True, slots=True)
+class AgentRecord:
+    """An agent as stored."""
+
+    id: str
+    name: str | None
+    model: str | None
+    template_id: str | None
+    capabilities: tuple[str, ...]
+    metadata: dict[str, Any]
+    state: str
+    registered_at: int
+    last_seen: int
+    last_event_at: int | None
+    current_session_id: str | None
+    implicit: bool
+    event_count: int = 0
+    error_count: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRecord:
+    """A session as stored, with its event count."""
+
+    id: str
+    agent_id: str
+    status: str
+    created_at: int
+    updated_at: int
+    ended_at: int | None
+    metadata: dict[str, Any]
+    event_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """One stored event; `id` is the global cursor."""
+
+    id: int
+    agent_id: str
+    session_id: str | None
+    channel: str
+    event_type: str
+    severity: str | None
+    ts: int
+    client_ts: int | None
+    payload: bytes  # the event object as received, as JSON
+
+
+@dataclass(frozen=True, slots=True)
+class EventFilter:
+    """Conditions on events; every field narrows, None means any."""
+
+    agent_ids: tuple[str, ...] | None = None
+    session_ids: tuple[str, ...] | None = None
+    channels: tuple[str, ...] | None = None
+    event_types: tuple[str, ...] | None = None
+    severities: tuple[str, ...] | None = None
+    start_ms: int | None = None
+    end_ms: int | None = None
+    text: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token counts of one `token_usage` event and its cost (None when unpriced)."""
+
+    model: str | None
+    input: int
+    output: int
+    cache_read: int = 0
+    cache_creation: int = 0
+    reasoning: int = 0
+    cost: float | None = None
+
+    @property
+    def total(self) -> int:
+        return self.input + self.output
+
+
+@dataclass(slots=True)
+class UsageTotals:
+    """Accumulated tokens and cost; unpriced tokens are kept apart, never costed as $0."""
+
+    input: int = 0
+    output: int = 0
+    cost: float = 0.0
+    unpriced_tokens: int = 0
+    requests: int = 0
+
+    def add(self, usage: Usage) -> None:
+        self.input += usage.input
+        self.output += usage.output
+        self.requests += 1
+        if usage.cost is None:
+            self.unpriced_tokens += usage.total
+        else:
+            self.cost += usage.cost
+
+    def tokens(self) -> dict[str, int]:
+        return {"input": self.input, "output": self.output, "total": self.input + self.output}
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    """USD (or `currency`) per million tokens for one model."""
+
+    model: str
+    input_per_m: float
+    output_per_m: float
+    currency: str = "USD"
+
+    def cost(self, input_tokens: int, output_tokens: int) -> float:
+        return (input_tokens * self.input_per_m + output_tokens * self.output_per_m) / 1e6
+
+    def to_api(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "input_price_per_m": self.input_per_m,
+            "output_price_per_m": self.output_per_m,
+            "currency": self.currency,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRow:
+    """One aggregated usage figure (by model, agent or time bucket)."""
+
+    key: str | int | None
+    input: int
+    output: int
+    cost: float
+    unpriced_tokens: int
+    requests: int
+
+
+@dataclass(frozen=True, slots=True)
+class UsageQuery:
+    """Which usage rows to aggregate, and how to group them."""
+
+    start_ms: int
+    end_ms: int
+    agent_id: str | None = None
+    session_id: str | None = None
+    model: str | None = None
+    group_by: str | None = None  # "model", "agent", "session" or None
+    bucket_ms: int | None = None  # group by time bucket instead
+
+
+def parse_time_ms(value: str, name: str) -> int:
+    """Read an API time (ISO 8601, or epoch milliseconds); raise BadRequest naming `name`."""
+    text = value.strip()
+    if text.isdigit():
+        return int(text)
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise BadRequest(f"'{name}' must be an ISO 8601 time or epoch ms, got {value!r}") from exc
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return int(parsed.timestamp() * 1000)

@@ -1,0 +1,75 @@
+"""Model prices: the editable table, its defaults, and the lookup that never invents a price."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from .models import Price
+
+# USD per million tokens. The dated names are the original Studio's defaults; the undated
+# aliases are what agents usually report.
+DEFAULT_PRICES: tuple[Price, ...] = (
+    Price("claude-3-5-sonnet-20241022", 3.0, 15.0),
+    Price("claude-3-5-haiku-20241022", 0.8, 4.0),
+    Price("claude-sonnet-4-20250514", 3.0, 15.0),
+    Price("gpt-4o", 2.5, 10.0),
+    Price("gpt-4o-mini", 0.15, 0.6),
+    Price("deepseek-chat", 0.14, 0.28),
+)
+
+# Family rules: (all substrings that must appear, input, output). Tried after the table, in
+# order. Unlike the original Studio there is no catch-all: an unknown model stays unpriced.
+_FAMILIES: tuple[tuple[tuple[str, ...], float, float], ...] = (
+    (("claude", "opus"), 15.0, 75.0),
+    (("claude", "sonnet"), 3.0, 15.0),
+    (("claude", "haiku"), 0.8, 4.0),
+    (("gpt-4", "mini"), 0.15, 0.6),
+    (("gpt-4", "turbo"), 10.0, 30.0),
+    (("gpt-4",), 2.5, 10.0),
+    (("gpt-3.5",), 0.5, 1.5),
+    (("deepseek",), 0.14, 0.28),
+    (("gemini", "pro"), 1.25, 5.0),
+    (("gemini", "flash"), 0.075, 0.3),
+)
+
+
+class PriceTable:
+    """Resolve a model name to a price: exact entry, then family rule, else None (unpriced)."""
+
+    def __init__(self, prices: Iterable[Price]) -> None:
+        self._prices: dict[str, Price] = {p.model: p for p in prices}
+        self._cache: dict[str, Price | None] = {}
+
+    @property
+    def entries(self) -> Mapping[str, Price]:
+        return self._prices
+
+    def set(self, price: Price) -> None:
+        self._prices[price.model] = price
+        self._cache.clear()
+
+    def remove(self, model: str) -> bool:
+        self._cache.clear()
+        return self._prices.pop(model, None) is not None
+
+    def lookup(self, model: str | None) -> Price | None:
+        if not model:
+            return None
+        try:
+            return self._cache[model]
+        except KeyError:
+            pass
+        price = self._prices.get(model) or self._by_family(model)
+        if len(self._cache) < 10_000:
+            self._cache[model] = price
+        return price
+
+    def _by_family(self, model: str) -> Price | None:
+        lowered = model.lower()
+        for entry in self._prices.values():  # a dated table entry covers its undated alias
+            if entry.model.lower().startswith(lowered + "-"):
+                return Price(model, entry.input_per_m, entry.output_per_m, entry.currency)
+        for needles, input_per_m, output_per_m in _FAMILIES:
+            if all(n in lowered for n in needles):
+                return Price(model, input_per_m, output_per_m)
+        return None

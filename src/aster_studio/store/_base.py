@@ -1,0 +1,175 @@
+"""The storage interface: write operations, their results, and the Store protocol."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ..models import (
+    AgentRecord,
+    EventFilter,
+    Price,
+    SessionRecord,
+    StoredEvent,
+    Usage,
+    UsageQuery,
+    UsageRow,
+    UsageTotals,
+)
+
+# ---- write operations, applied in order inside one transaction by the single writer ----
+
+
+@dataclass(frozen=True, slots=True)
+class UpsertAgent:
+    """Create or update an agent from a `register` (or implicitly, from its first event)."""
+
+    id: str
+    ts: int
+    name: str | None = None
+    model: str | None = None
+    template_id: str | None = None
+    capabilities: tuple[str, ...] = ()
+    metadata: dict[str, Any] = field(default_factory=dict)
+    state: str | None = None
+    implicit: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class AgentState:
+    """Record an agent's current state, last contact and open session."""
+
+    id: str
+    state: str
+    last_seen: int
+    current_session_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class UpsertSession:
+    id: str
+    agent_id: str
+    ts: int
+    created_at: int | None = None
+    status: str = "active"
+    metadata: dict[str, Any] = field(default_factory=dict)
+    implicit: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class EndSession:
+    id: str
+    status: str
+    ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class InsertEvent:
+    """Store one event; `usage` (from token_usage events) is priced by the writer."""
+
+    agent_id: str
+    session_id: str | None
+    channel: str
+    event_type: str
+    severity: str | None
+    ts: int
+    client_ts: int | None
+    payload: dict[str, Any]
+    usage: Usage | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MarkProducer:
+    """Record that a producer's messages up to `seq` are handled (reliable delivery)."""
+
+    producer_id: str
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class SetPrice:
+    price: Price
+    ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeletePrice:
+    model: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteAgent:
+    id: str
+
+
+WriteOp = (
+    UpsertAgent
+    | AgentState
+    | UpsertSession
+    | EndSession
+    | InsertEvent
+    | MarkProducer
+    | SetPrice
+    | DeletePrice
+    | DeleteAgent
+)
+
+
+@dataclass(frozen=True, slots=True)
+class CommittedEvent:
+    """An event as committed: the stored row plus its priced usage."""
+
+    stored: StoredEvent
+    usage: Usage | None
+
+
+@dataclass(slots=True)
+class CommitResult:
+    """What one write transaction made durable."""
+
+    events: list[CommittedEvent] = field(default_factory=list)
+    producers: dict[str, int] = field(default_factory=dict)
+
+
+class Store(Protocol):
+    """A storage backend; writes come from one writer thread, reads from any thread."""
+
+    def open(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    def write(self, ops: list[WriteOp]) -> CommitResult: ...
+
+    def ping(self) -> None: ...
+
+    def describe(self) -> str: ...
+
+    def load_agents(self) -> list[AgentRecord]: ...
+
+    def usage_by_agent(self) -> dict[str, UsageTotals]: ...
+
+    def producer_seq(self, producer_id: str) -> int: ...
+
+    def prices(self) -> list[Price]: ...
+
+    def list_sessions(
+        self, *, status: str | None, agent_id: str | None, limit: int, offset: int
+    ) -> tuple[list[SessionRecord], int]: ...
+
+    def get_session(self, session_id: str) -> SessionRecord | None: ...
+
+    def session_usage(self, session_ids: list[str]) -> dict[str, UsageTotals]: ...
+
+    def events_before(
+        self, flt: EventFilter, before: int | None, limit: int
+    ) -> list[StoredEvent]: ...
+
+    def events_after(self, flt: EventFilter, after: int, limit: int) -> list[StoredEvent]: ...
+
+    def count_events(self, flt: EventFilter) -> int: ...
+
+    def max_event_id(self) -> int: ...
+
+    def usage_rows(self, query: UsageQuery) -> list[UsageRow]: ...
+
+    def event_counts_by_type(self, start_ms: int, end_ms: int) -> dict[str, int]: ...

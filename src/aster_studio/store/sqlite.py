@@ -1,0 +1,639 @@
+"""The embedded SQLite store: WAL, one writer connection, one reader connection per thread."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from ..errors import MigrationError, StoreError
+from ..models import (
+    AgentRecord,
+    EventFilter,
+    Price,
+    SessionRecord,
+    StoredEvent,
+    Usage,
+    UsageQuery,
+    UsageRow,
+    UsageTotals,
+)
+from ..pricing import DEFAULT_PRICES, PriceTable
+from ._base import (
+    AgentState,
+    CommitResult,
+    CommittedEvent,
+    DeleteAgent,
+    DeletePrice,
+    EndSession,
+    InsertEvent,
+    MarkProducer,
+    SetPrice,
+    UpsertAgent,
+    UpsertSession,
+    WriteOp,
+)
+
+log = logging.getLogger(__name__)
+
+# Versioned migrations: index + 1 is the schema version. Never edit a released entry.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE agents (
+        id TEXT PRIMARY KEY,
+        name TEXT,
+        model TEXT,
+        template_id TEXT,
+        capabilities TEXT NOT NULL DEFAULT '[]',
+        metadata TEXT NOT NULL DEFAULT '{}',
+        state TEXT NOT NULL DEFAULT 'ready',
+        registered_at INTEGER NOT NULL,
+        last_seen INTEGER NOT NULL,
+        last_event_at INTEGER,
+        current_session_id TEXT,
+        implicit INTEGER NOT NULL DEFAULT 0,
+        event_count INTEGER NOT NULL DEFAULT 0,
+        error_count INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE sessions (
+        id TEXT PRIMARY KEY,
+        agent_id TEXT NOT NULL,
+        status TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        ended_at INTEGER,
+        metadata TEXT NOT NULL DEFAULT '{}',
+        event_count INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX sessions_by_agent ON sessions (agent_id, updated_at);
+    CREATE INDEX sessions_by_update ON sessions (updated_at);
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        agent_id TEXT NOT NULL,
+        session_id TEXT,
+        channel TEXT NOT NULL,
+        event_type TEXT NOT NULL,
+        severity TEXT,
+        ts INTEGER NOT NULL,
+        client_ts INTEGER,
+        payload TEXT NOT NULL
+    );
+    CREATE INDEX events_by_agent ON events (agent_id, id);
+    CREATE INDEX events_by_session ON events (session_id, id);
+    CREATE INDEX events_by_ts ON events (ts);
+    CREATE TABLE usage (
+        event_id INTEGER PRIMARY KEY,
+        agent_id TEXT NOT NULL,
+        session_id TEXT,
+        model TEXT,
+        ts INTEGER NOT NULL,
+        input INTEGER NOT NULL,
+        output INTEGER NOT NULL,
+        cache_read INTEGER NOT NULL DEFAULT 0,
+        cache_creation INTEGER NOT NULL DEFAULT 0,
+        reasoning INTEGER NOT NULL DEFAULT 0,
+        cost REAL
+    );
+    CREATE INDEX usage_by_ts ON usage (ts);
+    CREATE INDEX usage_by_agent ON usage (agent_id, ts);
+    CREATE INDEX usage_by_session ON usage (session_id);
+    CREATE TABLE prices (
+        model TEXT PRIMARY KEY,
+        input_per_m REAL NOT NULL,
+        output_per_m REAL NOT NULL,
+        currency TEXT NOT NULL,
+        updated_at INTEGER NOT NULL
+    );
+    CREATE TABLE producers (
+        id TEXT PRIMARY KEY,
+        last_seq INTEGER NOT NULL
+    );
+    """,
+)
+
+_SEED_PRICES = "INSERT OR IGNORE INTO prices VALUES (?, ?, ?, ?, 0)"
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+class SqliteStore:
+    """Store events and state in one SQLite file; see the Store protocol for the contract."""
+
+    def __init__(self, path: Path, *, synchronous: str = "FULL") -> None:
+        self.path = path
+        self._synchronous = synchronous
+        self._writer: sqlite3.Connection | None = None
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self._next_id = 1
+        self._prices = PriceTable(())
+
+    # ---- lifecycle ----
+
+    def describe(self) -> str:
+        return f"sqlite:///{self.path}"
+
+    def open(self) -> None:
+        """Create the file if needed, migrate it, and load the writer's state."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open database {self.path}: {exc}") from exc
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={self._synchronous}")
+        conn.execute("PRAGMA busy_timeout=5000")
+        self._writer = conn
+        self._migrate(conn)
+        row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name='events'").fetchone()
+        self._next_id = (row[0] if row else 0) + 1
+        self._prices = PriceTable(self.prices())
+
+    def close(self) -> None:
+        with self._readers_lock:
+            for reader in self._readers:
+                reader.close()
+            self._readers.clear()
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        current = conn.execute("PRAGMA user_version").fetchone()[0]
+        if current > len(MIGRATIONS):
+            raise MigrationError(
+                f"database {self.path} has schema version {current}, newer than this release "
+                f"({len(MIGRATIONS)}); upgrade aster-studio"
+            )
+        for version in range(current + 1, len(MIGRATIONS) + 1):
+            log.info("migrating %s to schema version %s", self.path, version)
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                for statement in MIGRATIONS[version - 1].split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                if version == 1:
+                    conn.executemany(
+                        _SEED_PRICES,
+                        [
+                            (p.model, p.input_per_m, p.output_per_m, p.currency)
+                            for p in DEFAULT_PRICES
+                        ],
+                    )
+                conn.execute(f"PRAGMA user_version={version}")
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                conn.execute("ROLLBACK")
+                raise MigrationError(f"migration {version} failed: {exc}") from exc
+
+    def ping(self) -> None:
+        with self._read() as conn:
+            conn.execute("SELECT 1").fetchone()
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA busy_timeout=5000")
+            conn.execute("PRAGMA query_only=1")
+            self._local.conn = conn
+            with self._readers_lock:
+                self._readers.append(conn)
+        try:
+            yield conn
+        except sqlite3.Error as exc:
+            raise StoreError(f"read failed: {exc}") from exc
+
+    # ---- writes (writer thread only) ----
+
+    def write(self, ops: list[WriteOp]) -> CommitResult:
+        """Apply `ops` in one transaction; return what became durable."""
+        conn = self._writer
+        if conn is None:
+            raise StoreError("store is not open")
+        result = CommitResult()
+        event_rows: list[tuple[Any, ...]] = []
+        usage_rows: list[tuple[Any, ...]] = []
+        session_counts: dict[str, list[int]] = {}
+        agent_counts: dict[str, list[int]] = {}
+        next_id = self._next_id
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for op in ops:
+                if isinstance(op, InsertEvent):
+                    event_id = next_id
+                    next_id += 1
+                    payload = orjson.dumps(op.payload)
+                    event_rows.append(
+                        (
+                            event_id,
+                            op.agent_id,
+                            op.session_id,
+                            op.channel,
+                            op.event_type,
+                            op.severity,
+                            op.ts,
+                            op.client_ts,
+                            payload.decode(),
+                        )
+                    )
+                    usage = self._price(op.usage) if op.usage is not None else None
+                    if usage is not None:
+                        usage_rows.append(
+                            (
+                                event_id,
+                                op.agent_id,
+                                op.session_id,
+                                usage.model,
+                                op.ts,
+                                usage.input,
+                                usage.output,
+                                usage.cache_read,
+                                usage.cache_creation,
+                                usage.reasoning,
+                                usage.cost,
+                            )
+                        )
+                    tally = agent_counts.setdefault(op.agent_id, [0, 0, op.ts])
+                    tally[0] += 1
+                    tally[1] += op.event_type == "error"
+                    tally[2] = op.ts
+                    if op.session_id is not None:
+                        count = session_counts.setdefault(op.session_id, [0, op.ts])
+                        count[0] += 1
+                        count[1] = op.ts
+                    result.events.append(
+                        CommittedEvent(
+                            StoredEvent(
+                                event_id,
+                                op.agent_id,
+                                op.session_id,
+                                op.channel,
+                                op.event_type,
+                                op.severity,
+                                op.ts,
+                                op.client_ts,
+                                payload,
+                            ),
+                            usage,
+                        )
+                    )
+                    continue
+                # Keep statement order: flush pending events before any other kind of op.
+                self._flush_events(conn, event_rows, usage_rows)
+                self._apply(conn, op, result)
+            self._flush_events(conn, event_rows, usage_rows)
+            if session_counts:
+                conn.executemany(
+                    "UPDATE sessions SET event_count = event_count + ?, "
+                    "updated_at = max(updated_at, ?) WHERE id = ?",
+                    [(c, ts, sid) for sid, (c, ts) in session_counts.items()],
+                )
+            if agent_counts:
+                conn.executemany(
+                    "UPDATE agents SET event_count = event_count + ?, "
+                    "error_count = error_count + ?, last_event_at = ? WHERE id = ?",
+                    [(c, e, ts, aid) for aid, (c, e, ts) in agent_counts.items()],
+                )
+            if result.producers:
+                conn.executemany(
+                    "INSERT INTO producers (id, last_seq) VALUES (?, ?) ON CONFLICT (id) "
+                    "DO UPDATE SET last_seq = max(last_seq, excluded.last_seq)",
+                    list(result.producers.items()),
+                )
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                log.exception("rollback failed")
+            self._prices = PriceTable(self._read_prices(conn))
+            raise StoreError(f"write of {len(ops)} operations failed: {exc}") from exc
+        self._next_id = next_id
+        return result
+
+    def _flush_events(
+        self,
+        conn: sqlite3.Connection,
+        event_rows: list[tuple[Any, ...]],
+        usage_rows: list[tuple[Any, ...]],
+    ) -> None:
+        if event_rows:
+            conn.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", event_rows)
+            event_rows.clear()
+        if usage_rows:
+            conn.executemany(
+                "INSERT INTO usage VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", usage_rows
+            )
+            usage_rows.clear()
+
+    def _price(self, usage: Usage) -> Usage:
+        price = self._prices.lookup(usage.model)
+        if price is None:
+            return usage
+        return Usage(
+            usage.model,
+            usage.input,
+            usage.output,
+            usage.cache_read,
+            usage.cache_creation,
+            usage.reasoning,
+            price.cost(usage.input, usage.output),
+        )
+
+    def _apply(self, conn: sqlite3.Connection, op: WriteOp, result: CommitResult) -> None:
+        if isinstance(op, UpsertAgent):
+            if op.implicit:
+                conn.execute(
+                    "INSERT OR IGNORE INTO agents (id, registered_at, last_seen, implicit) "
+                    "VALUES (?, ?, ?, 1)",
+                    (op.id, op.ts, op.ts),
+                )
+            else:
+                conn.execute(
+                    "INSERT INTO agents (id, name, model, template_id, capabilities, metadata, "
+                    "state, registered_at, last_seen, implicit) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0) ON CONFLICT (id) DO UPDATE SET "
+                    "name = coalesce(excluded.name, name), "
+                    "model = coalesce(excluded.model, model), "
+                    "template_id = coalesce(excluded.template_id, template_id), "
+                    "capabilities = excluded.capabilities, metadata = excluded.metadata, "
+                    "state = excluded.state, last_seen = excluded.last_seen, implicit = 0",
+                    (
+                        op.id,
+                        op.name,
+                        op.model,
+                        op.template_id,
+                        _json(list(op.capabilities)),
+                        _json(op.metadata),
+                        op.state or "ready",
+                        op.ts,
+                        op.ts,
+                    ),
+                )
+        elif isinstance(op, AgentState):
+            conn.execute(
+                "UPDATE agents SET state = ?, last_seen = ?, current_session_id = ? WHERE id = ?",
+                (op.state, op.last_seen, op.current_session_id, op.id),
+            )
+        elif isinstance(op, UpsertSession):
+            if op.implicit:
+                conn.execute(
+                    "INSERT OR IGNORE INTO sessions (id, agent_id, status, created_at, updated_at)"
+                    " VALUES (?, ?, 'active', ?, ?)",
+                    (op.id, op.agent_id, op.ts, op.ts),
+                )
+            else:
+                conn.execute(
+                    "INSERT INTO sessions (id, agent_id, status, created_at, updated_at, metadata)"
+                    " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+                    "agent_id = excluded.agent_id, status = excluded.status, "
+                    "updated_at = excluded.updated_at, metadata = excluded.metadata, "
+                    "ended_at = NULL",
+                    (
+                        op.id,
+                        op.agent_id,
+                        op.status,
+                        op.created_at or op.ts,
+                        op.ts,
+                        _json(op.metadata),
+                    ),
+                )
+        elif isinstance(op, EndSession):
+            conn.execute(
+                "UPDATE sessions SET status = ?, ended_at = ?, updated_at = ? WHERE id = ?",
+                (op.status, op.ts, op.ts, op.id),
+            )
+        elif isinstance(op, MarkProducer):
+            if op.seq > result.producers.get(op.producer_id, 0):
+                result.producers[op.producer_id] = op.seq
+        elif isinstance(op, SetPrice):
+            p = op.price
+            conn.execute(
+                "INSERT INTO prices VALUES (?, ?, ?, ?, ?) ON CONFLICT (model) DO UPDATE SET "
+                "input_per_m = excluded.input_per_m, output_per_m = excluded.output_per_m, "
+                "currency = excluded.currency, updated_at = excluded.updated_at",
+                (p.model, p.input_per_m, p.output_per_m, p.currency, op.ts),
+            )
+            self._prices.set(p)
+        elif isinstance(op, DeletePrice):
+            conn.execute("DELETE FROM prices WHERE model = ?", (op.model,))
+            self._prices.remove(op.model)
+        elif isinstance(op, DeleteAgent):
+            conn.execute("DELETE FROM agents WHERE id = ?", (op.id,))
+
+    # ---- reads (any thread) ----
+
+    def load_agents(self) -> list[AgentRecord]:
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT id, name, model, template_id, capabilities, metadata, state, "
+                "registered_at, last_seen, last_event_at, current_session_id, implicit, "
+                "event_count, error_count FROM agents"
+            ).fetchall()
+        return [
+            AgentRecord(
+                r[0],
+                r[1],
+                r[2],
+                r[3],
+                tuple(orjson.loads(r[4])),
+                orjson.loads(r[5]),
+                r[6],
+                r[7],
+                r[8],
+                r[9],
+                r[10],
+                bool(r[11]),
+                r[12],
+                r[13],
+            )
+            for r in rows
+        ]
+
+    def usage_by_agent(self) -> dict[str, UsageTotals]:
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT agent_id, sum(input), sum(output), coalesce(sum(cost), 0), "
+                "sum(CASE WHEN cost IS NULL THEN input + output ELSE 0 END), count(*) "
+                "FROM usage GROUP BY agent_id"
+            ).fetchall()
+        return {r[0]: UsageTotals(r[1], r[2], r[3], r[4], r[5]) for r in rows}
+
+    def producer_seq(self, producer_id: str) -> int:
+        with self._read() as conn:
+            row = conn.execute(
+                "SELECT last_seq FROM producers WHERE id = ?", (producer_id,)
+            ).fetchone()
+        return int(row[0]) if row else 0
+
+    def prices(self) -> list[Price]:
+        with self._read() as conn:
+            return self._read_prices(conn)
+
+    @staticmethod
+    def _read_prices(conn: sqlite3.Connection) -> list[Price]:
+        rows = conn.execute(
+            "SELECT model, input_per_m, output_per_m, currency FROM prices ORDER BY model"
+        ).fetchall()
+        return [Price(r[0], r[1], r[2], r[3]) for r in rows]
+
+    _SESSION_COLS = "id, agent_id, status, created_at, updated_at, ended_at, metadata, event_count"
+
+    @staticmethod
+    def _session(r: tuple[Any, ...]) -> SessionRecord:
+        return SessionRecord(r[0], r[1], r[2], r[3], r[4], r[5], orjson.loads(r[6]), r[7])
+
+    def list_sessions(
+        self, *, status: str | None, agent_id: str | None, limit: int, offset: int
+    ) -> tuple[list[SessionRecord], int]:
+        where, args = [], []
+        if status:
+            where.append("status = ?")
+            args.append(status)
+        if agent_id:
+            where.append("agent_id = ?")
+            args.append(agent_id)
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        with self._read() as conn:
+            total = conn.execute(f"SELECT count(*) FROM sessions{clause}", args).fetchone()[0]
+            rows = conn.execute(
+                f"SELECT {self._SESSION_COLS} FROM sessions{clause} "
+                "ORDER BY updated_at DESC, id LIMIT ? OFFSET ?",
+                [*args, limit, offset],
+            ).fetchall()
+        return [self._session(r) for r in rows], int(total)
+
+    def get_session(self, session_id: str) -> SessionRecord | None:
+        with self._read() as conn:
+            row = conn.execute(
+                f"SELECT {self._SESSION_COLS} FROM sessions WHERE id = ?", (session_id,)
+            ).fetchone()
+        return self._session(row) if row else None
+
+    def session_usage(self, session_ids: list[str]) -> dict[str, UsageTotals]:
+        if not session_ids:
+            return {}
+        marks = ",".join("?" * len(session_ids))
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT session_id, sum(input), sum(output), coalesce(sum(cost), 0), "
+                "sum(CASE WHEN cost IS NULL THEN input + output ELSE 0 END), count(*) "
+                f"FROM usage WHERE session_id IN ({marks}) GROUP BY session_id",
+                session_ids,
+            ).fetchall()
+        return {r[0]: UsageTotals(r[1], r[2], r[3], r[4], r[5]) for r in rows}
+
+    @staticmethod
+    def _where(flt: EventFilter) -> tuple[list[str], list[Any]]:
+        where: list[str] = []
+        args: list[Any] = []
+        for column, values in (
+            ("agent_id", flt.agent_ids),
+            ("session_id", flt.session_ids),
+            ("channel", flt.channels),
+            ("event_type", flt.event_types),
+            ("severity", flt.severities),
+        ):
+            if values:
+                where.append(f"{column} IN ({','.join('?' * len(values))})")
+                args.extend(values)
+        if flt.start_ms is not None:
+            where.append("ts >= ?")
+            args.append(flt.start_ms)
+        if flt.end_ms is not None:
+            where.append("ts < ?")
+            args.append(flt.end_ms)
+        if flt.text:
+            escaped = flt.text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            where.append("payload LIKE ? ESCAPE '\\'")
+            args.append(f"%{escaped}%")
+        return where, args
+
+    _EVENT_COLS = "id, agent_id, session_id, channel, event_type, severity, ts, client_ts, payload"
+
+    @staticmethod
+    def _event(r: tuple[Any, ...]) -> StoredEvent:
+        return StoredEvent(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8].encode())
+
+    def events_before(self, flt: EventFilter, before: int | None, limit: int) -> list[StoredEvent]:
+        where, args = self._where(flt)
+        if before is not None:
+            where.append("id < ?")
+            args.append(before)
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        with self._read() as conn:
+            rows = conn.execute(
+                f"SELECT {self._EVENT_COLS} FROM events{clause} ORDER BY id DESC LIMIT ?",
+                [*args, limit],
+            ).fetchall()
+        return [self._event(r) for r in rows]
+
+    def events_after(self, flt: EventFilter, after: int, limit: int) -> list[StoredEvent]:
+        where, args = self._where(flt)
+        where.append("id > ?")
+        args.append(after)
+        with self._read() as conn:
+            rows = conn.execute(
+                f"SELECT {self._EVENT_COLS} FROM events WHERE {' AND '.join(where)} "
+                "ORDER BY id LIMIT ?",
+                [*args, limit],
+            ).fetchall()
+        return [self._event(r) for r in rows]
+
+    def count_events(self, flt: EventFilter) -> int:
+        where, args = self._where(flt)
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        with self._read() as conn:
+            return int(conn.execute(f"SELECT count(*) FROM events{clause}", args).fetchone()[0])
+
+    def max_event_id(self) -> int:
+        with self._read() as conn:
+            row = conn.execute("SELECT max(id) FROM events").fetchone()
+        return int(row[0] or 0)
+
+    def event_counts_by_type(self, start_ms: int, end_ms: int) -> dict[str, int]:
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT event_type, count(*) FROM events WHERE id >= coalesce("
+                "(SELECT min(id) FROM events WHERE ts >= ?), 1 << 62) AND ts < ? "
+                "GROUP BY event_type",
+                (start_ms, end_ms),
+            ).fetchall()
+        return {r[0]: int(r[1]) for r in rows}
+
+    def usage_rows(self, query: UsageQuery) -> list[UsageRow]:
+        where = ["ts >= ?", "ts < ?"]
+        args: list[Any] = [query.start_ms, query.end_ms]
+        for column, value in (
+            ("agent_id", query.agent_id),
+            ("session_id", query.session_id),
+            ("model", query.model),
+        ):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        if query.bucket_ms:
+            key = f"(ts / {int(query.bucket_ms)}) * {int(query.bucket_ms)}"
+        elif query.group_by in ("model", "agent", "session"):
+            key = {"model": "model", "agent": "agent_id", "session": "session_id"}[query.group_by]
+        else:
+            key = "NULL"
+        with self._read() as conn:
+            rows = conn.execute(
+                f"SELECT {key} AS k, sum(input), sum(output), coalesce(sum(cost), 0), "
+                "sum(CASE WHEN cost IS NULL THEN input + output ELSE 0 END), count(*) "
+                f"FROM usage WHERE {' AND '.join(where)} GROUP BY k ORDER BY k",
+                args,
+            ).fetchall()
+        return [UsageRow(r[0], r[1] or 0, r[2] or 0, r[3], r[4] or 0, r[5]) for r in rows]
