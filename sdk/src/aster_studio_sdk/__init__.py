@@ -1,1 +1,51 @@
-"""Aster Studio agent SDK: report an agent's events to a Studio without ever hurting the agent."""
+"""Aster Studio agent SDK: report an agent's events to a Studio without ever hurting the agent.
+
+Quick start::
+
+    from aster_studio_sdk import StudioClient
+
+    studio = StudioClient(agent_id="writer-1", name="Writing Agent")
+    with studio.session("session-456") as s:
+        s.state("working")
+        s.text("Hello, ")
+    studio.close(timeout=5)
+
+See docs/sdk.md for configuration, delivery guarantees and the full API.
+"""
+
+from ._client import Session, Stats, StudioClient, ToolCall
+from ._config import (
+    DEFAULT_URL,
+    ENV_ENABLED,
+    ENV_STRICT,
+    ENV_TOKEN,
+    ENV_URL,
+    DeliveryOptions,
+    DropPolicy,
+    Settings,
+)
+from ._errors import ConfigError, ConnectionClosed, InternalError, StudioError, TransportError
+from ._transport import Connection, Transport, WebSocketTransport
+
+__all__ = [
+    "DEFAULT_URL",
+    "ENV_ENABLED",
+    "ENV_STRICT",
+    "ENV_TOKEN",
+    "ENV_URL",
+    "ConfigError",
+    "Connection",
+    "ConnectionClosed",
+    "DeliveryOptions",
+    "DropPolicy",
+    "InternalError",
+    "Session",
+    "Settings",
+    "Stats",
+    "StudioClient",
+    "StudioError",
+    "ToolCall",
+    "Transport",
+    "TransportError",
+    "WebSocketTransport",
+]

@@ -1,0 +1,818 @@
+"""The public client, its sessions and tool calls.
+
+Every emitting method costs the agent's thread one tuple and one deque append; serialization and
+I/O happen in the worker thread. Nothing here raises into the agent's code (except in strict
+mode, meant for tests, and for invalid arguments to the constructor).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import inspect
+import threading
+import time
+import uuid
+import weakref
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, ParamSpec, TypeVar, overload
+
+from . import _lifecycle
+from ._config import DeliveryOptions, DropPolicy, Settings, resolve
+from ._diagnostics import Diagnostics
+from ._errors import ConfigError
+from ._transport import Transport, WebSocketTransport
+from ._worker import OP_END, OP_EVENT, OP_FLUSH, OP_OPEN, AgentInfo, FlushWaiter, Item, Worker
+from .protocol import Channel, SessionStatus
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_time = time.time
+_MAX_ID = 256
+_CONTROL_SLACK = 10_000  # control items (sessions, flushes) may exceed the queue bound by this
+
+_current_session: contextvars.ContextVar[Session | None] = contextvars.ContextVar(
+    "aster_studio_session", default=None
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    """A snapshot of the client's counters (see docs/sdk.md for each one)."""
+
+    enabled: bool
+    connected: bool = False
+    reliable: bool | None = None
+    queued: int = 0
+    unacked: int = 0
+    dropped: int = 0
+    sent: int = 0
+    delivered: int = 0
+    resent: int = 0
+    rejected: int = 0
+    oversized: int = 0
+    unencodable: int = 0
+    undelivered: int = 0
+    frames: int = 0
+    connects: int = 0
+    connect_failures: int = 0
+    disconnects: int = 0
+    control_messages: int = 0
+    internal_errors: int = 0
+
+
+def _check_id(value: object, what: str) -> str:
+    if not isinstance(value, str) or not value or len(value) > _MAX_ID:
+        raise ConfigError(f"{what} must be a non-empty string of at most {_MAX_ID} characters")
+    return value
+
+
+def _interrupted(exc_type: type[BaseException] | None) -> bool:
+    return exc_type is not None and issubclass(
+        exc_type, (KeyboardInterrupt, SystemExit, asyncio.CancelledError, GeneratorExit)
+    )
+
+
+class _Emitter:
+    """The event helpers shared by a client (no session) and a session."""
+
+    __slots__ = ()
+    _client: StudioClient
+    _sid: str | None
+
+    def event(self, channel: Channel | str, event_type: str, **fields: Any) -> None:
+        """Report any event: `channel` is progress, control or monitor; fields are kept as sent."""
+        try:
+            self._client._put((OP_EVENT, self._sid, _time(), str(channel), event_type, fields))
+        except Exception as exc:
+            self._client._internal("event", exc)
+
+    def text(self, delta: str, *, step: int | None = None) -> None:
+        """Report a chunk of streamed output text (progress `text_chunk`)."""
+        try:
+            fields = {"delta": delta} if step is None else {"delta": delta, "step": step}
+            self._client._put((OP_EVENT, self._sid, _time(), "progress", "text_chunk", fields))
+        except Exception as exc:
+            self._client._internal("text", exc)
+
+    def text_start(self, *, step: int | None = None) -> None:
+        """Report the start of a streamed text block (progress `text_chunk_start`)."""
+        self.event("progress", "text_chunk_start", step=step)
+
+    def text_end(self, text: str, *, step: int | None = None) -> None:
+        """Report the end of a streamed text block with its full text (`text_chunk_end`)."""
+        self.event("progress", "text_chunk_end", step=step, text=text)
+
+    def thinking(self, delta: str, *, step: int | None = None, **fields: Any) -> None:
+        """Report a chunk of reasoning (progress `think_chunk`)."""
+        try:
+            fields["delta"] = delta
+            if step is not None:
+                fields["step"] = step
+            self._client._put((OP_EVENT, self._sid, _time(), "progress", "think_chunk", fields))
+        except Exception as exc:
+            self._client._internal("thinking", exc)
+
+    def thinking_start(self, *, step: int | None = None) -> None:
+        """Report the start of a reasoning block (progress `think_chunk_start`)."""
+        self.event("progress", "think_chunk_start", step=step)
+
+    def thinking_end(self, *, step: int | None = None) -> None:
+        """Report the end of a reasoning block (progress `think_chunk_end`)."""
+        self.event("progress", "think_chunk_end", step=step)
+
+    def state(self, state: str) -> None:
+        """Report the agent's state: ready, working, idle, running, paused, completed, failed."""
+        try:
+            self._client._put(
+                (OP_EVENT, self._sid, _time(), "monitor", "state_changed", {"state": state})
+            )
+        except Exception as exc:
+            self._client._internal("state", exc)
+
+    def token_usage(
+        self,
+        input_tokens: int,
+        output_tokens: int,
+        *,
+        model: str | None = None,
+        total_tokens: int | None = None,
+        cache_read_input_tokens: int | None = None,
+        cache_creation_input_tokens: int | None = None,
+        reasoning_tokens: int | None = None,
+    ) -> None:
+        """Report tokens used by one model call (monitor `token_usage`)."""
+        try:
+            fields: dict[str, Any] = {"input_tokens": input_tokens, "output_tokens": output_tokens}
+            if model is not None:
+                fields["model"] = model
+            if total_tokens is not None:
+                fields["total_tokens"] = total_tokens
+            if cache_read_input_tokens is not None:
+                fields["cache_read_input_tokens"] = cache_read_input_tokens
+            if cache_creation_input_tokens is not None:
+                fields["cache_creation_input_tokens"] = cache_creation_input_tokens
+            if reasoning_tokens is not None:
+                fields["reasoning_tokens"] = reasoning_tokens
+            self._client._put((OP_EVENT, self._sid, _time(), "monitor", "token_usage", fields))
+        except Exception as exc:
+            self._client._internal("token_usage", exc)
+
+    def error(
+        self,
+        message: str,
+        *,
+        severity: str = "error",
+        phase: str = "system",
+        detail: Any = None,
+    ) -> None:
+        """Report an error: severity info/warn/error/fatal, phase model/tool/system/lifecycle."""
+        fields: dict[str, Any] = {"severity": severity, "phase": phase, "message": message}
+        if detail is not None:
+            fields["detail"] = detail
+        self.event("monitor", "error", **fields)
+
+    def step_complete(self, step: int, *, duration_ms: float | None = None) -> None:
+        """Report that a step of the agent loop finished (monitor `step_complete`)."""
+        if duration_ms is None:
+            self.event("monitor", "step_complete", step=step)
+        else:
+            self.event("monitor", "step_complete", step=step, duration_ms=duration_ms)
+
+    def done(self, reason: str = "completed", *, step: int | None = None) -> None:
+        """Report that the agent finished its run: reason `completed` or `interrupted`."""
+        self.event("progress", "done", step=step, reason=reason)
+
+    def tool_call(
+        self,
+        name: str,
+        arguments: Mapping[str, Any] | None = None,
+        *,
+        call_id: str | None = None,
+    ) -> ToolCall:
+        """Return a tool call to use as a context manager or a decorator.
+
+        As a context manager it reports `tool:start` on entry, and `tool:end` (with the result
+        and duration) or `tool:error` on exit; the exception still propagates. As a decorator
+        each call of the function becomes one tool call with its bound arguments.
+        """
+        return ToolCall(self, name, arguments, call_id)
+
+
+class ToolCall:
+    """One tool call: reports start, progress, end, duration and errors."""
+
+    __slots__ = (
+        "_emitter",
+        "_t0",
+        "arguments",
+        "error",
+        "id",
+        "name",
+        "progress_value",
+        "result",
+        "started_at",
+        "state",
+    )
+
+    def __init__(
+        self,
+        emitter: _Emitter,
+        name: str,
+        arguments: Mapping[str, Any] | None,
+        call_id: str | None,
+    ) -> None:
+        self._emitter = emitter
+        self.name = name
+        self.arguments: dict[str, Any] = dict(arguments) if arguments else {}
+        self.id = call_id or "call_" + uuid.uuid4().hex[:20]
+        self.state = "pending"
+        self.result: Any = None
+        self.error: str | None = None
+        self.progress_value = 0.0
+        self.started_at: float | None = None
+        self._t0 = 0.0
+
+    def snapshot(self) -> dict[str, Any]:
+        """Return the call as EVENTS.md's `call` shape (times in epoch milliseconds)."""
+        now = _time()
+        call: dict[str, Any] = {
+            "id": self.id,
+            "name": self.name,
+            "state": self.state,
+            "progress": self.progress_value,
+            "arguments": self.arguments,
+            "started_at": int((self.started_at or now) * 1000),
+            "updated_at": int(now * 1000),
+        }
+        if self.state == "completed":
+            call["result"] = self.result
+        if self.error is not None:
+            call["error"] = self.error
+        if self.state in ("completed", "failed", "canceled"):
+            call["duration_ms"] = round((time.perf_counter() - self._t0) * 1000, 3)
+        return call
+
+    def start(self) -> ToolCall:
+        """Report `tool:start`."""
+        self.state = "executing"
+        self.started_at = _time()
+        self._t0 = time.perf_counter()
+        self._emitter.event("progress", "tool:start", call=self.snapshot())
+        return self
+
+    def progress(self, progress: float, message: str | None = None, **fields: Any) -> None:
+        """Report `tool:progress` (progress from 0 to 1)."""
+        self.progress_value = progress
+        if message is not None:
+            fields["message"] = message
+        self._emitter.event(
+            "progress", "tool:progress", call=self.snapshot(), progress=progress, **fields
+        )
+
+    def intermediate(self, data: Any, *, label: str | None = None) -> None:
+        """Report an intermediate result (`tool:intermediate`)."""
+        self._emitter.event(
+            "progress", "tool:intermediate", call=self.snapshot(), label=label, data=data
+        )
+
+    def end(self, result: Any = None) -> None:
+        """Report `tool:end` with the result."""
+        if result is not None:
+            self.result = result
+        self.state = "completed"
+        self.progress_value = 1.0
+        self._emitter.event("progress", "tool:end", call=self.snapshot())
+
+    def fail(self, error: BaseException | str) -> None:
+        """Report `tool:error`."""
+        self.state = "failed"
+        if isinstance(error, BaseException):
+            self.error = f"{type(error).__name__}: {error}"
+        else:
+            self.error = error
+        self._emitter.event("progress", "tool:error", call=self.snapshot(), error=self.error)
+
+    def cancel(self, reason: str | None = None) -> None:
+        """Report `tool:canceled`."""
+        self.state = "canceled"
+        self._emitter.event("progress", "tool:canceled", call=self.snapshot(), reason=reason)
+
+    def __enter__(self) -> ToolCall:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.end()
+        elif _interrupted(exc_type):
+            self.cancel(exc_type.__name__)
+        else:
+            self.fail(exc if exc is not None else exc_type.__name__)
+
+    async def __aenter__(self) -> ToolCall:
+        return self.start()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+    def __call__(self, fn: Callable[P, R]) -> Callable[P, R]:
+        """Decorate `fn`: every call becomes a new tool call of this name."""
+        return _wrap_tool(fn, lambda: self._emitter, self.name)
+
+
+def _bound_arguments(
+    fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> dict[str, Any]:
+    try:
+        bound = inspect.signature(fn).bind_partial(*args, **kwargs)
+    except (TypeError, ValueError):
+        return {"args": list(args), **kwargs}
+    return dict(bound.arguments)
+
+
+def _wrap_tool(fn: Callable[P, R], emitter: Callable[[], _Emitter], name: str) -> Callable[P, R]:
+    if inspect.iscoroutinefunction(fn):
+
+        @functools.wraps(fn)
+        async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
+            call = emitter().tool_call(name, _bound_arguments(fn, args, kwargs))
+            with call:
+                result = await fn(*args, **kwargs)
+                call.result = result
+            return result
+
+        return async_wrapper  # type: ignore[return-value]
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        call = emitter().tool_call(name, _bound_arguments(fn, args, kwargs))
+        with call:
+            result = fn(*args, **kwargs)
+            call.result = result
+        return result
+
+    return wrapper
+
+
+class Session(_Emitter):
+    """One session of the agent: registered on creation, ended on exit of its `with` block."""
+
+    __slots__ = ("_client", "_ended", "_sid", "_tokens", "id")
+
+    def __init__(
+        self, client: StudioClient, session_id: str, metadata: Mapping[str, Any] | None
+    ) -> None:
+        self._client = client
+        self._sid = session_id
+        self.id = session_id
+        self._ended = False
+        self._tokens: list[contextvars.Token[Session | None]] = []
+        client._put_control((OP_OPEN, session_id, _time(), dict(metadata) if metadata else None))
+
+    @property
+    def ended(self) -> bool:
+        """Return whether `end` was called."""
+        return self._ended
+
+    def end(self, status: SessionStatus | str = SessionStatus.COMPLETED) -> None:
+        """End the session (completed, failed or interrupted); later calls do nothing."""
+        if self._ended:
+            return
+        self._ended = True
+        self._client._put_control((OP_END, self._sid, _time(), str(status)))
+
+    def __enter__(self) -> Session:
+        self._tokens.append(_current_session.set(self))
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._tokens:
+            try:
+                _current_session.reset(self._tokens.pop())
+            except ValueError:  # exited in another context than entered (rare): just clear
+                _current_session.set(None)
+        if exc_type is None:
+            self.end(SessionStatus.COMPLETED)
+        elif _interrupted(exc_type):
+            self.end(SessionStatus.INTERRUPTED)
+        else:
+            self.error(f"{exc_type.__name__}: {exc}", severity="error", phase="lifecycle")
+            self.end(SessionStatus.FAILED)
+
+    async def __aenter__(self) -> Session:
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+    def __repr__(self) -> str:
+        return f"Session({self._sid!r})"
+
+
+class StudioClient(_Emitter):
+    """Report one agent's sessions and events to an Aster Studio, without ever blocking it.
+
+    Configuration comes from the environment (`ASTER_STUDIO_ENABLED`, default off;
+    `ASTER_STUDIO_URL`, default ws://localhost:3032; `ASTER_STUDIO_TOKEN`); arguments win.
+    A disabled client is a no-op that opens no connection and starts no thread.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_client",
+        "_closed",
+        "_diag",
+        "_finalizer",
+        "_info",
+        "_lock",
+        "_maxsize",
+        "_put",
+        "_queue",
+        "_settings",
+        "_sid",
+        "_transport",
+        "_worker",
+        "agent_id",
+    )
+
+    def __init__(
+        self,
+        agent_id: str,
+        *,
+        name: str | None = None,
+        model: str | None = None,
+        capabilities: Iterable[str] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        status: str | None = "ready",
+        url: str | None = None,
+        enabled: bool | None = None,
+        token: str | None = None,
+        strict: bool | None = None,
+        max_queue_size: int | None = None,
+        drop_policy: DropPolicy | str | None = None,
+        options: DeliveryOptions | None = None,
+        transport: Transport | None = None,
+    ) -> None:
+        self.agent_id = _check_id(agent_id, "agent_id")
+        delivery = options or DeliveryOptions()
+        if max_queue_size is not None or drop_policy is not None:
+            from dataclasses import replace
+
+            delivery = replace(
+                delivery,
+                max_queue_size=delivery.max_queue_size
+                if max_queue_size is None
+                else max_queue_size,
+                drop_policy=DropPolicy(drop_policy or delivery.drop_policy),
+            )
+        self._settings: Settings = resolve(
+            enabled=enabled, url=url, token=token, strict=strict, delivery=delivery
+        )
+        self._client = self
+        self._sid = None
+        self._closed = False
+        self._lock = threading.Lock()
+        self._diag = Diagnostics(strict=self._settings.strict, log_interval=delivery.log_interval)
+        self._maxsize = delivery.max_queue_size
+        self._queue: deque[Item] = deque()
+        self._transport: Transport = transport or WebSocketTransport()
+        self._info = AgentInfo(
+            agent_id=self.agent_id,
+            name=name,
+            model=model,
+            status=status,
+            capabilities=tuple(capabilities or ()),
+            metadata=dict(metadata or {}),
+            producer_id=uuid.uuid4().hex,
+        )
+        self._worker: Worker | None = None
+        self._finalizer: weakref.finalize[Any, Any] | None = None
+        if not self._settings.enabled:
+            self._put: Callable[[Item], None] = self._discard
+            return
+        self._put = self._enqueue
+        self._start_worker()
+        _lifecycle.track(self)
+
+    # ---- configuration ----
+
+    @property
+    def enabled(self) -> bool:
+        """Return whether events are reported (False: a no-op client)."""
+        return self._settings.enabled
+
+    @property
+    def url(self) -> str:
+        """Return the WebSocket endpoint events go to."""
+        return self._settings.url
+
+    @property
+    def settings(self) -> Settings:
+        """Return the resolved settings."""
+        return self._settings
+
+    @property
+    def producer_id(self) -> str:
+        """Return this process's producer id (reliable delivery)."""
+        return self._info.producer_id
+
+    # ---- sessions ----
+
+    def session(
+        self, session_id: str | None = None, *, metadata: Mapping[str, Any] | None = None
+    ) -> Session:
+        """Register a session and return it; use it in a `with` block to end it on exit."""
+        if session_id is None:
+            session_id = uuid.uuid4().hex
+        elif not isinstance(session_id, str) or not session_id or len(session_id) > _MAX_ID:
+            self._internal("session", ConfigError(f"invalid session id {session_id!r}"))
+            session_id = str(session_id)[:_MAX_ID] or uuid.uuid4().hex
+        return Session(self, session_id, metadata)
+
+    @staticmethod
+    def current_session() -> Session | None:
+        """Return the session whose `with` block is running in this context, if any."""
+        return _current_session.get()
+
+    @overload
+    def tool(self, fn: Callable[P, R], /) -> Callable[P, R]: ...
+
+    @overload
+    def tool(self, name: str | None = None, /) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
+
+    def tool(self, arg: Any = None, /) -> Any:
+        """Decorate a function as a tool: each call reports into the current session."""
+
+        def current() -> _Emitter:
+            return _current_session.get() or self
+
+        if callable(arg):
+            return _wrap_tool(arg, current, arg.__name__)
+
+        def decorate(fn: Callable[P, R]) -> Callable[P, R]:
+            return _wrap_tool(fn, current, arg or fn.__name__)
+
+        return decorate
+
+    # ---- delivery ----
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until everything reported so far is stored; return False after `timeout` s."""
+        waiter = self._request_flush()
+        if waiter is None:
+            return self._nothing_pending()
+        ok = waiter.event.wait(max(timeout, 0.0)) and waiter.ok
+        if not ok:
+            waiter.abandoned = True
+        self._diag.raise_if_strict()
+        return ok
+
+    async def aflush(self, timeout: float = 5.0) -> bool:
+        """Like `flush`, without blocking the running event loop."""
+        waiter = self._request_flush()
+        if waiter is None:
+            return self._nothing_pending()
+        deadline = time.monotonic() + max(timeout, 0.0)
+        poll = self._settings.delivery.poll_interval or 0.001
+        while not waiter.event.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                waiter.abandoned = True
+                return False
+            await asyncio.sleep(min(poll, remaining))
+        self._diag.raise_if_strict()
+        return waiter.ok
+
+    def close(self, timeout: float = 5.0) -> bool:
+        """Deliver what is pending, end open sessions, close the connection; always returns.
+
+        Returns True when everything reported before the call was stored within `timeout` s.
+        Later events are ignored. Runs at interpreter exit with `shutdown_timeout`.
+        """
+        worker = self._begin_close(timeout)
+        if worker is None:
+            return self._nothing_pending()
+        ok = worker.done.wait(max(timeout, 0.0)) and worker.delivered_all
+        self._diag.raise_if_strict()
+        return ok
+
+    async def aclose(self, timeout: float = 5.0) -> bool:
+        """Like `close`, without blocking the running event loop."""
+        worker = self._begin_close(timeout)
+        if worker is None:
+            return self._nothing_pending()
+        deadline = time.monotonic() + max(timeout, 0.0)
+        poll = self._settings.delivery.poll_interval or 0.001
+        while not worker.done.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            await asyncio.sleep(min(poll, remaining))
+        self._diag.raise_if_strict()
+        return worker.delivered_all
+
+    @property
+    def closed(self) -> bool:
+        """Return whether `close` was called."""
+        return self._closed
+
+    def stats(self) -> Stats:
+        """Return the delivery counters: queued, dropped, sent, delivered, reconnects, errors."""
+        worker = self._worker
+        queued = len(self._queue)
+        if worker is None:
+            return Stats(
+                enabled=self.enabled,
+                queued=queued,
+                dropped=self._diag.dropped,
+                internal_errors=self._diag.internal_errors,
+            )
+        c = worker.counters
+        return Stats(
+            enabled=self.enabled,
+            connected=worker.connected,
+            reliable=worker.reliable,
+            queued=queued,
+            unacked=worker.unacked,
+            dropped=self._diag.dropped,
+            sent=c.sent,
+            delivered=c.delivered,
+            resent=c.resent,
+            rejected=c.rejected,
+            oversized=c.oversized,
+            unencodable=c.unencodable,
+            undelivered=c.undelivered,
+            frames=c.frames,
+            connects=c.connects,
+            connect_failures=c.connect_failures,
+            disconnects=c.disconnects,
+            control_messages=c.control_messages,
+            internal_errors=self._diag.internal_errors,
+        )
+
+    def __enter__(self) -> StudioClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close(self._settings.delivery.shutdown_timeout)
+
+    async def __aenter__(self) -> StudioClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose(self._settings.delivery.shutdown_timeout)
+
+    def __repr__(self) -> str:
+        state = "disabled" if not self.enabled else ("closed" if self._closed else self.url)
+        return f"StudioClient({self.agent_id!r}, {state})"
+
+    # ---- internals ----
+
+    def _start_worker(self) -> None:
+        worker = Worker(self._settings, self._info, self._queue, self._transport, self._diag)
+        self._worker = worker
+        # Closes the worker when the client is garbage-collected, or at exit (atexit=True).
+        self._finalizer = weakref.finalize(
+            self, _shutdown, worker, self._settings.delivery.shutdown_timeout
+        )
+        worker.start()
+
+    def _enqueue(self, item: Item) -> None:
+        queue = self._queue
+        if len(queue) < self._maxsize:
+            queue.append(item)
+        else:
+            self._overflow(item)
+
+    def _overflow(self, item: Item) -> None:
+        queue = self._queue
+        if self._settings.delivery.drop_policy is DropPolicy.DROP_OLDEST:
+            try:
+                oldest = queue.popleft()
+            except IndexError:
+                oldest = None
+            if oldest is not None and oldest[0] != OP_EVENT:
+                queue.appendleft(oldest)  # sessions and flushes are never dropped
+            else:
+                queue.append(item)
+                self._diag.drop()
+                return
+        self._diag.drop()
+
+    def _put_control(self, item: Item) -> None:
+        """Queue a session or flush item; never dropped (it may exceed the bound a little)."""
+        try:
+            if self._put == self._discard:
+                return
+            if self._put == self._start_after_fork:
+                self._start_after_fork(item)
+                return
+            self._queue.append(item)
+        except Exception as exc:
+            self._internal("session", exc)
+
+    def _discard(self, item: Item) -> None:
+        pass
+
+    def _request_flush(self) -> FlushWaiter | None:
+        worker = self._worker
+        if worker is None or self._closed or not worker.started or worker.done.is_set():
+            return None
+        if len(self._queue) >= self._maxsize + _CONTROL_SLACK:
+            return None
+        waiter = FlushWaiter()
+        self._queue.append((OP_FLUSH, waiter))
+        worker.wake()
+        return waiter
+
+    def _nothing_pending(self) -> bool:
+        worker = self._worker
+        if worker is None:
+            return not self._queue
+        if worker.done.is_set() and self._closed:
+            return worker.delivered_all
+        return worker.started and not self._queue and worker.unacked == 0
+
+    def _begin_close(self, timeout: float) -> Worker | None:
+        with self._lock:
+            first = not self._closed
+            self._closed = True
+            self._put = self._discard
+        worker = self._worker
+        if worker is None or not worker.started:
+            return None
+        if first and self._finalizer is not None:
+            self._finalizer.detach()
+        worker.request_close(time.monotonic() + max(timeout, 0.0))
+        return worker
+
+    def _internal(self, where: str, exc: BaseException) -> None:
+        self._diag.internal(where, exc)
+        if self._diag.strict:
+            raise exc
+
+    def _start_after_fork(self, item: Item) -> None:
+        """In a forked child: start a fresh worker on the first event, then queue it."""
+        with self._lock:
+            if self._put == self._start_after_fork and not self._closed:
+                self._start_worker()
+                self._put = self._enqueue
+        self._put(item)
+
+    def _after_fork_in_child(self) -> None:
+        """Forget the parent's worker, queue and producer id; the parent delivers its own."""
+        self._lock = threading.Lock()
+        self._diag.reset_after_fork()
+        if self._finalizer is not None:
+            self._finalizer.detach()
+            self._finalizer = None
+        self._queue = deque()
+        self._worker = None
+        if self._closed or not self._settings.enabled:
+            return
+        self._info = AgentInfo(
+            agent_id=self._info.agent_id,
+            name=self._info.name,
+            model=self._info.model,
+            status=self._info.status,
+            capabilities=self._info.capabilities,
+            metadata=self._info.metadata,
+            producer_id=uuid.uuid4().hex,
+        )
+        self._put = self._start_after_fork
+
+
+def _shutdown(worker: Worker, timeout: float) -> None:
+    """Close a worker whose client is gone (garbage-collected or interpreter exit)."""
+    if not worker.started or worker.done.is_set():
+        return
+    worker.request_close(time.monotonic() + timeout)
+    worker.done.wait(timeout)
+
+
+__all__ = ["Session", "Stats", "StudioClient", "ToolCall"]

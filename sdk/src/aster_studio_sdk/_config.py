@@ -1,0 +1,156 @@
+"""Client settings: defaults, environment variables and options passed in code."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from urllib.parse import urlsplit, urlunsplit
+
+from ._errors import ConfigError
+
+logger = logging.getLogger("aster_studio_sdk")
+
+DEFAULT_URL = "ws://localhost:3032"
+CONNECT_PATH = "/v1/remote-agents/connect"
+
+ENV_ENABLED = "ASTER_STUDIO_ENABLED"
+ENV_URL = "ASTER_STUDIO_URL"
+ENV_TOKEN = "ASTER_STUDIO_TOKEN"
+ENV_STRICT = "ASTER_STUDIO_SDK_STRICT"
+
+_TRUE = frozenset({"1", "true", "yes", "on", "y", "t"})
+_FALSE = frozenset({"0", "false", "no", "off", "n", "f", ""})
+
+
+class DropPolicy(StrEnum):
+    """What to discard when the in-memory queue is full; the caller is never blocked."""
+
+    DROP_NEWEST = "drop_newest"
+    DROP_OLDEST = "drop_oldest"
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryOptions:
+    """Tuning knobs of the background delivery worker; the defaults suit most agents."""
+
+    max_queue_size: int = 100_000
+    drop_policy: DropPolicy = DropPolicy.DROP_NEWEST
+    flush_interval: float = 0.05
+    poll_interval: float = 0.005
+    max_batch_messages: int = 1_000
+    max_batch_bytes: int = 512 * 1024
+    max_message_bytes: int = 500 * 1024
+    max_unacked_messages: int = 50_000
+    max_unacked_bytes: int = 32 * 1024 * 1024
+    connect_timeout: float = 5.0
+    handshake_timeout: float = 5.0
+    ack_timeout: float = 30.0
+    backoff_initial: float = 0.1
+    backoff_max: float = 5.0
+    shutdown_timeout: float = 2.0
+    log_interval: float = 60.0
+
+    def __post_init__(self) -> None:
+        for name in (
+            "max_queue_size",
+            "max_batch_messages",
+            "max_batch_bytes",
+            "max_message_bytes",
+            "max_unacked_messages",
+            "max_unacked_bytes",
+        ):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1")
+        for name in (
+            "flush_interval",
+            "poll_interval",
+            "connect_timeout",
+            "handshake_timeout",
+            "ack_timeout",
+            "backoff_initial",
+            "backoff_max",
+            "shutdown_timeout",
+            "log_interval",
+        ):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must not be negative")
+        if self.max_message_bytes > self.max_batch_bytes:
+            raise ConfigError("max_message_bytes must not exceed max_batch_bytes")
+        DropPolicy(self.drop_policy)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything a client needs to know, resolved once at construction."""
+
+    enabled: bool
+    url: str
+    token: str | None = None
+    strict: bool = False
+    delivery: DeliveryOptions = field(default_factory=DeliveryOptions)
+
+
+def parse_bool(value: str | None) -> bool | None:
+    """Read a boolean environment value; None when absent or unreadable."""
+    if value is None:
+        return None
+    text = value.strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    return None
+
+
+def connect_url(url: str) -> str:
+    """Return the WebSocket endpoint for a Studio URL, adding the connect path when absent."""
+    parts = urlsplit(url.strip())
+    scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
+    if scheme not in ("ws", "wss") or not parts.netloc:
+        raise ConfigError(f"not a ws:// or wss:// URL: {url!r}")
+    path = parts.path.rstrip("/")
+    if not path.endswith(CONNECT_PATH):
+        path += CONNECT_PATH
+    return urlunsplit((scheme, parts.netloc, path, parts.query, ""))
+
+
+def resolve(
+    *,
+    enabled: bool | None,
+    url: str | None,
+    token: str | None,
+    strict: bool | None,
+    delivery: DeliveryOptions,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Combine options passed in code with the environment; code wins."""
+    env = os.environ if environ is None else environ
+    if enabled is None:
+        raw = env.get(ENV_ENABLED)
+        enabled = parse_bool(raw)
+        if enabled is None:
+            if raw is not None:
+                logger.warning(
+                    "%s=%r is not a boolean; Studio reporting stays off", ENV_ENABLED, raw
+                )
+            enabled = False
+    if strict is None:
+        strict = bool(parse_bool(env.get(ENV_STRICT)))
+    if token is None:
+        token = env.get(ENV_TOKEN) or None
+    if url is not None:
+        resolved = connect_url(url)  # a bad URL in code is the caller's bug: raise
+    else:
+        raw_url = env.get(ENV_URL) or DEFAULT_URL
+        try:
+            resolved = connect_url(raw_url)
+        except ConfigError:
+            # A bad environment must not crash the agent: report and stay off.
+            logger.warning(
+                "%s=%r is not a WebSocket URL; Studio reporting is off", ENV_URL, raw_url
+            )
+            resolved, enabled = connect_url(DEFAULT_URL), False
+    return Settings(enabled=enabled, url=resolved, token=token, strict=strict, delivery=delivery)

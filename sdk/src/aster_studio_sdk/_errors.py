@@ -1,0 +1,37 @@
+"""The SDK's exceptions.
+
+Nothing here is ever raised into the agent's code by the emitting methods; these types describe
+failures inside the SDK, at its boundaries, and in strict mode (tests) they surface from
+``flush``/``close``::
+
+    StudioError                 root of everything the SDK raises
+    ├── ConfigError             invalid options passed in code (also a ValueError)
+    ├── TransportError          the connection failed or could not be opened
+    │   └── ConnectionClosed    the peer or the network closed an open connection
+    └── InternalError           an SDK bug caught by the guard (strict mode re-raises it)
+"""
+
+from __future__ import annotations
+
+
+class StudioError(Exception):
+    """Root of every exception the SDK defines."""
+
+
+class ConfigError(StudioError, ValueError):
+    """An option passed in code is invalid."""
+
+
+class TransportError(StudioError):
+    """Opening, writing to or reading from the connection failed."""
+
+
+class ConnectionClosed(TransportError):
+    """The connection was closed by the peer or the network."""
+
+
+class InternalError(StudioError):
+    """An unexpected failure inside the SDK, recorded instead of raised into the agent."""
+
+
+__all__ = ["ConfigError", "ConnectionClosed", "InternalError", "StudioError", "TransportError"]

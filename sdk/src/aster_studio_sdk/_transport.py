@@ -1,0 +1,99 @@
+"""The transport seam: how the worker opens a connection, writes frames and reads replies.
+
+The worker only talks to a `Transport`; the default one uses the websockets sync client, tests and
+the `testing` module plug in an in-memory one. Foreign exceptions are translated here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from collections.abc import Mapping
+from typing import Protocol
+
+from ._errors import ConnectionClosed, TransportError
+
+
+class Connection(Protocol):
+    """One open connection to a Studio; used by the worker thread only."""
+
+    def send(self, frame: bytes) -> None:
+        """Write one JSON text frame; raise TransportError when the connection is gone."""
+
+    def recv(self, timeout: float) -> str | bytes | None:
+        """Return the next frame from the server, or None when none arrives within timeout."""
+
+    def close(self) -> None:
+        """Close the connection politely (close frame, bounded wait); never raise."""
+
+
+class Transport(Protocol):
+    """Opens connections; one instance serves one client for its whole life."""
+
+    def connect(self, url: str, headers: Mapping[str, str], timeout: float) -> Connection:
+        """Open a connection within timeout or raise TransportError."""
+
+
+class WebSocketConnection:
+    """A `Connection` over a websockets sync client connection."""
+
+    def __init__(self, conn: object) -> None:
+        from websockets.sync.client import ClientConnection
+
+        assert isinstance(conn, ClientConnection)
+        self._conn = conn
+
+    def send(self, frame: bytes) -> None:
+        from websockets.exceptions import ConnectionClosed as WsClosed
+
+        try:
+            self._conn.send(frame, text=True)
+        except WsClosed as exc:
+            raise ConnectionClosed(f"connection closed: {exc}") from exc
+        except (OSError, RuntimeError) as exc:
+            raise TransportError(f"send failed: {exc!r}") from exc
+
+    def recv(self, timeout: float) -> str | bytes | None:
+        from websockets.exceptions import ConnectionClosed as WsClosed
+
+        try:
+            return self._conn.recv(timeout=timeout)
+        except TimeoutError:
+            return None
+        except WsClosed as exc:
+            raise ConnectionClosed(f"connection closed: {exc}") from exc
+        except (OSError, RuntimeError) as exc:
+            raise TransportError(f"receive failed: {exc!r}") from exc
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):  # best effort: the peer may already be gone
+            self._conn.close()
+
+
+class WebSocketTransport:
+    """Open WebSocket connections with the websockets sync client."""
+
+    def __init__(self, *, close_timeout: float = 1.0, ping_interval: float | None = 20.0) -> None:
+        self._close_timeout = close_timeout
+        self._ping_interval = ping_interval
+
+    def connect(self, url: str, headers: Mapping[str, str], timeout: float) -> Connection:
+        from websockets.exceptions import WebSocketException
+        from websockets.sync.client import connect
+
+        try:
+            conn = connect(
+                url,
+                additional_headers=dict(headers),
+                open_timeout=max(timeout, 0.001),
+                close_timeout=self._close_timeout,
+                ping_interval=self._ping_interval,
+                ping_timeout=self._ping_interval,
+                compression=None,  # loopback and LAN: deflate costs more CPU than it saves
+                proxy=None,
+                max_size=None,
+                user_agent_header="aster-studio-sdk",
+            )
+        except (OSError, TimeoutError, WebSocketException, socket.gaierror) as exc:
+            raise TransportError(f"cannot connect to {url}: {exc!r}") from exc
+        return WebSocketConnection(conn)

@@ -1,0 +1,588 @@
+"""The delivery worker: one daemon thread that owns the connection.
+
+Agent threads only append tuples to a bounded deque. This thread turns them into protocol
+messages, numbers and encodes them (`Outbox`), sends them in `batch` frames, reads acks, and
+reconnects with exponential back-off and jitter, re-registering the agent and its open sessions.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from ._config import Settings
+from ._delivery import Outbox, batch_frame
+from ._diagnostics import Diagnostics
+from ._errors import TransportError
+from ._transport import Connection, Transport
+from .protocol import (
+    Ack,
+    Control,
+    Registered,
+    ServerError,
+    SessionStatus,
+    decode_server,
+    dumps,
+    end_session_message,
+    event_message,
+    register_message,
+    register_session_message,
+)
+
+try:
+    import orjson  # noqa: F401  (only probing: the codec uses it when present)
+
+    _FAST_CODEC = True
+except ImportError:  # pragma: no cover - exercised only without orjson
+    _FAST_CODEC = False
+
+logger = logging.getLogger("aster_studio_sdk")
+
+# Queue items are plain tuples (cheap to build on the agent's thread); the first field is the op.
+OP_EVENT = 0  # (OP_EVENT, session_id, time, channel, event_type, fields)
+OP_OPEN = 1  # (OP_OPEN, session_id, time, metadata)
+OP_END = 2  # (OP_END, session_id, time, status)
+OP_FLUSH = 3  # (OP_FLUSH, FlushWaiter)
+OP_CLOSE = 4  # (OP_CLOSE,)
+
+Item = tuple[Any, ...]
+
+_PUMP_LIMIT = 5_000  # items moved per loop turn, so acks are read in between
+_RECV_LIMIT = 1_000
+
+
+@dataclass(frozen=True, slots=True)
+class AgentInfo:
+    """Who the client reports as; sent in every `register`."""
+
+    agent_id: str
+    name: str | None
+    model: str | None
+    status: str | None
+    capabilities: tuple[str, ...]
+    metadata: Mapping[str, Any]
+    producer_id: str
+
+
+class FlushWaiter:
+    """A flush request: the worker sets `event` once everything before it was delivered."""
+
+    __slots__ = ("abandoned", "barrier", "event", "ok")
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.barrier = -1
+        self.ok = False
+        self.abandoned = False
+
+
+class Counters:
+    """Worker-side counters; written by the worker thread only, read by anyone."""
+
+    __slots__ = (
+        "delivered",
+        "connect_failures",
+        "connects",
+        "control_messages",
+        "dequeued",
+        "disconnects",
+        "frames",
+        "oversized",
+        "rejected",
+        "resent",
+        "sent",
+        "undelivered",
+        "unencodable",
+    )
+
+    def __init__(self) -> None:
+        for name in self.__slots__:
+            setattr(self, name, 0)
+
+    delivered: int
+    connect_failures: int
+    connects: int
+    control_messages: int
+    dequeued: int
+    disconnects: int
+    frames: int
+    oversized: int
+    rejected: int
+    resent: int
+    sent: int
+    undelivered: int
+    unencodable: int
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+def encode(msg: dict[str, Any]) -> bytes | None:
+    """Encode a message as JSON (stdlib fallback for odd values); None when impossible."""
+    if _FAST_CODEC:
+        try:
+            return dumps(msg)
+        except (TypeError, ValueError, OverflowError):
+            pass  # non-string keys or huge ints: the slower path copes
+    try:
+        text = json.dumps(
+            msg, separators=(",", ":"), ensure_ascii=False, default=str, allow_nan=False
+        )
+    except (TypeError, ValueError, OverflowError, RecursionError):
+        return None
+    return text.encode("utf-8", "surrogatepass")
+
+
+class Worker:
+    """Own the connection; move queued items to the Studio until closed."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        agent: AgentInfo,
+        queue: deque[Item],
+        transport: Transport,
+        diagnostics: Diagnostics,
+    ) -> None:
+        self._settings = settings
+        self._opts = settings.delivery
+        self._agent = agent
+        self._queue = queue
+        self._transport = transport
+        self._diag = diagnostics
+        self.counters = Counters()
+        self._outbox = Outbox(self._opts.max_unacked_messages, self._opts.max_unacked_bytes)
+        self._headers: dict[str, str] = {}
+        if settings.token:
+            self._headers["Authorization"] = f"Bearer {settings.token}"
+        register = register_message(
+            agent.agent_id,
+            name=agent.name,
+            status=agent.status,
+            model=agent.model,
+            capabilities=list(agent.capabilities) or None,
+            metadata=dict(agent.metadata) or None,
+            producer_id=agent.producer_id,
+        )
+        self._register_frame = encode(register) or dumps(
+            register_message(agent.agent_id, producer_id=agent.producer_id)
+        )
+        self._conn: Connection | None = None
+        self.reliable: bool | None = None
+        self._sessions: dict[str, dict[str, Any]] = {}
+        self._waiters: list[FlushWaiter] = []
+        self._wake = threading.Event()
+        self.done = threading.Event()
+        self.delivered_all = False
+        self._close_deadline: float | None = None
+        self._close_barrier: int | None = None
+        self._attempt = 0
+        self._next_attempt = 0.0
+        self._last_send = 0.0
+        self._last_progress = 0.0
+        self._flush_now = False
+        self._connected_once = False
+        self._reported_drops = 0
+        self._next_report = 0.0
+        self._thread = threading.Thread(target=self._run, name="aster-studio-sdk", daemon=True)
+
+    # ---- called from other threads ----
+
+    def start(self) -> None:
+        """Start the thread."""
+        self._thread.start()
+
+    @property
+    def started(self) -> bool:
+        """Return whether the thread was started."""
+        return self._thread.ident is not None
+
+    @property
+    def thread(self) -> threading.Thread:
+        """Return the worker's thread."""
+        return self._thread
+
+    @property
+    def connected(self) -> bool:
+        """Return whether a connection is open and registered."""
+        return self._conn is not None
+
+    @property
+    def unacked(self) -> int:
+        """Return how many encoded messages wait for delivery."""
+        return len(self._outbox)
+
+    def wake(self) -> None:
+        """Make the worker look at the queue now."""
+        self._wake.set()
+
+    def request_close(self, deadline: float) -> None:
+        """Ask the worker to deliver what it has, end open sessions and stop by `deadline`."""
+        current = self._close_deadline
+        if current is None or deadline < current:
+            self._close_deadline = deadline
+        self._queue.append((OP_CLOSE,))
+        self._wake.set()
+
+    # ---- the thread ----
+
+    def _run(self) -> None:
+        try:
+            self._loop()
+        except BaseException as exc:  # the worker must end cleanly whatever happened
+            self._diag.internal("worker", exc)
+        finally:
+            self._finish()
+
+    def _loop(self) -> None:
+        while True:
+            now = time.monotonic()
+            deadline = self._close_deadline
+            if deadline is not None and (self._closing_done() or now >= deadline):
+                return
+            self._pump()
+            if self._conn is None and now >= self._next_attempt:
+                self._connect()
+            conn = self._conn
+            if conn is not None:
+                try:
+                    self._receive(conn)
+                    self._send(conn)
+                    self._watch_acks()
+                except TransportError as exc:
+                    self._lost(exc)
+            self._resolve_waiters()
+            self._report_drops()
+            if self._queue and self._outbox.has_room() and len(self._queue) >= _PUMP_LIMIT:
+                continue  # a backlog: keep moving without sleeping
+            self._wait()
+
+    def _wait(self) -> None:
+        opts = self._opts
+        now = time.monotonic()
+        if self._conn is None:
+            timeout = min(max(self._next_attempt - now, 0.0), 0.1)
+        elif self._outbox.unsent:
+            timeout = max(min(self._last_send + opts.flush_interval - now, opts.poll_interval), 0)
+        else:
+            timeout = opts.poll_interval
+        if self._close_deadline is not None:
+            timeout = min(timeout, max(self._close_deadline - now, 0.0))
+        if timeout > 0 and self._wake.wait(timeout):
+            self._wake.clear()
+
+    def _closing_done(self) -> bool:
+        barrier = self._close_barrier
+        return barrier is not None and self._outbox.delivered_through(barrier)
+
+    # ---- queue -> outbox ----
+
+    def _pump(self) -> None:
+        queue, outbox, counters = self._queue, self._outbox, self.counters
+        moved = 0
+        while queue and moved < _PUMP_LIMIT and outbox.has_room():
+            try:
+                item = queue.popleft()
+            except IndexError:  # a producer's drop-oldest policy took it first
+                break
+            moved += 1
+            op = item[0]
+            try:
+                if op == OP_EVENT:
+                    counters.dequeued += 1
+                    self._add_event(item)
+                elif op == OP_OPEN:
+                    self._open_session(item)
+                elif op == OP_END:
+                    self._end_session(item[1], item[3])
+                elif op == OP_FLUSH:
+                    waiter: FlushWaiter = item[1]
+                    waiter.barrier = outbox.last_seq
+                    self._waiters.append(waiter)
+                    self._flush_now = True
+                elif op == OP_CLOSE:
+                    self._begin_close()
+            except Exception as exc:  # one bad item must not stop delivery of the others
+                self._diag.internal("encode", exc)
+
+    def _add_event(self, item: Item) -> None:
+        _, session_id, ts, channel, event_type, fields = item
+        event: dict[str, Any] = {
+            "channel": channel,
+            "event_type": event_type,
+            "timestamp": int(ts * 1000),
+        }
+        if fields:
+            event.update(fields)
+        self._add(event_message(self._agent.agent_id, event, session_id=session_id))
+
+    def _open_session(self, item: Item) -> None:
+        _, session_id, ts, metadata = item
+        msg = register_session_message(
+            session_id, self._agent.agent_id, created_at=_iso(ts), metadata=metadata
+        )
+        self._sessions[session_id] = msg
+        self._add(dict(msg))
+
+    def _end_session(self, session_id: str, status: str) -> None:
+        self._sessions.pop(session_id, None)
+        self._add(end_session_message(session_id, self._agent.agent_id, status))
+
+    def _begin_close(self) -> None:
+        if self._close_barrier is not None:
+            return
+        for session_id in list(self._sessions):
+            self._end_session(session_id, SessionStatus.INTERRUPTED)
+        self._add({"type": "unregister", "agent_id": self._agent.agent_id})
+        self._close_barrier = self._outbox.last_seq
+        self._flush_now = True
+
+    def _add(self, msg: dict[str, Any]) -> None:
+        outbox = self._outbox
+        seq = outbox.reserve()
+        msg["seq"] = seq
+        data = encode(msg)
+        if data is None:
+            self.counters.unencodable += 1
+            self._diag.warn("unencodable", "an event could not be encoded as JSON; dropped")
+            return
+        if len(data) > self._opts.max_message_bytes:
+            self.counters.oversized += 1
+            self._diag.warn(
+                "oversized",
+                "dropped a %s message of %d bytes (limit %d bytes)",
+                msg.get("type"),
+                len(data),
+                self._opts.max_message_bytes,
+            )
+            return
+        outbox.push(seq, data)
+
+    # ---- connection ----
+
+    def _connect(self) -> None:
+        opts = self._opts
+        now = time.monotonic()
+        timeout = opts.connect_timeout
+        if self._close_deadline is not None:
+            timeout = min(timeout, self._close_deadline - now)
+            if timeout <= 0:
+                return
+        try:
+            conn = self._transport.connect(self._settings.url, self._headers, timeout)
+        except TransportError as exc:
+            self._retry_later(exc)
+            return
+        except Exception as exc:  # a transport bug: count it, retry like any failure
+            self._diag.internal("connect", exc)
+            self._retry_later(exc)
+            return
+        try:
+            last_seq = self._handshake(conn, min(opts.handshake_timeout, timeout))
+        except TransportError as exc:
+            conn.close()
+            self._retry_later(exc)
+            return
+        self._conn = conn
+        self.reliable = last_seq is not None
+        resent = self._outbox.restart(last_seq or 0)
+        self.counters.connects += 1
+        self.counters.resent += resent
+        if self._connected_once:
+            # The server may have marked our open sessions interrupted when we dropped.
+            for msg in self._sessions.values():
+                self._add(dict(msg))
+        self._connected_once = True
+        self._attempt = 0
+        self._last_send = 0.0
+        self._last_progress = time.monotonic()
+        if self._diag.should_log("connected"):
+            logger.info(
+                "connected to %s as agent %r (%s delivery, %d to resend)",
+                self._settings.url,
+                self._agent.agent_id,
+                "exactly-once" if self.reliable else "at-most-once",
+                resent,
+            )
+
+    def _handshake(self, conn: Connection, timeout: float) -> int | None:
+        """Register the agent; return the server's `last_seq`, or None without the extension."""
+        conn.send(self._register_frame)
+        end = time.monotonic() + timeout
+        while True:
+            remaining = end - time.monotonic()
+            if remaining <= 0:
+                self._diag.warn(
+                    "no-registered",
+                    "the Studio did not confirm registration; sending at-most-once",
+                )
+                return None
+            frame = conn.recv(remaining)
+            if frame is None:
+                continue
+            msg = decode_server(frame)
+            if isinstance(msg, Registered):
+                return msg.last_seq
+            if isinstance(msg, ServerError):
+                self._diag.warn(
+                    "register-error",
+                    "the Studio refused registration (%s: %s); sending at-most-once",
+                    msg.code,
+                    msg.message,
+                )
+                return None
+            self._dispatch(msg)
+
+    def _retry_later(self, exc: BaseException) -> None:
+        opts = self._opts
+        self.counters.connect_failures += 1
+        delay = min(opts.backoff_max, opts.backoff_initial * (2 ** min(self._attempt, 30)))
+        delay *= random.uniform(0.5, 1.0)
+        self._attempt += 1
+        self._next_attempt = time.monotonic() + delay
+        self._diag.warn(
+            "connect-failed",
+            "cannot reach the Studio at %s (%s); retrying in the background",
+            self._settings.url,
+            exc,
+        )
+
+    def _lost(self, exc: BaseException) -> None:
+        conn = self._conn
+        self._conn = None
+        self.reliable = None
+        self.counters.disconnects += 1
+        if conn is not None:
+            conn.close()
+        self._diag.warn("disconnected", "lost the connection to the Studio (%s); reconnecting", exc)
+        self._retry_later(exc)
+
+    # ---- I/O on an open connection ----
+
+    def _receive(self, conn: Connection) -> None:
+        for _ in range(_RECV_LIMIT):
+            frame = conn.recv(0)
+            if frame is None:
+                return
+            self._dispatch(decode_server(frame))
+
+    def _dispatch(self, msg: object) -> None:
+        if isinstance(msg, Ack):
+            count = self._outbox.ack(msg.seq)
+            if count:
+                self.counters.delivered += count
+                self._last_progress = time.monotonic()
+        elif isinstance(msg, ServerError):
+            self.counters.rejected += 1
+            if msg.seq is not None:
+                count = self._outbox.reject(msg.seq)
+                self.counters.delivered += count
+                self._last_progress = time.monotonic()
+            self._diag.warn(
+                "server-error:" + msg.code,
+                "the Studio rejected a message (%s: %s)",
+                msg.code,
+                msg.message,
+            )
+        elif isinstance(msg, Control):
+            # Console decisions (issue 5: permissions, ask_user, tool control) arrive here.
+            self.counters.control_messages += 1
+            logger.debug("control message %r ignored: no handler yet", msg.event_type)
+
+    def _send(self, conn: Connection) -> None:
+        outbox, opts, counters = self._outbox, self._opts, self.counters
+        if not outbox.unsent:
+            return
+        now = time.monotonic()
+        due = (
+            self._flush_now
+            or self._close_barrier is not None
+            or outbox.unsent >= opts.max_batch_messages
+            or outbox.unsent_bytes >= opts.max_batch_bytes
+            or now - self._last_send >= opts.flush_interval
+        )
+        if not due:
+            return
+        if not outbox.in_flight:
+            self._last_progress = now
+        while outbox.unsent:
+            if self.reliable:
+                parts = outbox.take(opts.max_batch_messages, opts.max_batch_bytes)
+                conn.send(parts[0] if len(parts) == 1 else batch_frame(parts))
+            else:
+                # A server without the extensions may not know `batch`: one message per frame.
+                parts = outbox.take(1, opts.max_batch_bytes)
+                conn.send(parts[0])
+                outbox.forget_sent()
+                counters.delivered += 1
+            counters.sent += len(parts)
+            counters.frames += 1
+        self._last_send = now
+        self._flush_now = False
+
+    def _watch_acks(self) -> None:
+        if not self.reliable or not self._outbox.in_flight:
+            return
+        if time.monotonic() - self._last_progress > self._opts.ack_timeout:
+            raise TransportError(f"no acknowledgement for {self._opts.ack_timeout:g} s")
+
+    # ---- bookkeeping ----
+
+    def _resolve_waiters(self) -> None:
+        if not self._waiters:
+            return
+        outbox = self._outbox
+        pending: list[FlushWaiter] = []
+        for waiter in self._waiters:
+            if waiter.abandoned:
+                continue
+            if outbox.delivered_through(waiter.barrier):
+                waiter.ok = True
+                waiter.event.set()
+            else:
+                pending.append(waiter)
+        self._waiters = pending
+
+    def _report_drops(self) -> None:
+        dropped = self._diag.dropped
+        if dropped == self._reported_drops:
+            return
+        now = time.monotonic()
+        if now < self._next_report:
+            return
+        logger.warning(
+            "dropped %d events because the queue was full (%s); %d dropped in total",
+            dropped - self._reported_drops,
+            self._opts.drop_policy,
+            dropped,
+        )
+        self._reported_drops = dropped
+        self._next_report = now + self._opts.log_interval
+
+    def _finish(self) -> None:
+        try:
+            self._report_drops()
+            self.delivered_all = self._closing_done()
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                conn.close()
+            left = len(self._outbox) + sum(1 for item in self._queue if item[0] == OP_EVENT)
+            if left:
+                self.counters.undelivered += left
+                logger.warning("%d messages were not delivered to the Studio before shutdown", left)
+        except Exception as exc:
+            self._diag.internal("shutdown", exc)
+        finally:
+            for waiter in self._waiters:
+                waiter.event.set()
+            self._waiters = []
+            self.done.set()
