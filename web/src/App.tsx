@@ -1,0 +1,104 @@
+import { useEffect } from 'react'
+import { BrowserRouter, NavLink, Navigate, Route, Routes } from 'react-router'
+import { ConnectionIndicator } from './components/Connection'
+import { request } from './lib/api'
+import { HubContext } from './lib/hooks'
+import type { LiveHub } from './lib/hub'
+import type { AgentView } from './lib/types'
+import { AgentDetailPage } from './pages/AgentDetail'
+import { AgentsPage } from './pages/Agents'
+import { EventsPage } from './pages/Events'
+import { MetricsPage } from './pages/Metrics'
+import { OverviewPage } from './pages/Overview'
+import { SessionDetailPage } from './pages/SessionDetail'
+import { SessionsPage } from './pages/Sessions'
+import { SettingsPage } from './pages/Settings'
+
+const NAV = [
+  { to: '/', label: 'Overview', icon: '◎', end: true },
+  { to: '/agents', label: 'Agents', icon: '◉' },
+  { to: '/sessions', label: 'Sessions', icon: '☰' },
+  { to: '/events', label: 'Events', icon: '≋' },
+  { to: '/metrics', label: 'Metrics', icon: '▤' },
+  { to: '/settings', label: 'Settings', icon: '⚙' },
+]
+
+/** Keeps the hub's agent table filled: a REST snapshot on start, on reconnect and now and then. */
+function AgentSync({ hub }: { hub: LiveHub }) {
+  useEffect(() => {
+    let stopped = false
+    let lastUnknown = -1
+    let lastReconnects = -1
+    let lastLoad = 0
+    const load = () => {
+      lastLoad = Date.now()
+      request<{ agents: AgentView[] }>('/agents')
+        .then((data) => {
+          if (!stopped) hub.setAgents(data.agents ?? [])
+        })
+        .catch(() => undefined)
+    }
+    load()
+    const id = setInterval(() => {
+      const since = Date.now() - lastLoad
+      const unknown = hub.unknownAgents !== lastUnknown
+      const reconnected = hub.connection.reconnects !== lastReconnects
+      if ((unknown || reconnected) && since > 1000) {
+        lastUnknown = hub.unknownAgents
+        lastReconnects = hub.connection.reconnects
+        load()
+      } else if (since > 15_000) {
+        load()
+      }
+    }, 500)
+    return () => {
+      stopped = true
+      clearInterval(id)
+    }
+  }, [hub])
+  return null
+}
+
+export function App({ hub }: { hub: LiveHub }) {
+  return (
+    <HubContext.Provider value={hub}>
+      <BrowserRouter basename="/studio">
+        <AgentSync hub={hub} />
+        <div className="shell">
+          <aside className="sidebar">
+            <div className="brand">
+              <span className="brand-mark">✦</span>
+              <span>
+                Aster <b>Studio</b>
+              </span>
+            </div>
+            <nav>
+              {NAV.map((item) => (
+                <NavLink key={item.to} to={item.to} end={item.end} className="nav-item">
+                  <span className="nav-icon">{item.icon}</span>
+                  {item.label}
+                </NavLink>
+              ))}
+            </nav>
+            <div className="sidebar-foot">
+              <ConnectionIndicator />
+            </div>
+          </aside>
+          <main className="main">
+            <Routes>
+              <Route path="/" element={<OverviewPage />} />
+              <Route path="/agents" element={<AgentsPage />} />
+              <Route path="/agents/:id" element={<AgentDetailPage />} />
+              <Route path="/sessions" element={<SessionsPage />} />
+              <Route path="/sessions/:id" element={<SessionDetailPage />} />
+              <Route path="/events" element={<EventsPage />} />
+              <Route path="/metrics" element={<MetricsPage />} />
+              <Route path="/settings" element={<SettingsPage />} />
+              <Route path="*" element={<Navigate to="/" replace />} />
+            </Routes>
+          </main>
+        </div>
+      </BrowserRouter>
+    </HubContext.Provider>
+  )
+}

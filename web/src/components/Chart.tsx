@@ -1,0 +1,91 @@
+/** A uPlot time-series chart that resizes with its box and updates data in place. */
+import { useEffect, useRef } from 'react'
+import uPlot from 'uplot'
+import 'uplot/dist/uPlot.min.css'
+
+export interface SeriesSpec {
+  label: string
+  color: string
+  fill?: boolean
+  bars?: boolean
+  /** How values show in the legend. */
+  format?: (value: number) => string
+}
+
+interface ChartProps {
+  /** [xs (unix seconds), ...ys] */
+  data: uPlot.AlignedData
+  series: SeriesSpec[]
+  height?: number
+  yFormat?: (value: number) => string
+  testId?: string
+}
+
+const AXIS = {
+  stroke: '#8b98ad',
+  grid: { stroke: 'rgba(148,163,184,0.12)', width: 1 },
+  ticks: { stroke: 'rgba(148,163,184,0.2)', width: 1 },
+  font: '11px system-ui, sans-serif',
+}
+
+function withAlpha(hex: string, alpha: number): string {
+  const n = parseInt(hex.slice(1), 16)
+  return `rgba(${(n >> 16) & 255},${(n >> 8) & 255},${n & 255},${alpha})`
+}
+
+export function Chart({ data, series, height = 180, yFormat, testId }: ChartProps) {
+  const box = useRef<HTMLDivElement>(null)
+  const plot = useRef<uPlot | null>(null)
+  const shape = series.map((s) => `${s.label}:${s.color}:${s.bars ? 1 : 0}`).join('|')
+
+  useEffect(() => {
+    const el = box.current
+    if (!el) return
+    const bars = uPlot.paths.bars ? uPlot.paths.bars({ size: [0.7, 40] }) : undefined
+    const opts: uPlot.Options = {
+      width: Math.max(200, el.clientWidth),
+      height,
+      legend: { show: true, live: true },
+      cursor: { drag: { x: false, y: false } },
+      scales: { x: { time: true } },
+      axes: [
+        { ...AXIS },
+        {
+          ...AXIS,
+          size: 56,
+          values: (_u, ticks) => ticks.map((t) => (yFormat ? yFormat(t) : String(t))),
+        },
+      ],
+      series: [
+        {},
+        ...series.map((s) => ({
+          label: s.label,
+          stroke: s.color,
+          width: 1.6,
+          fill: s.fill || s.bars ? withAlpha(s.color, s.bars ? 0.55 : 0.14) : undefined,
+          paths: s.bars ? bars : undefined,
+          points: { show: false },
+          value: (_u: uPlot, v: number | null) => (v == null ? '–' : s.format ? s.format(v) : String(v)),
+        })),
+      ],
+    }
+    plot.current = new uPlot(opts, data, el)
+    const observer = new ResizeObserver(() => {
+      if (plot.current && el.clientWidth > 0) plot.current.setSize({ width: el.clientWidth, height })
+    })
+    observer.observe(el)
+    return () => {
+      observer.disconnect()
+      plot.current?.destroy()
+      plot.current = null
+    }
+    // Rebuilt only when the series change; data flows through setData below.
+    // eslint-disable-next-line react-hooks/exhaustive-deps
+  }, [shape, height])
+
+  useEffect(() => {
+    plot.current?.setData(data)
+  }, [data])
+
+  return <div className="chart" ref={box} data-testid={testId} />
+}

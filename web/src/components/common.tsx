@@ -1,0 +1,231 @@
+/** Small shared pieces: cards, stats, badges, the connect snippet and empty states. */
+import { useState, type ReactNode } from 'react'
+import { Link } from 'react-router'
+import { formatCost, formatCount } from '../lib/format'
+import type { AgentView } from '../lib/types'
+
+export function Card({
+  title,
+  actions,
+  children,
+  className,
+  testId,
+}: {
+  title?: ReactNode
+  actions?: ReactNode
+  children: ReactNode
+  className?: string
+  testId?: string
+}) {
+  return (
+    <section className={`card ${className ?? ''}`} data-testid={testId}>
+      {(title || actions) && (
+        <header className="card-head">
+          <h2>{title}</h2>
+          <div className="card-actions">{actions}</div>
+        </header>
+      )}
+      <div className="card-body">{children}</div>
+    </section>
+  )
+}
+
+export function Stat({
+  label,
+  value,
+  hint,
+  tone,
+  testId,
+}: {
+  label: string
+  value: ReactNode
+  hint?: ReactNode
+  tone?: 'good' | 'warn' | 'bad' | 'info'
+  testId?: string
+}) {
+  return (
+    <div className={`stat ${tone ? `tone-${tone}` : ''}`} data-testid={testId}>
+      <div className="stat-label">{label}</div>
+      <div className="stat-value">{value}</div>
+      {hint !== undefined && <div className="stat-hint">{hint}</div>}
+    </div>
+  )
+}
+
+export function PageHeader({ title, subtitle, actions }: { title: ReactNode; subtitle?: ReactNode; actions?: ReactNode }) {
+  return (
+    <div className="page-head">
+      <div>
+        <h1>{title}</h1>
+        {subtitle && <p className="muted">{subtitle}</p>}
+      </div>
+      {actions && <div className="page-actions">{actions}</div>}
+    </div>
+  )
+}
+
+const STATE_TONE: Record<string, string> = {
+  working: 'info',
+  running: 'info',
+  ready: 'good',
+  idle: 'neutral',
+  paused: 'warn',
+  completed: 'good',
+  failed: 'bad',
+  active: 'info',
+  suspended: 'warn',
+  interrupted: 'warn',
+  executing: 'info',
+  pending: 'neutral',
+  queued: 'neutral',
+  canceled: 'warn',
+  canceling: 'warn',
+  online: 'good',
+  offline: 'neutral',
+  stalled: 'warn',
+}
+
+export function Badge({ value, tone }: { value: string | null | undefined; tone?: string }) {
+  const text = value || '–'
+  return <span className={`badge tone-${tone ?? STATE_TONE[text] ?? 'neutral'}`}>{text}</span>
+}
+
+export function AgentStatus({ agent }: { agent: AgentView }) {
+  const status = agent.status === 'online' ? (agent.stalled ? 'stalled' : 'online') : 'offline'
+  return (
+    <span className={`status status-${status}`} data-testid="agent-status">
+      <span className="dot" />
+      {status}
+    </span>
+  )
+}
+
+export function Tokens({ value }: { value: number | null | undefined }) {
+  return <span className="num">{formatCount(value ?? 0)}</span>
+}
+
+export function Cost({ amount, currency }: { amount: number | null | undefined; currency?: string }) {
+  return <span className="num">{formatCost(amount ?? 0, currency)}</span>
+}
+
+/** A link to an agent page; the id is encoded, the text rendered as text. */
+export function AgentLink({ id, name }: { id: string; name?: string | null }) {
+  return (
+    <Link className="link" to={`/agents/${encodeURIComponent(id)}`}>
+      {name || id}
+    </Link>
+  )
+}
+
+export function SessionLink({ id }: { id: string | null | undefined }) {
+  if (!id) return <span className="muted">–</span>
+  return (
+    <Link className="link mono" to={`/sessions/${encodeURIComponent(id)}`} title={id}>
+      {id.length > 14 ? `${id.slice(0, 12)}…` : id}
+    </Link>
+  )
+}
+
+/** The agent-facing address of this Studio, as an SDK expects it. */
+export function studioAgentUrl(): string {
+  const scheme = window.location.protocol === 'https:' ? 'wss' : 'ws'
+  return `${scheme}://${window.location.host}`
+}
+
+export function CopyButton({ text }: { text: string }) {
+  const [done, setDone] = useState(false)
+  return (
+    <button
+      type="button"
+      className="btn btn-small"
+      onClick={() => {
+        void navigator.clipboard?.writeText(text).then(() => {
+          setDone(true)
+          setTimeout(() => setDone(false), 1200)
+        })
+      }}
+    >
+      {done ? 'Copied' : 'Copy'}
+    </button>
+  )
+}
+
+export function connectSnippet(url: string): string {
+  return [
+    `pip install aster-studio-sdk`,
+    `export ASTER_STUDIO_ENABLED=1`,
+    `export ASTER_STUDIO_URL=${url}`,
+    ``,
+    `# in your agent`,
+    `from aster_studio_sdk import StudioClient`,
+    ``,
+    `studio = StudioClient(agent_id="my-agent", name="My agent", model="gpt-4o")`,
+    `studio.text("Hello from my agent")`,
+    `studio.token_usage(model="gpt-4o", input_tokens=120, output_tokens=30)`,
+    `studio.shutdown()`,
+  ].join('\n')
+}
+
+/** How to connect an agent: the exact URL of this Studio and a snippet. */
+export function ConnectHelp({ title = 'No agents yet' }: { title?: string }) {
+  const url = studioAgentUrl()
+  const snippet = connectSnippet(url)
+  return (
+    <div className="empty" data-testid="connect-help">
+      <div className="empty-icon">✦</div>
+      <h3>{title}</h3>
+      <p className="muted">
+        Point an agent at this Studio. Agents connect over WebSocket to{' '}
+        <code className="mono" data-testid="connect-url">{`${url}/v1/remote-agents/connect`}</code>
+      </p>
+      <div className="snippet">
+        <div className="snippet-head">
+          <span>Python</span>
+          <CopyButton text={snippet} />
+        </div>
+        <pre className="mono">{snippet}</pre>
+      </div>
+      <p className="muted small">
+        Or see it alive first: run <code className="mono">aster-studio demo</code>.
+      </p>
+    </div>
+  )
+}
+
+export function Empty({ children }: { children: ReactNode }) {
+  return <div className="empty-line muted">{children}</div>
+}
+
+export function ErrorNote({ error }: { error: string | null }) {
+  if (!error) return null
+  return <div className="error-note">Could not load: {error}</div>
+}
+
+export function Segmented<T extends string>({
+  value,
+  options,
+  onChange,
+  testId,
+}: {
+  value: T
+  options: readonly T[]
+  onChange: (v: T) => void
+  testId?: string
+}) {
+  return (
+    <div className="segmented" role="tablist" data-testid={testId}>
+      {options.map((o) => (
+        <button
+          key={o}
+          type="button"
+          role="tab"
+          aria-selected={o === value}
+          className={o === value ? 'active' : ''}
+          onClick={() => onChange(o)}
+        >
+          {o}
+        </button>
+      ))}
+    </div>
+  )
+}

@@ -1,0 +1,179 @@
+/**
+ * The console's live state: one LiveStream for the whole app, a bounded buffer of recent events,
+ * the agents table kept current by `agent` frames, and per-second rates for live charts.
+ *
+ * Events arrive at any rate; views are told at most once per animation frame (with a timer as a
+ * fallback in background tabs), with the events of that frame as one batch.
+ */
+import { normalizeEvent } from './api'
+import { isError } from './events'
+import { Ring, RateSeries } from './ring'
+import { LiveStream, type ConnectionInfo } from './stream'
+import type { AgentView, StudioEvent } from './types'
+
+export interface HubOptions {
+  url: string
+  /** How many recent events the live tail keeps. */
+  capacity?: number
+  createSocket?: ConstructorParameters<typeof LiveStream>[0]['createSocket']
+}
+
+type BatchListener = (events: StudioEvent[]) => void
+
+const MAX_PENDING = 100_000
+
+export class LiveHub {
+  readonly events: Ring<StudioEvent>
+  readonly agents = new Map<string, AgentView>()
+  readonly eventRate = new RateSeries(300)
+  readonly tokenRate = new RateSeries(300)
+  readonly errorRate = new RateSeries(300)
+  readonly stream: LiveStream
+  connection: ConnectionInfo
+  serverStats: Record<string, unknown> | null = null
+  serverError: string | null = null
+  /** Bumped once per flushed frame; React reads it through useSyncExternalStore. */
+  version = 0
+  /** Events received since the page loaded (after de-duplication). */
+  received = 0
+  /** Bumped when an event names an agent the table does not know: the table reloads. */
+  unknownAgents = 0
+
+  private readonly listeners = new Set<() => void>()
+  private readonly batchListeners = new Set<BatchListener>()
+  private pending: StudioEvent[] = []
+  private scheduled = false
+  private frame: number | null = null
+  private timer: ReturnType<typeof setTimeout> | null = null
+
+  constructor(options: HubOptions) {
+    this.events = new Ring<StudioEvent>(options.capacity ?? 20_000)
+    this.stream = new LiveStream({
+      url: options.url,
+      createSocket: options.createSocket,
+      onEvents: (events) => this.receive(events),
+      onAgent: (agent) => this.receiveAgent(agent),
+      onStats: (stats) => {
+        this.serverStats = stats
+      },
+      onServerError: (message) => {
+        this.serverError = message
+        this.schedule()
+      },
+      onConnection: (info) => {
+        this.connection = info
+        this.schedule()
+      },
+    })
+    this.connection = this.stream.connection
+  }
+
+  start(): void {
+    this.stream.start()
+  }
+
+  stop(): void {
+    this.stream.stop()
+    this.cancelSchedule()
+  }
+
+  subscribe = (listener: () => void): (() => void) => {
+    this.listeners.add(listener)
+    return () => this.listeners.delete(listener)
+  }
+
+  getVersion = (): number => this.version
+
+  /** Be handed every event once, in cursor order, batched per frame. */
+  onEvents(listener: BatchListener): () => void {
+    this.batchListeners.add(listener)
+    return () => this.batchListeners.delete(listener)
+  }
+
+  receive(events: StudioEvent[]): void {
+    const now = Date.now()
+    this.received += events.length
+    this.events.pushAll(events)
+    this.eventRate.add(now, events.length)
+    let tokens = 0
+    let errors = 0
+    for (const event of events) {
+      if (event.type === 'token_usage') {
+        const d = event.data
+        const total = Number(d.total_tokens ?? Number(d.input_tokens ?? 0) + Number(d.output_tokens ?? 0))
+        if (Number.isFinite(total)) tokens += total
+      } else if (isError(event)) {
+        errors += 1
+      }
+      const agent = this.agents.get(event.agent_id)
+      if (agent) {
+        if (!agent.last_event_at || agent.last_event_at < event.timestamp) {
+          this.agents.set(event.agent_id, { ...agent, last_event_at: event.timestamp })
+        }
+      } else if (event.agent_id) {
+        this.unknownAgents += 1
+      }
+    }
+    if (tokens) this.tokenRate.add(now, tokens)
+    if (errors) this.errorRate.add(now, errors)
+    this.pending.push(...events)
+    if (this.pending.length > MAX_PENDING) this.pending.splice(0, this.pending.length - MAX_PENDING)
+    this.schedule()
+  }
+
+  receiveAgent(agent: AgentView): void {
+    const known = this.agents.get(agent.id)
+    // Keep the newer last-event time the hub may have seen in the events themselves.
+    const lastEvent =
+      known?.last_event_at && (!agent.last_event_at || known.last_event_at > agent.last_event_at)
+        ? known.last_event_at
+        : agent.last_event_at
+    this.agents.set(agent.id, { ...agent, last_event_at: lastEvent })
+    this.schedule()
+  }
+
+  /** Replace the table with a REST snapshot. */
+  setAgents(list: AgentView[]): void {
+    for (const agent of list) this.receiveAgent(agent)
+  }
+
+  /** Normalize and feed REST event items (used by tests and the demo). */
+  ingestRaw(items: Record<string, unknown>[]): void {
+    this.receive(items.map(normalizeEvent))
+  }
+
+  private schedule(): void {
+    if (this.scheduled) return
+    this.scheduled = true
+    if (typeof requestAnimationFrame === 'function') {
+      this.frame = requestAnimationFrame(() => this.flush())
+    }
+    // Animation frames stop in background tabs: a timer keeps the buffers drained.
+    this.timer = setTimeout(() => this.flush(), 250)
+  }
+
+  private cancelSchedule(): void {
+    if (this.frame !== null && typeof cancelAnimationFrame === 'function') cancelAnimationFrame(this.frame)
+    if (this.timer !== null) clearTimeout(this.timer)
+    this.frame = null
+    this.timer = null
+    this.scheduled = false
+  }
+
+  flush(): void {
+    this.cancelSchedule()
+    const batch = this.pending
+    this.pending = []
+    if (batch.length > 0) {
+      for (const listener of this.batchListeners) {
+        try {
+          listener(batch)
+        } catch (error) {
+          console.error('live view failed on a batch', error)
+        }
+      }
+    }
+    this.version += 1
+    for (const listener of this.listeners) listener()
+  }
+}

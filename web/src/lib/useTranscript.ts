@@ -1,0 +1,112 @@
+/**
+ * Follow one session (or one agent) live: replay its stored events, then keep folding in live
+ * events from the hub. Live events that arrive while history loads are held back and applied
+ * after it; the transcript drops anything at or below its last cursor, so none shows twice.
+ */
+import { useEffect, useRef, useState } from 'react'
+import { normalizeEvent, request } from './api'
+import { useHub } from './hooks'
+import { Transcript } from './transcript'
+import type { EventsPage, StudioEvent } from './types'
+
+export interface TranscriptTarget {
+  sessionId?: string | null
+  agentId?: string | null
+}
+
+export interface TranscriptState {
+  transcript: Transcript
+  revision: number
+  loading: boolean
+  error: string | null
+  /** History was longer than the console loads; the start is missing. */
+  truncated: boolean
+}
+
+const PAGE = 1000
+const MAX_PAGES = 50
+
+async function loadHistory(target: TranscriptTarget, signal: AbortSignal): Promise<{ events: StudioEvent[]; truncated: boolean }> {
+  if (target.sessionId) {
+    const events: StudioEvent[] = []
+    let cursor = 0
+    for (let page = 0; page < MAX_PAGES; page += 1) {
+      const data = await request<EventsPage>(`/events/since/${cursor}`, {
+        query: { session_id: target.sessionId, limit: PAGE },
+        signal,
+      })
+      const batch = (data.events ?? []).map(normalizeEvent)
+      events.push(...batch)
+      const next = data.next_cursor ?? batch.at(-1)?.cursor ?? cursor
+      if (batch.length < PAGE || next <= cursor) return { events, truncated: false }
+      cursor = next
+    }
+    return { events, truncated: true }
+  }
+  // A whole agent's history can be huge: the newest page is enough for its live view.
+  const data = await request<EventsPage>('/events', { query: { agent_id: target.agentId ?? '', limit: PAGE }, signal })
+  const events = (data.events ?? []).map(normalizeEvent).reverse()
+  return { events, truncated: events.length >= PAGE }
+}
+
+export function useTranscript(target: TranscriptTarget): TranscriptState {
+  const hub = useHub()
+  const key = target.sessionId ? `s:${target.sessionId}` : target.agentId ? `a:${target.agentId}` : ''
+  const [state, setState] = useState<TranscriptState>(() => ({
+    transcript: new Transcript(),
+    revision: 0,
+    loading: Boolean(key),
+    error: null,
+    truncated: false,
+  }))
+  const current = useRef(state)
+  current.current = state
+
+  useEffect(() => {
+    const transcript = new Transcript()
+    const initial = { transcript, revision: 0, loading: Boolean(key), error: null, truncated: false }
+    setState(initial)
+    if (!key) return
+    const matches = (e: StudioEvent) =>
+      target.sessionId ? e.session_id === target.sessionId : e.agent_id === target.agentId
+    let held: StudioEvent[] | null = []
+    const unsubscribe = hub.onEvents((batch) => {
+      const mine = batch.filter(matches)
+      if (mine.length === 0) return
+      if (held) {
+        held.push(...mine)
+        return
+      }
+      if (transcript.applyAll(mine)) {
+        setState((s) => (s.transcript === transcript ? { ...s, revision: transcript.revision } : s))
+      }
+    })
+    const controller = new AbortController()
+    loadHistory(target, controller.signal)
+      .then(({ events, truncated }) => {
+        transcript.applyAll(events)
+        transcript.applyAll(held ?? [])
+        held = null
+        setState({ transcript, revision: transcript.revision, loading: false, error: null, truncated })
+      })
+      .catch((err: unknown) => {
+        if (controller.signal.aborted) return
+        transcript.applyAll(held ?? [])
+        held = null
+        setState({
+          transcript,
+          revision: transcript.revision,
+          loading: false,
+          error: err instanceof Error ? err.message : String(err),
+          truncated: false,
+        })
+      })
+    return () => {
+      controller.abort()
+      unsubscribe()
+    }
+    // eslint-disable-next-line react-hooks/exhaustive-deps
+  }, [hub, key])
+
+  return state
+}

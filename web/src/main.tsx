@@ -1,0 +1,17 @@
+import { StrictMode } from 'react'
+import { createRoot } from 'react-dom/client'
+import { App } from './App'
+import { LiveHub } from './lib/hub'
+import { streamUrl } from './lib/stream'
+import './styles.css'
+
+const hub = new LiveHub({ url: streamUrl(window.location) })
+hub.start()
+// Exposed for the browser tests and the benchmark (read-only inspection of live state).
+;(window as unknown as { __asterHub: LiveHub }).__asterHub = hub
+
+createRoot(document.getElementById('root')!).render(
+  <StrictMode>
+    <App hub={hub} />
+  </StrictMode>,
+)

@@ -1,0 +1,206 @@
+import { useMemo } from 'react'
+import { Link } from 'react-router'
+import { Chart } from '../components/Chart'
+import { AgentLink, AgentStatus, Badge, Card, ConnectHelp, Empty, ErrorNote, PageHeader, Stat } from '../components/common'
+import { countAgents, displayName, sortAgents } from '../lib/agents'
+import { normalizeEvent } from '../lib/api'
+import { isError } from '../lib/events'
+import { formatClock, formatCost, formatCount, formatPercent, formatRate, formatRelative } from '../lib/format'
+import { useApi, useLiveThrottled, useNow } from '../lib/hooks'
+import type { OverviewStats, StudioEvent, TokenStats, CostStats } from '../lib/types'
+
+function ErrorsList({ errors, now }: { errors: StudioEvent[]; now: number }) {
+  if (errors.length === 0) return <Empty>No errors. Nice.</Empty>
+  return (
+    <ul className="error-list" data-testid="latest-errors">
+      {errors.map((e) => (
+        <li key={e.cursor}>
+          <div className="error-line">
+            <Badge value={String(e.data.severity ?? 'error')} tone="bad" />
+            <span className="error-msg">{String(e.data.message ?? e.data.error ?? e.type)}</span>
+          </div>
+          <div className="muted small">
+            <AgentLink id={e.agent_id} /> · {e.data.phase ? `${String(e.data.phase)} · ` : ''}
+            <span title={e.timestamp}>{formatRelative(e.ts, now)}</span>
+          </div>
+        </li>
+      ))}
+    </ul>
+  )
+}
+
+export function OverviewPage() {
+  const hub = useLiveThrottled(500)
+  const now = useNow(1000)
+  const hour = useApi<OverviewStats>('/overview', { period: '1h' }, 5000)
+  const day = useApi<OverviewStats>('/overview', { period: '24h' }, 5000)
+  const tokens = useApi<TokenStats>('/metrics/tokens', { period: '24h' }, 15000)
+  const costs = useApi<CostStats>('/metrics/costs', { period: '24h' }, 15000)
+
+  const agents = [...hub.agents.values()]
+  const counts = agents.length > 0 ? countAgents(agents) : day.data?.agents ?? countAgents([])
+  const liveRate = hub.eventRate.rate(now, 3)
+  const connected = hub.connection.state === 'open'
+  const eventsPerSecond = connected ? liveRate : day.data?.events_per_second ?? 0
+
+  const [xs, evs] = hub.eventRate.series(now)
+  const [, toks] = hub.tokenRate.series(now)
+  const [, errs] = hub.errorRate.series(now)
+  const liveData = useMemo(() => [xs, evs] as [number[], number[]], [now]) // eslint-disable-line react-hooks/exhaustive-deps
+  const tokenData = useMemo(() => [xs, toks, errs] as [number[], number[], number[]], [now]) // eslint-disable-line react-hooks/exhaustive-deps
+
+  const trend = useMemo(() => {
+    const t = tokens.data?.trend ?? []
+    const c = new Map((costs.data?.trend ?? []).map((p) => [p.timestamp, p.amount]))
+    return [
+      t.map((p) => Date.parse(p.timestamp) / 1000),
+      t.map((p) => p.input),
+      t.map((p) => p.output),
+      t.map((p) => c.get(p.timestamp) ?? 0),
+    ] as [number[], number[], number[], number[]]
+  }, [tokens.data, costs.data])
+
+  // Latest errors: the stored ones, with live ones merged in as they arrive.
+  const latestErrors = useMemo(() => {
+    const byCursor = new Map<number, StudioEvent>()
+    for (const item of day.data?.latest_errors ?? []) {
+      const e = normalizeEvent(item)
+      byCursor.set(e.cursor, e)
+    }
+    for (let i = 0; i < Math.min(hub.events.size, 5000); i += 1) {
+      const e = hub.events.fromNewest(i)
+      if (e && isError(e)) byCursor.set(e.cursor, e)
+      if (byCursor.size > 40) break
+    }
+    return [...byCursor.values()].sort((a, b) => b.cursor - a.cursor).slice(0, 8)
+  }, [day.data, hub.version]) // eslint-disable-line react-hooks/exhaustive-deps
+
+  const busiest = sortAgents(agents, 'status', 'asc', now).slice(0, 8)
+  const noAgents = agents.length === 0 && !day.loading && (day.data?.agents?.total ?? 0) === 0
+  const errorRate = day.data?.error_rate ?? 0
+
+  return (
+    <div className="page" data-testid="page-overview">
+      <PageHeader
+        title="Overview"
+        subtitle={
+          day.data ? `Updated ${formatClock(day.data.updated_at, false)} · live stream ${connected ? 'on' : 'off'}` : 'Loading…'
+        }
+      />
+      <ErrorNote error={day.error} />
+      <div className="stats-grid">
+        <Stat label="Online" value={counts.online} hint={`of ${counts.total} agents`} tone="good" testId="stat-online" />
+        <Stat label="Working" value={counts.working} tone="info" testId="stat-working" />
+        <Stat label="Stalled" value={counts.stalled} tone={counts.stalled ? 'warn' : undefined} testId="stat-stalled" />
+        <Stat label="Offline" value={counts.offline} testId="stat-offline" />
+        <Stat
+          label="Events / s"
+          value={formatRate(eventsPerSecond)}
+          hint={`${formatCount(day.data?.events_total ?? 0)} stored`}
+          testId="stat-eps"
+        />
+        <Stat
+          label="Tokens · 1h"
+          value={formatCount(hour.data?.token_usage.total ?? 0)}
+          hint={`${formatCount(day.data?.token_usage.total ?? 0)} in 24h`}
+          testId="stat-tokens"
+        />
+        <Stat
+          label="Cost · 1h"
+          value={formatCost(hour.data?.cost.amount ?? 0, hour.data?.cost.currency)}
+          hint={`${formatCost(day.data?.cost.amount ?? 0, day.data?.cost.currency)} in 24h${
+            day.data?.unpriced_tokens ? ` · ${formatCount(day.data.unpriced_tokens)} unpriced tokens` : ''
+          }`}
+          testId="stat-cost"
+        />
+        <Stat
+          label="Error rate · 24h"
+          value={formatPercent(errorRate)}
+          hint={`${formatCount(day.data?.error_count ?? 0)} errors`}
+          tone={errorRate > 0.05 ? 'bad' : undefined}
+          testId="stat-errors"
+        />
+      </div>
+
+      {noAgents ? (
+        <Card>
+          <ConnectHelp />
+        </Card>
+      ) : null}
+
+      <div className="grid-2">
+        <Card title="Events per second" actions={<span className="muted small">last 5 minutes · live</span>} testId="chart-events">
+          <Chart data={liveData} series={[{ label: 'events/s', color: '#38bdf8', fill: true }]} height={170} yFormat={formatCount} />
+        </Card>
+        <Card title="Tokens and errors per second" actions={<span className="muted small">last 5 minutes · live</span>} testId="chart-tokens-live">
+          <Chart
+            data={tokenData}
+            series={[
+              { label: 'tokens/s', color: '#a78bfa', fill: true },
+              { label: 'errors/s', color: '#f87171', bars: true },
+            ]}
+            height={170}
+            yFormat={formatCount}
+          />
+        </Card>
+      </div>
+
+      <div className="grid-2">
+        <Card title="Tokens and cost · 24h" actions={<Link className="link small" to="/metrics">Metrics →</Link>} testId="chart-trend">
+          {trend[0].length === 0 ? (
+            <Empty>No token usage in the last 24 hours.</Empty>
+          ) : (
+            <Chart
+              data={trend}
+              series={[
+                { label: 'input', color: '#38bdf8', bars: true, format: formatCount },
+                { label: 'output', color: '#34d399', bars: true, format: formatCount },
+                { label: 'cost', color: '#fbbf24', format: (v) => formatCost(v) },
+              ]}
+              height={190}
+              yFormat={formatCount}
+            />
+          )}
+        </Card>
+        <Card title="Latest errors" actions={<Link className="link small" to="/events?severity=error">All →</Link>}>
+          <ErrorsList errors={latestErrors} now={now} />
+        </Card>
+      </div>
+
+      {busiest.length > 0 && (
+        <Card title="Agents" actions={<Link className="link small" to="/agents">All agents →</Link>}>
+          <table className="table compact">
+            <thead>
+              <tr>
+                <th>Status</th>
+                <th>Agent</th>
+                <th>State</th>
+                <th>Model</th>
+                <th className="right">Tokens</th>
+                <th className="right">Last event</th>
+              </tr>
+            </thead>
+            <tbody>
+              {busiest.map((a) => (
+                <tr key={a.id}>
+                  <td>
+                    <AgentStatus agent={a} />
+                  </td>
+                  <td>
+                    <AgentLink id={a.id} name={displayName(a)} />
+                  </td>
+                  <td>
+                    <Badge value={a.state} />
+                  </td>
+                  <td className="mono small">{a.model ?? '–'}</td>
+                  <td className="right num">{formatCount(a.token_usage?.total ?? 0)}</td>
+                  <td className="right muted">{formatRelative(a.last_event_at, now)}</td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </Card>
+      )}
+    </div>
+  )
+}

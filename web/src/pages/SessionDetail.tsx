@@ -1,0 +1,62 @@
+import { Link, useParams } from 'react-router'
+import { AgentLink, Badge, Card, ErrorNote, PageHeader, Stat } from '../components/common'
+import { SessionLive } from '../components/SessionViews'
+import { formatCost, formatCount, formatDateTime, formatDuration } from '../lib/format'
+import { useApi, useNow } from '../lib/hooks'
+import { useTranscript } from '../lib/useTranscript'
+import type { SessionDetail } from '../lib/types'
+
+export function SessionDetailPage() {
+  const { id = '' } = useParams()
+  const now = useNow(1000)
+  const session = useApi<SessionDetail>(`/sessions/${encodeURIComponent(id)}`, undefined, 5000)
+  const live = useTranscript({ sessionId: id })
+  const s = session.data
+  const start = s ? Date.parse(s.created_at) : NaN
+  const end = s ? (s.ended_at ? Date.parse(s.ended_at) : s.status === 'active' ? now : Date.parse(s.updated_at)) : NaN
+  return (
+    <div className="page" data-testid="page-session">
+      <PageHeader
+        title={
+          <span className="title-row">
+            <span className="mono">{id}</span>
+            {s && <Badge value={s.status} />}
+          </span>
+        }
+        subtitle={
+          <>
+            <Link to="/sessions" className="link">
+              ← Sessions
+            </Link>
+            {s && (
+              <>
+                {' '}
+                · agent <AgentLink id={s.agent_id} name={s.agent_name} /> · started {formatDateTime(s.created_at)}
+                {s.ended_at ? ` · ended ${formatDateTime(s.ended_at)}` : ''}
+              </>
+            )}
+          </>
+        }
+        actions={
+          <Link className="btn" to={`/events?session_id=${encodeURIComponent(id)}`}>
+            Raw events
+          </Link>
+        }
+      />
+      <ErrorNote error={session.error} />
+      {s && (
+        <div className="stats-grid">
+          <Stat label="Duration" value={formatDuration(end - start)} hint={s.status === 'active' ? 'running' : s.status} />
+          <Stat label="Events" value={formatCount(s.event_count ?? live.transcript.eventCount)} />
+          <Stat label="Tokens" value={formatCount(s.token_usage?.total ?? 0)} hint={`${formatCount(s.token_usage?.input ?? 0)} in · ${formatCount(s.token_usage?.output ?? 0)} out`} />
+          <Stat label="Cost" value={formatCost(s.cost?.amount ?? 0, s.cost?.currency)} />
+          <Stat label="Tool calls" value={formatCount(live.transcript.tools.size)} />
+          <Stat label="Errors" value={formatCount(live.transcript.errors.length)} tone={live.transcript.errors.length ? 'bad' : undefined} />
+        </div>
+      )}
+      <Card>
+        <SessionLive {...live} />
+      </Card>
+    </div>
+  )
+}
