@@ -47,7 +47,7 @@ function AgentSync({ hub }: { hub: LiveHub }) {
         lastUnknown = hub.unknownAgents
         lastReconnects = hub.connection.reconnects
         load()
-      } else if (since > 15_000) {
+      } else if (since > 5_000) {
         load()
       }
     }, 500)

@@ -202,3 +202,23 @@ describe('backoffDelay and streamUrl', () => {
     expect(streamUrl({ protocol: 'https:', host: 'h' })).toBe('wss://h/v1/dashboard/events/stream')
   })
 })
+
+describe('LiveStream gap recovery', () => {
+  it('asks for a replay when the server dropped events, ignoring frames past the gap', () => {
+    const { stream, sockets, received } = setup()
+    stream.start()
+    sockets[0].open()
+    sockets[0].frame({ type: 'subscribed', payload: {} })
+    sockets[0].frame({ type: 'events', payload: [payload(1), payload(2)] })
+    sockets[0].frame({ type: 'dropped', payload: { count: 3 } })
+    expect(sockets[0].sent.at(-1)).toEqual({ action: 'subscribe', filters: {}, batch: true, since: 2 })
+    // Already on the way: past the gap (3..5 were lost); not delivered yet.
+    sockets[0].frame({ type: 'events', payload: [payload(6)] })
+    expect(received.map((e) => e.cursor)).toEqual([1, 2])
+    sockets[0].frame({ type: 'subscribed', payload: {} })
+    sockets[0].frame({ type: 'events', payload: [payload(3), payload(4), payload(5), payload(6)], replay: true })
+    sockets[0].frame({ type: 'replayed', payload: { cursor: 6, count: 4 } })
+    sockets[0].frame({ type: 'events', payload: [payload(6), payload(7)] })
+    expect(received.map((e) => e.cursor)).toEqual([1, 2, 3, 4, 5, 6, 7])
+  })
+})

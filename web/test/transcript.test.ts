@@ -135,4 +135,11 @@ describe('Transcript tool calls, state, errors, usage', () => {
     t.apply(ev('permission_decided', { call_id: 'c5', decision: 'deny' }))
     expect(t.blocks[0]).toMatchObject({ kind: 'approval', callId: 'c5', decision: 'deny' })
   })
+
+  it('reads call times in epoch milliseconds and a reported duration', () => {
+    const t = new Transcript()
+    t.apply(ev('tool:start', { call: { id: 'c7', name: 'slow', started_at: 1_764_000_000_000 } }))
+    t.apply(ev('tool:end', { call: { id: 'c7', state: 'completed', started_at: 1_764_000_000_000, duration_ms: 1234.5 } }))
+    expect(t.toolList()[0]).toMatchObject({ startedTs: 1_764_000_000_000, endedTs: 1_764_000_001_234.5 })
+  })
 })

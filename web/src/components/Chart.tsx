@@ -18,6 +18,8 @@ interface ChartProps {
   series: SeriesSpec[]
   height?: number
   yFormat?: (value: number) => string
+  /** A fixed x range in unix seconds (otherwise it fits the data). */
+  xRange?: [number, number]
   testId?: string
 }
 
@@ -33,7 +35,9 @@ function withAlpha(hex: string, alpha: number): string {
   return `rgba(${(n >> 16) & 255},${(n >> 8) & 255},${n & 255},${alpha})`
 }
 
-export function Chart({ data, series, height = 180, yFormat, testId }: ChartProps) {
+export function Chart({ data, series, height = 180, yFormat, xRange, testId }: ChartProps) {
+  const range = useRef(xRange)
+  range.current = xRange
   const box = useRef<HTMLDivElement>(null)
   const plot = useRef<uPlot | null>(null)
   const shape = series.map((s) => `${s.label}:${s.color}:${s.bars ? 1 : 0}`).join('|')
@@ -47,7 +51,13 @@ export function Chart({ data, series, height = 180, yFormat, testId }: ChartProp
       height,
       legend: { show: true, live: true },
       cursor: { drag: { x: false, y: false } },
-      scales: { x: { time: true } },
+      scales: {
+        x: {
+          time: true,
+          range: (_u, min, max) => (range.current ? [range.current[0], range.current[1]] : [min, max]),
+        },
+        y: { range: (_u, _min, max) => [0, max > 0 ? max * 1.1 : 1] },
+      },
       axes: [
         { ...AXIS },
         {

@@ -153,16 +153,17 @@ export function CopyButton({ text }: { text: string }) {
 export function connectSnippet(url: string): string {
   return [
     `pip install aster-studio-sdk`,
-    `export ASTER_STUDIO_ENABLED=1`,
-    `export ASTER_STUDIO_URL=${url}`,
+    `export ASTER_STUDIO_ENABLED=1 ASTER_STUDIO_URL=${url}`,
     ``,
     `# in your agent`,
     `from aster_studio_sdk import StudioClient`,
     ``,
     `studio = StudioClient(agent_id="my-agent", name="My agent", model="gpt-4o")`,
-    `studio.text("Hello from my agent")`,
-    `studio.token_usage(model="gpt-4o", input_tokens=120, output_tokens=30)`,
-    `studio.shutdown()`,
+    `with studio.session() as s:`,
+    `    s.state("working")`,
+    `    s.text("Hello from my agent")`,
+    `    s.token_usage(120, 30, model="gpt-4o")`,
+    `studio.close(timeout=5)`,
   ].join('\n')
 }
 

@@ -52,12 +52,11 @@ export function severityOf(event: StudioEvent): string {
   return ''
 }
 
+/** An `error` event of severity error or fatal (what the Studio counts as an error). */
 export function isError(event: StudioEvent): boolean {
-  if (event.type === 'error') {
-    const sev = severityOf(event)
-    return sev === '' || sev === 'error' || sev === 'fatal'
-  }
-  return event.type === 'tool:error'
+  if (event.type !== 'error') return false
+  const sev = severityOf(event)
+  return sev === '' || sev === 'error' || sev === 'fatal'
 }
 
 /** A one-line, human summary of an event; plain text, never markup. */

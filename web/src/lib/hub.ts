@@ -32,6 +32,7 @@ export class LiveHub {
   connection: ConnectionInfo
   serverStats: Record<string, unknown> | null = null
   serverError: string | null = null
+  readonly startedAt = Date.now()
   /** Bumped once per flushed frame; React reads it through useSyncExternalStore. */
   version = 0
   /** Events received since the page loaded (after de-duplication). */

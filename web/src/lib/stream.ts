@@ -104,6 +104,10 @@ export class LiveStream {
     lastError: null,
   }
   private everOpened = false
+  /** Set when the server dropped events for us: live frames are ignored until the replay. */
+  private recovering = false
+  /** Events the server reported dropped (each followed by a replay from storage). */
+  gapsRecovered = 0
 
   constructor(options: LiveStreamOptions) {
     this.options = options
@@ -168,6 +172,7 @@ export class LiveStream {
       return
     }
     this.socket = socket
+    this.recovering = false
     this.update({ state: this.everOpened ? 'reconnecting' : 'connecting', retryAt: null })
     socket.onopen = () => {
       if (this.socket !== socket) return
@@ -245,10 +250,30 @@ export class LiveStream {
     }
     switch (frame.type) {
       case 'events':
-        if (Array.isArray(frame.payload)) this.deliver(frame.payload as Record<string, unknown>[])
+        if (!this.recovering && Array.isArray(frame.payload)) this.deliver(frame.payload as Record<string, unknown>[])
         break
+      case 'dropped':
+        // The server's buffer for us overflowed and lost the oldest events. Frames already on
+        // the way are past the gap, so ignore them and ask for a replay from the last cursor:
+        // storage has them all, and the cursor check drops anything seen twice.
+        this.gapsRecovered += 1
+        if (!this.recovering && this.socket && this.socket.readyState === OPEN) {
+          this.recovering = true
+          this.subscribe(this.socket)
+        }
+        break
+      case 'subscribed':
+        this.recovering = false
+        break
+      case 'replayed': {
+        const payload = frame.payload as { cursor?: number } | null
+        if (payload && typeof payload.cursor === 'number' && payload.cursor > this.info.lastCursor) {
+          this.info = { ...this.info, lastCursor: payload.cursor }
+        }
+        break
+      }
       case 'event':
-        if (frame.payload && typeof frame.payload === 'object') {
+        if (!this.recovering && frame.payload && typeof frame.payload === 'object') {
           this.deliver([frame.payload as Record<string, unknown>])
         }
         break

@@ -71,6 +71,18 @@ function str(value: unknown): string {
   return typeof value === 'string' ? value : value == null ? '' : String(value)
 }
 
+/** A time field as epoch ms: ISO strings, epoch milliseconds or epoch seconds. */
+export function timeOf(value: unknown): number | null {
+  if (typeof value === 'number' && Number.isFinite(value) && value > 0) return value < 1e11 ? value * 1000 : value
+  if (typeof value === 'string' && value) {
+    const parsed = Date.parse(value)
+    if (Number.isFinite(parsed)) return parsed
+    const n = Number(value)
+    if (Number.isFinite(n) && n > 0) return n < 1e11 ? n * 1000 : n
+  }
+  return null
+}
+
 function numOrNull(value: unknown): number | null {
   const n = typeof value === 'number' ? value : value == null || value === '' ? NaN : Number(value)
   return Number.isFinite(n) ? n : null
@@ -239,12 +251,11 @@ export class Transcript {
     const id = str(call.id ?? d.tool_id ?? d.call_id) || `anon-${event.cursor}`
     let tool = this.tools.get(id)
     if (!tool) {
-      const started = Date.parse(str(call.started_at))
       tool = {
         id,
         name: str(call.name ?? d.tool_name) || 'tool',
         state: 'pending',
-        startedTs: Number.isFinite(started) ? started : event.ts,
+        startedTs: timeOf(call.started_at) ?? event.ts,
         endedTs: null,
         progress: null,
         message: null,
@@ -296,8 +307,10 @@ export class Transcript {
     if (error != null && error !== '') tool.error = typeof error === 'string' ? error : JSON.stringify(error)
     if (event.type === 'tool:end' && !state) tool.state = tool.error ? 'failed' : 'completed'
     if (TOOL_END_STATES.has(tool.state) && tool.endedTs === null) {
-      const updated = Date.parse(str(call.updated_at))
-      tool.endedTs = Number.isFinite(updated) && updated >= tool.startedTs ? updated : event.ts
+      const duration = numOrNull(call.duration_ms ?? d.duration_ms)
+      const updated = timeOf(call.updated_at)
+      if (duration !== null) tool.endedTs = tool.startedTs + duration
+      else tool.endedTs = updated !== null && updated >= tool.startedTs ? updated : event.ts
     }
   }
 

@@ -24,27 +24,27 @@ export function AgentsPage() {
   const rows = sortAgents(filterAgents(all, text, bucket), sort.key, sort.dir, now)
 
   const columns: Column<AgentView>[] = [
-    { key: 'status', header: 'Status', width: '100px', sortable: true, render: (a) => <AgentStatus agent={a} /> },
+    { key: 'status', header: 'Status', width: '90px', sortable: true, render: (a) => <AgentStatus agent={a} /> },
     {
       key: 'name',
       header: 'Agent',
-      width: 'minmax(160px, 2fr)',
+      width: 'minmax(140px, 2fr)',
       sortable: true,
       render: (a) => (
         <span className="cell-stack">
           <AgentLink id={a.id} name={displayName(a)} />
-          {a.name && <span className="muted mono tiny">{a.id}</span>}
+          {a.name && a.name !== a.id && <span className="muted mono tiny">{a.id}</span>}
         </span>
       ),
     },
-    { key: 'state', header: 'State', width: '110px', sortable: true, render: (a) => <Badge value={a.state} /> },
-    { key: 'model', header: 'Model', width: 'minmax(120px, 1.2fr)', sortable: true, render: (a) => <span className="mono small">{a.model ?? '–'}</span> },
-    { key: 'session', header: 'Session', width: 'minmax(110px, 1fr)', sortable: true, render: (a) => <SessionLink id={a.current_session_id} /> },
-    { key: 'tokens', header: 'Tokens', width: '90px', sortable: true, align: 'right', render: (a) => <span className="num">{formatCount(a.token_usage?.total ?? 0)}</span> },
+    { key: 'state', header: 'State', width: '100px', sortable: true, render: (a) => <Badge value={a.state} /> },
+    { key: 'model', header: 'Model', width: 'minmax(110px, 1.2fr)', sortable: true, render: (a) => <span className="mono small">{a.model ?? '–'}</span> },
+    { key: 'session', header: 'Session', width: 'minmax(100px, 1fr)', sortable: true, render: (a) => <SessionLink id={a.current_session_id} /> },
+    { key: 'tokens', header: 'Tokens', width: '70px', sortable: true, align: 'right', render: (a) => <span className="num">{formatCount(a.token_usage?.total ?? 0)}</span> },
     {
       key: 'cost',
       header: 'Cost',
-      width: '90px',
+      width: '80px',
       sortable: true,
       align: 'right',
       render: (a) => (
@@ -54,9 +54,9 @@ export function AgentsPage() {
         </span>
       ),
     },
-    { key: 'errors', header: 'Errors', width: '70px', sortable: true, align: 'right', render: (a) => <span className={`num ${a.error_count ? 'text-bad' : 'muted'}`}>{a.error_count ?? 0}</span> },
-    { key: 'last_event', header: 'Last event', width: '100px', sortable: true, align: 'right', render: (a) => <span className="muted" title={a.last_event_at ?? ''}>{formatRelative(a.last_event_at, now)}</span> },
-    { key: 'uptime', header: 'Uptime', width: '90px', sortable: true, align: 'right', render: (a) => <span className="muted num">{formatDuration(uptimeMs(a, now))}</span> },
+    { key: 'errors', header: 'Errors', width: '56px', sortable: true, align: 'right', render: (a) => <span className={`num ${a.error_count ? 'text-bad' : 'muted'}`}>{a.error_count ?? 0}</span> },
+    { key: 'last_event', header: 'Last event', width: '90px', sortable: true, align: 'right', render: (a) => <span className="muted" title={a.last_event_at ?? ''}>{formatRelative(a.last_event_at, now)}</span> },
+    { key: 'uptime', header: 'Uptime', width: '80px', sortable: true, align: 'right', render: (a) => <span className="muted num">{formatDuration(uptimeMs(a, now))}</span> },
   ]
 
   const setBucket = (b: Bucket) => {

@@ -76,6 +76,9 @@ export function MetricsPage() {
     const t = costs.data?.trend ?? []
     return [t.map((p) => Date.parse(p.timestamp) / 1000), t.map((p) => p.amount)] as [number[], number[]]
   }, [costs.data])
+  const span = { '1h': 3600, '24h': 86400, '7d': 7 * 86400, '30d': 30 * 86400 }[period]
+  const nowS = Math.floor(Date.now() / 1000)
+  const xRange: [number, number] = [nowS - span, nowS]
   const toolLatency = Object.entries(perf.data?.tool_latency ?? {}).sort((a, b) => b[1].p95 - a[1].p95)
 
   return (
@@ -118,6 +121,7 @@ export function MetricsPage() {
                 { label: 'output', color: '#34d399', bars: true, format: formatCount },
               ]}
               height={220}
+              xRange={xRange}
               yFormat={formatCount}
             />
           )}
@@ -126,7 +130,7 @@ export function MetricsPage() {
           {costTrend[0].length === 0 ? (
             <Empty>No cost in this period.</Empty>
           ) : (
-            <Chart data={costTrend} series={[{ label: 'cost', color: '#fbbf24', bars: true, format: (v) => formatCost(v) }]} height={220} yFormat={(v) => formatCost(v)} />
+            <Chart data={costTrend} series={[{ label: 'cost', color: '#fbbf24', bars: true, format: (v) => formatCost(v) }]} height={220} xRange={xRange} yFormat={(v) => formatCost(v)} />
           )}
         </Card>
       </div>

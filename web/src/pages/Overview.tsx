@@ -43,11 +43,19 @@ export function OverviewPage() {
   const connected = hub.connection.state === 'open'
   const eventsPerSecond = connected ? liveRate : day.data?.events_per_second ?? 0
 
-  const [xs, evs] = hub.eventRate.series(now)
-  const [, toks] = hub.tokenRate.series(now)
-  const [, errs] = hub.errorRate.series(now)
-  const liveData = useMemo(() => [xs, evs] as [number[], number[]], [now]) // eslint-disable-line react-hooks/exhaustive-deps
-  const tokenData = useMemo(() => [xs, toks, errs] as [number[], number[], number[]], [now]) // eslint-disable-line react-hooks/exhaustive-deps
+  // The live charts cover the time this page has been open (30 s to 5 min).
+  const liveWindow = Math.min(300, Math.max(30, Math.ceil((now - hub.startedAt) / 1000)))
+  const [liveData, tokenData] = useMemo(() => {
+    const [xs, evs] = hub.eventRate.series(now)
+    const [, toks] = hub.tokenRate.series(now)
+    const [, errs] = hub.errorRate.series(now)
+    const from = xs.length - liveWindow
+    return [
+      [xs.slice(from), evs.slice(from)] as [number[], number[]],
+      [xs.slice(from), toks.slice(from), errs.slice(from)] as [number[], number[], number[]],
+    ]
+  }, [now]) // eslint-disable-line react-hooks/exhaustive-deps
+  const dayRange: [number, number] = [Math.floor(now / 1000) - 86400, Math.floor(now / 1000)]
 
   const trend = useMemo(() => {
     const t = tokens.data?.trend ?? []
@@ -129,10 +137,10 @@ export function OverviewPage() {
       ) : null}
 
       <div className="grid-2">
-        <Card title="Events per second" actions={<span className="muted small">last 5 minutes · live</span>} testId="chart-events">
+        <Card title="Events per second" actions={<span className="muted small">live</span>} testId="chart-events">
           <Chart data={liveData} series={[{ label: 'events/s', color: '#38bdf8', fill: true }]} height={170} yFormat={formatCount} />
         </Card>
-        <Card title="Tokens and errors per second" actions={<span className="muted small">last 5 minutes · live</span>} testId="chart-tokens-live">
+        <Card title="Tokens and errors per second" actions={<span className="muted small">live</span>} testId="chart-tokens-live">
           <Chart
             data={tokenData}
             series={[
@@ -157,6 +165,7 @@ export function OverviewPage() {
                 { label: 'output', color: '#34d399', bars: true, format: formatCount },
                 { label: 'cost', color: '#fbbf24', format: (v) => formatCost(v) },
               ]}
+              xRange={dayRange}
               height={190}
               yFormat={formatCount}
             />
