@@ -144,27 +144,29 @@ class Outbox:
     def restart(self, last_seq: int) -> int:
         """Prepare a new connection: drop what is stored (`<= last_seq`), resend the rest.
 
-        Returns how many messages will be written again.
+        Returns how many messages written on an earlier connection will be written again.
         """
+        written = len(self._sent)
         pending = self._sent
         pending.extend(self._unsent)
         self._sent = deque()
         resend: deque[tuple[int, bytes]] = deque()
         resent = 0
         size = 0
-        for entry in pending:
+        for index, entry in enumerate(pending):
             if entry[0] <= last_seq or entry[0] in self._rejected:
                 self._bytes -= len(entry[1])
                 continue
             resend.append(entry)
             size += len(entry[1])
+            if index < written:
+                resent += 1
         self._unsent = resend
         self._unsent_bytes = size
         self._rejected = {s for s in self._rejected if s > last_seq}
         if last_seq >= self._next_seq:
             # The server knows numbers we never handed out (a reused producer id): never reuse them.
             self._next_seq = last_seq + 1
-        resent = len(resend)
         return resent
 
     def delivered_through(self, seq: int) -> bool:

@@ -135,7 +135,12 @@ def encode(msg: dict[str, Any]) -> bytes | None:
             pass  # non-string keys or huge ints: the slower path copes
     try:
         text = json.dumps(
-            msg, separators=(",", ":"), ensure_ascii=False, default=str, allow_nan=False
+            msg,
+            separators=(",", ":"),
+            ensure_ascii=False,
+            default=str,
+            allow_nan=False,
+            skipkeys=True,
         )
     except (TypeError, ValueError, OverflowError, RecursionError):
         return None

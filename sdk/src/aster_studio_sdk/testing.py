@@ -84,6 +84,7 @@ class InMemoryStudio:
         self.offline: set[str] = set()
         self.errors: list[dict[str, Any]] = []
         self.frames = 0
+        self.frame_sizes: list[int] = []
         self.connects = 0
         # Fault switches, for testing the SDK itself.
         self.down = False  # refuse connections
@@ -147,6 +148,7 @@ class InMemoryStudio:
         decoded = decode(frame)
         with self._lock:
             self.frames += 1
+            self.frame_sizes.append(len(frame))
             message = decoded.message
             if isinstance(message, Batch) and not self.supports_batch:
                 self._reply_error(

@@ -274,7 +274,7 @@ def _event(msg: dict[str, Any], shape: Shape, limits: Limits, seq: int | None) -
     session_id = _string(body, "session_id", prefix + "session_id", limits.max_id_length)
     if session_id is None:
         session_id = _string(event, "session_id", "event.session_id", limits.max_id_length)
-    type_key = "event_type" if "event_type" in event else "type"
+    type_key = "event_type" if event.get("event_type") is not None else "type"
     event_type = _string(event, type_key, "event." + type_key, limits.max_type_length)
     return Event(
         agent_id=agent_id,
@@ -416,6 +416,18 @@ def _json_kind(value: Any) -> str:
     return type(value).__name__
 
 
+def _too_deep(value: Any, max_depth: int) -> bool:
+    """Tell whether arrays and objects nest more than `max_depth` levels (without recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 1)] if isinstance(value, (dict, list)) else []
+    while stack:
+        container, depth = stack.pop()
+        if depth > max_depth:
+            return True
+        children = container.values() if isinstance(container, dict) else container
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
+
+
 def decode(data: str | bytes, limits: Limits = DEFAULT_LIMITS) -> Decoded:
     """Decode one text frame's content; never raises, whatever the input."""
     if isinstance(data, bytes):
@@ -433,6 +445,10 @@ def decode(data: str | bytes, limits: Limits = DEFAULT_LIMITS) -> Decoded:
         return Decoded(None, ProtocolError(ErrorCode.INVALID_JSON, f"invalid JSON: {detail}"))
     except Exception as exc:  # a codec must never take the caller down
         return Decoded(None, ProtocolError(ErrorCode.INVALID_JSON, f"invalid JSON: {exc!r}"[:200]))
+    if (data.count("{") + data.count("[") > limits.max_depth) and _too_deep(
+        parsed, limits.max_depth
+    ):
+        return Decoded(None, ProtocolError(ErrorCode.INVALID_JSON, "message is nested too deeply"))
     try:
         shape, message = _decode_one(parsed, limits, in_batch=False)
     except RecursionError:
@@ -483,6 +499,13 @@ def decode_server(data: str | bytes) -> ServerMessage | None:
         return None
     if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
         return None
+    try:
+        return _server_message(msg)
+    except RecursionError:  # str() of a value nested deeper than the interpreter allows
+        return None
+
+
+def _server_message(msg: dict[str, Any]) -> ServerMessage | None:
     mtype = msg["type"]
     payload = msg.get("payload")
     body: dict[str, Any] = payload if isinstance(payload, dict) else msg

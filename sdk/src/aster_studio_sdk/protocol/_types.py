@@ -102,6 +102,8 @@ class Limits:
     max_name_length: int = 1024
     max_type_length: int = 128
     max_batch_messages: int = 10_000
+    # orjson cannot encode values nested past 254 levels; what we accept must be storable.
+    max_depth: int = 128
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,298 @@
+"""The public client: event helpers, sessions, tool calls, disabled mode, strict mode."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from aster_studio_sdk import InternalError, StudioClient
+from aster_studio_sdk.testing import InMemoryStudio
+from tests.support.timing import UNIT
+
+from .conftest import MakeClient
+
+
+def test_quick_start_example_is_stored(memory: InMemoryStudio, make_client: MakeClient) -> None:
+    studio = make_client(
+        "writer-1", name="Writing Agent", model="claude-3-5-sonnet", capabilities=["writing"]
+    )
+    with studio.session("session-456") as s:
+        s.state("working")
+        s.text("Hello, ")
+        s.token_usage(input_tokens=100, output_tokens=50, model="claude-3-5-sonnet")
+        s.error("API call failed", severity="error", phase="model")
+        s.event("monitor", "step_complete", step=3, duration_ms=812)
+    assert studio.close(timeout=5 * UNIT)
+    types = [(e.channel, e.event_type) for e in memory.events]
+    assert types == [
+        ("monitor", "state_changed"),
+        ("progress", "text_chunk"),
+        ("monitor", "token_usage"),
+        ("monitor", "error"),
+        ("monitor", "step_complete"),
+    ]
+    assert all(e.session_id == "session-456" for e in memory.events)
+    register = memory.agents["writer-1"]
+    assert (register.name, register.model, register.capabilities) == (
+        "Writing Agent",
+        "claude-3-5-sonnet",
+        ("writing",),
+    )
+    assert memory.sessions["session-456"].status == "completed"
+
+
+def test_event_fields_are_kept_as_sent(memory: InMemoryStudio, make_client: MakeClient) -> None:
+    client = make_client()
+    client.token_usage(10, 5, model="m", cache_read_input_tokens=3, reasoning_tokens=2)
+    client.event("monitor", "custom_thing", nested={"a": [1, 2]}, flag=True)
+    assert client.flush(5 * UNIT)
+    usage, custom = memory.events
+    assert usage.event["input_tokens"] == 10 and usage.event["cache_read_input_tokens"] == 3
+    assert usage.event["model"] == "m" and "total_tokens" not in usage.event
+    assert custom.event["nested"] == {"a": [1, 2]} and custom.event["flag"] is True
+    assert isinstance(custom.event["timestamp"], int)  # epoch milliseconds
+    assert custom.session_id is None
+
+
+def test_session_failed_when_exception_escapes(
+    memory: InMemoryStudio, make_client: MakeClient
+) -> None:
+    client = make_client()
+    with pytest.raises(ValueError, match="boom"), client.session("s") as s:
+        s.text("x")
+        raise ValueError("boom")
+    assert client.flush(5 * UNIT)
+    assert memory.sessions["s"].status == "failed"
+    (error,) = memory.events_of("error")
+    assert error.event["phase"] == "lifecycle" and "boom" in error.event["message"]
+
+
+def test_session_interrupted_on_keyboard_interrupt(
+    memory: InMemoryStudio, make_client: MakeClient
+) -> None:
+    client = make_client()
+    with pytest.raises(KeyboardInterrupt), client.session("s"):
+        raise KeyboardInterrupt
+    assert client.flush(5 * UNIT)
+    assert memory.sessions["s"].status == "interrupted"
+
+
+def test_close_ends_open_sessions_and_unregisters(
+    memory: InMemoryStudio, make_client: MakeClient
+) -> None:
+    client = make_client()
+    client.session("left-open").text("x")
+    assert client.close(5 * UNIT)
+    assert memory.sessions["left-open"].status == "interrupted"
+    assert "agent-1" in memory.offline
+
+
+def test_events_after_close_are_ignored(memory: InMemoryStudio, make_client: MakeClient) -> None:
+    client = make_client()
+    assert client.close(5 * UNIT)
+    client.text("late")
+    assert client.close(UNIT) and client.flush(UNIT)
+    assert memory.events == []
+
+
+def test_current_session_follows_the_with_block(make_client: MakeClient) -> None:
+    client = make_client()
+    assert client.current_session() is None
+    with client.session("outer") as s:
+        assert client.current_session() is s
+    assert client.current_session() is None
+
+
+def test_tool_call_context_manager_reports_start_and_end(
+    memory: InMemoryStudio, make_client: MakeClient
+) -> None:
+    client = make_client()
+    with client.session("s") as s, s.tool_call("search", {"q": "cats"}) as call:
+        call.progress(0.5, message="half")
+        call.result = ["a", "b"]
+    assert client.flush(5 * UNIT)
+    start, progress, end = (e.event for e in memory.events)
+    assert start["event_type"] == "tool:start" and start["call"]["state"] == "executing"
+    assert progress["progress"] == 0.5 and progress["message"] == "half"
+    assert end["event_type"] == "tool:end"
+    assert end["call"]["result"] == ["a", "b"] and end["call"]["state"] == "completed"
+    assert end["call"]["duration_ms"] >= 0 and end["call"]["id"] == start["call"]["id"]
+    assert end["call"]["arguments"] == {"q": "cats"}
+
+
+def test_tool_call_reports_error_and_propagates(
+    memory: InMemoryStudio, make_client: MakeClient
+) -> None:
+    client = make_client()
+    with pytest.raises(RuntimeError), client.tool_call("fetch"):
+        raise RuntimeError("timeout")
+    assert client.flush(5 * UNIT)
+    start, error = (e.event for e in memory.events)
+    assert error["event_type"] == "tool:error" and error["call"]["state"] == "failed"
+    assert error["error"] == "RuntimeError: timeout"
+
+
+def test_tool_decorator_binds_arguments_per_call(
+    memory: InMemoryStudio, make_client: MakeClient
+) -> None:
+    client = make_client()
+
+    @client.tool("add")
+    def add(a: int, b: int = 2) -> int:
+        return a + b
+
+    with client.session("s"):
+        assert add(1) == 3
+        assert add(5, b=5) == 10
+    assert client.flush(5 * UNIT)
+    ends = memory.events_of("tool:end", "s")
+    assert [e.event["call"]["arguments"] for e in ends] == [{"a": 1}, {"a": 5, "b": 5}]
+    assert [e.event["call"]["result"] for e in ends] == [3, 10]
+    assert len({e.event["call"]["id"] for e in ends}) == 2
+
+
+def test_session_tool_call_works_as_decorator(
+    memory: InMemoryStudio, make_client: MakeClient
+) -> None:
+    client = make_client()
+    s = client.session("s")
+
+    @s.tool_call("lookup")
+    def lookup(key: str) -> str:
+        return key.upper()
+
+    assert lookup("x") == "X"
+    assert client.flush(5 * UNIT)
+    assert [e.event_type for e in memory.events] == ["tool:start", "tool:end"]
+
+
+def test_async_tool_decorator_and_async_flush(
+    memory: InMemoryStudio, make_client: MakeClient
+) -> None:
+    client = make_client()
+
+    @client.tool
+    async def fetch(url: str) -> int:
+        await asyncio.sleep(0)
+        return len(url)
+
+    async def main() -> bool:
+        async with client.session("s"):
+            assert await fetch("abc") == 3
+        return await client.aflush(5 * UNIT)
+
+    assert asyncio.run(main())
+    end = memory.events_of("tool:end")[0].event
+    assert end["call"]["name"] == "fetch" and end["call"]["result"] == 3
+    assert memory.sessions["s"].status == "completed"
+
+
+def test_async_close(memory: InMemoryStudio, make_client: MakeClient) -> None:
+    client = make_client()
+    client.text("x")
+    assert asyncio.run(client.aclose(5 * UNIT))
+    assert len(memory.events) == 1
+
+
+def test_disabled_client_starts_no_thread_and_stores_nothing(memory: InMemoryStudio) -> None:
+    before = threading.active_count()
+    client = StudioClient("a", enabled=False, transport=memory.transport())
+    with client.session("s") as s:
+        s.text("x")
+        s.token_usage(1, 2)
+        with s.tool_call("t"):
+            pass
+    assert threading.active_count() == before
+    assert client.flush(0) and client.close(0)
+    assert memory.connects == 0 and not client.enabled
+    assert client.stats().queued == 0
+
+
+def test_disabled_by_default_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ASTER_STUDIO_ENABLED", raising=False)
+    assert not StudioClient("a").enabled
+
+
+def test_enabled_from_environment(monkeypatch: pytest.MonkeyPatch, memory: InMemoryStudio) -> None:
+    monkeypatch.setenv("ASTER_STUDIO_ENABLED", "true")
+    monkeypatch.setenv("ASTER_STUDIO_URL", "ws://127.0.0.1:9")
+    client = StudioClient("a", transport=memory.transport(), strict=True)
+    try:
+        assert client.enabled and client.url == "ws://127.0.0.1:9/v1/remote-agents/connect"
+    finally:
+        assert client.close(5 * UNIT)
+
+
+def test_token_sent_as_bearer_header(
+    monkeypatch: pytest.MonkeyPatch, memory: InMemoryStudio
+) -> None:
+    monkeypatch.setenv("ASTER_STUDIO_TOKEN", "s3cret")
+    transport = memory.transport()
+    client = StudioClient("a", enabled=True, url="ws://x", transport=transport, strict=True)
+    try:
+        assert client.flush(5 * UNIT)
+        assert transport.last_headers == {"Authorization": "Bearer s3cret"}
+    finally:
+        client.close(5 * UNIT)
+
+
+def test_invalid_agent_id_raises_in_constructor() -> None:
+    with pytest.raises(ValueError):
+        StudioClient("", enabled=False)
+
+
+def test_internal_error_on_agent_thread_is_counted_not_raised(make_client: MakeClient) -> None:
+    client = make_client(strict=False)
+
+    def broken(item: object) -> None:
+        raise RuntimeError("sdk bug")
+
+    client._put = broken  # simulate an SDK bug on the emitting path
+    client.text("x")
+    client.token_usage(1, 1)
+    assert client.stats().internal_errors == 2
+
+
+def test_internal_error_raised_in_strict_mode(make_client: MakeClient) -> None:
+    client = make_client(strict=True)
+
+    def broken(item: object) -> None:
+        raise RuntimeError("sdk bug")
+
+    client._put = broken
+    with pytest.raises(RuntimeError, match="sdk bug"):
+        client.text("x")
+    with pytest.raises(InternalError):
+        client.flush(UNIT)
+    client._diag.strict = False  # let the fixture close it quietly
+
+
+class ExplodingTransport:
+    def connect(self, url: str, headers: object, timeout: float) -> object:
+        raise RuntimeError("transport bug")
+
+
+def test_worker_internal_error_surfaces_from_flush_in_strict_mode() -> None:
+    client = StudioClient(
+        "a", enabled=True, url="ws://x", transport=ExplodingTransport(), strict=True
+    )  # type: ignore[arg-type]
+    try:
+        with pytest.raises(InternalError):
+            client.flush(0.2 * UNIT)
+    finally:
+        client._diag.strict = False
+        client.close(0.2 * UNIT)
+
+
+def test_worker_internal_error_is_counted_when_not_strict() -> None:
+    client = StudioClient(
+        "a", enabled=True, url="ws://x", transport=ExplodingTransport(), strict=False
+    )  # type: ignore[arg-type]
+    try:
+        client.text("x")
+        assert client.flush(0.2 * UNIT) is False
+        assert client.stats().internal_errors >= 1
+    finally:
+        client.close(0.2 * UNIT)

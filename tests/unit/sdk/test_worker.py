@@ -1,0 +1,351 @@
+"""The delivery worker: batching, ordering, back-pressure, reconnects, timeouts, fork."""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import threading
+import time
+import warnings
+from dataclasses import replace
+
+import pytest
+
+from aster_studio_sdk import DropPolicy, StudioClient
+from aster_studio_sdk.testing import InMemoryStudio
+from tests.support.timing import UNIT
+
+from .conftest import FAST, MakeClient, wait_until
+
+
+def deltas(studio: InMemoryStudio) -> list[str]:
+    return [str(e.event.get("delta")) for e in studio.events if e.event_type == "text_chunk"]
+
+
+def test_batches_respect_the_message_limit(memory: InMemoryStudio, make_client: MakeClient) -> None:
+    client = make_client(options=replace(FAST, max_batch_messages=100))
+    for i in range(2_000):
+        client.text(str(i))
+    assert client.flush(5 * UNIT)
+    assert deltas(memory) == [str(i) for i in range(2_000)]
+    # register + at least 20 batches; never one frame per event
+    assert 20 < memory.frames < 200
+
+
+def test_batches_respect_the_byte_limit(memory: InMemoryStudio, make_client: MakeClient) -> None:
+    client = make_client(options=replace(FAST, max_batch_bytes=4_000, max_message_bytes=4_000))
+    for _ in range(500):
+        client.text("x" * 100)
+    assert client.flush(5 * UNIT)
+    assert len(memory.events) == 500
+    assert max(memory.frame_sizes) <= 4_000 + 40  # the batch wrapper adds a few bytes
+
+
+def test_first_event_is_sent_without_waiting_for_the_batch_interval(
+    memory: InMemoryStudio, make_client: MakeClient
+) -> None:
+    client = make_client(options=replace(FAST, flush_interval=30.0))
+    assert wait_until(lambda: client.stats().connected)
+    client.text("hello")
+    assert wait_until(lambda: len(memory.events) == 1, 2 * UNIT)
+
+
+def test_events_from_many_threads_keep_per_thread_order(
+    memory: InMemoryStudio, make_client: MakeClient
+) -> None:
+    client = make_client()
+
+    def emit(thread: int) -> None:
+        for i in range(2_000):
+            client.event("progress", "tick", thread=thread, i=i)
+
+    threads = [threading.Thread(target=emit, args=(t,)) for t in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert client.flush(10 * UNIT)
+    assert len(memory.events) == 16_000
+    for thread in range(8):
+        seen = [e.event["i"] for e in memory.events if e.event["thread"] == thread]
+        assert seen == list(range(2_000))
+
+
+def test_full_queue_drops_newest_and_counts(
+    memory: InMemoryStudio, make_client: MakeClient
+) -> None:
+    memory.down = True
+    opts = replace(FAST, max_queue_size=100, max_unacked_messages=10)
+    client = make_client(options=opts)
+    for i in range(10):
+        client.text(str(i))
+    assert wait_until(lambda: client.stats().unacked == 10)
+    for i in range(10, 1_000):
+        client.text(str(i))
+    assert client.stats().dropped == 890  # 100 queued + 10 in the resend buffer kept
+    memory.down = False
+    assert client.flush(5 * UNIT)
+    assert deltas(memory) == [str(i) for i in range(110)]
+
+
+def test_full_queue_drops_oldest_when_asked(
+    memory: InMemoryStudio, make_client: MakeClient
+) -> None:
+    memory.down = True
+    opts = replace(FAST, max_queue_size=100, max_unacked_messages=10)
+    client = make_client(options=opts, drop_policy=DropPolicy.DROP_OLDEST)
+    for i in range(10):
+        client.text(str(i))
+    assert wait_until(lambda: client.stats().unacked == 10)
+    for i in range(10, 1_000):
+        client.text(str(i))
+    assert client.stats().dropped == 890
+    memory.down = False
+    assert client.flush(5 * UNIT)
+    # the resend buffer's ten and the newest hundred survive
+    assert deltas(memory) == [str(i) for i in [*range(10), *range(900, 1_000)]]
+
+
+def test_drop_oldest_never_drops_session_markers(
+    memory: InMemoryStudio, make_client: MakeClient
+) -> None:
+    memory.down = True
+    opts = replace(FAST, max_queue_size=50, max_unacked_messages=1)
+    client = make_client(options=opts, drop_policy="drop_oldest")
+    time.sleep(0.05 * UNIT)
+    s = client.session("s")
+    for i in range(500):
+        s.text(str(i))
+    s.end()
+    memory.down = False
+    assert client.flush(5 * UNIT)
+    assert memory.sessions["s"].status == "completed"
+
+
+def test_emitting_never_blocks_while_the_studio_is_down(
+    memory: InMemoryStudio, make_client: MakeClient
+) -> None:
+    memory.down = True
+    client = make_client(options=replace(FAST, max_queue_size=1_000))
+    start = time.perf_counter()
+    for _ in range(100_000):
+        client.text("x")
+    assert time.perf_counter() - start < 2 * UNIT
+    assert client.stats().queued <= 1_000
+
+
+def test_reconnects_and_stores_each_event_exactly_once(
+    memory: InMemoryStudio, make_client: MakeClient
+) -> None:
+    memory.cut_every = 3  # store every third frame, then drop the link before acking
+    client = make_client(options=replace(FAST, max_batch_messages=50))
+    for i in range(3_000):
+        client.text(str(i))
+        if i % 500 == 0:
+            time.sleep(0.005)
+    assert client.flush(10 * UNIT)
+    assert deltas(memory) == [str(i) for i in range(3_000)]
+    stats = client.stats()
+    assert stats.disconnects > 0 and stats.connects > 1
+
+
+def test_missing_acks_trigger_a_reconnect_and_no_duplicates(
+    memory: InMemoryStudio, make_client: MakeClient
+) -> None:
+    memory.drop_acks = True
+    client = make_client(options=replace(FAST, ack_timeout=0.05))
+    for i in range(100):
+        client.text(str(i))
+    assert wait_until(lambda: client.stats().disconnects > 0)
+    memory.drop_acks = False
+    assert client.flush(5 * UNIT)
+    assert deltas(memory) == [str(i) for i in range(100)]
+
+
+def test_open_sessions_are_registered_again_after_reconnect(
+    memory: InMemoryStudio, make_client: MakeClient
+) -> None:
+    client = make_client()
+    s = client.session("s")
+    assert client.flush(5 * UNIT)
+    memory.disconnect_all()
+    assert wait_until(lambda: client.stats().connects == 2)
+    s.text("after")
+    assert client.flush(5 * UNIT)
+    assert memory.sessions["s"].registrations == 2
+    assert memory.sessions["s"].status == "active"
+
+
+def test_server_down_at_start_then_up(memory: InMemoryStudio, make_client: MakeClient) -> None:
+    memory.down = True
+    client = make_client()
+    for i in range(100):
+        client.text(str(i))
+    assert client.flush(0.1 * UNIT) is False
+    memory.down = False
+    assert client.flush(5 * UNIT)
+    assert deltas(memory) == [str(i) for i in range(100)]
+
+
+def test_legacy_server_gets_plain_messages_at_most_once() -> None:
+    legacy = InMemoryStudio(reliable=False, supports_batch=False)
+    client = legacy.client("old", options=FAST, strict=True)
+    try:
+        with client.session("s") as s:
+            for i in range(50):
+                s.text(str(i))
+        assert client.flush(5 * UNIT)
+        assert deltas(legacy) == [str(i) for i in range(50)]
+        assert client.stats().reliable is False
+        assert not any(e["code"] == "unknown_type" for e in legacy.errors)
+    finally:
+        client.close(5 * UNIT)
+
+
+def test_flush_returns_within_its_timeout_when_the_studio_is_down(
+    memory: InMemoryStudio, make_client: MakeClient
+) -> None:
+    memory.down = True
+    client = make_client()
+    client.text("x")
+    start = time.monotonic()
+    assert client.flush(0.2 * UNIT) is False
+    assert time.monotonic() - start < 0.2 * UNIT + 0.1
+
+
+def test_close_returns_within_its_timeout_when_the_studio_never_comes_up(
+    memory: InMemoryStudio, make_client: MakeClient
+) -> None:
+    memory.down = True
+    client = make_client()
+    client.text("x")
+    start = time.monotonic()
+    assert client.close(0.3 * UNIT) is False
+    assert time.monotonic() - start < 0.3 * UNIT + 0.1
+    assert wait_until(lambda: client.stats().undelivered >= 1)
+
+
+def test_close_returns_within_its_timeout_when_sends_stall(
+    memory: InMemoryStudio, make_client: MakeClient
+) -> None:
+    client = make_client()
+    assert wait_until(lambda: client.stats().connected)
+    memory.stall_sends = True
+    client.text("x")
+    start = time.monotonic()
+    assert client.close(0.3 * UNIT) is False
+    assert time.monotonic() - start < 0.3 * UNIT + 0.1
+    memory.stall_sends = False
+
+
+def test_close_returns_within_its_timeout_when_connecting_hangs(memory: InMemoryStudio) -> None:
+    memory.connect_delay = 2 * UNIT
+    client = memory.client(options=FAST, strict=True)
+    client.text("x")
+    start = time.monotonic()
+    assert client.close(0.2 * UNIT) is False
+    assert time.monotonic() - start < 0.2 * UNIT + 0.1
+
+
+def test_oversized_and_unencodable_events_are_dropped_and_counted(
+    memory: InMemoryStudio, make_client: MakeClient
+) -> None:
+    client = make_client(options=replace(FAST, max_message_bytes=1_000, max_batch_bytes=2_000))
+    client.event("progress", "big", blob="x" * 5_000)
+    client.event("progress", "odd_keys", data={1: "a", (2, 3): "b"})
+    client.event("progress", "nan", value=float("nan"))
+    client.text("ok")
+    assert client.flush(5 * UNIT)
+    stats = client.stats()
+    assert stats.oversized == 1
+    types = [e.event_type for e in memory.events]
+    assert types == ["odd_keys", "nan", "text_chunk"]
+    assert memory.events[0].event["data"] == {"1": "a"}
+
+
+def test_server_rejection_counts_and_does_not_block_flush(
+    memory: InMemoryStudio, make_client: MakeClient
+) -> None:
+    client = make_client()
+    client.event("progress", "x" * 200)  # event_type over the server's 128-character limit
+    client.text("fine")
+    assert client.flush(5 * UNIT)
+    assert client.stats().rejected == 1
+    assert [e.event_type for e in memory.events] == ["text_chunk"]
+
+
+def test_client_garbage_collected_without_close_still_delivers(memory: InMemoryStudio) -> None:
+    client = memory.client(options=FAST, strict=True)
+    client.text("bye")
+    worker = client._worker
+    assert worker is not None
+    del client
+    gc.collect()
+    assert worker.done.wait(5 * UNIT)
+    assert deltas(memory) == ["bye"]
+
+
+def test_forked_child_reports_with_its_own_producer(
+    memory: InMemoryStudio, make_client: MakeClient
+) -> None:
+    client = make_client()
+    client.text("parent-before")
+    assert client.flush(5 * UNIT)
+    read_fd, write_fd = os.pipe()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # the child: report over its own connection, tell the parent what it saw
+        code = 1
+        try:
+            client.text("child")
+            ok = client.flush(5 * UNIT)
+            child_events = [e.event.get("delta") for e in memory.events]
+            report = {"ok": ok, "producer": client.producer_id, "events": child_events}
+            os.write(write_fd, json.dumps(report).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_fd)
+    with os.fdopen(read_fd) as pipe:
+        report = json.loads(pipe.read() or "{}")
+    _, status = os.waitpid(pid, 0)
+    assert status == 0
+    assert report["ok"] is True
+    assert report["producer"] != client.producer_id
+    # the child's copy of the studio got the child's event once, none of the parent's again
+    assert report["events"] == ["parent-before", "child"]
+    client.text("parent-after")
+    assert client.flush(5 * UNIT)
+    assert deltas(memory) == ["parent-before", "parent-after"]
+
+
+def test_stats_report_delivery_counters(memory: InMemoryStudio, make_client: MakeClient) -> None:
+    client = make_client()
+    for _ in range(10):
+        client.text("x")
+    assert client.flush(5 * UNIT)
+    stats = client.stats()
+    assert stats.enabled and stats.connected and stats.reliable
+    assert stats.sent == stats.delivered == 10
+    assert stats.queued == stats.unacked == stats.dropped == 0
+
+
+def test_disabled_client_is_unaffected_by_many_events() -> None:
+    client = StudioClient("a", enabled=False)
+    start = time.perf_counter()
+    for _ in range(100_000):
+        client.text("x")
+    assert time.perf_counter() - start < 1 * UNIT
+
+
+@pytest.mark.parametrize("policy", list(DropPolicy))
+def test_both_policies_bound_the_queue(
+    memory: InMemoryStudio, make_client: MakeClient, policy: DropPolicy
+) -> None:
+    memory.down = True
+    client = make_client(options=replace(FAST, max_queue_size=10), drop_policy=policy)
+    for _ in range(1_000):
+        client.text("x")
+    assert client.stats().queued <= 10
