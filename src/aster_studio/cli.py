@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import socket
 import sys
 
@@ -85,7 +86,13 @@ def serve(settings: Settings, *, ready_message: bool = True) -> None:
         lifespan="on",
     )
     server = uvicorn.Server(config)
-    asyncio.run(server.serve(sockets=[sock]))
+    # uvicorn re-raises the stop signal after its graceful shutdown; a SIGTERM that was handled
+    # cleanly (everything flushed) should end the process with status 0, not death by signal.
+    previous = signal.signal(signal.SIGTERM, lambda *_: None)
+    try:
+        asyncio.run(server.serve(sockets=[sock]))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -139,7 +139,9 @@ class SimulatedAgent:
         self.rng = random.Random(seed)
         self.speed = speed
         self.client_factory = client_factory
-        self.thread = threading.Thread(target=self._run, name=f"demo-{persona.agent_id}", daemon=True)
+        self.thread = threading.Thread(
+            target=self._run, name=f"demo-{persona.agent_id}", daemon=True
+        )
         self.runs = 0
 
     def start(self) -> None:

@@ -28,3 +28,30 @@ def get(base: str, path: str) -> Any:
     status, body = call(base, path)
     assert status == 200 and body["success"] is True, (status, body)
     return body["data"]
+
+
+def wait_for(fetch: Any, predicate: Any, timeout: float = 10.0, interval: float = 0.02) -> Any:
+    """Poll `fetch()` until `predicate(value)` holds; return the value or fail with the last."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    value = fetch()
+    while not predicate(value):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s; last value: {value!r}")
+        time.sleep(interval)
+        value = fetch()
+    return value
+
+
+def events(base: str, query: str = "") -> list[dict[str, Any]]:
+    """All stored events matching `query`, oldest first (follows pagination)."""
+    found: list[dict[str, Any]] = []
+    cursor = 0
+    while True:
+        sep = "&" if query else ""
+        page = get(base, f"/v1/dashboard/events/since/{cursor}?limit=1000{sep}{query}")
+        found.extend(page["events"])
+        if not page["has_more"]:
+            return found
+        cursor = page["next_cursor"]

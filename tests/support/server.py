@@ -125,6 +125,8 @@ class StudioProcess:
             code = proc.wait(5)
         if self._reader is not None:
             self._reader.join(2)
+        if proc.stdout is not None:
+            proc.stdout.close()
         self.proc = None
         return code
 

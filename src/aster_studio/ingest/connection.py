@@ -33,6 +33,7 @@ class AgentConnection:
     outbox: deque[bytes] = field(default_factory=deque)
     ack_seq: int | None = None
     close_request: tuple[int, str] | None = None
+    deferred: int = 0  # replies waiting for a commit; later replies queue behind them
     dropped_replies: int = 0
     received: int = 0
     wake: asyncio.Event = field(default_factory=asyncio.Event)

@@ -30,10 +30,10 @@ class PipelineStats:
 
 
 class _Barrier:
-    __slots__ = ("future",)
+    __slots__ = ("callback",)
 
-    def __init__(self, future: asyncio.Future[None]) -> None:
-        self.future = future
+    def __init__(self, callback: Callable[[], None]) -> None:
+        self.callback = callback
 
 
 _STOP = object()
@@ -97,12 +97,16 @@ class WritePipeline:
         if not self._space.is_set():
             await self._space.wait()
 
+    def when_durable(self, callback: Callable[[], None]) -> None:
+        """Call `callback` on the loop once every op submitted before it is committed."""
+        with self._cond:
+            self._queue.append(_Barrier(callback))
+            self._cond.notify()
+
     async def barrier(self) -> None:
         """Wait until every op submitted before this call is committed."""
         future: asyncio.Future[None] = self._loop.create_future()
-        with self._cond:
-            self._queue.append(_Barrier(future))
-            self._cond.notify()
+        self.when_durable(lambda: _resolve(future))
         await future
 
     async def stop(self, timeout: float) -> bool:
@@ -155,7 +159,8 @@ class WritePipeline:
                 if result is not None:
                     self._notify(result)
             for barrier in barriers:
-                self._loop.call_soon_threadsafe(_resolve, barrier.future)
+                with contextlib.suppress(RuntimeError):
+                    self._loop.call_soon_threadsafe(barrier.callback)
             if stop:
                 return
 

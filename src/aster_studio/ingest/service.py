@@ -201,7 +201,7 @@ class IngestService:
             elif isinstance(item, RegisterSession):
                 self._register_session(conn, item, writes)
             elif isinstance(item, Ping):
-                conn.reply(MessageType.PONG)
+                self._reply(conn, MessageType.PONG, None)
             elif isinstance(item, EndSession):
                 self._end_session(item, writes)
             elif isinstance(item, Unregister):
@@ -216,9 +216,39 @@ class IngestService:
         if writes and self.pipeline is not None:
             self.pipeline.submit(writes)
 
+    def _reply_when_durable(
+        self,
+        conn: AgentConnection,
+        writes: list[WriteOp],
+        mtype: MessageType,
+        data: dict[str, object] | None,
+    ) -> None:
+        """Reply once this message's writes are stored, so the API already shows them."""
+        if self.pipeline is None:
+            conn.reply(mtype, data)
+            return
+        self._submit(writes)
+        writes.clear()
+        conn.deferred += 1
+
+        def send() -> None:
+            conn.deferred -= 1
+            conn.reply(mtype, data)
+
+        self.pipeline.when_durable(send)
+
+    def _reply(
+        self, conn: AgentConnection, mtype: MessageType, data: dict[str, object] | None
+    ) -> None:
+        """Reply now, unless an earlier reply still waits for storage: replies keep order."""
+        if conn.deferred and self.pipeline is not None:
+            self._reply_when_durable(conn, [], mtype, data)
+        else:
+            conn.reply(mtype, data)
+
     def _error(self, conn: AgentConnection, error: ProtocolError) -> None:
         self.stats.errors += 1
-        conn.reply(MessageType.ERROR, error_payload(error))
+        self._reply(conn, MessageType.ERROR, error_payload(error))
 
     # ---- message kinds ----
 
@@ -274,7 +304,7 @@ class IngestService:
         )
         writes.append(self._state_op(agent))
         self._changed(agent)
-        conn.reply(MessageType.REGISTERED, reply)
+        self._reply_when_durable(conn, writes, MessageType.REGISTERED, reply)
 
     async def _claim_producer(
         self, conn: AgentConnection, producer_id: str, writes: list[WriteOp]
@@ -322,7 +352,9 @@ class IngestService:
         agent.last_seen = now
         writes.append(self._state_op(agent))
         self._changed(agent)
-        conn.reply(
+        self._reply_when_durable(
+            conn,
+            writes,
             MessageType.SESSION_REGISTERED,
             {"session_id": msg.session_id, "message": "Session registered successfully"},
         )

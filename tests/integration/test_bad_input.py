@@ -1,0 +1,121 @@
+"""Bad input gets a precise error; the connection, the server and valid data all survive."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from websockets.exceptions import ConnectionClosed
+
+from tests.support.agent import RawAgent, event, register
+from tests.support.api import call, events, wait_for
+from tests.support.server import StudioProcess
+
+BAD_FRAMES: list[tuple[str, str | bytes, str]] = [
+    ("invalid_json", "{not json", "invalid_json"),
+    ("truncated_json", '{"type":"event","agent_id":"a"', "invalid_json"),
+    ("array", "[1, 2]", "not_an_object"),
+    ("number", "42", "not_an_object"),
+    ("null", "null", "not_an_object"),
+    ("binary", b"\x00\x01binary", "binary_frame"),
+    ("no_type", '{"agent_id":"a"}', "missing_type"),
+    ("unknown_type", '{"type":"teleport"}', "unknown_type"),
+    ("register_no_id", '{"type":"register","agent":{"name":"x"}}', "missing_field"),
+    ("register_not_object", '{"type":"register","agent":"x"}', "invalid_field"),
+    ("event_no_agent", '{"type":"event","event":{"delta":"x"}}', "missing_field"),
+    ("event_no_event", '{"type":"event","agent_id":"a"}', "missing_field"),
+    ("event_mistyped", '{"type":"event","agent_id":"a","event":[1]}', "invalid_field"),
+    ("agent_id_mistyped", '{"type":"event","agent_id":{"x":1},"event":{}}', "invalid_field"),
+    ("session_no_agent", '{"type":"register_session","session":{"id":"s"}}', "missing_field"),
+    ("id_too_long", json.dumps(register("a" * 300)), "string_too_long"),
+    ("batch_not_list", '{"type":"batch","messages":{}}', "invalid_field"),
+    (
+        "nested_batch",
+        '{"type":"batch","messages":[{"type":"batch","messages":[]}]}',
+        "nested_batch",
+    ),
+    ("bad_seq", '{"type":"ping","seq":-1}', "invalid_field"),
+]
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"), [c[1:] for c in BAD_FRAMES], ids=[c[0] for c in BAD_FRAMES]
+)
+def test_bad_frame_gets_error_and_connection_keeps_working(
+    studio: StudioProcess, frame: str | bytes, code: str
+) -> None:
+    with RawAgent(studio.agent_url) as agent:
+        agent.send_raw(frame)
+        reply = agent.recv()
+        assert reply["type"] == "error"
+        assert reply["code"] == code
+        assert reply["message"]
+        agent.request(register("good"))
+        agent.send(event("good", "text_chunk", delta="still here"))
+        assert agent.request({"type": "ping"}) == {"type": "pong"}
+    stored = wait_for(lambda: events(studio.http_url), lambda e: len(e) == 1)
+    assert stored[0]["event"]["delta"] == "still here"
+
+
+def test_error_names_the_missing_field(studio: StudioProcess) -> None:
+    with RawAgent(studio.agent_url) as agent:
+        reply = agent.request({"type": "register", "agent": {"name": "no id"}})
+    assert reply["field"] == "agent.id"
+    assert "agent.id" in reply["message"]
+
+
+def test_invalid_utf8_text_frame_gets_error_not_close(studio: StudioProcess) -> None:
+    with RawAgent(studio.agent_url) as agent:
+        # websockets validates outgoing text, so build the text frame by hand.
+        from websockets.frames import Frame, Opcode
+
+        with agent.ws.protocol_mutex:
+            agent.ws.protocol.send_frame(Frame(Opcode.TEXT, b'{"type":"ping"\xff}'))
+            agent.ws.send_data()
+        reply = agent.recv()
+        assert reply["code"] == "invalid_utf8"
+        assert agent.request({"type": "ping"}) == {"type": "pong"}
+
+
+def test_bad_batch_item_keeps_the_valid_items(studio: StudioProcess) -> None:
+    with RawAgent(studio.agent_url) as agent:
+        agent.send(
+            {
+                "type": "batch",
+                "messages": [
+                    event("mix", "text_chunk", delta="1"),
+                    {"type": "event", "agent_id": "mix"},
+                    7,
+                    event("mix", "text_chunk", delta="2"),
+                ],
+            }
+        )
+        first, second = agent.recv(), agent.recv()
+    assert (first["code"], first["index"]) == ("missing_field", 1)
+    assert (second["code"], second["index"]) == ("not_an_object", 2)
+    stored = wait_for(lambda: events(studio.http_url), lambda e: len(e) == 2)
+    assert [e["event"]["delta"] for e in stored] == ["1", "2"]
+
+
+def test_oversized_frame_closes_with_1009_and_server_survives(studio: StudioProcess) -> None:
+    victim = RawAgent(studio.agent_url)
+    with RawAgent(studio.agent_url) as bystander:
+        bystander.request(register("bystander"))
+        victim.send(event("big", "text_chunk", delta="x" * (1 << 20)))
+        with pytest.raises(ConnectionClosed) as closed:
+            victim.recv()
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+        bystander.send(event("bystander", "text_chunk", delta="fine"))
+        assert bystander.request({"type": "ping"}) == {"type": "pong"}
+    victim.close()
+    assert len(wait_for(lambda: events(studio.http_url), lambda e: len(e) == 1)) == 1
+    assert call(studio.http_url, "/healthz")[1]["status"] == "ok"
+
+
+def test_client_that_never_reads_does_not_stall_ingestion(studio: StudioProcess) -> None:
+    with RawAgent(studio.agent_url) as agent:
+        # 5,000 pings whose pongs are never read, then events: all events must still land.
+        for _ in range(5):
+            agent.send({"type": "batch", "messages": [{"type": "ping"}] * 1000})
+        agent.send({"type": "batch", "messages": [event("deaf", "x", i=i) for i in range(100)]})
+        wait_for(lambda: events(studio.http_url), lambda e: len(e) == 100, timeout=20)

@@ -1,0 +1,158 @@
+"""Reliable delivery: acks only after storage, resume after reconnect, nothing stored twice."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from websockets.exceptions import ConnectionClosed
+
+from tests.support.agent import RawAgent, event
+from tests.support.api import events, get, wait_for
+from tests.support.server import StudioProcess
+
+
+def numbered(start: int, stop: int, agent: str = "r-1") -> dict[str, object]:
+    return {
+        "type": "batch",
+        "messages": [
+            {**event(agent, "text_chunk", delta=str(i)), "seq": i} for i in range(start, stop)
+        ],
+    }
+
+
+def register_producer(agent: RawAgent, producer: str = "prod-1", agent_id: str = "r-1") -> int:
+    reply = agent.request({"type": "register", "agent": {"id": agent_id}, "producer_id": producer})
+    assert reply["type"] == "registered"
+    return int(reply["last_seq"])
+
+
+def test_new_producer_starts_at_zero(studio: StudioProcess) -> None:
+    with RawAgent(studio.agent_url) as agent:
+        assert register_producer(agent) == 0
+
+
+def test_ack_is_cumulative_and_means_stored(studio: StudioProcess) -> None:
+    with RawAgent(studio.agent_url) as agent:
+        register_producer(agent)
+        agent.send(numbered(1, 101))
+        acked = 0
+        while acked < 100:
+            acked = agent.recv_until("ack")["seq"]
+        # The ack came after the commit: every event up to it is readable now.
+        assert len(events(studio.http_url)) == 100
+
+
+def test_acks_are_coalesced(studio: StudioProcess) -> None:
+    with RawAgent(studio.agent_url) as agent:
+        register_producer(agent)
+        for start in range(1, 1001, 100):
+            agent.send(numbered(start, start + 100))
+        acks = []
+        while not acks or acks[-1] < 1000:
+            acks.append(agent.recv_until("ack")["seq"])
+    assert len(acks) < 1000
+    assert acks == sorted(acks)
+
+
+def test_resend_after_reconnect_stores_each_message_once(studio: StudioProcess) -> None:
+    first = RawAgent(studio.agent_url)
+    register_producer(first)
+    first.send(numbered(1, 301))
+    first.close()  # gone before reading any ack
+    with RawAgent(studio.agent_url) as second:
+        last = register_producer(second)
+        assert 0 <= last <= 300
+        second.send(numbered(1, 401))  # a careless client resends everything
+        while second.recv_until("ack")["seq"] < 400:
+            pass
+    stored = events(studio.http_url)
+    assert [e["event"]["delta"] for e in stored] == [str(i) for i in range(1, 401)]
+
+
+def test_registered_reports_last_durable_seq(studio: StudioProcess) -> None:
+    with RawAgent(studio.agent_url) as agent:
+        register_producer(agent)
+        agent.send(numbered(1, 51))
+        while agent.recv_until("ack")["seq"] < 50:
+            pass
+    with RawAgent(studio.agent_url) as agent:
+        assert register_producer(agent) == 50
+
+
+def test_newer_connection_of_a_producer_closes_the_older_with_4001(
+    studio: StudioProcess,
+) -> None:
+    old = RawAgent(studio.agent_url)
+    register_producer(old)
+    with RawAgent(studio.agent_url) as new:
+        register_producer(new)
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                old.recv()
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4001
+    old.close()
+
+
+def test_unnumbered_client_never_gets_acks(studio: StudioProcess) -> None:
+    with RawAgent(studio.agent_url) as agent:
+        agent.send({"type": "batch", "messages": [event("plain", "x", i=i) for i in range(20)]})
+        assert agent.request({"type": "ping"}) == {"type": "pong"}
+        wait_for(lambda: events(studio.http_url), lambda e: len(e) == 20)
+        assert agent.request({"type": "ping"}) == {"type": "pong"}
+
+
+def test_rejected_numbered_message_is_acked_not_resent(studio: StudioProcess) -> None:
+    with RawAgent(studio.agent_url) as agent:
+        register_producer(agent)
+        agent.send({"type": "event", "seq": 1, "agent_id": "r-1"})  # no event: rejected
+        error = agent.recv_until("error")
+        assert error["seq"] == 1
+        assert agent.recv_until("ack")["seq"] == 1
+    with RawAgent(studio.agent_url) as agent:
+        assert register_producer(agent) == 1
+
+
+def test_acked_events_survive_kill_9_exactly_once(tmp_path: Path) -> None:
+    server = StudioProcess(tmp_path / "k.db").start()
+    try:
+        agent = RawAgent(server.agent_url)
+        register_producer(agent)
+        acked = 0
+        for start in range(1, 2001, 200):
+            agent.send(numbered(start, start + 200))
+        while acked < 1000:
+            acked = agent.recv_until("ack")["seq"]
+        server.kill()
+        agent.close()
+        server.start()
+        with RawAgent(server.agent_url) as again:
+            last = register_producer(again)
+            assert last >= acked
+            again.send(numbered(1, 2001))  # resend everything: the server skips what it has
+            while again.recv_until("ack")["seq"] < 2000:
+                pass
+        stored = events(server.http_url)
+        assert [e["event"]["delta"] for e in stored] == [str(i) for i in range(1, 2001)]
+    finally:
+        server.stop()
+
+
+def test_graceful_stop_flushes_everything_received(tmp_path: Path) -> None:
+    server = StudioProcess(tmp_path / "g.db").start()
+    try:
+        with RawAgent(server.agent_url) as agent:
+            for start in range(0, 20_000, 500):
+                agent.send(
+                    {
+                        "type": "batch",
+                        "messages": [event("g", "x", i=i) for i in range(start, start + 500)],
+                    }
+                )
+            assert agent.request({"type": "ping"}, timeout=30) == {"type": "pong"}
+            # The pong follows every batch, so all 20,000 events were received; stop at once.
+            assert server.stop() == 0
+        server.start()
+        assert get(server.http_url, "/v1/dashboard/events/count?agent_id=g")["count"] == 20_000
+    finally:
+        server.stop()
