@@ -7,11 +7,24 @@ the `testing` module plug in an in-memory one. Foreign exceptions are translated
 from __future__ import annotations
 
 import contextlib
+import inspect
 import socket
 from collections.abc import Mapping
-from typing import Protocol
+from typing import Any, Protocol
 
 from ._errors import ConnectionClosed, TransportError
+
+
+def _accepts_legacy_flag() -> bool:
+    try:
+        from websockets.sync.client import connect
+
+        return "legacy" in inspect.signature(connect).parameters
+    except (ImportError, TypeError, ValueError):  # pragma: no cover - very old websockets
+        return False
+
+
+_LEGACY_FLAG = _accepts_legacy_flag()
 
 
 class Connection(Protocol):
@@ -81,19 +94,21 @@ class WebSocketTransport:
         from websockets.exceptions import WebSocketException
         from websockets.sync.client import connect
 
+        options: dict[str, Any] = {
+            "additional_headers": dict(headers),
+            "open_timeout": max(timeout, 0.001),
+            "close_timeout": self._close_timeout,
+            "ping_interval": self._ping_interval,
+            "ping_timeout": self._ping_interval,
+            "compression": None,  # loopback and LAN: deflate costs more CPU than it saves
+            "proxy": None,
+            "max_size": None,
+            "user_agent_header": "aster-studio-sdk",
+        }
+        if _LEGACY_FLAG:
+            options["legacy"] = True  # websockets >= 17.1: we use the connection directly
         try:
-            conn = connect(
-                url,
-                additional_headers=dict(headers),
-                open_timeout=max(timeout, 0.001),
-                close_timeout=self._close_timeout,
-                ping_interval=self._ping_interval,
-                ping_timeout=self._ping_interval,
-                compression=None,  # loopback and LAN: deflate costs more CPU than it saves
-                proxy=None,
-                max_size=None,
-                user_agent_header="aster-studio-sdk",
-            )
+            conn = connect(url, **options)
         except (OSError, TimeoutError, WebSocketException, socket.gaierror) as exc:
             raise TransportError(f"cannot connect to {url}: {exc!r}") from exc
         return WebSocketConnection(conn)

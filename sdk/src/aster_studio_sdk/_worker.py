@@ -242,11 +242,24 @@ class Worker:
 
     def _run(self) -> None:
         try:
-            self._loop()
+            while True:
+                try:
+                    self._loop()
+                    return
+                except Exception as exc:  # an SDK bug: count it, start over on a new connection
+                    self._diag.internal("worker", exc)
+                    self._abandon(exc)
         except BaseException as exc:  # the worker must end cleanly whatever happened
             self._diag.internal("worker", exc)
         finally:
             self._finish()
+
+    def _abandon(self, exc: BaseException) -> None:
+        conn, self._conn = self._conn, None
+        self.reliable = None
+        if conn is not None:
+            conn.close()
+        self._retry_later(exc)
 
     def _loop(self) -> None:
         while True:

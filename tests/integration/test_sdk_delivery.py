@@ -1,0 +1,269 @@
+"""The SDK against the real Studio over real sockets: exactly-once storage through failures."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from aster_studio_sdk import DeliveryOptions, StudioClient
+from tests.support.api import get
+from tests.support.server import StudioProcess
+from tests.support.timing import UNIT
+
+OPTS = DeliveryOptions(
+    flush_interval=0.02,
+    backoff_initial=0.02,
+    backoff_max=0.25,
+    connect_timeout=2 * UNIT,
+    handshake_timeout=2 * UNIT,
+    shutdown_timeout=2 * UNIT,
+)
+
+
+def stored(server: StudioProcess, agent_id: str) -> list[dict[str, Any]]:
+    """Return every stored event of an agent, oldest first."""
+    events: list[dict[str, Any]] = []
+    cursor = 0
+    while True:
+        data = get(
+            server.http_url, f"/v1/dashboard/events/since/{cursor}?limit=1000&agent_id={agent_id}"
+        )
+        events.extend(data["events"])
+        if not data["events"]:
+            return events
+        cursor = data["next_cursor"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def client_for(url: str, agent_id: str, **kw: Any) -> Iterator[StudioClient]:
+    kw.setdefault("options", OPTS)
+    client = StudioClient(agent_id, url=url, enabled=True, strict=True, **kw)
+    try:
+        yield client
+    finally:
+        client.close(2 * UNIT)
+
+
+def ticks(events: list[dict[str, Any]]) -> list[tuple[int, int]]:
+    return [(e["event"]["thread"], e["event"]["i"]) for e in events if e["event_type"] == "tick"]
+
+
+def assert_exactly_once(events: list[dict[str, Any]], threads: int, per_thread: int) -> None:
+    seen = ticks(events)
+    assert len(seen) == len(set(seen)), "duplicates stored"
+    assert len(seen) == threads * per_thread, "events lost"
+    for thread in range(threads):
+        assert [i for t, i in seen if t == thread] == list(range(per_thread))
+
+
+def emit_ticks(client: StudioClient, thread: int, count: int, pause_every: int = 0) -> None:
+    with client.session(f"session-{thread}") as s:
+        for i in range(count):
+            s.event("progress", "tick", thread=thread, i=i)
+            if pause_every and i % pause_every == 0:
+                time.sleep(0.001)
+
+
+def test_events_from_many_threads_are_stored_exactly_once(studio: StudioProcess) -> None:
+    with client_for(studio.url, "threads") as client:
+        workers = [threading.Thread(target=emit_ticks, args=(client, t, 1_000)) for t in range(6)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        assert client.flush(20 * UNIT)
+        assert client.stats().reliable is True
+    assert_exactly_once(stored(studio, "threads"), 6, 1_000)
+
+
+def test_session_is_registered_and_ended(studio: StudioProcess) -> None:
+    with client_for(studio.url, "sessions", name="Writer") as client:
+        with client.session("session-456") as s:
+            s.state("working")
+            s.text("Hello, ")
+            s.token_usage(100, 50, model="claude-3-5-sonnet")
+        assert client.flush(10 * UNIT)
+        events = stored(studio, "sessions")
+        assert [e["event_type"] for e in events] == ["state_changed", "text_chunk", "token_usage"]
+        assert {e["session_id"] for e in events} == {"session-456"}
+        session = get(studio.http_url, "/v1/dashboard/sessions/session-456")
+        assert "completed" in str(session)
+
+
+def test_server_killed_and_restarted_mid_stream_loses_and_duplicates_nothing(
+    studio: StudioProcess,
+) -> None:
+    with client_for(studio.url, "survivor") as client:
+        emitter = threading.Thread(target=emit_ticks, args=(client, 0, 20_000, 50))
+        emitter.start()
+        time.sleep(0.3)
+        studio.kill()  # SIGKILL: only what was durable (and acknowledged) survives
+        time.sleep(0.3)
+        studio.start()
+        emitter.join()
+        assert client.flush(30 * UNIT)
+        stats = client.stats()
+        assert stats.disconnects >= 1 and stats.connects >= 2
+    assert_exactly_once(stored(studio, "survivor"), 1, 20_000)
+
+
+def test_server_stopped_gracefully_and_restarted_loses_nothing(studio: StudioProcess) -> None:
+    with client_for(studio.url, "graceful") as client:
+        emitter = threading.Thread(target=emit_ticks, args=(client, 0, 10_000, 50))
+        emitter.start()
+        time.sleep(0.2)
+        studio.restart()  # SIGTERM, then a new process on the same port and database
+        emitter.join()
+        assert client.flush(30 * UNIT)
+    assert_exactly_once(stored(studio, "graceful"), 1, 10_000)
+
+
+def test_server_down_at_start_that_comes_up_later_gets_everything(tmp_path: Path) -> None:
+    server = StudioProcess(tmp_path / "late.db", port=free_port())
+    with client_for(server.url, "early-bird") as client:
+        emit_ticks(client, 0, 500)
+        assert client.flush(0.3 * UNIT) is False
+        server.start()
+        try:
+            assert client.flush(20 * UNIT)
+            assert_exactly_once(stored(server, "early-bird"), 1, 500)
+        finally:
+            client.close(2 * UNIT)
+            server.stop()
+
+
+def test_server_that_never_comes_up_does_not_hurt_the_agent() -> None:
+    url = f"ws://127.0.0.1:{free_port()}"
+    client = StudioClient("lonely", url=url, enabled=True, strict=True, options=OPTS)
+    start = time.perf_counter()
+    for i in range(50_000):
+        client.text(str(i))
+    emit_time = time.perf_counter() - start
+    assert emit_time < 2 * UNIT
+    begin = time.monotonic()
+    assert client.close(0.5 * UNIT) is False
+    assert time.monotonic() - begin < 0.5 * UNIT + 0.2
+    stats = client.stats()
+    assert stats.connect_failures >= 1 and stats.sent == 0
+
+
+class FlakyProxy:
+    """A loopback TCP proxy that cuts every connection through it at a fixed interval."""
+
+    def __init__(self, target_port: int, cut_every: float) -> None:
+        self._target = target_port
+        self._cut_every = cut_every
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.05)
+        self.port = int(self._listener.getsockname()[1])
+        self._links: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self.cuts = 0
+        self._threads = [
+            threading.Thread(target=self._accept, daemon=True),
+            threading.Thread(target=self._cutter, daemon=True),
+        ]
+        for t in self._threads:
+            t.start()
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                downstream, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self._target), timeout=2)
+            except OSError:
+                downstream.close()
+                continue
+            upstream.settimeout(None)
+            downstream.settimeout(None)
+            with self._lock:
+                self._links += [downstream, upstream]
+            for a, b in ((downstream, upstream), (upstream, downstream)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (src, dst):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+    def _cutter(self) -> None:
+        while not self._stop.wait(self._cut_every):
+            self.cut()
+
+    def cut(self) -> None:
+        with self._lock:
+            links, self._links = self._links, []
+        if links:
+            self.cuts += 1
+        for sock in links:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._listener.close()
+        self.cut()
+        for t in self._threads:
+            t.join(2)
+
+
+@pytest.fixture
+def flaky(studio: StudioProcess) -> Iterator[FlakyProxy]:
+    proxy = FlakyProxy(studio.port, cut_every=0.15)
+    try:
+        yield proxy
+    finally:
+        proxy.close()
+
+
+def test_connection_dropped_repeatedly_loses_and_duplicates_nothing(
+    studio: StudioProcess, flaky: FlakyProxy
+) -> None:
+    with client_for(flaky.url, "flaky", options=replace(OPTS, max_batch_messages=200)) as client:
+        workers = [
+            threading.Thread(target=emit_ticks, args=(client, t, 3_000, 20)) for t in range(3)
+        ]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        deadline = time.monotonic() + 30 * UNIT
+        while not client.flush(1 * UNIT) and time.monotonic() < deadline:
+            pass  # each attempt may be cut short by the proxy; keep asking
+        assert client.flush(0) or client.stats().unacked == 0
+        assert flaky.cuts >= 2 and client.stats().disconnects >= 2
+    assert_exactly_once(stored(studio, "flaky"), 3, 3_000)
