@@ -162,7 +162,8 @@ export function ToolTimeline({
   const now = useNow(500)
   if (tools.length === 0) return <Empty>No tool calls yet.</Empty>
   const start = Math.min(...tools.map((t) => t.startedTs))
-  const end = Math.max(now, ...tools.map((t) => t.endedTs ?? now))
+  // The axis runs to now while a call is running, else to the last call's end.
+  const end = Math.max(start + 1, ...tools.map((t) => t.endedTs ?? now))
   const span = Math.max(1, end - start)
   const chosen = selected ? tools.find((t) => t.id === selected) : undefined
   return (

@@ -1,0 +1,366 @@
+"""The console in real Chromium against a real Studio, with agents on the real SDK."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from tests.support.server import StudioProcess
+from tests.support.timing import UNIT
+
+from .helpers import TIMEOUT_MS, open_console, screenshot, sdk_agent, wait_until
+
+pytestmark = pytest.mark.e2e
+
+
+def api(studio: StudioProcess, path: str) -> Any:
+    with urllib.request.urlopen(f"{studio.http_url}/v1/dashboard{path}", timeout=5) as r:
+        body = json.load(r)
+    assert body["success"], body
+    return body["data"]
+
+
+def terminal_has(page: Page, text: str, timeout: int = TIMEOUT_MS) -> None:
+    page.wait_for_function(
+        "t => (document.querySelector('[data-testid=terminal]')?.textContent ?? '').includes(t)",
+        arg=text,
+        polling="raf",
+        timeout=timeout,
+    )
+
+
+def test_empty_studio_shows_its_url_and_a_connect_snippet(
+    studio: StudioProcess, page: Page
+) -> None:
+    open_console(page, studio.http_url, "agents")
+    help_box = page.get_by_test_id("connect-help")
+    expect(help_box).to_be_visible()
+    expect(page.get_by_test_id("connect-url")).to_have_text(
+        f"ws://127.0.0.1:{studio.port}/v1/remote-agents/connect"
+    )
+    expect(help_box).to_contain_text("StudioClient(")
+    expect(help_box).to_contain_text(f"ASTER_STUDIO_URL=ws://127.0.0.1:{studio.port}")
+
+
+def test_deep_link_loads_the_console(studio: StudioProcess, page: Page) -> None:
+    open_console(page, studio.http_url, "sessions/does-not-exist")
+    expect(page.get_by_test_id("page-session")).to_be_visible()
+
+
+def test_connected_agent_appears_and_its_status_changes_live(
+    studio: StudioProcess, page: Page
+) -> None:
+    open_console(page, studio.http_url, "agents")
+    client = sdk_agent(studio.url, "writer-1", name="Writing Agent", model="gpt-4o")
+    try:
+        with client.session("s-live") as s:
+            s.state("working")
+            row = (
+                page.get_by_test_id("agents-table")
+                .get_by_test_id("row")
+                .filter(has_text="Writing Agent")
+            )
+            expect(row).to_be_visible()
+            expect(row.get_by_test_id("agent-status")).to_have_text("online")
+            expect(row).to_contain_text("working")
+            expect(row).to_contain_text("gpt-4o")
+            started = time.monotonic()
+            s.state("paused")
+            expect(row).to_contain_text("paused", timeout=int(2000 * UNIT))
+            assert time.monotonic() - started < 1.5 * UNIT
+            screenshot(page, "agents")
+    finally:
+        client.close(timeout=5 * UNIT)
+    row = page.get_by_test_id("agents-table").get_by_test_id("row").filter(has_text="Writing Agent")
+    expect(row.get_by_test_id("agent-status")).to_have_text("offline")
+
+
+def test_streamed_text_appears_within_one_second(studio: StudioProcess, page: Page) -> None:
+    client = sdk_agent(studio.url, "streamer", name="Streamer", model="gpt-4o")
+    try:
+        session = client.session("s-stream")
+        session.state("working")
+        session.text_start(step=1)
+        session.text("Hello", step=1)
+        assert client.flush(5 * UNIT)
+        open_console(page, studio.http_url, "sessions/s-stream")
+        terminal_has(page, "Hello")
+        worst = 0.0
+        for word in ("alpha", "beta", "gamma"):
+            marker = f" {word}-{time.time_ns()}"
+            sent = time.monotonic()
+            session.text(marker, step=1)
+            terminal_has(page, marker.strip(), timeout=int(3000 * UNIT))
+            worst = max(worst, time.monotonic() - sent)
+        assert worst < 1.0 * UNIT, f"streamed text took {worst:.3f}s to appear"
+        # Chunks are assembled into one block of readable text, like a terminal.
+        text = page.get_by_test_id("t-text").first.text_content() or ""
+        assert text.startswith("Hello alpha-")
+        session.thinking("considering options", step=2)
+        terminal_has(page, "considering options")
+        with session.tool_call("read_file", {"path": "notes.txt"}) as call:
+            call.result = {"bytes": 12}
+        session.token_usage(1200, 300, model="gpt-4o")
+        session.error("disk almost full", severity="warn", phase="tool", detail={"free": "1%"})
+        page.get_by_test_id("t-tool").first.wait_for()
+        expect(page.get_by_test_id("tool-row").first).to_contain_text("completed")
+        page.get_by_test_id("tool-row").first.click()
+        expect(page.get_by_test_id("tool-detail")).to_contain_text("notes.txt")
+        page.get_by_test_id("tab-usage").click()
+        expect(page.get_by_test_id("usage-panel")).to_contain_text("gpt-4o")
+        expect(page.get_by_test_id("usage-panel")).to_contain_text("1.5k")
+        page.get_by_test_id("tab-errors").click()
+        expect(page.get_by_test_id("errors-panel")).to_contain_text("disk almost full")
+        page.get_by_test_id("tab-tools").click()
+        screenshot(page, "session-live")
+        session.end()
+        assert client.flush(5 * UNIT)
+    finally:
+        client.close(timeout=5 * UNIT)
+
+
+def test_finished_session_replays_the_same_as_live(studio: StudioProcess, page: Page) -> None:
+    client = sdk_agent(studio.url, "replayer", name="Replayer", model="gpt-4o-mini")
+    try:
+        with client.session("s-replay") as s:
+            s.state("working")
+            s.thinking_start(step=1)
+            for d in ("Think ", "first."):
+                s.thinking(d, step=1)
+            s.thinking_end(step=1)
+            s.text_start(step=1)
+            for d in ("The ", "answer ", "is ", "42."):
+                s.text(d, step=1)
+            s.text_end("The answer is 42.", step=1)
+            with s.tool_call("calc", {"expr": "6*7"}) as call:
+                call.result = 42
+            s.done("completed", step=1)
+        assert client.flush(5 * UNIT)
+    finally:
+        client.close(timeout=5 * UNIT)
+    open_console(page, studio.http_url, "sessions/s-replay")
+    terminal_has(page, "The answer is 42.")
+    expect(page.get_by_test_id("t-think")).to_contain_text("Think first.")
+    expect(page.get_by_test_id("t-tool")).to_contain_text("calc")
+    expect(page.get_by_test_id("terminal")).to_contain_text("done (completed)")
+    screenshot(page, "session-replay")
+
+
+def test_overview_counters_and_charts_update(studio: StudioProcess, page: Page) -> None:
+    open_console(page, studio.http_url)
+    expect(page.get_by_test_id("stat-online")).to_contain_text("0")
+    client = sdk_agent(studio.url, "counter", name="Counter", model="gpt-4o")
+    try:
+        with client.session("s-count") as s:
+            s.state("working")
+            expect(page.get_by_test_id("stat-online")).to_contain_text("1")
+            expect(page.get_by_test_id("stat-working")).to_contain_text("1")
+            for _ in range(20):
+                s.token_usage(1000, 500, model="gpt-4o")
+                s.text("x")
+                time.sleep(0.05)
+            s.error("upstream failed", severity="error", phase="model")
+            expect(page.get_by_test_id("stat-tokens")).to_contain_text(
+                "30k", timeout=int(12_000 * UNIT)
+            )
+            expect(page.get_by_test_id("latest-errors")).to_contain_text("upstream failed")
+            # The live events chart is a real uPlot canvas fed by the stream.
+            expect(page.get_by_test_id("chart-events").locator("canvas")).to_have_count(1)
+            eps = page.evaluate("() => window.__asterHub.eventRate.rate(Date.now(), 5)")
+            assert eps > 0
+            screenshot(page, "overview")
+    finally:
+        client.close(timeout=5 * UNIT)
+
+
+def test_events_filters_inspector_and_export(studio: StudioProcess, page: Page) -> None:
+    client = sdk_agent(studio.url, "exporter", name="Exporter", model="gpt-4o")
+    try:
+        with client.session("s-exp") as s:
+            for i in range(30):
+                s.text(f"chunk {i} ")
+            s.error("needle in the haystack", severity="error", phase="tool")
+            s.error("just a warning", severity="warn", phase="model")
+            s.token_usage(10, 5, model="gpt-4o")
+        assert client.flush(5 * UNIT)
+    finally:
+        client.close(timeout=5 * UNIT)
+
+    open_console(page, studio.http_url, "events?mode=history")
+    table = page.get_by_test_id("events-table")
+    expect(table.get_by_test_id("row").first).to_be_visible()
+    filters = page.get_by_test_id("event-filters")
+    filters.locator("select[name=severity]").select_option("error")
+    page.get_by_test_id("apply-filters").click()
+    expect(table.get_by_test_id("row")).to_have_count(1)
+    expect(table.get_by_test_id("row")).to_contain_text("needle in the haystack")
+    table.get_by_test_id("row").first.click()
+    expect(page.get_by_test_id("inspector")).to_contain_text('"needle in the haystack"')
+    screenshot(page, "events")
+
+    with page.expect_download() as download:
+        page.get_by_test_id("export-jsonl").click()
+    lines = [json.loads(x) for x in Path(download.value.path()).read_text().splitlines() if x]
+    assert len(lines) == 1
+    assert "needle in the haystack" in json.dumps(lines[0])
+
+    filters.locator("select[name=severity]").select_option("")
+    page.get_by_test_id("event-search").fill("chunk 1")
+    page.get_by_test_id("apply-filters").click()
+    expect(table.get_by_test_id("row")).to_have_count(11)  # chunk 1, chunk 10..19
+    with page.expect_download() as download:
+        page.get_by_test_id("export-csv").click()
+    rows = list(csv.DictReader(io.StringIO(Path(download.value.path()).read_text())))
+    assert len(rows) == 11
+    assert all("chunk 1" in json.dumps(r) for r in rows)
+
+
+def test_live_tail_pauses_and_resumes(studio: StudioProcess, page: Page) -> None:
+    open_console(page, studio.http_url, "events")
+    client = sdk_agent(studio.url, "tailer", name="Tailer")
+    table = page.get_by_test_id("events-table")
+    try:
+        with client.session("s-tail") as s:
+            s.text("first")
+            expect(table).to_contain_text("first")
+            page.get_by_test_id("pause").click()
+            s.text("second")
+            expect(page.get_by_test_id("resume")).to_contain_text("new", timeout=TIMEOUT_MS)
+            expect(table).not_to_contain_text("second")
+            page.get_by_test_id("resume").click()
+            expect(table).to_contain_text("second")
+    finally:
+        client.close(timeout=5 * UNIT)
+
+
+def test_console_recovers_after_server_restart_without_gaps_or_duplicates(
+    studio: StudioProcess, page: Page
+) -> None:
+    open_console(page, studio.http_url, "events")
+    client = sdk_agent(studio.url, "survivor", name="Survivor")
+    try:
+        session = client.session("s-restart")
+        for i in range(5):
+            session.text(f"before-{i} ")
+        assert client.flush(5 * UNIT)
+        wait_until(lambda: page.evaluate("() => window.__asterHub.received") >= 5)
+        studio.restart()
+        connection = page.get_by_test_id("connection")
+        expect(connection).to_have_attribute("data-state", "open", timeout=int(20_000 * UNIT))
+        for i in range(5):
+            session.text(f"after-{i} ")
+        assert client.flush(15 * UNIT)
+        wait_until(
+            lambda: (
+                page.evaluate(
+                    "() => window.__asterHub.events.toArray().filter("
+                    "e => String(e.data.delta ?? '').startsWith('after-')).length"
+                )
+                >= 5
+            ),
+            timeout=15 * UNIT,
+        )
+        cursors = page.evaluate("() => window.__asterHub.events.toArray().map(e => e.cursor)")
+        assert len(cursors) == len(set(cursors)), "an event was shown twice"
+        deltas = page.evaluate(
+            "() => window.__asterHub.events.toArray().map(e => e.data.delta).filter(Boolean)"
+        )
+        expected = [f"before-{i} " for i in range(5)] + [f"after-{i} " for i in range(5)]
+        assert [d for d in deltas if d in expected] == expected
+        assert page.evaluate("() => window.__asterHub.connection.reconnects") >= 1
+        session.end()
+    finally:
+        client.close(timeout=5 * UNIT)
+
+
+def test_events_sent_while_the_console_is_offline_arrive_after_reconnect(
+    studio: StudioProcess, page: Page
+) -> None:
+    """Resume from the last cursor: what was stored during the outage is replayed once."""
+    open_console(page, studio.http_url, "events")
+    client = sdk_agent(studio.url, "gap", name="Gap")
+    try:
+        session = client.session("s-gap")
+        session.text("one ")
+        wait_until(lambda: page.evaluate("() => window.__asterHub.received") >= 1)
+        page.context.set_offline(True)
+        # Drop the socket from the browser side; the Studio keeps storing events meanwhile.
+        page.evaluate("() => window.__asterHub.stream.stop()")
+        for i in range(20):
+            session.text(f"gap-{i} ")
+        assert client.flush(5 * UNIT)
+        page.context.set_offline(False)
+        page.evaluate("() => window.__asterHub.stream.start()")
+        wait_until(
+            lambda: (
+                page.evaluate(
+                    "() => window.__asterHub.events.toArray()"
+                    ".filter(e => String(e.data.delta ?? '').startsWith('gap-')).length"
+                )
+                == 20
+            ),
+            timeout=10 * UNIT,
+        )
+        cursors = page.evaluate("() => window.__asterHub.events.toArray().map(e => e.cursor)")
+        assert cursors == sorted(set(cursors))
+    finally:
+        client.close(timeout=5 * UNIT)
+
+
+def test_metrics_and_settings_pages(studio: StudioProcess, page: Page) -> None:
+    client = sdk_agent(studio.url, "metered", name="Metered", model="gpt-4o")
+    try:
+        with client.session("s-metrics") as s:
+            s.token_usage(100_000, 20_000, model="gpt-4o")
+            s.token_usage(50_000, 1_000, model="my-local-model")
+        assert client.flush(5 * UNIT)
+    finally:
+        client.close(timeout=5 * UNIT)
+    open_console(page, studio.http_url, "metrics")
+    expect(page.get_by_test_id("by-model")).to_contain_text("gpt-4o")
+    expect(page.get_by_test_id("by-model")).to_contain_text("my-local-model")
+    expect(page.get_by_test_id("by-agent")).to_contain_text("metered")
+    expect(page.get_by_test_id("metrics-tokens")).to_contain_text("171k")
+    page.get_by_test_id("metrics-period").get_by_text("1h").click()
+    expect(page.get_by_test_id("metrics-tokens")).to_contain_text("171k")
+    screenshot(page, "metrics")
+
+    open_console(page, studio.http_url, "settings")
+    page.get_by_test_id("price-model").fill("my-local-model")
+    page.get_by_test_id("price-input").fill("0")
+    page.get_by_test_id("price-output").fill("0")
+    page.get_by_test_id("price-add").click()
+    row = page.get_by_test_id("price-row").filter(has_text="my-local-model")
+    expect(row).to_be_visible()
+    pricing = api(studio, "/pricing")
+    assert pricing["my-local-model"]["input_price_per_m"] == 0
+    screenshot(page, "settings")
+
+
+def test_agent_page_follows_the_current_session(studio: StudioProcess, page: Page) -> None:
+    client = sdk_agent(studio.url, "follower", name="Follower", model="gpt-4o")
+    try:
+        first = client.session("s-first")
+        first.state("working")
+        first.text("first session text")
+        assert client.flush(5 * UNIT)
+        open_console(page, studio.http_url, "agents/follower")
+        expect(page.get_by_test_id("agent-name")).to_have_text("Follower")
+        terminal_has(page, "first session text")
+        first.end()
+        second = client.session("s-second")
+        second.state("working")
+        second.text("second session text")
+        terminal_has(page, "second session text", timeout=int(15_000 * UNIT))
+        screenshot(page, "agent")
+        second.end()
+    finally:
+        client.close(timeout=5 * UNIT)
