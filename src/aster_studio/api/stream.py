@@ -144,6 +144,7 @@ def router(studio: Studio) -> APIRouter:
                 sub.active = True
                 sub.batch = bool(msg.get("batch"))
                 sub.pending.clear()
+                sub.floor = 0
                 agent_count = len(flt.agent_ids) or len(studio.registry.agents)
                 await ws.send_text(_frame("subscribed", {**echo, "agent_count": agent_count}))
                 if since is not None:
@@ -174,11 +175,9 @@ def router(studio: Studio) -> APIRouter:
                     sent += len(page)
                 if len(page) < REPLAY_PAGE:
                     break
-            # Events committed during the replay were both read and queued: keep the queued
-            # copies only past the last replayed cursor, so none is shown twice.
-            kept = [(c, item) for c, item in sub.pending if c > last]
-            sub.pending.clear()
-            sub.pending.extend(kept)
+            # Events committed during the replay may be both read and queued, or queued after
+            # it ends: from now on only cursors past the last one sent go out.
+            sub.raise_floor(last)
             await ws.send_text(_frame("replayed", {"cursor": last, "count": sent}))
 
         async def error(code: str, message: str) -> None:

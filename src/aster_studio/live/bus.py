@@ -71,12 +71,22 @@ class Subscriber:
     active: bool = False
     pending: deque[tuple[int, bytes]] = field(default_factory=deque)
     agents: dict[str, dict[str, Any]] = field(default_factory=dict)
+    floor: int = 0  # events at or below this cursor were already sent (replay)
     dropped: int = 0
     received: int = 0
     filtered: int = 0
     wake: asyncio.Event = field(default_factory=asyncio.Event)
 
+    def raise_floor(self, cursor: int) -> None:
+        """Never send events at or below `cursor` again, queued or future."""
+        self.floor = max(self.floor, cursor)
+        kept = [(c, item) for c, item in self.pending if c > cursor]
+        self.pending.clear()
+        self.pending.extend(kept)
+
     def offer(self, cursor: int, item: bytes) -> None:
+        if cursor <= self.floor:
+            return
         if len(self.pending) >= self.capacity:
             self.pending.popleft()
             self.dropped += 1

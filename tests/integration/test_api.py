@@ -1,0 +1,324 @@
+"""The REST API over stored data: filters, pagination, export, metrics, pricing, restarts."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.agent import RawAgent, event, register
+from tests.support.api import call, events, get, wait_for
+from tests.support.server import StudioProcess
+
+
+@pytest.fixture(scope="module")
+def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StudioProcess]:
+    """A Studio holding two agents' sessions: text, tools, errors and usage."""
+    server = StudioProcess(tmp_path_factory.mktemp("api") / "api.db").start()
+    with RawAgent(server.agent_url) as agent:
+        agent.request(register("alpha", name="Alpha", model="gpt-4o"))
+        agent.request({"type": "register_session", "session": {"id": "s-a", "agent_id": "alpha"}})
+        agent.send(event("alpha", "state_changed", channel="monitor", state="working"))
+        for i in range(30):
+            agent.send(event("alpha", "text_chunk", channel="progress", step=1, delta=f"w{i} "))
+        agent.send(event("alpha", "text_chunk_end", step=1, text="all of it"))
+        call_ = {"id": "c1", "name": "read_file", "arguments": {"path": "a.txt"}}
+        agent.send(event("alpha", "tool:start", call={**call_, "state": "executing"}))
+        agent.send(event("alpha", "tool:end", call={**call_, "state": "completed", "result": "ok"}))
+        agent.send(event("alpha", "token_usage", input_tokens=1000, output_tokens=100))
+        agent.send(event("alpha", "step_complete", step=1, duration_ms=812))
+        agent.send(
+            event("alpha", "error", channel="monitor", severity="error", message="needle in hay")
+        )
+        agent.request(register("beta", name="Beta"))
+        agent.send(
+            event("beta", "token_usage", input_tokens=7, output_tokens=3, model="gpt-4o-mini")
+        )
+        agent.send(event("beta", "error", severity="warn", message="just a warning"))
+        assert agent.request({"type": "ping"}) == {"type": "pong"}
+    wait_for(lambda: get(server.http_url, "/v1/dashboard/events/count")["count"], lambda n: n == 39)
+    yield server
+    server.stop()
+
+
+def test_events_are_newest_first_with_global_cursor(seeded: StudioProcess) -> None:
+    page = get(seeded.http_url, "/v1/dashboard/events?limit=5")
+    cursors = [e["cursor"] for e in page["events"]]
+    assert cursors == sorted(cursors, reverse=True)
+    assert page["cursor"] == cursors[0]
+    assert len(set(cursors)) == 5
+
+
+def test_event_items_carry_ids_beside_the_raw_event(seeded: StudioProcess) -> None:
+    item = get(seeded.http_url, "/v1/dashboard/events?limit=1")["events"][0]
+    assert item["agent_id"] == "beta"
+    assert item["channel"] == "monitor"
+    assert item["event_type"] == item["type"] == "error"
+    assert item["event"] == {"event_type": "error", "severity": "warn", "message": "just a warning"}
+    assert item["timestamp"].endswith("Z") and len(item["timestamp"]) == 24
+
+
+def test_events_limit_defaults_to_100_and_caps_at_1000(seeded: StudioProcess) -> None:
+    assert len(get(seeded.http_url, "/v1/dashboard/events?limit=0")["events"]) == 39
+    status, _ = call(seeded.http_url, "/v1/dashboard/events?limit=5000")
+    assert status == 200
+
+
+def test_before_pages_through_everything_once(seeded: StudioProcess) -> None:
+    seen: list[int] = []
+    page = get(seeded.http_url, "/v1/dashboard/events?limit=7")
+    while True:
+        seen.extend(e["cursor"] for e in page["events"])
+        if page["next_before"] is None:
+            break
+        page = get(seeded.http_url, f"/v1/dashboard/events?limit=7&before={page['next_before']}")
+    assert len(seen) == len(set(seen)) == 39
+
+
+def test_since_is_oldest_first_and_limited(seeded: StudioProcess) -> None:
+    page = get(seeded.http_url, "/v1/dashboard/events/since/3?limit=4")
+    assert [e["cursor"] for e in page["events"]] == [4, 5, 6, 7]
+    assert page["next_cursor"] == page["cursor"] == 7
+    assert page["has_more"] is True
+
+
+def test_since_with_non_integer_cursor_is_400(seeded: StudioProcess) -> None:
+    status, body = call(seeded.http_url, "/v1/dashboard/events/since/abc")
+    assert status == 400
+    assert body == {"success": False, "error": {"code": "bad_request", "message": "Invalid cursor"}}
+
+
+@pytest.mark.parametrize(
+    ("query", "count"),
+    [
+        ("agent_id=beta", 2),
+        ("session_id=s-a", 37),
+        ("channel=progress", 36),  # token_usage and step_complete infer to progress
+        ("event_type=text_chunk", 30),
+        ("event_type=tool:start,tool:end", 2),
+        ("severity=error", 1),
+        ("severity=warn,error", 2),
+        ("q=needle", 1),
+        ("q=%25", 0),  # LIKE wildcards are matched literally
+        ("agent_id=alpha&event_type=token_usage", 1),
+    ],
+)
+def test_event_filters(seeded: StudioProcess, query: str, count: int) -> None:
+    assert len(events(seeded.http_url, query)) == count
+    assert get(seeded.http_url, f"/v1/dashboard/events/count?{query}")["count"] == count
+
+
+def test_time_range_filter(seeded: StudioProcess) -> None:
+    newest = get(seeded.http_url, "/v1/dashboard/events?limit=1")["events"][0]["timestamp"]
+    assert len(events(seeded.http_url, "end=2000-01-01T00:00:00Z")) == 0
+    assert len(events(seeded.http_url, "start=2000-01-01T00:00:00Z")) == 39
+    later = f"start={newest.replace(':', '%3A')}"
+    assert 1 <= len(events(seeded.http_url, later)) <= 39
+
+
+def test_bad_time_is_a_clear_400(seeded: StudioProcess) -> None:
+    status, body = call(seeded.http_url, "/v1/dashboard/events?start=yesterday")
+    assert status == 400
+    assert "start" in body["error"]["message"]
+
+
+def test_export_jsonl_returns_every_matching_event(seeded: StudioProcess) -> None:
+    with urllib.request.urlopen(
+        f"{seeded.http_url}/v1/dashboard/events/export?format=jsonl&agent_id=alpha"
+    ) as response:
+        assert "attachment" in response.headers["Content-Disposition"]
+        lines = response.read().decode().splitlines()
+    rows = [json.loads(line) for line in lines]
+    assert len(rows) == 37
+    assert [r["cursor"] for r in rows] == sorted(r["cursor"] for r in rows)
+
+
+def test_export_csv_has_header_and_rows(seeded: StudioProcess) -> None:
+    with urllib.request.urlopen(
+        f"{seeded.http_url}/v1/dashboard/events/export?format=csv&event_type=error"
+    ) as response:
+        rows = list(csv.reader(io.StringIO(response.read().decode())))
+    assert rows[0][:3] == ["cursor", "timestamp", "agent_id"]
+    assert len(rows) == 3
+    assert json.loads(rows[1][-1])["message"] == "needle in hay"
+
+
+def test_sessions_list_with_usage_and_agent_name(seeded: StudioProcess) -> None:
+    data = get(seeded.http_url, "/v1/dashboard/sessions?agent_id=alpha")
+    assert data["total"] == 1
+    session = data["sessions"][0]
+    assert session["agent_name"] == "Alpha"
+    assert session["token_usage"] == {"input": 1000, "output": 100, "total": 1100}
+    assert session["event_count"] == 37
+    assert get(seeded.http_url, "/v1/dashboard/sessions?status=completed")["total"] == 0
+
+
+def test_session_detail_assembles_messages(seeded: StudioProcess) -> None:
+    session = get(seeded.http_url, "/v1/dashboard/sessions/s-a")
+    assert [m["content"] for m in session["messages"]] == ["all of it"]
+
+
+def test_missing_session_is_404(seeded: StudioProcess) -> None:
+    status, body = call(seeded.http_url, "/v1/dashboard/sessions/nope")
+    assert status == 404
+    assert body["error"] == {"code": "not_found", "message": "Session not found"}
+
+
+def test_overview_counts_real_data(seeded: StudioProcess) -> None:
+    data = get(seeded.http_url, "/v1/dashboard/overview?period=1h")
+    assert data["total_requests"] == 2
+    assert data["token_usage"] == {"input": 1007, "output": 103, "total": 1110}
+    expected = (1000 * 2.5 + 100 * 10) / 1e6 + (7 * 0.15 + 3 * 0.6) / 1e6
+    assert abs(data["cost"]["amount"] - expected) < 1e-12
+    assert data["error_count"] == 1  # the warning is not an error
+    assert data["error_rate"] == 0.5
+    assert data["avg_latency_ms"] == 812
+    assert data["active_sessions"] == 1
+    assert data["latest_errors"][0]["event"]["message"] == "just a warning"
+    assert data["period"] == "1h"
+
+
+def test_token_metrics_by_model_and_agent(seeded: StudioProcess) -> None:
+    data = get(seeded.http_url, "/v1/dashboard/metrics/tokens?period=1h")
+    assert data["by_model"]["gpt-4o"]["total"] == 1100
+    assert data["by_model"]["gpt-4o-mini"]["total"] == 10
+    assert data["by_agent"]["beta"] == {"input": 7, "output": 3, "total": 10}
+    assert sum(t["input"] + t["output"] for t in data["trend"]) == 1110
+
+
+def test_performance_reports_tool_latency_and_steps(seeded: StudioProcess) -> None:
+    data = get(seeded.http_url, "/v1/dashboard/metrics/performance?period=24h")
+    assert data["ttft"]["p50"] == 812
+    assert "read_file" in data["tool_latency"]
+    assert isinstance(data["avg_loop_count"], float)
+
+
+def test_traces_are_sessions_with_tool_spans(seeded: StudioProcess) -> None:
+    traces = get(seeded.http_url, "/v1/dashboard/traces")["traces"]
+    trace = next(t for t in traces if t["id"] == "s-a")
+    assert trace["status"] == "running"
+    assert trace["span_count"] == 2
+    detail = get(seeded.http_url, "/v1/dashboard/traces/s-a")
+    assert detail["root_span"]["children"][0]["attributes"]["tool_name"] == "read_file"
+    assert detail["duration_ms"] > 0
+
+
+def test_original_console_agent_records(seeded: StudioProcess) -> None:
+    records = get(seeded.http_url, "/v1/agents")
+    assert isinstance(records, list)
+    alpha = next(r for r in records if r["id"] == "alpha")
+    assert alpha["status"] in ("active", "disabled", "archived")
+    assert isinstance(alpha["config"]["template_id"], str)
+    assert alpha["metadata"]["name"] == "Alpha"
+
+
+def test_openapi_schema_lists_the_routes(seeded: StudioProcess) -> None:
+    status, schema = call(seeded.http_url, "/openapi.json")
+    assert status == 200
+    assert "/v1/dashboard/events" in schema["paths"]
+    assert "/v1/dashboard/pricing" in schema["paths"]
+
+
+def test_metrics_endpoint_is_prometheus_text(seeded: StudioProcess) -> None:
+    with urllib.request.urlopen(f"{seeded.http_url}/metrics") as response:
+        text = response.read().decode()
+    assert "aster_events_stored_total 39" in text
+
+
+def test_price_change_applies_from_then_on(tmp_path: Path) -> None:
+    with StudioProcess(tmp_path / "p.db") as server, RawAgent(server.agent_url) as agent:
+        agent.request(register("p", model="house-model"))
+        agent.send(event("p", "token_usage", input_tokens=1_000_000, output_tokens=0))
+        wait_for(
+            lambda: get(server.http_url, "/v1/dashboard/agents/p"),
+            lambda v: v["unpriced_tokens"] == 1_000_000,
+        )
+        status, body = call(
+            server.http_url,
+            "/v1/dashboard/pricing",
+            "PUT",
+            {"model": "house-model", "input_price_per_m": 2, "output_price_per_m": 0},
+        )
+        assert status == 200 and body["data"]["pricing"]["output_price_per_m"] == 0
+        agent.send(event("p", "token_usage", input_tokens=1_000_000, output_tokens=5))
+        view = wait_for(
+            lambda: get(server.http_url, "/v1/dashboard/agents/p"),
+            lambda v: v["token_usage"]["input"] == 2_000_000,
+        )
+        assert view["cost"]["amount"] == 2.0  # only the second event is priced
+        assert view["unpriced_tokens"] == 1_000_000
+        assert (
+            get(server.http_url, "/v1/dashboard/pricing")["house-model"]["input_price_per_m"] == 2
+        )
+
+
+def test_pricing_put_rejects_bad_bodies(studio: StudioProcess) -> None:
+    for body in (
+        {"input_price_per_m": 1, "output_price_per_m": 1},
+        {"model": "m", "input_price_per_m": -1, "output_price_per_m": 1},
+        {"model": "m", "input_price_per_m": "1", "output_price_per_m": 1},
+    ):
+        status, reply = call(studio.http_url, "/v1/dashboard/pricing", "PUT", body)
+        assert status == 400 and reply["error"]["code"] == "bad_request"
+
+
+def test_everything_survives_a_restart(tmp_path: Path) -> None:
+    server = StudioProcess(tmp_path / "r.db").start()
+    try:
+        with RawAgent(server.agent_url) as agent:
+            agent.request(register("keep", name="Keeper", model="gpt-4o"))
+            agent.request({"type": "register_session", "session": {"id": "ks", "agent_id": "keep"}})
+            agent.send(event("keep", "token_usage", input_tokens=10, output_tokens=10))
+            agent.send(event("keep", "state_changed", state="working"))
+            assert agent.request({"type": "ping"}) == {"type": "pong"}
+        call(
+            server.http_url,
+            "/v1/dashboard/pricing",
+            "PUT",
+            {"model": "kept", "input_price_per_m": 1, "output_price_per_m": 1},
+        )
+        before = events(server.http_url)
+        server.restart()
+        assert events(server.http_url) == before
+        view = get(server.http_url, "/v1/dashboard/agents/keep")
+        assert (view["name"], view["state"], view["status"]) == ("Keeper", "working", "offline")
+        assert view["token_usage"]["total"] == 20 and view["cost"]["amount"] > 0
+        assert get(server.http_url, "/v1/dashboard/sessions/ks")["event_count"] == 2
+        assert "kept" in get(server.http_url, "/v1/dashboard/pricing")
+        with RawAgent(server.agent_url) as agent:
+            agent.send(event("keep", "x"))
+            assert agent.request({"type": "ping"}) == {"type": "pong"}
+        newest = wait_for(lambda: events(server.http_url), lambda e: len(e) == 3)[-1]
+        assert newest["cursor"] > before[-1]["cursor"]
+    finally:
+        server.stop()
+
+
+def test_working_agent_that_goes_silent_is_stalled(tmp_path: Path) -> None:
+    server = StudioProcess(tmp_path / "st.db", args=("--stall-after", "0.5")).start()
+    try:
+        with RawAgent(server.agent_url) as agent:
+            agent.request(register("slow"))
+            agent.send(event("slow", "state_changed", state="working"))
+            started = time.monotonic()
+            view = wait_for(
+                lambda: get(server.http_url, "/v1/dashboard/agents/slow"),
+                lambda v: v["stalled"],
+                timeout=10,
+            )
+            assert time.monotonic() - started >= 0.4
+            assert view["health"] == "stalled"
+            assert get(server.http_url, "/v1/dashboard/overview")["agents"]["stalled"] == 1
+            agent.send(event("slow", "text_chunk", delta="alive"))
+            wait_for(
+                lambda: get(server.http_url, "/v1/dashboard/agents/slow"),
+                lambda v: not v["stalled"],
+            )
+    finally:
+        server.stop()

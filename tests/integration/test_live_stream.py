@@ -1,0 +1,144 @@
+"""The console's live stream: original frames, batch mode, filters, replay then live."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any
+
+from tests.support.agent import RawAgent, event, register
+from tests.support.server import StudioProcess
+from tests.support.timing import UNIT
+
+
+class Stream(RawAgent):
+    """A live-stream client; the greeting is `connected` as for agents."""
+
+    def __init__(self, studio: StudioProcess) -> None:
+        super().__init__(f"{studio.url}/v1/dashboard/events/stream")
+
+    def subscribe(self, **body: Any) -> dict[str, Any]:
+        self.send({"action": "subscribe", **body})
+        return self.recv_until("subscribed")
+
+    def events(self, count: int, timeout: float = 10 * UNIT) -> list[dict[str, Any]]:
+        """Collect `count` event payloads from `event` or `events` frames."""
+        found: list[dict[str, Any]] = []
+        deadline = time.monotonic() + timeout
+        while len(found) < count:
+            frame = self.recv(max(deadline - time.monotonic(), 0.01))
+            if frame["type"] == "event":
+                found.append(frame["payload"])
+            elif frame["type"] == "events":
+                found.extend(frame["payload"])
+        return found
+
+
+def test_subscribe_is_acknowledged_with_the_filters(studio: StudioProcess) -> None:
+    with Stream(studio) as stream:
+        reply = stream.subscribe(filters={"channels": ["progress"]})
+    assert reply["payload"]["channels"] == ["progress"]
+    assert reply["payload"]["event_types"] is None
+
+
+def test_original_event_frame_shape(studio: StudioProcess) -> None:
+    with Stream(studio) as stream, RawAgent(studio.agent_url) as agent:
+        stream.subscribe(filters={})
+        agent.request(register("live"))
+        agent.send(event("live", "text_chunk", delta="hi"))
+        (payload,) = stream.events(1)
+    assert payload["agent_id"] == "live"
+    assert payload["channel"] == "progress"
+    assert payload["type"] == payload["event_type"] == "text_chunk"
+    assert payload["data"] == {"event_type": "text_chunk", "delta": "hi"}
+    assert payload["timestamp"].endswith("Z")
+    assert isinstance(payload["cursor"], int)
+
+
+def test_default_filter_before_subscribe_is_monitor_only(studio: StudioProcess) -> None:
+    with Stream(studio) as stream, RawAgent(studio.agent_url) as agent:
+        agent.send(event("d", "text_chunk", delta="not shown"))
+        agent.send(event("d", "state_changed", state="working"))
+        (payload,) = stream.events(1)
+    assert payload["event_type"] == "state_changed"
+
+
+def test_filters_by_agent_and_type_case_insensitively(studio: StudioProcess) -> None:
+    with Stream(studio) as stream, RawAgent(studio.agent_url) as agent:
+        stream.subscribe(filters={"agent_ids": ["b"], "event_types": ["TEXT_CHUNK"]})
+        agent.send(event("a", "text_chunk", delta="other agent"))
+        agent.send(event("b", "error", severity="error", message="other type"))
+        agent.send(event("b", "text_chunk", delta="match"))
+        (payload,) = stream.events(1)
+    assert payload["data"]["delta"] == "match"
+
+
+def test_batch_mode_coalesces_events_and_pushes_agent_changes(studio: StudioProcess) -> None:
+    with Stream(studio) as stream, RawAgent(studio.agent_url) as agent:
+        stream.subscribe(filters={}, batch=True)
+        agent.request(register("batcher"))
+        agent.send({"type": "batch", "messages": [event("batcher", "x", i=i) for i in range(200)]})
+        frames: list[dict[str, Any]] = []
+        received = 0
+        agent_views = []
+        deadline = time.monotonic() + 10 * UNIT
+        while received < 200 and time.monotonic() < deadline:
+            frame = stream.recv()
+            frames.append(frame)
+            if frame["type"] == "events":
+                received += len(frame["payload"])
+            elif frame["type"] == "agent":
+                agent_views.append(frame["payload"])
+    assert received == 200
+    assert sum(1 for f in frames if f["type"] == "events") < 200
+    assert any(v["id"] == "batcher" and v["status"] == "online" for v in agent_views)
+
+
+def test_replay_from_cursor_then_live_without_gaps_or_duplicates(studio: StudioProcess) -> None:
+    with RawAgent(studio.agent_url) as agent:
+        agent.send({"type": "batch", "messages": [event("r", "x", i=i) for i in range(500)]})
+        assert agent.request({"type": "ping"}) == {"type": "pong"}
+        stop = threading.Event()
+
+        def keep_sending() -> None:
+            i = 500
+            while not stop.is_set() and i < 1500:
+                agent.send(
+                    {"type": "batch", "messages": [event("r", "x", i=j) for j in range(i, i + 50)]}
+                )
+                i += 50
+                time.sleep(0.005)
+
+        sender = threading.Thread(target=keep_sending)
+        sender.start()
+        try:
+            with Stream(studio) as stream:
+                stream.subscribe(filters={}, since=100, batch=True)
+                got = stream.events(1400, timeout=20 * UNIT)
+        finally:
+            stop.set()
+            sender.join()
+    indices = [p["data"]["i"] for p in got]
+    assert indices[: len(indices)] == list(range(100, 100 + len(indices)))
+
+
+def test_bad_json_and_unknown_action_get_error_frames(studio: StudioProcess) -> None:
+    with Stream(studio) as stream:
+        stream.send_raw("{nope")
+        error = stream.recv_until("error")
+        assert error["payload"]["code"] == "invalid_message"
+        assert error["message"] == "Failed to parse message"
+        stream.send({"action": "dance"})
+        error = stream.recv_until("error")
+        assert error["payload"] == {"code": "unknown_action", "message": "Unknown action: dance"}
+        stream.send({"action": "ping"})
+        assert stream.recv_until("pong")["payload"] is None
+
+
+def test_stats_frame_has_top_level_stats(studio: StudioProcess) -> None:
+    with Stream(studio) as stream:
+        stream.subscribe(filters={})
+        stats = stream.recv_until("stats")
+    assert set(stats["stats"]) >= {"connected_at", "events_received", "events_filtered"}
+    assert json.dumps(stats["payload"]) == json.dumps(stats["stats"])
