@@ -12,6 +12,17 @@ export function SessionDetailPage() {
   const session = useApi<SessionDetail>(`/sessions/${encodeURIComponent(id)}`, undefined, 5000)
   const live = useTranscript({ sessionId: id })
   const s = session.data
+  // The stored summary refreshes every few seconds; the live fold is ahead of it while streaming.
+  const t = live.transcript
+  let liveIn = 0
+  let liveOut = 0
+  for (const u of t.usage.values()) {
+    liveIn += u.input
+    liveOut += u.output
+  }
+  const tokensIn = Math.max(s?.token_usage?.input ?? 0, liveIn)
+  const tokensOut = Math.max(s?.token_usage?.output ?? 0, liveOut)
+  const events = Math.max(s?.event_count ?? 0, t.eventCount)
   const start = s ? Date.parse(s.created_at) : NaN
   const end = s ? (s.ended_at ? Date.parse(s.ended_at) : s.status === 'active' ? now : Date.parse(s.updated_at)) : NaN
   return (
@@ -47,8 +58,8 @@ export function SessionDetailPage() {
       {s && (
         <div className="stats-grid">
           <Stat label="Duration" value={formatDuration(end - start)} hint={s.status === 'active' ? 'running' : s.status} />
-          <Stat label="Events" value={formatCount(s.event_count ?? live.transcript.eventCount)} />
-          <Stat label="Tokens" value={formatCount(s.token_usage?.total ?? 0)} hint={`${formatCount(s.token_usage?.input ?? 0)} in · ${formatCount(s.token_usage?.output ?? 0)} out`} />
+          <Stat label="Events" value={formatCount(events)} />
+          <Stat label="Tokens" value={formatCount(tokensIn + tokensOut)} hint={`${formatCount(tokensIn)} in · ${formatCount(tokensOut)} out`} />
           <Stat label="Cost" value={formatCost(s.cost?.amount ?? 0, s.cost?.currency)} />
           <Stat label="Tool calls" value={formatCount(live.transcript.tools.size)} />
           <Stat label="Errors" value={formatCount(live.transcript.errors.length)} tone={live.transcript.errors.length ? 'bad' : undefined} />

@@ -1,0 +1,64 @@
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
+import { LiveHub } from '../src/lib/hub'
+import type { StudioEvent } from '../src/lib/types'
+import { ev, resetCursor } from './helpers'
+
+beforeEach(() => {
+  resetCursor()
+  vi.useFakeTimers()
+})
+
+afterEach(() => {
+  vi.useRealTimers()
+})
+
+function hub(capacity = 100) {
+  return new LiveHub({ url: 'ws://x', capacity, createSocket: () => { throw new Error('no socket in tests') } })
+}
+
+describe('LiveHub', () => {
+  it('hands views one batch per frame, however many events arrive', () => {
+    const h = hub()
+    const batches: StudioEvent[][] = []
+    let renders = 0
+    h.onEvents((b) => batches.push(b))
+    h.subscribe(() => (renders += 1))
+    for (let i = 0; i < 50; i += 1) h.receive([ev('text_chunk', { delta: 'x' })])
+    expect(batches).toHaveLength(0)
+    vi.advanceTimersByTime(250) // no animation frames in Node: the timer flushes
+    expect(batches).toHaveLength(1)
+    expect(batches[0]).toHaveLength(50)
+    expect(renders).toBe(1)
+  })
+
+  it('keeps only the newest events in the live buffer', () => {
+    const h = hub(10)
+    for (let i = 0; i < 25; i += 1) h.receive([ev('text_chunk')])
+    expect(h.events.size).toBe(10)
+    expect(h.events.fromNewest(0)?.cursor).toBe(25)
+    expect(h.received).toBe(25)
+  })
+
+  it('counts tokens and errors per second for the live charts', () => {
+    const h = hub()
+    h.receive([
+      ev('token_usage', { input_tokens: 100, output_tokens: 50 }),
+      ev('error', { severity: 'error', message: 'x' }),
+      ev('error', { severity: 'warn', message: 'y' }),
+    ])
+    const now = Date.now()
+    const [, tokens] = h.tokenRate.series(now)
+    const [, errors] = h.errorRate.series(now)
+    expect(tokens.at(-1)).toBe(150)
+    expect(errors.at(-1)).toBe(1)
+  })
+
+  it('merges agent frames and notices agents it does not know', () => {
+    const h = hub()
+    h.receive([ev('text_chunk', {}, { agent_id: 'new-agent' })])
+    expect(h.unknownAgents).toBe(1)
+    h.receiveAgent({ id: 'a1', status: 'online', last_event_at: null } as never)
+    h.receive([ev('text_chunk', {}, { agent_id: 'a1' })])
+    expect(h.agents.get('a1')?.last_event_at).not.toBeNull()
+  })
+})
