@@ -312,7 +312,9 @@ class SqliteStore:
                     list(result.producers.items()),
                 )
             conn.execute("COMMIT")
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, TypeError, ValueError, OverflowError) as exc:
+            # TypeError/ValueError: a payload the JSON encoder refuses; the batch is retried
+            # op by op by the pipeline so only the bad op is lost, never the writer.
             try:
                 conn.execute("ROLLBACK")
             except sqlite3.Error:

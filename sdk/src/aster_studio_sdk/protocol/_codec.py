@@ -476,6 +476,7 @@ def encode_reply(shape: Shape, mtype: MessageType, data: dict[str, Any] | None =
     flat: dict[str, Any] = {"type": mtype.value}
     if data:
         flat.update(data)
+        flat["type"] = mtype.value  # a `type` key in the data never renames the reply
     return dumps(flat)
 
 
