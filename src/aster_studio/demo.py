@@ -306,6 +306,9 @@ def run_demo(settings: Settings, agents: int = 5) -> None:
     from .cli import serve  # late: cli imports this module lazily too
 
     settings = demo_settings(settings)
+    # The simulated agents share this process with the Studio: on Ctrl-C the Studio stops first
+    # and their SDKs would warn about the lost connection, which is expected here.
+    logging.getLogger("aster_studio_sdk").setLevel(logging.ERROR)
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     http_url = f"http://{host}:{settings.port}"
     stop = threading.Event()
