@@ -1,0 +1,73 @@
+"""The live bus: filters, bounded per-subscriber queues, floors, agent changes."""
+
+from __future__ import annotations
+
+import orjson
+
+from aster_studio.live.bus import LiveBus, StreamFilter, event_item
+from aster_studio.models import StoredEvent
+
+
+def stored(i: int, agent: str = "a", etype: str = "x", severity: str | None = None) -> StoredEvent:
+    return StoredEvent(i, agent, None, "progress", etype, severity, 1000, None, b'{"i":%d}' % i)
+
+
+def test_event_item_splices_the_raw_payload() -> None:
+    item = orjson.loads(event_item(stored(7), data_key="data"))
+    assert item["cursor"] == 7 and item["data"] == {"i": 7}
+    assert item["timestamp"] == "1970-01-01T00:00:01.000Z"
+
+
+def test_inactive_subscriber_gets_nothing() -> None:
+    bus = LiveBus()
+    sub = bus.subscribe()
+    bus.publish([stored(1)])
+    assert not sub.pending
+
+
+def test_filter_matches_agent_type_and_level() -> None:
+    bus = LiveBus()
+    sub = bus.subscribe()
+    sub.active = True
+    sub.filter = StreamFilter(agent_ids=frozenset({"b"}), min_level=3)
+    bus.publish(
+        [
+            stored(1, "a"),
+            stored(2, "b", severity="warn"),
+            stored(3, "b", severity="error"),
+            stored(4, "b"),
+        ]
+    )
+    assert [c for c, _ in sub.pending] == [3, 4]
+    assert (sub.received, sub.filtered) == (4, 2)
+
+
+def test_queue_is_bounded_and_counts_drops() -> None:
+    bus = LiveBus(subscriber_capacity=3)
+    sub = bus.subscribe()
+    sub.active = True
+    bus.publish([stored(i) for i in range(1, 11)])
+    events, _, dropped = sub.take()
+    assert [c for c, _ in events] == [8, 9, 10]
+    assert dropped == 7
+
+
+def test_floor_hides_what_was_already_sent() -> None:
+    bus = LiveBus()
+    sub = bus.subscribe()
+    sub.active = True
+    bus.publish([stored(1), stored(2)])
+    sub.raise_floor(2)
+    bus.publish([stored(2), stored(3)])
+    assert [c for c, _ in sub.pending] == [3]
+
+
+def test_agent_changes_reach_batch_subscribers_only_and_coalesce() -> None:
+    bus = LiveBus()
+    legacy, console = bus.subscribe(), bus.subscribe()
+    legacy.active = console.active = console.batch = True
+    bus.agent_changed({"id": "a", "state": "working"})
+    bus.agent_changed({"id": "a", "state": "idle"})
+    _, agents, _ = console.take()
+    assert agents == {"a": {"id": "a", "state": "idle"}}
+    assert legacy.take()[1] == {}

@@ -1,0 +1,195 @@
+"""The Store contract, run against every backend (SQLite here; others join the params)."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from aster_studio import store as ops
+from aster_studio.errors import MigrationError
+from aster_studio.models import EventFilter, Price, Usage, UsageQuery
+from aster_studio.store import SqliteStore, Store
+
+
+@pytest.fixture(params=["sqlite"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    backend = SqliteStore(tmp_path / "s.db", synchronous="NORMAL")
+    backend.open()
+    yield backend
+    backend.close()
+
+
+def ev(
+    agent: str = "a",
+    etype: str = "x",
+    ts: int = 1000,
+    *,
+    session: str | None = None,
+    severity: str | None = None,
+    **body: object,
+) -> ops.InsertEvent:
+    payload = {"event_type": etype, **body}
+    if severity is not None:
+        payload["severity"] = severity
+    return ops.InsertEvent(agent, session, "progress", etype, severity, ts, None, payload)
+
+
+def test_event_ids_strictly_increase_across_writes(store: Store) -> None:
+    first = store.write([ev(), ev()])
+    second = store.write([ev()])
+    ids = [c.stored.id for c in first.events + second.events]
+    assert ids == [1, 2, 3]
+
+
+def test_ids_are_not_reused_after_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "r.db"
+    one = SqliteStore(path)
+    one.open()
+    one.write([ev(), ev()])
+    one.close()
+    two = SqliteStore(path)
+    two.open()
+    assert two.write([ev()]).events[0].stored.id == 3
+    two.close()
+
+
+def test_payload_round_trips_exactly(store: Store) -> None:
+    store.write([ev(text="héllo <b>", nested={"k": [1, 2.5, None, True]})])
+    (stored,) = store.events_after(EventFilter(), 0, 10)
+    import orjson
+
+    assert orjson.loads(stored.payload) == {
+        "event_type": "x",
+        "text": "héllo <b>",
+        "nested": {"k": [1, 2.5, None, True]},
+    }
+
+
+def test_events_before_is_newest_first_and_after_oldest_first(store: Store) -> None:
+    store.write([ev(i=i) for i in range(5)])
+    assert [e.id for e in store.events_before(EventFilter(), None, 3)] == [5, 4, 3]
+    assert [e.id for e in store.events_before(EventFilter(), 3, 10)] == [2, 1]
+    assert [e.id for e in store.events_after(EventFilter(), 2, 2)] == [3, 4]
+
+
+def test_filters_combine(store: Store) -> None:
+    store.write([ev("a", "x", 1000), ev("b", "x", 2000), ev("b", "error", 3000, severity="error")])
+    assert store.count_events(EventFilter(agent_ids=("b",))) == 2
+    assert store.count_events(EventFilter(agent_ids=("b",), event_types=("x",))) == 1
+    assert store.count_events(EventFilter(severities=("error",))) == 1
+    assert store.count_events(EventFilter(start_ms=2000)) == 2
+    assert store.count_events(EventFilter(end_ms=2000)) == 1
+
+
+def test_text_search_treats_wildcards_literally(store: Store) -> None:
+    store.write([ev(msg="100% sure"), ev(msg="100 percent"), ev(msg="a_b"), ev(msg="axb")])
+    assert store.count_events(EventFilter(text="100%")) == 1
+    assert store.count_events(EventFilter(text="a_b")) == 1
+
+
+def test_session_counts_and_end(store: Store) -> None:
+    store.write([ops.UpsertAgent("a", 1), ops.UpsertSession("s", "a", 1)])
+    store.write([ev(session="s"), ev(session="s"), ops.EndSession("s", "failed", 5)])
+    session = store.get_session("s")
+    assert session is not None
+    assert (session.event_count, session.status, session.ended_at) == (2, "failed", 5)
+
+
+def test_usage_is_priced_at_write_time(store: Store) -> None:
+    store.write(
+        [
+            ops.InsertEvent(
+                "a",
+                None,
+                "monitor",
+                "token_usage",
+                None,
+                10,
+                None,
+                {},
+                Usage("house", 1_000_000, 0),
+            )
+        ]
+    )
+    store.write([ops.SetPrice(Price("house", 2.0, 4.0), 11)])
+    store.write(
+        [
+            ops.InsertEvent(
+                "a",
+                None,
+                "monitor",
+                "token_usage",
+                None,
+                12,
+                None,
+                {},
+                Usage("house", 1_000_000, 1_000_000),
+            )
+        ]
+    )
+    (row,) = store.usage_rows(UsageQuery(0, 100))
+    assert row.cost == 6.0
+    assert row.unpriced_tokens == 1_000_000
+    by_agent = store.usage_by_agent()["a"]
+    assert (by_agent.input, by_agent.output, by_agent.requests) == (2_000_000, 1_000_000, 2)
+
+
+def test_usage_groups_by_model_and_bucket(store: Store) -> None:
+    def usage(model: str, ts: int) -> ops.InsertEvent:
+        return ops.InsertEvent(
+            "a", None, "monitor", "token_usage", None, ts, None, {}, Usage(model, 10, 1)
+        )
+
+    store.write([usage("gpt-4o", 0), usage("gpt-4o", 150), usage("gpt-4o-mini", 250)])
+    models = {r.key: r.input for r in store.usage_rows(UsageQuery(0, 1000, group_by="model"))}
+    assert models == {"gpt-4o": 20, "gpt-4o-mini": 10}
+    buckets = [(r.key, r.requests) for r in store.usage_rows(UsageQuery(0, 1000, bucket_ms=100))]
+    assert buckets == [(0, 1), (100, 1), (200, 1)]
+
+
+def test_producer_seq_only_moves_forward(store: Store) -> None:
+    store.write([ops.MarkProducer("p", 5)])
+    store.write([ops.MarkProducer("p", 3)])
+    assert store.producer_seq("p") == 5
+    assert store.producer_seq("unknown") == 0
+
+
+def test_agent_upsert_keeps_known_fields_and_counts_events(store: Store) -> None:
+    store.write([ops.UpsertAgent("a", 1, name="Alpha", model="m")])
+    store.write([ops.UpsertAgent("a", 2, state="working"), ev("a", "error"), ev("a")])
+    (agent,) = store.load_agents()
+    assert (agent.name, agent.model, agent.state) == ("Alpha", "m", "working")
+    assert (agent.event_count, agent.error_count) == (2, 1)
+
+
+def test_implicit_agent_does_not_overwrite_registered_one(store: Store) -> None:
+    store.write([ops.UpsertAgent("a", 1, name="Alpha")])
+    store.write([ops.UpsertAgent("a", 2, implicit=True)])
+    (agent,) = store.load_agents()
+    assert agent.name == "Alpha" and not agent.implicit
+
+
+def test_default_prices_are_seeded_and_editable(store: Store) -> None:
+    models = {p.model for p in store.prices()}
+    assert "gpt-4o" in models
+    store.write([ops.DeletePrice("gpt-4o")])
+    assert "gpt-4o" not in {p.model for p in store.prices()}
+
+
+def test_failed_write_leaves_nothing_behind(store: Store) -> None:
+    with pytest.raises(Exception):  # noqa: B017 - any StoreError subclass
+        store.write([ev(), ops.InsertEvent("a", None, "p", "x", None, 1, None, {"bad": object()})])
+    assert store.count_events(EventFilter()) == 0
+    assert store.write([ev()]).events[0].stored.id == 1
+
+
+def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "future.db"
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA user_version=999")
+    conn.close()
+    with pytest.raises(MigrationError, match="newer than this release"):
+        SqliteStore(path).open()
