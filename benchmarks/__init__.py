@@ -1,0 +1,1 @@
+"""Benchmarks of Aster Studio; `python -m benchmarks.run` (`make bench`) runs them."""
