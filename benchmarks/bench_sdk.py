@@ -4,7 +4,8 @@ local Studio, and memory while the Studio is down.
     python -m benchmarks.bench_sdk [--down-seconds 60] [--json FILE] [--write]
 
 Cost per call is timed call by call with `perf_counter_ns` (the timer's own cost, reported as
-`timer`, is included). Server up: calls are offered at about 50,000/s so the queue never fills;
+`timer`, is included). Server up: calls are offered at about 20,000/s, below the Studio's ingest rate, so the
+queue never fills;
 server down: calls are offered as fast as possible, so after 100,000 queued events every call
 takes the drop path. `--write` replaces only the generated block of the "SDK" section of
 docs/benchmarks.md.
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -69,14 +71,14 @@ def percentiles(samples: list[int]) -> dict[str, float]:
 
 
 def time_calls(call: Callable[[], None], count: int, *, paced: bool) -> dict[str, float]:
-    """Time `count` calls one by one; paced: bursts of 500 then a 10 ms pause (~50,000/s)."""
+    """Time `count` calls one by one; paced: bursts of 200 then a 10 ms pause (~20,000/s)."""
     clock = time.perf_counter_ns
     samples = [0] * count
     for i in range(count):
         t0 = clock()
         call()
         samples[i] = clock() - t0
-        if paced and i % 500 == 499:
+        if paced and i % 200 == 199:
             time.sleep(0.01)
     return percentiles(samples)
 
@@ -163,6 +165,77 @@ def bench_e2e(url: str, http: Callable[[str], Any]) -> dict[str, Any]:
     }
 
 
+async def _ack_handler(ws: Any) -> None:
+    """Answer `register` and acknowledge each frame's last `seq`; parse nothing else."""
+    await ws.send('{"type":"connected"}')
+    async for frame in ws:
+        text = frame if isinstance(frame, str) else frame.decode()
+        if text.startswith('{"type":"register"'):
+            await ws.send('{"type":"registered","last_seq":0}')
+            continue
+        at = text.rfind('"seq":')
+        if at >= 0:
+            end = at + 6
+            while end < len(text) and text[end].isdigit():
+                end += 1
+            await ws.send('{"type":"ack","seq":' + text[at + 6 : end] + "}")
+
+
+def ack_server() -> None:
+    """Run in a subprocess: a minimal acking endpoint, to measure the SDK's own capacity."""
+    import asyncio
+
+    from websockets.asyncio.server import serve
+
+    async def main() -> None:
+        async with serve(_ack_handler, "127.0.0.1", 0, compression=None, max_size=None) as server:
+            port = next(iter(server.sockets)).getsockname()[1]
+            print(f"ack server listening on http://127.0.0.1:{port}", flush=True)
+            await asyncio.Future()
+
+    asyncio.run(main())
+
+
+def bench_capacity() -> dict[str, Any]:
+    """The SDK's delivery capacity: one client into a server that only acknowledges."""
+    cmd = [sys.executable, "-m", "benchmarks.bench_sdk", "--ack-server"]
+    if shutil.which("taskset"):
+        cmd = ["taskset", "-c", "0", *cmd]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        port = int(line.rsplit(":", 1)[1])
+        options = DeliveryOptions(max_queue_size=E2E_EVENTS + 1_000)
+        client = StudioClient(
+            "bench-capacity", url=f"ws://127.0.0.1:{port}", enabled=True, options=options
+        )
+        try:
+            deadline = time.monotonic() + 10
+            while not client.stats().connected and time.monotonic() < deadline:
+                time.sleep(0.01)
+            text = client.text
+            t0 = time.perf_counter()
+            for _ in range(E2E_EVENTS):
+                text("Hello, world. ")
+            flushed = client.flush(300)
+            elapsed = time.perf_counter() - t0
+            stats = client.stats()
+        finally:
+            client.close(10)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    return {
+        "events": E2E_EVENTS,
+        "flushed": flushed,
+        "seconds": elapsed,
+        "rate": E2E_EVENTS / elapsed,
+        "delivered": stats.delivered,
+        "frames": stats.frames,
+    }
+
+
 def memory_child(seconds: float) -> None:
     """Run in a subprocess: emit 10,000 events/s at a dead Studio; print RSS samples as JSON."""
     proc = psutil.Process()
@@ -235,6 +308,8 @@ def run_all(down_seconds: float) -> dict[str, Any]:
         results["cost_up"] = bench_cost_up(url)
         log(f"sdk: end to end, {E2E_EVENTS:,} events")
         results["e2e"] = bench_e2e(url, lambda path: rest(server, path))
+    log(f"sdk: capacity, {E2E_EVENTS:,} events into an acknowledge-only server")
+    results["capacity"] = bench_capacity()
     log(f"sdk: memory, Studio down for {down_seconds:g} s at {DOWN_RATE:,} events/s")
     results["memory"] = bench_memory(down_seconds)
     return results
@@ -252,7 +327,7 @@ def markdown(results: dict[str, Any], pinning: str, command: str) -> str:
         "| agent-thread cost | Studio | p50 µs | p99 µs | p99.9 µs | max µs | mean µs |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for key, label in (("cost_up", "up (~50k calls/s)"), ("cost_down", "down (queue full)")):
+    for key, label in (("cost_up", "up (~20k calls/s)"), ("cost_down", "down (queue full)")):
         for name, c in results[key]["costs"].items():
             lines.append(
                 f"| `{name}` | {label} | {c['p50_us']:.2f} | {c['p99_us']:.2f} "
@@ -265,7 +340,10 @@ def markdown(results: dict[str, Any], pinning: str, command: str) -> str:
         f"End to end: one client, one thread, {e['events']:,} `text()` events stored in "
         f"{e['seconds']:.2f} s = **{e['rate']:,.0f} events/s** (emitting took "
         f"{e['emit_seconds']:.2f} s; {e['frames']:,} frames; stored {e['stored']:,}/"
-        f"{e['events']:,}; client process CPU {e['client_cpu']:.0%}).",
+        f"{e['events']:,}; client process CPU {e['client_cpu']:.0%}). The Studio's ingest "
+        "is the limit here; the SDK's own capacity, into a server that only acknowledges "
+        f"(`--ack-server`): {results['capacity']['rate']:,.0f} events/s "
+        f"({results['capacity']['frames']:,} frames).",
         "",
         f"Studio down for {mem['seconds']:g} s at {DOWN_RATE:,} events/s "
         f"({mem['emitted']:,} emitted): RSS {mem['rss_start_mb']:.0f} MB at start, peak "
@@ -299,7 +377,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     parser.add_argument("--write", action="store_true", help="update docs/benchmarks.md")
     parser.add_argument("--memory-child", type=float, help=argparse.SUPPRESS)
+    parser.add_argument("--ack-server", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.ack_server:
+        ack_server()
+        return 0
     if args.memory_child is not None:
         memory_child(args.memory_child)
         return 0
