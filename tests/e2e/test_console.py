@@ -75,7 +75,7 @@ def test_connected_agent_appears_and_its_status_changes_live(
             started = time.monotonic()
             s.state("paused")
             expect(row).to_contain_text("paused", timeout=int(2000 * UNIT))
-            assert time.monotonic() - started < 1.5 * UNIT
+            assert time.monotonic() - started < 1.0 * UNIT
             screenshot(page, "agents")
     finally:
         client.close(timeout=5 * UNIT)

@@ -1,6 +1,6 @@
 import { useEffect } from 'react'
 import { BrowserRouter, NavLink, Navigate, Route, Routes } from 'react-router'
-import { ConnectionIndicator } from './components/Connection'
+import { ConnectionIndicator, OfflineBanner } from './components/Connection'
 import { request } from './lib/api'
 import { HubContext } from './lib/hooks'
 import type { LiveHub } from './lib/hub'
@@ -85,6 +85,7 @@ export function App({ hub }: { hub: LiveHub }) {
             </div>
           </aside>
           <main className="main">
+            <OfflineBanner />
             <Routes>
               <Route path="/" element={<OverviewPage />} />
               <Route path="/agents" element={<AgentsPage />} />

@@ -1,4 +1,5 @@
 /** The connection indicator: live, reconnecting (with countdown), or offline. */
+import { useEffect, useState } from 'react'
 import { formatRate } from '../lib/format'
 import { useLive, useNow } from '../lib/hooks'
 
@@ -30,6 +31,24 @@ export function ConnectionIndicator() {
           Retry now
         </button>
       )}
+    </div>
+  )
+}
+
+/** A banner over the page while the stream is down for more than a moment. */
+export function OfflineBanner() {
+  const hub = useLive()
+  const now = useNow(500)
+  const info = hub.connection
+  const [downSince, setDownSince] = useState<number | null>(null)
+  useEffect(() => {
+    if (info.state === 'reconnecting' && downSince === null) setDownSince(Date.now())
+    if (info.state === 'open' && downSince !== null) setDownSince(null)
+  }, [info.state, downSince])
+  if (downSince === null || now - downSince < 2000) return null
+  return (
+    <div className="offline-banner" role="status" data-testid="offline-banner">
+      The connection to the Studio was lost; reconnecting. Live views resume where they left off.
     </div>
   )
 }

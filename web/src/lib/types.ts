@@ -63,6 +63,7 @@ export interface OverviewStats {
   error_count?: number
   unpriced_tokens?: number
   latest_errors?: RawEventItem[]
+  windows?: Record<string, { token_usage: TokenCount; cost: CostAmount; unpriced_tokens: number; requests: number }>
 }
 
 export interface RawEventItem {

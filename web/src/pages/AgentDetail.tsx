@@ -94,6 +94,12 @@ export function AgentDetailPage() {
                 open session →
               </Link>
             )}
+            <Link className="link small" to={`/sessions?agent_id=${encodeURIComponent(agent.id)}`}>
+              all sessions →
+            </Link>
+            <Link className="link small" to={`/events?agent_id=${encodeURIComponent(agent.id)}`}>
+              events →
+            </Link>
           </span>
         }
       >

@@ -246,7 +246,16 @@ export function EventsPage() {
   const columns: Column<StudioEvent>[] = [
     { key: 'time', header: 'Time', width: '104px', render: (e) => <span className="mono small muted">{formatClock(e.ts)}</span> },
     { key: 'type', header: 'Type', width: '150px', render: (e) => <span className={`etype ch-${e.channel}`}>{e.type}</span> },
-    { key: 'agent', header: 'Agent', width: 'minmax(90px, 0.8fr)', render: (e) => <span className="mono small ellipsis">{e.agent_id}</span> },
+    {
+      key: 'agent',
+      header: 'Agent',
+      width: 'minmax(90px, 0.8fr)',
+      render: (e) => (
+        <span className="small ellipsis" title={e.agent_id}>
+          {hub.agents.get(e.agent_id)?.name || e.agent_id}
+        </span>
+      ),
+    },
     {
       key: 'summary',
       header: 'Summary',

@@ -32,8 +32,16 @@ function ErrorsList({ errors, now }: { errors: StudioEvent[]; now: number }) {
 export function OverviewPage() {
   const hub = useLiveThrottled(500)
   const now = useNow(1000)
-  const hour = useApi<OverviewStats>('/overview', { period: '1h' }, 5000)
   const day = useApi<OverviewStats>('/overview', { period: '24h' }, 5000)
+  // The Studio answers both windows at once (`windows`); older servers need a second request.
+  const needHour = day.data !== undefined && !day.data.windows?.['1h']
+  const hourly = useApi<OverviewStats>(needHour ? '/overview' : null, { period: '1h' }, 5000)
+  const hourWindow = day.data?.windows?.['1h']
+  const hour = {
+    data: hourWindow
+      ? { token_usage: hourWindow.token_usage, cost: hourWindow.cost }
+      : hourly.data && { token_usage: hourly.data.token_usage, cost: hourly.data.cost },
+  }
   const tokens = useApi<TokenStats>('/metrics/tokens', { period: '24h' }, 15000)
   const costs = useApi<CostStats>('/metrics/costs', { period: '24h' }, 15000)
 

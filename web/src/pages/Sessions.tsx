@@ -53,7 +53,25 @@ export function SessionsPage() {
   const total = list.data?.total ?? 0
   return (
     <div className="page" data-testid="page-sessions">
-      <PageHeader title="Sessions" subtitle={`${formatCount(total)} sessions${agentId ? ` of agent ${agentId}` : ''}`} />
+      <PageHeader
+        title="Sessions"
+        subtitle={`${formatCount(total)} sessions${agentId ? ` of agent ${agentId}` : ''}`}
+        actions={
+          agentId ? (
+            <button
+              type="button"
+              className="btn"
+              onClick={() => {
+                const next = new URLSearchParams(params)
+                next.delete('agent_id')
+                setParams(next, { replace: true })
+              }}
+            >
+              Show all agents
+            </button>
+          ) : undefined
+        }
+      />
       <ErrorNote error={list.error} />
       {!list.loading && total === 0 && status === 'all' && !agentId ? (
         <Card>
