@@ -17,6 +17,7 @@ from aster_studio_sdk.protocol import Limits
 
 from . import __version__
 from .config import Settings
+from .control.service import ControlService
 from .ingest.pipeline import WritePipeline
 from .ingest.registry import Registry
 from .ingest.service import Clock, IngestService
@@ -45,6 +46,7 @@ class Studio:
     bus: LiveBus = field(default_factory=LiveBus)
     started_at: float = field(default_factory=time.time)
     ingest: IngestService = field(init=False)
+    control: ControlService = field(init=False)
     pipeline: WritePipeline | None = None
     dashboard_connections: int = 0
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -60,6 +62,9 @@ class Studio:
             stall_after_ms=int(self.settings.stall_after_s * 1000),
             outbox_max=self.settings.outbox_max,
         )
+        self.control = ControlService(self.ingest, self.bus, self.clock)
+        self.ingest.on_events = self.control.observe
+        self.ingest.on_agent_online = self.control.agent_online
 
     @property
     def stall_after_ms(self) -> int:
@@ -71,6 +76,7 @@ class Studio:
         records = await loop.run_in_executor(None, self.store.load_agents)
         usage = await loop.run_in_executor(None, self.store.usage_by_agent)
         self.registry.load(records, usage)
+        self.control.load(await loop.run_in_executor(None, self.store.open_requests))
         self.pipeline = WritePipeline(
             self.store,
             loop,
@@ -101,8 +107,9 @@ class Studio:
             await asyncio.sleep(1.0)
             try:
                 self.ingest.check_stalls()
-            except Exception:  # a watchdog must not die of one bad agent record
-                log.exception("stall check failed")
+                self.control.expire_due()
+            except Exception:  # a watchdog must not die of one bad record
+                log.exception("periodic check failed")
 
     async def run_sync(self, fn: Callable[..., T], *args: Any) -> T:
         """Run blocking store work off the event loop."""

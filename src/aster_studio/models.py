@@ -78,6 +78,41 @@ class StoredEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class RequestRecord:
+    """A control request (permission, question or tool control) and its answer."""
+
+    id: str
+    kind: str  # "permission", "question" or "tool_control"
+    agent_id: str
+    session_id: str | None
+    key: str  # the call id or the agent's request id
+    status: str  # "pending", "decided" or "expired"
+    created_at: int
+    expires_at: int | None
+    request: dict[str, Any]
+    response: dict[str, Any] | None = None
+    decided_by: str | None = None
+    decided_at: int | None = None
+    delivered_at: int | None = None
+    acknowledged_at: int | None = None
+    agent_response: dict[str, Any] | None = None
+    event_cursor: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """One row of the audit log."""
+
+    id: int
+    ts: int
+    actor: str
+    action: str
+    request_id: str | None
+    agent_id: str | None
+    detail: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
 class EventFilter:
     """Conditions on events; every field narrows, None means any."""
 

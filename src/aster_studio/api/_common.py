@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
+from ..control.service import Conflict, Expired
 from ..errors import BadRequest, NotFound, StoreError
 from ..models import EventFilter, parse_time_ms
 
@@ -79,6 +80,15 @@ def install_error_handlers(app: FastAPI) -> None:
     async def store_error(_: Request, exc: Exception) -> Response:
         return fail(503, "store_unavailable", str(exc))
 
+    async def conflict(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, Conflict)
+        return fail(409, "conflict", str(exc), **exc.detail)
+
+    async def expired(_: Request, exc: Exception) -> Response:
+        return fail(410, "expired", str(exc))
+
+    app.add_exception_handler(Conflict, conflict)
+    app.add_exception_handler(Expired, expired)
     app.add_exception_handler(NotFound, not_found)
     app.add_exception_handler(BadRequest, bad_request)
     app.add_exception_handler(RequestValidationError, invalid)

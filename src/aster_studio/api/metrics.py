@@ -152,6 +152,7 @@ def router(studio: Studio) -> APIRouter:
             "period": period,
             "updated_at": iso_ms(now),
             "agents": counts,
+            "pending_requests": studio.control.pending_count,
             "events_per_second": round(studio.ingest.rate.per_second(), 2),
             "events_total": await studio.run_sync(store.max_event_id),
             "windows": {

@@ -103,7 +103,7 @@ def router(studio: Studio) -> APIRouter:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(sub.wake.wait(), STATS_EVERY_S)
                 async with lock:
-                    events, agents, dropped = sub.take()
+                    events, updates, dropped = sub.take()
                     if dropped:
                         await ws.send_text(
                             _frame(
@@ -121,8 +121,8 @@ def router(studio: Studio) -> APIRouter:
                                 + b",".join(item for _, item in events).decode()
                                 + "]}"
                             )
-                        for view in agents.values():
-                            await ws.send_text(_frame("agent", view))
+                        for (kind, _), view in updates.items():
+                            await ws.send_text(_frame(kind, view))
                     else:
                         for _, item in events:
                             await ws.send_text('{"type":"event","payload":' + item.decode() + "}")

@@ -29,6 +29,7 @@ class AgentConnection:
     outbox_max: int
     shape: Shape | None = None
     producer_id: str | None = None
+    accepts_control: bool = False  # registered with a producer id or the "control" capability
     agents: set[str] = field(default_factory=set)
     outbox: deque[bytes] = field(default_factory=deque)
     ack_seq: int | None = None

@@ -29,7 +29,7 @@ from aster_studio_sdk.protocol import (
 
 from .. import store as ops
 from ..live.bus import LiveBus
-from ..models import Usage
+from ..models import StoredEvent, Usage
 from ..store import CommitResult, Store, WriteOp
 from .connection import AgentConnection
 from .pipeline import WritePipeline
@@ -125,6 +125,9 @@ class IngestService:
         self.stats = IngestStats()
         self.rate = RateMeter(clock)
         self.pipeline: WritePipeline | None = None
+        # Hooks for the control service: committed events, and an agent (re)registering.
+        self.on_events: Callable[[list[StoredEvent]], None] | None = None
+        self.on_agent_online: Callable[[str], None] | None = None
         self._ids = itertools.count(1)
 
     def attach(self, pipeline: WritePipeline) -> None:
@@ -290,6 +293,8 @@ class IngestService:
         agent.connected_at = now
         agent.last_seen = now
         conn.agents.add(msg.agent_id)
+        if msg.producer_id is not None or "control" in msg.capabilities:
+            conn.accepts_control = True
         writes.append(
             ops.UpsertAgent(
                 msg.agent_id,
@@ -305,6 +310,12 @@ class IngestService:
         writes.append(self._state_op(agent))
         self._changed(agent)
         self._reply_when_durable(conn, writes, MessageType.REGISTERED, reply)
+        hook = self.on_agent_online
+        if hook is not None and conn.accepts_control and self.pipeline is not None:
+            agent_id = msg.agent_id
+            # Queued behind `registered`, so the agent knows it is registered before any
+            # decision made while it was away reaches it.
+            self.pipeline.when_durable(lambda: hook(agent_id))
 
     async def _claim_producer(
         self, conn: AgentConnection, producer_id: str, writes: list[WriteOp]
@@ -439,7 +450,10 @@ class IngestService:
             if committed.usage is not None:
                 agent.usage.add(committed.usage)
             touched[agent.id] = agent
-        self.bus.publish([c.stored for c in result.events])
+        events_stored = [c.stored for c in result.events]
+        self.bus.publish(events_stored)
+        if self.on_events is not None and events_stored:
+            self.on_events(events_stored)
         for agent in touched.values():
             self._changed(agent)
         for producer_id, seq in result.producers.items():
@@ -464,7 +478,7 @@ class IngestService:
         now = self.clock()
         agent.reported_status = agent.status(now, self.stall_after_ms)
         if len(self.bus):
-            self.bus.agent_changed(agent.view(now, self.stall_after_ms))
+            self.bus.changed("agent", agent.view(now, self.stall_after_ms))
 
     def _state_op(self, agent: LiveAgent) -> ops.AgentState:
         return ops.AgentState(agent.id, agent.state, agent.last_seen, agent.current_session_id)

@@ -70,7 +70,7 @@ class Subscriber:
     batch: bool = False
     active: bool = False
     pending: deque[tuple[int, bytes]] = field(default_factory=deque)
-    agents: dict[str, dict[str, Any]] = field(default_factory=dict)
+    updates: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     floor: int = 0  # events at or below this cursor were already sent (replay)
     dropped: int = 0
     received: int = 0
@@ -93,13 +93,14 @@ class Subscriber:
         self.pending.append((cursor, item))
         self.wake.set()
 
-    def take(self) -> tuple[list[tuple[int, bytes]], dict[str, dict[str, Any]], int]:
+    def take(self) -> tuple[list[tuple[int, bytes]], dict[tuple[str, str], dict[str, Any]], int]:
+        """Return and clear what is waiting: events, changed views by (kind, id), drop count."""
         events = list(self.pending)
         self.pending.clear()
-        agents, self.agents = self.agents, {}
+        updates, self.updates = self.updates, {}
         dropped, self.dropped = self.dropped, 0
         self.wake.clear()
-        return events, agents, dropped
+        return events, updates, dropped
 
 
 class LiveBus:
@@ -139,9 +140,9 @@ class LiveBus:
                     item = event_item(event, data_key="data")
                 sub.offer(event.id, item)
 
-    def agent_changed(self, view: dict[str, Any]) -> None:
-        """Tell batch-mode subscribers (our console) that an agent's view changed."""
+    def changed(self, kind: str, view: dict[str, Any]) -> None:
+        """Tell batch-mode subscribers (our console) that a view (`agent`, `request`) changed."""
         for sub in self._subscribers.values():
             if sub.active and sub.batch:
-                sub.agents[view["id"]] = view
+                sub.updates[(kind, view["id"])] = view
                 sub.wake.set()

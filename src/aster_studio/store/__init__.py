@@ -1,6 +1,7 @@
 """Storage: the Store interface, its write operations, and the backends."""
 
 from ._base import (
+    AddAudit,
     AgentState,
     CommitResult,
     CommittedEvent,
@@ -9,6 +10,7 @@ from ._base import (
     EndSession,
     InsertEvent,
     MarkProducer,
+    SaveRequest,
     SetPrice,
     Store,
     UpsertAgent,
@@ -18,6 +20,7 @@ from ._base import (
 from .sqlite import SqliteStore
 
 __all__ = [
+    "AddAudit",
     "AgentState",
     "CommitResult",
     "CommittedEvent",
@@ -26,6 +29,7 @@ __all__ = [
     "EndSession",
     "InsertEvent",
     "MarkProducer",
+    "SaveRequest",
     "SetPrice",
     "SqliteStore",
     "Store",

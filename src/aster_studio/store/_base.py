@@ -7,8 +7,10 @@ from typing import Any, Protocol
 
 from ..models import (
     AgentRecord,
+    AuditRecord,
     EventFilter,
     Price,
+    RequestRecord,
     SessionRecord,
     StoredEvent,
     Usage,
@@ -102,6 +104,25 @@ class DeleteAgent:
     id: str
 
 
+@dataclass(frozen=True, slots=True)
+class SaveRequest:
+    """Create or replace a control request row."""
+
+    record: RequestRecord
+
+
+@dataclass(frozen=True, slots=True)
+class AddAudit:
+    """Append one row to the audit log."""
+
+    ts: int
+    actor: str
+    action: str
+    request_id: str | None
+    agent_id: str | None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
 WriteOp = (
     UpsertAgent
     | AgentState
@@ -112,6 +133,8 @@ WriteOp = (
     | SetPrice
     | DeletePrice
     | DeleteAgent
+    | SaveRequest
+    | AddAudit
 )
 
 
@@ -173,3 +196,15 @@ class Store(Protocol):
     def usage_rows(self, query: UsageQuery) -> list[UsageRow]: ...
 
     def event_counts_by_type(self, start_ms: int, end_ms: int) -> dict[str, int]: ...
+
+    def list_requests(
+        self, *, status: str | None, agent_id: str | None, kind: str | None, limit: int
+    ) -> list[RequestRecord]: ...
+
+    def open_requests(self) -> list[RequestRecord]: ...
+
+    def get_request(self, request_id: str) -> RequestRecord | None: ...
+
+    def audit(
+        self, *, agent_id: str | None, request_id: str | None, limit: int
+    ) -> list[AuditRecord]: ...

@@ -15,8 +15,10 @@ import orjson
 from ..errors import MigrationError, StoreError
 from ..models import (
     AgentRecord,
+    AuditRecord,
     EventFilter,
     Price,
+    RequestRecord,
     SessionRecord,
     StoredEvent,
     Usage,
@@ -26,6 +28,7 @@ from ..models import (
 )
 from ..pricing import DEFAULT_PRICES, PriceTable
 from ._base import (
+    AddAudit,
     AgentState,
     CommitResult,
     CommittedEvent,
@@ -34,6 +37,7 @@ from ._base import (
     EndSession,
     InsertEvent,
     MarkProducer,
+    SaveRequest,
     SetPrice,
     UpsertAgent,
     UpsertSession,
@@ -114,6 +118,39 @@ MIGRATIONS: tuple[str, ...] = (
         id TEXT PRIMARY KEY,
         last_seq INTEGER NOT NULL
     );
+    """,
+    """
+    CREATE TABLE requests (
+        id TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        agent_id TEXT NOT NULL,
+        session_id TEXT,
+        key TEXT NOT NULL,
+        status TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER,
+        request TEXT NOT NULL,
+        response TEXT,
+        decided_by TEXT,
+        decided_at INTEGER,
+        delivered_at INTEGER,
+        acknowledged_at INTEGER,
+        agent_response TEXT,
+        event_cursor INTEGER
+    );
+    CREATE INDEX requests_by_status ON requests (status, created_at);
+    CREATE INDEX requests_by_agent ON requests (agent_id, created_at);
+    CREATE TABLE audit (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        ts INTEGER NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        request_id TEXT,
+        agent_id TEXT,
+        detail TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX audit_by_request ON audit (request_id);
+    CREATE INDEX audit_by_agent ON audit (agent_id, id);
     """,
 )
 
@@ -433,8 +470,114 @@ class SqliteStore:
             self._prices.remove(op.model)
         elif isinstance(op, DeleteAgent):
             conn.execute("DELETE FROM agents WHERE id = ?", (op.id,))
+        elif isinstance(op, SaveRequest):
+            r = op.record
+            conn.execute(
+                "INSERT OR REPLACE INTO requests VALUES "
+                "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    r.id,
+                    r.kind,
+                    r.agent_id,
+                    r.session_id,
+                    r.key,
+                    r.status,
+                    r.created_at,
+                    r.expires_at,
+                    _json(r.request),
+                    _json(r.response) if r.response is not None else None,
+                    r.decided_by,
+                    r.decided_at,
+                    r.delivered_at,
+                    r.acknowledged_at,
+                    _json(r.agent_response) if r.agent_response is not None else None,
+                    r.event_cursor,
+                ),
+            )
+        elif isinstance(op, AddAudit):
+            conn.execute(
+                "INSERT INTO audit (ts, actor, action, request_id, agent_id, detail) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (op.ts, op.actor, op.action, op.request_id, op.agent_id, _json(op.detail)),
+            )
 
     # ---- reads (any thread) ----
+
+    _REQUEST_COLS = (
+        "id, kind, agent_id, session_id, key, status, created_at, expires_at, request, response, "
+        "decided_by, decided_at, delivered_at, acknowledged_at, agent_response, event_cursor"
+    )
+
+    @staticmethod
+    def _request(r: tuple[Any, ...]) -> RequestRecord:
+        return RequestRecord(
+            r[0],
+            r[1],
+            r[2],
+            r[3],
+            r[4],
+            r[5],
+            r[6],
+            r[7],
+            orjson.loads(r[8]),
+            orjson.loads(r[9]) if r[9] is not None else None,
+            r[10],
+            r[11],
+            r[12],
+            r[13],
+            orjson.loads(r[14]) if r[14] is not None else None,
+            r[15],
+        )
+
+    def list_requests(
+        self, *, status: str | None, agent_id: str | None, kind: str | None, limit: int
+    ) -> list[RequestRecord]:
+        where, args = [], []
+        for column, value in (("status", status), ("agent_id", agent_id), ("kind", kind)):
+            if value:
+                where.append(f"{column} = ?")
+                args.append(value)
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        with self._read() as conn:
+            rows = conn.execute(
+                f"SELECT {self._REQUEST_COLS} FROM requests{clause} "
+                "ORDER BY created_at DESC, id LIMIT ?",
+                [*args, limit],
+            ).fetchall()
+        return [self._request(r) for r in rows]
+
+    def open_requests(self) -> list[RequestRecord]:
+        """Requests still pending, or decided but not yet acknowledged by the agent."""
+        with self._read() as conn:
+            rows = conn.execute(
+                f"SELECT {self._REQUEST_COLS} FROM requests WHERE status = 'pending' "
+                "OR (status = 'decided' AND acknowledged_at IS NULL) ORDER BY created_at"
+            ).fetchall()
+        return [self._request(r) for r in rows]
+
+    def get_request(self, request_id: str) -> RequestRecord | None:
+        with self._read() as conn:
+            row = conn.execute(
+                f"SELECT {self._REQUEST_COLS} FROM requests WHERE id = ?", (request_id,)
+            ).fetchone()
+        return self._request(row) if row else None
+
+    def audit(
+        self, *, agent_id: str | None, request_id: str | None, limit: int
+    ) -> list[AuditRecord]:
+        where, args = [], []
+        for column, value in (("agent_id", agent_id), ("request_id", request_id)):
+            if value:
+                where.append(f"{column} = ?")
+                args.append(value)
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT id, ts, actor, action, request_id, agent_id, detail FROM audit"
+                f"{clause} ORDER BY id DESC LIMIT ?",
+                [*args, limit],
+            ).fetchall()
+        return [AuditRecord(r[0], r[1], r[2], r[3], r[4], r[5], orjson.loads(r[6])) for r in rows]
 
     def load_agents(self) -> list[AgentRecord]:
         with self._read() as conn:

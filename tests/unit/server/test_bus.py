@@ -66,8 +66,8 @@ def test_agent_changes_reach_batch_subscribers_only_and_coalesce() -> None:
     bus = LiveBus()
     legacy, console = bus.subscribe(), bus.subscribe()
     legacy.active = console.active = console.batch = True
-    bus.agent_changed({"id": "a", "state": "working"})
-    bus.agent_changed({"id": "a", "state": "idle"})
-    _, agents, _ = console.take()
-    assert agents == {"a": {"id": "a", "state": "idle"}}
+    bus.changed("agent", {"id": "a", "state": "working"})
+    bus.changed("agent", {"id": "a", "state": "idle"})
+    _, updates, _ = console.take()
+    assert updates == {("agent", "a"): {"id": "a", "state": "idle"}}
     assert legacy.take()[1] == {}

@@ -1,0 +1,1 @@
+"""Steering agents: requests, decisions, tool control, audit."""

@@ -1,0 +1,418 @@
+"""Requests agents make of people, the answers, and their delivery back (docs/control.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import secrets
+from typing import Any
+
+import orjson
+
+from aster_studio_sdk.protocol import MessageType, parse_timestamp_ms
+
+from .. import store as ops
+from ..errors import BadRequest, NotFound, StudioError
+from ..ingest.service import Clock, IngestService
+from ..live.bus import LiveBus
+from ..models import RequestRecord, StoredEvent, iso_ms
+from ..store import WriteOp
+
+log = logging.getLogger(__name__)
+
+PERMISSION, QUESTION, TOOL_CONTROL = "permission", "question", "tool_control"
+PENDING, DECIDED, EXPIRED = "pending", "decided", "expired"
+TOOL_ACTIONS = ("pause", "resume", "cancel")
+WATCHED_TYPES = frozenset(
+    {
+        "permission_required",
+        "ask_user",
+        "permission_decided",
+        "user_answer",
+        "tool_control_response",
+    }
+)
+MAX_NOTE = 4_000
+MAX_ACTOR = 256
+
+
+class Conflict(StudioError):
+    """The request was already decided, or the agent cannot be reached (REST 409)."""
+
+    def __init__(self, message: str, **detail: Any) -> None:
+        super().__init__(message)
+        self.detail = detail
+
+
+class Expired(StudioError):
+    """The request's deadline passed before a decision (REST 410)."""
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def stage(record: RequestRecord) -> str:
+    """Where a request is: pending, decided, delivered, acknowledged or expired."""
+    if record.status == EXPIRED:
+        return EXPIRED
+    if record.acknowledged_at is not None:
+        return "acknowledged"
+    if record.delivered_at is not None:
+        return "delivered"
+    return record.status
+
+
+def view(record: RequestRecord) -> dict[str, Any]:
+    """Return the RequestView of the REST API and the live stream."""
+    return {
+        "id": record.id,
+        "kind": record.kind,
+        "agent_id": record.agent_id,
+        "session_id": record.session_id,
+        "key": record.key,
+        "status": record.status,
+        "stage": stage(record),
+        "created_at": iso_ms(record.created_at),
+        "expires_at": iso_ms(record.expires_at),
+        "request": record.request,
+        "response": record.response,
+        "decided_by": record.decided_by,
+        "decided_at": iso_ms(record.decided_at),
+        "delivered_at": iso_ms(record.delivered_at),
+        "acknowledged_at": iso_ms(record.acknowledged_at),
+        "agent_response": record.agent_response,
+        "event_cursor": record.event_cursor,
+    }
+
+
+class ControlService:
+    """Track open requests in memory (the store keeps every one) and deliver decisions.
+
+    All state changes happen on the event loop, so the first decision to arrive wins without
+    locks; the write of that decision goes through the same pipeline as events.
+    """
+
+    def __init__(self, ingest: IngestService, bus: LiveBus, clock: Clock) -> None:
+        self.ingest = ingest
+        self.bus = bus
+        self.clock = clock
+        self.open: dict[str, RequestRecord] = {}
+
+    def load(self, records: list[RequestRecord]) -> None:
+        self.open = {r.id: r for r in records}
+
+    @property
+    def pending_count(self) -> int:
+        return sum(1 for r in self.open.values() if r.status == PENDING)
+
+    # ---- changes ----
+
+    def _save(
+        self,
+        record: RequestRecord,
+        writes: list[WriteOp],
+        action: str | None = None,
+        actor: str | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> RequestRecord:
+        if record.status == EXPIRED or record.acknowledged_at is not None:
+            self.open.pop(record.id, None)
+        else:
+            self.open[record.id] = record
+        writes.append(ops.SaveRequest(record))
+        if action is not None:
+            writes.append(
+                ops.AddAudit(
+                    self.clock(),
+                    actor or "studio",
+                    action,
+                    record.id,
+                    record.agent_id,
+                    detail or {},
+                )
+            )
+        self.bus.changed("request", view(record))
+        return record
+
+    def _commit(self, writes: list[WriteOp]) -> None:
+        if writes and self.ingest.pipeline is not None:
+            self.ingest.pipeline.submit(writes)
+
+    def _find(self, agent_id: str, kind: str, key: str) -> RequestRecord | None:
+        for record in self.open.values():
+            if record.agent_id == agent_id and record.kind == kind and record.key == key:
+                return record
+        return None
+
+    def _get_open(self, request_id: str) -> RequestRecord:
+        record = self.open.get(request_id)
+        if record is None:
+            raise NotFound(f"no open request {request_id!r}")
+        return record
+
+    # ---- what agents send ----
+
+    def observe(self, events: list[StoredEvent]) -> None:
+        """Runs after each commit: create, acknowledge or answer requests from agent events."""
+        writes: list[WriteOp] = []
+        for event in events:
+            if event.event_type in WATCHED_TYPES:
+                try:
+                    body = orjson.loads(event.payload)
+                    self._observe(event, body, writes)
+                except Exception:  # one odd event must not stop the rest
+                    log.exception("could not apply control event %s", event.id)
+        self._commit(writes)
+
+    def _observe(self, event: StoredEvent, body: dict[str, Any], writes: list[WriteOp]) -> None:
+        kind = event.event_type
+        now = self.clock()
+        if kind in ("permission_required", "ask_user"):
+            raw_call = body.get("call")
+            call: dict[str, Any] = raw_call if isinstance(raw_call, dict) else {}
+            if kind == "permission_required":
+                req_kind, key = PERMISSION, _str(call.get("id")) or _str(body.get("call_id"))
+                request: dict[str, Any] = call or {"call_id": key}
+            else:
+                req_kind, key = QUESTION, _str(body.get("request_id"))
+                request = {"request_id": key, "questions": body.get("questions") or []}
+            if key is None or self._find(event.agent_id, req_kind, key) is not None:
+                return
+            record = RequestRecord(
+                id="r_" + secrets.token_hex(6),
+                kind=req_kind,
+                agent_id=event.agent_id,
+                session_id=event.session_id,
+                key=key,
+                status=PENDING,
+                created_at=event.ts,
+                expires_at=self._deadline(body, event.ts),
+                request=request,
+                event_cursor=event.id,
+            )
+            self._save(record, writes, "requested", f"agent:{event.agent_id}", {"key": key})
+            return
+        key = _str(body.get("call_id")) or _str(body.get("request_id"))
+        if key is None:
+            return
+        req_kind = {"permission_decided": PERMISSION, "user_answer": QUESTION}.get(
+            kind, TOOL_CONTROL
+        )
+        found = self._find(event.agent_id, req_kind, key)
+        if found is None:
+            return
+        record = found
+        actor = f"agent:{event.agent_id}"
+        if record.status == PENDING:
+            # The agent decided on its own (a local user, its own timeout): record that.
+            response = (
+                {"decision": body.get("decision")}
+                if req_kind == PERMISSION
+                else {"answers": body.get("answers")}
+            )
+            record = dataclasses.replace(
+                record, status=DECIDED, response=response, decided_by=actor, decided_at=now
+            )
+        record = dataclasses.replace(record, acknowledged_at=now, agent_response=body)
+        self._save(record, writes, "acknowledged", actor, {"event_cursor": event.id})
+
+    @staticmethod
+    def _deadline(body: dict[str, Any], created_at: int) -> int | None:
+        timeout = body.get("timeout_ms")
+        if isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and timeout > 0:
+            return created_at + int(timeout)
+        return parse_timestamp_ms(body.get("expires_at"))
+
+    def agent_online(self, agent_id: str) -> None:
+        """Deliver decisions made while the agent was away (unless expired)."""
+        writes: list[WriteOp] = []
+        now = self.clock()
+        for record in list(self.open.values()):
+            if record.agent_id != agent_id or record.status != DECIDED:
+                continue
+            if record.delivered_at is not None and record.kind == TOOL_CONTROL:
+                continue  # a tool control is for the connection that ran the call
+            if record.expires_at is not None and now >= record.expires_at:
+                continue  # expire_due() marks it
+            self._deliver(record, writes)
+        self._commit(writes)
+
+    def expire_due(self) -> None:
+        """Mark requests whose deadline passed before they were decided or delivered."""
+        now = self.clock()
+        writes: list[WriteOp] = []
+        for record in list(self.open.values()):
+            if record.expires_at is None or now < record.expires_at:
+                continue
+            if record.status == PENDING or (
+                record.status == DECIDED and record.delivered_at is None
+            ):
+                self._save(dataclasses.replace(record, status=EXPIRED), writes, "expired")
+        self._commit(writes)
+
+    # ---- what people decide ----
+
+    def _decidable(self, request_id: str, kind: str) -> RequestRecord:
+        record = self.open.get(request_id)
+        if record is None:
+            raise self._closed(request_id)
+        if record.kind != kind:
+            raise BadRequest(f"request {request_id} is a {record.kind} request, not a {kind}")
+        if record.status != PENDING:
+            raise self._closed(request_id, record)
+        if record.expires_at is not None and self.clock() >= record.expires_at:
+            writes: list[WriteOp] = []
+            self._save(dataclasses.replace(record, status=EXPIRED), writes, "expired")
+            self._commit(writes)
+            raise Expired(f"request {request_id} expired at {iso_ms(record.expires_at)}")
+        return record
+
+    def _closed(self, request_id: str, record: RequestRecord | None = None) -> StudioError:
+        """The error for deciding a request that is not open; history tells which."""
+        if record is not None and record.status == DECIDED:
+            writes: list[WriteOp] = [
+                ops.AddAudit(self.clock(), "studio", "conflict", record.id, record.agent_id, {})
+            ]
+            self._commit(writes)
+            return Conflict(
+                f"request {request_id} was already decided by {record.decided_by} "
+                f"at {iso_ms(record.decided_at)}",
+                decided_by=record.decided_by,
+                decided_at=iso_ms(record.decided_at),
+                response=record.response,
+            )
+        return NotFound(f"no open request {request_id!r}")
+
+    async def closed_error(self, request_id: str) -> StudioError:
+        """Explain, from storage, why a request that is not open cannot be decided."""
+        record = await self._run(self.ingest.store.get_request, request_id)
+        if record is None:
+            return NotFound(f"no request {request_id!r}")
+        if record.status == EXPIRED:
+            return Expired(f"request {request_id} expired at {iso_ms(record.expires_at)}")
+        return self._closed(request_id, record)
+
+    async def _run(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+
+    async def decide(
+        self, request_id: str, decision: str, note: str | None, by: str
+    ) -> RequestRecord:
+        if decision not in ("allow", "deny"):
+            raise BadRequest("'decision' must be 'allow' or 'deny'")
+        try:
+            record = self._decidable(request_id, PERMISSION)
+        except NotFound:
+            raise await self.closed_error(request_id) from None
+        response: dict[str, Any] = {"decision": decision}
+        if note:
+            response["note"] = note
+        return await self._decided(record, response, by, "decided")
+
+    async def answer(self, request_id: str, answers: Any, by: str) -> RequestRecord:
+        if not isinstance(answers, (dict, list)):
+            raise BadRequest("'answers' must be an object (question -> answer) or a list")
+        try:
+            record = self._decidable(request_id, QUESTION)
+        except NotFound:
+            raise await self.closed_error(request_id) from None
+        return await self._decided(record, {"answers": answers}, by, "answered")
+
+    async def _decided(
+        self, record: RequestRecord, response: dict[str, Any], by: str, action: str
+    ) -> RequestRecord:
+        writes: list[WriteOp] = []
+        record = dataclasses.replace(
+            record, status=DECIDED, response=response, decided_by=by, decided_at=self.clock()
+        )
+        record = self._save(record, writes, action, by, response)
+        record = self._deliver(record, writes)
+        self._commit(writes)
+        if self.ingest.pipeline is not None:
+            await self.ingest.pipeline.barrier()
+        return self.open.get(record.id, record)
+
+    async def control_tool(
+        self, agent_id: str, call_id: str, action: str, note: str | None, by: str
+    ) -> RequestRecord:
+        if action not in TOOL_ACTIONS:
+            raise BadRequest("'action' must be pause, resume or cancel")
+        agent = self.ingest.registry.agents.get(agent_id)
+        if agent is None:
+            raise NotFound(f"no agent {agent_id!r}")
+        conn = self.ingest.connections.get(agent.connection or 0)
+        if conn is None or not conn.accepts_control:
+            raise Conflict(
+                f"agent {agent_id} is not connected with control enabled; "
+                "a tool control only applies to a running call"
+            )
+        now = self.clock()
+        request: dict[str, Any] = {"call_id": call_id, "action": action}
+        if note:
+            request["note"] = note
+        record = RequestRecord(
+            id="r_" + secrets.token_hex(6),
+            kind=TOOL_CONTROL,
+            agent_id=agent_id,
+            session_id=agent.current_session_id,
+            key=call_id,
+            status=DECIDED,
+            created_at=now,
+            expires_at=None,
+            request=request,
+            response=request,
+            decided_by=by,
+            decided_at=now,
+        )
+        writes: list[WriteOp] = []
+        # A newer control for the same call replaces an unanswered older one.
+        older = self._find(agent_id, TOOL_CONTROL, call_id)
+        if older is not None:
+            self.open.pop(older.id, None)
+        self._save(record, writes, "tool_control", by, request)
+        record = self._deliver(record, writes)
+        self._commit(writes)
+        if self.ingest.pipeline is not None:
+            await self.ingest.pipeline.barrier()
+        return record
+
+    def _deliver(self, record: RequestRecord, writes: list[WriteOp]) -> RequestRecord:
+        """Send the decision to the agent's live connection if it has one that accepts it."""
+        agent = self.ingest.registry.agents.get(record.agent_id)
+        conn = self.ingest.connections.get(agent.connection or 0) if agent else None
+        if conn is None or not conn.accepts_control:
+            return record
+        conn.reply(MessageType.CONTROL, self._message(record))
+        delivered = dataclasses.replace(record, delivered_at=self.clock())
+        return self._save(delivered, writes, "delivered", "studio", {"connection": conn.id})
+
+    @staticmethod
+    def _message(record: RequestRecord) -> dict[str, object]:
+        response = record.response or {}
+        if record.kind == PERMISSION:
+            message: dict[str, object] = {
+                "event_type": "permission_decided",
+                "request_id": record.id,
+                "call_id": record.key,
+                "decision": response.get("decision"),
+                "decided_by": record.decided_by,
+            }
+            if response.get("note"):
+                message["note"] = response["note"]
+            return message
+        if record.kind == QUESTION:
+            return {
+                "event_type": "user_answer",
+                "request_id": record.key,
+                "answers": response.get("answers"),
+                "decided_by": record.decided_by,
+            }
+        return {
+            "event_type": "tool_control",
+            "request_id": record.id,
+            "call_id": record.key,
+            "action": response.get("action"),
+            **({"note": response["note"]} if response.get("note") else {}),
+        }

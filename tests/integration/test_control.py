@@ -1,0 +1,294 @@
+"""Steering: requests from agents, decisions from people, delivery, expiry, conflicts, audit."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from tests.support.agent import RawAgent, event
+from tests.support.api import call, get, wait_for
+from tests.support.server import StudioProcess
+
+CALL = {"id": "call_1", "name": "write_file", "arguments": {"path": "/tmp/x"}, "state": "pending"}
+
+
+def steerable(studio: StudioProcess, agent_id: str = "steer") -> RawAgent:
+    agent = RawAgent(studio.agent_url)
+    reply = agent.request(
+        {"type": "register", "agent": {"id": agent_id, "capabilities": ["control"]}}
+    )
+    assert reply["type"] == "registered"
+    return agent
+
+
+def pending(studio: StudioProcess, count: int = 1) -> list[dict[str, Any]]:
+    data = wait_for(
+        lambda: get(studio.http_url, "/v1/dashboard/requests?status=pending"),
+        lambda d: d["pending"] == count,
+    )
+    return list(data["requests"])
+
+
+def ask_permission(agent: RawAgent, agent_id: str = "steer", **extra: Any) -> None:
+    agent.send(event(agent_id, "permission_required", channel="control", call=CALL, **extra))
+
+
+def test_permission_request_is_listed_as_pending(studio: StudioProcess) -> None:
+    with steerable(studio) as agent:
+        ask_permission(agent)
+        (request,) = pending(studio)
+    assert (request["kind"], request["key"], request["stage"]) == (
+        "permission",
+        "call_1",
+        "pending",
+    )
+    assert request["request"]["name"] == "write_file"
+    assert get(studio.http_url, "/v1/dashboard/overview")["pending_requests"] == 1
+
+
+def test_asking_twice_for_the_same_call_makes_one_request(studio: StudioProcess) -> None:
+    with steerable(studio) as agent:
+        ask_permission(agent)
+        ask_permission(agent)
+        agent.request({"type": "ping"})
+        time.sleep(0.2)
+        assert len(pending(studio)) == 1
+
+
+def test_allow_reaches_the_agent_and_its_ack_is_recorded(studio: StudioProcess) -> None:
+    with steerable(studio) as agent:
+        ask_permission(agent)
+        (request,) = pending(studio)
+        status, body = call(
+            studio.http_url,
+            f"/v1/dashboard/requests/{request['id']}/decision",
+            "POST",
+            {"decision": "allow", "note": "just once", "decided_by": "alice"},
+        )
+        assert status == 200 and body["data"]["stage"] == "delivered"
+        control = agent.recv_until("control")
+        assert control["event_type"] == "permission_decided"
+        assert (
+            control["call_id"],
+            control["decision"],
+            control["decided_by"],
+            control["note"],
+        ) == (
+            "call_1",
+            "allow",
+            "alice",
+            "just once",
+        )
+        agent.send(event("steer", "permission_decided", call_id="call_1", decision="allow"))
+        done = wait_for(
+            lambda: get(studio.http_url, f"/v1/dashboard/requests/{request['id']}"),
+            lambda r: r["stage"] == "acknowledged",
+        )
+    assert done["decided_by"] == "alice"
+    actions = [e["action"] for e in get(studio.http_url, "/v1/dashboard/audit")["entries"]]
+    assert actions[::-1] == ["requested", "decided", "delivered", "acknowledged"]
+
+
+def test_deny_is_delivered_as_deny(studio: StudioProcess) -> None:
+    with steerable(studio) as agent:
+        ask_permission(agent)
+        (request,) = pending(studio)
+        call(
+            studio.http_url,
+            f"/v1/dashboard/requests/{request['id']}/decision",
+            "POST",
+            {"decision": "deny"},
+        )
+        assert agent.recv_until("control")["decision"] == "deny"
+
+
+def test_questions_are_answered(studio: StudioProcess) -> None:
+    questions = [
+        {
+            "question": "Which file?",
+            "header": "File",
+            "multi_select": False,
+            "options": [{"label": "a.txt", "description": ""}],
+        }
+    ]
+    with steerable(studio) as agent:
+        agent.send(event("steer", "ask_user", request_id="q-1", questions=questions))
+        (request,) = pending(studio)
+        assert request["kind"] == "question" and request["request"]["questions"] == questions
+        status, _ = call(
+            studio.http_url,
+            f"/v1/dashboard/requests/{request['id']}/answer",
+            "POST",
+            {"answers": {"Which file?": "a.txt"}},
+        )
+        assert status == 200
+        control = agent.recv_until("control")
+    assert control == {
+        "type": "control",
+        "event_type": "user_answer",
+        "request_id": "q-1",
+        "answers": {"Which file?": "a.txt"},
+        "decided_by": "console",
+    }
+
+
+def test_decision_made_while_offline_is_delivered_on_reconnect(studio: StudioProcess) -> None:
+    with steerable(studio) as agent:
+        ask_permission(agent)
+        (request,) = pending(studio)
+    wait_for(
+        lambda: get(studio.http_url, "/v1/dashboard/agents/steer"),
+        lambda v: v["status"] == "offline",
+    )
+    status, body = call(
+        studio.http_url,
+        f"/v1/dashboard/requests/{request['id']}/decision",
+        "POST",
+        {"decision": "allow"},
+    )
+    assert status == 200 and body["data"]["stage"] == "decided"
+    with steerable(studio) as again:
+        control = again.recv_until("control")
+    assert (control["call_id"], control["decision"]) == ("call_1", "allow")
+
+
+def test_expired_request_is_shown_expired_and_refuses_decisions(studio: StudioProcess) -> None:
+    with steerable(studio) as agent:
+        ask_permission(agent, timeout_ms=300)
+        (request,) = pending(studio)
+        assert request["expires_at"] is not None
+        expired = wait_for(
+            lambda: get(studio.http_url, f"/v1/dashboard/requests/{request['id']}"),
+            lambda r: r["status"] == "expired",
+            timeout=5,
+        )
+        assert expired["stage"] == "expired"
+        status, body = call(
+            studio.http_url,
+            f"/v1/dashboard/requests/{request['id']}/decision",
+            "POST",
+            {"decision": "allow"},
+        )
+    assert status == 410 and body["error"]["code"] == "expired"
+
+
+def test_two_concurrent_decisions_one_wins_one_conflicts(studio: StudioProcess) -> None:
+    with steerable(studio) as agent:
+        ask_permission(agent)
+        (request,) = pending(studio)
+        results: list[tuple[int, Any]] = []
+        start = threading.Barrier(2)
+
+        def decide(who: str, decision: str) -> None:
+            start.wait()
+            results.append(
+                call(
+                    studio.http_url,
+                    f"/v1/dashboard/requests/{request['id']}/decision",
+                    "POST",
+                    {"decision": decision, "decided_by": who},
+                )
+            )
+
+        threads = [
+            threading.Thread(target=decide, args=a) for a in (("ann", "allow"), ("bob", "deny"))
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        codes = sorted(status for status, _ in results)
+        assert codes == [200, 409]
+        winner = next(b for s, b in results if s == 200)["data"]
+        loser = next(b for s, b in results if s == 409)["error"]
+        assert loser["code"] == "conflict" and loser["decided_by"] == winner["decided_by"]
+        assert agent.recv_until("control")["decided_by"] == winner["decided_by"]
+
+
+def test_tool_control_reaches_the_agent_and_its_response_is_shown(studio: StudioProcess) -> None:
+    with steerable(studio) as agent:
+        status, body = call(
+            studio.http_url,
+            "/v1/dashboard/agents/steer/tools/call_9/control",
+            "POST",
+            {"action": "cancel", "note": "too slow"},
+        )
+        assert status == 200
+        control = agent.recv_until("control")
+        assert (control["event_type"], control["call_id"], control["action"]) == (
+            "tool_control",
+            "call_9",
+            "cancel",
+        )
+        agent.send(
+            event("steer", "tool_control_response", call_id="call_9", action="cancel", ok=True)
+        )
+        done = wait_for(
+            lambda: get(studio.http_url, f"/v1/dashboard/requests/{body['data']['id']}"),
+            lambda r: r["stage"] == "acknowledged",
+        )
+    assert done["agent_response"]["ok"] is True
+
+
+def test_tool_control_for_offline_agent_is_a_conflict(studio: StudioProcess) -> None:
+    with steerable(studio):
+        pass
+    wait_for(
+        lambda: get(studio.http_url, "/v1/dashboard/agents/steer"),
+        lambda v: v["status"] == "offline",
+    )
+    status, body = call(
+        studio.http_url, "/v1/dashboard/agents/steer/tools/c/control", "POST", {"action": "pause"}
+    )
+    assert status == 409 and body["error"]["code"] == "conflict"
+
+
+def test_original_clients_never_receive_control_messages(studio: StudioProcess) -> None:
+    with RawAgent(studio.agent_url) as plain:
+        plain.request({"type": "register", "agent": {"id": "plain"}})
+        ask_permission(plain, "plain")
+        (request,) = pending(studio)
+        status, body = call(
+            studio.http_url,
+            f"/v1/dashboard/requests/{request['id']}/decision",
+            "POST",
+            {"decision": "allow"},
+        )
+        assert status == 200 and body["data"]["stage"] == "decided"
+        assert plain.request({"type": "ping"}) == {"type": "pong"}
+
+
+def test_bad_decisions_are_400(studio: StudioProcess) -> None:
+    with steerable(studio) as agent:
+        ask_permission(agent)
+        (request,) = pending(studio)
+        url = f"/v1/dashboard/requests/{request['id']}"
+        assert call(studio.http_url, url + "/decision", "POST", {"decision": "maybe"})[0] == 400
+        assert call(studio.http_url, url + "/answer", "POST", {"answers": {}})[0] == 400
+        assert (
+            call(
+                studio.http_url,
+                "/v1/dashboard/requests/nope/decision",
+                "POST",
+                {"decision": "allow"},
+            )[0]
+            == 404
+        )
+
+
+def test_pending_requests_survive_a_restart(studio: StudioProcess) -> None:
+    with steerable(studio) as agent:
+        ask_permission(agent)
+        (request,) = pending(studio)
+    studio.restart()
+    (again,) = pending(studio)
+    assert again["id"] == request["id"]
+    call(
+        studio.http_url,
+        f"/v1/dashboard/requests/{request['id']}/decision",
+        "POST",
+        {"decision": "allow"},
+    )
+    with steerable(studio) as agent:
+        assert agent.recv_until("control")["call_id"] == "call_1"
