@@ -72,6 +72,13 @@ def _check_id(value: object, what: str) -> str:
     return value
 
 
+def _describe(exc: BaseException | None, exc_type: type[BaseException]) -> str:
+    try:
+        return f"{exc_type.__name__}: {exc}"
+    except Exception:  # an exception whose str() fails must not break the agent's error path
+        return exc_type.__name__
+
+
 def _interrupted(exc_type: type[BaseException] | None) -> bool:
     return exc_type is not None and issubclass(
         exc_type, (KeyboardInterrupt, SystemExit, asyncio.CancelledError, GeneratorExit)
@@ -293,9 +300,9 @@ class ToolCall:
         """Report `tool:error`."""
         self.state = "failed"
         if isinstance(error, BaseException):
-            self.error = f"{type(error).__name__}: {error}"
+            self.error = _describe(error, type(error))
         else:
-            self.error = error
+            self.error = str(error)
         self._emitter.event("progress", "tool:error", call=self.snapshot(), error=self.error)
 
     def cancel(self, reason: str | None = None) -> None:
@@ -416,7 +423,7 @@ class Session(_Emitter):
         elif _interrupted(exc_type):
             self.end(SessionStatus.INTERRUPTED)
         else:
-            self.error(f"{exc_type.__name__}: {exc}", severity="error", phase="lifecycle")
+            self.error(_describe(exc, exc_type), severity="error", phase="lifecycle")
             self.end(SessionStatus.FAILED)
 
     async def __aenter__(self) -> Session:

@@ -40,6 +40,7 @@ class DeliveryOptions:
     drop_policy: DropPolicy = DropPolicy.DROP_NEWEST
     flush_interval: float = 0.05
     poll_interval: float = 0.005
+    idle_poll_interval: float = 0.05
     max_batch_messages: int = 1_000
     max_batch_bytes: int = 512 * 1024
     max_message_bytes: int = 500 * 1024
@@ -67,6 +68,7 @@ class DeliveryOptions:
         for name in (
             "flush_interval",
             "poll_interval",
+            "idle_poll_interval",
             "connect_timeout",
             "handshake_timeout",
             "ack_timeout",

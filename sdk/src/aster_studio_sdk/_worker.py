@@ -57,6 +57,7 @@ Item = tuple[Any, ...]
 
 _PUMP_LIMIT = 5_000  # items moved per loop turn, so acks are read in between
 _RECV_LIMIT = 1_000
+_IDLE_AFTER = 1.0  # seconds without traffic before the worker polls at the idle interval
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,9 +134,9 @@ def encode(msg: dict[str, Any]) -> bytes | None:
             # orjson's bytes keep a ~4 KiB allocation however short the JSON; the resend buffer
             # holds thousands, so keep a compact copy (about 0.15 us).
             return b"%b" % (dumps(msg),)
-        except (TypeError, ValueError, OverflowError):
-            pass  # non-string keys or huge ints: the slower path copes
-    try:
+        except Exception:
+            pass  # non-string keys, huge ints, a dict changed meanwhile: try the slower path
+    try:  # also catches a dict the agent changes while we read it (RuntimeError)
         text = json.dumps(
             msg,
             separators=(",", ":"),
@@ -144,7 +145,7 @@ def encode(msg: dict[str, Any]) -> bytes | None:
             allow_nan=False,
             skipkeys=True,
         )
-    except (TypeError, ValueError, OverflowError, RecursionError):
+    except Exception:
         return None
     return text.encode("utf-8", "surrogatepass")
 
@@ -196,6 +197,7 @@ class Worker:
         self._next_attempt = 0.0
         self._last_send = 0.0
         self._last_progress = 0.0
+        self._busy_at = 0.0
         self._flush_now = False
         self._connected_once = False
         self._reported_drops = 0
@@ -293,8 +295,16 @@ class Worker:
             timeout = min(max(self._next_attempt - now, 0.0), 0.1)
         elif self._outbox.unsent:
             timeout = max(min(self._last_send + opts.flush_interval - now, opts.poll_interval), 0)
-        else:
+        elif (
+            self._queue
+            or self._outbox.in_flight
+            or self._waiters
+            or now - self._busy_at < _IDLE_AFTER
+        ):
             timeout = opts.poll_interval
+        else:
+            # Idle for a while: look less often (an idle agent should cost next to nothing).
+            timeout = max(opts.idle_poll_interval, opts.poll_interval)
         if self._close_deadline is not None:
             timeout = min(timeout, max(self._close_deadline - now, 0.0))
         if timeout > 0 and self._wake.wait(timeout):
@@ -309,6 +319,8 @@ class Worker:
     def _pump(self) -> None:
         queue, outbox, counters = self._queue, self._outbox, self.counters
         moved = 0
+        if queue:
+            self._busy_at = time.monotonic()
         while queue and moved < _PUMP_LIMIT and outbox.has_room():
             try:
                 item = queue.popleft()
@@ -538,6 +550,8 @@ class Worker:
             if self.reliable:
                 parts = outbox.take(opts.max_batch_messages, opts.max_batch_bytes)
                 conn.send(parts[0] if len(parts) == 1 else batch_frame(parts))
+                # Read acks between frames: replies left unread would stall the server's writes.
+                self._receive(conn)
             else:
                 # A server without the extensions may not know `batch`: one message per frame.
                 parts = outbox.take(1, opts.max_batch_bytes)
@@ -595,7 +609,7 @@ class Worker:
             conn, self._conn = self._conn, None
             if conn is not None:
                 conn.close()
-            left = len(self._outbox) + sum(1 for item in self._queue if item[0] == OP_EVENT)
+            left = len(self._outbox) + len(self._queue)
             if left:
                 self.counters.undelivered += left
                 logger.warning("%d messages were not delivered to the Studio before shutdown", left)
