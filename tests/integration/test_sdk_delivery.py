@@ -104,32 +104,59 @@ def test_session_is_registered_and_ended(studio: StudioProcess) -> None:
         assert "completed" in str(session)
 
 
+class Emitter(threading.Thread):
+    """Stream numbered ticks into one session until stopped (about 20,000 per second)."""
+
+    def __init__(self, client: StudioClient, thread: int = 0) -> None:
+        super().__init__(daemon=True)
+        self.client = client
+        self.thread = thread
+        self.count = 0
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        with self.client.session(f"session-{self.thread}") as s:
+            while not self.stop.is_set():
+                s.event("progress", "tick", thread=self.thread, i=self.count)
+                self.count += 1
+                if self.count % 20 == 0:
+                    time.sleep(0.001)
+
+    def finish(self) -> int:
+        self.stop.set()
+        self.join(10 * UNIT)
+        return self.count
+
+
 def test_server_killed_and_restarted_mid_stream_loses_and_duplicates_nothing(
     studio: StudioProcess,
 ) -> None:
     with client_for(studio.url, "survivor") as client:
-        emitter = threading.Thread(target=emit_ticks, args=(client, 0, 20_000, 50))
+        emitter = Emitter(client)
         emitter.start()
-        time.sleep(0.3)
+        time.sleep(0.5)
+        before_kill = client.stats().delivered
         studio.kill()  # SIGKILL: only what was durable (and acknowledged) survives
-        time.sleep(0.3)
-        studio.start()
-        emitter.join()
+        time.sleep(0.5)
+        studio.start()  # a new process on the same port and database
+        time.sleep(0.5)
+        count = emitter.finish()
         assert client.flush(30 * UNIT)
         stats = client.stats()
-        assert stats.disconnects >= 1 and stats.connects >= 2
-    assert_exactly_once(stored(studio, "survivor"), 1, 20_000)
+        assert before_kill > 0 and stats.disconnects >= 1 and stats.connects >= 2
+    assert_exactly_once(stored(studio, "survivor"), 1, count)
 
 
 def test_server_stopped_gracefully_and_restarted_loses_nothing(studio: StudioProcess) -> None:
     with client_for(studio.url, "graceful") as client:
-        emitter = threading.Thread(target=emit_ticks, args=(client, 0, 10_000, 50))
+        emitter = Emitter(client)
         emitter.start()
-        time.sleep(0.2)
+        time.sleep(0.3)
         studio.restart()  # SIGTERM, then a new process on the same port and database
-        emitter.join()
+        time.sleep(0.3)
+        count = emitter.finish()
         assert client.flush(30 * UNIT)
-    assert_exactly_once(stored(studio, "graceful"), 1, 10_000)
+    assert_exactly_once(stored(studio, "graceful"), 1, count)
 
 
 def test_server_down_at_start_that_comes_up_later_gets_everything(tmp_path: Path) -> None:
