@@ -7,6 +7,7 @@ reconnects with exponential back-off and jitter, re-registering the agent and it
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import random
@@ -262,7 +263,8 @@ class Worker:
         conn, self._conn = self._conn, None
         self.reliable = None
         if conn is not None:
-            conn.close()
+            with contextlib.suppress(Exception):  # a broken transport must not end the worker
+                conn.close()
         self._retry_later(exc)
 
     def _loop(self) -> None:
@@ -424,6 +426,9 @@ class Worker:
             conn.close()
             self._retry_later(exc)
             return
+        except Exception:
+            conn.close()
+            raise
         self._conn = conn
         self.reliable = last_seq is not None
         resent = self._outbox.restart(last_seq or 0)

@@ -81,6 +81,11 @@ class ErrorCode(StrEnum):
     NESTED_BATCH = "nested_batch"
     UNKNOWN_SESSION = "unknown_session"
     INTERNAL_ERROR = "internal_error"
+    # server policy (issued by the Studio, not the codec)
+    FORBIDDEN_AGENT = "forbidden_agent"
+    RATE_LIMITED = "rate_limited"
+    TOO_MANY_AGENTS = "too_many_agents"
+    TOO_MANY_SESSIONS = "too_many_sessions"
 
 
 class CloseCode(IntEnum):
@@ -91,6 +96,7 @@ class CloseCode(IntEnum):
     POLICY_VIOLATION = 1008
     MESSAGE_TOO_BIG = 1009
     INTERNAL_ERROR = 1011
+    TRY_AGAIN_LATER = 1013
     TAKEN_OVER = 4001
 
 

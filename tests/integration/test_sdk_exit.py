@@ -1,0 +1,55 @@
+"""Interpreter exit: pending events are delivered without `close`, and exit never hangs."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+
+from tests.support.api import get
+from tests.support.server import StudioProcess
+from tests.support.timing import UNIT
+
+SCRIPT = textwrap.dedent(
+    """
+    import sys
+    from aster_studio_sdk import StudioClient
+
+    client = StudioClient("exiter", url=sys.argv[1], enabled=True, strict=True)
+    with client.session("last-words") as s:
+        for i in range(2000):
+            s.event("progress", "tick", i=i)
+    # no close(): the exit handler delivers what is pending, within shutdown_timeout (2 s)
+    """
+)
+
+
+def run(url: str) -> tuple[subprocess.CompletedProcess[str], float]:
+    start = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT, url],
+        capture_output=True,
+        text=True,
+        timeout=30 * UNIT,
+    )
+    return done, time.monotonic() - start
+
+
+def test_exit_without_close_delivers_pending_events(studio: StudioProcess) -> None:
+    done, _ = run(studio.url)
+    assert done.returncode == 0, done.stderr
+    data = get(studio.http_url, "/v1/dashboard/events/count?agent_id=exiter")
+    assert data["count"] == 2000
+
+
+def test_exit_with_the_studio_down_is_not_held_up() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    baseline, base_time = run("ws://127.0.0.1:1")  # warms caches; also a dead address
+    done, took = run(f"ws://127.0.0.1:{port}")
+    assert baseline.returncode == 0 and done.returncode == 0, done.stderr
+    # interpreter start + at most shutdown_timeout (2 s) + slack
+    assert took < 2.0 + 3 * UNIT

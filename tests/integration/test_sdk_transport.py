@@ -1,0 +1,88 @@
+"""The WebSocket transport over real loopback sockets: frames, timeouts, closes, errors."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+
+import pytest
+from websockets.sync.server import Server, ServerConnection, serve
+
+from aster_studio_sdk import ConnectionClosed, TransportError, WebSocketTransport
+from tests.support.timing import UNIT
+
+received: list[str | bytes] = []
+headers_seen: list[str | None] = []
+
+
+def echo(ws: ServerConnection) -> None:
+    headers_seen.append(ws.request.headers.get("Authorization") if ws.request else None)
+    for frame in ws:
+        received.append(frame)
+        if frame == '{"type":"bye"}':
+            ws.close()
+            return
+        ws.send(frame)
+
+
+@pytest.fixture
+def server() -> Iterator[Server]:
+    received.clear()
+    headers_seen.clear()
+    with serve(echo, "127.0.0.1", 0) as srv:
+        thread = threading.Thread(target=srv.serve_forever, daemon=True)
+        thread.start()
+        yield srv
+        srv.shutdown()
+        thread.join(5 * UNIT)
+
+
+def url_of(srv: Server) -> str:
+    host, port = srv.socket.getsockname()[:2]
+    return f"ws://{host}:{port}/v1/remote-agents/connect"
+
+
+def test_frames_go_out_as_text_and_replies_come_back(server: Server) -> None:
+    conn = WebSocketTransport().connect(url_of(server), {"Authorization": "Bearer t"}, 5 * UNIT)
+    try:
+        conn.send(b'{"type":"ping"}')
+        assert conn.recv(5 * UNIT) == '{"type":"ping"}'
+        assert received == ['{"type":"ping"}']  # a text frame, not binary
+        assert headers_seen == ["Bearer t"]
+    finally:
+        conn.close()
+
+
+def test_recv_returns_none_when_nothing_arrives(server: Server) -> None:
+    conn = WebSocketTransport().connect(url_of(server), {}, 5 * UNIT)
+    try:
+        assert conn.recv(0) is None
+        assert conn.recv(0.05 * UNIT) is None
+    finally:
+        conn.close()
+
+
+def test_peer_close_raises_connection_closed(server: Server) -> None:
+    conn = WebSocketTransport().connect(url_of(server), {}, 5 * UNIT)
+    conn.send(b'{"type":"bye"}')
+    with pytest.raises(ConnectionClosed):
+        conn.recv(5 * UNIT)
+    with pytest.raises(TransportError):
+        conn.send(b"{}")
+    conn.close()  # closing twice never raises
+
+
+def test_connection_refused_raises_transport_error() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.raises(TransportError):
+        WebSocketTransport().connect(f"ws://127.0.0.1:{port}/x", {}, 2 * UNIT)
+
+
+def test_connect_times_out_on_a_silent_listener() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as listener:  # accepts TCP, never answers
+        port = listener.getsockname()[1]
+        with pytest.raises(TransportError):
+            WebSocketTransport().connect(f"ws://127.0.0.1:{port}/x", {}, 0.2 * UNIT)
