@@ -92,8 +92,11 @@ class _Emitter:
     _client: StudioClient
     _sid: str | None
 
-    def event(self, channel: Channel | str, event_type: str, **fields: Any) -> None:
-        """Report any event: `channel` is progress, control or monitor; fields are kept as sent."""
+    def event(self, channel: Channel | str, event_type: str, /, **fields: Any) -> None:
+        """Report any event: `channel` is progress, control or monitor; fields are kept as sent.
+
+        `channel` and `event_type` are positional-only, so any field name is allowed.
+        """
         try:
             self._client._put((OP_EVENT, self._sid, _time(), str(channel), event_type, fields))
         except Exception as exc:

@@ -81,7 +81,8 @@ class DeliveryOptions:
                 raise ConfigError(f"{name} must not be negative")
         if self.max_message_bytes > self.max_batch_bytes:
             raise ConfigError("max_message_bytes must not exceed max_batch_bytes")
-        DropPolicy(self.drop_policy)
+        # Accept the policy's name too ("drop_oldest"); store the enum member.
+        object.__setattr__(self, "drop_policy", DropPolicy(self.drop_policy))
 
 
 @dataclass(frozen=True, slots=True)

@@ -296,3 +296,12 @@ def test_worker_internal_error_is_counted_when_not_strict() -> None:
         assert client.stats().internal_errors >= 1
     finally:
         client.close(0.2 * UNIT)
+
+
+def test_generic_event_accepts_any_field_name(
+    memory: InMemoryStudio, make_client: MakeClient
+) -> None:
+    client = make_client()
+    client.event("monitor", "custom", event_type_hint="x", channel_name="y", step=1)
+    assert client.flush(5 * UNIT)
+    assert memory.events[0].event["channel_name"] == "y"

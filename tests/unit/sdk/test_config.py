@@ -74,3 +74,9 @@ def test_invalid_delivery_options_raise() -> None:
         DeliveryOptions(max_queue_size=0)
     with pytest.raises(ConfigError):
         DeliveryOptions(max_message_bytes=10, max_batch_bytes=5)
+
+
+def test_drop_policy_given_by_name_becomes_the_enum() -> None:
+    from aster_studio_sdk import DropPolicy
+
+    assert DeliveryOptions(drop_policy="drop_oldest").drop_policy is DropPolicy.DROP_OLDEST  # type: ignore[arg-type]

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from aster_studio_sdk._delivery import Outbox, batch_frame
 
@@ -90,3 +95,79 @@ def test_batch_frame_is_a_valid_batch_message() -> None:
         "type": "batch",
         "messages": [{"type": "ping", "seq": 1}, {"type": "ping", "seq": 2}],
     }
+
+
+class OutboxMachine(RuleBasedStateMachine):
+    """Random pushes, sends, acks, rejections and reconnects against a plain model."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.outbox = Outbox(1_000, 1 << 20)
+        self.pending: list[int] = []  # the model: numbers not yet handled, in order
+        self.handled: set[int] = set()
+        self.written: set[int] = set()  # written on the current connection
+
+    @rule(count=st.integers(1, 5))
+    def push(self, count: int) -> None:
+        for _ in range(count):
+            seq = self.outbox.reserve()
+            self.outbox.push(seq, b'{"seq":%d}' % seq)
+            self.pending.append(seq)
+
+    @rule(limit=st.integers(1, 4))
+    def send(self, limit: int) -> None:
+        parts = self.outbox.take(limit, 1 << 20)
+        unsent = [s for s in self.pending if s not in self.written]
+        assert seqs(parts) == unsent[: len(parts)]
+        self.written.update(seqs(parts))
+
+    @rule(data=st.data())
+    def ack(self, data: st.DataObject) -> None:
+        if not self.written:
+            return
+        seq = data.draw(st.sampled_from(sorted(self.written)))
+        self.outbox.ack(seq)
+        self.handle(lambda s: s <= seq)
+
+    @rule(data=st.data())
+    def reject(self, data: st.DataObject) -> None:
+        if not self.written:
+            return
+        seq = data.draw(st.sampled_from(sorted(self.written)))
+        self.outbox.reject(seq)
+        self.handle(lambda s: s == seq)
+
+    @rule(data=st.data())
+    def reconnect(self, data: st.DataObject) -> None:
+        # The server has stored some prefix of what was written (never more).
+        stored = [s for s in self.pending if s in self.written]
+        last = data.draw(st.sampled_from([0, *stored])) if stored else 0
+        last = max(last, max(self.handled, default=0) if last else 0)
+        self.outbox.restart(last)
+        self.handle(lambda s: s <= last)
+        self.written.clear()
+
+    def handle(self, done: Callable[[int], bool]) -> None:
+        for s in self.pending:
+            if done(s):
+                self.handled.add(s)
+        self.pending = [s for s in self.pending if not done(s)]
+        self.written &= set(self.pending)
+
+    @invariant()
+    def delivered_through_matches_model(self) -> None:
+        oldest = self.pending[0] if self.pending else None
+        for seq in (1, self.outbox.last_seq):
+            expected = oldest is None or oldest > seq
+            # a rejected message may still sit behind an unacknowledged one: the outbox is
+            # allowed to be more conservative than the model, never less
+            if self.outbox.delivered_through(seq):
+                assert expected
+
+    @invariant()
+    def resend_never_includes_handled_messages(self) -> None:
+        assert len(self.outbox) >= len(self.pending)
+
+
+TestOutboxMachine = OutboxMachine.TestCase
+TestOutboxMachine.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
