@@ -22,7 +22,9 @@ def _missing() -> str | None:
     return None
 
 
-@pytest.fixture(scope="session")
+# Package scope: Playwright's sync API runs its own event loop in this thread, which must be gone
+# before the asyncio tests of other packages run.
+@pytest.fixture(scope="package")
 def playwright_instance() -> Iterator[Playwright]:
     reason = _missing()
     if reason:
@@ -34,7 +36,7 @@ def playwright_instance() -> Iterator[Playwright]:
         yield p
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser(playwright_instance: Playwright) -> Iterator[Browser]:
     browser = playwright_instance.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
     yield browser
