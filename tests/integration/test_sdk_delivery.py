@@ -183,7 +183,7 @@ def test_server_that_never_comes_up_does_not_hurt_the_agent() -> None:
     assert emit_time < 2 * UNIT
     begin = time.monotonic()
     assert client.close(0.5 * UNIT) is False
-    assert time.monotonic() - begin < 0.5 * UNIT + 0.2
+    assert time.monotonic() - begin < 0.5 * UNIT + 0.25 * UNIT
     stats = client.stats()
     assert stats.connect_failures >= 1 and stats.sent == 0
 

@@ -18,6 +18,8 @@ from tests.support.timing import UNIT
 
 from .conftest import FAST, MakeClient, wait_until
 
+SLACK = 0.25 * UNIT  # scheduling delay allowed past a timeout on a busy machine
+
 
 def deltas(studio: InMemoryStudio) -> list[str]:
     return [str(e.event.get("delta")) for e in studio.events if e.event_type == "text_chunk"]
@@ -211,7 +213,7 @@ def test_flush_returns_within_its_timeout_when_the_studio_is_down(
     client.text("x")
     start = time.monotonic()
     assert client.flush(0.2 * UNIT) is False
-    assert time.monotonic() - start < 0.2 * UNIT + 0.1
+    assert time.monotonic() - start < 0.2 * UNIT + SLACK
 
 
 def test_close_returns_within_its_timeout_when_the_studio_never_comes_up(
@@ -222,7 +224,7 @@ def test_close_returns_within_its_timeout_when_the_studio_never_comes_up(
     client.text("x")
     start = time.monotonic()
     assert client.close(0.3 * UNIT) is False
-    assert time.monotonic() - start < 0.3 * UNIT + 0.1
+    assert time.monotonic() - start < 0.3 * UNIT + SLACK
     assert wait_until(lambda: client.stats().undelivered >= 1)
 
 
@@ -235,7 +237,7 @@ def test_close_returns_within_its_timeout_when_sends_stall(
     client.text("x")
     start = time.monotonic()
     assert client.close(0.3 * UNIT) is False
-    assert time.monotonic() - start < 0.3 * UNIT + 0.1
+    assert time.monotonic() - start < 0.3 * UNIT + SLACK
     memory.stall_sends = False
 
 
@@ -245,7 +247,7 @@ def test_close_returns_within_its_timeout_when_connecting_hangs(memory: InMemory
     client.text("x")
     start = time.monotonic()
     assert client.close(0.2 * UNIT) is False
-    assert time.monotonic() - start < 0.2 * UNIT + 0.1
+    assert time.monotonic() - start < 0.2 * UNIT + SLACK
 
 
 def test_oversized_and_unencodable_events_are_dropped_and_counted(
