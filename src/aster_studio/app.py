@@ -16,8 +16,10 @@ from fastapi import FastAPI
 from aster_studio_sdk.protocol import Limits
 
 from . import __version__
+from .auth import Auth
 from .config import Settings
 from .control.service import ControlService
+from .ingest.connection import ConnectionLimits
 from .ingest.pipeline import WritePipeline
 from .ingest.registry import Registry
 from .ingest.service import Clock, IngestService
@@ -47,6 +49,8 @@ class Studio:
     started_at: float = field(default_factory=time.time)
     ingest: IngestService = field(init=False)
     control: ControlService = field(init=False)
+    auth: Auth = field(init=False)
+    generated_console_token: str | None = None
     pipeline: WritePipeline | None = None
     dashboard_connections: int = 0
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -61,7 +65,14 @@ class Studio:
             limits=Limits(),
             stall_after_ms=int(self.settings.stall_after_s * 1000),
             outbox_max=self.settings.outbox_max,
+            policy=ConnectionLimits(
+                messages_per_s=self.settings.max_messages_per_s,
+                burst=self.settings.message_burst,
+                max_agents=self.settings.max_agents_per_connection,
+                max_sessions=self.settings.max_sessions_per_connection,
+            ),
         )
+        self.auth = Auth(self.store, self.settings.console_token)
         self.control = ControlService(self.ingest, self.bus, self.clock)
         self.ingest.on_events = self.control.observe
         self.ingest.on_agent_online = self.control.agent_online
@@ -73,6 +84,14 @@ class Studio:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self.store.open)
+        self.generated_console_token = await loop.run_in_executor(None, self.auth.load)
+        if self.generated_console_token is not None:
+            # Shown once, like a notebook server's token: only its hash is stored.
+            log.warning(
+                "agent keys exist, so auth is on. Console token (shown once; "
+                "`aster-studio console-token` makes a new one): %s",
+                self.generated_console_token,
+            )
         records = await loop.run_in_executor(None, self.store.load_agents)
         usage = await loop.run_in_executor(None, self.store.usage_by_agent)
         self.registry.load(records, usage)
@@ -108,6 +127,7 @@ class Studio:
             try:
                 self.ingest.check_stalls()
                 self.control.expire_due()
+                await asyncio.get_running_loop().run_in_executor(None, self.auth.refresh)
             except Exception:  # a watchdog must not die of one bad record
                 log.exception("periodic check failed")
 
@@ -121,6 +141,7 @@ def create_app(
 ) -> FastAPI:
     """Build the Studio's ASGI app: agent endpoint, REST API, live stream and console."""
     from .api import mount_routes
+    from .api.guard import Guard
 
     studio = Studio(
         settings=settings,
@@ -146,4 +167,5 @@ def create_app(
     )
     app.state.studio = studio
     mount_routes(app, studio, STATIC_DIR)
+    app.add_middleware(Guard, auth=studio.auth)
     return app

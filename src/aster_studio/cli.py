@@ -8,13 +8,16 @@ import logging
 import signal
 import socket
 import sys
+import time
 
 import uvicorn
 
 from . import __version__
-from .app import create_app
+from .app import Studio, create_app
+from .auth import CONSOLE_SECRET, hash_secret, new_agent_key, new_console_token
 from .config import DEFAULT_PORT, Settings
-from .errors import StudioError
+from .errors import ConfigError, StudioError
+from .store import SqliteStore
 from .ws_protocol import AgentWebSocketProtocol
 
 log = logging.getLogger("aster_studio")
@@ -28,7 +31,9 @@ def _add_server_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--db", help="sqlite:///path or a file path (env ASTER_STUDIO_DB, default per-user file)"
     )
-    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
+    parser.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,6 +47,37 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--stall-after", type=float, help="seconds a working agent may be silent (default 60)"
     )
+    serve.add_argument(
+        "--console-token",
+        help="the token people log in with (env ASTER_STUDIO_CONSOLE_TOKEN); turns auth on",
+    )
+    serve.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow binding a non-loopback address with no credential configured",
+    )
+    serve.add_argument("--certfile", help="TLS certificate (PEM): serve https:// and wss://")
+    serve.add_argument("--keyfile", help="TLS private key (PEM)")
+    serve.add_argument(
+        "--ws-deflate",
+        action="store_true",
+        help="offer permessage-deflate to agents (off by default: see docs/benchmarks.md)",
+    )
+    keys = commands.add_parser("keys", help="manage agent keys").add_subparsers(
+        dest="keys_command", required=True
+    )
+    create = keys.add_parser("create", help="create a key (printed once)")
+    create.add_argument("--name", required=True, help="what the key is for")
+    create.add_argument(
+        "--agents", default="*", help="agent ids it may write for (a glob, default *)"
+    )
+    keys.add_parser("list", help="list keys (never the keys themselves)")
+    revoke = keys.add_parser("revoke", help="revoke a key by id")
+    revoke.add_argument("key_id")
+    for sub in keys.choices.values():
+        sub.add_argument("--db", help="the Studio's database (as for serve)")
+    token = commands.add_parser("console-token", help="generate a new console token")
+    token.add_argument("--db", help="the Studio's database (as for serve)")
     demo = commands.add_parser("demo", help="run a Studio with simulated agents streaming to it")
     _add_server_options(demo)
     demo.add_argument("--agents", type=int, default=5, help="how many simulated agents")
@@ -59,18 +95,36 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _has_credentials(studio: Studio) -> bool:
+    """Whether any credential exists (read before serving, so auth state is known)."""
+    studio.store.open()
+    try:
+        studio.auth.refresh()
+    finally:
+        studio.store.close()
+    return studio.auth.enabled
+
+
 def serve(settings: Settings, *, ready_message: bool = True) -> None:
     """Run the Studio until SIGINT/SIGTERM; stored data is flushed before it returns."""
     app = create_app(settings)
+    studio = app.state.studio
+    if not settings.loopback and not settings.insecure and not _has_credentials(studio):
+        raise ConfigError(
+            f"refusing to listen on {settings.host} with no credential configured: anyone who "
+            "can reach it could read and steer your agents. Create an agent key "
+            "(`aster-studio keys create --name ...`) or set --console-token, or pass --insecure."
+        )
     sock = bind(settings.host, settings.port)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
+    http, ws = ("https", "wss") if settings.tls else ("http", "ws")
     if ready_message:
         print(
-            f"Aster Studio {__version__} listening on http://{shown}:{port}\n"
-            f"  console:  http://{shown}:{port}/studio/\n"
-            f"  agents:   ws://{shown}:{port}/v1/remote-agents/connect\n"
-            f"  data:     {app.state.studio.store.describe()}",
+            f"Aster Studio {__version__} listening on {http}://{shown}:{port}\n"
+            f"  console:  {http}://{shown}:{port}/studio/\n"
+            f"  agents:   {ws}://{shown}:{port}/v1/remote-agents/connect\n"
+            f"  data:     {studio.store.describe()}",
             flush=True,
         )
     config = uvicorn.Config(
@@ -84,6 +138,8 @@ def serve(settings: Settings, *, ready_message: bool = True) -> None:
         ws_per_message_deflate=settings.per_message_deflate,
         timeout_graceful_shutdown=int(settings.shutdown_timeout_s),
         lifespan="on",
+        ssl_certfile=settings.certfile,
+        ssl_keyfile=settings.keyfile,
     )
     server = uvicorn.Server(config)
     # uvicorn re-raises the stop signal after its graceful shutdown; a SIGTERM that was handled
@@ -95,18 +151,67 @@ def serve(settings: Settings, *, ready_message: bool = True) -> None:
         signal.signal(signal.SIGTERM, previous)
 
 
+def admin(args: argparse.Namespace) -> int:
+    """Run `keys ...` and `console-token` against the database directly."""
+    settings = Settings.from_env(db=args.db)
+    store = SqliteStore(settings.db_path)
+    store.open()
+    now = int(time.time() * 1000)
+    try:
+        if args.command == "console-token":
+            token = new_console_token()
+            store.set_secret(CONSOLE_SECRET, hash_secret(token), now)
+            print(
+                f"New console token (shown once; a running Studio accepts it within 1 s):\n{token}"
+            )
+            return 0
+        if args.keys_command == "create":
+            key, record = new_agent_key(args.name, args.agents, now)
+            store.add_key(record)
+            print(
+                f"Created agent key {record.id} for agents matching {record.pattern!r}.\n"
+                f"It is shown once; give it to the agent as ASTER_STUDIO_TOKEN:\n{key}"
+            )
+            if store.get_secret(CONSOLE_SECRET) is None:
+                print("Auth is now on: the Studio prints a console token at its next start.")
+            return 0
+        if args.keys_command == "list":
+            rows = store.agent_keys()
+            if not rows:
+                print("no agent keys: the Studio runs open on loopback")
+            for k in rows:
+                state = "revoked" if k.revoked_at else "active"
+                print(f"{k.id}  {state:8}  agents={k.pattern!r}  name={k.name!r}")
+            return 0
+        if store.revoke_key(args.key_id, now):
+            print(f"revoked {args.key_id}")
+            return 0
+        print(f"aster-studio: no active key {args.key_id!r}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=getattr(args, "log_level", "warning").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
+        if args.command in ("keys", "console-token"):
+            return admin(args)
         settings = Settings.from_env(
             host=args.host,
             port=args.port,
             db=args.db,
             log_level=args.log_level,
             stall_after_s=getattr(args, "stall_after", None),
+            console_token=getattr(args, "console_token", None),
+            insecure=getattr(args, "insecure", None) or None,
+            certfile=getattr(args, "certfile", None),
+            keyfile=getattr(args, "keyfile", None),
+            per_message_deflate=getattr(args, "ws_deflate", None) or None,
         )
         if args.command == "demo":
             from .demo import run_demo

@@ -31,6 +31,19 @@ def sqlite_path(db: str) -> Path:
     return Path(db).expanduser()
 
 
+# Limits an operator may tune without a flag each: (variable, setting, type).
+_NUMERIC_ENV: tuple[tuple[str, str, type[int] | type[float]], ...] = (
+    ("ASTER_STUDIO_STALL_AFTER", "stall_after_s", float),
+    ("ASTER_STUDIO_RATE_LIMIT", "max_messages_per_s", float),
+    ("ASTER_STUDIO_RATE_BURST", "message_burst", int),
+    ("ASTER_STUDIO_MAX_AGENTS_PER_CONNECTION", "max_agents_per_connection", int),
+    ("ASTER_STUDIO_MAX_SESSIONS_PER_CONNECTION", "max_sessions_per_connection", int),
+    ("ASTER_STUDIO_MAX_AGENT_CONNECTIONS", "max_agent_connections", int),
+    ("ASTER_STUDIO_HANDSHAKE_TIMEOUT", "handshake_timeout_s", float),
+    ("ASTER_STUDIO_MAX_FRAME_BYTES", "max_frame_bytes", int),
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Everything a Studio instance is configured with."""
@@ -50,6 +63,26 @@ class Settings:
     synchronous: str = "FULL"
     per_message_deflate: bool = False
     log_level: str = "info"
+    # access
+    console_token: str | None = None
+    insecure: bool = False
+    certfile: str | None = None
+    keyfile: str | None = None
+    # per-connection limits on the agent endpoint
+    max_messages_per_s: float = 50_000.0
+    message_burst: int = 100_000
+    max_agents_per_connection: int = 1_000
+    max_sessions_per_connection: int = 100_000
+    max_agent_connections: int = 20_000
+    handshake_timeout_s: float = 30.0
+
+    @property
+    def tls(self) -> bool:
+        return self.certfile is not None
+
+    @property
+    def loopback(self) -> bool:
+        return self.host in ("127.0.0.1", "localhost", "::1") or self.host.startswith("127.")
 
     @property
     def db_path(self) -> Path:
@@ -71,10 +104,18 @@ class Settings:
                 ) from exc
         if "ASTER_STUDIO_DB" in env:
             values["db"] = env["ASTER_STUDIO_DB"]
-        if "ASTER_STUDIO_STALL_AFTER" in env:
-            values["stall_after_s"] = float(env["ASTER_STUDIO_STALL_AFTER"])
+        if env.get("ASTER_STUDIO_CONSOLE_TOKEN"):
+            values["console_token"] = env["ASTER_STUDIO_CONSOLE_TOKEN"]
+        for name, key, kind in _NUMERIC_ENV:
+            if name in env:
+                try:
+                    values[key] = kind(env[name])
+                except ValueError as exc:
+                    raise ConfigError(f"{name} must be a number, got {env[name]!r}") from exc
         values.update({k: v for k, v in overrides.items() if v is not None})
         settings = cls(**values)  # type: ignore[arg-type]
         if not 0 <= settings.port <= 65535:
             raise ConfigError(f"port {settings.port} is out of range")
+        if (settings.certfile is None) != (settings.keyfile is None):
+            raise ConfigError("TLS needs both --certfile and --keyfile")
         return settings

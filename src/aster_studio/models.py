@@ -100,6 +100,18 @@ class RequestRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class AgentKey:
+    """An agent key as stored: only its hash, never the key itself."""
+
+    id: str
+    name: str
+    pattern: str  # agent ids this key may write for (fnmatch), "*" for any
+    hash: str
+    created_at: int
+    revoked_at: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class AuditRecord:
     """One row of the audit log."""
 

@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, RedirectResponse, Response
 
 from ..app import Studio
-from . import agents, control, events, health, metrics, pricing, remote, sessions, stream
+from . import agents, control, events, health, login, metrics, pricing, remote, sessions, stream
 from ._common import fail, install_error_handlers
 
 log = logging.getLogger(__name__)
@@ -19,7 +19,8 @@ log = logging.getLogger(__name__)
 def mount_routes(app: FastAPI, studio: Studio, static_dir: Path) -> None:
     """Mount every route, the error handlers and the console."""
     install_error_handlers(app)
-    for module in (remote, agents, sessions, events, metrics, pricing, control, stream, health):
+    modules = (remote, agents, sessions, events, metrics, pricing, control, stream, health, login)
+    for module in modules:
         app.include_router(module.router(studio))
     mount_console(app, static_dir)
 

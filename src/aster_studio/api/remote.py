@@ -9,6 +9,8 @@ import logging
 from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect
 
+from aster_studio_sdk.protocol import CloseCode
+
 from ..app import Studio
 from ._common import ok
 
@@ -23,11 +25,18 @@ def router(studio: Studio) -> APIRouter:
     api = APIRouter()
     ingest = studio.ingest
 
+    settings = studio.settings
+
     @api.websocket("/v1/remote-agents/connect")
     async def connect(ws: WebSocket) -> None:
         await ws.accept()
+        if len(ingest.connections) >= settings.max_agent_connections:
+            ingest.stats.refused += 1
+            await ws.close(CloseCode.TRY_AGAIN_LATER, "too many agent connections")
+            return
         client = ws.client
         conn = ingest.open_connection(f"{client.host}:{client.port}" if client else "?")
+        conn.key = ws.scope.get("state", {}).get("agent_key")
 
         async def close(code: int, reason: str) -> None:
             await ws.close(code, reason)
@@ -35,8 +44,18 @@ def router(studio: Studio) -> APIRouter:
         await ws.send_text(GREETING)
         sender = asyncio.create_task(conn.run_sender(ws.send_text, close))
         try:
+            # A peer that connects but never speaks is dropped after the handshake timeout.
+            first = True
             while True:
-                message = await ws.receive()
+                if first:
+                    try:
+                        message = await asyncio.wait_for(ws.receive(), settings.handshake_timeout_s)
+                    except TimeoutError:
+                        await ws.close(CloseCode.POLICY_VIOLATION, "no message within timeout")
+                        break
+                    first = False
+                else:
+                    message = await ws.receive()
                 if message["type"] == "websocket.disconnect":
                     break
                 text = message.get("text")

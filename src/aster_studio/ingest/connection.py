@@ -10,9 +10,23 @@ from dataclasses import dataclass, field
 
 from aster_studio_sdk.protocol import MessageType, Shape, encode_reply
 
+from ..models import AgentKey
+
 log = logging.getLogger(__name__)
 
 SendText = Callable[[str], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionLimits:
+    """What one agent connection may do; exceeding a limit is answered and counted."""
+
+    messages_per_s: float = 50_000.0
+    burst: int = 100_000
+    max_agents: int = 1_000
+    max_sessions: int = 100_000
+
+
 Close = Callable[[int, str], Awaitable[None]]
 
 
@@ -30,6 +44,13 @@ class AgentConnection:
     shape: Shape | None = None
     producer_id: str | None = None
     accepts_control: bool = False  # registered with a producer id or the "control" capability
+    key: AgentKey | None = None  # the agent key it authenticated with, if auth is on
+    allowed: set[str] = field(default_factory=set)  # agent ids the key was checked for
+    sessions: set[str] = field(default_factory=set)
+    tokens: float = 0.0  # rate-limit bucket
+    refilled_at: float = 0.0
+    throttled: int = 0
+    throttle_notice_at: float = 0.0
     agents: set[str] = field(default_factory=set)
     outbox: deque[bytes] = field(default_factory=deque)
     ack_seq: int | None = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -12,8 +13,10 @@ from typing import Any
 
 from aster_studio_sdk.protocol import (
     Batch,
+    ClientMessage,
     CloseCode,
     EndSession,
+    ErrorCode,
     Event,
     Limits,
     MessageType,
@@ -28,10 +31,11 @@ from aster_studio_sdk.protocol import (
 )
 
 from .. import store as ops
+from ..auth import Auth
 from ..live.bus import LiveBus
 from ..models import StoredEvent, Usage
 from ..store import CommitResult, Store, WriteOp
-from .connection import AgentConnection
+from .connection import AgentConnection, ConnectionLimits
 from .pipeline import WritePipeline
 from .registry import LiveAgent, Producer, Registry
 
@@ -50,6 +54,8 @@ class IngestStats:
     events: int = 0
     errors: int = 0
     duplicates: int = 0
+    refused: int = 0  # messages refused by policy (key scope, agent/session caps)
+    throttled_s: float = 0.0  # time connections were held back by their rate limit
 
 
 class RateMeter:
@@ -113,6 +119,7 @@ class IngestService:
         limits: Limits,
         stall_after_ms: int,
         outbox_max: int,
+        policy: ConnectionLimits | None = None,
     ) -> None:
         self.store = store
         self.registry = registry
@@ -121,6 +128,7 @@ class IngestService:
         self.limits = limits
         self.stall_after_ms = stall_after_ms
         self.outbox_max = outbox_max
+        self.policy = policy or ConnectionLimits()
         self.connections: dict[int, AgentConnection] = {}
         self.stats = IngestStats()
         self.rate = RateMeter(clock)
@@ -183,6 +191,7 @@ class IngestService:
         writes: list[WriteOp] = []
         top_seq = 0
         items = message.items if isinstance(message, Batch) else (message,)
+        await self._throttle(conn, len(items))
         for item in items:
             self.stats.messages += 1
             seq = item.seq
@@ -195,6 +204,11 @@ class IngestService:
                     continue
                 producer.accepted_seq = seq
                 top_seq = seq
+            if not isinstance(item, (ProtocolError, Ping)):
+                refusal = self._refusal(conn, item)
+                if refusal is not None:
+                    self.stats.refused += 1
+                    item = refusal
             if isinstance(item, ProtocolError):
                 self._error(conn, item)
             elif isinstance(item, Event):
@@ -214,6 +228,72 @@ class IngestService:
         self._submit(writes)
         if self.pipeline is not None and self.pipeline.full:
             await self.pipeline.wait_for_space()
+
+    async def _throttle(self, conn: AgentConnection, cost: int) -> None:
+        """Token bucket per connection: a flood is slowed (back-pressure), never dropped."""
+        policy = self.policy
+        now = time.monotonic()
+        if conn.refilled_at == 0.0:
+            conn.tokens = float(policy.burst)
+        else:
+            conn.tokens = min(
+                float(policy.burst), conn.tokens + (now - conn.refilled_at) * policy.messages_per_s
+            )
+        conn.refilled_at = now
+        conn.tokens -= cost
+        if conn.tokens >= 0:
+            return
+        wait = -conn.tokens / policy.messages_per_s
+        conn.throttled += 1
+        self.stats.throttled_s += wait
+        if now - conn.throttle_notice_at >= 1.0:
+            conn.throttle_notice_at = now
+            limit = f"{policy.messages_per_s:g} messages/s"
+            self._reply(
+                conn,
+                MessageType.ERROR,
+                {
+                    "code": ErrorCode.RATE_LIMITED.value,
+                    "message": f"over {limit}: slowed down",
+                    "retry_after_ms": round(wait * 1000),
+                },
+            )
+        await asyncio.sleep(wait)
+
+    def _refusal(self, conn: AgentConnection, item: ClientMessage) -> ProtocolError | None:
+        """Policy checks: the key's agent scope and the per-connection caps."""
+        agent_id = getattr(item, "agent_id", None)
+        if agent_id is not None and conn.key is not None and agent_id not in conn.allowed:
+            if not Auth.allows(conn.key, agent_id):
+                return ProtocolError(
+                    ErrorCode.FORBIDDEN_AGENT,
+                    f"this agent key may not write for agent '{agent_id[:64]}'",
+                    "agent_id",
+                    item.seq,
+                )
+            conn.allowed.add(agent_id)
+        if (
+            agent_id is not None
+            and not isinstance(item, (Unregister, EndSession))
+            and agent_id not in conn.agents
+            and len(conn.agents) >= self.policy.max_agents
+        ):
+            return ProtocolError(
+                ErrorCode.TOO_MANY_AGENTS,
+                f"a connection may carry at most {self.policy.max_agents} agents",
+                "agent_id",
+                item.seq,
+            )
+        if isinstance(item, RegisterSession) and item.session_id not in conn.sessions:
+            if len(conn.sessions) >= self.policy.max_sessions:
+                return ProtocolError(
+                    ErrorCode.TOO_MANY_SESSIONS,
+                    f"a connection may register at most {self.policy.max_sessions} sessions",
+                    "session_id",
+                    item.seq,
+                )
+            conn.sessions.add(item.session_id)
+        return None
 
     def _submit(self, writes: list[WriteOp]) -> None:
         if writes and self.pipeline is not None:

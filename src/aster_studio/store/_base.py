@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..models import (
+    AgentKey,
     AgentRecord,
     AuditRecord,
     EventFilter,
@@ -200,6 +201,16 @@ class Store(Protocol):
     def list_requests(
         self, *, status: str | None, agent_id: str | None, kind: str | None, limit: int
     ) -> list[RequestRecord]: ...
+
+    def add_key(self, key: AgentKey) -> None: ...
+
+    def revoke_key(self, key_id: str, ts: int) -> bool: ...
+
+    def agent_keys(self) -> list[AgentKey]: ...
+
+    def get_secret(self, name: str) -> str | None: ...
+
+    def set_secret(self, name: str, value: str, ts: int) -> None: ...
 
     def open_requests(self) -> list[RequestRecord]: ...
 

@@ -14,6 +14,7 @@ import orjson
 
 from ..errors import MigrationError, StoreError
 from ..models import (
+    AgentKey,
     AgentRecord,
     AuditRecord,
     EventFilter,
@@ -151,6 +152,21 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX audit_by_request ON audit (request_id);
     CREATE INDEX audit_by_agent ON audit (agent_id, id);
+    """,
+    """
+    CREATE TABLE agent_keys (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        pattern TEXT NOT NULL,
+        hash TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        revoked_at INTEGER
+    );
+    CREATE TABLE secrets (
+        name TEXT PRIMARY KEY,
+        value TEXT NOT NULL,
+        updated_at INTEGER NOT NULL
+    );
     """,
 )
 
@@ -499,6 +515,60 @@ class SqliteStore:
                 "INSERT INTO audit (ts, actor, action, request_id, agent_id, detail) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 (op.ts, op.actor, op.action, op.request_id, op.agent_id, _json(op.detail)),
+            )
+
+    # ---- administration (rare writes on their own connection; the CLI uses these) ----
+
+    @contextmanager
+    def _admin(self) -> Iterator[sqlite3.Connection]:
+        try:
+            conn = sqlite3.connect(self.path, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open database {self.path}: {exc}") from exc
+        try:
+            conn.execute("PRAGMA busy_timeout=10000")
+            conn.execute("BEGIN IMMEDIATE")
+            yield conn
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise StoreError(f"administrative write failed: {exc}") from exc
+        finally:
+            conn.close()
+
+    def add_key(self, key: AgentKey) -> None:
+        with self._admin() as conn:
+            conn.execute(
+                "INSERT INTO agent_keys VALUES (?, ?, ?, ?, ?, ?)",
+                (key.id, key.name, key.pattern, key.hash, key.created_at, key.revoked_at),
+            )
+
+    def revoke_key(self, key_id: str, ts: int) -> bool:
+        with self._admin() as conn:
+            cursor = conn.execute(
+                "UPDATE agent_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+                (ts, key_id),
+            )
+            return cursor.rowcount > 0
+
+    def agent_keys(self) -> list[AgentKey]:
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT id, name, pattern, hash, created_at, revoked_at FROM agent_keys "
+                "ORDER BY created_at"
+            ).fetchall()
+        return [AgentKey(*r) for r in rows]
+
+    def get_secret(self, name: str) -> str | None:
+        with self._read() as conn:
+            row = conn.execute("SELECT value FROM secrets WHERE name = ?", (name,)).fetchone()
+        return str(row[0]) if row else None
+
+    def set_secret(self, name: str, value: str, ts: int) -> None:
+        with self._admin() as conn:
+            conn.execute(
+                "INSERT INTO secrets VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE SET "
+                "value = excluded.value, updated_at = excluded.updated_at",
+                (name, value, ts),
             )
 
     # ---- reads (any thread) ----

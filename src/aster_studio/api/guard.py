@@ -1,0 +1,171 @@
+"""The ASGI guard in front of every route: credentials, CSRF, Origin, security headers."""
+
+from __future__ import annotations
+
+import hmac
+from http.cookies import SimpleCookie
+from urllib.parse import parse_qs, urlsplit
+
+import orjson
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ..auth import Auth
+
+COOKIE = "aster_session"
+CSRF_HEADER = b"x-csrf-token"
+AGENT_PATH = "/v1/remote-agents/connect"
+PUBLIC_PATHS = frozenset({"/healthz", "/health", "/v1/auth/login", "/v1/auth/session"})
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+UNSAFE_FOR_CSP = ("/docs", "/redoc")  # the API browser loads its own scripts
+
+SECURITY_HEADERS = [
+    (
+        b"content-security-policy",
+        b"default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+        b"img-src 'self' data:; connect-src 'self'; font-src 'self' data:; object-src 'none'; "
+        b"base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+    ),
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+]
+
+
+def headers_of(scope: Scope) -> dict[bytes, bytes]:
+    return {k.lower(): v for k, v in scope.get("headers", ())}
+
+
+def _bearer(headers: dict[bytes, bytes]) -> str | None:
+    value = headers.get(b"authorization", b"").decode("latin-1")
+    if value[:7].lower() == "bearer ":
+        return value[7:].strip() or None
+    return None
+
+
+def session_id_of(headers: dict[bytes, bytes]) -> str | None:
+    raw = headers.get(b"cookie")
+    if not raw:
+        return None
+    jar: SimpleCookie = SimpleCookie()
+    try:
+        jar.load(raw.decode("latin-1"))
+    except Exception:  # a malformed cookie header is simply no session
+        return None
+    morsel = jar.get(COOKIE)
+    return morsel.value if morsel else None
+
+
+def same_origin(headers: dict[bytes, bytes]) -> bool:
+    """True when the Origin header is absent or names the host the request was sent to."""
+    origin = headers.get(b"origin")
+    if origin is None:
+        return True
+    host = headers.get(b"host", b"").decode("latin-1").lower()
+    try:
+        netloc = urlsplit(origin.decode("latin-1")).netloc.lower()
+    except ValueError:
+        return False
+    return bool(host) and netloc == host
+
+
+class Guard:
+    """Enforce auth when it is on; always add security headers to HTTP responses."""
+
+    def __init__(self, app: ASGIApp, auth: Auth) -> None:
+        self.app = app
+        self.auth = auth
+        self.refused = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            send = self._secure_headers(send, scope["path"])
+        if kind not in ("http", "websocket") or not self.auth.enabled:
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        headers = headers_of(scope)
+        if kind == "websocket" and path == AGENT_PATH:
+            await self._agent(scope, receive, send, headers)
+            return
+        if kind == "http" and (path in PUBLIC_PATHS or _is_console_asset(path)):
+            await self.app(scope, receive, send)
+            return
+        token = _bearer(headers)
+        if token is not None:  # scripts: no ambient credential, so no CSRF check needed
+            if self.auth.console_token_ok(token):
+                await self.app(scope, receive, send)
+            else:
+                await self._deny(kind, receive, send, 401, "invalid_token", "Invalid token")
+            return
+        session = self.auth.session(session_id_of(headers))
+        if session is None:
+            await self._deny(kind, receive, send, 401, "missing_token", "Log in first")
+            return
+        if not same_origin(headers):
+            await self._deny(kind, receive, send, 403, "bad_origin", "Cross-origin request refused")
+            return
+        if kind == "http" and scope["method"] not in SAFE_METHODS:
+            presented = headers.get(CSRF_HEADER, b"")
+            if not hmac.compare_digest(presented, session.csrf.encode()):
+                await self._deny(kind, receive, send, 403, "csrf_failed", "Missing CSRF token")
+                return
+        await self.app(scope, receive, send)
+
+    async def _agent(
+        self, scope: Scope, receive: Receive, send: Send, headers: dict[bytes, bytes]
+    ) -> None:
+        token = _bearer(headers)
+        if token is None:  # clients that cannot set headers put it in the query
+            query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+            token = (query.get("token") or [None])[0]
+        key = self.auth.agent_key(token)
+        if key is None and not self.auth.console_token_ok(token):
+            code = "missing_api_key" if not token else "invalid_api_key"
+            await self._deny("websocket", receive, send, 401, code, "A valid agent key is required")
+            return
+        scope.setdefault("state", {})["agent_key"] = key  # None: the console token, any agent
+        await self.app(scope, receive, send)
+
+    async def _deny(
+        self, kind: str, receive: Receive, send: Send, status: int, code: str, message: str
+    ) -> None:
+        self.refused += 1
+        body = orjson.dumps({"success": False, "error": {"code": code, "message": message}})
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+        if status == 401:
+            headers.append((b"www-authenticate", b"Bearer"))
+        if kind == "websocket":
+            await receive()  # websocket.connect
+            await send(
+                {"type": "websocket.http.response.start", "status": status, "headers": headers}
+            )
+            await send({"type": "websocket.http.response.body", "body": body})
+            return
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    @staticmethod
+    def _secure_headers(send: Send, path: str) -> Send:
+        extra = SECURITY_HEADERS[1:] if path.startswith(UNSAFE_FOR_CSP) else SECURITY_HEADERS
+
+        async def wrapped(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", ()), *extra]}
+            await send(message)
+
+        return wrapped
+
+
+def _is_console_asset(path: str) -> bool:
+    # The console's files hold no data; they must load so a person can log in.
+    return path in ("/", "/studio") or path.startswith("/studio/")
+
+
+def session_cookie(session_id: str, max_age: int, secure: bool) -> str:
+    """The Set-Cookie value for a console session: HttpOnly, SameSite=Strict."""
+    flags = "; Secure" if secure else ""
+    return f"{COOKIE}={session_id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{flags}"
+
+
+__all__ = ["Guard", "headers_of", "same_origin", "session_cookie", "session_id_of"]

@@ -1,0 +1,274 @@
+"""Access rules over WebSocket and REST, safe defaults, headers and per-connection limits."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.sync.client import connect
+
+from tests.support.agent import RawAgent, event, register
+from tests.support.api import call, wait_for
+from tests.support.server import StudioProcess
+from tests.support.timing import UNIT
+
+
+def cli(db: Path, *args: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", "aster_studio", *args, "--db", str(db)],
+        capture_output=True,
+        text=True,
+        timeout=30 * UNIT,
+        check=True,
+    )
+    return result.stdout
+
+
+def create_key(db: Path, agents: str = "*") -> str:
+    out = cli(db, "keys", "create", "--name", "test", "--agents", agents)
+    return next(line for line in out.splitlines() if line.startswith("ask_"))
+
+
+def request(
+    base: str,
+    path: str,
+    method: str = "GET",
+    body: Any = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, dict[str, str], Any]:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(base + path, data=data, method=method, headers=headers or {})
+    if data is not None:
+        req.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(req, timeout=10) as response:
+            raw = response.read()
+            return response.status, dict(response.headers), json.loads(raw) if raw else None
+    except urllib.error.HTTPError as exc:
+        raw = exc.read()
+        return exc.code, dict(exc.headers), json.loads(raw) if raw else None
+
+
+@pytest.fixture
+def locked(tmp_path: Path) -> Iterator[tuple[StudioProcess, str, str]]:
+    """A Studio with one agent key for `writer-*`: auth is on; its console token is logged."""
+    db = tmp_path / "locked.db"
+    key = create_key(db, "writer-*")
+    server = StudioProcess(db).start()
+    try:
+        match = wait_for(
+            lambda: re.search(r"Console token .*: (\S+)", "".join(server.output)),
+            lambda m: m is not None,
+        )
+        assert match is not None
+        yield server, key, match.group(1)
+    finally:
+        server.stop()
+
+
+def ws_status(url: str, headers: dict[str, str] | None = None) -> int:
+    try:
+        with connect(url, additional_headers=headers, open_timeout=5 * UNIT):
+            return 101
+    except InvalidStatus as exc:
+        return exc.response.status_code
+
+
+def test_agent_without_key_is_refused_at_handshake(locked: tuple[StudioProcess, str, str]) -> None:
+    server, _, _ = locked
+    assert ws_status(server.agent_url) == 401
+    assert ws_status(server.agent_url, {"Authorization": "Bearer ask_nope_nope"}) == 401
+
+
+def test_agent_key_in_header_or_query_is_accepted(locked: tuple[StudioProcess, str, str]) -> None:
+    server, key, _ = locked
+    assert ws_status(server.agent_url, {"Authorization": f"Bearer {key}"}) == 101
+    assert ws_status(f"{server.agent_url}?token={key}") == 101
+
+
+def test_key_may_only_write_for_its_agents(locked: tuple[StudioProcess, str, str]) -> None:
+    server, key, token = locked
+    with RawAgent(f"{server.agent_url}?token={key}") as agent:
+        assert agent.request(register("writer-1"))["type"] == "registered"
+        refused = agent.request(register("reader-1"))
+        assert (refused["type"], refused["code"]) == ("error", "forbidden_agent")
+        agent.send(event("reader-1", "text_chunk", delta="sneaky"))
+        assert agent.recv()["code"] == "forbidden_agent"
+        agent.send(event("writer-1", "text_chunk", delta="fine"))
+        assert agent.request({"type": "ping"}) == {"type": "pong"}
+    bearer = {"Authorization": f"Bearer {token}"}
+    stored = wait_for(
+        lambda: request(server.http_url, "/v1/dashboard/events", headers=bearer)[2]["data"],
+        lambda d: len(d["events"]) == 1,
+    )
+    assert stored["events"][0]["agent_id"] == "writer-1"
+
+
+def test_revoked_key_stops_working(locked: tuple[StudioProcess, str, str]) -> None:
+    server, key, _ = locked
+    key_id = key.split("_")[1]
+    cli(server.db_path, "keys", "revoke", key_id)
+    wait_for(lambda: ws_status(f"{server.agent_url}?token={key}"), lambda s: s == 401, timeout=5)
+
+
+def test_rest_needs_a_console_credential(locked: tuple[StudioProcess, str, str]) -> None:
+    server, key, token = locked
+    assert request(server.http_url, "/v1/dashboard/agents")[0] == 401
+    assert request(server.http_url, "/metrics")[0] == 401
+    agent_key = {"Authorization": f"Bearer {key}"}
+    assert request(server.http_url, "/v1/dashboard/agents", headers=agent_key)[0] == 401
+    ok = request(
+        server.http_url, "/v1/dashboard/agents", headers={"Authorization": f"Bearer {token}"}
+    )
+    assert ok[0] == 200
+    assert request(server.http_url, "/healthz")[0] == 200  # health stays public
+
+
+def login(server: StudioProcess, token: str) -> tuple[str, str]:
+    status, headers, body = request(server.http_url, "/v1/auth/login", "POST", {"token": token})
+    assert status == 200
+    cookie = headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    return cookie.split(";")[0], body["data"]["csrf_token"]
+
+
+def test_wrong_console_token_cannot_log_in(locked: tuple[StudioProcess, str, str]) -> None:
+    server, _, _ = locked
+    status, _, body = request(server.http_url, "/v1/auth/login", "POST", {"token": "guess"})
+    assert status == 401 and body["error"]["code"] == "invalid_token"
+
+
+def test_cookie_session_reads_and_needs_csrf_to_write(
+    locked: tuple[StudioProcess, str, str],
+) -> None:
+    server, _, token = locked
+    cookie, csrf = login(server, token)
+    assert request(server.http_url, "/v1/dashboard/agents", headers={"Cookie": cookie})[0] == 200
+    price = {"model": "m", "input_price_per_m": 1, "output_price_per_m": 1}
+    status, _, body = request(
+        server.http_url, "/v1/dashboard/pricing", "PUT", price, {"Cookie": cookie}
+    )
+    assert status == 403 and body["error"]["code"] == "csrf_failed"
+    headers = {"Cookie": cookie, "X-CSRF-Token": csrf}
+    assert request(server.http_url, "/v1/dashboard/pricing", "PUT", price, headers)[0] == 200
+    foreign = {**headers, "Origin": "http://evil.example"}
+    assert request(server.http_url, "/v1/dashboard/pricing", "PUT", price, foreign)[0] == 403
+
+
+def test_console_stream_checks_credentials_and_origin(
+    locked: tuple[StudioProcess, str, str],
+) -> None:
+    server, _, token = locked
+    stream = f"{server.url}/v1/dashboard/events/stream"
+    assert ws_status(stream) == 401
+    cookie, _ = login(server, token)
+    own = f"http://127.0.0.1:{server.port}"
+    assert ws_status(stream, {"Cookie": cookie, "Origin": own}) == 101
+    assert ws_status(stream, {"Cookie": cookie, "Origin": "http://evil.example"}) == 403
+
+
+def test_session_endpoint_reports_auth_state(locked: tuple[StudioProcess, str, str]) -> None:
+    server, _, token = locked
+    anonymous = request(server.http_url, "/v1/auth/session")[2]["data"]
+    assert anonymous == {"auth_enabled": True, "authenticated": False, "csrf_token": None}
+    cookie, csrf = login(server, token)
+    mine = request(server.http_url, "/v1/auth/session", headers={"Cookie": cookie})[2]["data"]
+    assert mine["authenticated"] is True and mine["csrf_token"] == csrf
+
+
+def test_configured_console_token_turns_auth_on(tmp_path: Path) -> None:
+    with StudioProcess(tmp_path / "t.db", env={"ASTER_STUDIO_CONSOLE_TOKEN": "s3cret-token"}) as s:
+        assert request(s.http_url, "/v1/dashboard/agents")[0] == 401
+        assert ws_status(s.agent_url) == 401
+        assert ws_status(s.agent_url, {"Authorization": "Bearer s3cret-token"}) == 101
+        login(s, "s3cret-token")
+
+
+def test_open_on_loopback_without_credentials(studio: StudioProcess) -> None:
+    assert call(studio.http_url, "/v1/dashboard/agents")[0] == 200
+    assert ws_status(studio.agent_url) == 101
+    state = call(studio.http_url, "/v1/auth/session")[1]["data"]
+    assert state["auth_enabled"] is False and state["authenticated"] is True
+
+
+def test_public_bind_without_auth_refuses_to_start(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "aster_studio",
+            "serve",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            "0",
+            "--db",
+            str(tmp_path / "p.db"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30 * UNIT,
+    )
+    assert result.returncode == 2
+    assert "refusing to listen on 0.0.0.0" in result.stderr
+
+
+def test_security_headers(studio: StudioProcess) -> None:
+    _, headers, _ = request(studio.http_url, "/v1/dashboard/agents")
+    csp = headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
+    assert "unsafe-inline" not in csp.split("script-src")[1].split(";")[0]
+    assert headers["x-content-type-options"] == "nosniff"
+    assert headers["x-frame-options"] == "DENY"
+
+
+def test_rate_limit_slows_a_flood_without_losing_it(tmp_path: Path) -> None:
+    env = {"ASTER_STUDIO_RATE_LIMIT": "500", "ASTER_STUDIO_RATE_BURST": "100"}
+    with StudioProcess(tmp_path / "r.db", env=env) as server, RawAgent(server.agent_url) as agent:
+        started = time.monotonic()
+        for i in range(6):
+            agent.send(
+                {
+                    "type": "batch",
+                    "messages": [event("flood", "x", i=i * 100 + j) for j in range(100)],
+                }
+            )
+        notice = agent.recv_until("error")
+        assert notice["code"] == "rate_limited"
+        assert agent.request({"type": "ping"}, timeout=10)["type"] in ("pong", "error")
+        elapsed = time.monotonic() - started
+        assert elapsed >= 0.8  # 500 messages over the burst at 500/s
+        count = wait_for(
+            lambda: call(server.http_url, "/v1/dashboard/events/count")[1]["data"]["count"],
+            lambda n: n == 600,
+        )
+        assert count == 600
+
+
+def test_too_many_agents_on_one_connection(tmp_path: Path) -> None:
+    env = {"ASTER_STUDIO_MAX_AGENTS_PER_CONNECTION": "2"}
+    with StudioProcess(tmp_path / "m.db", env=env) as server, RawAgent(server.agent_url) as agent:
+        assert agent.request(register("a1"))["type"] == "registered"
+        assert agent.request(register("a2"))["type"] == "registered"
+        reply = agent.request(register("a3"))
+        assert reply["code"] == "too_many_agents"
+        assert agent.request({"type": "ping"}) == {"type": "pong"}
+
+
+def test_silent_connection_is_closed_after_handshake_timeout(tmp_path: Path) -> None:
+    env = {"ASTER_STUDIO_HANDSHAKE_TIMEOUT": "0.5"}
+    with StudioProcess(tmp_path / "h.db", env=env) as server:
+        agent = RawAgent(server.agent_url)
+        with pytest.raises(ConnectionClosed) as closed:
+            agent.recv(timeout=5)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+        agent.close()
