@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 import threading
@@ -309,3 +310,36 @@ def test_connection_dropped_repeatedly_loses_and_duplicates_nothing(
     assert len(seen) == len(set(seen)), "duplicates stored"
     for thread in range(3):
         assert [i for t, i in seen if t == thread] == list(range(counts[thread])), "lost"
+
+
+def test_asyncio_agent_reports_without_blocking_its_loop(studio: StudioProcess) -> None:
+    async def agent() -> tuple[bool, bool, float]:
+        client = StudioClient(
+            "async-agent", url=studio.url, enabled=True, strict=True, options=OPTS
+        )
+        ticks_seen = 0
+
+        async def heartbeat() -> None:
+            nonlocal ticks_seen
+            while True:
+                await asyncio.sleep(0.001)
+                ticks_seen += 1
+
+        beat = asyncio.create_task(heartbeat())
+        async with client.session("async-session") as s:
+            for i in range(2_000):
+                s.event("progress", "tick", thread=0, i=i)
+                if i % 100 == 0:
+                    await asyncio.sleep(0)
+        flushed = await client.aflush(10 * UNIT)
+        start = time.monotonic()
+        closed = await client.aclose(10 * UNIT)
+        beat.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await beat
+        assert ticks_seen > 0  # the loop kept running while we waited
+        return flushed, closed, time.monotonic() - start
+
+    flushed, closed, _ = asyncio.run(agent())
+    assert flushed and closed
+    assert_exactly_once(stored(studio, "async-agent"), 1, 2_000)

@@ -86,3 +86,12 @@ def test_connect_times_out_on_a_silent_listener() -> None:
         port = listener.getsockname()[1]
         with pytest.raises(TransportError):
             WebSocketTransport().connect(f"ws://127.0.0.1:{port}/x", {}, 0.2 * UNIT)
+
+
+def test_close_code_is_reported(server: Server) -> None:
+    conn = WebSocketTransport().connect(url_of(server), {}, 5 * UNIT)
+    conn.send(b'{"type":"bye"}')
+    with pytest.raises(ConnectionClosed) as info:
+        conn.recv(5 * UNIT)
+    assert info.value.code == 1000
+    conn.close()

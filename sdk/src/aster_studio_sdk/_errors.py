@@ -27,7 +27,11 @@ class TransportError(StudioError):
 
 
 class ConnectionClosed(TransportError):
-    """The connection was closed by the peer or the network."""
+    """The connection was closed by the peer or the network; `code` is the close code if any."""
+
+    def __init__(self, message: str, code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class InternalError(StudioError):

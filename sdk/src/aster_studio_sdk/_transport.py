@@ -47,6 +47,12 @@ class Transport(Protocol):
         """Open a connection within timeout or raise TransportError."""
 
 
+def _close_code(exc: Exception) -> int | None:
+    rcvd = getattr(exc, "rcvd", None)
+    code = getattr(rcvd, "code", None)
+    return code if isinstance(code, int) else None
+
+
 class WebSocketConnection:
     """A `Connection` over a websockets sync client connection."""
 
@@ -62,7 +68,7 @@ class WebSocketConnection:
         try:
             self._conn.send(frame, text=True)
         except WsClosed as exc:
-            raise ConnectionClosed(f"connection closed: {exc}") from exc
+            raise ConnectionClosed(f"connection closed: {exc}", _close_code(exc)) from exc
         except (OSError, RuntimeError) as exc:
             raise TransportError(f"send failed: {exc!r}") from exc
 
@@ -74,7 +80,7 @@ class WebSocketConnection:
         except TimeoutError:
             return None
         except WsClosed as exc:
-            raise ConnectionClosed(f"connection closed: {exc}") from exc
+            raise ConnectionClosed(f"connection closed: {exc}", _close_code(exc)) from exc
         except (OSError, RuntimeError) as exc:
             raise TransportError(f"receive failed: {exc!r}") from exc
 

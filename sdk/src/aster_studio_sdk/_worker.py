@@ -22,10 +22,11 @@ from typing import Any
 from ._config import Settings
 from ._delivery import Outbox, batch_frame
 from ._diagnostics import Diagnostics
-from ._errors import TransportError
+from ._errors import ConnectionClosed, TransportError
 from ._transport import Connection, Transport
 from .protocol import (
     Ack,
+    CloseCode,
     Control,
     Registered,
     ServerError,
@@ -500,6 +501,13 @@ class Worker:
         self.counters.disconnects += 1
         if conn is not None:
             conn.close()
+        if isinstance(exc, ConnectionClosed) and exc.code == CloseCode.MESSAGE_TOO_BIG:
+            self._diag.warn(
+                "too-big",
+                "the Studio refused a frame as too big (close code 1009); its frame limit is "
+                "below max_batch_bytes=%d: lower max_batch_bytes and max_message_bytes",
+                self._opts.max_batch_bytes,
+            )
         self._diag.warn("disconnected", "lost the connection to the Studio (%s); reconnecting", exc)
         self._retry_later(exc)
 
