@@ -59,6 +59,7 @@ Item = tuple[Any, ...]
 
 _PUMP_LIMIT = 5_000  # items moved per loop turn, so acks are read in between
 _RECV_LIMIT = 1_000
+_END_SESSION_PREFIX = b'{"type":"end_session"'  # end_session_message() puts "type" first
 _IDLE_AFTER = 1.0  # seconds without traffic before the worker polls at the idle interval
 
 
@@ -566,9 +567,11 @@ class Worker:
                 # Read acks between frames: replies left unread would stall the server's writes.
                 self._receive(conn)
             else:
-                # A server without the extensions may not know `batch`: one message per frame.
+                # A server without the extensions knows neither `batch` nor `end_session`:
+                # one message per frame, and session ends are not sent.
                 parts = outbox.take(1, opts.max_batch_bytes)
-                conn.send(parts[0])
+                if not parts[0].startswith(_END_SESSION_PREFIX):
+                    conn.send(parts[0])
                 outbox.forget_sent()
                 counters.delivered += 1
             counters.sent += len(parts)

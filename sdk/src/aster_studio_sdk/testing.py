@@ -74,10 +74,11 @@ class StoredSession:
 class InMemoryStudio:
     """A Studio in memory: stores agents, sessions and events; thread-safe."""
 
-    def __init__(self, *, reliable: bool = True, supports_batch: bool = True) -> None:
+    def __init__(self, *, legacy: bool = False) -> None:
         self._lock = threading.Lock()
-        self.reliable = reliable
-        self.supports_batch = supports_batch
+        # legacy: speak only the original document (no last_seq, acks, batch or end_session).
+        self.legacy = legacy
+        self.reliable = not legacy
         self.events: list[StoredEvent] = []
         self.sessions: dict[str, StoredSession] = {}
         self.agents: dict[str, Register] = {}
@@ -150,9 +151,10 @@ class InMemoryStudio:
             self.frames += 1
             self.frame_sizes.append(len(frame))
             message = decoded.message
-            if isinstance(message, Batch) and not self.supports_batch:
+            if self.legacy and isinstance(message, (Batch, EndSession)):
+                kind = "batch" if isinstance(message, Batch) else "end_session"
                 self._reply_error(
-                    conn, ProtocolError(ErrorCode.UNKNOWN_TYPE, "unknown message type 'batch'")
+                    conn, ProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown message type '{kind}'")
                 )
                 return
             if isinstance(message, ProtocolError):

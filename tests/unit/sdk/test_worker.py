@@ -191,7 +191,7 @@ def test_server_down_at_start_then_up(memory: InMemoryStudio, make_client: MakeC
 
 
 def test_legacy_server_gets_plain_messages_at_most_once() -> None:
-    legacy = InMemoryStudio(reliable=False, supports_batch=False)
+    legacy = InMemoryStudio(legacy=True)
     client = legacy.client("old", options=FAST, strict=True)
     try:
         with client.session("s") as s:
