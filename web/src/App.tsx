@@ -1,13 +1,15 @@
-import { useEffect } from 'react'
+import { useCallback, useEffect, useState } from 'react'
 import { BrowserRouter, NavLink, Navigate, Route, Routes } from 'react-router'
 import { ConnectionIndicator, OfflineBanner } from './components/Connection'
 import { request } from './lib/api'
+import { fetchSession, logout, onAuthRequired, setCsrfToken } from './lib/auth'
 import { HubContext } from './lib/hooks'
 import type { LiveHub } from './lib/hub'
 import type { AgentView } from './lib/types'
 import { AgentDetailPage } from './pages/AgentDetail'
 import { AgentsPage } from './pages/Agents'
 import { EventsPage } from './pages/Events'
+import { LoginPage } from './pages/Login'
 import { MetricsPage } from './pages/Metrics'
 import { OverviewPage } from './pages/Overview'
 import { SessionDetailPage } from './pages/SessionDetail'
@@ -59,7 +61,63 @@ function AgentSync({ hub }: { hub: LiveHub }) {
   return null
 }
 
+type Gate = 'checking' | 'login' | 'open'
+
+/**
+ * Start the live stream only once this browser may read: auth off, or logged in. A refused
+ * request (401), or a stream that keeps failing while the session has expired, shows the login.
+ */
+function useAuthGate(hub: LiveHub): { gate: Gate; authEnabled: boolean; enter: () => void; leave: () => void } {
+  const [gate, setGate] = useState<Gate>('checking')
+  const [authEnabled, setAuthEnabled] = useState(false)
+  const enter = useCallback(() => {
+    setGate('open')
+    hub.start()
+  }, [hub])
+  const leave = useCallback(() => {
+    hub.stop()
+    setGate('login')
+  }, [hub])
+  useEffect(() => {
+    let stopped = false
+    fetchSession()
+      .then((s) => {
+        if (stopped) return
+        setAuthEnabled(s.auth_enabled)
+        if (!s.auth_enabled || s.authenticated) enter()
+        else setGate('login')
+      })
+      .catch(() => {
+        if (!stopped) enter() // the API will say what is wrong
+      })
+    const off = onAuthRequired(() => {
+      setAuthEnabled(true)
+      leave()
+    })
+    return () => {
+      stopped = true
+      off()
+    }
+  }, [enter, leave])
+  useEffect(() => {
+    if (gate !== 'open' || !authEnabled) return
+    const id = setInterval(() => {
+      if (hub.connection.state !== 'reconnecting' || hub.connection.attempt < 2) return
+      fetchSession()
+        .then((s) => {
+          if (s.auth_enabled && !s.authenticated) leave()
+        })
+        .catch(() => undefined)
+    }, 3000)
+    return () => clearInterval(id)
+  }, [gate, authEnabled, hub, leave])
+  return { gate, authEnabled, enter, leave }
+}
+
 export function App({ hub }: { hub: LiveHub }) {
+  const { gate, authEnabled, enter, leave } = useAuthGate(hub)
+  if (gate === 'checking') return <div className="login muted">Loading…</div>
+  if (gate === 'login') return <LoginPage onDone={enter} />
   return (
     <HubContext.Provider value={hub}>
       <BrowserRouter basename="/studio">
@@ -82,6 +140,21 @@ export function App({ hub }: { hub: LiveHub }) {
             </nav>
             <div className="sidebar-foot">
               <ConnectionIndicator />
+              {authEnabled && (
+                <button
+                  type="button"
+                  className="btn btn-small logout"
+                  data-testid="logout"
+                  onClick={() => {
+                    void logout().finally(() => {
+                      setCsrfToken(null)
+                      leave()
+                    })
+                  }}
+                >
+                  Log out
+                </button>
+              )}
             </div>
           </aside>
           <main className="main">

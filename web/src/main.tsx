@@ -5,8 +5,8 @@ import { LiveHub } from './lib/hub'
 import { streamUrl } from './lib/stream'
 import './styles.css'
 
+// The app starts the stream once this browser may read (see useAuthGate in App).
 const hub = new LiveHub({ url: streamUrl(window.location) })
-hub.start()
 // Exposed for the browser tests and the benchmark (read-only inspection of live state).
 ;(window as unknown as { __asterHub: LiveHub }).__asterHub = hub
 

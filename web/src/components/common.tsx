@@ -1,6 +1,7 @@
 /** Small shared pieces: cards, stats, badges, the connect snippet and empty states. */
 import { useState, type ReactNode } from 'react'
 import { Link } from 'react-router'
+import { authEnabled } from '../lib/auth'
 import { formatCost, formatCount } from '../lib/format'
 import type { AgentView } from '../lib/types'
 
@@ -150,10 +151,11 @@ export function CopyButton({ text }: { text: string }) {
   )
 }
 
-export function connectSnippet(url: string): string {
+export function connectSnippet(url: string, withKey = false): string {
   return [
     `pip install aster-studio-sdk`,
     `export ASTER_STUDIO_ENABLED=1 ASTER_STUDIO_URL=${url}`,
+    ...(withKey ? [`export ASTER_STUDIO_TOKEN=...  # an agent key: aster-studio keys create --name my-agent`] : []),
     ``,
     `# in your agent`,
     `from aster_studio_sdk import StudioClient`,
@@ -170,7 +172,7 @@ export function connectSnippet(url: string): string {
 /** How to connect an agent: the exact URL of this Studio and a snippet. */
 export function ConnectHelp({ title = 'No agents yet' }: { title?: string }) {
   const url = studioAgentUrl()
-  const snippet = connectSnippet(url)
+  const snippet = connectSnippet(url, authEnabled())
   return (
     <div className="empty" data-testid="connect-help">
       <div className="empty-icon">✦</div>

@@ -1,4 +1,5 @@
 /** A thin client for the Studio's REST API: unwraps the `{success, data}` envelope. */
+import { authRequired, csrfToken } from './auth'
 import type { RawEventItem, StudioEvent } from './types'
 
 export class ApiError extends Error {
@@ -37,16 +38,17 @@ export async function request<T>(
   path: string,
   options: { query?: Query; method?: string; body?: unknown; signal?: AbortSignal } = {},
 ): Promise<T> {
-  const init: RequestInit = {
-    method: options.method ?? 'GET',
-    headers: { Accept: 'application/json' },
-    signal: options.signal,
-  }
+  const method = options.method ?? 'GET'
+  const headers: Record<string, string> = { Accept: 'application/json' }
+  const csrf = csrfToken()
+  if (method !== 'GET' && csrf) headers['X-CSRF-Token'] = csrf
+  const init: RequestInit = { method, headers, signal: options.signal, credentials: 'same-origin' }
   if (options.body !== undefined) {
-    init.headers = { ...init.headers, 'Content-Type': 'application/json' }
+    headers['Content-Type'] = 'application/json'
     init.body = JSON.stringify(options.body)
   }
   const response = await fetch(apiUrl(path, options.query), init)
+  if (response.status === 401) authRequired()
   let body: unknown = null
   try {
     body = await response.json()
