@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import socket
 import subprocess
 import sys
 import textwrap
 import time
+import warnings
 
+from aster_studio_sdk import StudioClient
 from tests.support.api import get
 from tests.support.server import StudioProcess
 from tests.support.timing import UNIT
@@ -53,3 +56,29 @@ def test_exit_with_the_studio_down_is_not_held_up() -> None:
     assert baseline.returncode == 0 and done.returncode == 0, done.stderr
     # interpreter start + at most shutdown_timeout (2 s) + slack
     assert took < 2.0 + 3 * UNIT
+
+
+def _child_reports(client: StudioClient) -> None:
+    with client.session("child-session") as s:
+        for i in range(500):
+            s.event("progress", "tick", i=i)
+    # no flush: multiprocessing ends the child with os._exit; the SDK still delivers
+
+
+def test_multiprocessing_fork_child_delivers_before_it_exits(studio: StudioProcess) -> None:
+    client = StudioClient("forker", url=studio.url, enabled=True, strict=True)
+    try:
+        client.text("parent")
+        assert client.flush(5 * UNIT)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads (3.12+)
+            child = multiprocessing.get_context("fork").Process(
+                target=_child_reports, args=(client,)
+            )
+            child.start()
+        child.join(20 * UNIT)
+        assert child.exitcode == 0
+        data = get(studio.http_url, "/v1/dashboard/events/count?agent_id=forker")
+        assert data["count"] == 501  # the parent's one event and the child's 500, once each
+    finally:
+        client.close(2 * UNIT)

@@ -792,6 +792,13 @@ class StudioClient(_Emitter):
             if self._put == self._start_after_fork and not self._closed:
                 self._start_worker()
                 self._put = self._enqueue
+                if self._worker is not None:
+                    # multiprocessing children leave with os._exit(), skipping atexit.
+                    _lifecycle.close_at_multiprocessing_exit(
+                        functools.partial(
+                            _shutdown, self._worker, self._settings.delivery.shutdown_timeout
+                        )
+                    )
         self._put(item)
 
     def _after_fork_in_child(self) -> None:

@@ -1,4 +1,4 @@
-"""Process-wide hooks: fork handling for every live client.
+"""Process-wide hooks: fork handling for every live client, and multiprocessing exits.
 
 Fork hooks are process-wide by nature, so this module keeps the one registry the SDK has: a
 WeakSet, so a client that is no longer used can still be garbage-collected. (Exit handling needs
@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import threading
 import weakref
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -38,3 +40,12 @@ def _after_fork_in_child() -> None:
     for client in list(_clients):
         with contextlib.suppress(Exception):  # never break the child over reporting
             client._after_fork_in_child()
+
+
+def close_at_multiprocessing_exit(shutdown: Callable[[], None]) -> None:
+    """Run `shutdown` when a multiprocessing child ends (it exits with os._exit, not atexit)."""
+    util = sys.modules.get("multiprocessing.util")
+    if util is None:
+        return
+    with contextlib.suppress(Exception):
+        util.Finalize(None, shutdown, exitpriority=10)
