@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Mapping
 
 import pytest
 
-from aster_studio_sdk import InternalError, StudioClient
+from aster_studio_sdk import Connection, InternalError, StudioClient
 from aster_studio_sdk.testing import InMemoryStudio
 from tests.support.timing import UNIT
 
@@ -270,14 +271,14 @@ def test_internal_error_raised_in_strict_mode(make_client: MakeClient) -> None:
 
 
 class ExplodingTransport:
-    def connect(self, url: str, headers: object, timeout: float) -> object:
+    def connect(self, url: str, headers: Mapping[str, str], timeout: float) -> Connection:
         raise RuntimeError("transport bug")
 
 
 def test_worker_internal_error_surfaces_from_flush_in_strict_mode() -> None:
     client = StudioClient(
         "a", enabled=True, url="ws://x", transport=ExplodingTransport(), strict=True
-    )  # type: ignore[arg-type]
+    )
     try:
         with pytest.raises(InternalError):
             client.flush(0.2 * UNIT)
@@ -289,7 +290,7 @@ def test_worker_internal_error_surfaces_from_flush_in_strict_mode() -> None:
 def test_worker_internal_error_is_counted_when_not_strict() -> None:
     client = StudioClient(
         "a", enabled=True, url="ws://x", transport=ExplodingTransport(), strict=False
-    )  # type: ignore[arg-type]
+    )
     try:
         client.text("x")
         assert client.flush(0.2 * UNIT) is False
