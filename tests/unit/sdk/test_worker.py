@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import json
+import logging
 import os
 import threading
 import time
@@ -242,12 +243,14 @@ def test_close_returns_within_its_timeout_when_sends_stall(
 
 
 def test_close_returns_within_its_timeout_when_connecting_hangs(memory: InMemoryStudio) -> None:
-    memory.connect_delay = 2 * UNIT
+    memory.connect_delay = 1 * UNIT
     client = memory.client(options=FAST, strict=True)
     client.text("x")
     start = time.monotonic()
     assert client.close(0.2 * UNIT) is False
     assert time.monotonic() - start < 0.2 * UNIT + SLACK
+    worker = client._worker
+    assert worker is not None and worker.done.wait(5 * UNIT)  # it gives up after connecting
 
 
 def test_oversized_and_unencodable_events_are_dropped_and_counted(
@@ -351,3 +354,31 @@ def test_both_policies_bound_the_queue(
     for _ in range(1_000):
         client.text("x")
     assert client.stats().queued <= 10
+
+
+def test_drops_are_logged_once_per_interval(
+    memory: InMemoryStudio, make_client: MakeClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    memory.down = True
+    opts = replace(FAST, max_queue_size=10, max_unacked_messages=1, log_interval=60.0)
+    client = make_client(options=opts)
+    with caplog.at_level(logging.WARNING, logger="aster_studio_sdk"):
+        for _ in range(100):
+            client.text("x")
+        assert wait_until(lambda: any("dropped" in r.message for r in caplog.records))
+        for _ in range(100):
+            client.text("x")
+        time.sleep(0.1 * UNIT)
+    drop_logs = [r for r in caplog.records if "because the queue was full" in r.message]
+    assert len(drop_logs) == 1
+    assert client.stats().dropped >= 180
+
+
+def test_connection_failures_are_logged_once_per_interval(
+    memory: InMemoryStudio, make_client: MakeClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    memory.down = True
+    with caplog.at_level(logging.WARNING, logger="aster_studio_sdk"):
+        client = make_client()
+        assert wait_until(lambda: client.stats().connect_failures >= 5)
+    assert len([r for r in caplog.records if "cannot reach" in r.message]) == 1
