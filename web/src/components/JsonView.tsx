@@ -10,11 +10,27 @@ interface Props {
 
 const MAX_CHILDREN = 200
 
+const LONG_STRING = 2000
+
+function LongString({ value }: { value: string }) {
+  const [all, setAll] = useState(false)
+  const text = JSON.stringify(value)
+  if (all || text.length <= LONG_STRING) return <span className="j-str">{text}</span>
+  return (
+    <span className="j-str">
+      {text.slice(0, LONG_STRING)}
+      <button type="button" className="linklike small" onClick={() => setAll(true)}>
+        … {text.length - LONG_STRING} more characters
+      </button>
+    </span>
+  )
+}
+
 function Primitive({ value }: { value: unknown }) {
   if (value === null) return <span className="j-null">null</span>
   switch (typeof value) {
     case 'string':
-      return <span className="j-str">{JSON.stringify(value)}</span>
+      return <LongString value={value} />
     case 'number':
       return <span className="j-num">{String(value)}</span>
     case 'boolean':
