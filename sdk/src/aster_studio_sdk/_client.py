@@ -17,14 +17,14 @@ import uuid
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, overload
 
 from . import _lifecycle
 from ._config import DeliveryOptions, DropPolicy, Settings, resolve
 from ._diagnostics import Diagnostics
-from ._errors import ConfigError
+from ._errors import ConfigError, InternalError
 from ._transport import Transport, WebSocketTransport
 from ._worker import OP_END, OP_EVENT, OP_FLUSH, OP_OPEN, AgentInfo, FlushWaiter, Item, Worker
 from .protocol import Channel, SessionStatus
@@ -491,8 +491,6 @@ class StudioClient(_Emitter):
         self.agent_id = _check_id(agent_id, "agent_id")
         delivery = options or DeliveryOptions()
         if max_queue_size is not None or drop_policy is not None:
-            from dataclasses import replace
-
             delivery = replace(
                 delivery,
                 max_queue_size=delivery.max_queue_size
@@ -516,7 +514,10 @@ class StudioClient(_Emitter):
             name=name,
             model=model,
             status=status,
-            capabilities=tuple(capabilities or ()),
+            # a lone string is one capability, not a sequence of letters
+            capabilities=(capabilities,)
+            if isinstance(capabilities, str)
+            else tuple(capabilities or ()),
             metadata=dict(metadata or {}),
             producer_id=uuid.uuid4().hex,
         )
@@ -593,18 +594,26 @@ class StudioClient(_Emitter):
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until everything reported so far is stored; return False after `timeout` s."""
-        waiter = self._request_flush()
-        if waiter is None:
-            return self._nothing_pending()
-        ok = waiter.event.wait(max(timeout, 0.0)) and waiter.ok
-        if not ok:
-            waiter.abandoned = True
+        try:
+            waiter = self._request_flush()
+            if waiter is None:
+                return self._nothing_pending()
+            ok = waiter.event.wait(max(timeout, 0.0)) and waiter.ok
+            if not ok:
+                waiter.abandoned = True
+        except Exception as exc:
+            self._internal("flush", exc)
+            return False
         self._diag.raise_if_strict()
         return ok
 
     async def aflush(self, timeout: float = 5.0) -> bool:
         """Like `flush`, without blocking the running event loop."""
-        waiter = self._request_flush()
+        try:
+            waiter = self._request_flush()
+        except Exception as exc:
+            self._internal("flush", exc)
+            return False
         if waiter is None:
             return self._nothing_pending()
         deadline = time.monotonic() + max(timeout, 0.0)
@@ -624,16 +633,26 @@ class StudioClient(_Emitter):
         Returns True when everything reported before the call was stored within `timeout` s.
         Later events are ignored. Runs at interpreter exit with `shutdown_timeout`.
         """
-        worker = self._begin_close(timeout)
-        if worker is None:
-            return self._nothing_pending()
-        ok = worker.done.wait(max(timeout, 0.0)) and worker.delivered_all
+        try:
+            worker = self._begin_close(timeout)
+            if worker is None:
+                return self._nothing_pending()
+            if threading.current_thread() is worker.thread:
+                return False  # called from the worker itself: waiting would only time out
+            ok = worker.done.wait(max(timeout, 0.0)) and worker.delivered_all
+        except Exception as exc:
+            self._internal("close", exc)
+            return False
         self._diag.raise_if_strict()
         return ok
 
     async def aclose(self, timeout: float = 5.0) -> bool:
         """Like `close`, without blocking the running event loop."""
-        worker = self._begin_close(timeout)
+        try:
+            worker = self._begin_close(timeout)
+        except Exception as exc:
+            self._internal("close", exc)
+            return False
         if worker is None:
             return self._nothing_pending()
         deadline = time.monotonic() + max(timeout, 0.0)
@@ -753,6 +772,8 @@ class StudioClient(_Emitter):
         worker = self._worker
         if worker is None or self._closed or not worker.started or worker.done.is_set():
             return None
+        if threading.current_thread() is worker.thread:
+            raise InternalError("flush() called from the SDK's own worker thread")
         if len(self._queue) >= self._maxsize + _CONTROL_SLACK:
             return None
         waiter = FlushWaiter()
