@@ -364,3 +364,34 @@ def test_agent_page_follows_the_current_session(studio: StudioProcess, page: Pag
         second.end()
     finally:
         client.close(timeout=5 * UNIT)
+
+
+def test_agents_table_sorts_and_filters(studio: StudioProcess, page: Page) -> None:
+    big = sdk_agent(studio.url, "big-spender", name="Big Spender", model="gpt-4o")
+    small = sdk_agent(studio.url, "small-spender", name="Small Spender", model="gpt-4o-mini")
+    try:
+        with big.session("s-big") as s:
+            s.token_usage(90_000, 10_000, model="gpt-4o")
+        with small.session("s-small") as s:
+            s.token_usage(10, 5, model="gpt-4o-mini")
+        assert big.flush(5 * UNIT) and small.flush(5 * UNIT)
+        open_console(page, studio.http_url, "agents")
+        rows = page.get_by_test_id("agents-table").get_by_test_id("row")
+        expect(rows).to_have_count(2)
+        header = page.get_by_test_id("agents-table").locator('.vth[data-col="tokens"]')
+        header.click()  # most tokens first
+        expect(rows.first).to_contain_text("Big Spender")
+        expect(rows.first).to_contain_text("100k")
+        header.click()  # fewest first
+        expect(rows.first).to_contain_text("Small Spender")
+        page.get_by_test_id("agent-filter").fill("mini")
+        expect(rows).to_have_count(1)
+        expect(rows.first).to_contain_text("Small Spender")
+        page.get_by_test_id("agent-filter").fill("")
+        big.close(timeout=5 * UNIT)
+        page.get_by_test_id("agent-bucket").get_by_text("offline").click()
+        expect(rows).to_have_count(1)
+        expect(rows.first).to_contain_text("Big Spender")
+    finally:
+        big.close(timeout=5 * UNIT)
+        small.close(timeout=5 * UNIT)
