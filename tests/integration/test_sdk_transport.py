@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
 from websockets.sync.server import Server, ServerConnection, serve
 
-from aster_studio_sdk import ConnectionClosed, TransportError, WebSocketTransport
+from aster_studio_sdk import ConnectionClosed, StudioClient, TransportError, WebSocketTransport
 from tests.support.timing import UNIT
 
 received: list[str | bytes] = []
@@ -95,3 +96,30 @@ def test_close_code_is_reported(server: Server) -> None:
         conn.recv(5 * UNIT)
     assert info.value.code == 1000
     conn.close()
+
+
+def test_close_aborts_a_send_stuck_on_a_server_that_stopped_reading() -> None:
+    stop = threading.Event()
+
+    def deaf(ws: ServerConnection) -> None:
+        ws.recv()  # the register message
+        ws.send('{"type":"registered","last_seq":0}')
+        stop.wait(30 * UNIT)  # then never read again: the client's writes back up
+
+    with serve(deaf, "127.0.0.1", 0, max_queue=1, max_size=None) as srv:
+        thread = threading.Thread(target=srv.serve_forever, daemon=True)
+        thread.start()
+        client = StudioClient("deaf", url=url_of(srv), enabled=True, strict=True)
+        try:
+            for i in range(200_000):
+                client.event("progress", "tick", i=i, pad="x" * 100)
+            time.sleep(0.5 * UNIT)  # the worker is now blocked writing
+            start = time.monotonic()
+            assert client.close(0.3 * UNIT) is False
+            assert time.monotonic() - start < 0.3 * UNIT + 0.25 * UNIT
+            worker = client._worker
+            assert worker is not None and worker.done.wait(3 * UNIT)
+        finally:
+            stop.set()
+            srv.shutdown()
+            thread.join(5 * UNIT)

@@ -640,6 +640,8 @@ class StudioClient(_Emitter):
             if threading.current_thread() is worker.thread:
                 return False  # called from the worker itself: waiting would only time out
             ok = worker.done.wait(max(timeout, 0.0)) and worker.delivered_all
+            if not worker.done.is_set():
+                worker.abort()  # past the deadline: unblock stuck I/O so the thread can end
         except Exception as exc:
             self._internal("close", exc)
             return False
@@ -660,6 +662,7 @@ class StudioClient(_Emitter):
         while not worker.done.is_set():
             remaining = deadline - time.monotonic()
             if remaining <= 0:
+                worker.abort()
                 return False
             await asyncio.sleep(min(poll, remaining))
         self._diag.raise_if_strict()
@@ -850,7 +853,8 @@ def _shutdown(worker: Worker, timeout: float) -> None:
     if not worker.started or worker.done.is_set():
         return
     worker.request_close(time.monotonic() + timeout)
-    worker.done.wait(timeout)
+    if not worker.done.wait(timeout):
+        worker.abort()
 
 
 __all__ = ["Session", "Stats", "StudioClient", "ToolCall"]

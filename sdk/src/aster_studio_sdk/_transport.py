@@ -39,6 +39,9 @@ class Connection(Protocol):
     def close(self) -> None:
         """Close the connection politely (close frame, bounded wait); never raise."""
 
+    def abort(self) -> None:
+        """Drop the connection at once from any thread, unblocking a stuck send; never raise."""
+
 
 class Transport(Protocol):
     """Opens connections; one instance serves one client for its whole life."""
@@ -87,6 +90,11 @@ class WebSocketConnection:
     def close(self) -> None:
         with contextlib.suppress(Exception):  # best effort: the peer may already be gone
             self._conn.close()
+
+    def abort(self) -> None:
+        # Shutting the socket down makes a sendall() blocked on a peer that stopped reading fail.
+        with contextlib.suppress(Exception):
+            self._conn.socket.shutdown(socket.SHUT_RDWR)
 
 
 class WebSocketTransport:

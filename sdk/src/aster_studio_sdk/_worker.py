@@ -237,6 +237,13 @@ class Worker:
         """Make the worker look at the queue now."""
         self._wake.set()
 
+    def abort(self) -> None:
+        """Drop the connection from another thread (the close deadline passed; I/O is stuck)."""
+        conn = self._conn
+        if conn is not None and not self.done.is_set():
+            with contextlib.suppress(Exception):
+                conn.abort()
+
     def request_close(self, deadline: float) -> None:
         """Ask the worker to deliver what it has, end open sessions and stop by `deadline`."""
         current = self._close_deadline

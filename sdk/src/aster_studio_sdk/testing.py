@@ -272,6 +272,9 @@ class MemoryConnection:
     def close(self) -> None:
         self.break_link()
 
+    def abort(self) -> None:
+        self.break_link()
+
 
 class MemoryTransport:
     """A `Transport` whose connections lead to an `InMemoryStudio`."""

@@ -239,6 +239,8 @@ def test_close_returns_within_its_timeout_when_sends_stall(
     start = time.monotonic()
     assert client.close(0.3 * UNIT) is False
     assert time.monotonic() - start < 0.3 * UNIT + SLACK
+    worker = client._worker
+    assert worker is not None and worker.done.wait(2 * UNIT)  # the stuck send was aborted
     memory.stall_sends = False
 
 
