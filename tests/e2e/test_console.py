@@ -174,6 +174,9 @@ def test_overview_counters_and_charts_update(studio: StudioProcess, page: Page) 
             expect(page.get_by_test_id("latest-errors")).to_contain_text("upstream failed")
             # The live events chart is a real uPlot canvas fed by the stream.
             expect(page.get_by_test_id("chart-events").locator("canvas")).to_have_count(1)
+            expect(page.get_by_test_id("chart-trend").locator("canvas")).to_have_count(
+                1, timeout=int(12_000 * UNIT)
+            )
             eps = page.evaluate("() => window.__asterHub.eventRate.rate(Date.now(), 5)")
             assert eps > 0
             screenshot(page, "overview")

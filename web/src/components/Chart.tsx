@@ -8,8 +8,10 @@ export interface SeriesSpec {
   color: string
   fill?: boolean
   bars?: boolean
-  /** How values show in the legend. */
+  /** How values show in the legend (and on the right axis, for a right-hand series). */
   format?: (value: number) => string
+  /** Draw against a second y axis on the right (e.g. cost beside tokens). */
+  right?: boolean
 }
 
 interface ChartProps {
@@ -40,7 +42,7 @@ export function Chart({ data, series, height = 180, yFormat, xRange, testId }: C
   range.current = xRange
   const box = useRef<HTMLDivElement>(null)
   const plot = useRef<uPlot | null>(null)
-  const shape = series.map((s) => `${s.label}:${s.color}:${s.bars ? 1 : 0}`).join('|')
+  const shape = series.map((s) => `${s.label}:${s.color}:${s.bars ? 1 : 0}:${s.right ? 1 : 0}`).join('|')
 
   useEffect(() => {
     const el = box.current
@@ -57,6 +59,7 @@ export function Chart({ data, series, height = 180, yFormat, xRange, testId }: C
           range: (_u, min, max) => (range.current ? [range.current[0], range.current[1]] : [min, max]),
         },
         y: { range: (_u, _min, max) => [0, max > 0 ? max * 1.1 : 1] },
+        right: { range: (_u, _min, max) => [0, max > 0 ? max * 1.1 : 1] },
       },
       axes: [
         { ...AXIS },
@@ -65,16 +68,28 @@ export function Chart({ data, series, height = 180, yFormat, xRange, testId }: C
           size: 56,
           values: (_u, ticks) => ticks.map((t) => (yFormat ? yFormat(t) : String(t))),
         },
+        ...series
+          .filter((s) => s.right)
+          .slice(0, 1)
+          .map((s) => ({
+            ...AXIS,
+            scale: 'right',
+            side: 1 as const,
+            size: 56,
+            grid: { show: false },
+            values: (_u: uPlot, ticks: number[]) => ticks.map((t) => (s.format ? s.format(t) : String(t))),
+          })),
       ],
       series: [
         {},
         ...series.map((s) => ({
           label: s.label,
+          scale: s.right ? 'right' : 'y',
           stroke: s.color,
           width: 1.6,
           fill: s.fill || s.bars ? withAlpha(s.color, s.bars ? 0.55 : 0.14) : undefined,
           paths: s.bars ? bars : undefined,
-          points: { show: false },
+          points: s.right ? { show: true, size: 6, fill: s.color } : { show: false },
           value: (_u: uPlot, v: number | null) => (v == null ? '–' : s.format ? s.format(v) : String(v)),
         })),
       ],

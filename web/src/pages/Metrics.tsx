@@ -64,9 +64,9 @@ export function MetricsPage() {
   const [period, setPeriod] = useState<Period>('24h')
   const [agent, setAgent] = useState('')
   const query = { period, agent_id: agent || undefined }
-  const tokens = useApi<TokenStats>('/metrics/tokens', query, 15_000)
-  const costs = useApi<CostStats>('/metrics/costs', query, 15_000)
-  const perf = useApi<PerformanceStats>('/metrics/performance', query, 15_000)
+  const tokens = useApi<TokenStats>('/metrics/tokens', query, 10_000)
+  const costs = useApi<CostStats>('/metrics/costs', query, 10_000)
+  const perf = useApi<PerformanceStats>('/metrics/performance', query, 10_000)
 
   const tokenTrend = useMemo(() => {
     const t = tokens.data?.trend ?? []

@@ -42,8 +42,8 @@ export function OverviewPage() {
       ? { token_usage: hourWindow.token_usage, cost: hourWindow.cost }
       : hourly.data && { token_usage: hourly.data.token_usage, cost: hourly.data.cost },
   }
-  const tokens = useApi<TokenStats>('/metrics/tokens', { period: '24h' }, 15000)
-  const costs = useApi<CostStats>('/metrics/costs', { period: '24h' }, 15000)
+  const tokens = useApi<TokenStats>('/metrics/tokens', { period: '24h' }, 5000)
+  const costs = useApi<CostStats>('/metrics/costs', { period: '24h' }, 5000)
 
   const agents = [...hub.agents.values()]
   const counts = agents.length > 0 ? countAgents(agents) : day.data?.agents ?? countAgents([])
@@ -171,7 +171,7 @@ export function OverviewPage() {
               series={[
                 { label: 'input', color: '#38bdf8', bars: true, format: formatCount },
                 { label: 'output', color: '#34d399', bars: true, format: formatCount },
-                { label: 'cost', color: '#fbbf24', format: (v) => formatCost(v) },
+                { label: 'cost', color: '#fbbf24', format: (v) => formatCost(v), right: true },
               ]}
               xRange={dayRange}
               height={190}
