@@ -146,7 +146,12 @@ def test_finished_session_replays_the_same_as_live(studio: StudioProcess, page: 
         assert client.flush(5 * UNIT)
     finally:
         client.close(timeout=5 * UNIT)
-    open_console(page, studio.http_url, "sessions/s-replay")
+    open_console(page, studio.http_url, "sessions")
+    row = page.get_by_test_id("sessions-table").get_by_test_id("row").filter(has_text="s-replay")
+    expect(row).to_contain_text("completed")
+    screenshot(page, "sessions")
+    row.click()
+    expect(page.get_by_test_id("page-session")).to_be_visible()
     terminal_has(page, "The answer is 42.")
     expect(page.get_by_test_id("t-think")).to_contain_text("Think first.")
     expect(page.get_by_test_id("t-tool")).to_contain_text("calc")
@@ -398,3 +403,35 @@ def test_agents_table_sorts_and_filters(studio: StudioProcess, page: Page) -> No
     finally:
         big.close(timeout=5 * UNIT)
         small.close(timeout=5 * UNIT)
+
+
+def test_console_follows_a_studio_that_comes_back_with_another_database(
+    studio: StudioProcess, page: Page, tmp_path: Path
+) -> None:
+    client = sdk_agent(studio.url, "old-agent", name="Old Agent")
+    try:
+        with client.session("s-old") as s:
+            for i in range(30):
+                s.text(f"old-{i} ")
+        assert client.flush(5 * UNIT)
+    finally:
+        client.close(timeout=5 * UNIT)
+    open_console(page, studio.http_url, "events")
+    # This tab resumes after the old store's cursors (as if it had watched them arrive).
+    page.evaluate("() => window.__asterHub.stream.seedCursor(30)")
+    studio.stop()
+    fresh = StudioProcess(tmp_path / "other.db", port=studio.port).start()
+    try:
+        connection = page.get_by_test_id("connection")
+        expect(connection).to_have_attribute("data-state", "open", timeout=int(20_000 * UNIT))
+        client = sdk_agent(fresh.url, "new-agent", name="New Agent")
+        try:
+            with client.session("s-new") as s:
+                s.text("fresh-start ")
+            assert client.flush(5 * UNIT)
+        finally:
+            client.close(timeout=5 * UNIT)
+        expect(page.get_by_test_id("events-table")).to_contain_text("fresh-start")
+        assert page.evaluate("() => window.__asterHub.storeResets") == 1
+    finally:
+        fresh.stop()

@@ -204,6 +204,19 @@ describe('backoffDelay and streamUrl', () => {
 })
 
 describe('LiveStream gap recovery', () => {
+  it('keeps ignoring old frames until every subscribe sent has been answered', () => {
+    const { stream, sockets, received } = setup()
+    stream.start()
+    sockets[0].open() // first subscribe, not answered yet
+    sockets[0].frame({ type: 'dropped', payload: { count: 1 } })
+    sockets[0].frame({ type: 'subscribed', payload: {} }) // answers the first only
+    sockets[0].frame({ type: 'events', payload: [payload(9)] })
+    expect(received).toHaveLength(0)
+    sockets[0].frame({ type: 'subscribed', payload: {} })
+    sockets[0].frame({ type: 'events', payload: [payload(1)] })
+    expect(received.map((e) => e.cursor)).toEqual([1])
+  })
+
   it('asks for a replay when the server dropped events, ignoring frames past the gap', () => {
     const { stream, sockets, received } = setup()
     stream.start()
@@ -220,5 +233,22 @@ describe('LiveStream gap recovery', () => {
     sockets[0].frame({ type: 'replayed', payload: { cursor: 6, count: 4 } })
     sockets[0].frame({ type: 'events', payload: [payload(6), payload(7)] })
     expect(received.map((e) => e.cursor)).toEqual([1, 2, 3, 4, 5, 6, 7])
+  })
+})
+
+describe('LiveStream cursor reset', () => {
+  it('re-subscribes from the given cursor and accepts lower cursors again', () => {
+    const { stream, sockets, received } = setup()
+    stream.start()
+    sockets[0].open()
+    sockets[0].frame({ type: 'events', payload: [payload(50)] })
+    sockets[0].frame({ type: 'subscribed', payload: {} })
+    stream.resetCursor(0)
+    expect(sockets[0].sent.at(-1)).toEqual({ action: 'subscribe', filters: {}, batch: true, since: 0 })
+    // Still from the old subscription: ignored until the new one is answered.
+    sockets[0].frame({ type: 'events', payload: [payload(60)] })
+    sockets[0].frame({ type: 'subscribed', payload: {} })
+    sockets[0].frame({ type: 'events', payload: [payload(1), payload(2)] })
+    expect(received.map((e) => e.cursor)).toEqual([50, 1, 2])
   })
 })

@@ -5,11 +5,11 @@
  * Events arrive at any rate; views are told at most once per animation frame (with a timer as a
  * fallback in background tabs), with the events of that frame as one batch.
  */
-import { normalizeEvent } from './api'
+import { normalizeEvent, request } from './api'
 import { isError } from './events'
 import { Ring, RateSeries } from './ring'
 import { LiveStream, type ConnectionInfo } from './stream'
-import type { AgentView, StudioEvent } from './types'
+import type { AgentView, EventsPage, StudioEvent } from './types'
 
 export interface HubOptions {
   url: string
@@ -37,6 +37,8 @@ export class LiveHub {
   version = 0
   /** Events received since the page loaded (after de-duplication). */
   received = 0
+  /** Times the Studio came back with another database and the stream started over. */
+  storeResets = 0
   /** Bumped when an event names an agent the table does not know: the table reloads. */
   unknownAgents = 0
 
@@ -62,7 +64,9 @@ export class LiveHub {
         this.schedule()
       },
       onConnection: (info) => {
+        const reconnected = info.reconnects > this.connection.reconnects
         this.connection = info
+        if (reconnected) void this.checkStoreReset()
         this.schedule()
       },
     })
@@ -71,6 +75,27 @@ export class LiveHub {
 
   start(): void {
     this.stream.start()
+  }
+
+  /**
+   * After a reconnect: if the Studio's newest cursor is below ours, it came back with another
+   * (or an emptied) database, and resuming after our cursor would skip everything new.
+   */
+  async checkStoreReset(): Promise<void> {
+    const ours = this.stream.lastCursor
+    if (ours === 0) return
+    try {
+      const page = await request<EventsPage>('/events', { query: { limit: 1 } })
+      const newest = page.events?.[0]?.cursor ?? 0
+      if (newest < ours) {
+        this.events.clear()
+        this.stream.resetCursor(0)
+        this.storeResets += 1
+        this.schedule()
+      }
+    } catch {
+      // Not reachable yet or not allowed: the next reconnect checks again.
+    }
   }
 
   stop(): void {
@@ -133,8 +158,10 @@ export class LiveHub {
     this.schedule()
   }
 
-  /** Replace the table with a REST snapshot. */
+  /** Replace the table with a REST snapshot (agents the Studio no longer knows leave it). */
   setAgents(list: AgentView[]): void {
+    const keep = new Set(list.map((a) => a.id))
+    for (const id of [...this.agents.keys()]) if (!keep.has(id)) this.agents.delete(id)
     for (const agent of list) this.receiveAgent(agent)
   }
 

@@ -106,6 +106,8 @@ export class LiveStream {
   private everOpened = false
   /** Set when the server dropped events for us: live frames are ignored until the replay. */
   private recovering = false
+  /** Subscribe messages sent on this socket and not yet answered with `subscribed`. */
+  private unanswered = 0
   /** Events the server reported dropped (each followed by a replay from storage). */
   gapsRecovered = 0
 
@@ -129,6 +131,20 @@ export class LiveStream {
   /** Resume after this cursor on the next (re)connect; used when history was loaded first. */
   seedCursor(cursor: number): void {
     if (cursor > this.info.lastCursor) this.update({ lastCursor: cursor })
+  }
+
+  /**
+   * Forget the cursor: the Studio's store was replaced (its newest cursor is below ours), so
+   * resume from `cursor` and re-subscribe at once.
+   */
+  resetCursor(cursor: number): void {
+    this.info = { ...this.info, lastCursor: Math.max(0, cursor) }
+    // Replay what the new store already holds (since 0 included), then go live; frames of the
+    // old subscription still on the way are ignored.
+    if (this.socket && this.socket.readyState === OPEN) {
+      this.recovering = true
+      this.subscribe(this.socket, true)
+    }
   }
 
   start(): void {
@@ -173,6 +189,7 @@ export class LiveStream {
     }
     this.socket = socket
     this.recovering = false
+    this.unanswered = 0
     this.update({ state: this.everOpened ? 'reconnecting' : 'connecting', retryAt: null })
     socket.onopen = () => {
       if (this.socket !== socket) return
@@ -205,9 +222,10 @@ export class LiveStream {
     }
   }
 
-  private subscribe(socket: SocketLike): void {
+  private subscribe(socket: SocketLike, replay = false): void {
     const message: Record<string, unknown> = { action: 'subscribe', filters: this.filters, batch: true }
-    if (this.info.lastCursor > 0) message.since = this.info.lastCursor
+    if (replay || this.info.lastCursor > 0) message.since = this.info.lastCursor
+    this.unanswered += 1
     socket.send(JSON.stringify(message))
   }
 
@@ -263,15 +281,11 @@ export class LiveStream {
         }
         break
       case 'subscribed':
-        this.recovering = false
+        // Frames of an earlier subscription may still be on the way until every subscribe sent
+        // has been answered; only then does recovery end.
+        this.unanswered = Math.max(0, this.unanswered - 1)
+        if (this.unanswered === 0) this.recovering = false
         break
-      case 'replayed': {
-        const payload = frame.payload as { cursor?: number } | null
-        if (payload && typeof payload.cursor === 'number' && payload.cursor > this.info.lastCursor) {
-          this.info = { ...this.info, lastCursor: payload.cursor }
-        }
-        break
-      }
       case 'event':
         if (!this.recovering && frame.payload && typeof frame.payload === 'object') {
           this.deliver([frame.payload as Record<string, unknown>])
