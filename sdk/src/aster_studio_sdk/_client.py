@@ -26,7 +26,17 @@ from ._config import DeliveryOptions, DropPolicy, Settings, resolve
 from ._diagnostics import Diagnostics
 from ._errors import ConfigError, InternalError
 from ._transport import Transport, WebSocketTransport
-from ._worker import OP_END, OP_EVENT, OP_FLUSH, OP_OPEN, AgentInfo, FlushWaiter, Item, Worker
+from ._worker import (
+    OP_END,
+    OP_EVENT,
+    OP_FLUSH,
+    OP_OPEN,
+    OP_TEXT,
+    AgentInfo,
+    FlushWaiter,
+    Item,
+    Worker,
+)
 from .protocol import Channel, SessionStatus
 
 P = ParamSpec("P")
@@ -105,8 +115,7 @@ class _Emitter:
     def text(self, delta: str, *, step: int | None = None) -> None:
         """Report a chunk of streamed output text (progress `text_chunk`)."""
         try:
-            fields = {"delta": delta} if step is None else {"delta": delta, "step": step}
-            self._client._put((OP_EVENT, self._sid, _time(), "progress", "text_chunk", fields))
+            self._client._put((OP_TEXT, self._sid, _time(), delta, step))
         except Exception as exc:
             self._client._internal("text", exc)
 
@@ -748,7 +757,7 @@ class StudioClient(_Emitter):
                 oldest = queue.popleft()
             except IndexError:
                 oldest = None
-            if oldest is not None and oldest[0] != OP_EVENT:
+            if oldest is not None and oldest[0] >= OP_OPEN:
                 queue.appendleft(oldest)  # sessions and flushes are never dropped
             else:
                 queue.append(item)

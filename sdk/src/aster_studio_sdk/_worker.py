@@ -48,12 +48,15 @@ except ImportError:  # pragma: no cover - exercised only without orjson
 
 logger = logging.getLogger("aster_studio_sdk")
 
-# Queue items are plain tuples (cheap to build on the agent's thread); the first field is the op.
+# Queue items are plain tuples (cheap to build on the agent's thread); the first field is the op,
+# a plain int rather than an enum member for the same reason. Ops below OP_OPEN are events (the
+# drop policy may discard them); the others are control items, never dropped.
 OP_EVENT = 0  # (OP_EVENT, session_id, time, channel, event_type, fields)
-OP_OPEN = 1  # (OP_OPEN, session_id, time, metadata)
-OP_END = 2  # (OP_END, session_id, time, status)
-OP_FLUSH = 3  # (OP_FLUSH, FlushWaiter)
-OP_CLOSE = 4  # (OP_CLOSE,)
+OP_TEXT = 1  # (OP_TEXT, session_id, time, delta, step): text_chunk, the most frequent event
+OP_OPEN = 2  # (OP_OPEN, session_id, time, metadata)
+OP_END = 3  # (OP_END, session_id, time, status)
+OP_FLUSH = 4  # (OP_FLUSH, FlushWaiter)
+OP_CLOSE = 5  # (OP_CLOSE,)
 
 Item = tuple[Any, ...]
 
@@ -340,7 +343,10 @@ class Worker:
             moved += 1
             op = item[0]
             try:
-                if op == OP_EVENT:
+                if op == OP_TEXT:
+                    counters.dequeued += 1
+                    self._add_text(item)
+                elif op == OP_EVENT:
                     counters.dequeued += 1
                     self._add_event(item)
                 elif op == OP_OPEN:
@@ -366,6 +372,18 @@ class Worker:
         }
         if fields:
             event.update(fields)
+        self._add(event_message(self._agent.agent_id, event, session_id=session_id))
+
+    def _add_text(self, item: Item) -> None:
+        _, session_id, ts, delta, step = item
+        event: dict[str, Any] = {
+            "channel": "progress",
+            "event_type": "text_chunk",
+            "timestamp": int(ts * 1000),
+            "delta": delta,
+        }
+        if step is not None:
+            event["step"] = step
         self._add(event_message(self._agent.agent_id, event, session_id=session_id))
 
     def _open_session(self, item: Item) -> None:
