@@ -108,20 +108,7 @@ def router(studio: Studio) -> APIRouter:
         if metadata:
             agent.metadata = {**agent.metadata, **metadata}
         if studio.pipeline is not None:
-            studio.pipeline.submit(
-                [
-                    ops.UpsertAgent(
-                        agent.id,
-                        studio.clock(),
-                        name=agent.name,
-                        model=agent.model,
-                        template_id=agent.template_id,
-                        capabilities=agent.capabilities,
-                        metadata=agent.metadata,
-                        state=agent.state,
-                    )
-                ]
-            )
+            studio.pipeline.submit([agent.upsert_op(studio.clock())])
             await studio.pipeline.barrier()
         return ok(record(agent))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -170,32 +171,45 @@ def router(studio: Studio) -> APIRouter:
         window = period_ms(period)
         return now - window, now, BUCKETS_MS[window]
 
+    @dataclass(frozen=True, slots=True)
+    class Breakdown:
+        total: UsageRow | None
+        by_model: list[UsageRow]
+        by_agent: list[UsageRow]
+        trend: list[UsageRow]
+
+    async def breakdown(period: str, agent_id: str | None, model: str | None) -> Breakdown:
+        """The usage of a period: its total, by model, by agent and per time bucket."""
+        start, end, bucket = _period(period)
+        kw = {"agent_id": agent_id, "model": model}
+        total = await usage(start, end, **kw)
+        return Breakdown(
+            total[0] if total else None,
+            await usage(start, end, group_by="model", **kw),
+            await usage(start, end, group_by="agent", **kw),
+            await usage(start, end, bucket_ms=bucket, **kw),
+        )
+
     @api.get("/v1/dashboard/metrics/tokens", summary="Token usage by agent, model and time")
     async def tokens(
         period: str = Query("24h"), agent_id: str | None = None, model: str | None = None
     ) -> Response:
-        start, end, bucket = _period(period)
-        kw = {"agent_id": agent_id, "model": model}
-        total = await usage(start, end, **kw)
-        by_model = await usage(start, end, group_by="model", **kw)
-        by_agent = await usage(start, end, group_by="agent", **kw)
-        trend = await usage(start, end, bucket_ms=bucket, **kw)
-        row = total[0] if total else None
+        b = await breakdown(period, agent_id, model)
         return ok(
             {
                 "period": period,
-                "total": _tokens(row),
-                "by_agent": {str(r.key): _tokens(r) for r in by_agent},
+                "total": _tokens(b.total),
+                "by_agent": {str(r.key): _tokens(r) for r in b.by_agent},
                 "by_model": {
                     str(r.key or "(unknown)"): {**_tokens(r), "priced": r.unpriced_tokens == 0}
-                    for r in by_model
+                    for r in b.by_model
                 },
                 "trend": [
                     {"timestamp": iso_ms(int(r.key or 0)), "input": r.input, "output": r.output}
-                    for r in trend
+                    for r in b.trend
                 ],
-                "cost": _money(row.cost if row else 0.0),
-                "unpriced_tokens": row.unpriced_tokens if row else 0,
+                "cost": _money(b.total.cost if b.total else 0.0),
+                "unpriced_tokens": b.total.unpriced_tokens if b.total else 0,
             }
         )
 
@@ -203,26 +217,20 @@ def router(studio: Studio) -> APIRouter:
     async def costs(
         period: str = Query("24h"), agent_id: str | None = None, model: str | None = None
     ) -> Response:
-        start, end, bucket = _period(period)
-        kw = {"agent_id": agent_id, "model": model}
-        total = await usage(start, end, **kw)
-        by_model = await usage(start, end, group_by="model", **kw)
-        by_agent = await usage(start, end, group_by="agent", **kw)
-        trend = await usage(start, end, bucket_ms=bucket, **kw)
-        row = total[0] if total else None
+        b = await breakdown(period, agent_id, model)
         return ok(
             {
                 "period": period,
-                "total": _money(row.cost if row else 0.0),
-                "by_agent": {str(r.key): _money(r.cost) for r in by_agent},
-                "by_model": {str(r.key or "(unknown)"): _money(r.cost) for r in by_model},
+                "total": _money(b.total.cost if b.total else 0.0),
+                "by_agent": {str(r.key): _money(r.cost) for r in b.by_agent},
+                "by_model": {str(r.key or "(unknown)"): _money(r.cost) for r in b.by_model},
                 "trend": [
                     {"timestamp": iso_ms(int(r.key or 0)), "amount": round(r.cost, 10)}
-                    for r in trend
+                    for r in b.trend
                 ],
-                "unpriced_tokens": row.unpriced_tokens if row else 0,
+                "unpriced_tokens": b.total.unpriced_tokens if b.total else 0,
                 "unpriced_models": sorted(
-                    str(r.key or "(unknown)") for r in by_model if r.unpriced_tokens
+                    str(r.key or "(unknown)") for r in b.by_model if r.unpriced_tokens
                 ),
             }
         )

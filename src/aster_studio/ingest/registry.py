@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..models import WORKING_STATES, AgentRecord, AgentStatus, UsageTotals, iso_ms
+from ..store import UpsertAgent
 
 
 @dataclass(slots=True)
@@ -48,6 +49,19 @@ class LiveAgent:
             implicit=r.implicit,
             event_count=r.event_count,
             error_count=r.error_count,
+        )
+
+    def upsert_op(self, now_ms: int) -> UpsertAgent:
+        """The write that stores this agent's registration fields."""
+        return UpsertAgent(
+            self.id,
+            now_ms,
+            name=self.name,
+            model=self.model,
+            template_id=self.template_id,
+            capabilities=self.capabilities,
+            metadata=self.metadata,
+            state=self.state,
         )
 
     def status(self, now_ms: int, stall_after_ms: int) -> AgentStatus:

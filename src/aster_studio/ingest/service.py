@@ -375,18 +375,7 @@ class IngestService:
         conn.agents.add(msg.agent_id)
         if msg.producer_id is not None or "control" in msg.capabilities:
             conn.accepts_control = True
-        writes.append(
-            ops.UpsertAgent(
-                msg.agent_id,
-                now,
-                name=agent.name,
-                model=agent.model,
-                template_id=agent.template_id,
-                capabilities=agent.capabilities,
-                metadata=agent.metadata,
-                state=agent.state,
-            )
-        )
+        writes.append(agent.upsert_op(now))
         writes.append(self._state_op(agent))
         self._changed(agent)
         self._reply_when_durable(conn, writes, MessageType.REGISTERED, reply)

@@ -170,6 +170,12 @@ MIGRATIONS: tuple[str, ...] = (
     """,
 )
 
+# Sums of a group of usage rows, in UsageTotals/UsageRow order after the key.
+_USAGE_SUMS = (
+    "sum(input), sum(output), coalesce(sum(cost), 0), "
+    "sum(CASE WHEN cost IS NULL THEN input + output ELSE 0 END), count(*)"
+)
+
 _SEED_PRICES = "INSERT OR IGNORE INTO prices VALUES (?, ?, ?, ?, 0)"
 
 
@@ -679,9 +685,7 @@ class SqliteStore:
     def usage_by_agent(self) -> dict[str, UsageTotals]:
         with self._read() as conn:
             rows = conn.execute(
-                "SELECT agent_id, sum(input), sum(output), coalesce(sum(cost), 0), "
-                "sum(CASE WHEN cost IS NULL THEN input + output ELSE 0 END), count(*) "
-                "FROM usage GROUP BY agent_id"
+                f"SELECT agent_id, {_USAGE_SUMS} FROM usage GROUP BY agent_id"
             ).fetchall()
         return {r[0]: UsageTotals(r[1], r[2], r[3], r[4], r[5]) for r in rows}
 
@@ -742,9 +746,8 @@ class SqliteStore:
         marks = ",".join("?" * len(session_ids))
         with self._read() as conn:
             rows = conn.execute(
-                "SELECT session_id, sum(input), sum(output), coalesce(sum(cost), 0), "
-                "sum(CASE WHEN cost IS NULL THEN input + output ELSE 0 END), count(*) "
-                f"FROM usage WHERE session_id IN ({marks}) GROUP BY session_id",
+                f"SELECT session_id, {_USAGE_SUMS} FROM usage "
+                f"WHERE session_id IN ({marks}) GROUP BY session_id",
                 session_ids,
             ).fetchall()
         return {r[0]: UsageTotals(r[1], r[2], r[3], r[4], r[5]) for r in rows}
@@ -846,8 +849,7 @@ class SqliteStore:
             key = "NULL"
         with self._read() as conn:
             rows = conn.execute(
-                f"SELECT {key} AS k, sum(input), sum(output), coalesce(sum(cost), 0), "
-                "sum(CASE WHEN cost IS NULL THEN input + output ELSE 0 END), count(*) "
+                f"SELECT {key} AS k, {_USAGE_SUMS} "
                 f"FROM usage WHERE {' AND '.join(where)} GROUP BY k ORDER BY k",
                 args,
             ).fetchall()
