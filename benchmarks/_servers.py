@@ -1,9 +1,10 @@
 """Servers the benchmark launches in a subprocess besides `aster-studio serve`.
 
     python -m benchmarks._servers raw [--uvloop]       the bare WebSocket stack: receive + parse
-    python -m benchmarks._servers studio --db P [--deflate]
+    python -m benchmarks._servers studio --db P [--deflate] [--synchronous NORMAL]
+            [--switch-interval S]
         the Studio through `aster_studio.cli.serve` with settings the CLI does not expose
-        (`per_message_deflate`)
+        (`per_message_deflate`, `synchronous`), or an interpreter setting, for experiments
 
 Each prints `listening on http://127.0.0.1:PORT` as `aster-studio serve` does.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 from typing import Any
 
 import orjson
@@ -78,19 +80,53 @@ def run_raw(settings: Settings, *, use_uvloop: bool = False) -> None:
         asyncio.run(server.serve(sockets=[sock]))
 
 
+def _trace_on_signal(path: str) -> None:
+    """Start tracemalloc; on SIGUSR1, append the top allocation growth since the last signal."""
+    import signal
+    import tracemalloc
+
+    tracemalloc.start(8)
+    last = [tracemalloc.take_snapshot()]
+
+    def dump(signum: int, frame: object) -> None:
+        snap = tracemalloc.take_snapshot()
+        stats = snap.compare_to(last[0], "traceback")
+        last[0] = snap
+        with open(path, "a") as out:
+            out.write(f"--- growth since last snapshot: {sum(s.size_diff for s in stats)} B\n")
+            for stat in stats[:25]:
+                out.write(f"{stat.size_diff:>10} B {stat.count_diff:>7} blocks\n")
+                for line in stat.traceback.format(limit=4):
+                    out.write(f"      {line}\n")
+
+    signal.signal(signal.SIGUSR1, dump)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks._servers")
     parser.add_argument("kind", choices=["raw", "studio"])
     parser.add_argument("--db", default="")
     parser.add_argument("--deflate", action="store_true")
     parser.add_argument("--uvloop", action="store_true")
+    parser.add_argument("--synchronous", default="FULL", help="SQLite synchronous (experiments)")
+    parser.add_argument("--switch-interval", type=float, help="sys.setswitchinterval (experiments)")
+    parser.add_argument(
+        "--tracemalloc",
+        metavar="FILE",
+        help="trace allocations; each SIGUSR1 appends the growth since the last one to FILE",
+    )
     args = parser.parse_args()
+    if args.tracemalloc:
+        _trace_on_signal(args.tracemalloc)
+    if args.switch_interval:
+        sys.setswitchinterval(args.switch_interval)
     settings = Settings(
         host="127.0.0.1",
         port=0,
         db=args.db,
         log_level="warning",
         per_message_deflate=args.deflate,
+        synchronous=args.synchronous,
     )
     if args.kind == "raw":
         run_raw(settings, use_uvloop=args.uvloop)

@@ -104,7 +104,25 @@ def machine() -> dict[str, str]:
         "python": sys.version.split()[0],
         "memory": f"{psutil.virtual_memory().total / 2**30:.0f} GiB",
         "load_before": " ".join(f"{x:.1f}" for x in os.getloadavg()),
+        "server_code": _server_code(),
     }
+
+
+def _server_code() -> str:
+    """The commit the server code is at, and whether src/ has uncommitted changes."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "src", "sdk/src"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    except OSError:
+        return "?"
+    return f"{head}{' + uncommitted changes in src/' if dirty else ''}" if head else "?"
 
 
 # ---- servers ----
@@ -150,7 +168,12 @@ class Server:
 
 
 def launch(
-    kind: str, *, deflate: bool = False, use_uvloop: bool = False, pinned: bool = True
+    kind: str,
+    *,
+    deflate: bool = False,
+    use_uvloop: bool = False,
+    pinned: bool = True,
+    extra: tuple[str, ...] = (),
 ) -> Server:
     """Start `studio` (the CLI), `studio-inproc` (settings the CLI lacks) or `raw`."""
     db_dir = Path(tempfile.mkdtemp(prefix="aster-bench-")) if kind != "raw" else None
@@ -161,6 +184,7 @@ def launch(
     elif kind == "studio-inproc":
         cmd = [sys.executable, "-m", "benchmarks._servers", "studio", "--db", db]
         cmd += ["--deflate"] if deflate else []
+        cmd += extra
     else:
         cmd = [sys.executable, "-m", "benchmarks._servers", "raw"]
         cmd += ["--uvloop"] if use_uvloop else []
@@ -204,6 +228,19 @@ def running(kind: str, **kw: Any) -> Iterator[Server]:
         yield server
     finally:
         server.stop()
+
+
+def store_metrics(server: Server) -> tuple[float, float]:
+    """(commits, seconds spent committing) from the Studio's /metrics; zeros for other servers."""
+    commits = seconds = 0.0
+    url = server.http + "/metrics"
+    with contextlib.suppress(OSError, ValueError), urllib.request.urlopen(url, timeout=10) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith("aster_store_commits_total "):
+                commits = float(line.split()[1])
+            elif line.startswith("aster_store_commit_seconds_total "):
+                seconds = float(line.split()[1])
+    return commits, seconds
 
 
 def rest(server: Server, path: str) -> Any:
@@ -448,6 +485,8 @@ class Phase:
     dropped: int = 0
     errors: int = 0
     agent_frames: int = 0
+    commits: int = 0
+    commit_ms: float = 0.0  # mean time the writer spends per commit
 
     def row(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items()}
@@ -513,6 +552,8 @@ async def drive(
     meter = Meter((start + int(WARMUP * 1e9), stop))
     for sub in subs:
         sub.meter = meter
+    studio = server.db_dir is not None
+    commits0, commit_s0 = await asyncio.to_thread(store_metrics, server) if studio else (0, 0)
     cpu_server, cpu_gen = server.cpu_seconds(), time.process_time()
     if rate is None:
         await asyncio.gather(*(_saturate(a, stop, batch) for a in agents))
@@ -543,6 +584,10 @@ async def drive(
     phase.dropped = sum(s.dropped for s in subs) - dropped_before
     phase.errors = sum(a.errors for a in agents) - errors_before
     phase.agent_frames = sum(s.agent_frames for s in subs) - agent_frames_before
+    if studio:
+        commits1, commit_s1 = await asyncio.to_thread(store_metrics, server)
+        phase.commits = int(commits1 - commits0)
+        phase.commit_ms = (commit_s1 - commit_s0) * 1000 / max(phase.commits, 1)
     return phase
 
 
@@ -568,33 +613,38 @@ async def studio_load(
     rates: tuple[float, ...] = (),
     deflate: bool = False,
     profile: Path | None = None,
+    extra: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """One server: a saturation phase, then paced phases (a share of it, or fixed rates)."""
     result: dict[str, Any] = {"scenario": label, "phases": []}
-    with running(kind, deflate=deflate) as server:
+    with running(kind, deflate=deflate, extra=extra) as server:
         subs = await open_many(lambda i: Subscriber.open(server.port), SUBSCRIBERS)
         agents = await open_many(
             lambda i: Agent.open(server.port, f"bench-{i:03d}", deflate=deflate), CONNECTIONS
         )
         await asyncio.gather(*(a.start_session() for a in agents))
         result["deflate_negotiated"] = all(a.ws.deflate for a in agents)
+        # The profile covers the first phase only (saturated, or the first paced rate).
         spy = start_profile(server, profile) if profile else None
         if saturate:
             saturated = await drive(server, agents, subs, f"{label}: saturated", batch=batch)
             result["phases"].append(saturated.row())
             log(f"  {summary(saturated)}")
-        if spy is not None:
-            result["profile"] = finish_profile(spy, profile)
         plan = list(rates)
         if saturate and paced is not None:
             plan.append(max(1000.0, result["phases"][0]["delivered_rate"] * paced))
         for rate in plan:
+            if spy is not None and result["phases"]:
+                result["profile"] = finish_profile(spy, profile)
+                spy = None
             phase = drive(
                 server, agents, subs, f"{label}: paced {rate:,.0f}/s", batch=batch, rate=rate
             )
             measured = await phase
             result["phases"].append(measured.row())
             log(f"  {summary(measured)}")
+        if spy is not None:
+            result["profile"] = finish_profile(spy, profile)
         total = sum(a.sent for a in agents)
         stored = await wait_stored(server, total)
         result["sent"], result["stored"] = total, stored
@@ -612,7 +662,7 @@ def summary(p: Phase) -> str:
         f"p99 {ms(p.p99_ms)}, server CPU {p.server_cpu:.0%}, generator CPU {p.generator_cpu:.0%}"
         f"{'' if p.drained else ', NOT DRAINED'}{f', dropped {p.dropped}' if p.dropped else ''}"
         f"{f', errors {p.errors}' if p.errors else ''}"
-        f", {p.agent_frames:,} agent frames"
+        f", {p.agent_frames:,} agent frames, {p.commits:,} commits of {p.commit_ms:.1f} ms"
     )
 
 
@@ -636,42 +686,52 @@ async def _raw_agent(port: int, agent_id: str) -> Agent:
     return agent
 
 
-async def idle_connections(limit: int) -> dict[str, Any]:
-    """Server RSS per idle agent connection: connected only, then registered."""
-    with running("studio") as server:
+async def idle_connections(limit: int, kind: str = "studio") -> dict[str, Any]:
+    """Server RSS per idle agent connection: connected only, then registered.
+
+    `kind="raw"` measures the bare WebSocket stack the same way, as the floor under our figure.
+    """
+    studio = kind == "studio"
+    with running(kind) as server:
         wanted = min(IDLE, limit - 200, server.fd_limit() - 200)
         await asyncio.sleep(1)
         rss0 = server.rss()
         started = time.monotonic()
         agents: list[Agent] = []
-        reached = wanted
+
+        async def one(i: int) -> Agent:
+            if studio:
+                return await Agent.open(server.port, f"idle-{i:05d}", register=False)
+            return await _raw_agent(server.port, f"idle-{i:05d}")
+
         try:
-            agents = await open_many(
-                lambda i: Agent.open(server.port, f"idle-{i:05d}", register=False), wanted
-            )
+            for first in range(0, wanted, 200):
+                batch = range(first, min(first + 200, wanted))
+                agents.extend(await asyncio.gather(*(one(i) for i in batch)))
         except (OSError, Closed, TimeoutError) as exc:
-            reached = len(agents)
-            log(f"  idle: stopped opening connections: {exc!r}")
+            log(f"  idle: stopped opening connections at {len(agents)}: {exc!r}")
+        reached = len(agents)
         connect_s = time.monotonic() - started
         await asyncio.sleep(2)
         rss1 = server.rss()
-        for first in range(0, len(agents), 500):
-            await asyncio.gather(*(a.register() for a in agents[first : first + 500]))
-        await asyncio.sleep(2)
+        if studio:
+            for first in range(0, reached, 500):
+                await asyncio.gather(*(a.register() for a in agents[first : first + 500]))
+            await asyncio.sleep(2)
         rss2 = server.rss()
         await asyncio.gather(*(a.close() for a in agents))
     n = max(reached, 1)
     result = {
-        "scenario": "idle connections",
+        "scenario": "idle connections" if studio else "idle connections, raw stack",
         "connections": reached,
         "connect_seconds": connect_s,
         "rss_before_mb": rss0 / 2**20,
         "per_connection_kb": (rss1 - rss0) / n / 1024,
-        "per_registered_agent_kb": (rss2 - rss0) / n / 1024,
+        "per_registered_agent_kb": (rss2 - rss0) / n / 1024 if studio else None,
     }
     log(
-        f"  idle: {reached} connections, {result['per_connection_kb']:.1f} KB each connected, "
-        f"{result['per_registered_agent_kb']:.1f} KB each registered"
+        f"  idle ({kind}): {reached} connections, {result['per_connection_kb']:.1f} KB each"
+        + (f", {result['per_registered_agent_kb']:.1f} KB each registered" if studio else "")
     )
     return result
 
@@ -715,10 +775,13 @@ def summarize_profile(text: str, top: int = 20) -> dict[str, Any]:
         frames = stack.split(";")
         thread = frames[0] if frames and frames[0].startswith(("thread", "process")) else "?"
         threads[thread] = threads.get(thread, 0) + count
-        names = [_frame_name(f) for f in frames if not f.startswith(("thread", "process"))]
+        code = [f for f in frames if not f.startswith(("thread", "process"))]
+        names = [_frame_name(f) for f in code]
         if names:
             own[names[-1]] = own.get(names[-1], 0) + count
-        for name in set(names):
+        # Inclusive time of our own functions only (the loop and thread frames include all).
+        ours = {_frame_name(f) for f in code if _OURS.search(f)}
+        for name in ours:
             inclusive[name] = inclusive.get(name, 0) + count
 
     def ranked(table: dict[str, int]) -> list[tuple[str, float]]:
@@ -731,6 +794,9 @@ def summarize_profile(text: str, top: int = 20) -> dict[str, Any]:
         "self": ranked(own),
         "inclusive": ranked(inclusive),
     }
+
+
+_OURS = re.compile(r"\((?:[^)]*/)?(?:aster_studio|aster_studio_sdk)/(?!cli\.py|__main__\.py)")
 
 
 def _frame_name(frame: str) -> str:
@@ -769,17 +835,44 @@ async def run_all(profile: bool = False, only: str = "abcdef") -> dict[str, Any]
         )
     if "d" in only:
         log("(d) 10,000 events/s offered")
+        spy = Path(tempfile.mkdtemp(prefix="aster-spy-")) / "profile.txt" if profile else None
         scenarios.append(
             await studio_load(
-                "studio", "10,000 events/s offered", batch=1, saturate=False, rates=(LOW_RATE,)
+                "studio",
+                "10,000 events/s offered",
+                batch=1,
+                saturate=False,
+                rates=(LOW_RATE,),
+                profile=spy,
             )
         )
     if "e" in only:
         log("(e) idle connections")
+        scenarios.append(await idle_connections(limit, "raw"))
         scenarios.append(await idle_connections(limit))
     if "f" in only:
         log("(f) permessage-deflate")
         for deflate in (False, True):
             label = f"deflate {'on' if deflate else 'off'} (in-process launch)"
             scenarios.append(await studio_load("studio-inproc", label, batch=1, deflate=deflate))
+    if "x" in only:
+        log("(x) experiments at 10,000 events/s: SQLite synchronous, GIL switch interval")
+        for extra in (
+            (),
+            ("--synchronous", "NORMAL"),
+            ("--switch-interval", "0.0005"),
+            ("--synchronous", "NORMAL", "--switch-interval", "0.0005"),
+        ):
+            label = "experiment " + (" ".join(extra) or "(defaults)")
+            scenarios.append(
+                await studio_load(
+                    "studio-inproc",
+                    label,
+                    batch=1,
+                    saturate=False,
+                    rates=(LOW_RATE,),
+                    extra=extra,
+                )
+            )
+    results["machine"]["load_after"] = " ".join(f"{x:.1f}" for x in os.getloadavg())
     return results

@@ -4,7 +4,8 @@
 
 `BENCH_SECONDS` (default 10) is each measured phase; the whole run takes a few minutes.
 `BENCH_ONLY=abd` runs only those scenarios (letters as in issue 2's list; `s` is the SDK's
-benchmarks in `bench_sdk`, run after the server's).
+benchmarks in `bench_sdk`, run after the server's; `x` adds experiments with settings the server
+does not expose: SQLite synchronous=NORMAL and a shorter GIL switch interval, at 10,000 events/s).
 `--profile` samples the server with py-spy during the one-event-per-frame saturation phase.
 `--write` replaces only the generated block of the "Server" section of docs/benchmarks.md.
 """
@@ -30,6 +31,11 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:,.1f}"
 
 
+def _per_s(phase: dict[str, Any], key: str) -> str:
+    value = phase.get(key) or 0
+    return f"{value / phase['seconds']:,.0f}" if value else "-"
+
+
 def markdown(results: dict[str, Any], pinning: str, command: str) -> str:
     """Render the results as the generated block of the Server section."""
     m = results["machine"]
@@ -38,17 +44,20 @@ def markdown(results: dict[str, Any], pinning: str, command: str) -> str:
         f"Machine: {m['nproc']} cores ({m['cpu']}), {m['memory']}, Python {m['python']}; "
         f"{pinning}; loopback; SQLite on local disk (WAL, synchronous=FULL); "
         f"load average {m['load_before']} before, {m.get('load_after', '?')} after "
-        "(the machine is shared with other sessions). "
+        "(the machine is shared with other sessions); server code at "
+        f"{m.get('server_code', '?')}. "
         f"`{command}`, {results['seconds']:g} s per phase.",
         "",
         "| phase | offered ev/s | ingested ev/s | delivered ev/s per subscriber | p50 ms "
-        "| p99 ms | max ms | server CPU | generator CPU | wire B/ev | notes |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| p99 ms | max ms | server CPU | ingested per server CPU-s | generator CPU | wire B/ev "
+        "| commits/s | agent frames/s | notes |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
+        "| ---: | --- |",
     ]
-    idle = None
+    idle: list[dict[str, Any]] = []
     for scenario in results["scenarios"]:
         if "phases" not in scenario:
-            idle = scenario
+            idle.append(scenario)
             continue
         notes = []
         if "stored" in scenario:
@@ -67,27 +76,34 @@ def markdown(results: dict[str, Any], pinning: str, command: str) -> str:
             if p["errors"]:
                 extra.append(f"{p['errors']} error replies")
             delivered = f"{p['delivered_rate']:,.0f}" if p["delivered_rate"] else "-"
+            per_cpu = p["ingest_rate"] / p["server_cpu"] if p["server_cpu"] else 0
             lines.append(
                 f"| {p['name']} | {p['offered_rate']:,.0f} | {p['ingest_rate']:,.0f} "
                 f"| {delivered} | {_ms(p['p50_ms'])} | {_ms(p['p99_ms'])} | {_ms(p['max_ms'])} "
-                f"| {p['server_cpu']:.0%} | {p['generator_cpu']:.0%} "
-                f"| {p['wire_bytes_per_event']:.0f} | {'; '.join(extra)} |"
+                f"| {p['server_cpu']:.0%} | {per_cpu:,.0f} | {p['generator_cpu']:.0%} "
+                f"| {p['wire_bytes_per_event']:.0f} | {_per_s(p, 'commits')} "
+                f"| {_per_s(p, 'agent_frames')} | {'; '.join(extra)} |"
             )
-    if idle is not None:
+    for item in idle:
+        registered = item.get("per_registered_agent_kb")
         lines += [
             "",
-            f"Idle agent connections: {idle['connections']:,} opened in "
-            f"{idle['connect_seconds']:.1f} s; server RSS {idle['rss_before_mb']:.0f} MB before, "
-            f"+{idle['per_connection_kb']:.1f} KB per connection (connected), "
-            f"+{idle['per_registered_agent_kb']:.1f} KB per connection once each registered "
-            "an agent.",
+            f"{item['scenario'].capitalize()}: {item['connections']:,} opened in "
+            f"{item['connect_seconds']:.1f} s; server RSS {item['rss_before_mb']:.0f} MB before, "
+            f"**+{item['per_connection_kb']:.1f} KB per connection**"
+            + (
+                f", +{registered:.1f} KB per connection once each registered an agent."
+                if registered is not None
+                else "."
+            ),
         ]
     for scenario in results["scenarios"]:
         prof = scenario.get("profile")
         if prof and "self" in prof:
-            lines += ["", f"py-spy, {scenario['scenario']} (saturated), {prof['samples']} samples:"]
+            first = scenario["phases"][0]["name"]
+            lines += ["", f"py-spy during `{first}`, {prof['samples']} samples:"]
             lines.append("")
-            lines.append("| self % | function | | inclusive % | function |")
+            lines.append("| self % | function | | inclusive % | our function |")
             lines.append("| ---: | --- | --- | ---: | --- |")
             for (s_name, s_share), (i_name, i_share) in zip(
                 prof["self"], prof["inclusive"], strict=False
@@ -123,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     only = os.environ.get("BENCH_ONLY", "abcdefs")
     results = asyncio.run(run_all(profile=args.profile, only=only))
     command = f"BENCH_SECONDS={SECONDS:g} python -m benchmarks.run"
+    if only != "abcdefs":
+        command = f"BENCH_ONLY={only} {command}"
     if args.profile:
         command += " --profile"
     block = markdown(results, pinning, command)
