@@ -6,7 +6,7 @@ import { useApi, useNow } from '../lib/hooks'
 import type { Block, ErrorItem, ToolCall, Transcript } from '../lib/transcript'
 import type { ModelPricing } from '../lib/types'
 import { Chart } from './Chart'
-import { Badge, Empty } from './common'
+import { Badge, CopyButton, Empty } from './common'
 import { JsonView } from './JsonView'
 
 function BlockView({ block, transcript, onTool }: { block: Block; transcript: Transcript; onTool: (id: string) => void }) {
@@ -383,6 +383,7 @@ export function SessionLive({
           <div className="panel-title">
             Output {loading && <span className="muted small">loading history…</span>}
             <span className="muted small right-push">{formatCount(transcript.eventCount)} events</span>
+            <CopyButton text={() => transcript.plainText()} />
           </div>
           <Terminal transcript={transcript} revision={revision} onTool={setTool} height="calc(100vh - 320px)" />
         </div>

@@ -133,14 +133,14 @@ export function studioAgentUrl(): string {
   return `${scheme}://${window.location.host}`
 }
 
-export function CopyButton({ text }: { text: string }) {
+export function CopyButton({ text }: { text: string | (() => string) }) {
   const [done, setDone] = useState(false)
   return (
     <button
       type="button"
       className="btn btn-small"
       onClick={() => {
-        void navigator.clipboard?.writeText(text).then(() => {
+        void navigator.clipboard?.writeText(typeof text === 'function' ? text() : text).then(() => {
           setDone(true)
           setTimeout(() => setDone(false), 1200)
         })

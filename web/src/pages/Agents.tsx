@@ -105,6 +105,7 @@ export function AgentsPage() {
               setSort((s) => ({ key, dir: s.key === key ? (s.dir === 'asc' ? 'desc' : 'asc') : key === 'name' || key === 'status' ? 'asc' : 'desc' }))
             }
             onRowClick={(a) => navigate(`/agents/${encodeURIComponent(a.id)}`)}
+            rowClass={(a) => (a.status === 'online' && a.stalled ? 'row-warn' : a.status !== 'online' ? 'row-dim' : '')}
             empty="No agent matches the filter."
           />
         </Card>

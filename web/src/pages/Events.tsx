@@ -170,7 +170,16 @@ export function EventsPage() {
   }, [hub, filterKey])
 
   const pause = useCallback(() => {
-    const ring = live.current
+    useEffect(() => {
+    if (!selected) return
+    const onKey = (e: KeyboardEvent) => {
+      if (e.key === 'Escape') setSelected(null)
+    }
+    window.addEventListener('keydown', onKey)
+    return () => window.removeEventListener('keydown', onKey)
+  }, [selected])
+
+  const ring = live.current
     const snapshot: StudioEvent[] = []
     for (let i = 0; i < ring.size; i += 1) snapshot.push(ring.fromNewest(i) as StudioEvent)
     setFrozen(snapshot)
@@ -234,6 +243,15 @@ export function EventsPage() {
     setSelected(null)
     if (paused) resume()
   }
+
+  useEffect(() => {
+    if (!selected) return
+    const onKey = (e: KeyboardEvent) => {
+      if (e.key === 'Escape') setSelected(null)
+    }
+    window.addEventListener('keydown', onKey)
+    return () => window.removeEventListener('keydown', onKey)
+  }, [selected])
 
   const ring = live.current
   const rows: { count: number; get: (i: number) => StudioEvent | undefined } =
