@@ -213,6 +213,8 @@ def test_events_filters_inspector_and_export(studio: StudioProcess, page: Page) 
     table.get_by_test_id("row").first.click()
     expect(page.get_by_test_id("inspector")).to_contain_text('"needle in the haystack"')
     screenshot(page, "events")
+    page.keyboard.press("Escape")
+    expect(page.get_by_test_id("inspector")).to_have_count(0)
 
     with page.expect_download() as download:
         page.get_by_test_id("export-jsonl").click()

@@ -170,16 +170,7 @@ export function EventsPage() {
   }, [hub, filterKey])
 
   const pause = useCallback(() => {
-    useEffect(() => {
-    if (!selected) return
-    const onKey = (e: KeyboardEvent) => {
-      if (e.key === 'Escape') setSelected(null)
-    }
-    window.addEventListener('keydown', onKey)
-    return () => window.removeEventListener('keydown', onKey)
-  }, [selected])
-
-  const ring = live.current
+    const ring = live.current
     const snapshot: StudioEvent[] = []
     for (let i = 0; i < ring.size; i += 1) snapshot.push(ring.fromNewest(i) as StudioEvent)
     setFrozen(snapshot)
@@ -243,6 +234,15 @@ export function EventsPage() {
     setSelected(null)
     if (paused) resume()
   }
+
+  useEffect(() => {
+    if (!selected) return
+    const onKey = (e: KeyboardEvent) => {
+      if (e.key === 'Escape') setSelected(null)
+    }
+    window.addEventListener('keydown', onKey)
+    return () => window.removeEventListener('keydown', onKey)
+  }, [selected])
 
   useEffect(() => {
     if (!selected) return
