@@ -5,7 +5,7 @@
  * Events arrive at any rate; views are told at most once per animation frame (with a timer as a
  * fallback in background tabs), with the events of that frame as one batch.
  */
-import { normalizeEvent, request } from './api'
+import { request } from './api'
 import { isError } from './events'
 import { Ring, RateSeries } from './ring'
 import { LiveStream, type ConnectionInfo } from './stream'
@@ -163,11 +163,6 @@ export class LiveHub {
     const keep = new Set(list.map((a) => a.id))
     for (const id of [...this.agents.keys()]) if (!keep.has(id)) this.agents.delete(id)
     for (const agent of list) this.receiveAgent(agent)
-  }
-
-  /** Normalize and feed REST event items (used by tests and the demo). */
-  ingestRaw(items: Record<string, unknown>[]): void {
-    this.receive(items.map(normalizeEvent))
   }
 
   private schedule(): void {
