@@ -83,13 +83,15 @@ def test_batch_mode_coalesces_events_and_pushes_agent_changes(studio: StudioProc
         received = 0
         agent_views = []
         deadline = time.monotonic() + 10 * UNIT
-        while received < 200 and time.monotonic() < deadline:
+        online = False
+        while (received < 200 or not online) and time.monotonic() < deadline:
             frame = stream.recv()
             frames.append(frame)
             if frame["type"] == "events":
                 received += len(frame["payload"])
             elif frame["type"] == "agent":
                 agent_views.append(frame["payload"])
+                online = online or frame["payload"]["status"] == "online"
     assert received == 200
     assert sum(1 for f in frames if f["type"] == "events") < 200
     assert any(v["id"] == "batcher" and v["status"] == "online" for v in agent_views)

@@ -64,7 +64,9 @@ class WritePipeline:
         self._on_commit = on_commit
         self._max_ops = max_ops
         self._batch_max = batch_max
-        self._queue: deque[object] = deque()
+        self._queue: deque[object] = deque()  # shared with the writer thread, under _cond
+        self._pending: list[object] = []  # this loop iteration's ops, not yet handed over
+        self._hand_over_scheduled = False
         self._cond = threading.Condition()
         self._space = asyncio.Event()
         self._space.set()
@@ -73,21 +75,37 @@ class WritePipeline:
 
     @property
     def depth(self) -> int:
-        return len(self._queue)
+        return len(self._queue) + len(self._pending)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="aster-studio-writer", daemon=True)
         self._thread.start()
 
     def submit(self, ops: list[WriteOp]) -> None:
-        """Queue ops in order; never blocks. Call `wait_for_space()` before reading more input."""
+        """Queue ops in order; never blocks. Call `wait_for_space()` before reading more input.
+
+        Ops collect on the loop and are handed to the writer once per loop iteration, so a burst
+        of frames costs one lock and one wake-up, not one per frame.
+        """
         if not ops:
             return
-        with self._cond:
-            self._queue.extend(ops)
-            if len(self._queue) >= self._max_ops:
-                self._space.clear()
-            self._cond.notify()
+        self._pending.extend(ops)
+        if len(self._queue) + len(self._pending) >= self._max_ops:
+            self._space.clear()
+        self._schedule_hand_over()
+
+    def _schedule_hand_over(self) -> None:
+        if not self._hand_over_scheduled:
+            self._hand_over_scheduled = True
+            self._loop.call_soon(self._hand_over)
+
+    def _hand_over(self) -> None:
+        self._hand_over_scheduled = False
+        pending, self._pending = self._pending, []
+        if pending:
+            with self._cond:
+                self._queue.extend(pending)
+                self._cond.notify()
 
     @property
     def full(self) -> bool:
@@ -99,9 +117,8 @@ class WritePipeline:
 
     def when_durable(self, callback: Callable[[], None]) -> None:
         """Call `callback` on the loop once every op submitted before it is committed."""
-        with self._cond:
-            self._queue.append(_Barrier(callback))
-            self._cond.notify()
+        self._pending.append(_Barrier(callback))
+        self._schedule_hand_over()
 
     async def barrier(self) -> None:
         """Wait until every op submitted before this call is committed."""
@@ -114,9 +131,8 @@ class WritePipeline:
         thread = self._thread
         if thread is None:
             return True
-        with self._cond:
-            self._queue.append(_STOP)
-            self._cond.notify()
+        self._pending.append(_STOP)
+        self._hand_over()
         deadline = time.monotonic() + timeout
         while thread.is_alive() and time.monotonic() < deadline:
             await asyncio.sleep(0.01)

@@ -43,6 +43,10 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], int]  # epoch milliseconds
 
+# Agent views (status, state, usage) reach the console at most this often: a busy agent changes
+# with every commit, and one view per commit per subscriber cost more frames than the events.
+VIEW_INTERVAL_S = 0.2
+
 
 @dataclass(slots=True)
 class IngestStats:
@@ -136,6 +140,8 @@ class IngestService:
         # Hooks for the control service: committed events, and an agent (re)registering.
         self.on_events: Callable[[list[StoredEvent]], None] | None = None
         self.on_agent_online: Callable[[str], None] | None = None
+        self._dirty: set[str] = set()
+        self._flush_scheduled = False
         self._ids = itertools.count(1)
 
     def attach(self, pipeline: WritePipeline) -> None:
@@ -544,10 +550,24 @@ class IngestService:
                 self._changed(agent)
 
     def _changed(self, agent: LiveAgent) -> None:
+        """Note that an agent's view changed; views go out at most every VIEW_INTERVAL_S."""
+        self._dirty.add(agent.id)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_later(VIEW_INTERVAL_S, self._flush_views)
+
+    def _flush_views(self) -> None:
+        self._flush_scheduled = False
+        dirty, self._dirty = self._dirty, set()
         now = self.clock()
-        agent.reported_status = agent.status(now, self.stall_after_ms)
-        if len(self.bus):
-            self.bus.changed("agent", agent.view(now, self.stall_after_ms))
+        publish = len(self.bus) > 0
+        for agent_id in dirty:
+            agent = self.registry.agents.get(agent_id)
+            if agent is None:
+                continue
+            agent.reported_status = agent.status(now, self.stall_after_ms)
+            if publish:
+                self.bus.changed("agent", agent.view(now, self.stall_after_ms))
 
     def _state_op(self, agent: LiveAgent) -> ops.AgentState:
         return ops.AgentState(agent.id, agent.state, agent.last_seen, agent.current_session_id)

@@ -303,7 +303,7 @@ class SqliteStore:
                             op.severity,
                             op.ts,
                             op.client_ts,
-                            payload.decode(),
+                            payload,  # stored as the JSON's UTF-8 bytes: no decode
                         )
                     )
                     usage = self._price(op.usage) if op.usage is not None else None
@@ -774,7 +774,7 @@ class SqliteStore:
             args.append(flt.end_ms)
         if flt.text:
             escaped = flt.text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            where.append("payload LIKE ? ESCAPE '\\'")
+            where.append("CAST(payload AS TEXT) LIKE ? ESCAPE '\\'")
             args.append(f"%{escaped}%")
         return where, args
 
@@ -782,7 +782,8 @@ class SqliteStore:
 
     @staticmethod
     def _event(r: tuple[Any, ...]) -> StoredEvent:
-        return StoredEvent(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8].encode())
+        payload = r[8] if isinstance(r[8], bytes) else r[8].encode()
+        return StoredEvent(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], payload)
 
     def events_before(self, flt: EventFilter, before: int | None, limit: int) -> list[StoredEvent]:
         where, args = self._where(flt)
