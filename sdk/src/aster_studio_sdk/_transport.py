@@ -15,16 +15,19 @@ from typing import Any, Protocol
 from ._errors import ConnectionClosed, TransportError
 
 
-def _accepts_legacy_flag() -> bool:
+def _parameters(qualname: str) -> frozenset[str]:
+    """Probe the installed websockets (the SDK supports 13 and later) for what it accepts."""
     try:
-        from websockets.sync.client import connect
+        from websockets.sync import client
 
-        return "legacy" in inspect.signature(connect).parameters
+        target = client.connect if qualname == "connect" else client.ClientConnection.send
+        return frozenset(inspect.signature(target).parameters)
     except (ImportError, TypeError, ValueError):  # pragma: no cover - very old websockets
-        return False
+        return frozenset()
 
 
-_LEGACY_FLAG = _accepts_legacy_flag()
+_CONNECT_PARAMETERS = _parameters("connect")  # keepalive pings: 14+; `legacy`: 17.1+
+_TEXT_FLAG = "text" in _parameters("send")  # 14+: bytes may go out as a text frame
 
 
 class Connection(Protocol):
@@ -69,7 +72,10 @@ class WebSocketConnection:
         from websockets.exceptions import ConnectionClosed as WsClosed
 
         try:
-            self._conn.send(frame, text=True)
+            if _TEXT_FLAG:
+                self._conn.send(frame, text=True)
+            else:  # pragma: no cover - websockets 13 sends bytes as binary frames
+                self._conn.send(frame.decode("utf-8"))
         except WsClosed as exc:
             raise ConnectionClosed(f"connection closed: {exc}", _close_code(exc)) from exc
         except (OSError, RuntimeError) as exc:
@@ -119,10 +125,9 @@ class WebSocketTransport:
             "max_size": None,
             "user_agent_header": "aster-studio-sdk",
         }
-        if _LEGACY_FLAG:
-            options["legacy"] = True  # websockets >= 17.1: we use the connection directly
+        options["legacy"] = True  # websockets >= 17.1: we use the connection directly
         try:
-            conn = connect(url, **options)
+            conn = connect(url, **{k: v for k, v in options.items() if k in _CONNECT_PARAMETERS})
         except (OSError, TimeoutError, WebSocketException, socket.gaierror) as exc:
             raise TransportError(f"cannot connect to {url}: {exc!r}") from exc
         return WebSocketConnection(conn)
