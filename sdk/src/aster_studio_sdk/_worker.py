@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import random
 import threading
 import time
@@ -134,26 +135,55 @@ def _iso(ts: float) -> str:
 
 
 def encode(msg: dict[str, Any]) -> bytes | None:
-    """Encode a message as JSON (stdlib fallback for odd values); None when impossible."""
+    """Encode a message as JSON (stdlib fallback for odd values); None when impossible.
+
+    Whatever the agent passed, the result is valid UTF-8 JSON the server accepts: a frame it
+    cannot parse would be refused whole and resent forever.
+    """
     if _FAST_CODEC:
         try:
             # orjson's bytes keep a ~4 KiB allocation however short the JSON; the resend buffer
             # holds thousands, so keep a compact copy (about 0.15 us).
             return b"%b" % (dumps(msg),)
         except Exception:
-            pass  # non-string keys, huge ints, a dict changed meanwhile: try the slower path
-    try:  # also catches a dict the agent changes while we read it (RuntimeError)
-        text = json.dumps(
-            msg,
-            separators=(",", ":"),
-            ensure_ascii=False,
-            default=str,
-            allow_nan=False,
-            skipkeys=True,
-        )
-    except Exception:
+            pass  # odd keys, huge ints, lone surrogates, a dict changed meanwhile: go slow
+    for value in (msg, _finite(msg)):
+        try:  # also catches a dict the agent changes while we read it (RuntimeError)
+            text = json.dumps(
+                value,
+                separators=(",", ":"),
+                ensure_ascii=False,
+                default=_json_default,
+                allow_nan=False,
+                skipkeys=True,
+            )
+        except ValueError:
+            continue  # NaN or infinity: retry with them as null, as orjson writes them
+        except Exception:
+            return None
+        return text.encode("utf-8", "replace")  # a lone surrogate becomes "?"
+    return None
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, datetime):
+        return obj.isoformat()
+    if isinstance(obj, (set, frozenset, tuple)):
+        return list(obj)
+    return str(obj)
+
+
+def _finite(value: Any, depth: int = 0) -> Any:
+    """Return a copy with NaN and infinities as None (JSON has no such numbers)."""
+    if depth > 100:
         return None
-    return text.encode("utf-8", "surrogatepass")
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v, depth + 1) for v in value]
+    return value
 
 
 class Worker:

@@ -384,3 +384,39 @@ def test_connection_failures_are_logged_once_per_interval(
         client = make_client()
         assert wait_until(lambda: client.stats().connect_failures >= 5)
     assert len([r for r in caplog.records if "cannot reach" in r.message]) == 1
+
+
+def test_lone_surrogates_never_produce_a_frame_the_server_refuses(
+    memory: InMemoryStudio, make_client: MakeClient
+) -> None:
+    client = make_client()
+    client.text("broken \ud800 text")
+    client.text("fine")
+    assert client.flush(5 * UNIT)
+    assert deltas(memory) == ["broken ? text", "fine"]
+    assert memory.errors == []
+
+
+def test_encode_without_orjson_matches_orjson_on_odd_values(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from datetime import UTC, datetime
+
+    from aster_studio_sdk import _worker
+
+    monkeypatch.setattr(_worker, "_FAST_CODEC", False)
+    data = _worker.encode(
+        {
+            "a": float("nan"),
+            "b": [float("inf"), 1.5],
+            "c": {1: "x"},
+            "d": datetime(2024, 1, 1, tzinfo=UTC),
+        }
+    )
+    assert data is not None
+    assert json.loads(data) == {
+        "a": None,
+        "b": [None, 1.5],
+        "c": {"1": "x"},
+        "d": "2024-01-01T00:00:00+00:00",
+    }
