@@ -6,7 +6,7 @@ import functools
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 from .errors import BadRequest
 
@@ -70,9 +70,8 @@ class SessionRecord:
     event_count: int
 
 
-@dataclass(frozen=True, slots=True)
-class StoredEvent:
-    """One stored event; `id` is the global cursor."""
+class StoredEvent(NamedTuple):
+    """One stored event; `id` is the global cursor (a NamedTuple: one is built per event)."""
 
     id: int
     agent_id: str
