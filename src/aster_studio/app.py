@@ -102,6 +102,7 @@ class Studio:
             self.ingest.on_commit,
             max_ops=self.settings.queue_max_ops,
             batch_max=self.settings.writer_batch_max,
+            commit_interval_s=self.settings.commit_interval_s,
         )
         self.ingest.attach(self.pipeline)
         self.pipeline.start()

@@ -41,6 +41,7 @@ _NUMERIC_ENV: tuple[tuple[str, str, type[int] | type[float]], ...] = (
     ("ASTER_STUDIO_MAX_AGENT_CONNECTIONS", "max_agent_connections", int),
     ("ASTER_STUDIO_HANDSHAKE_TIMEOUT", "handshake_timeout_s", float),
     ("ASTER_STUDIO_MAX_FRAME_BYTES", "max_frame_bytes", int),
+    ("ASTER_STUDIO_COMMIT_INTERVAL", "commit_interval_s", float),
 )
 
 
@@ -55,6 +56,7 @@ class Settings:
     stall_after_s: float = 60.0
     queue_max_ops: int = 50_000
     writer_batch_max: int = 5_000
+    commit_interval_s: float = 0.005
     subscriber_buffer: int = 10_000
     outbox_max: int = 1_000
     ws_ping_interval_s: float = 20.0

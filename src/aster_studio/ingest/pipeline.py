@@ -58,12 +58,16 @@ class WritePipeline:
         *,
         max_ops: int = 50_000,
         batch_max: int = 5_000,
+        commit_interval_s: float = 0.005,
     ) -> None:
         self._store = store
         self._loop = loop
         self._on_commit = on_commit
         self._max_ops = max_ops
         self._batch_max = batch_max
+        self._commit_interval = commit_interval_s
+        self._next_commit_at = 0.0
+        self._stopping = False
         self._queue: deque[object] = deque()  # shared with the writer thread, under _cond
         self._pending: list[object] = []  # this loop iteration's ops, not yet handed over
         self._hand_over_scheduled = False
@@ -131,6 +135,7 @@ class WritePipeline:
         thread = self._thread
         if thread is None:
             return True
+        self._stopping = True
         self._pending.append(_STOP)
         self._hand_over()
         deadline = time.monotonic() + timeout
@@ -151,6 +156,13 @@ class WritePipeline:
         with self._cond:
             while not self._queue:
                 self._cond.wait()
+            # Linger: at most one commit per interval while the queue is short, so a moderate
+            # stream of events is written in groups rather than one commit (and fsync) each.
+            while len(self._queue) < self._batch_max and not self._stopping:
+                remaining = self._next_commit_at - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._cond.wait(remaining)
             queue = self._queue
             while queue and len(ops) < self._batch_max:
                 item = queue.popleft()
@@ -171,6 +183,7 @@ class WritePipeline:
         while True:
             ops, barriers, stop = self._take()
             if ops:
+                self._next_commit_at = time.monotonic() + self._commit_interval
                 result = self._write(ops)
                 if result is not None:
                     self._notify(result)
