@@ -247,12 +247,17 @@ def _register_session(
             prefix + "created_at",
         )
     status = _string(body, "status", prefix + "status", limits.max_type_length)
+    metadata = _object(body, "metadata", prefix + "metadata")
+    count = body.get("message_count")
+    if isinstance(count, int) and not isinstance(count, bool) and count >= 0:
+        # The original Go client reports its message count here; keep it with the metadata.
+        metadata = {**metadata, "message_count": count}
     return RegisterSession(
         session_id=session_id,
         agent_id=agent_id,
         created_at_ms=created_ms,
         status=status or SessionStatus.ACTIVE,
-        metadata=_object(body, "metadata", prefix + "metadata"),
+        metadata=metadata,
         seq=seq,
     )
 
