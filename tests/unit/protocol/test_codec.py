@@ -226,8 +226,12 @@ def test_document_register_session_decodes_with_created_at_in_ms() -> None:
 
 
 def test_envelope_register_session_decodes() -> None:
+    # The Go client's message_count is kept with the metadata (the session views read it).
     assert message(ENV_REGISTER_SESSION) == RegisterSession(
-        session_id="s-01", agent_id="a1", status="active", metadata={"topic": "essay"}
+        session_id="s-01",
+        agent_id="a1",
+        status="active",
+        metadata={"topic": "essay", "message_count": 0},
     )
 
 
