@@ -3,8 +3,9 @@
     python -m benchmarks.run [--profile] [--json FILE] [--write]
 
 `BENCH_SECONDS` (default 10) is each measured phase; the whole run takes a few minutes.
-`BENCH_ONLY=abd` runs only those scenarios (letters as in issue 2's list; `s` is the SDK's
-benchmarks in `bench_sdk`, run after the server's; `x` adds experiments with settings the server
+`BENCH_ONLY=abd` runs only those scenarios (letters as in issue 2's list; `g` is fairness under
+a flooding agent (`bench_fairness`), `w` the console in Chromium at 10,000 events/s
+(`tests/e2e/bench_console`), `s` the SDK's benchmarks in `bench_sdk`, run after the server's; `x` adds experiments with settings the server
 does not expose: SQLite synchronous=NORMAL and a shorter GIL switch interval, at 10,000 events/s).
 `--profile` samples the server with py-spy during the one-event-per-frame saturation phase.
 `--write` replaces only the generated block of the "Server" section of docs/benchmarks.md.
@@ -136,10 +137,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     pinning = pin_generator()
     print(f"server benchmarks, {SECONDS:g} s per phase; {pinning}", file=sys.stderr)
-    only = os.environ.get("BENCH_ONLY", "abcdefs")
+    only = os.environ.get("BENCH_ONLY", "abcdefgws")
     results = asyncio.run(run_all(profile=args.profile, only=only))
     command = f"BENCH_SECONDS={SECONDS:g} python -m benchmarks.run"
-    if only != "abcdefs":
+    if only != "abcdefgws":
         command = f"BENCH_ONLY={only} {command}"
     if args.profile:
         command += " --profile"
@@ -149,6 +150,16 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(json.dumps(results, indent=2))
     if args.write:
         write_doc(block)
+    if "g" in only:
+        # Fairness under a flood (issue 6).
+        from . import bench_fairness
+
+        bench_fairness.main()
+    if "w" in only:
+        # The console at 10,000 events/s in Chromium (issue 4).
+        from tests.e2e import bench_console
+
+        bench_console.main(["--rate", "10000", "--seconds", f"{SECONDS:g}"])
     if "s" in only:
         # The SDK's benchmarks (issue 3) live beside these; `make bench` runs both.
         from . import bench_sdk

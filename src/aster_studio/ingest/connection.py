@@ -25,6 +25,7 @@ class ConnectionLimits:
     burst: int = 100_000
     max_agents: int = 1_000
     max_sessions: int = 100_000
+    max_in_flight: int = 500  # writes queued but not yet committed, per connection
 
 
 Close = Callable[[int, str], Awaitable[None]]
@@ -51,6 +52,9 @@ class AgentConnection:
     refilled_at: float = 0.0
     throttled: int = 0
     throttle_notice_at: float = 0.0
+    in_flight: int = 0  # writes handed to the pipeline, not yet committed
+    max_in_flight: int = 2_000
+    space: asyncio.Event = field(default_factory=asyncio.Event)
     agents: set[str] = field(default_factory=set)
     outbox: deque[bytes] = field(default_factory=deque)
     ack_seq: int | None = None
@@ -59,6 +63,12 @@ class AgentConnection:
     dropped_replies: int = 0
     received: int = 0
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def landed(self, count: int) -> None:
+        """`count` of this connection's writes were committed: read again once below half."""
+        self.in_flight -= count
+        if self.in_flight <= self.max_in_flight // 2:
+            self.space.set()
 
     @property
     def reply_shape(self) -> Shape:

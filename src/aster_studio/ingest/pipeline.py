@@ -170,9 +170,8 @@ class WritePipeline:
                     stop = True
                     break
                 if isinstance(item, _Barrier):
+                    # Resolved after this batch commits, which holds every op queued before it.
                     barriers.append(item)
-                    if ops:  # a barrier ends the batch so it resolves right after it
-                        break
                     continue
                 ops.append(item)  # type: ignore[arg-type]
             if not self._space.is_set() and len(queue) < self._max_ops // 2:
@@ -182,20 +181,26 @@ class WritePipeline:
     def _run(self) -> None:
         while True:
             ops, barriers, stop = self._take()
+            result = None
             if ops:
                 self._next_commit_at = time.monotonic() + self._commit_interval
                 result = self._write(ops)
-                if result is not None:
-                    self._notify(result)
-            for barrier in barriers:
-                with contextlib.suppress(RuntimeError):
-                    self._loop.call_soon_threadsafe(barrier.callback)
+            callbacks = [b.callback for b in barriers]
+            if result is not None or callbacks:
+                # One hand-back to the loop per commit: results first, then the barriers.
+                with contextlib.suppress(RuntimeError):  # a closed loop has no one left to tell
+                    self._loop.call_soon_threadsafe(self._committed, result, callbacks)
             if stop:
                 return
 
-    def _notify(self, result: CommitResult) -> None:
-        with contextlib.suppress(RuntimeError):  # a closed loop has no one left to tell
-            self._loop.call_soon_threadsafe(self._on_commit, result)
+    def _committed(self, result: CommitResult | None, callbacks: list[Callable[[], None]]) -> None:
+        if result is not None:
+            self._on_commit(result)
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:  # one failing callback must not starve the others
+                log.exception("a callback after commit failed")
 
     def _write(self, ops: list[WriteOp]) -> CommitResult | None:
         started = time.perf_counter()

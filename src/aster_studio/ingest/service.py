@@ -46,6 +46,8 @@ Clock = Callable[[], int]  # epoch milliseconds
 # Agent views (status, state, usage) reach the console at most this often: a busy agent changes
 # with every commit, and one view per commit per subscriber cost more frames than the events.
 VIEW_INTERVAL_S = 0.2
+# A batch of thousands of messages takes tens of ms to apply: let other connections in between.
+YIELD_EVERY = 256
 
 
 @dataclass(slots=True)
@@ -151,6 +153,7 @@ class IngestService:
 
     def open_connection(self, remote: str) -> AgentConnection:
         conn = AgentConnection(next(self._ids), remote, self.outbox_max)
+        conn.max_in_flight = self.policy.max_in_flight
         self.connections[conn.id] = conn
         self.stats.connections_total += 1
         return conn
@@ -198,7 +201,9 @@ class IngestService:
         top_seq = 0
         items = message.items if isinstance(message, Batch) else (message,)
         await self._throttle(conn, len(items))
-        for item in items:
+        for index, item in enumerate(items):
+            if index and not index % YIELD_EVERY:
+                await asyncio.sleep(0)  # a big batch must not hold the loop from others
             self.stats.messages += 1
             seq = item.seq
             if seq is not None and conn.producer_id is not None:
@@ -231,7 +236,12 @@ class IngestService:
                 self._unregister(conn, item, writes)
         if top_seq and conn.producer_id is not None:
             writes.append(ops.MarkProducer(conn.producer_id, top_seq))
-        self._submit(writes)
+        self._submit(writes, conn)
+        if conn.in_flight > self.policy.max_in_flight:
+            # Fairness: a connection with this much unwritten stops being read until the writer
+            # catches up with it, so one flooding agent cannot fill the queue others wait in.
+            conn.space.clear()
+            await conn.space.wait()
         if self.pipeline is not None and self.pipeline.full:
             await self.pipeline.wait_for_space()
 
@@ -301,9 +311,15 @@ class IngestService:
             conn.sessions.add(item.session_id)
         return None
 
-    def _submit(self, writes: list[WriteOp]) -> None:
-        if writes and self.pipeline is not None:
-            self.pipeline.submit(writes)
+    def _submit(self, writes: list[WriteOp], conn: AgentConnection | None = None) -> None:
+        """Hand writes to the pipeline; a connection's count in flight drops once they land."""
+        if not writes or self.pipeline is None:
+            return
+        self.pipeline.submit(writes)
+        if conn is not None:
+            count = len(writes)
+            conn.in_flight += count
+            self.pipeline.when_durable(lambda: conn.landed(count))
 
     def _reply_when_durable(
         self,
@@ -316,7 +332,7 @@ class IngestService:
         if self.pipeline is None:
             conn.reply(mtype, data)
             return
-        self._submit(writes)
+        self._submit(writes, conn)
         writes.clear()
         conn.deferred += 1
 
@@ -403,7 +419,7 @@ class IngestService:
                 old.producer_id = None
                 old.request_close(CloseCode.TAKEN_OVER, "taken over by a newer connection")
         # Everything handed over so far (by any connection) must be durable before answering.
-        self._submit(writes)
+        self._submit(writes, conn)
         writes.clear()
         if self.pipeline is not None:
             await self.pipeline.barrier()
