@@ -5,8 +5,9 @@
 `BENCH_SECONDS` (default 10) is each measured phase; the whole run takes a few minutes.
 `BENCH_ONLY=abd` runs only those scenarios (letters as in issue 2's list; `g` is fairness under
 a flooding agent (`bench_fairness`), `w` the console in Chromium at 10,000 events/s
-(`tests/e2e/bench_console`), `s` the SDK's benchmarks in `bench_sdk`, run after the server's; `x` adds experiments with settings the server
-does not expose: SQLite synchronous=NORMAL and a shorter GIL switch interval, at 10,000 events/s).
+(`tests/e2e/bench_console`), `s` the SDK's benchmarks in `bench_sdk`, run after the server's;
+`x` adds experiments with settings the server does not expose: SQLite synchronous=NORMAL and a
+shorter GIL switch interval, at 10,000 events/s).
 `--profile` samples the server with py-spy during the one-event-per-frame saturation phase.
 `--write` replaces only the generated block of the "Server" section of docs/benchmarks.md.
 """
