@@ -7,7 +7,7 @@ STATIC  := src/aster_studio/static
 WEB_SRC := $(shell find web -type f -not -path 'web/node_modules/*' -not -path 'web/dist/*' 2>/dev/null)
 PYTEST_ARGS ?=
 
-.PHONY: install run demo test lint typecheck pytest bench web browser clean
+.PHONY: install run demo test lint typecheck pytest bench soak web browser clean
 
 install: $(STAMP) $(STATIC)/index.html
 
@@ -47,6 +47,10 @@ pytest: install browser
 
 test: lint typecheck pytest
 	@if [ -f web/package.json ]; then cd web && npm test --silent; fi
+
+# Long fault runs (frame fuzzing, repeated kill -9 under load): loopback only, bounded.
+soak: install
+	SOAK_SCALE=$${SOAK_SCALE:-10} $(BIN)/pytest -m soak tests/soak -q
 
 bench: install
 	$(BIN)/python -m benchmarks.run
