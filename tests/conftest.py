@@ -10,7 +10,6 @@ import pytest
 
 from tests.support.server import StudioProcess
 
-
 # SDK bugs must fail tests (the demo and browser tests run the SDK too), not be logged and counted
 # as they are in users' programs. Subprocesses inherit it.
 os.environ.setdefault("ASTER_STUDIO_SDK_STRICT", "1")
