@@ -7,6 +7,8 @@ import urllib.parse
 import pytest
 from playwright.sync_api import Page, expect
 
+from tests.support import api
+from tests.support.api import get, wait_for
 from tests.support.server import StudioProcess
 from tests.support.timing import UNIT
 
@@ -84,7 +86,29 @@ def test_html_and_script_payloads_in_every_field_are_inert(
             "permission_required",
             call={"id": "c1", "name": IMG, "arguments": {"x": ALL}},
         )
+        session.event(
+            "control",
+            "ask_user",
+            request_id=f"q-{IMG}",
+            questions=[
+                {
+                    "question": f"pick {ALL}",
+                    "header": SCRIPT,
+                    "multi_select": True,
+                    "options": [{"label": IMG, "description": ALL}, {"label": SVG}],
+                },
+                {"question": f"free {SCRIPT}", "header": IMG, "options": []},
+            ],
+        )
+        session.event(
+            "control", "permission_required", call={"id": "c2", "name": SVG, "arguments": [ALL]}
+        )
         assert client.flush(5 * UNIT)
+        requests = wait_for(
+            lambda: get(studio.http_url, "/v1/dashboard/requests"),
+            lambda d: d["pending"] == 3,
+        )["requests"]
+        by_key = {r["key"]: r["id"] for r in requests}
 
         open_console(page, studio.http_url)
         expect(page.get_by_test_id("latest-errors")).to_contain_text("error <img")
@@ -103,7 +127,10 @@ def test_html_and_script_payloads_in_every_field_are_inert(
 
         open_console(page, studio.http_url, "sessions/" + urllib.parse.quote(SESSION_ID, safe=""))
         expect(page.get_by_test_id("terminal")).to_contain_text(f"think {IMG}")
-        expect(page.get_by_test_id("t-approval")).to_contain_text(IMG)
+        inline = page.get_by_test_id("inline-request")
+        expect(inline.filter(has_text="c1")).to_contain_text(IMG)
+        expect(inline.filter(has_text="pick")).to_contain_text(f"pick {ALL}")
+        expect(page.get_by_test_id("approvals-slot")).to_contain_text(SVG)
         for row in page.get_by_test_id("tool-row").all():
             row.click()
             assert_inert(page, "tool detail")
@@ -122,6 +149,40 @@ def test_html_and_script_payloads_in_every_field_are_inert(
         page.get_by_test_id("event-search").fill(IMG)
         page.get_by_test_id("apply-filters").click()
         assert_inert(page, "events search")
+
+        # Requests: what agents asked in the inbox, then what people answered, and the audit log.
+        open_console(page, studio.http_url, "inbox")
+        expect(page.get_by_test_id("inbox-count")).to_have_text("3")
+        cards = page.get_by_test_id("request")
+        expect(cards).to_have_count(3)
+        expect(page.get_by_test_id("question-form")).to_contain_text(f"pick {ALL}")
+        expect(page.get_by_test_id("question-form")).to_contain_text(f"free {SCRIPT}")
+        assert_inert(page, "inbox")
+        form = page.get_by_test_id("question-form")
+        form.get_by_test_id("question-other").fill(ALL)
+        form.get_by_test_id("question-text").fill(ALL)
+        page.get_by_test_id("decider-name").fill(IMG)
+        form.get_by_test_id("answer-submit").click()
+        svg_card = cards.filter(has_text="c2")
+        svg_card.get_by_test_id("decision-note").fill(ALL)
+        svg_card.get_by_test_id("deny").click()
+        status, _ = api.call(
+            studio.http_url,
+            f"/v1/dashboard/requests/{by_key['c1']}/decision",
+            "POST",
+            {"decision": "allow", "note": ALL, "decided_by": SVG},
+        )
+        assert status == 200
+        wait_for(
+            lambda: get(studio.http_url, "/v1/dashboard/requests"),
+            lambda d: d["pending"] == 0,
+        )
+        page.get_by_test_id("inbox-view").get_by_role("tab", name="all").click()
+        expect(page.get_by_test_id("request-outcome")).to_have_count(3)
+        expect(page.get_by_test_id("inbox-list")).to_contain_text(f"note: {ALL}")
+        expect(page.get_by_test_id("request-answer").first).to_contain_text(ALL)
+        expect(page.get_by_test_id("audit-log")).to_contain_text(IMG)
+        assert_inert(page, "inbox decided and audit log")
 
         open_console(page, studio.http_url, "metrics")
         expect(page.get_by_test_id("by-model")).to_contain_text(f"model-{IMG}")

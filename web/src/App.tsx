@@ -3,12 +3,14 @@ import { BrowserRouter, NavLink, Navigate, Route, Routes } from 'react-router'
 import { ConnectionIndicator, OfflineBanner } from './components/Connection'
 import { request } from './lib/api'
 import { fetchSession, logout, onAuthRequired, setCsrfToken } from './lib/auth'
-import { HubContext } from './lib/hooks'
+import { HubContext, useNow, useRequestStore } from './lib/hooks'
 import type { LiveHub } from './lib/hub'
 import type { AgentView } from './lib/types'
 import { AgentDetailPage } from './pages/AgentDetail'
 import { AgentsPage } from './pages/Agents'
 import { EventsPage } from './pages/Events'
+import { InboxPage } from './pages/Inbox'
+import { syncRequests } from './lib/requests'
 import { LoginPage } from './pages/Login'
 import { MetricsPage } from './pages/Metrics'
 import { OverviewPage } from './pages/Overview'
@@ -18,6 +20,7 @@ import { SettingsPage } from './pages/Settings'
 
 const NAV = [
   { to: '/', label: 'Overview', icon: '◎', end: true },
+  { to: '/inbox', label: 'Inbox', icon: '✉' },
   { to: '/agents', label: 'Agents', icon: '◉' },
   { to: '/sessions', label: 'Sessions', icon: '☰' },
   { to: '/events', label: 'Events', icon: '≋' },
@@ -59,6 +62,60 @@ function AgentSync({ hub }: { hub: LiveHub }) {
     }
   }, [hub])
   return null
+}
+
+/** Keeps the hub's requests filled: a REST snapshot on start, after a reconnect, and every 10 s. */
+function RequestSync({ hub }: { hub: LiveHub }) {
+  useEffect(() => {
+    let stopped = false
+    let running = false
+    let lastReconnects = hub.connection.reconnects
+    let lastResets = hub.storeResets
+    let lastLoad = 0
+    const load = () => {
+      if (running) return
+      running = true
+      lastLoad = Date.now()
+      syncRequests(hub)
+        .catch(() => undefined)
+        .finally(() => {
+          running = false
+        })
+    }
+    load()
+    const id = setInterval(() => {
+      if (stopped) return
+      const reconnected = hub.connection.reconnects !== lastReconnects || hub.storeResets !== lastResets
+      if (reconnected && hub.connection.state === 'open') {
+        lastReconnects = hub.connection.reconnects
+        lastResets = hub.storeResets
+        load()
+      } else if (Date.now() - lastLoad > 10_000 && document.visibilityState !== 'hidden') {
+        load()
+      }
+    }, 500)
+    return () => {
+      stopped = true
+      clearInterval(id)
+    }
+  }, [hub])
+  return null
+}
+
+/** The live count of requests waiting for a person, beside the Inbox link and in the title. */
+function InboxBadge() {
+  const requests = useRequestStore()
+  const now = useNow(1000)
+  const count = requests.openCount(now)
+  useEffect(() => {
+    document.title = count > 0 ? `(${count}) Aster Studio` : 'Aster Studio'
+  }, [count])
+  if (count === 0) return null
+  return (
+    <span className="nav-badge" data-testid="inbox-count" title={`${count} waiting for a decision`}>
+      {count}
+    </span>
+  )
 }
 
 type Gate = 'checking' | 'login' | 'open'
@@ -122,6 +179,7 @@ export function App({ hub }: { hub: LiveHub }) {
     <HubContext.Provider value={hub}>
       <BrowserRouter basename="/studio">
         <AgentSync hub={hub} />
+        <RequestSync hub={hub} />
         <div className="shell">
           <aside className="sidebar">
             <div className="brand">
@@ -135,6 +193,7 @@ export function App({ hub }: { hub: LiveHub }) {
                 <NavLink key={item.to} to={item.to} end={item.end} className="nav-item">
                   <span className="nav-icon">{item.icon}</span>
                   {item.label}
+                  {item.to === '/inbox' && <InboxBadge />}
                 </NavLink>
               ))}
             </nav>
@@ -161,6 +220,7 @@ export function App({ hub }: { hub: LiveHub }) {
             <OfflineBanner />
             <Routes>
               <Route path="/" element={<OverviewPage />} />
+              <Route path="/inbox" element={<InboxPage />} />
               <Route path="/agents" element={<AgentsPage />} />
               <Route path="/agents/:id" element={<AgentDetailPage />} />
               <Route path="/sessions" element={<SessionsPage />} />

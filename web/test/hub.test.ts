@@ -61,4 +61,21 @@ describe('LiveHub', () => {
     h.receive([ev('text_chunk', {}, { agent_id: 'a1' })])
     expect(h.agents.get('a1')?.last_event_at).not.toBeNull()
   })
+
+  it('keeps requests from frames and tells views once per frame', () => {
+    const h = hub()
+    let renders = 0
+    h.subscribe(() => (renders += 1))
+    const base = {
+      id: 'r_1', kind: 'permission' as const, agent_id: 'a1', session_id: 's1', key: 'c1', status: 'pending' as const,
+      stage: 'pending' as const, created_at: '2026-11-25T14:00:00.000Z', expires_at: null, request: {}, response: null,
+      decided_by: null, decided_at: null, delivered_at: null, acknowledged_at: null, agent_response: null, event_cursor: 1,
+    }
+    h.receiveRequest(base)
+    h.receiveRequest({ ...base, status: 'decided', stage: 'delivered', decided_by: 'bob' })
+    vi.advanceTimersByTime(250)
+    expect(renders).toBe(1)
+    expect(h.requests.get('r_1')?.decided_by).toBe('bob')
+    expect(h.requests.openCount(Date.parse('2026-11-25T14:00:01Z'))).toBe(0)
+  })
 })

@@ -251,4 +251,24 @@ describe('LiveStream cursor reset', () => {
     sockets[0].frame({ type: 'events', payload: [payload(1), payload(2)] })
     expect(received.map((e) => e.cursor)).toEqual([50, 1, 2])
   })
+
+  it('hands request frames to onRequest, whole, even while recovering from a gap', () => {
+    const requests: unknown[] = []
+    const sockets: FakeSocket[] = []
+    const stream = new LiveStream({
+      url: 'ws://x',
+      createSocket: () => {
+        const s = new FakeSocket()
+        sockets.push(s)
+        return s
+      },
+      onRequest: (view) => requests.push(view),
+    })
+    stream.start()
+    sockets[0].open()
+    sockets[0].frame({ type: 'dropped', payload: { count: 3 } })
+    sockets[0].frame({ type: 'request', payload: { id: 'r_1', stage: 'pending' } })
+    sockets[0].frame({ type: 'request', payload: null })
+    expect(requests).toEqual([{ id: 'r_1', stage: 'pending' }])
+  })
 })

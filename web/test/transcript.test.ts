@@ -142,4 +142,45 @@ describe('Transcript tool calls, state, errors, usage', () => {
     t.apply(ev('tool:end', { call: { id: 'c7', state: 'completed', started_at: 1_764_000_000_000, duration_ms: 1234.5 } }))
     expect(t.toolList()[0]).toMatchObject({ startedTs: 1_764_000_000_000, endedTs: 1_764_000_001_234.5 })
   })
+
+  it('keeps the agent and event of an approval, for finding its request', () => {
+    const t = new Transcript()
+    t.apply(ev('permission_required', { call: { id: 'c5', name: 'rm' } }, { agent_id: 'agent-7' }))
+    expect(t.blocks[0]).toMatchObject({ kind: 'approval', agentId: 'agent-7', cursor: 1 })
+    expect(t.agentId).toBe('agent-7')
+  })
+
+  it('records questions asked and marks them answered on user_answer', () => {
+    const t = new Transcript()
+    const questions = [{ question: 'Which?', options: [{ label: 'a' }], multi_select: false }]
+    t.apply(ev('ask_user', { request_id: 'q-1', questions }))
+    expect(t.blocks[0]).toMatchObject({ kind: 'question', requestId: 'q-1', questions, answers: null })
+    t.apply(ev('user_answer', { request_id: 'q-1', answers: { 'Which?': 'a' } }))
+    expect(t.blocks[0]).toMatchObject({ answers: { 'Which?': 'a' } })
+  })
+
+  it('reads whether a call can be paused or canceled, and the agent answers to controls', () => {
+    const t = new Transcript()
+    t.apply(ev('tool:start', { call: { id: 'c9', name: 'slow', pausable: true, cancelable: true } }))
+    expect(t.tools.get('c9')).toMatchObject({ pausable: true, cancelable: true, paused: false, agentId: 'a1' })
+    t.apply(ev('tool_control_response', { call_id: 'c9', action: 'pause', ok: true }))
+    expect(t.tools.get('c9')!.paused).toBe(true)
+    t.apply(ev('tool_control_response', { call_id: 'c9', action: 'resume', ok: false, reason: 'busy' }))
+    expect(t.tools.get('c9')!.paused).toBe(true)
+    t.apply(ev('tool_control_response', { call_id: 'c9', action: 'cancel', ok: true }))
+    expect(t.tools.get('c9')!.state).toBe('canceling')
+    t.apply(ev('tool:canceled', { call: { id: 'c9' }, reason: 'user' }))
+    expect(t.tools.get('c9')).toMatchObject({ state: 'canceled', paused: false })
+    expect(t.tools.get('c9')!.controls.map((c) => [c.action, c.ok, c.reason])).toEqual([
+      ['pause', true, null],
+      ['resume', false, 'busy'],
+      ['cancel', true, null],
+    ])
+  })
+
+  it('ignores a control answer for a call it does not know', () => {
+    const t = new Transcript()
+    expect(t.apply(ev('tool_control_response', { call_id: 'nope', action: 'cancel', ok: true }))).toBe(true)
+    expect(t.tools.size).toBe(0)
+  })
 })

@@ -2,12 +2,50 @@
 import { useVirtualizer } from '@tanstack/react-virtual'
 import { useEffect, useLayoutEffect, useMemo, useRef, useState } from 'react'
 import { compactJson, formatClock, formatCost, formatCount, formatDuration } from '../lib/format'
-import { useApi, useNow } from '../lib/hooks'
+import { useApi, useHub, useNow, useRequestStore } from '../lib/hooks'
+import { syncRequests } from '../lib/requests'
 import type { Block, ErrorItem, ToolCall, Transcript } from '../lib/transcript'
 import type { ModelPricing } from '../lib/types'
 import { Chart } from './Chart'
 import { Badge, CopyButton, Empty } from './common'
 import { JsonView } from './JsonView'
+import { RequestCard, RequestLine, ToolControls } from './Requests'
+
+/**
+ * A request inline in the output, with the same actions as the inbox. Until the Studio's record
+ * of it is known (an old session, a Studio without requests), the event alone is shown.
+ */
+function InlineRequest({ block }: { block: Extract<Block, { kind: 'approval' | 'question' }> }) {
+  const store = useRequestStore()
+  const view =
+    block.kind === 'approval'
+      ? store.forEvent(block.agentId, 'permission', block.callId, block.cursor)
+      : store.forEvent(block.agentId, 'question', block.requestId, block.cursor)
+  if (view) {
+    return (
+      <div className="t-request">
+        <RequestCard view={view} showContext={false} testId="inline-request" />
+      </div>
+    )
+  }
+  if (block.kind === 'approval') {
+    return (
+      <div className="t-approval" data-testid="t-approval">
+        <span className="t-tag warn">approval</span> <b>{block.name}</b>{' '}
+        <span className="mono small">{compactJson(block.args ?? {}, 100)}</span>{' '}
+        {block.decision ? <Badge value={block.decision} tone={block.decision === 'allow' ? 'good' : 'bad'} /> : <Badge value="waiting" tone="warn" />}
+      </div>
+    )
+  }
+  const questions = Array.isArray(block.questions) ? block.questions.length : 0
+  return (
+    <div className="t-approval" data-testid="t-question">
+      <span className="t-tag warn">question</span> {questions} question{questions === 1 ? '' : 's'}{' '}
+      <span className="mono small">{compactJson(block.questions ?? [], 100)}</span>{' '}
+      {block.answers ? <Badge value="answered" tone="good" /> : <Badge value="waiting" tone="warn" />}
+    </div>
+  )
+}
 
 function BlockView({ block, transcript, onTool }: { block: Block; transcript: Transcript; onTool: (id: string) => void }) {
   switch (block.kind) {
@@ -39,6 +77,8 @@ function BlockView({ block, transcript, onTool }: { block: Block; transcript: Tr
           <span className="t-tool-args mono">{compactJson(tool.arguments ?? {}, 90)}</span>
           <Badge value={tool.state} tone={tool.state === 'failed' ? 'bad' : undefined} />
           {ended !== null && <span className="muted small">{formatDuration(ended - tool.startedTs)}</span>}
+          {tool.paused && <Badge value="paused" tone="warn" />}
+          <ToolControls agentId={tool.agentId} tool={tool} compact />
         </div>
       )
     }
@@ -64,13 +104,8 @@ function BlockView({ block, transcript, onTool }: { block: Block; transcript: Tr
         </div>
       )
     case 'approval':
-      return (
-        <div className="t-approval" data-testid="t-approval">
-          <span className="t-tag warn">approval</span> <b>{block.name}</b>{' '}
-          <span className="mono small">{compactJson(block.args ?? {}, 100)}</span>{' '}
-          {block.decision ? <Badge value={block.decision} tone={block.decision === 'allow' ? 'good' : 'bad'} /> : <Badge value="waiting" tone="warn" />}
-        </div>
-      )
+    case 'question':
+      return <InlineRequest block={block} />
   }
 }
 
@@ -183,7 +218,10 @@ export function ToolTimeline({
               <span className="tl-name" title={t.name}>
                 {t.name}
               </span>
-              <Badge value={t.state} tone={t.state === 'failed' ? 'bad' : undefined} />
+              <Badge value={t.paused ? 'paused' : t.state} tone={t.state === 'failed' ? 'bad' : undefined} />
+              <span className="tl-ctl">
+                <ToolControls agentId={t.agentId} tool={t} compact />
+              </span>
               <span className="tl-bar-track">
                 <span className={`tl-bar state-${t.state}`} style={{ left: `${left}%`, width: `${width}%` }} />
               </span>
@@ -206,6 +244,7 @@ export function ToolTimeline({
             </span>
           </div>
           {chosen.message && <div className="small">{chosen.message}</div>}
+          <ToolControls agentId={chosen.agentId} tool={chosen} />
           {chosen.error && <div className="error-note">{chosen.error}</div>}
           <div className="grid-2 tight">
             <div>
@@ -340,14 +379,22 @@ export function StateStrip({ states }: { states: { ts: number; state: string }[]
   )
 }
 
-/** Reserved for the approvals inbox (issue 5): pending permission requests of this agent. */
-export function ApprovalsSlot({ transcript }: { transcript: Transcript }) {
-  const pending = transcript.blocks.filter((b) => b.kind === 'approval' && !b.decision)
-  if (pending.length === 0) return null
+/** Requests of this session (or agent) waiting for a person, pinned above the output. */
+export function RequestsSlot({ agentId, sessionId }: { agentId: string | null; sessionId: string | null }) {
+  const store = useRequestStore()
+  const now = useNow(1000)
+  const hub = useHub()
+  // Load this agent's requests once, so old ones in the history find their record too.
+  useEffect(() => {
+    if (agentId) void syncRequests(hub, { agent_id: agentId }).catch(() => undefined)
+  }, [hub, agentId])
+  const open = store.open(now).filter((v) => (sessionId ? v.session_id === sessionId : agentId ? v.agent_id === agentId : false))
+  if (open.length === 0) return null
   return (
     <div className="approvals-slot" data-testid="approvals-slot">
-      <b>{pending.length}</b> tool call{pending.length > 1 ? 's' : ''} waiting for approval.
-      <span className="muted small"> Approving from the console arrives with the approvals inbox.</span>
+      {open.map((view) => (
+        <RequestLine key={view.id} view={view} />
+      ))}
     </div>
   )
 }
@@ -359,12 +406,16 @@ export function SessionLive({
   loading,
   error,
   truncated,
+  agentId,
+  sessionId,
 }: {
   transcript: Transcript
   revision: number
   loading: boolean
   error: string | null
   truncated: boolean
+  agentId?: string | null
+  sessionId?: string | null
 }) {
   const [tool, setTool] = useState<string | null>(null)
   const [tab, setTab] = useState<'tools' | 'usage' | 'errors'>('tools')
@@ -374,7 +425,7 @@ export function SessionLive({
   const tools = transcript.toolList()
   return (
     <div className="session-live">
-      <ApprovalsSlot transcript={transcript} />
+      <RequestsSlot agentId={agentId ?? transcript.agentId} sessionId={sessionId ?? null} />
       <StateStrip states={transcript.states} />
       {error && <div className="error-note">History could not be loaded: {error}</div>}
       {truncated && <div className="muted small">Showing the most recent part of a long history.</div>}

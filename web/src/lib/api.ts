@@ -5,12 +5,15 @@ import type { RawEventItem, StudioEvent } from './types'
 export class ApiError extends Error {
   readonly status: number
   readonly code: string
+  /** The whole error object of the envelope (a 409 conflict names who decided and when). */
+  readonly detail: Record<string, unknown>
 
-  constructor(status: number, code: string, message: string) {
+  constructor(status: number, code: string, message: string, detail: Record<string, unknown> = {}) {
     super(message)
     this.name = 'ApiError'
     this.status = status
     this.code = code
+    this.detail = detail
   }
 }
 
@@ -58,11 +61,11 @@ export async function request<T>(
   const envelope = body as {
     success?: boolean
     data?: T
-    error?: { code?: string; message?: string }
+    error?: { code?: string; message?: string } & Record<string, unknown>
   }
   if (!response.ok || envelope.success !== true) {
     const code = envelope.error?.code ?? 'request_failed'
-    throw new ApiError(response.status, code, envelope.error?.message ?? code)
+    throw new ApiError(response.status, code, envelope.error?.message ?? code, envelope.error ?? {})
   }
   return envelope.data as T
 }

@@ -22,6 +22,8 @@ export const KNOWN_TYPES = [
   'permission_required',
   'permission_decided',
   'ask_user',
+  'user_answer',
+  'tool_control_response',
   'state_changed',
   'step_complete',
   'error',
@@ -85,6 +87,15 @@ export function summarize(event: StudioEvent): string {
       return `${str(d.severity) || 'error'}${d.phase ? `/${str(d.phase)}` : ''} · ${str(d.message)}`
     case 'done':
       return `step ${num(d.step)} · ${str(d.reason)}`
+    case 'tool_control_response':
+      return `${str(d.call_id)} · ${str(d.action)} · ${d.ok === true ? 'ok' : 'refused'}${d.reason ? ` · ${str(d.reason)}` : ''}`
+    case 'ask_user': {
+      const questions = Array.isArray(d.questions) ? d.questions : []
+      const first = questions[0] as Record<string, unknown> | undefined
+      return `${str(d.request_id)} · ${questions.length} question${questions.length === 1 ? '' : 's'}${first ? ` · ${truncate(str(first.question), 100)}` : ''}`
+    }
+    case 'user_answer':
+      return `${str(d.request_id)} · ${compactJson(d.answers, 120)}`
     case 'permission_decided':
       return `${str(d.call_id)} · ${str(d.decision)}${d.decided_by ? ` by ${str(d.decided_by)}` : ''}`
     default:

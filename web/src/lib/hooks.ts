@@ -2,6 +2,7 @@
 import { createContext, useCallback, useContext, useEffect, useRef, useState, useSyncExternalStore } from 'react'
 import { request } from './api'
 import type { LiveHub } from './hub'
+import type { RequestStore } from './requests'
 
 export const HubContext = createContext<LiveHub | null>(null)
 
@@ -16,6 +17,13 @@ export function useLive(): LiveHub {
   const hub = useHub()
   useSyncExternalStore(hub.subscribe, hub.getVersion)
   return hub
+}
+
+/** Re-render only when the hub's requests change (cheap for views the event rate must not touch). */
+export function useRequestStore(): RequestStore {
+  const hub = useHub()
+  useSyncExternalStore(hub.subscribe, () => hub.requests.version)
+  return hub.requests
 }
 
 /** Re-render on hub flushes, but at most once per `ms` (for charts and big tables). */

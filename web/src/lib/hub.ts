@@ -7,6 +7,7 @@
  */
 import { request } from './api'
 import { isError } from './events'
+import { RequestStore, type RequestView } from './requests'
 import { Ring, RateSeries } from './ring'
 import { LiveStream, type ConnectionInfo } from './stream'
 import type { AgentView, EventsPage, StudioEvent } from './types'
@@ -25,6 +26,8 @@ const MAX_PENDING = 100_000
 export class LiveHub {
   readonly events: Ring<StudioEvent>
   readonly agents = new Map<string, AgentView>()
+  /** Requests of agents to people: pending ones and the newest decided ones. */
+  readonly requests = new RequestStore()
   readonly eventRate = new RateSeries(300)
   readonly tokenRate = new RateSeries(300)
   readonly errorRate = new RateSeries(300)
@@ -56,6 +59,7 @@ export class LiveHub {
       createSocket: options.createSocket,
       onEvents: (events) => this.receive(events),
       onAgent: (agent) => this.receiveAgent(agent),
+      onRequest: (view) => this.receiveRequest(view),
       onStats: (stats) => {
         this.serverStats = stats
       },
@@ -89,6 +93,7 @@ export class LiveHub {
       const newest = page.events?.[0]?.cursor ?? 0
       if (newest < ours) {
         this.events.clear()
+        this.requests.clear()
         this.stream.resetCursor(0)
         this.storeResets += 1
         this.schedule()
@@ -155,6 +160,15 @@ export class LiveHub {
         ? known.last_event_at
         : agent.last_event_at
     this.agents.set(agent.id, { ...agent, last_event_at: lastEvent })
+    this.schedule()
+  }
+
+  receiveRequest(view: RequestView): void {
+    if (this.requests.upsert(view)) this.schedule()
+  }
+
+  /** Tell views about changes made directly to the hub's stores (REST snapshots). */
+  changed(): void {
     this.schedule()
   }
 

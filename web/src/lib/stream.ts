@@ -6,6 +6,7 @@
  * reconnect and resume logic is unit-tested without a browser or a server.
  */
 import { normalizeEvent } from './api'
+import type { RequestView } from './requests'
 import type { AgentView, StudioEvent } from './types'
 
 export type ConnectionState = 'idle' | 'connecting' | 'open' | 'reconnecting' | 'stopped'
@@ -62,6 +63,8 @@ export interface LiveStreamOptions {
   idleTimeoutMs?: number
   onEvents?: (events: StudioEvent[]) => void
   onAgent?: (agent: AgentView) => void
+  /** A request (docs/control.md `RequestView`) was created or changed. */
+  onRequest?: (request: RequestView) => void
   onStats?: (stats: Record<string, unknown>) => void
   onServerError?: (message: string) => void
   onConnection?: (info: ConnectionInfo) => void
@@ -294,6 +297,12 @@ export class LiveStream {
       case 'agent':
         if (frame.payload && typeof frame.payload === 'object') {
           this.options.onAgent?.(frame.payload as AgentView)
+        }
+        break
+      case 'request':
+        // A whole view, not a delta: applying it late or twice is harmless.
+        if (frame.payload && typeof frame.payload === 'object') {
+          this.options.onRequest?.(frame.payload as RequestView)
         }
         break
       case 'stats': {

@@ -16,7 +16,27 @@ export type Block =
   | { kind: 'state'; key: string; state: string; ts: number }
   | { kind: 'error'; key: string; error: ErrorItem; ts: number }
   | { kind: 'done'; key: string; step: number | null; reason: string; ts: number }
-  | { kind: 'approval'; key: string; callId: string; name: string; args: unknown; ts: number; decision: string | null }
+  | {
+      kind: 'approval'
+      key: string
+      callId: string
+      name: string
+      args: unknown
+      ts: number
+      decision: string | null
+      agentId: string
+      cursor: number
+    }
+  | {
+      kind: 'question'
+      key: string
+      requestId: string
+      questions: unknown
+      ts: number
+      answers: unknown
+      agentId: string
+      cursor: number
+    }
 
 export interface ToolCall {
   id: string
@@ -31,6 +51,21 @@ export interface ToolCall {
   error: string | null
   intermediate: unknown[]
   step: number | null
+  agentId: string
+  /** The call says it can be paused / canceled (`call.pausable`, `call.cancelable`). */
+  pausable: boolean
+  cancelable: boolean
+  /** Paused on request (the agent answered a pause with ok, and no resume since). */
+  paused: boolean
+  /** The agent's answers to pause, resume and cancel (`tool_control_response`), oldest first. */
+  controls: ToolControlResponse[]
+}
+
+export interface ToolControlResponse {
+  action: string
+  ok: boolean
+  reason: string | null
+  ts: number
 }
 
 export interface ErrorItem {
@@ -65,7 +100,7 @@ const DEFAULT_LIMITS: TranscriptLimits = {
   maxErrors: 500,
 }
 
-const TOOL_END_STATES = new Set(['completed', 'failed', 'canceled', 'cancelled', 'error'])
+export const TOOL_END_STATES = new Set(['completed', 'failed', 'canceled', 'cancelled', 'error'])
 
 function str(value: unknown): string {
   return typeof value === 'string' ? value : value == null ? '' : String(value)
@@ -97,6 +132,8 @@ export class Transcript {
   readonly usage = new Map<string, ModelUsage>()
   lastCursor = 0
   eventCount = 0
+  /** The agent of the first event (a session belongs to one agent). */
+  agentId: string | null = null
   /** Blocks dropped from the front to bound memory. */
   droppedBlocks = 0
   currentState: string | null = null
@@ -120,6 +157,7 @@ export class Transcript {
     if (event.cursor <= this.lastCursor) return false
     this.lastCursor = event.cursor
     this.eventCount += 1
+    if (this.agentId === null && event.agent_id) this.agentId = event.agent_id
     this.revision += 1
     const d = event.data
     switch (event.type) {
@@ -168,7 +206,46 @@ export class Transcript {
           args: call.arguments ?? d.arguments,
           ts: event.ts,
           decision: null,
+          agentId: event.agent_id,
+          cursor: event.cursor,
         })
+        break
+      }
+      case 'ask_user': {
+        this.closeStreams()
+        this.push({
+          kind: 'question',
+          key: this.key(),
+          requestId: str(d.request_id),
+          questions: d.questions,
+          ts: event.ts,
+          answers: null,
+          agentId: event.agent_id,
+          cursor: event.cursor,
+        })
+        break
+      }
+      case 'user_answer': {
+        const requestId = str(d.request_id)
+        for (let i = this.blocks.length - 1; i >= 0; i -= 1) {
+          const block = this.blocks[i]
+          if (block.kind === 'question' && block.requestId === requestId) {
+            block.answers = d.answers ?? {}
+            break
+          }
+        }
+        break
+      }
+      case 'tool_control_response': {
+        const tool = this.tools.get(str(d.call_id))
+        if (!tool) break
+        const action = str(d.action)
+        const ok = d.ok === true
+        tool.controls.push({ action, ok, reason: d.reason == null ? null : str(d.reason), ts: event.ts })
+        if (tool.controls.length > 20) tool.controls.shift()
+        if (ok && action === 'pause') tool.paused = true
+        if (ok && action === 'resume') tool.paused = false
+        if (ok && action === 'cancel' && !TOOL_END_STATES.has(tool.state)) tool.state = 'canceling'
         break
       }
       case 'permission_decided': {
@@ -264,6 +341,11 @@ export class Transcript {
         error: null,
         intermediate: [],
         step: numOrNull(d.step),
+        agentId: event.agent_id,
+        pausable: false,
+        cancelable: false,
+        paused: false,
+        controls: [],
       }
       this.tools.set(id, tool)
       this.toolOrder.push(id)
@@ -280,6 +362,8 @@ export class Transcript {
     if (args !== undefined) tool.arguments = args
     const state = str(call.state ?? d.state)
     if (state) tool.state = state
+    if (typeof call.pausable === 'boolean') tool.pausable = call.pausable
+    if (typeof call.cancelable === 'boolean') tool.cancelable = call.cancelable
     const progress = numOrNull(d.progress ?? call.progress)
     if (progress !== null) tool.progress = progress
     if (d.message != null) tool.message = str(d.message)
@@ -306,6 +390,7 @@ export class Transcript {
     const error = d.error ?? call.error
     if (error != null && error !== '') tool.error = typeof error === 'string' ? error : JSON.stringify(error)
     if (event.type === 'tool:end' && !state) tool.state = tool.error ? 'failed' : 'completed'
+    if (TOOL_END_STATES.has(tool.state)) tool.paused = false
     if (TOOL_END_STATES.has(tool.state) && tool.endedTs === null) {
       const duration = numOrNull(call.duration_ms ?? d.duration_ms)
       const updated = timeOf(call.updated_at)

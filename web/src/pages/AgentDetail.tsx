@@ -103,7 +103,7 @@ export function AgentDetailPage() {
           </span>
         }
       >
-        <SessionLive {...live} />
+        <SessionLive {...live} agentId={agent.id} sessionId={sessionId} />
       </Card>
       <details className="card details">
         <summary>Capabilities and metadata</summary>

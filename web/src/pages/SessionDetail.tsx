@@ -66,7 +66,7 @@ export function SessionDetailPage() {
         </div>
       )}
       <Card>
-        <SessionLive {...live} />
+        <SessionLive {...live} agentId={s?.agent_id ?? null} sessionId={id} />
       </Card>
     </div>
   )
