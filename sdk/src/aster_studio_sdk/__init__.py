@@ -13,7 +13,7 @@ Quick start::
 See docs/sdk.md for configuration, delivery guarantees and the full API.
 """
 
-from ._client import Session, Stats, StudioClient, ToolCall
+from ._client import Session, Stats, StudioClient, ToolCall, current_tool_call
 from ._config import (
     DEFAULT_URL,
     ENV_ENABLED,
@@ -24,28 +24,63 @@ from ._config import (
     DropPolicy,
     Settings,
 )
-from ._errors import ConfigError, ConnectionClosed, InternalError, StudioError, TransportError
+from ._control import (
+    DEFAULT_TIMEOUT,
+    Answers,
+    Decision,
+    Option,
+    Permission,
+    Question,
+    Reason,
+    Request,
+    Source,
+    ToolAction,
+    ToolControl,
+)
+from ._errors import (
+    ConfigError,
+    ConnectionClosed,
+    ControlError,
+    InternalError,
+    StudioError,
+    ToolCancelled,
+    TransportError,
+)
 from ._transport import Connection, Transport, WebSocketTransport
 
 __all__ = [
+    "DEFAULT_TIMEOUT",
     "DEFAULT_URL",
     "ENV_ENABLED",
     "ENV_STRICT",
     "ENV_TOKEN",
     "ENV_URL",
+    "Answers",
     "ConfigError",
     "Connection",
     "ConnectionClosed",
+    "ControlError",
+    "Decision",
     "DeliveryOptions",
     "DropPolicy",
     "InternalError",
+    "Option",
+    "Permission",
+    "Question",
+    "Reason",
+    "Request",
     "Session",
     "Settings",
+    "Source",
     "Stats",
     "StudioClient",
     "StudioError",
+    "ToolAction",
     "ToolCall",
+    "ToolCancelled",
+    "ToolControl",
     "Transport",
     "TransportError",
     "WebSocketTransport",
+    "current_tool_call",
 ]

@@ -16,15 +16,32 @@ import time
 import uuid
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, overload
 
 from . import _lifecycle
 from ._config import DeliveryOptions, DropPolicy, Settings, resolve
+from ._control import (
+    DEFAULT_TIMEOUT,
+    PERMISSION,
+    QUESTION,
+    Answers,
+    CallControl,
+    ControlHub,
+    Decision,
+    Permission,
+    Question,
+    Reason,
+    Request,
+    Source,
+    ToolAction,
+    ToolControl,
+    question_dicts,
+)
 from ._diagnostics import Diagnostics
-from ._errors import ConfigError, InternalError
+from ._errors import ConfigError, InternalError, ToolCancelled
 from ._transport import Transport, WebSocketTransport
 from ._worker import (
     OP_END,
@@ -49,6 +66,11 @@ _CONTROL_SLACK = 10_000  # control items (sessions, flushes) may exceed the queu
 _current_session: contextvars.ContextVar[Session | None] = contextvars.ContextVar(
     "aster_studio_session", default=None
 )
+_current_call: contextvars.ContextVar[ToolCall | None] = contextvars.ContextVar(
+    "aster_studio_tool_call", default=None
+)
+
+Questions = Question | str | Mapping[str, Any] | Sequence[Question | Mapping[str, Any] | str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,26 +235,212 @@ class _Emitter:
         arguments: Mapping[str, Any] | None = None,
         *,
         call_id: str | None = None,
+        pausable: bool = False,
+        cancelable: bool = False,
     ) -> ToolCall:
         """Return a tool call to use as a context manager or a decorator.
 
         As a context manager it reports `tool:start` on entry, and `tool:end` (with the result
         and duration) or `tool:error` on exit; the exception still propagates. As a decorator
-        each call of the function becomes one tool call with its bound arguments.
+        each call of the function becomes one tool call with its bound arguments. A
+        `pausable`/`cancelable` call is offered pause/resume/cancel in the console while it runs.
         """
-        return ToolCall(self, name, arguments, call_id)
+        return ToolCall(self, name, arguments, call_id, pausable=pausable, cancelable=cancelable)
+
+    # ---- steering: requests answered by a person in the Studio ----
+
+    @overload
+    def request_permission(
+        self,
+        call: ToolCall | Mapping[str, Any],
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        default: Permission | str = Permission.DENY,
+        on_decision: None = None,
+    ) -> Decision: ...
+
+    @overload
+    def request_permission(
+        self,
+        call: ToolCall | Mapping[str, Any],
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        default: Permission | str = Permission.DENY,
+        on_decision: Callable[[Decision], object],
+    ) -> Request[Decision]: ...
+
+    def request_permission(
+        self,
+        call: ToolCall | Mapping[str, Any],
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        default: Permission | str = Permission.DENY,
+        on_decision: Callable[[Decision], object] | None = None,
+    ) -> Decision | Request[Decision]:
+        """Ask a person to allow or deny a tool call; return the decision within `timeout` s.
+
+        Reports `permission_required` and waits for the Studio's `permission_decided`. When
+        nobody decides in time (or the Studio cannot be reached, has no control channel, or the
+        client is disabled or closed) the result is `default` (deny) with `source` "default".
+        With `on_decision` it returns a `Request` at once and calls `on_decision(decision)` on
+        the SDK's control thread. Raises `ControlError` when called, blocking, on an SDK thread.
+        """
+        if on_decision is None:
+            self._client._control.check_may_block()
+        request = self._ask_permission(call, timeout, default, on_decision)
+        return request if on_decision is not None else request.result()
+
+    async def arequest_permission(
+        self,
+        call: ToolCall | Mapping[str, Any],
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        default: Permission | str = Permission.DENY,
+    ) -> Decision:
+        """Like `request_permission`, waiting without blocking the running event loop."""
+        return await self._ask_permission(call, timeout, default, None).wait_async()
+
+    @overload
+    def ask_user(
+        self,
+        questions: Questions,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        default: Mapping[str, Any] | None = None,
+        request_id: str | None = None,
+        on_answer: None = None,
+    ) -> Answers: ...
+
+    @overload
+    def ask_user(
+        self,
+        questions: Questions,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        default: Mapping[str, Any] | None = None,
+        request_id: str | None = None,
+        on_answer: Callable[[Answers], object],
+    ) -> Request[Answers]: ...
+
+    def ask_user(
+        self,
+        questions: Questions,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        default: Mapping[str, Any] | None = None,
+        request_id: str | None = None,
+        on_answer: Callable[[Answers], object] | None = None,
+    ) -> Answers | Request[Answers]:
+        """Ask a person questions (choices or free text); return the answers within `timeout` s.
+
+        Reports `ask_user` and waits for the Studio's `user_answer`; without an answer in time
+        the result holds `default` (empty) with `source` "default". `on_answer` works like
+        `request_permission`'s `on_decision`.
+        """
+        if on_answer is None:
+            self._client._control.check_may_block()
+        request = self._ask_user(questions, timeout, default, request_id, on_answer)
+        return request if on_answer is not None else request.result()
+
+    async def aask_user(
+        self,
+        questions: Questions,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        default: Mapping[str, Any] | None = None,
+        request_id: str | None = None,
+    ) -> Answers:
+        """Like `ask_user`, waiting without blocking the running event loop."""
+        return await self._ask_user(questions, timeout, default, request_id, None).wait_async()
+
+    def _ask_permission(
+        self,
+        call: ToolCall | Mapping[str, Any],
+        timeout: float,
+        default: Permission | str,
+        callback: Callable[[Decision], object] | None,
+    ) -> Request[Decision]:
+        try:
+            fallback = Permission(default)
+        except ValueError:
+            raise ConfigError(f"default must be 'allow' or 'deny', not {default!r}") from None
+        call_id = "call_" + uuid.uuid4().hex[:20]
+
+        def make_default(reason: Reason) -> Decision:
+            return Decision(call_id, fallback, Source.DEFAULT, reason)
+
+        hub = self._client._control
+        try:
+            if isinstance(call, ToolCall):
+                snapshot = call.snapshot()
+            else:
+                snapshot = dict(call)
+                if not isinstance(snapshot.get("id"), str) or not snapshot["id"]:
+                    snapshot["id"] = call_id
+            call_id = snapshot["id"]
+            request = hub.open(PERMISSION, call_id, self, timeout, make_default, callback)
+            self.event("control", "permission_required", call=snapshot, timeout_ms=_millis(timeout))
+            hub.claim(request)
+            return request
+        except Exception as exc:
+            self._client._internal("request_permission", exc)
+            return hub.resolved(PERMISSION, call_id, self, make_default(Reason.ERROR), callback)
+
+    def _ask_user(
+        self,
+        questions: Questions,
+        timeout: float,
+        default: Mapping[str, Any] | None,
+        request_id: str | None,
+        callback: Callable[[Answers], object] | None,
+    ) -> Request[Answers]:
+        key = request_id or "q_" + uuid.uuid4().hex[:20]
+        fallback = dict(default or {})
+
+        def make_default(reason: Reason) -> Answers:
+            return Answers(key, dict(fallback), Source.DEFAULT, reason)
+
+        hub = self._client._control
+        try:
+            body = question_dicts(questions)
+            request = hub.open(QUESTION, key, self, timeout, make_default, callback)
+            self.event(
+                "control",
+                "ask_user",
+                request_id=key,
+                questions=body,
+                timeout_ms=_millis(timeout),
+            )
+            hub.claim(request)
+            return request
+        except Exception as exc:
+            self._client._internal("ask_user", exc)
+            return hub.resolved(QUESTION, key, self, make_default(Reason.ERROR), callback)
+
+
+def _millis(timeout: float) -> int:
+    # The Studio expires the request by itself; 0 would mean "never", so at least 1 ms.
+    return max(int(timeout * 1000), 1)
 
 
 class ToolCall:
-    """One tool call: reports start, progress, end, duration and errors."""
+    """One tool call: reports start, progress, end, duration and errors.
+
+    A `pausable` or `cancelable` call also takes the Studio's pause, resume and cancel while
+    it runs: check `cancelled`, call `wait_if_paused()`, or register `on_control` handlers.
+    """
 
     __slots__ = (
+        "_ctl",
         "_emitter",
         "_t0",
+        "_tokens",
         "arguments",
+        "cancelable",
         "error",
         "id",
         "name",
+        "pausable",
         "progress_value",
         "result",
         "started_at",
@@ -245,6 +453,9 @@ class ToolCall:
         name: str,
         arguments: Mapping[str, Any] | None,
         call_id: str | None,
+        *,
+        pausable: bool = False,
+        cancelable: bool = False,
     ) -> None:
         self._emitter = emitter
         self.name = name
@@ -256,6 +467,10 @@ class ToolCall:
         self.progress_value = 0.0
         self.started_at: float | None = None
         self._t0 = 0.0
+        self.pausable = pausable
+        self.cancelable = cancelable
+        self._ctl: CallControl | None = CallControl() if pausable or cancelable else None
+        self._tokens: list[contextvars.Token[ToolCall | None]] = []
 
     def snapshot(self) -> dict[str, Any]:
         """Return the call as EVENTS.md's `call` shape (times in epoch milliseconds)."""
@@ -275,15 +490,112 @@ class ToolCall:
             call["error"] = self.error
         if self.state in ("completed", "failed", "canceled"):
             call["duration_ms"] = round((time.perf_counter() - self._t0) * 1000, 3)
+        if self.pausable:
+            call["pausable"] = True
+        if self.cancelable:
+            call["cancelable"] = True
         return call
 
     def start(self) -> ToolCall:
-        """Report `tool:start`."""
+        """Report `tool:start` (and, if controllable, take the Studio's controls from now on)."""
         self.state = "executing"
         self.started_at = _time()
         self._t0 = time.perf_counter()
+        if self._ctl is not None:
+            self._emitter._client._control.track(self)
         self._emitter.event("progress", "tool:start", call=self.snapshot())
         return self
+
+    # ---- steering ----
+
+    @property
+    def cancelled(self) -> bool:
+        """Return whether the Studio asked to cancel this call (stop soon and return)."""
+        ctl = self._ctl
+        return ctl is not None and ctl.cancelled
+
+    @property
+    def paused(self) -> bool:
+        """Return whether the Studio paused this call (see `wait_if_paused`)."""
+        ctl = self._ctl
+        return ctl is not None and ctl.paused and not ctl.cancelled
+
+    @property
+    def control_note(self) -> str | None:
+        """Return the note sent with the cancel, if any."""
+        ctl = self._ctl
+        return ctl.note if ctl is not None else None
+
+    def wait_if_paused(self, timeout: float | None = None) -> bool:
+        """Block while paused (at most `timeout` s); return False once cancelled, else True."""
+        ctl = self._ctl
+        if ctl is None:
+            return True
+        return ctl.wait_running(timeout)
+
+    async def await_if_paused(self, timeout: float | None = None, *, poll: float = 0.02) -> bool:
+        """Like `wait_if_paused`, without blocking the running event loop."""
+        ctl = self._ctl
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while ctl is not None and ctl.paused and not ctl.cancelled:
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(poll)
+        return not self.cancelled
+
+    def raise_if_cancelled(self) -> None:
+        """Raise `ToolCancelled` if the Studio cancelled this call (ends it as canceled)."""
+        if self.cancelled:
+            raise ToolCancelled(self.control_note or f"tool call {self.id} cancelled")
+
+    def on_control(
+        self, handler: Callable[[ToolControl], object]
+    ) -> Callable[[ToolControl], object]:
+        """Call `handler(control)` on the SDK's control thread for each pause/resume/cancel.
+
+        The response the Studio shows is sent once the handlers return; one that raises makes
+        it `ok: false` with the exception as reason. Usable as a decorator.
+        """
+        if self._ctl is not None:
+            self._ctl.handlers.append(handler)
+        return handler
+
+    def request_permission(
+        self,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        default: Permission | str = Permission.DENY,
+    ) -> Decision:
+        """Ask a person to allow this call (see `Session.request_permission`)."""
+        return self._emitter.request_permission(self, timeout=timeout, default=default)
+
+    async def arequest_permission(
+        self,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        default: Permission | str = Permission.DENY,
+    ) -> Decision:
+        """Like `request_permission`, without blocking the running event loop."""
+        return await self._emitter.arequest_permission(self, timeout=timeout, default=default)
+
+    @property
+    def control_state(self) -> CallControl | None:
+        """Return the pause/cancel state (None when the call is not controllable)."""
+        return self._ctl
+
+    @property
+    def control_emitter(self) -> _Emitter:
+        """Return where this call's events go."""
+        return self._emitter
+
+    def _controlled(self, action: ToolAction, note: str | None) -> None:
+        """The Studio's control was applied (called on the SDK's worker thread)."""
+        if action is ToolAction.CANCEL and self.state == "executing":
+            self.state = "canceling"
+
+    def _finished(self) -> None:
+        if self._ctl is not None:
+            self._emitter._client._control.untrack(self)
 
     def progress(self, progress: float, message: str | None = None, **fields: Any) -> None:
         """Report `tool:progress` (progress from 0 to 1)."""
@@ -306,6 +618,7 @@ class ToolCall:
             self.result = result
         self.state = "completed"
         self.progress_value = 1.0
+        self._finished()
         self._emitter.event("progress", "tool:end", call=self.snapshot())
 
     def fail(self, error: BaseException | str) -> None:
@@ -315,14 +628,17 @@ class ToolCall:
             self.error = _describe(error, type(error))
         else:
             self.error = str(error)
+        self._finished()
         self._emitter.event("progress", "tool:error", call=self.snapshot(), error=self.error)
 
     def cancel(self, reason: str | None = None) -> None:
         """Report `tool:canceled`."""
         self.state = "canceled"
+        self._finished()
         self._emitter.event("progress", "tool:canceled", call=self.snapshot(), reason=reason)
 
     def __enter__(self) -> ToolCall:
+        self._tokens.append(_current_call.set(self))
         return self.start()
 
     def __exit__(
@@ -331,7 +647,15 @@ class ToolCall:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if exc_type is None:
+        if self._tokens:
+            try:
+                _current_call.reset(self._tokens.pop())
+            except ValueError:  # exited in another context than entered
+                _current_call.set(None)
+        if self.cancelled:
+            # The Studio's cancel took effect: the block ended (returned or raised) after it.
+            self.cancel(self.control_note or "cancelled from the Studio")
+        elif exc_type is None:
             self.end()
         elif _interrupted(exc_type):
             self.cancel(exc_type.__name__)
@@ -339,7 +663,7 @@ class ToolCall:
             self.fail(exc if exc is not None else exc_type.__name__)
 
     async def __aenter__(self) -> ToolCall:
-        return self.start()
+        return self.__enter__()
 
     async def __aexit__(
         self,
@@ -350,8 +674,21 @@ class ToolCall:
         self.__exit__(exc_type, exc, tb)
 
     def __call__(self, fn: Callable[P, R]) -> Callable[P, R]:
-        """Decorate `fn`: every call becomes a new tool call of this name."""
-        return _wrap_tool(fn, lambda: self._emitter, self.name)
+        """Decorate `fn`: every call becomes a new tool call of this name.
+
+        Inside, `current_tool_call()` returns the running call (to check `cancelled`).
+        """
+        return _wrap_tool(
+            fn, lambda: self._emitter, self.name, pausable=self.pausable, cancelable=self.cancelable
+        )
+
+    def __repr__(self) -> str:
+        return f"ToolCall({self.name!r}, {self.id!r}, {self.state})"
+
+
+def current_tool_call() -> ToolCall | None:
+    """Return the tool call whose `with` block (or decorated function) is running here."""
+    return _current_call.get()
 
 
 def _bound_arguments(
@@ -364,12 +701,21 @@ def _bound_arguments(
     return dict(bound.arguments)
 
 
-def _wrap_tool(fn: Callable[P, R], emitter: Callable[[], _Emitter], name: str) -> Callable[P, R]:
+def _wrap_tool(
+    fn: Callable[P, R],
+    emitter: Callable[[], _Emitter],
+    name: str,
+    *,
+    pausable: bool = False,
+    cancelable: bool = False,
+) -> Callable[P, R]:
     if inspect.iscoroutinefunction(fn):
 
         @functools.wraps(fn)
         async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
-            call = emitter().tool_call(name, _bound_arguments(fn, args, kwargs))
+            call = emitter().tool_call(
+                name, _bound_arguments(fn, args, kwargs), pausable=pausable, cancelable=cancelable
+            )
             with call:
                 result = await fn(*args, **kwargs)
                 call.result = result
@@ -379,7 +725,9 @@ def _wrap_tool(fn: Callable[P, R], emitter: Callable[[], _Emitter], name: str) -
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        call = emitter().tool_call(name, _bound_arguments(fn, args, kwargs))
+        call = emitter().tool_call(
+            name, _bound_arguments(fn, args, kwargs), pausable=pausable, cancelable=cancelable
+        )
         with call:
             result = fn(*args, **kwargs)
             call.result = result
@@ -391,7 +739,7 @@ def _wrap_tool(fn: Callable[P, R], emitter: Callable[[], _Emitter], name: str) -
 class Session(_Emitter):
     """One session of the agent: registered on creation, ended on exit of its `with` block."""
 
-    __slots__ = ("_client", "_ended", "_sid", "_tokens", "id")
+    __slots__ = ("__weakref__", "_client", "_ended", "_sid", "_tokens", "id")
 
     def __init__(
         self, client: StudioClient, session_id: str, metadata: Mapping[str, Any] | None
@@ -465,6 +813,7 @@ class StudioClient(_Emitter):
         "__weakref__",
         "_client",
         "_closed",
+        "_control",
         "_diag",
         "_finalizer",
         "_info",
@@ -532,6 +881,7 @@ class StudioClient(_Emitter):
         )
         self._worker: Worker | None = None
         self._finalizer: weakref.finalize[Any, Any] | None = None
+        self._control = ControlHub(self._diag, self, enabled=self._settings.enabled)
         if not self._settings.enabled:
             self._put: Callable[[Item], None] = self._discard
             return
@@ -579,13 +929,20 @@ class StudioClient(_Emitter):
         """Return the session whose `with` block is running in this context, if any."""
         return _current_session.get()
 
+    @staticmethod
+    def current_tool_call() -> ToolCall | None:
+        """Return the tool call whose block or decorated function is running here, if any."""
+        return _current_call.get()
+
     @overload
     def tool(self, fn: Callable[P, R], /) -> Callable[P, R]: ...
 
     @overload
-    def tool(self, name: str | None = None, /) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
+    def tool(
+        self, name: str | None = None, /, *, pausable: bool = False, cancelable: bool = False
+    ) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
 
-    def tool(self, arg: Any = None, /) -> Any:
+    def tool(self, arg: Any = None, /, *, pausable: bool = False, cancelable: bool = False) -> Any:
         """Decorate a function as a tool: each call reports into the current session."""
 
         def current() -> _Emitter:
@@ -595,7 +952,9 @@ class StudioClient(_Emitter):
             return _wrap_tool(arg, current, arg.__name__)
 
         def decorate(fn: Callable[P, R]) -> Callable[P, R]:
-            return _wrap_tool(fn, current, arg or fn.__name__)
+            return _wrap_tool(
+                fn, current, arg or fn.__name__, pausable=pausable, cancelable=cancelable
+            )
 
         return decorate
 
@@ -735,7 +1094,9 @@ class StudioClient(_Emitter):
     # ---- internals ----
 
     def _start_worker(self) -> None:
-        worker = Worker(self._settings, self._info, self._queue, self._transport, self._diag)
+        worker = Worker(
+            self._settings, self._info, self._queue, self._transport, self._diag, self._control
+        )
         self._worker = worker
         # Closes the worker when the client is garbage-collected, or at exit (atexit=True).
         self._finalizer = weakref.finalize(
@@ -806,6 +1167,7 @@ class StudioClient(_Emitter):
             first = not self._closed
             self._closed = True
             self._put = self._discard
+        self._control.close()  # whoever still waits for a person gets the default now
         worker = self._worker
         if worker is None or not worker.started:
             return None
@@ -843,7 +1205,11 @@ class StudioClient(_Emitter):
             self._finalizer = None
         self._queue = deque()
         self._worker = None
+        # The parent's requests and tool calls stay with the parent.
+        self._control = ControlHub(self._diag, self, enabled=self._settings.enabled)
         if self._closed or not self._settings.enabled:
+            if self._closed:
+                self._control.close()
             return
         self._info = AgentInfo(
             agent_id=self._info.agent_id,
@@ -866,4 +1232,4 @@ def _shutdown(worker: Worker, timeout: float) -> None:
         worker.abort()
 
 
-__all__ = ["Session", "Stats", "StudioClient", "ToolCall"]
+__all__ = ["Session", "Stats", "StudioClient", "ToolCall", "current_tool_call"]

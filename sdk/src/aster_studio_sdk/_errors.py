@@ -8,7 +8,9 @@ failures inside the SDK, at its boundaries, and in strict mode (tests) they surf
     ├── ConfigError             invalid options passed in code (also a ValueError)
     ├── TransportError          the connection failed or could not be opened
     │   └── ConnectionClosed    the peer or the network closed an open connection
-    └── InternalError           an SDK bug caught by the guard (strict mode re-raises it)
+    ├── InternalError           an SDK bug caught by the guard (strict mode re-raises it)
+    ├── ControlError            a blocking control call made where it would stall the SDK
+    └── ToolCancelled           raised by `ToolCall.raise_if_cancelled()` after a cancel
 """
 
 from __future__ import annotations
@@ -38,4 +40,20 @@ class InternalError(StudioError):
     """An unexpected failure inside the SDK, recorded instead of raised into the agent."""
 
 
-__all__ = ["ConfigError", "ConnectionClosed", "InternalError", "StudioError", "TransportError"]
+class ControlError(StudioError, RuntimeError):
+    """A blocking control call was made on a thread where waiting would stall the SDK."""
+
+
+class ToolCancelled(StudioError):
+    """The Studio cancelled the running tool call (raised only where the agent asks for it)."""
+
+
+__all__ = [
+    "ConfigError",
+    "ConnectionClosed",
+    "ControlError",
+    "InternalError",
+    "StudioError",
+    "ToolCancelled",
+    "TransportError",
+]

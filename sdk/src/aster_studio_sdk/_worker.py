@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ._config import Settings
+from ._control import ControlHub
 from ._delivery import Outbox, batch_frame
 from ._diagnostics import Diagnostics
 from ._errors import ConnectionClosed, TransportError
@@ -196,8 +197,10 @@ class Worker:
         queue: deque[Item],
         transport: Transport,
         diagnostics: Diagnostics,
+        control: ControlHub | None = None,
     ) -> None:
         self._settings = settings
+        self._control = control
         self._opts = settings.delivery
         self._agent = agent
         self._queue = queue
@@ -213,12 +216,15 @@ class Worker:
             name=agent.name,
             status=agent.status,
             model=agent.model,
-            capabilities=list(agent.capabilities) or None,
+            # "control": this connection wants the Studio's decisions (docs/control.md).
+            capabilities=[*(c for c in agent.capabilities if c != "control"), "control"],
             metadata=dict(agent.metadata) or None,
             producer_id=agent.producer_id,
         )
         self._register_frame = encode(register) or dumps(
-            register_message(agent.agent_id, producer_id=agent.producer_id)
+            register_message(
+                agent.agent_id, capabilities=["control"], producer_id=agent.producer_id
+            )
         )
         self._conn: Connection | None = None
         self.reliable: bool | None = None
@@ -239,6 +245,8 @@ class Worker:
         self._reported_drops = 0
         self._next_report = 0.0
         self._thread = threading.Thread(target=self._run, name="aster-studio-sdk", daemon=True)
+        if control is not None:
+            control.worker_thread = self._thread
 
     # ---- called from other threads ----
 
@@ -304,6 +312,7 @@ class Worker:
     def _abandon(self, exc: BaseException) -> None:
         conn, self._conn = self._conn, None
         self.reliable = None
+        self._notify_control(None)
         if conn is not None:
             with contextlib.suppress(Exception):  # a broken transport must not end the worker
                 conn.close()
@@ -488,6 +497,7 @@ class Worker:
             raise
         self._conn = conn
         self.reliable = last_seq is not None
+        self._notify_control(self.reliable)
         resent = self._outbox.restart(last_seq or 0)
         self.counters.connects += 1
         self.counters.resent += resent
@@ -554,6 +564,7 @@ class Worker:
         conn = self._conn
         self._conn = None
         self.reliable = None
+        self._notify_control(None)
         self.counters.disconnects += 1
         if conn is not None:
             conn.close()
@@ -595,9 +606,26 @@ class Worker:
                 msg.message,
             )
         elif isinstance(msg, Control):
-            # Console decisions (issue 5: permissions, ask_user, tool control) arrive here.
+            # Console decisions: permissions, answers, tool control (docs/control.md).
             self.counters.control_messages += 1
-            logger.debug("control message %r ignored: no handler yet", msg.event_type)
+            if self._control is not None:
+                try:
+                    self._control.deliver(msg)
+                except Exception as exc:  # a bad message must not cost the connection
+                    self._diag.internal("control", exc)
+
+    def _notify_control(self, reliable: bool | None) -> None:
+        """Tell the control hub a connection opened (reliable or not) or was lost (None)."""
+        control = self._control
+        if control is None:
+            return
+        try:
+            if reliable is None:
+                control.disconnected()
+            else:
+                control.connected(reliable)
+        except Exception as exc:
+            self._diag.internal("control", exc)
 
     def _send(self, conn: Connection) -> None:
         outbox, opts, counters = self._outbox, self._opts, self.counters
@@ -690,4 +718,8 @@ class Worker:
             for waiter in self._waiters:
                 waiter.event.set()
             self._waiters = []
+            if self._control is not None:
+                # Also when the client was dropped without close(): nobody waits past the end.
+                with contextlib.suppress(Exception):
+                    self._control.close()
             self.done.set()

@@ -15,14 +15,24 @@ Use it in your agent's tests::
 `last_seq`, acks, skipping repeated numbers), so it stores each event once like the real server.
 Its fault switches (`down`, `cut_every`, `drop_acks`, ...) let the SDK's own tests exercise
 reconnects without sockets.
+
+It also plays the person in the Studio (docs/control.md): it records `permission_required` and
+`ask_user` as `requests`, and a test decides them, by hand or by a standing policy::
+
+    studio.decide_permissions("allow")                  # or "deny", or a function of the call
+    studio.answer_questions({"Which file?": "a.txt"})   # or a function of the questions
+    request = studio.wait_for_request("permission")     # an agent running in another thread
+    studio.deny(request.key, note="not today")
+    studio.control(call_id, "cancel")                   # pause / resume / cancel a running tool
 """
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,6 +81,46 @@ class StoredSession:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
+PERMISSION, QUESTION, TOOL_CONTROL = "permission", "question", "tool_control"
+_ACKS = {
+    "permission_decided": PERMISSION,
+    "user_answer": QUESTION,
+    "tool_control_response": TOOL_CONTROL,
+}
+
+PermissionPolicy = Callable[[dict[str, Any]], str | None]
+AnswerPolicy = Callable[[list[dict[str, Any]]], Mapping[str, Any] | None]
+
+
+@dataclass(slots=True)
+class MemoryRequest:
+    """A request an agent made of a person (or a tool control sent to it), and its progress."""
+
+    id: str
+    kind: str  # permission, question or tool_control
+    agent_id: str
+    session_id: str | None
+    key: str  # the call id (permission, tool_control) or the agent's request id (question)
+    request: dict[str, Any]  # the call snapshot, {"questions": [...]}, or {"action": ...}
+    status: str = "pending"  # pending, decided, expired
+    response: dict[str, Any] | None = None
+    decided_by: str | None = None
+    delivered: bool = False
+    acknowledgement: dict[str, Any] | None = None  # the agent's reply event
+    expires_at: float | None = None  # time.monotonic() deadline
+
+    @property
+    def stage(self) -> str:
+        """Return pending, decided, delivered, acknowledged or expired (as the Studio does)."""
+        if self.status == "expired":
+            return "expired"
+        if self.acknowledgement is not None:
+            return "acknowledged"
+        if self.delivered:
+            return "delivered"
+        return self.status
+
+
 class InMemoryStudio:
     """A Studio in memory: stores agents, sessions and events; thread-safe."""
 
@@ -95,6 +145,14 @@ class InMemoryStudio:
         self.stall_sends = False  # block every send until the switch is cleared
         self._high: dict[str, int] = {}
         self._connections: list[MemoryConnection] = []
+        # Steering: requests, who can receive control messages, standing policies.
+        self.requests: list[MemoryRequest] = []
+        self._changed = threading.Condition(self._lock)
+        self._control_conns: dict[str, MemoryConnection] = {}
+        self._ids = itertools.count(1)
+        self._permission_policy: PermissionPolicy | None = None
+        self._answer_policy: AnswerPolicy | None = None
+        self._to_decide: list[MemoryRequest] = []
 
     # ---- for agent authors ----
 
@@ -122,6 +180,119 @@ class InMemoryStudio:
         return "".join(
             str(e.event.get("delta", "")) for e in self.events_of("text_chunk", session_id)
         )
+
+    # ---- playing the person in the Studio ----
+
+    def decide_permissions(self, policy: str | PermissionPolicy | None) -> None:
+        """Decide every permission request as it arrives: "allow", "deny", or `policy(call)`.
+
+        A function may return None to leave a request pending; None stops deciding.
+        """
+        if isinstance(policy, str):
+            decision = policy
+            self._permission_policy = lambda _call: decision
+        else:
+            self._permission_policy = policy
+
+    def answer_questions(self, policy: Mapping[str, Any] | AnswerPolicy | None) -> None:
+        """Answer every `ask_user` as it arrives: fixed answers, or `policy(questions)`."""
+        if policy is None or callable(policy):
+            self._answer_policy = policy
+        else:
+            answers = dict(policy)
+            self._answer_policy = lambda _questions: answers
+
+    def approve(
+        self, call_id: str | None = None, *, note: str | None = None, by: str = "test"
+    ) -> MemoryRequest:
+        """Allow a pending permission request (the oldest one when no call id is given)."""
+        return self._decide(PERMISSION, call_id, {"decision": "allow", "note": note}, by)
+
+    def deny(
+        self, call_id: str | None = None, *, note: str | None = None, by: str = "test"
+    ) -> MemoryRequest:
+        """Deny a pending permission request (the oldest one when no call id is given)."""
+        return self._decide(PERMISSION, call_id, {"decision": "deny", "note": note}, by)
+
+    def answer(
+        self, answers: Mapping[str, Any], request_id: str | None = None, *, by: str = "test"
+    ) -> MemoryRequest:
+        """Answer a pending question request (the oldest one when no id is given)."""
+        return self._decide(QUESTION, request_id, {"answers": dict(answers)}, by)
+
+    def control(
+        self,
+        call_id: str,
+        action: str,
+        *,
+        note: str | None = None,
+        agent_id: str | None = None,
+        by: str = "test",
+    ) -> MemoryRequest:
+        """Send pause, resume or cancel for a running tool call; the agent must be connected."""
+        if action not in ("pause", "resume", "cancel"):
+            raise ValueError("action must be pause, resume or cancel")
+        with self._lock:
+            if agent_id is None:
+                if len(self._control_conns) != 1:
+                    raise LookupError("pass agent_id: not exactly one agent is connected")
+                agent_id = next(iter(self._control_conns))
+            conn = self._control_conns.get(agent_id)
+            if conn is None or not conn.is_open:
+                raise LookupError(f"agent {agent_id!r} is not connected with control enabled")
+            body: dict[str, Any] = {"call_id": call_id, "action": action}
+            if note:
+                body["note"] = note
+            request = MemoryRequest(
+                f"r_{next(self._ids)}",
+                TOOL_CONTROL,
+                agent_id,
+                None,
+                call_id,
+                body,
+                status="decided",
+                response=body,
+                decided_by=by,
+            )
+            self.requests.append(request)
+            self._deliver(request)
+            self._changed.notify_all()
+            return request
+
+    def pending(self, kind: str | None = None) -> list[MemoryRequest]:
+        """Return the requests still waiting for a person, oldest first."""
+        with self._lock:
+            self._expire()
+            return [r for r in self.requests if r.status == "pending" and kind in (None, r.kind)]
+
+    def wait_for_request(
+        self, kind: str | None = None, *, key: str | None = None, timeout: float = 5.0
+    ) -> MemoryRequest:
+        """Wait until an agent asks (a pending request of `kind`, `key`); raise TimeoutError."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                self._expire()
+                for r in self.requests:
+                    if r.status == "pending" and kind in (None, r.kind) and key in (None, r.key):
+                        return r
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"no pending {kind or ''} request within {timeout} s")
+                self._changed.wait(remaining)
+
+    def wait_for_acknowledgement(
+        self, request: MemoryRequest, timeout: float = 5.0
+    ) -> dict[str, Any]:
+        """Wait until the agent acknowledged a request; return its reply event."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while request.acknowledgement is None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"request {request.id} not acknowledged within {timeout} s")
+                self._changed.wait(remaining)
+            return request.acknowledgement
 
     # ---- fault injection ----
 
@@ -179,6 +350,9 @@ class InMemoryStudio:
             if acked and self.reliable and not self.drop_acks and conn.producer is not None:
                 conn.push({"type": "ack", "seq": self._high[conn.producer]})
             cut = self.cut_every is not None and self.frames % self.cut_every == 0
+            to_decide, self._to_decide = self._to_decide, []
+        for request in to_decide:  # policies are the test's code: run them outside the lock
+            self._apply_policy(request)
         if cut:
             conn.break_link()
 
@@ -197,6 +371,18 @@ class InMemoryStudio:
             conn.producer = msg.producer_id
             reply["last_seq"] = self._high.get(msg.producer_id, 0)
         conn.push(reply)
+        if not self.legacy and (msg.producer_id is not None or "control" in msg.capabilities):
+            self._control_conns[msg.agent_id] = conn
+            # Decisions made while the agent was away (tool controls were for the old link).
+            self._expire()
+            for request in self.requests:
+                if (
+                    request.agent_id == msg.agent_id
+                    and request.status == "decided"
+                    and request.acknowledgement is None
+                    and request.kind != TOOL_CONTROL
+                ):
+                    self._deliver(request)
 
     def _apply(self, msg: RegisterSession | Event | Ping | Unregister | EndSession) -> None:
         if isinstance(msg, Event):
@@ -210,6 +396,9 @@ class InMemoryStudio:
                     msg.seq,
                 )
             )
+            if msg.event_type in ("permission_required", "ask_user") or msg.event_type in _ACKS:
+                self._observe(msg)
+                self._changed.notify_all()
         elif isinstance(msg, RegisterSession):
             session = self.sessions.get(msg.session_id)
             if session is None:
@@ -223,6 +412,131 @@ class InMemoryStudio:
                 ended.status = msg.status
         elif isinstance(msg, Unregister):
             self.offline.add(msg.agent_id)
+
+    # ---- steering, under the lock ----
+
+    def _observe(self, msg: Event) -> None:
+        body = msg.event
+        if msg.event_type in ("permission_required", "ask_user"):
+            if msg.event_type == "permission_required":
+                raw = body.get("call")
+                call: dict[str, Any] = raw if isinstance(raw, dict) else {}
+                kind, key, request = PERMISSION, call.get("id"), dict(call)
+            else:
+                questions = body.get("questions") or []
+                kind, key = QUESTION, body.get("request_id")
+                request = {"request_id": key, "questions": questions}
+            if not isinstance(key, str) or self._find(msg.agent_id, kind, key, open_only=True):
+                return
+            timeout = body.get("timeout_ms")
+            expires = (
+                time.monotonic() + timeout / 1000
+                if isinstance(timeout, (int, float)) and timeout > 0
+                else None
+            )
+            record = MemoryRequest(
+                f"r_{next(self._ids)}",
+                kind,
+                msg.agent_id,
+                msg.session_id,
+                key,
+                request,
+                expires_at=expires,
+            )
+            self.requests.append(record)
+            self._to_decide.append(record)
+            return
+        kind = _ACKS[msg.event_type]
+        key = body.get("call_id") if kind != QUESTION else body.get("request_id")
+        found = self._find(msg.agent_id, kind, key, open_only=False) if key else None
+        if found is None:
+            return
+        if found.status == "pending":  # the agent decided by itself
+            found.status = "decided"
+            found.decided_by = f"agent:{msg.agent_id}"
+        found.acknowledgement = dict(body)
+
+    def _find(self, agent_id: str, kind: str, key: Any, *, open_only: bool) -> MemoryRequest | None:
+        for request in reversed(self.requests):
+            if (request.agent_id, request.kind, request.key) != (agent_id, kind, key):
+                continue
+            if open_only and (request.status == "expired" or request.acknowledgement is not None):
+                continue
+            return request
+        return None
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        for request in self.requests:
+            if (
+                request.expires_at is not None
+                and now >= request.expires_at
+                and (
+                    request.status == "pending"
+                    or (request.status == "decided" and not request.delivered)
+                )
+            ):
+                request.status = "expired"
+
+    def _decide(
+        self, kind: str, key: str | None, response: dict[str, Any], by: str
+    ) -> MemoryRequest:
+        with self._lock:
+            self._expire()
+            candidates = [r for r in self.requests if r.kind == kind and key in (None, r.key)]
+            request = next((r for r in candidates if r.status == "pending"), None)
+            if request is None:
+                last = candidates[-1] if candidates else None
+                state = last.status if last is not None else "missing"
+                raise LookupError(f"no pending {kind} request {key or ''} ({state})")
+            request.status = "decided"
+            request.response = {k: v for k, v in response.items() if v is not None}
+            request.decided_by = by
+            self._deliver(request)
+            self._changed.notify_all()
+            return request
+
+    def _deliver(self, request: MemoryRequest) -> None:
+        conn = self._control_conns.get(request.agent_id)
+        if conn is None or not conn.is_open:
+            return  # sent when the agent registers again
+        response = request.response or {}
+        message: dict[str, Any]
+        if request.kind == PERMISSION:
+            message = {
+                "event_type": "permission_decided",
+                "request_id": request.id,
+                "call_id": request.key,
+                "decision": response.get("decision"),
+                "decided_by": request.decided_by,
+            }
+            if response.get("note"):
+                message["note"] = response["note"]
+        elif request.kind == QUESTION:
+            message = {
+                "event_type": "user_answer",
+                "request_id": request.key,
+                "answers": response.get("answers"),
+                "decided_by": request.decided_by,
+            }
+        else:
+            message = {"event_type": "tool_control", "request_id": request.id, **response}
+        conn.push({"type": "control", **message})
+        request.delivered = True
+
+    def _apply_policy(self, request: MemoryRequest) -> None:
+        try:
+            if request.kind == PERMISSION and self._permission_policy is not None:
+                decision = self._permission_policy(request.request)
+                if decision is not None:
+                    self._decide(PERMISSION, request.key, {"decision": decision}, "policy")
+            elif request.kind == QUESTION and self._answer_policy is not None:
+                questions: Sequence[dict[str, Any]] = request.request.get("questions") or []
+                answers = self._answer_policy(list(questions))
+                if answers is not None:
+                    self._decide(QUESTION, request.key, {"answers": dict(answers)}, "policy")
+        except LookupError:
+            pass  # decided meanwhile (by hand, or expired)
 
     def _reply_error(self, conn: MemoryConnection, error: ProtocolError) -> None:
         body = error_payload(error)
@@ -245,6 +559,11 @@ class MemoryConnection:
         with self._cond:
             self._inbox.append(dumps(dict(reply)))
             self._cond.notify_all()
+
+    @property
+    def is_open(self) -> bool:
+        """Return whether the link still works."""
+        return self._open
 
     def break_link(self) -> None:
         """Fail the connection as a network error would."""
@@ -287,4 +606,11 @@ class MemoryTransport:
         return self._studio._open()
 
 
-__all__ = ["InMemoryStudio", "MemoryConnection", "MemoryTransport", "StoredEvent", "StoredSession"]
+__all__ = [
+    "InMemoryStudio",
+    "MemoryConnection",
+    "MemoryRequest",
+    "MemoryTransport",
+    "StoredEvent",
+    "StoredSession",
+]

@@ -39,7 +39,7 @@ def test_quick_start_example_is_stored(memory: InMemoryStudio, make_client: Make
     assert (register.name, register.model, register.capabilities) == (
         "Writing Agent",
         "claude-3-5-sonnet",
-        ("writing",),
+        ("writing", "control"),  # "control": the Studio may send decisions (docs/control.md)
     )
     assert memory.sessions["session-456"].status == "completed"
 
