@@ -1,14 +1,16 @@
 """Steering agents from the console in real Chromium: approve, deny, answer, cancel, conflicts.
 
-The agent side is a raw WebSocket client that registers with the `control` capability (the SDK's
-own request API is built separately); it sends `permission_required` / `ask_user` / tool events
-and reads the `control` messages the Studio delivers (docs/control.md).
+Most tests drive the agent side with a raw WebSocket client that registers with the `control`
+capability, sends `permission_required` / `ask_user` / tool events and reads the `control`
+messages the Studio delivers (docs/control.md), so each step is checked on the wire. The last
+one runs a real SDK agent (`s.request_permission`, `s.ask_user`, a cancelable tool call).
 """
 
 from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,12 +19,13 @@ from typing import Any
 import pytest
 from playwright.sync_api import Locator, Page, expect
 
+from aster_studio_sdk import Question
 from tests.support.agent import RawAgent
 from tests.support.api import call, get, wait_for
 from tests.support.server import StudioProcess
 from tests.support.timing import UNIT
 
-from .helpers import TIMEOUT_MS, open_console, screenshot
+from .helpers import TIMEOUT_MS, open_console, screenshot, sdk_agent, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -132,7 +135,10 @@ def test_approve_in_the_inbox_reaches_the_agent_within_a_second(
         if r["kind"] == "permission"
     )
 
-    open_console(page, studio.http_url, "inbox")
+    open_console(page, studio.http_url)
+    expect(page.get_by_test_id("waiting-banner")).to_contain_text("2 requests from 1 agent")
+    page.get_by_test_id("waiting-banner").click()
+    expect(page.get_by_test_id("page-inbox")).to_be_visible()
     expect(page.get_by_test_id("inbox-count")).to_have_text("2")
     permission = card(page, request_id)
     expect(permission.get_by_test_id("request-tool")).to_have_text("write_file")
@@ -418,3 +424,66 @@ def test_with_auth_on_a_decision_carries_the_csrf_token(
         expect(permission.get_by_test_id("request-verdict")).to_have_text("Allowed")
     finally:
         steered.close()
+
+
+def test_an_sdk_agent_waits_for_the_console_and_proceeds(studio: StudioProcess, page: Page) -> None:
+    client = sdk_agent(studio.url, "sdk-steered", name="SDK agent")
+    got: dict[str, Any] = {}
+
+    def work() -> None:
+        with client.session("s-sdk") as s:
+            call = s.tool_call("write_file", {"path": "notes.txt"})
+            decision = s.request_permission(call, timeout=30 * UNIT)
+            got["decided_at"] = time.monotonic()
+            got["decision"] = decision
+            if decision:
+                with call:
+                    call.result = {"bytes": 5}
+                s.text("wrote notes.txt")
+            got["answers"] = s.ask_user(
+                [Question("Which checks?", options=["lint", "tests"], multi_select=True), "Why?"],
+                timeout=30 * UNIT,
+            )
+            with s.tool_call("crawl", {"site": "example.org"}, cancelable=True) as crawl:
+                deadline = time.monotonic() + 30 * UNIT
+                while not crawl.cancelled and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                got["cancelled"] = crawl.cancelled
+
+    agent = threading.Thread(target=work, name="sdk-agent", daemon=True)
+    agent.start()
+    try:
+        open_console(page, studio.http_url, "inbox")
+        permission = page.get_by_test_id("request").filter(has_text="write_file")
+        expect(permission.get_by_test_id("approve")).to_be_visible()
+        expect(permission.get_by_test_id("request-expiry")).to_contain_text("expires in")
+        clicked = time.monotonic()
+        permission.get_by_test_id("approve").click()
+        wait_until(lambda: "decided_at" in got)
+        assert got["decided_at"] - clicked < 1.0 * UNIT
+        assert got["decision"].allowed and got["decision"].decided_by == "console"
+
+        form = page.get_by_test_id("question-form")
+        fields = form.get_by_test_id("question-field")
+        expect(fields).to_have_count(2)
+        fields.nth(0).get_by_label("lint").check()
+        fields.nth(0).get_by_label("tests").check()
+        fields.nth(1).get_by_test_id("question-text").fill("to be sure")
+        form.get_by_test_id("answer-submit").click()
+        wait_until(lambda: "answers" in got)
+        assert got["answers"].answered
+        assert got["answers"].answers == {"Which checks?": ["lint", "tests"], "Why?": "to be sure"}
+
+        page.get_by_role("link", name="s-sdk").first.click()
+        row = page.get_by_test_id("tool-row").filter(has_text="crawl")
+        row.get_by_test_id("tool-cancel").click()
+        agent.join(10 * UNIT)
+        assert got.get("cancelled") is True
+        expect(row).to_contain_text("canceled")
+        row.locator(".tl-name").click()
+        expect(page.get_by_test_id("tool-control-log")).to_contain_text("agent: ok")
+        done = page.get_by_test_id("inline-request").filter(has_text="write_file")
+        expect(done.get_by_test_id("request-stage")).to_have_attribute("data-stage", "acknowledged")
+    finally:
+        client.close(timeout=5 * UNIT)
+        agent.join(5 * UNIT)

@@ -6,7 +6,7 @@ import { countAgents, displayName, sortAgents } from '../lib/agents'
 import { normalizeEvent } from '../lib/api'
 import { isError } from '../lib/events'
 import { formatClock, formatCost, formatCount, formatPercent, formatRate, formatRelative } from '../lib/format'
-import { useApi, useLiveThrottled, useNow } from '../lib/hooks'
+import { useApi, useLiveThrottled, useNow, useRequestStore } from '../lib/hooks'
 import type { OverviewStats, StudioEvent, TokenStats, CostStats } from '../lib/types'
 
 function ErrorsList({ errors, now }: { errors: StudioEvent[]; now: number }) {
@@ -104,6 +104,7 @@ export function OverviewPage() {
         }
       />
       <ErrorNote error={day.error} />
+      <WaitingBanner />
       <div className="stats-grid">
         <Stat label="Online" value={counts.online} hint={`of ${counts.total} agents`} tone="good" testId="stat-online" />
         <Stat label="Working" value={counts.working} tone="info" testId="stat-working" />
@@ -219,5 +220,20 @@ export function OverviewPage() {
         </Card>
       )}
     </div>
+  )
+}
+
+/** Requests waiting for a person, with the way to the inbox. */
+function WaitingBanner() {
+  const requests = useRequestStore()
+  const now = useNow(1000)
+  const open = requests.open(now)
+  if (open.length === 0) return null
+  const agents = new Set(open.map((v) => v.agent_id)).size
+  return (
+    <Link to="/inbox" className="waiting-banner" data-testid="waiting-banner">
+      <b>{open.length}</b> request{open.length === 1 ? '' : 's'} from {agents} agent{agents === 1 ? '' : 's'} waiting for a
+      decision <span className="link">Open the inbox →</span>
+    </Link>
   )
 }
