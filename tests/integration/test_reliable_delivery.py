@@ -156,3 +156,22 @@ def test_graceful_stop_flushes_everything_received(tmp_path: Path) -> None:
         assert get(server.http_url, "/v1/dashboard/events/count?agent_id=g")["count"] == 20_000
     finally:
         server.stop()
+
+
+def test_takeover_while_the_old_connection_is_mid_batch_stores_each_once(
+    studio: StudioProcess,
+) -> None:
+    old = RawAgent(studio.agent_url)
+    register_producer(old)
+    for start in range(1, 20_001, 5_000):  # frames queued on the old connection
+        old.send(numbered(start, start + 5_000))
+    with RawAgent(studio.agent_url) as new:
+        last = register_producer(new)  # takes over while the old one is still applying
+        for start in range(1, 20_001, 5_000):  # a careless client resends everything
+            new.send(numbered(start, start + 5_000))
+        while new.recv_until("ack", timeout=30)["seq"] < 20_000:
+            pass
+    old.close()
+    assert 0 <= last <= 20_000
+    stored = events(studio.http_url)
+    assert [e["event"]["delta"] for e in stored] == [str(i) for i in range(1, 20_001)]

@@ -44,6 +44,8 @@ class AgentConnection:
     outbox_max: int
     shape: Shape | None = None
     producer_id: str | None = None
+    taken_over: bool = False  # a newer connection of the same producer replaced this one
+    unmarked_seq: int = 0  # highest numbered message handled but not yet marked for storage
     accepts_control: bool = False  # registered with a producer id or the "control" capability
     key: AgentKey | None = None  # the agent key it authenticated with, if auth is on
     allowed: set[str] = field(default_factory=set)  # agent ids the key was checked for

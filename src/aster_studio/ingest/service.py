@@ -198,23 +198,23 @@ class IngestService:
             conn.shape = decoded.shape
         message = decoded.message
         writes: list[WriteOp] = []
-        top_seq = 0
         items = message.items if isinstance(message, Batch) else (message,)
         await self._throttle(conn, len(items))
         for index, item in enumerate(items):
             if index and not index % YIELD_EVERY:
                 await asyncio.sleep(0)  # a big batch must not hold the loop from others
+            if conn.taken_over:
+                break
             self.stats.messages += 1
-            seq = item.seq
-            if seq is not None and conn.producer_id is not None:
-                producer = self.registry.producers[conn.producer_id]
+            seq = item.seq if conn.producer_id is not None else None
+            if seq is not None:
+                producer = self.registry.producers[conn.producer_id or ""]
                 if seq <= producer.accepted_seq:
                     self.stats.duplicates += 1
                     if producer.durable_seq >= seq:
                         conn.ack(producer.durable_seq)
                     continue
                 producer.accepted_seq = seq
-                top_seq = seq
             if not isinstance(item, (ProtocolError, Ping)):
                 refusal = self._refusal(conn, item)
                 if refusal is not None:
@@ -234,8 +234,14 @@ class IngestService:
                 self._end_session(item, writes)
             elif isinstance(item, Unregister):
                 self._unregister(conn, item, writes)
-        if top_seq and conn.producer_id is not None:
-            writes.append(ops.MarkProducer(conn.producer_id, top_seq))
+            if seq is not None:
+                # Marked as handled only after its writes are queued: the mark goes out with the
+                # next submit, in order behind them.
+                conn.unmarked_seq = seq
+        if conn.taken_over:
+            # A newer connection of this producer now owns it and resends everything past the
+            # durable mark: what this frame did not hand over yet must not be stored twice.
+            return
         self._submit(writes, conn)
         if conn.in_flight > self.policy.max_in_flight:
             # Fairness: a connection with this much unwritten stops being read until the writer
@@ -312,7 +318,14 @@ class IngestService:
         return None
 
     def _submit(self, writes: list[WriteOp], conn: AgentConnection | None = None) -> None:
-        """Hand writes to the pipeline; a connection's count in flight drops once they land."""
+        """Hand writes to the pipeline; a connection's count in flight drops once they land.
+
+        For a reliable-delivery connection the writes carry the mark of the numbered messages
+        they come from, so `last_seq` never covers a message whose writes are not stored.
+        """
+        if conn is not None and conn.unmarked_seq and conn.producer_id is not None:
+            writes.append(ops.MarkProducer(conn.producer_id, conn.unmarked_seq))
+            conn.unmarked_seq = 0
         if not writes or self.pipeline is None:
             return
         self.pipeline.submit(writes)
@@ -416,6 +429,7 @@ class IngestService:
         if producer is not None and producer.connection not in (None, conn.id):
             old = self.connections.get(producer.connection or 0)
             if old is not None:
+                old.taken_over = True  # it applies nothing more: the new connection resends
                 old.producer_id = None
                 old.request_close(CloseCode.TAKEN_OVER, "taken over by a newer connection")
         # Everything handed over so far (by any connection) must be durable before answering.
