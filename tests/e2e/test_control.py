@@ -487,3 +487,26 @@ def test_an_sdk_agent_waits_for_the_console_and_proceeds(studio: StudioProcess, 
     finally:
         client.close(timeout=5 * UNIT)
         agent.join(5 * UNIT)
+
+
+def test_a_decision_that_came_too_late_for_the_agent_says_so(
+    studio: StudioProcess, agent: SteeredAgent, page: Page
+) -> None:
+    agent.send("permission_required", call=WRITE)
+    (request_id,) = pending_ids(studio, 1)
+    open_console(page, studio.http_url, "inbox")
+    permission = card(page, request_id)
+    permission.get_by_test_id("approve").click()
+    assert agent.control()["decision"] == "allow"
+    # The agent had timed out and gone on with its default before the decision arrived.
+    agent.send(
+        "permission_decided",
+        call_id="call_w1",
+        decision="deny",
+        applied=False,
+        reason="timeout",
+        decided_by="console",
+    )
+    expect(permission.get_by_test_id("request-late")).to_have_text(
+        "too late for the agent: it had already gone on with deny (timeout)"
+    )

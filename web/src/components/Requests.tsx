@@ -177,6 +177,13 @@ export function Outcome({ view }: { view: RequestView }) {
           </span>
         </span>
       )}
+      {view.kind !== 'tool_control' && agentResponse?.applied === false && (
+        <span className="req-late" data-testid="request-late">
+          too late for the agent: it had already gone on with
+          {agentResponse.decision != null ? ` ${str(agentResponse.decision)}` : ' its default'}
+          {agentResponse.reason != null ? ` (${str(agentResponse.reason)})` : ''}
+        </span>
+      )}
       {view.kind === 'tool_control' && agentResponse && (
         <span className="req-agent-response" data-testid="request-agent-response">
           agent: {agentResponse.ok === true ? 'ok' : 'refused'}
@@ -199,7 +206,7 @@ function RefusalNote({ refusal, onDismiss }: { refusal: Refusal; onDismiss?: () 
     text = `Could not send: ${refusal.message}`
   }
   return (
-    <div className={`req-refusal ${refusal.kind}`} data-testid="request-refusal" data-kind={refusal.kind}>
+    <div className={`req-refusal ${refusal.kind}`} role="alert" data-testid="request-refusal" data-kind={refusal.kind}>
       {text}
       {onDismiss && (
         <button type="button" className="linklike small req-dismiss" onClick={onDismiss} data-testid="refusal-dismiss">
