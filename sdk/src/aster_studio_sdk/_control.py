@@ -243,6 +243,9 @@ class Request(Generic[T]):
 
     def result(self) -> T:
         """Wait for the result, at most until the deadline; refuse on the SDK's own threads."""
+        result = self._result
+        if result is not None:
+            return result  # nothing to wait for: fine on any thread
         self._hub.check_may_block()
         remaining = self.deadline - time.monotonic()
         if remaining > 0 and self._event.wait(remaining):

@@ -407,6 +407,20 @@ def test_blocking_request_inside_a_callback_is_refused_not_hung(
     assert len(errors) == 1
 
 
+def test_result_of_a_finished_request_is_fine_inside_a_callback(
+    memory: InMemoryStudio, make_client: MakeClient
+) -> None:
+    memory.decide_permissions("allow")
+    client = make_client()
+    first = client.request_permission({"id": "a"}, timeout=5 * UNIT, on_decision=lambda d: None)
+    assert wait_until(first.done)
+    seen: list[Decision] = []
+    client.request_permission(
+        {"id": "b"}, timeout=5 * UNIT, on_decision=lambda d: seen.append(first.result())
+    )
+    assert wait_until(lambda: bool(seen)) and seen[0].allowed
+
+
 def test_many_threads_each_get_their_own_decision(
     memory: InMemoryStudio, make_client: MakeClient
 ) -> None:
@@ -463,20 +477,22 @@ def test_a_repeated_decision_is_ignored(memory: InMemoryStudio, make_client: Mak
     assert len(memory.events_of("permission_decided")) == 1
 
 
-def test_a_decision_after_the_timeout_is_acknowledged_as_not_applied(
+def test_a_decision_after_the_agent_gave_up_is_acknowledged_as_not_applied(
     memory: InMemoryStudio, make_client: MakeClient
 ) -> None:
     client = make_client()
-    assert not client.request_permission({"id": "c"}, timeout=0.05)
-    memory.approve("c", by="slowpoke")  # the in-memory Studio has a longer deadline left
-    request = memory.requests[0]
-    ack = memory.wait_for_acknowledgement(request, 5 * UNIT)
+    request = client.request_permission({"id": "c"}, timeout=5 * UNIT, on_decision=lambda d: None)
+    memory.wait_for_request(key="c", timeout=5 * UNIT)
+    assert request.cancel().reason is Reason.CANCELLED  # went on with the default (deny)
+    memory.approve("c", by="slowpoke")  # the person clicks a moment too late
+    ack = memory.wait_for_acknowledgement(memory.requests[0], 5 * UNIT)
     assert (ack["decision"], ack["applied"], ack["reason"], ack["decided_by"]) == (
         "deny",
         False,
-        "timeout",
+        "cancelled",
         "slowpoke",
     )
+    assert not request.result()  # the result the agent already has does not change
 
 
 def test_a_decision_delivered_before_the_request_is_used(
