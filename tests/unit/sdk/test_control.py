@@ -571,3 +571,28 @@ def test_ask_user_async_and_callback_forms(memory: InMemoryStudio, make_client: 
     got: list[Any] = []
     client.ask_user({"question": "Again?", "options": []}, timeout=5 * UNIT, on_answer=got.append)
     assert wait_until(lambda: bool(got)) and got[0].answers == {"Again?": "yes"}
+
+
+def test_odd_control_messages_are_ignored_without_errors(
+    memory: InMemoryStudio, make_client: MakeClient
+) -> None:
+    client = make_client()
+    assert client.flush(5 * UNIT)
+    odd: list[dict[str, Any]] = [
+        {"event_type": "permission_decided"},
+        {"event_type": "permission_decided", "call_id": 5, "decision": None},
+        {"event_type": "user_answer", "request_id": "q", "answers": "not a mapping"},
+        {"event_type": "tool_control", "call_id": "x", "action": "explode"},
+        {"event_type": "tool_control", "call_id": None, "action": "cancel"},
+        {"event_type": "tool_control", "request_id": ["r"], "call_id": "x", "action": "pause"},
+        {"event_type": "something_new", "payload": {"a": 1}},
+        {"payload": "not an object"},
+    ]
+    for conn in memory._connections:
+        for message in odd:
+            conn.push({"type": "control", **message})
+    assert wait_until(lambda: client.stats().control_messages == len(odd))
+    answers = client.ask_user("q?", request_id="q", timeout=0.5)  # the odd answer was kept
+    assert answers.answered and answers.answers == {}
+    assert client.flush(5 * UNIT)
+    assert client.stats().internal_errors == 0
