@@ -434,7 +434,7 @@ class ToolCall:
         "_ctl",
         "_emitter",
         "_t0",
-        "_tokens",
+        "_token",
         "arguments",
         "cancelable",
         "error",
@@ -470,7 +470,7 @@ class ToolCall:
         self.pausable = pausable
         self.cancelable = cancelable
         self._ctl: CallControl | None = CallControl() if pausable or cancelable else None
-        self._tokens: list[contextvars.Token[ToolCall | None]] = []
+        self._token: contextvars.Token[ToolCall | None] | None = None
 
     def snapshot(self) -> dict[str, Any]:
         """Return the call as EVENTS.md's `call` shape (times in epoch milliseconds)."""
@@ -638,7 +638,7 @@ class ToolCall:
         self._emitter.event("progress", "tool:canceled", call=self.snapshot(), reason=reason)
 
     def __enter__(self) -> ToolCall:
-        self._tokens.append(_current_call.set(self))
+        self._token = _current_call.set(self)
         return self.start()
 
     def __exit__(
@@ -647,9 +647,10 @@ class ToolCall:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._tokens:
+        token, self._token = self._token, None
+        if token is not None:
             try:
-                _current_call.reset(self._tokens.pop())
+                _current_call.reset(token)
             except ValueError:  # exited in another context than entered
                 _current_call.set(None)
         if self.cancelled:
