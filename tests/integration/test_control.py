@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from datetime import datetime
 import time
 from typing import Any
 
@@ -204,6 +205,17 @@ def test_two_concurrent_decisions_one_wins_one_conflicts(studio: StudioProcess) 
         loser = next(b for s, b in results if s == 409)["error"]
         assert loser["code"] == "conflict" and loser["decided_by"] == winner["decided_by"]
         assert agent.recv_until("control")["decided_by"] == winner["decided_by"]
+    refused = wait_for(
+        lambda: [
+            e
+            for e in get(studio.http_url, "/v1/dashboard/audit")["entries"]
+            if e["action"] == "conflict"
+        ],
+        lambda rows: len(rows) == 1,
+    )[0]
+    assert refused["actor"] != winner["decided_by"]
+    assert refused["detail"]["winner"] == winner["decided_by"]
+    assert refused["detail"]["attempt"]["decision"] in ("allow", "deny")
 
 
 def test_tool_control_reaches_the_agent_and_its_response_is_shown(studio: StudioProcess) -> None:
@@ -292,3 +304,14 @@ def test_pending_requests_survive_a_restart(studio: StudioProcess) -> None:
     )
     with steerable(studio) as agent:
         assert agent.recv_until("control")["call_id"] == "call_1"
+
+
+def test_deadline_counts_from_when_the_agent_asked(studio: StudioProcess) -> None:
+    asked = time.time() - 0.5  # the agent asked half a second ago; the event arrives now
+    with steerable(studio) as agent:
+        ask_permission(agent, timeout_ms=1_000, timestamp=asked)
+        (request,) = pending(studio)
+    span = datetime.fromisoformat(request["expires_at"]) - datetime.fromisoformat(
+        request["created_at"]
+    )
+    assert 0.4 <= span.total_seconds() <= 0.6

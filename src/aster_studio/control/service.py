@@ -188,7 +188,7 @@ class ControlService:
                 key=key,
                 status=PENDING,
                 created_at=event.ts,
-                expires_at=self._deadline(body, event.ts),
+                expires_at=self._deadline(body, event),
                 request=request,
                 event_cursor=event.id,
             )
@@ -219,10 +219,19 @@ class ControlService:
         self._save(record, writes, "acknowledged", actor, {"event_cursor": event.id})
 
     @staticmethod
-    def _deadline(body: dict[str, Any], created_at: int) -> int | None:
+    def _deadline(body: dict[str, Any], event: StoredEvent) -> int | None:
+        """When the agent stops waiting: `timeout_ms` from when it asked, or `expires_at`.
+
+        "When it asked" is the event's own timestamp if it is plausible (not in the future,
+        not older than the timeout): an event stored late, after a reconnect, must not stay
+        pending longer than the agent waits for it.
+        """
         timeout = body.get("timeout_ms")
         if isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and timeout > 0:
-            return created_at + int(timeout)
+            asked = event.client_ts
+            if asked is None or not event.ts - timeout <= asked <= event.ts:
+                asked = event.ts
+            return asked + int(timeout)
         return parse_timestamp_ms(body.get("expires_at"))
 
     def agent_online(self, agent_id: str) -> None:
@@ -254,14 +263,16 @@ class ControlService:
 
     # ---- what people decide ----
 
-    def _decidable(self, request_id: str, kind: str) -> RequestRecord:
+    def _decidable(
+        self, request_id: str, kind: str, by: str, attempt: dict[str, Any]
+    ) -> RequestRecord:
         record = self.open.get(request_id)
         if record is None:
-            raise self._closed(request_id)
+            raise NotFound(f"no open request {request_id!r}")
         if record.kind != kind:
             raise BadRequest(f"request {request_id} is a {record.kind} request, not a {kind}")
         if record.status != PENDING:
-            raise self._closed(request_id, record)
+            raise self._closed(record, by, attempt)
         if record.expires_at is not None and self.clock() >= record.expires_at:
             writes: list[WriteOp] = []
             self._save(dataclasses.replace(record, status=EXPIRED), writes, "expired")
@@ -269,30 +280,33 @@ class ControlService:
             raise Expired(f"request {request_id} expired at {iso_ms(record.expires_at)}")
         return record
 
-    def _closed(self, request_id: str, record: RequestRecord | None = None) -> StudioError:
-        """The error for deciding a request that is not open; history tells which."""
-        if record is not None and record.status == DECIDED:
-            writes: list[WriteOp] = [
-                ops.AddAudit(self.clock(), "studio", "conflict", record.id, record.agent_id, {})
-            ]
-            self._commit(writes)
-            return Conflict(
-                f"request {request_id} was already decided by {record.decided_by} "
-                f"at {iso_ms(record.decided_at)}",
-                decided_by=record.decided_by,
-                decided_at=iso_ms(record.decided_at),
-                response=record.response,
-            )
-        return NotFound(f"no open request {request_id!r}")
-
-    async def closed_error(self, request_id: str) -> StudioError:
-        """Explain, from storage, why a request that is not open cannot be decided."""
-        record = await self._run(self.ingest.store.get_request, request_id)
-        if record is None:
-            return NotFound(f"no request {request_id!r}")
+    def _closed(self, record: RequestRecord, by: str, attempt: dict[str, Any]) -> StudioError:
+        """The error for deciding a request already decided; the refused attempt is audited."""
         if record.status == EXPIRED:
-            return Expired(f"request {request_id} expired at {iso_ms(record.expires_at)}")
-        return self._closed(request_id, record)
+            return Expired(f"request {record.id} expired at {iso_ms(record.expires_at)}")
+        detail = {"attempt": attempt, "winner": record.decided_by}
+        self._commit(
+            [ops.AddAudit(self.clock(), by, "conflict", record.id, record.agent_id, detail)]
+        )
+        return Conflict(
+            f"request {record.id} was already decided by {record.decided_by} "
+            f"at {iso_ms(record.decided_at)}",
+            decided_by=record.decided_by,
+            decided_at=iso_ms(record.decided_at),
+            response=record.response,
+        )
+
+    async def _open_for(
+        self, request_id: str, kind: str, by: str, attempt: dict[str, Any]
+    ) -> RequestRecord:
+        """The open request to decide, or the error saying (from storage) why it is not open."""
+        try:
+            return self._decidable(request_id, kind, by, attempt)
+        except NotFound:
+            stored = await self._run(self.ingest.store.get_request, request_id)
+            if stored is None:
+                raise NotFound(f"no request {request_id!r}") from None
+            raise self._closed(stored, by, attempt) from None
 
     async def _run(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
@@ -302,23 +316,18 @@ class ControlService:
     ) -> RequestRecord:
         if decision not in ("allow", "deny"):
             raise BadRequest("'decision' must be 'allow' or 'deny'")
-        try:
-            record = self._decidable(request_id, PERMISSION)
-        except NotFound:
-            raise await self.closed_error(request_id) from None
         response: dict[str, Any] = {"decision": decision}
         if note:
             response["note"] = note
+        record = await self._open_for(request_id, PERMISSION, by, response)
         return await self._decided(record, response, by, "decided")
 
     async def answer(self, request_id: str, answers: Any, by: str) -> RequestRecord:
         if not isinstance(answers, (dict, list)):
             raise BadRequest("'answers' must be an object (question -> answer) or a list")
-        try:
-            record = self._decidable(request_id, QUESTION)
-        except NotFound:
-            raise await self.closed_error(request_id) from None
-        return await self._decided(record, {"answers": answers}, by, "answered")
+        response = {"answers": answers}
+        record = await self._open_for(request_id, QUESTION, by, response)
+        return await self._decided(record, response, by, "answered")
 
     async def _decided(
         self, record: RequestRecord, response: dict[str, Any], by: str, action: str
