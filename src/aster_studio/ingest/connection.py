@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -56,7 +57,7 @@ class AgentConnection:
     throttle_notice_at: float = 0.0
     in_flight: int = 0  # writes handed to the pipeline, not yet committed
     max_in_flight: int = 2_000
-    space: asyncio.Event = field(default_factory=asyncio.Event)
+    space: asyncio.Event | None = None  # made when the connection first waits for the writer
     agents: set[str] = field(default_factory=set)
     outbox: deque[bytes] = field(default_factory=deque)
     ack_seq: int | None = None
@@ -64,13 +65,23 @@ class AgentConnection:
     deferred: int = 0  # replies waiting for a commit; later replies queue behind them
     dropped_replies: int = 0
     received: int = 0
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    # The sender task exists only while there is something to send: an idle connection holds
+    # no task (10,000 idle agents is a target; see docs/benchmarks.md).
+    transport: tuple[SendText, Close] | None = None
+    sender: asyncio.Task[None] | None = None
 
     def landed(self, count: int) -> None:
         """`count` of this connection's writes were committed: read again once below half."""
         self.in_flight -= count
-        if self.in_flight <= self.max_in_flight // 2:
+        if self.space is not None and self.in_flight <= self.max_in_flight // 2:
             self.space.set()
+
+    async def wait_for_writer(self) -> None:
+        """Wait until enough of this connection's writes are committed to read again."""
+        if self.space is None:
+            self.space = asyncio.Event()
+        self.space.clear()
+        await self.space.wait()
 
     @property
     def reply_shape(self) -> Shape:
@@ -81,27 +92,49 @@ class AgentConnection:
             self.outbox.popleft()
             self.dropped_replies += 1
         self.outbox.append(encode_reply(self.reply_shape, mtype, data))
-        self.wake.set()
+        self._kick()
 
     def ack(self, seq: int) -> None:
         if self.ack_seq is None or seq > self.ack_seq:
             self.ack_seq = seq
-            self.wake.set()
+            self._kick()
 
     def request_close(self, code: int, reason: str) -> None:
         self.close_request = (code, reason)
-        self.wake.set()
+        self._kick()
 
-    async def run_sender(self, send: SendText, close: Close) -> None:
-        """Send queued replies until cancelled or asked to close."""
-        while True:
-            await self.wake.wait()
-            self.wake.clear()
-            while self.outbox:
-                await send(self.outbox.popleft().decode())
-            if self.ack_seq is not None:
-                seq, self.ack_seq = self.ack_seq, None
-                await send(encode_reply(self.reply_shape, MessageType.ACK, {"seq": seq}).decode())
-            if self.close_request is not None:
-                await close(*self.close_request)
-                return
+    def attach(self, send: SendText, close: Close) -> None:
+        """Connect the outbox to the socket; replies queued before this go out now."""
+        self.transport = (send, close)
+        self._kick()
+
+    async def detach(self) -> None:
+        """Stop sending (the socket is gone)."""
+        self.transport = None
+        sender, self.sender = self.sender, None
+        if sender is not None:
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await sender
+
+    def _kick(self) -> None:
+        if self.sender is None and self.transport is not None:
+            self.sender = asyncio.get_running_loop().create_task(self._drain(*self.transport))
+
+    async def _drain(self, send: SendText, close: Close) -> None:
+        """Send everything queued, then end; the next reply starts a new drain."""
+        try:
+            while self.outbox or self.ack_seq is not None or self.close_request is not None:
+                while self.outbox:
+                    await send(self.outbox.popleft().decode())
+                if self.ack_seq is not None:
+                    seq, self.ack_seq = self.ack_seq, None
+                    ack = encode_reply(self.reply_shape, MessageType.ACK, {"seq": seq})
+                    await send(ack.decode())
+                if self.close_request is not None:
+                    code, reason = self.close_request
+                    self.transport = None  # nothing more goes out after the close
+                    await close(code, reason)
+                    return
+        finally:
+            self.sender = None

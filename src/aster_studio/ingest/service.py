@@ -246,8 +246,7 @@ class IngestService:
         if conn.in_flight > self.policy.max_in_flight:
             # Fairness: a connection with this much unwritten stops being read until the writer
             # catches up with it, so one flooding agent cannot fill the queue others wait in.
-            conn.space.clear()
-            await conn.space.wait()
+            await conn.wait_for_writer()
         if self.pipeline is not None and self.pipeline.full:
             await self.pipeline.wait_for_space()
 
