@@ -19,14 +19,20 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
-from aster_studio_sdk import Session, StudioClient
+from aster_studio_sdk import Question, Request, Session, StudioClient
 
 from .config import Settings
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 DEMO_STALL_AFTER_S = 8.0
+APPROVAL_SHARE = 0.06  # of tool calls that ask a person first
+QUESTION_SHARE = 0.03  # of steps that ask a person a question
+APPROVAL_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,6 +227,21 @@ class SimulatedAgent:
                         phase="model",
                         detail={"retry_after_s": 2, "model": p.model},
                     )
+                if rng.random() < QUESTION_SHARE:
+                    answers = self._await(
+                        s.ask_user(
+                            [
+                                Question(
+                                    f"Which sources should I trust for {p.topic}?",
+                                    options=["official docs", "recent blog posts", "both"],
+                                ),
+                                Question("Anything else I should know?"),
+                            ],
+                            timeout=APPROVAL_TIMEOUT_S,
+                            on_answer=lambda _: None,
+                        )
+                    )
+                    s.text(f"(noted: {answers.answers or 'no answer, going on'}) ", step=step)
                 if p.agent_id == "planner" and rng.random() < 0.25:
                     # Working but silent for longer than the stall threshold: shows "stalled".
                     self._sleep(DEMO_STALL_AFTER_S + 3)
@@ -229,6 +250,12 @@ class SimulatedAgent:
             self._report_tokens(s)
             s.done("completed")
             s.state("completed")
+
+    def _await(self, request: Request[T]) -> T:
+        """Wait for a person's answer, but give up (the SDK's default) when the demo stops."""
+        while not request.done() and not self.stop.wait(0.1):
+            pass
+        return request.result() if request.done() else request.cancel()
 
     def _think(self, s: Session, step: int) -> None:
         s.thinking_start(step=step)
@@ -255,10 +282,24 @@ class SimulatedAgent:
         fails = rng.random() < 0.15
         args = {"query": self.persona.topic, "step": step, "limit": rng.choice([5, 10, 20])}
         try:
-            with s.tool_call(name, args) as call:
+            with s.tool_call(name, args, pausable=slow, cancelable=slow) as call:
+                if rng.random() < APPROVAL_SHARE:
+                    # Sensitive calls wait for a person (the console's inbox); unanswered, the
+                    # SDK's default (deny) applies after the timeout.
+                    decision = self._await(
+                        s.request_permission(
+                            call, timeout=APPROVAL_TIMEOUT_S, on_decision=lambda _: None
+                        )
+                    )
+                    if not decision:
+                        call.result = {"skipped": True, "reason": decision.reason or "denied"}
+                        return
                 parts = rng.randint(3, 6) if slow else 1
                 for i in range(parts):
                     if not self._sleep(rng.uniform(0.6, 1.4) if slow else rng.uniform(0.1, 0.5)):
+                        return
+                    call.wait_if_paused()
+                    if call.cancelled:
                         return
                     if slow:
                         call.progress((i + 1) / parts, f"{i + 1} of {parts} done")
