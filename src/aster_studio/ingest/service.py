@@ -154,6 +154,8 @@ class IngestService:
     def open_connection(self, remote: str) -> AgentConnection:
         conn = AgentConnection(next(self._ids), remote, self.outbox_max)
         conn.max_in_flight = self.policy.max_in_flight
+        conn.tokens = float(self.policy.burst)
+        conn.refilled_at = time.monotonic()
         self.connections[conn.id] = conn
         self.stats.connections_total += 1
         return conn
@@ -252,16 +254,16 @@ class IngestService:
 
     async def _throttle(self, conn: AgentConnection, cost: int) -> None:
         """Token bucket per connection: a flood is slowed (back-pressure), never dropped."""
+        conn.tokens -= cost
+        if conn.tokens >= 0:
+            return  # the common case: no clock read, the bucket is refilled only when empty
         policy = self.policy
         now = time.monotonic()
-        if conn.refilled_at == 0.0:
-            conn.tokens = float(policy.burst)
-        else:
-            conn.tokens = min(
-                float(policy.burst), conn.tokens + (now - conn.refilled_at) * policy.messages_per_s
-            )
+        conn.tokens = min(
+            float(policy.burst) - cost,
+            conn.tokens + (now - conn.refilled_at) * policy.messages_per_s,
+        )
         conn.refilled_at = now
-        conn.tokens -= cost
         if conn.tokens >= 0:
             return
         wait = -conn.tokens / policy.messages_per_s

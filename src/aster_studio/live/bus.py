@@ -45,6 +45,17 @@ class StreamFilter:
     session_ids: frozenset[str] = frozenset()
     min_level: int = 0
 
+    @property
+    def everything(self) -> bool:
+        """True when nothing is filtered out (the console's usual subscription)."""
+        return not (
+            self.channels
+            or self.event_types
+            or self.agent_ids
+            or self.session_ids
+            or self.min_level
+        )
+
     def matches(self, event: StoredEvent) -> bool:
         if self.channels and event.channel.lower() not in self.channels:
             return False
@@ -84,13 +95,18 @@ class Subscriber:
         self.pending.clear()
         self.pending.extend(kept)
 
-    def offer(self, cursor: int, item: bytes) -> None:
-        if cursor <= self.floor:
+    def offer_many(self, chosen: list[tuple[int, bytes]]) -> None:
+        """Queue a commit's matching events at once: one wake-up, oldest dropped past capacity."""
+        if not chosen:
             return
-        if len(self.pending) >= self.capacity:
-            self.pending.popleft()
-            self.dropped += 1
-        self.pending.append((cursor, item))
+        if chosen[0][0] <= self.floor:
+            chosen = [c for c in chosen if c[0] > self.floor]
+        self.pending.extend(chosen)
+        excess = len(self.pending) - self.capacity
+        if excess > 0:
+            for _ in range(excess):
+                self.pending.popleft()
+            self.dropped += excess
         self.wake.set()
 
     def take(self) -> tuple[list[tuple[int, bytes]], dict[tuple[str, str], dict[str, Any]], int]:
@@ -129,16 +145,20 @@ class LiveBus:
         subs = [s for s in self._subscribers.values() if s.active]
         if not subs:
             return
-        for event in events:
-            item: bytes | None = None
-            for sub in subs:
-                sub.received += 1
-                if not sub.filter.matches(event):
-                    sub.filtered += 1
+        items: list[bytes | None] = [None] * len(events)  # each event serialized once
+        for sub in subs:
+            matches = None if sub.filter.everything else sub.filter.matches
+            chosen: list[tuple[int, bytes]] = []
+            for index, event in enumerate(events):
+                if matches is not None and not matches(event):
                     continue
+                item = items[index]
                 if item is None:
-                    item = event_item(event, data_key="data")
-                sub.offer(event.id, item)
+                    item = items[index] = event_item(event, data_key="data")
+                chosen.append((event.id, item))
+            sub.received += len(events)
+            sub.filtered += len(events) - len(chosen)
+            sub.offer_many(chosen)
 
     def changed(self, kind: str, view: dict[str, Any]) -> None:
         """Tell batch-mode subscribers (our console) that a view (`agent`, `request`) changed."""
