@@ -292,20 +292,20 @@ class SqliteStore:
                 if isinstance(op, InsertEvent):
                     event_id = next_id
                     next_id += 1
-                    payload = orjson.dumps(op.payload)
-                    event_rows.append(
-                        (
-                            event_id,
-                            op.agent_id,
-                            op.session_id,
-                            op.channel,
-                            op.event_type,
-                            op.severity,
-                            op.ts,
-                            op.client_ts,
-                            payload,  # stored as the JSON's UTF-8 bytes: no decode
-                        )
+                    # StoredEvent's fields are the events table's columns, in order: the value
+                    # handed to the live stream is also the row (the payload as UTF-8 bytes).
+                    stored = StoredEvent(
+                        event_id,
+                        op.agent_id,
+                        op.session_id,
+                        op.channel,
+                        op.event_type,
+                        op.severity,
+                        op.ts,
+                        op.client_ts,
+                        orjson.dumps(op.payload),
                     )
+                    event_rows.append(stored)
                     usage = self._price(op.usage) if op.usage is not None else None
                     if usage is not None:
                         usage_rows.append(
@@ -331,22 +331,7 @@ class SqliteStore:
                         count = session_counts.setdefault(op.session_id, [0, op.ts])
                         count[0] += 1
                         count[1] = op.ts
-                    result.events.append(
-                        CommittedEvent(
-                            StoredEvent(
-                                event_id,
-                                op.agent_id,
-                                op.session_id,
-                                op.channel,
-                                op.event_type,
-                                op.severity,
-                                op.ts,
-                                op.client_ts,
-                                payload,
-                            ),
-                            usage,
-                        )
-                    )
+                    result.events.append(CommittedEvent(stored, usage))
                     continue
                 # Keep statement order: flush pending events before any other kind of op.
                 self._flush_events(conn, event_rows, usage_rows)
