@@ -18,6 +18,7 @@ from ._common import BUCKETS_MS, clamp_limit, ok, ok_raw, period_ms
 
 SCAN_LIMIT = 50_000
 ERROR_SEVERITIES = ("error", "fatal")
+TOOL_EVENT_TYPES = ("tool:start", "tool:end", "tool:error", "tool:canceled")
 
 
 def _money(amount: float) -> dict[str, Any]:
@@ -111,6 +112,24 @@ def router(studio: Studio) -> APIRouter:
 
     async def scan(flt: EventFilter) -> list[StoredEvent]:
         return await studio.run_sync(store.events_after, flt, 0, SCAN_LIMIT)
+
+    async def tool_latency(
+        start: int, end: int, agent_ids: tuple[str, ...] | None
+    ) -> dict[str, list[float]]:
+        """Durations (ms) of the finished tool calls of a period, by tool name."""
+        tools = await scan(
+            EventFilter(
+                agent_ids=agent_ids,
+                event_types=TOOL_EVENT_TYPES,
+                start_ms=start,
+                end_ms=end,
+            )
+        )
+        latency: dict[str, list[float]] = defaultdict(list)
+        for span in tool_spans(tools):
+            if span["end_ms"] is not None:
+                latency[span["name"]].append(span["end_ms"] - span["start_ms"])
+        return latency
 
     async def window_summary(start: int, end: int) -> dict[str, Any]:
         rows = await usage(start, end)
@@ -251,18 +270,7 @@ def router(studio: Studio) -> APIRouter:
             value = _num(orjson.loads(event.payload).get("duration_ms"))
             if value is not None:
                 durations.append(value)
-        tools = await scan(
-            EventFilter(
-                agent_ids=agents,
-                event_types=("tool:start", "tool:end", "tool:error", "tool:canceled"),
-                start_ms=start,
-                end_ms=end,
-            )
-        )
-        latency: dict[str, list[float]] = defaultdict(list)
-        for span in tool_spans(tools):
-            if span["end_ms"] is not None:
-                latency[span["name"]].append(span["end_ms"] - span["start_ms"])
+        latency = await tool_latency(start, end, agents)
         rows = await usage(start, end, agent_id=agent_id)
         requests = rows[0].requests if rows else 0
         errors = await error_count(start, end, agent_id)
@@ -288,7 +296,7 @@ def router(studio: Studio) -> APIRouter:
         events = await scan(
             EventFilter(
                 session_ids=(session_id,),
-                event_types=("tool:start", "tool:end", "tool:error", "tool:canceled", "error"),
+                event_types=(*TOOL_EVENT_TYPES, "error"),
             )
         )
         usage_by = await studio.run_sync(store.session_usage, [session_id])
@@ -412,17 +420,7 @@ def router(studio: Studio) -> APIRouter:
                     "created_at": iso_ms(now),
                 }
             )
-        tools = await scan(
-            EventFilter(
-                event_types=("tool:start", "tool:end", "tool:error", "tool:canceled"),
-                start_ms=start,
-                end_ms=now,
-            )
-        )
-        latency: dict[str, list[float]] = defaultdict(list)
-        for span in tool_spans(tools):
-            if span["end_ms"] is not None:
-                latency[span["name"]].append(span["end_ms"] - span["start_ms"])
+        latency = await tool_latency(start, now, None)
         for name, values in sorted(latency.items()):
             p95 = percentiles(values)["p95"]
             if p95 > 2000:
