@@ -104,7 +104,8 @@ class Studio:
             batch_max=self.settings.writer_batch_max,
             commit_interval_s=self.settings.commit_interval_s,
         )
-        self.ingest.attach(self.pipeline)
+        first_event_id = await loop.run_in_executor(None, self.store.reserve_event_ids)
+        self.ingest.attach(self.pipeline, first_event_id)
         self.pipeline.start()
         self._tasks.append(asyncio.create_task(self._watch_stalls(), name="stall-watch"))
 
@@ -120,6 +121,8 @@ class Studio:
             depth = self.pipeline.depth
             ok = await self.pipeline.stop(self.settings.shutdown_timeout_s)
             log.info("flushed %d queued writes to storage (%s)", depth, "ok" if ok else "timeout")
+            if ok:
+                await asyncio.get_running_loop().run_in_executor(None, self.store.release_event_ids)
         await asyncio.get_running_loop().run_in_executor(None, self.store.close)
 
     async def _watch_stalls(self) -> None:

@@ -14,7 +14,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from ..app import Studio
 from ..live.bus import LEVELS, StreamFilter, Subscriber, event_item
-from ..models import EventFilter, iso_ms
+from ..models import EventFilter, StoredEvent, iso_ms
 from .events import items_json
 
 log = logging.getLogger(__name__)
@@ -156,29 +156,42 @@ def router(studio: Studio) -> APIRouter:
             query = store_filter(flt)
             while sent < REPLAY_MAX:
                 page = await studio.run_sync(studio.store.events_after, query, last, REPLAY_PAGE)
+                full = len(page) == REPLAY_PAGE
+                if page:
+                    last = page[-1].id  # the store filtered by these ids already
+                if not full:
+                    # The store is read to its end; the rest is in the bus's tail (events
+                    # live but not yet committed), unless more was committed meanwhile.
+                    tail = bus.recent_after(last)
+                    if tail is None:
+                        if page:
+                            sent += await send_page([e for e in page if flt.matches(e)])
+                        continue
+                    page += tail
                 page = [e for e in page if flt.matches(e)]
                 if page:
-                    if sub.batch:
-                        await ws.send_text(
-                            '{"type":"events","payload":'
-                            + items_json(page, data_key="data").decode()
-                            + ',"replay":true}'
-                        )
-                    else:
-                        for e in page:
-                            await ws.send_text(
-                                '{"type":"event","payload":'
-                                + event_item(e, data_key="data").decode()
-                                + "}"
-                            )
                     last = page[-1].id
-                    sent += len(page)
-                if len(page) < REPLAY_PAGE:
+                    sent += await send_page(page)
+                if not full:
                     break
-            # Events committed during the replay may be both read and queued, or queued after
-            # it ends: from now on only cursors past the last one sent go out.
+            # Events published during the replay are both sent and queued: from now on only
+            # cursors past the last one sent go out.
             sub.raise_floor(last)
             await ws.send_text(_frame("replayed", {"cursor": last, "count": sent}))
+
+        async def send_page(page: list[StoredEvent]) -> int:
+            if sub.batch:
+                await ws.send_text(
+                    '{"type":"events","payload":'
+                    + items_json(page, data_key="data").decode()
+                    + ',"replay":true}'
+                )
+            else:
+                for e in page:
+                    await ws.send_text(
+                        '{"type":"event","payload":' + event_item(e, data_key="data").decode() + "}"
+                    )
+            return len(page)
 
         async def error(code: str, message: str) -> None:
             async with lock:

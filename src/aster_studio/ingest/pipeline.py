@@ -224,6 +224,7 @@ class WritePipeline:
                 log.error("dropping an op the store refuses: %s (%s)", type(op).__name__, exc)
                 continue
             merged.events.extend(single.events)
+            merged.usage.extend(single.usage)
             for producer, seq in single.producers.items():
                 merged.producers[producer] = max(seq, merged.producers.get(producer, 0))
         self._count(ops, merged, started)

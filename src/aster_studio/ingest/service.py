@@ -11,6 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from aster_studio_sdk.protocol import (
     Batch,
     ClientMessage,
@@ -145,9 +147,12 @@ class IngestService:
         self._dirty: set[str] = set()
         self._flush_scheduled = False
         self._ids = itertools.count(1)
+        self.next_event_id = 1  # events are numbered here, in the order they are queued
+        self._fresh: list[StoredEvent] = []  # numbered this loop iteration, not yet published
 
-    def attach(self, pipeline: WritePipeline) -> None:
+    def attach(self, pipeline: WritePipeline, first_event_id: int) -> None:
         self.pipeline = pipeline
+        self.next_event_id = first_event_id
 
     # ---- connections ----
 
@@ -204,7 +209,11 @@ class IngestService:
         await self._throttle(conn, len(items))
         for index, item in enumerate(items):
             if index and not index % YIELD_EVERY:
-                await asyncio.sleep(0)  # a big batch must not hold the loop from others
+                # A big batch must not hold the loop from others. What it numbered so far is
+                # queued first: events are queued (and so committed) in the order of their ids.
+                self._submit(writes, conn)
+                writes = []
+                await asyncio.sleep(0)
             if conn.taken_over:
                 break
             self.stats.messages += 1
@@ -518,50 +527,59 @@ class IngestService:
             state_changed = state != agent.state
             agent.state = state
         severity = event.get("severity")
-        writes.append(
-            ops.InsertEvent(
-                msg.agent_id,
-                session_id,
-                msg.channel.value,
-                etype,
-                severity if isinstance(severity, str) else None,
-                now,
-                msg.client_ts_ms,
-                event,
-                usage,
-            )
+        event_id = self.next_event_id
+        self.next_event_id = event_id + 1
+        stored = StoredEvent(
+            event_id,
+            msg.agent_id,
+            session_id,
+            msg.channel.value,
+            etype,
+            severity if isinstance(severity, str) else None,
+            now,
+            msg.client_ts_ms,
+            orjson.dumps(event),
         )
+        writes.append(stored)
+        if usage is not None:
+            writes.append(ops.RecordUsage(event_id, msg.agent_id, session_id, now, usage))
+        if not self._fresh:
+            asyncio.get_running_loop().call_soon(self._publish)
+        self._fresh.append(stored)
+        agent.event_count += 1
+        if etype == "error":
+            agent.error_count += 1
         agent.last_event_at = now
         agent.last_seen = now
         if state_changed:
             writes.append(self._state_op(agent))
-            self._changed(agent)
+        self._changed(agent)
+
+    def _publish(self) -> None:
+        """Send this loop iteration's events live, in id order, before they are committed.
+
+        Subscribers see an event within a loop iteration of its arrival instead of after the
+        next group commit and its fsync; acks to agents still wait for the commit.
+        """
+        fresh, self._fresh = self._fresh, []
+        self.bus.publish(fresh)
 
     # ---- after commit ----
 
     def on_commit(self, result: CommitResult) -> None:
-        """Runs on the loop after each commit: counters, live fan-out, acks."""
+        """Runs on the loop after each commit: counters, usage, control hooks, acks."""
+        events = result.events
+        if events:
+            self.rate.add(len(events))
+            self.bus.committed(events[-1].id)
+            if self.on_events is not None:
+                self.on_events(events)
         agents = self.registry.agents
-        touched: dict[str, LiveAgent] = {}
-        if result.events:
-            self.rate.add(len(result.events))
-        for committed in result.events:
-            stored = committed.stored
-            agent = agents.get(stored.agent_id)
-            if agent is None:
-                continue
-            agent.event_count += 1
-            if stored.event_type == "error":
-                agent.error_count += 1
-            if committed.usage is not None:
-                agent.usage.add(committed.usage)
-            touched[agent.id] = agent
-        events_stored = [c.stored for c in result.events]
-        self.bus.publish(events_stored)
-        if self.on_events is not None and events_stored:
-            self.on_events(events_stored)
-        for agent in touched.values():
-            self._changed(agent)
+        for agent_id, usage in result.usage:
+            agent = agents.get(agent_id)
+            if agent is not None:
+                agent.usage.add(usage)
+                self._changed(agent)
         for producer_id, seq in result.producers.items():
             producer = self.registry.producers.get(producer_id)
             if producer is None:

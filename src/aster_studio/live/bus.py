@@ -119,14 +119,26 @@ class Subscriber:
         return events, updates, dropped
 
 
+# Committed events kept in the tail beyond the uncommitted ones, so a replay that has just read
+# the store finds the events committed while it read there.
+RECENT_KEEP = 5_000
+
+
 class LiveBus:
-    """Hold the subscribers; `publish` is called on the event loop after each commit."""
+    """Hold the subscribers; `publish` is called on the event loop as events are received.
+
+    Events go live before they are committed (the write queue is a few ms behind), so the bus
+    keeps the tail that the store may not show yet: every event not yet committed, and the
+    last `RECENT_KEEP` that are. A replay reads the store, then this tail.
+    """
 
     def __init__(self, subscriber_capacity: int = 10_000) -> None:
         self._capacity = subscriber_capacity
         self._subscribers: dict[int, Subscriber] = {}
         self._ids = itertools.count(1)
         self.published = 0
+        self._recent: deque[StoredEvent] = deque()
+        self._trimmed_through = 0  # the tail holds every published event past this id
 
     def __len__(self) -> int:
         return len(self._subscribers)
@@ -139,9 +151,30 @@ class LiveBus:
     def unsubscribe(self, sub: Subscriber) -> None:
         self._subscribers.pop(sub.id, None)
 
+    def committed(self, through: int) -> None:
+        """Events up to `through` are in the store: the tail may let go of the older ones."""
+        recent = self._recent
+        excess = len(recent) - RECENT_KEEP
+        while excess > 0 and recent[0].id <= through:
+            self._trimmed_through = recent.popleft().id
+            excess -= 1
+
+    def recent_after(self, cursor: int) -> list[StoredEvent] | None:
+        """Published events past `cursor`; None when the tail no longer reaches back to it
+        (read the store again: what is missing from the tail is committed)."""
+        if self._trimmed_through > cursor:
+            return None
+        recent = self._recent
+        if not recent or recent[-1].id <= cursor:
+            return []
+        if recent[0].id > cursor:
+            return list(recent)
+        return [e for e in recent if e.id > cursor]
+
     def publish(self, events: list[StoredEvent]) -> None:
         """Offer each event to every matching subscriber, serializing it at most once."""
         self.published += len(events)
+        self._recent.extend(events)
         subs = [s for s in self._subscribers.values() if s.active]
         if not subs:
             return

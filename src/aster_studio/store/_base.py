@@ -66,22 +66,17 @@ class EndSession:
     ts: int
 
 
-class InsertEvent(NamedTuple):
-    """Store one event; `usage` (from token_usage events) is priced by the writer.
+class RecordUsage(NamedTuple):
+    """Store the token usage of the event `event_id`; the writer prices it (prices are its state).
 
-    A NamedTuple, not a frozen dataclass like the other ops: one is built per event on the hot
-    path, and a frozen dataclass costs about five times as much to construct.
+    Events themselves are written as `StoredEvent` rows, numbered by the loop that received them.
     """
 
+    event_id: int
     agent_id: str
     session_id: str | None
-    channel: str
-    event_type: str
-    severity: str | None
     ts: int
-    client_ts: int | None
-    payload: dict[str, Any]
-    usage: Usage | None = None
+    usage: Usage
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +127,8 @@ WriteOp = (
     | AgentState
     | UpsertSession
     | EndSession
-    | InsertEvent
+    | StoredEvent
+    | RecordUsage
     | MarkProducer
     | SetPrice
     | DeletePrice
@@ -142,18 +138,12 @@ WriteOp = (
 )
 
 
-class CommittedEvent(NamedTuple):
-    """An event as committed: the stored row plus its priced usage (one per event: a tuple)."""
-
-    stored: StoredEvent
-    usage: Usage | None
-
-
 @dataclass(slots=True)
 class CommitResult:
     """What one write transaction made durable."""
 
-    events: list[CommittedEvent] = field(default_factory=list)
+    events: list[StoredEvent] = field(default_factory=list)
+    usage: list[tuple[str, Usage]] = field(default_factory=list)  # (agent id, priced usage)
     producers: dict[str, int] = field(default_factory=dict)
 
 
@@ -165,6 +155,19 @@ class Store(Protocol):
     def close(self) -> None: ...
 
     def write(self, ops: list[WriteOp]) -> CommitResult: ...
+
+    def reserve_event_ids(self) -> int:
+        """Return the first event id this process may hand out, and reserve ids past it.
+
+        Events are numbered (and shown live) before they are committed, so a crash can lose
+        ids that subscribers have seen. The reservation is durable and kept ahead by `write`,
+        so ids handed out after a crash are past every id handed out before it.
+        """
+        ...
+
+    def release_event_ids(self) -> None:
+        """After a clean stop (every numbered event committed): the next run continues at once."""
+        ...
 
     def ping(self) -> None: ...
 

@@ -32,12 +32,11 @@ from ._base import (
     AddAudit,
     AgentState,
     CommitResult,
-    CommittedEvent,
     DeleteAgent,
     DeletePrice,
     EndSession,
-    InsertEvent,
     MarkProducer,
+    RecordUsage,
     SaveRequest,
     SetPrice,
     UpsertAgent,
@@ -168,7 +167,17 @@ MIGRATIONS: tuple[str, ...] = (
         updated_at INTEGER NOT NULL
     );
     """,
+    """
+    CREATE TABLE meta (
+        name TEXT PRIMARY KEY,
+        value INTEGER NOT NULL
+    );
+    """,
 )
+
+# Event ids reserved ahead of use (see Store.reserve_event_ids): far more than can be numbered
+# but not yet committed at any time (the write queue holds at most tens of thousands).
+ID_BLOCK = 1_000_000
 
 # Sums of a group of usage rows, in UsageTotals/UsageRow order after the key.
 _USAGE_SUMS = (
@@ -193,7 +202,7 @@ class SqliteStore:
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
-        self._next_id = 1
+        self._id_ceiling = 0  # ids up to this are reserved durably; 0: this instance numbers none
         self._prices = PriceTable(())
 
     # ---- lifecycle ----
@@ -213,8 +222,6 @@ class SqliteStore:
         conn.execute("PRAGMA busy_timeout=5000")
         self._writer = conn
         self._migrate(conn)
-        row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name='events'").fetchone()
-        self._next_id = (row[0] if row else 0) + 1
         self._prices = PriceTable(self.prices())
 
     def close(self) -> None:
@@ -275,80 +282,77 @@ class SqliteStore:
 
     # ---- writes (writer thread only) ----
 
-    def write(self, ops: list[WriteOp]) -> CommitResult:
-        """Apply `ops` in one transaction; return what became durable."""
-        conn = self._writer
-        if conn is None:
+    def reserve_event_ids(self) -> int:
+        conn = self._require_writer()
+        row = conn.execute(
+            "SELECT max((SELECT coalesce(max(seq), 0) FROM sqlite_sequence WHERE name='events'), "
+            "coalesce((SELECT value FROM meta WHERE name = 'id_ceiling'), 0))"
+        ).fetchone()
+        first = int(row[0]) + 1
+        self._set_ceiling(conn, first + ID_BLOCK)
+        return first
+
+    def release_event_ids(self) -> None:
+        conn = self._require_writer()
+        if self._id_ceiling:
+            conn.execute("DELETE FROM meta WHERE name = 'id_ceiling'")
+            self._id_ceiling = 0
+
+    def _set_ceiling(self, conn: sqlite3.Connection, ceiling: int) -> None:
+        conn.execute(
+            "INSERT INTO meta VALUES ('id_ceiling', ?) "
+            "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            (ceiling,),
+        )
+        self._id_ceiling = ceiling
+
+    def _require_writer(self) -> sqlite3.Connection:
+        if self._writer is None:
             raise StoreError("store is not open")
+        return self._writer
+
+    def write(self, ops: list[WriteOp]) -> CommitResult:
+        """Apply `ops` in one transaction; return what became durable.
+
+        Events arrive as finished rows (`StoredEvent`, numbered on the loop) and are inserted
+        with `executemany` in runs; counts per agent and session are then summed by SQL over
+        the transaction's id range, so the writer spends no Python per event.
+        """
+        conn = self._require_writer()
         result = CommitResult()
-        event_rows: list[tuple[Any, ...]] = []
+        rows: list[StoredEvent] = []
         usage_rows: list[tuple[Any, ...]] = []
-        session_counts: dict[str, list[int]] = {}
-        agent_counts: dict[str, list[int]] = {}
-        next_id = self._next_id
+        events = result.events
         try:
             conn.execute("BEGIN IMMEDIATE")
             for op in ops:
-                if isinstance(op, InsertEvent):
-                    event_id = next_id
-                    next_id += 1
-                    # StoredEvent's fields are the events table's columns, in order: the value
-                    # handed to the live stream is also the row (the payload as UTF-8 bytes).
-                    stored = StoredEvent(
-                        event_id,
-                        op.agent_id,
-                        op.session_id,
-                        op.channel,
-                        op.event_type,
-                        op.severity,
-                        op.ts,
-                        op.client_ts,
-                        orjson.dumps(op.payload),
-                    )
-                    event_rows.append(stored)
-                    usage = self._price(op.usage) if op.usage is not None else None
-                    if usage is not None:
-                        usage_rows.append(
-                            (
-                                event_id,
-                                op.agent_id,
-                                op.session_id,
-                                usage.model,
-                                op.ts,
-                                usage.input,
-                                usage.output,
-                                usage.cache_read,
-                                usage.cache_creation,
-                                usage.reasoning,
-                                usage.cost,
-                            )
+                if type(op) is StoredEvent:
+                    rows.append(op)
+                elif type(op) is RecordUsage:
+                    usage = self._price(op.usage)
+                    result.usage.append((op.agent_id, usage))
+                    usage_rows.append(
+                        (
+                            op.event_id,
+                            op.agent_id,
+                            op.session_id,
+                            usage.model,
+                            op.ts,
+                            usage.input,
+                            usage.output,
+                            usage.cache_read,
+                            usage.cache_creation,
+                            usage.reasoning,
+                            usage.cost,
                         )
-                    tally = agent_counts.setdefault(op.agent_id, [0, 0, op.ts])
-                    tally[0] += 1
-                    tally[1] += op.event_type == "error"
-                    tally[2] = op.ts
-                    if op.session_id is not None:
-                        count = session_counts.setdefault(op.session_id, [0, op.ts])
-                        count[0] += 1
-                        count[1] = op.ts
-                    result.events.append(CommittedEvent(stored, usage))
-                    continue
-                # Keep statement order: flush pending events before any other kind of op.
-                self._flush_events(conn, event_rows, usage_rows)
-                self._apply(conn, op, result)
-            self._flush_events(conn, event_rows, usage_rows)
-            if session_counts:
-                conn.executemany(
-                    "UPDATE sessions SET event_count = event_count + ?, "
-                    "updated_at = max(updated_at, ?) WHERE id = ?",
-                    [(c, ts, sid) for sid, (c, ts) in session_counts.items()],
-                )
-            if agent_counts:
-                conn.executemany(
-                    "UPDATE agents SET event_count = event_count + ?, "
-                    "error_count = error_count + ?, last_event_at = ? WHERE id = ?",
-                    [(c, e, ts, aid) for aid, (c, e, ts) in agent_counts.items()],
-                )
+                    )
+                else:
+                    # Keep statement order: pending events go in before any other kind of op.
+                    self._flush_events(conn, rows, events, usage_rows)
+                    self._apply(conn, op, result)
+            self._flush_events(conn, rows, events, usage_rows)
+            if events:
+                self._count_events(conn, events[0].id, events[-1].id)
             if result.producers:
                 conn.executemany(
                     "INSERT INTO producers (id, last_seq) VALUES (?, ?) ON CONFLICT (id) "
@@ -357,31 +361,58 @@ class SqliteStore:
                 )
             conn.execute("COMMIT")
         except (sqlite3.Error, TypeError, ValueError, OverflowError) as exc:
-            # TypeError/ValueError: a payload the JSON encoder refuses; the batch is retried
-            # op by op by the pipeline so only the bad op is lost, never the writer.
+            # TypeError/ValueError: a value the driver refuses; the batch is retried op by op by
+            # the pipeline so only the bad op is lost, never the writer.
             try:
                 conn.execute("ROLLBACK")
             except sqlite3.Error:
                 log.exception("rollback failed")
             self._prices = PriceTable(self._read_prices(conn))
+            if self._id_ceiling:
+                self._id_ceiling = self._read_ceiling(conn)
             raise StoreError(f"write of {len(ops)} operations failed: {exc}") from exc
-        self._next_id = next_id
         return result
+
+    def _read_ceiling(self, conn: sqlite3.Connection) -> int:
+        row = conn.execute("SELECT value FROM meta WHERE name = 'id_ceiling'").fetchone()
+        return int(row[0]) if row else 0
 
     def _flush_events(
         self,
         conn: sqlite3.Connection,
-        event_rows: list[tuple[Any, ...]],
+        rows: list[StoredEvent],
+        events: list[StoredEvent],
         usage_rows: list[tuple[Any, ...]],
     ) -> None:
-        if event_rows:
-            conn.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", event_rows)
-            event_rows.clear()
+        if rows:
+            conn.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            events.extend(rows)
+            rows.clear()
+            last = events[-1].id
+            if self._id_ceiling and last > self._id_ceiling - ID_BLOCK // 2:
+                self._set_ceiling(conn, last + ID_BLOCK)  # in this transaction: durable with it
         if usage_rows:
             conn.executemany(
                 "INSERT INTO usage VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", usage_rows
             )
             usage_rows.clear()
+
+    def _count_events(self, conn: sqlite3.Connection, first: int, last: int) -> None:
+        """Add this transaction's events (ids `first`..`last`) to their agents and sessions."""
+        conn.execute(
+            "UPDATE sessions SET event_count = event_count + n, updated_at = max(updated_at, t) "
+            "FROM (SELECT session_id, count(*) AS n, max(ts) AS t FROM events "
+            "WHERE id BETWEEN ? AND ? AND session_id IS NOT NULL GROUP BY session_id) AS c "
+            "WHERE sessions.id = c.session_id",
+            (first, last),
+        )
+        conn.execute(
+            "UPDATE agents SET event_count = event_count + n, error_count = error_count + e, "
+            "last_event_at = t FROM (SELECT agent_id, count(*) AS n, max(ts) AS t, "
+            "sum(event_type = 'error') AS e FROM events WHERE id BETWEEN ? AND ? "
+            "GROUP BY agent_id) AS c WHERE agents.id = c.agent_id",
+            (first, last),
+        )
 
     def _price(self, usage: Usage) -> Usage:
         price = self._prices.lookup(usage.model)

@@ -5,14 +5,15 @@ from __future__ import annotations
 import asyncio
 import threading
 from pathlib import Path
+from typing import cast
 
 import pytest
 
-from aster_studio import store as ops
 from aster_studio.errors import StoreError
 from aster_studio.ingest.pipeline import WritePipeline
-from aster_studio.models import EventFilter
+from aster_studio.models import EventFilter, StoredEvent
 from aster_studio.store import CommitResult, SqliteStore, WriteOp
+from tests.support.events import Numberer
 
 
 class GatedStore(SqliteStore):
@@ -30,8 +31,11 @@ class GatedStore(SqliteStore):
         return super().write(batch)
 
 
-def ev(i: int) -> ops.InsertEvent:
-    return ops.InsertEvent("a", None, "progress", "x", None, i, None, {"i": i})
+NUMBERS = Numberer()
+
+
+def ev(i: int) -> StoredEvent:
+    return NUMBERS.event(ts=i, payload={"i": i})
 
 
 @pytest.fixture
@@ -96,7 +100,7 @@ async def test_stop_flushes_everything_queued(store: GatedStore) -> None:
 
 async def test_one_bad_op_is_dropped_alone(store: GatedStore) -> None:
     pipeline, results = await start(store)
-    bad = ops.InsertEvent("a", None, "progress", "x", None, 1, None, {"bad": object()})
+    bad = ev(1)._replace(payload=cast(bytes, object()))  # a value the driver cannot bind
     pipeline.submit([ev(1), bad, ev(2)])
     await pipeline.barrier()
     assert store.count_events(EventFilter()) == 2
