@@ -8,17 +8,27 @@
    load, see docs/benchmarks.md). Here reading pauses only when a connection has many messages
    or bytes waiting, and resumes when the app has drained most of them; back-pressure to a
    flooding client still holds, with a bounded backlog per connection.
+3. Text frames from bytes: the live stream sends one JSON document to many consoles. The ASGI
+   path would decode it to `str` per connection, encode it back, and frame it in Python; the
+   ASGI extension `aster.text_frames` takes the UTF-8 bytes and writes the frame directly.
 """
 
 from __future__ import annotations
 
+import struct
 from typing import Any, cast
 
+from starlette.websockets import WebSocketDisconnect
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.http11 import Request
 
-HIGH_MESSAGES = 64
+TEXT_FRAMES = "aster.text_frames"
+
+# Each pause/resume pair is two epoll_ctl calls: the gap between the marks sets how many
+# messages pass per pair. Memory per connection stays bounded by HIGH_BYTES.
+HIGH_MESSAGES = 512
 HIGH_BYTES = 1 << 20
-LOW_MESSAGES = 8
+LOW_MESSAGES = 128
 
 
 class AgentWebSocketProtocol(WebSocketsSansIOProtocol):
@@ -59,3 +69,27 @@ class AgentWebSocketProtocol(WebSocketsSansIOProtocol):
             self.read_paused = False
             self.transport.resume_reading()
         return message
+
+    def handle_connect(self, event: Request) -> None:
+        super().handle_connect(event)
+        scope = getattr(self, "scope", None)  # absent when the handshake was refused
+        if scope is not None:
+            scope["extensions"][TEXT_FRAMES] = {"send": self.send_text_bytes}
+
+    async def send_text_bytes(self, payload: bytes) -> None:
+        """Send UTF-8 `payload` as one text frame (server frames are not masked)."""
+        await self.writable.wait()
+        if self.disconnected or self.close_sent or self.transport.is_closing():
+            raise WebSocketDisconnect(1006)
+        if self.conn.extensions:  # permessage-deflate: websockets compresses and frames it
+            self.conn.send_text(payload)
+            self.transport.write(b"".join(self.conn.data_to_send()))
+            return
+        size = len(payload)
+        if size < 126:
+            header = struct.pack("!BB", 0x81, size)
+        elif size < 1 << 16:
+            header = struct.pack("!BBH", 0x81, 126, size)
+        else:
+            header = struct.pack("!BBQ", 0x81, 127, size)
+        self.transport.writelines((header, payload))

@@ -15,6 +15,7 @@ from starlette.websockets import WebSocketDisconnect
 from ..app import Studio
 from ..live.bus import LEVELS, StreamFilter, Subscriber, event_item
 from ..models import EventFilter, StoredEvent, iso_ms
+from ..ws_protocol import TEXT_FRAMES
 from .events import items_json
 
 log = logging.getLogger(__name__)
@@ -97,11 +98,32 @@ def router(studio: Studio) -> APIRouter:
             }
             return _frame("stats", body, stats=body)
 
+        text_frames = ws.scope.get("extensions", {}).get(TEXT_FRAMES)
+        send_bytes = text_frames["send"] if text_frames else None
+
+        async def send_events(events: list[tuple[int, bytes]]) -> None:
+            frame = bus.events_frame(events, shared=sub.filter.everything)
+            if send_bytes is not None:
+                await send_bytes(frame)
+            else:
+                await ws.send_text(frame.decode())
+
+        loop = asyncio.get_running_loop()
+        stats_due = False
+        stats_timer: asyncio.TimerHandle | None = None
+
+        def stats_tick() -> None:
+            nonlocal stats_due, stats_timer
+            stats_due = True
+            sub.wake.set()
+            stats_timer = loop.call_later(STATS_EVERY_S, stats_tick)
+
+        stats_timer = loop.call_later(STATS_EVERY_S, stats_tick)
+
         async def sender() -> None:
-            next_stats = time.monotonic() + STATS_EVERY_S
+            nonlocal stats_due
             while True:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(sub.wake.wait(), STATS_EVERY_S)
+                await sub.wake.wait()
                 async with lock:
                     events, updates, dropped = sub.take()
                     if dropped:
@@ -116,18 +138,14 @@ def router(studio: Studio) -> APIRouter:
                         )
                     if sub.batch:
                         if events:
-                            await ws.send_text(
-                                '{"type":"events","payload":['
-                                + b",".join(item for _, item in events).decode()
-                                + "]}"
-                            )
+                            await send_events(events)
                         for (kind, _), view in updates.items():
                             await ws.send_text(_frame(kind, view))
                     else:
                         for _, item in events:
                             await ws.send_text('{"type":"event","payload":' + item.decode() + "}")
-                    if time.monotonic() >= next_stats:
-                        next_stats = time.monotonic() + STATS_EVERY_S
+                    if stats_due:
+                        stats_due = False
                         await ws.send_text(stats())
 
         async def subscribe(msg: dict[str, Any]) -> None:
@@ -238,6 +256,8 @@ def router(studio: Studio) -> APIRouter:
         except (WebSocketDisconnect, RuntimeError):
             pass
         finally:
+            if stats_timer is not None:
+                stats_timer.cancel()
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task

@@ -97,6 +97,11 @@ def _int(value: Any) -> int:
     return 0
 
 
+def _land(landing: dict[AgentConnection, int]) -> None:
+    for conn, count in landing.items():
+        conn.landed(count)
+
+
 def usage_of(event: dict[str, Any], default_model: str | None) -> Usage:
     """Read token counts from a `token_usage` event; the agent's model when none is named."""
     model = event.get("model")
@@ -149,6 +154,7 @@ class IngestService:
         self._ids = itertools.count(1)
         self.next_event_id = 1  # events are numbered here, in the order they are queued
         self._fresh: list[StoredEvent] = []  # numbered this loop iteration, not yet published
+        self._landing: dict[AgentConnection, int] = {}  # writes queued this loop iteration
 
     def attach(self, pipeline: WritePipeline, first_event_id: int) -> None:
         self.pipeline = pipeline
@@ -342,7 +348,16 @@ class IngestService:
         if conn is not None:
             count = len(writes)
             conn.in_flight += count
-            self.pipeline.when_durable(lambda: conn.landed(count))
+            landing = self._landing
+            if not landing:
+                asyncio.get_running_loop().call_soon(self._land_when_durable)
+            landing[conn] = landing.get(conn, 0) + count
+
+    def _land_when_durable(self) -> None:
+        """One barrier per loop iteration, not per frame, gives connections their writes back."""
+        landing, self._landing = self._landing, {}
+        if self.pipeline is not None:
+            self.pipeline.when_durable(lambda: _land(landing))
 
     def _reply_when_durable(
         self,

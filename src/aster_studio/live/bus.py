@@ -139,6 +139,9 @@ class LiveBus:
         self.published = 0
         self._recent: deque[StoredEvent] = deque()
         self._trimmed_through = 0  # the tail holds every published event past this id
+        # The last `events` frame built for an unfiltered subscriber, by the identity of its
+        # first and last items and its length; the others taking the same run reuse it.
+        self._shared_frame: tuple[bytes, bytes, int, bytes] | None = None
 
     def __len__(self) -> int:
         return len(self._subscribers)
@@ -192,6 +195,27 @@ class LiveBus:
             sub.received += len(events)
             sub.filtered += len(events) - len(chosen)
             sub.offer_many(chosen)
+
+    def events_frame(self, events: list[tuple[int, bytes]], *, shared: bool) -> bytes:
+        """The batch-mode `events` frame for `events`, built once for all unfiltered subscribers.
+
+        An unfiltered subscriber's queue is a contiguous run of what was published (trimmed
+        only at its start), so the same first item, last item and length mean the same run.
+        """
+        first, last, count = events[0][1], events[-1][1], len(events)
+        cached = self._shared_frame
+        if (
+            shared
+            and cached is not None
+            and cached[0] is first
+            and cached[1] is last
+            and cached[2] == count
+        ):
+            return cached[3]
+        frame = b'{"type":"events","payload":[' + b",".join([e[1] for e in events]) + b"]}"
+        if shared:
+            self._shared_frame = (first, last, count, frame)
+        return frame
 
     def changed(self, kind: str, view: dict[str, Any]) -> None:
         """Tell batch-mode subscribers (our console) that a view (`agent`, `request`) changed."""

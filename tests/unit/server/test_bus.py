@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import orjson
+from pytest import MonkeyPatch
 
+from aster_studio.live import bus as bus_module
 from aster_studio.live.bus import LiveBus, StreamFilter, event_item
 from aster_studio.models import StoredEvent
 
@@ -71,3 +73,28 @@ def test_agent_changes_reach_batch_subscribers_only_and_coalesce() -> None:
     _, updates, _ = console.take()
     assert updates == {("agent", "a"): {"id": "a", "state": "idle"}}
     assert legacy.take()[1] == {}
+
+
+def test_tail_serves_replays_until_the_store_has_the_events(monkeypatch: MonkeyPatch) -> None:
+    monkeypatch.setattr(bus_module, "RECENT_KEEP", 2)
+    bus = LiveBus()
+    bus.publish([stored(i) for i in range(1, 6)])  # live, none committed yet
+    assert [e.id for e in bus.recent_after(0) or []] == [1, 2, 3, 4, 5]
+    bus.committed(4)  # 1-4 are in the store now; the tail keeps the last RECENT_KEEP
+    assert [e.id for e in bus.recent_after(3) or []] == [4, 5]
+    assert bus.recent_after(2) is None  # 3 left the tail: read the store again
+    assert bus.recent_after(5) == []
+
+
+def test_unfiltered_subscribers_share_one_frame() -> None:
+    bus = LiveBus()
+    one, two, picky = bus.subscribe(), bus.subscribe(), bus.subscribe()
+    for sub in (one, two, picky):
+        sub.active = sub.batch = True
+    picky.filter = StreamFilter(agent_ids=frozenset({"a"}))
+    bus.publish([stored(1), stored(2, "b"), stored(3)])
+    frames = [bus.events_frame(s.take()[0], shared=s.filter.everything) for s in (one, two)]
+    assert frames[0] is frames[1]
+    assert [e["cursor"] for e in orjson.loads(frames[0])["payload"]] == [1, 2, 3]
+    own = bus.events_frame(picky.take()[0], shared=False)
+    assert [e["cursor"] for e in orjson.loads(own)["payload"]] == [1, 3]
