@@ -212,7 +212,9 @@ class IngestService:
         message = decoded.message
         writes: list[WriteOp] = []
         items = message.items if isinstance(message, Batch) else (message,)
-        await self._throttle(conn, len(items))
+        conn.tokens -= len(items)
+        if conn.tokens < 0:  # the bucket is refilled (reading the clock) only when empty
+            await self._throttle(conn, len(items))
         for index, item in enumerate(items):
             if index and not index % YIELD_EVERY:
                 # A big batch must not hold the loop from others. What it numbered so far is
@@ -232,7 +234,9 @@ class IngestService:
                         conn.ack(producer.durable_seq)
                     continue
                 producer.accepted_seq = seq
-            if not isinstance(item, (ProtocolError, Ping)):
+            if isinstance(item, Event) and conn.key is None and item.agent_id in conn.agents:
+                pass  # the common case: an event for an agent this connection already carries
+            elif not isinstance(item, (ProtocolError, Ping)):
                 refusal = self._refusal(conn, item)
                 if refusal is not None:
                     self.stats.refused += 1
@@ -268,10 +272,10 @@ class IngestService:
             await self.pipeline.wait_for_space()
 
     async def _throttle(self, conn: AgentConnection, cost: int) -> None:
-        """Token bucket per connection: a flood is slowed (back-pressure), never dropped."""
-        conn.tokens -= cost
-        if conn.tokens >= 0:
-            return  # the common case: no clock read, the bucket is refilled only when empty
+        """Token bucket per connection, once it ran dry: a flood is slowed, never dropped.
+
+        The caller has taken this frame's cost from `conn.tokens` already.
+        """
         policy = self.policy
         now = time.monotonic()
         conn.tokens = min(
@@ -398,6 +402,8 @@ class IngestService:
     def _agent(self, conn: AgentConnection, agent_id: str, writes: list[WriteOp]) -> LiveAgent:
         """Return the agent, creating it implicitly (and attaching it here) when unknown."""
         agent = self.registry.agents.get(agent_id)
+        if agent is not None and agent.connection is not None:
+            return agent  # the common case: known and attached (here or elsewhere)
         now = self.clock()
         if agent is None:
             agent = LiveAgent(id=agent_id, registered_at=now, last_seen=now, implicit=True)
