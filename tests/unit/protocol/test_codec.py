@@ -318,6 +318,27 @@ def test_event_carries_seq() -> None:
     assert event_of({"delta": "x"}, seq=12).seq == 12
 
 
+def test_flat_event_accepts_numeric_agent_id_as_text() -> None:
+    result = message({"type": "event", "agent_id": 42, "event": {"delta": "x"}})
+    assert isinstance(result, Event)
+    assert result.agent_id == "42"
+
+
+def test_numeric_event_type_is_read_as_text() -> None:
+    assert event_of({"event_type": 7}).event_type == "7"
+
+
+def test_event_ids_and_type_at_their_limits_are_accepted() -> None:
+    event = {"event_type": "t" * 128, "session_id": "s" * 256}
+    assert message({"type": "event", "agent_id": "a" * 256, "event": event}) == Event(
+        agent_id="a" * 256,
+        channel=Channel.PROGRESS,
+        event_type="t" * 128,
+        event=event,
+        session_id="s" * 256,
+    )
+
+
 # ---- channel ----
 
 

@@ -93,6 +93,20 @@ def test_max_depth_applies_to_custom_limits() -> None:
     assert result.code is ErrorCode.INVALID_JSON
 
 
+def test_batch_item_nested_past_max_depth_is_invalid_json() -> None:
+    # batch (1) > messages (2) > message (3) > event (4) > array levels: one level too many.
+    deep = {**EVENT, "event": {"x": nested(DEFAULT_LIMITS.max_depth - 3)}}
+    batch = {"type": "batch", "messages": [EVENT] * 200 + [deep] + [EVENT] * 200}
+    assert error(batch).code is ErrorCode.INVALID_JSON
+
+
+def test_batch_item_nested_to_max_depth_is_accepted() -> None:
+    deep = {**EVENT, "event": {"x": nested(DEFAULT_LIMITS.max_depth - 4)}}
+    result = message({"type": "batch", "messages": [EVENT] * 200 + [deep] + [EVENT] * 200})
+    assert isinstance(result, Batch)
+    assert isinstance(result.items[200], Event)
+
+
 def test_brackets_inside_strings_do_not_count_as_depth() -> None:
     result = decode(frame({**EVENT, "event": {"delta": "[" * 500}}), Limits(max_depth=3))
     assert isinstance(result.message, Event)
@@ -272,6 +286,11 @@ def test_largest_seq_is_accepted() -> None:
         ({**AGENT, "producer_id": "p" * 257}, "producer_id"),
         ({"type": "register_session", "session": {"id": "s" * 257, "agent_id": "a"}}, "session.id"),
         ({"type": "event", "agent_id": "a" * 257, "event": {}}, "agent_id"),
+        ({"type": "event", "agent_id": "a", "session_id": "s" * 257, "event": {}}, "session_id"),
+        (
+            {"type": "event", "agent_id": "a", "event": {"session_id": "s" * 257}},
+            "event.session_id",
+        ),
         (
             {"type": "event", "agent_id": "a", "event": {"event_type": "t" * 129}},
             "event.event_type",

@@ -186,3 +186,45 @@ def test_any_event_message_round_trips(agent_id: str, event: dict[str, Any]) -> 
     result = decode(json.dumps(event_message(agent_id, event))).message
     assert isinstance(result, Event)
     assert (result.agent_id, result.event) == (agent_id, event)
+
+
+# Values a flat event's fields take in practice and at the edges the fast path decides on.
+_field_values = (
+    st.none()
+    | st.integers(min_value=-5, max_value=5)
+    | st.text(max_size=6)
+    | st.sampled_from(["", "x" * 8, "x" * 9, "progress", "Monitor", "control"])
+    | st.lists(st.integers(), max_size=1)
+)
+
+
+@FUZZ
+@given(
+    agent_id=_field_values,
+    session_id=_field_values,
+    event=st.fixed_dictionaries(
+        {},
+        optional={
+            "event_type": _field_values,
+            "type": _field_values,
+            "channel": _field_values,
+            "session_id": _field_values,
+            "timestamp": st.none() | st.integers() | st.sampled_from(["2026-01-01T00:00:00Z"]),
+            "delta": st.just("hi"),
+            "state": st.just("working"),
+        },
+    ),
+)
+def test_flat_event_fast_path_agrees_with_the_full_decoder(
+    agent_id: Any, session_id: Any, event: dict[str, Any]
+) -> None:
+    from aster_studio_sdk.protocol import Limits, _codec
+
+    limits = Limits(max_id_length=8, max_type_length=8)
+    msg: dict[str, Any] = {"type": "event", "agent_id": agent_id, "event": event}
+    if session_id is not None:
+        msg["session_id"] = session_id
+    fast = _codec._flat_event(msg, limits, None)
+    if fast is None:
+        return  # left to the full decoder
+    assert fast == _codec._event(msg, Shape.FLAT, limits, None)

@@ -40,6 +40,8 @@ try:  # one fast codec when present; the standard library otherwise
         """Parse JSON text; raise ValueError when it is not JSON."""
         return orjson.loads(data)
 
+    _parse: Callable[[str], Any] = orjson.loads  # decode()'s hot path skips the wrapper
+
     def dumps(obj: Any) -> bytes:
         """Serialize to compact UTF-8 JSON."""
         return orjson.dumps(obj, default=_default)
@@ -49,6 +51,8 @@ except ImportError:  # pragma: no cover - exercised only without orjson
     def loads(data: str | bytes) -> Any:
         """Parse JSON text; raise ValueError when it is not JSON."""
         return json.loads(data)
+
+    _parse = json.loads
 
     def dumps(obj: Any) -> bytes:
         """Serialize to compact UTF-8 JSON."""
@@ -69,6 +73,8 @@ _PROGRESS_KEYS = ("delta", "call", "text")
 _CONTROL_KEYS = ("request_id", "questions", "approved")
 _MONITOR_KEYS = ("state", "severity")
 _CHANNELS = {c.value: c for c in Channel}
+# A dict lookup costs a fraction of MessageType(raw); server-only types are unknown here.
+_CLIENT_TYPES_BY_VALUE = {t.value: t for t in CLIENT_TYPES}
 _END_STATUSES = {
     SessionStatus.COMPLETED.value,
     SessionStatus.FAILED.value,
@@ -262,6 +268,44 @@ def _register_session(
     )
 
 
+def _flat_event(msg: dict[str, Any], limits: Limits, seq: int | None) -> Event | None:
+    """Decode the common flat event quickly, or return None to leave it to `_event`.
+
+    Only plain strings within their limits pass here, so the result is the one `_event` would give;
+    anything else (an int id, a missing or bad field) gets None and so `_event`'s result or error.
+    """
+    event = msg.get("event")
+    agent_id = msg.get("agent_id")
+    if type(event) is not dict or type(agent_id) is not str:
+        return None
+    session_id = msg.get("session_id")
+    if session_id is None:
+        session_id = event.get("session_id")
+    event_type = event.get("event_type")
+    if event_type is None:
+        event_type = event.get("type")
+    if not (
+        0 < len(agent_id) <= limits.max_id_length
+        and (
+            session_id is None
+            or (type(session_id) is str and len(session_id) <= limits.max_id_length)
+        )
+        and (
+            event_type is None
+            or (type(event_type) is str and len(event_type) <= limits.max_type_length)
+        )
+    ):
+        return None
+    raw_channel = event.get("channel")
+    # An exact channel name is the common case; infer_channel handles every other one.
+    channel = _CHANNELS.get(raw_channel) if type(raw_channel) is str else None
+    if channel is None:
+        channel = infer_channel(event)
+    timestamp = event.get("timestamp")
+    client_ts_ms = None if timestamp is None else parse_timestamp_ms(timestamp)
+    return Event(agent_id, channel, event_type or "unknown", event, session_id, client_ts_ms, seq)
+
+
 def _event(msg: dict[str, Any], shape: Shape, limits: Limits, seq: int | None) -> Event:
     if shape is Shape.ENVELOPE:
         body = _object(msg, "payload", "payload", required=True)
@@ -281,13 +325,14 @@ def _event(msg: dict[str, Any], shape: Shape, limits: Limits, seq: int | None) -
         session_id = _string(event, "session_id", "event.session_id", limits.max_id_length)
     type_key = "event_type" if event.get("event_type") is not None else "type"
     event_type = _string(event, type_key, "event." + type_key, limits.max_type_length)
+    timestamp = event.get("timestamp")
     return Event(
         agent_id=agent_id,
         channel=infer_channel(event),
         event_type=event_type or "unknown",
         event=event,
         session_id=session_id,
-        client_ts_ms=parse_timestamp_ms(event.get("timestamp")),
+        client_ts_ms=None if timestamp is None else parse_timestamp_ms(timestamp),
         seq=seq,
     )
 
@@ -336,10 +381,6 @@ _DECODERS: dict[MessageType, _Decoder] = {
 }
 
 
-def _shape_of(msg: dict[str, Any]) -> Shape:
-    return Shape.ENVELOPE if "payload" in msg else Shape.FLAT
-
-
 def _decode_one(
     msg: Any, limits: Limits, *, in_batch: bool
 ) -> tuple[Shape | None, ClientMessage | Batch | ProtocolError]:
@@ -348,22 +389,24 @@ def _decode_one(
             ErrorCode.NOT_AN_OBJECT,
             f"a message must be a JSON object, got {_json_kind(msg)}",
         )
-    shape = _shape_of(msg)
+    shape = Shape.ENVELOPE if "payload" in msg else Shape.FLAT
     seq: int | None = None
     try:
-        seq = _seq(msg)
+        if msg.get("seq") is not None:
+            seq = _seq(msg)
         raw_type = msg.get("type")
         if raw_type is None:
             raise _fail(ErrorCode.MISSING_TYPE, "missing required field 'type'", "type")
         if not isinstance(raw_type, str):
             raise _fail(ErrorCode.INVALID_FIELD, "field 'type' must be a string", "type")
-        try:
-            mtype = MessageType(raw_type)
-        except ValueError:
-            mtype = None
-        if mtype is None or mtype not in CLIENT_TYPES:
+        mtype = _CLIENT_TYPES_BY_VALUE.get(raw_type)
+        if mtype is None:
             shown = raw_type[:64]
             raise _fail(ErrorCode.UNKNOWN_TYPE, f"unknown message type '{shown}'", "type")
+        if mtype is MessageType.EVENT and shape is Shape.FLAT:  # by far the most common message
+            event = _flat_event(msg, limits, seq)
+            if event is not None:
+                return shape, event
         if mtype is MessageType.PING:
             return shape, Ping(seq=seq)
         if mtype is MessageType.BATCH:
@@ -421,15 +464,30 @@ def _json_kind(value: Any) -> str:
     return type(value).__name__
 
 
-def _too_deep(value: Any, max_depth: int) -> bool:
-    """Tell whether arrays and objects nest more than `max_depth` levels (without recursion)."""
-    stack: list[tuple[Any, int]] = [(value, 1)] if isinstance(value, (dict, list)) else []
-    while stack:
-        container, depth = stack.pop()
+def _too_deep(value: Any, max_depth: int, brackets: int) -> bool:
+    """Tell whether arrays and objects nest more than `max_depth` levels (without recursion).
+
+    `brackets` bounds the number of arrays and objects (the text's count of `{` and `[`), so the
+    walk, one level at a time, stops once the ones not yet reached are too few to go past the
+    limit: a batch of flat events is settled at its messages, without looking inside them.
+    Parsed JSON holds plain dicts and lists only, and `type(x) is` is the cheapest test of that.
+    """
+    level = [value] if type(value) is dict or type(value) is list else []
+    depth = 1
+    unseen = brackets - len(level)
+    while level:
         if depth > max_depth:
             return True
-        children = container.values() if isinstance(container, dict) else container
-        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+        if depth + unseen <= max_depth:
+            return False
+        below: list[Any] = []
+        for container in level:
+            for child in container.values() if type(container) is dict else container:
+                if type(child) is dict or type(child) is list:
+                    below.append(child)
+        level = below
+        depth += 1
+        unseen -= len(below)
     return False
 
 
@@ -444,16 +502,21 @@ def decode(data: str | bytes, limits: Limits = DEFAULT_LIMITS) -> Decoded:
                 ProtocolError(ErrorCode.INVALID_UTF8, f"frame is not valid UTF-8: {exc.reason}"),
             )
     try:
-        parsed = loads(data)
+        parsed = _parse(data)
     except (ValueError, RecursionError) as exc:
         detail = str(exc).splitlines()[0][:200] if str(exc) else "parse error"
         return Decoded(None, ProtocolError(ErrorCode.INVALID_JSON, f"invalid JSON: {detail}"))
     except Exception as exc:  # a codec must never take the caller down
         return Decoded(None, ProtocolError(ErrorCode.INVALID_JSON, f"invalid JSON: {exc!r}"[:200]))
-    if (data.count("{") + data.count("[") > limits.max_depth) and _too_deep(
-        parsed, limits.max_depth
-    ):
-        return Decoded(None, ProtocolError(ErrorCode.INVALID_JSON, "message is nested too deeply"))
+    max_depth = limits.max_depth
+    # Nesting past max_depth takes that many brackets and as many closing ones: a shorter frame
+    # cannot, and most single messages are spared the counting.
+    if len(data) > 2 * max_depth + 1:
+        brackets = data.count("{") + data.count("[")
+        if brackets > max_depth and _too_deep(parsed, max_depth, brackets):
+            return Decoded(
+                None, ProtocolError(ErrorCode.INVALID_JSON, "message is nested too deeply")
+            )
     try:
         shape, message = _decode_one(parsed, limits, in_batch=False)
     except RecursionError:

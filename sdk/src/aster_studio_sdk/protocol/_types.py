@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum, IntEnum, StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 
 class Shape(Enum):
@@ -146,8 +146,9 @@ class RegisterSession:
     seq: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
+class Event(NamedTuple):
+    """An agent's event: a named tuple, not a dataclass, as one is built per message."""
+
     agent_id: str
     channel: Channel
     event_type: str
@@ -187,9 +188,11 @@ class Batch:
     seq: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Decoded:
-    """The result of decoding one frame: its shape (when known) and message or error."""
+class Decoded(NamedTuple):
+    """The result of decoding one frame: its shape (when known) and message or error.
+
+    A named tuple, not a dataclass, as one is built per frame.
+    """
 
     shape: Shape | None
     message: ClientMessage | Batch | ProtocolError
