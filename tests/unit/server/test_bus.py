@@ -7,7 +7,7 @@ from pytest import MonkeyPatch
 
 from aster_studio.live import bus as bus_module
 from aster_studio.live.bus import LiveBus, StreamFilter, event_item
-from aster_studio.models import StoredEvent
+from aster_studio.models import StoredEvent, iso_ms
 
 
 def stored(i: int, agent: str = "a", etype: str = "x", severity: str | None = None) -> StoredEvent:
@@ -98,3 +98,25 @@ def test_unfiltered_subscribers_share_one_frame() -> None:
     assert [e["cursor"] for e in orjson.loads(frames[0])["payload"]] == [1, 2, 3]
     own = bus.events_frame(picky.take()[0], shared=False)
     assert [e["cursor"] for e in orjson.loads(own)["payload"]] == [1, 3]
+
+
+def test_event_item_is_the_json_of_the_item() -> None:
+    for event in (
+        StoredEvent(
+            1, 'a"\\b', None, "monitor", "x\n", "warn", 1_000, None, b'{"k":[1,"\\u00e9"]}'
+        ),
+        StoredEvent(2, "ü🙂", "s</script>", "progress", "t", None, 86_400_123, 5, b"{}"),
+        StoredEvent(3, "ü🙂", "s</script>", "progress", "t", None, 86_400_123, 86_400_999, b"{}"),
+    ):
+        expected = {
+            "cursor": event.id,
+            "timestamp": iso_ms(event.ts),
+            "agent_id": event.agent_id,
+            "session_id": event.session_id,
+            "channel": event.channel,
+            "type": event.event_type,
+            "event_type": event.event_type,
+            "client_timestamp": iso_ms(event.client_ts),
+            "data": orjson.loads(event.payload),
+        }
+        assert orjson.loads(event_item(event, data_key="data")) == expected
