@@ -12,14 +12,13 @@ Each prints `listening on http://127.0.0.1:PORT` as `aster-studio serve` does.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from typing import Any
 
 import orjson
 import uvicorn
 
-from aster_studio.cli import bind, serve
+from aster_studio.cli import bind, run_loop, serve
 from aster_studio.config import Settings
 
 PONG = '{"type":"pong"}'
@@ -54,8 +53,8 @@ async def raw_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 def run_raw(settings: Settings, *, use_uvloop: bool = False) -> None:
     """Serve `raw_app` with the transport settings `aster-studio serve` uses.
 
-    `aster-studio serve` runs uvicorn under `asyncio.run`, which bypasses uvicorn's loop setup,
-    so it gets the standard asyncio loop; `use_uvloop` shows what uvloop would change.
+    `aster-studio serve` runs on uvloop when it is installed (it comes with uvicorn[standard]),
+    as here with `use_uvloop`; without, this shows the standard asyncio loop.
     """
     sock = bind(settings.host, 0)
     host, port = sock.getsockname()[:2]
@@ -72,12 +71,7 @@ def run_raw(settings: Settings, *, use_uvloop: bool = False) -> None:
         lifespan="on",
     )
     server = uvicorn.Server(config)
-    if use_uvloop:
-        import uvloop
-
-        uvloop.run(server.serve(sockets=[sock]))
-    else:
-        asyncio.run(server.serve(sockets=[sock]))
+    run_loop(server.serve(sockets=[sock]), "uvloop" if use_uvloop else "asyncio")
 
 
 def _trace_on_signal(path: str) -> None:

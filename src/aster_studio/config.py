@@ -31,6 +31,8 @@ def sqlite_path(db: str) -> Path:
     return Path(db).expanduser()
 
 
+EVENT_LOOPS = ("auto", "uvloop", "asyncio")
+
 # Limits an operator may tune without a flag each: (variable, setting, type).
 _NUMERIC_ENV: tuple[tuple[str, str, type[int] | type[float]], ...] = (
     ("ASTER_STUDIO_STALL_AFTER", "stall_after_s", float),
@@ -65,6 +67,7 @@ class Settings:
     synchronous: str = "FULL"
     per_message_deflate: bool = False
     log_level: str = "info"
+    event_loop: str = "auto"  # auto (uvloop when installed), uvloop or asyncio
     # access
     console_token: str | None = None
     insecure: bool = False
@@ -106,6 +109,8 @@ class Settings:
                 ) from exc
         if "ASTER_STUDIO_DB" in env:
             values["db"] = env["ASTER_STUDIO_DB"]
+        if "ASTER_STUDIO_LOOP" in env:
+            values["event_loop"] = env["ASTER_STUDIO_LOOP"]
         if env.get("ASTER_STUDIO_CONSOLE_TOKEN"):
             values["console_token"] = env["ASTER_STUDIO_CONSOLE_TOKEN"]
         for name, key, kind in _NUMERIC_ENV:
@@ -118,6 +123,11 @@ class Settings:
         settings = cls(**values)  # type: ignore[arg-type]
         if not 0 <= settings.port <= 65535:
             raise ConfigError(f"port {settings.port} is out of range")
+        if settings.event_loop not in EVENT_LOOPS:
+            raise ConfigError(
+                f"the event loop must be one of {', '.join(EVENT_LOOPS)}, "
+                f"got {settings.event_loop!r}"
+            )
         if (settings.certfile is None) != (settings.keyfile is None):
             raise ConfigError("TLS needs both --certfile and --keyfile")
         return settings

@@ -23,6 +23,10 @@ log = logging.getLogger(__name__)
 REPLAY_PAGE = 1_000
 REPLAY_MAX = 100_000
 STATS_EVERY_S = 10.0
+# At most one send per subscriber per interval: under load each send carries many events. A
+# send per event costs a syscall (and the loopback peer's TCP work) per event per subscriber,
+# more than everything else the server does for it (docs/benchmarks.md).
+SEND_INTERVAL_S = 0.001
 
 
 def _frame(kind: str, payload: Any, **extra: Any) -> str:
@@ -122,8 +126,13 @@ def router(studio: Studio) -> APIRouter:
 
         async def sender() -> None:
             nonlocal stats_due
+            sent_at = 0.0
             while True:
                 await sub.wake.wait()
+                wait = sent_at + SEND_INTERVAL_S - loop.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)  # more events join this send meanwhile
+                sent_at = loop.time()
                 async with lock:
                     events, updates, dropped = sub.take()
                     if dropped:

@@ -72,6 +72,7 @@ class WritePipeline:
         self._pending: list[object] = []  # this loop iteration's ops, not yet handed over
         self._hand_over_scheduled = False
         self._cond = threading.Condition()
+        self._writer_idle = False  # the writer waits for work (not lingering): wake it
         self._space = asyncio.Event()
         self._space.set()
         self._thread: threading.Thread | None = None
@@ -109,7 +110,10 @@ class WritePipeline:
         if pending:
             with self._cond:
                 self._queue.extend(pending)
-                self._cond.notify()
+                # A lingering writer commits on its timer: waking it per hand-over would cost a
+                # thread switch and a GIL hand-off per loop iteration for nothing.
+                if self._writer_idle or self._stopping or len(self._queue) >= self._batch_max:
+                    self._cond.notify()
 
     @property
     def full(self) -> bool:
@@ -155,7 +159,9 @@ class WritePipeline:
         stop = False
         with self._cond:
             while not self._queue:
+                self._writer_idle = True
                 self._cond.wait()
+            self._writer_idle = False
             # Linger: at most one commit per interval while the queue is short, so a moderate
             # stream of events is written in groups rather than one commit (and fsync) each.
             while len(self._queue) < self._batch_max and not self._stopping:

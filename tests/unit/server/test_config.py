@@ -1,0 +1,32 @@
+"""Server settings from the environment: the event loop choice."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from aster_studio.cli import run_loop
+from aster_studio.config import Settings
+from aster_studio.errors import ConfigError
+
+
+def test_event_loop_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings.from_env().event_loop == "auto"
+    monkeypatch.setenv("ASTER_STUDIO_LOOP", "asyncio")
+    assert Settings.from_env().event_loop == "asyncio"
+    monkeypatch.setenv("ASTER_STUDIO_LOOP", "trio")
+    with pytest.raises(ConfigError, match="event loop must be one of auto, uvloop, asyncio"):
+        Settings.from_env()
+
+
+@pytest.mark.parametrize("kind", ["auto", "uvloop", "asyncio"])
+def test_run_loop_runs_on_the_loop_asked_for(kind: str) -> None:
+    seen: list[str] = []
+
+    async def main() -> None:
+        seen.append(type(asyncio.get_running_loop()).__module__)
+
+    run_loop(main(), kind)
+    expected = "asyncio" if kind == "asyncio" else "uvloop"
+    assert seen and seen[0].split(".")[0] == expected
