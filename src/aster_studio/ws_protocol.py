@@ -10,7 +10,8 @@
    flooding client still holds, with a bounded backlog per connection.
 3. Text frames from bytes: the live stream sends one JSON document to many consoles. The ASGI
    path would decode it to `str` per connection, encode it back, and frame it in Python; the
-   ASGI extension `aster.text_frames` takes the UTF-8 bytes and writes the frame directly.
+   ASGI extension `aster.text_frames` takes the UTF-8 bytes and writes the frame directly (and
+   offers `receive` without Starlette's per-message checks, for the agent endpoint's loop).
 4. Incoming text frames parsed here: an agent sends one small text frame per event, and
    websockets' frame parser (a generator over a stream reader, in Python) costs about 4 µs per
    frame; this loop costs under 1 µs. Only whole, final, masked text frames without extension
@@ -156,7 +157,10 @@ class AgentWebSocketProtocol(WebSocketsSansIOProtocol):
         super().handle_connect(event)
         scope = getattr(self, "scope", None)  # absent when the handshake was refused
         if scope is not None:
-            scope["extensions"][TEXT_FRAMES] = {"send": self.send_text_bytes}
+            scope["extensions"][TEXT_FRAMES] = {
+                "send": self.send_text_bytes,
+                "receive": self.receive,
+            }
 
     async def send_text_bytes(self, payload: bytes) -> None:
         """Send UTF-8 `payload` as one text frame (server frames are not masked)."""

@@ -11,6 +11,7 @@ from starlette.websockets import WebSocketDisconnect
 from aster_studio_sdk.protocol import CloseCode
 
 from ..app import Studio
+from ..ws_protocol import TEXT_FRAMES
 from ._common import ok
 
 log = logging.getLogger(__name__)
@@ -41,19 +42,23 @@ def router(studio: Studio) -> APIRouter:
 
         await ws.send_text(GREETING)
         conn.attach(ws.send_text, close)
+        # Our protocol's receive, without Starlette's per-message state checks: this loop ends
+        # at the first disconnect, and nothing reads the socket after it.
+        frames = ws.scope.get("extensions", {}).get(TEXT_FRAMES)
+        receive = frames["receive"] if frames else ws.receive
         try:
             # A peer that connects but never speaks is dropped after the handshake timeout.
             first = True
             while True:
                 if first:
                     try:
-                        message = await asyncio.wait_for(ws.receive(), settings.handshake_timeout_s)
+                        message = await asyncio.wait_for(receive(), settings.handshake_timeout_s)
                     except TimeoutError:
                         await ws.close(CloseCode.POLICY_VIOLATION, "no message within timeout")
                         break
                     first = False
                 else:
-                    message = await ws.receive()
+                    message = await receive()
                 if message["type"] == "websocket.disconnect":
                     break
                 text = message.get("text")

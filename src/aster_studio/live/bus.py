@@ -22,15 +22,17 @@ LEVELS = {"debug": 0, "info": 1, "warn": 2, "warning": 2, "error": 3, "fatal": 4
 # by their values: most events come in runs from the same session.
 _KEYS_JSON: dict[tuple[str, str | None, str, str], bytes] = {}
 _KEYS_JSON_MAX = 4096
-_last_time: tuple[int | None, bytes] = (None, b"null")  # replaced whole: safe across threads
+_last_time: tuple[int, bytes] = (-1, b"")  # replaced whole: safe across threads
 
 
 def _time_json(ms: int | None) -> bytes:
     global _last_time
+    if ms is None:  # most events carry no client time: keep the cache for the receive time
+        return b"null"
     last = _last_time
     if last[0] == ms:
         return last[1]
-    value = b"null" if ms is None else b'"%b"' % (iso_ms(ms) or "").encode()
+    value = b'"%b"' % (iso_ms(ms) or "").encode()
     _last_time = (ms, value)
     return value
 
