@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from types import TracebackType
-from typing import Any, ParamSpec, TypeVar, overload
+from typing import Any, ParamSpec, Self, TypeVar, overload
 
 from . import _lifecycle
 from ._config import DeliveryOptions, DropPolicy, Settings, resolve
@@ -423,7 +423,35 @@ def _millis(timeout: float) -> int:
     return max(int(timeout * 1000), 1)
 
 
-class ToolCall:
+class _AsyncWith:
+    """`async with` does what `with` does: entering and leaving never wait for anything."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> Self:
+        raise NotImplementedError
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+
+class ToolCall(_AsyncWith):
     """One tool call: reports start, progress, end, duration and errors.
 
     A `pausable` or `cancelable` call also takes the Studio's pause, resume and cancel while
@@ -663,17 +691,6 @@ class ToolCall:
         else:
             self.fail(exc if exc is not None else exc_type.__name__)
 
-    async def __aenter__(self) -> ToolCall:
-        return self.__enter__()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.__exit__(exc_type, exc, tb)
-
     def __call__(self, fn: Callable[P, R]) -> Callable[P, R]:
         """Decorate `fn`: every call becomes a new tool call of this name.
 
@@ -737,7 +754,7 @@ def _wrap_tool(
     return wrapper
 
 
-class Session(_Emitter):
+class Session(_Emitter, _AsyncWith):
     """One session of the agent: registered on creation, ended on exit of its `with` block."""
 
     __slots__ = ("__weakref__", "_client", "_ended", "_sid", "_tokens", "id")
@@ -786,17 +803,6 @@ class Session(_Emitter):
         else:
             self.error(_describe(exc, exc_type), severity="error", phase="lifecycle")
             self.end(SessionStatus.FAILED)
-
-    async def __aenter__(self) -> Session:
-        return self.__enter__()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.__exit__(exc_type, exc, tb)
 
     def __repr__(self) -> str:
         return f"Session({self._sid!r})"
