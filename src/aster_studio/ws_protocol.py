@@ -105,9 +105,7 @@ class AgentWebSocketProtocol(WebSocketsSansIOProtocol):
             if end > size:
                 break
             if simple:
-                self.curr_msg_data_type = "text"
-                self.frames = [apply_mask(buf[head + 4 : end], buf[head : head + 4])]
-                self.send_receive_event_to_app()
+                self._deliver(apply_mask(buf[head + 4 : end], buf[head : head + 4]), text=True)
             else:  # ping, pong or close: websockets answers and keeps its state
                 super().data_received(buf[pos:end])
                 if self.conn.state is not State.OPEN or self.close_sent:
@@ -122,10 +120,14 @@ class AgentWebSocketProtocol(WebSocketsSansIOProtocol):
     def send_receive_event_to_app(self) -> None:
         data = self.frames[0] if len(self.frames) == 1 else b"".join(self.frames)
         self.frames = []
+        self._deliver(data, text=self.curr_msg_data_type == "text")
+
+    def _deliver(self, data: bytes, *, text: bool) -> None:
+        """Queue one message for the app, pausing reads above the watermarks."""
         if self.close_sent:  # past our close: drop it, keep reading for the peer's close
             return
         event: dict[str, Any]
-        if self.curr_msg_data_type == "text":
+        if text:
             try:
                 event = {"type": "websocket.receive", "text": data.decode()}
             except UnicodeDecodeError:
