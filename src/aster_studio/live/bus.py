@@ -213,11 +213,14 @@ class LiveBus:
         subs = [s for s in self._subscribers.values() if s.active]
         if not subs:
             return
-        # Each event is serialized once; with an unfiltered subscriber, all of them at once.
+        # Each event is serialized at most once: all of them at once for an unfiltered
+        # subscriber (which then takes the whole list), otherwise as a filter first wants it.
         everything: list[tuple[int, bytes]] | None = None
         if any(sub.filter.everything for sub in subs):
             everything = [(event.id, event_item(event, data_key="data")) for event in events]
-        items: list[bytes | None] = [None] * len(events)
+        pairs: list[tuple[int, bytes] | None] = (
+            list(everything) if everything is not None else [None] * len(events)
+        )
         for sub in subs:
             if everything is not None and sub.filter.everything:
                 sub.received += len(events)
@@ -226,15 +229,11 @@ class LiveBus:
             matches = sub.filter.matches
             chosen: list[tuple[int, bytes]] = []
             for index, event in enumerate(events):
-                if not matches(event):
-                    continue
-                if everything is not None:
-                    chosen.append(everything[index])
-                    continue
-                item = items[index]
-                if item is None:
-                    item = items[index] = event_item(event, data_key="data")
-                chosen.append((event.id, item))
+                if matches(event):
+                    pair = pairs[index]
+                    if pair is None:
+                        pair = pairs[index] = (event.id, event_item(event, data_key="data"))
+                    chosen.append(pair)
             sub.received += len(events)
             sub.filtered += len(events) - len(chosen)
             sub.offer_many(chosen)
