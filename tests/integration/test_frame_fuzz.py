@@ -29,12 +29,14 @@ def handshake(port: int) -> socket.socket:
             f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
         ).encode()
     )
+    # One byte at a time: a frame the server sends right after the 101 (the greeting) stays in
+    # the socket for the caller instead of being read and dropped with the headers.
     response = b""
-    while b"\r\n\r\n" not in response:
-        chunk = sock.recv(4096)
-        if not chunk:
+    while not response.endswith(b"\r\n\r\n"):
+        byte = sock.recv(1)
+        if not byte:
             break
-        response += chunk
+        response += byte
     assert response.startswith(b"HTTP/1.1 101"), response[:100]
     return sock
 
