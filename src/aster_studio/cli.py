@@ -15,12 +15,12 @@ from typing import Any
 import uvicorn
 
 from . import __version__
+from .agent_socket import agent_socket_factory
 from .app import Studio, create_app
 from .auth import CONSOLE_SECRET, hash_secret, new_agent_key, new_console_token
 from .config import DEFAULT_PORT, Settings
 from .errors import ConfigError, StudioError
 from .store import SqliteStore
-from .ws_protocol import AgentWebSocketProtocol
 
 log = logging.getLogger("aster_studio")
 
@@ -138,7 +138,7 @@ def serve(settings: Settings, *, ready_message: bool = True) -> None:
         app,
         log_level=settings.log_level,
         access_log=False,
-        ws=AgentWebSocketProtocol,
+        ws=agent_socket_factory(studio),  # type: ignore[arg-type]
         ws_max_size=settings.max_frame_bytes,
         ws_ping_interval=settings.ws_ping_interval_s,
         ws_ping_timeout=settings.ws_ping_timeout_s,

@@ -44,6 +44,8 @@ _NUMERIC_ENV: tuple[tuple[str, str, type[int] | type[float]], ...] = (
     ("ASTER_STUDIO_HANDSHAKE_TIMEOUT", "handshake_timeout_s", float),
     ("ASTER_STUDIO_MAX_FRAME_BYTES", "max_frame_bytes", int),
     ("ASTER_STUDIO_COMMIT_INTERVAL", "commit_interval_s", float),
+    ("ASTER_STUDIO_WS_PING_INTERVAL", "ws_ping_interval_s", float),
+    ("ASTER_STUDIO_WS_PING_TIMEOUT", "ws_ping_timeout_s", float),
 )
 
 

@@ -12,13 +12,9 @@
    path would decode it to `str` per connection, encode it back, and frame it in Python; the
    ASGI extension `aster.text_frames` takes the UTF-8 bytes and writes the frame directly (and
    offers `receive` without Starlette's per-message checks, for the agent endpoint's loop).
-4. Incoming text frames parsed here: an agent sends one small text frame per event, and
-   websockets' frame parser (a generator over a stream reader, in Python) costs about 4 µs per
-   frame; this loop costs under 1 µs. Only whole, final, masked text frames without extension
-   bits are taken here. Control frames go to websockets one whole frame at a time (so its
-   parser always starts at a frame boundary), and anything else (a fragment, a binary or
-   oversized frame, compression, the closing handshake) hands the connection back to
-   websockets for good.
+
+Agents' connections seldom come here: src/aster_studio/agent_socket.py takes plain upgrades to
+the agent endpoint itself and hands this class only the requests it does not take.
 """
 
 from __future__ import annotations
@@ -29,12 +25,6 @@ from typing import Any, cast
 from starlette.websockets import WebSocketDisconnect
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.http11 import Request
-from websockets.protocol import State
-
-try:  # the C version that ships with websockets' wheels
-    from websockets.speedups import apply_mask
-except ImportError:  # pragma: no cover
-    from websockets.utils import apply_mask
 
 TEXT_FRAMES = "aster.text_frames"
 
@@ -49,73 +39,6 @@ class AgentWebSocketProtocol(WebSocketsSansIOProtocol):
     """Deliver invalid UTF-8 text to the app, and pause reading only above a watermark."""
 
     queued_bytes = 0
-    # Whether incoming frames are parsed here: None until the first data after the handshake.
-    fast_frames: bool | None = None
-    _partial = b""  # the start of a frame not yet complete (fast path)
-
-    def data_received(self, data: bytes) -> None:
-        fast = self.fast_frames
-        if fast is None:
-            if not self.handshake_complete:
-                if self.handshake_initiated:
-                    self.fast_frames = False  # frames before the accept: websockets' from here
-                super().data_received(data)
-                return
-            conn = self.conn
-            fast = self.fast_frames = (
-                conn.state is State.OPEN
-                and not conn.extensions
-                and not conn.reader.buffer
-                and not self.close_sent
-            )
-        if not fast:
-            super().data_received(data)
-            return
-        self._take_frames(self._partial + data if self._partial else data)
-
-    def _take_frames(self, buf: bytes) -> None:
-        self._partial = b""
-        size = len(buf)
-        limit = self.conn.max_message_size
-        pos = 0
-        while size - pos >= 2:
-            first, second = buf[pos], buf[pos + 1]
-            length = second & 0x7F
-            head = pos + 2
-            if length == 126:
-                if size - head < 2:
-                    break
-                length = int.from_bytes(buf[head : head + 2], "big")
-                head += 2
-            elif length == 127:
-                if size - head < 8:
-                    break
-                length = int.from_bytes(buf[head : head + 8], "big")
-                head += 8
-            simple = first == 0x81  # FIN, no extension bits, text
-            if (
-                not second & 0x80  # unmasked: a protocol error websockets reports
-                or (limit is not None and length > limit)
-                or (not simple and first & 0x0F < 8)  # a data frame we do not take
-            ):
-                self.fast_frames = False
-                super().data_received(buf[pos:])
-                return
-            end = head + 4 + length
-            if end > size:
-                break
-            if simple:
-                self._deliver(apply_mask(buf[head + 4 : end], buf[head : head + 4]), text=True)
-            else:  # ping, pong or close: websockets answers and keeps its state
-                super().data_received(buf[pos:end])
-                if self.conn.state is not State.OPEN or self.close_sent:
-                    self.fast_frames = False
-                    if end < size:
-                        super().data_received(buf[end:])
-                    return
-            pos = end
-        if pos < size:
-            self._partial = buf[pos:]
 
     def send_receive_event_to_app(self) -> None:
         data = self.frames[0] if len(self.frames) == 1 else b"".join(self.frames)

@@ -10,6 +10,7 @@ import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..auth import Auth
+from ..models import AgentKey
 
 COOKIE = "aster_session"
 CSRF_HEADER = b"x-csrf-token"
@@ -68,6 +69,23 @@ def same_origin(headers: dict[bytes, bytes]) -> bool:
     return bool(host) and netloc == host
 
 
+def agent_credential(
+    auth: Auth, headers: dict[bytes, bytes], query_string: bytes
+) -> tuple[AgentKey | None, str | None]:
+    """Check an agent's credential: (its key or None for the console token, refusal code).
+
+    The key comes as a bearer token or, for clients that cannot set headers, as `?token=`.
+    """
+    token = _bearer(headers)
+    if token is None:
+        query = parse_qs(query_string.decode("latin-1"))
+        token = query["token"][0] if query.get("token") else None
+    key = auth.agent_key(token)
+    if key is None and not auth.console_token_ok(token):
+        return None, "missing_api_key" if not token else "invalid_api_key"
+    return key, None
+
+
 class Guard:
     """Enforce auth when it is on; always add security headers to HTTP responses."""
 
@@ -115,14 +133,11 @@ class Guard:
     async def _agent(
         self, scope: Scope, receive: Receive, send: Send, headers: dict[bytes, bytes]
     ) -> None:
-        token = _bearer(headers)
-        if token is None:  # clients that cannot set headers put it in the query
-            query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-            token = (query.get("token") or [None])[0]
-        key = self.auth.agent_key(token)
-        if key is None and not self.auth.console_token_ok(token):
-            code = "missing_api_key" if not token else "invalid_api_key"
-            await self._deny("websocket", receive, send, 401, code, "A valid agent key is required")
+        key, refusal = agent_credential(self.auth, headers, scope.get("query_string", b""))
+        if refusal is not None:
+            await self._deny(
+                "websocket", receive, send, 401, refusal, "A valid agent key is required"
+            )
             return
         scope.setdefault("state", {})["agent_key"] = key  # None: the console token, any agent
         await self.app(scope, receive, send)
@@ -168,4 +183,11 @@ def session_cookie(session_id: str, max_age: int, secure: bool) -> str:
     return f"{COOKIE}={session_id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{flags}"
 
 
-__all__ = ["Guard", "headers_of", "same_origin", "session_cookie", "session_id_of"]
+__all__ = [
+    "Guard",
+    "agent_credential",
+    "headers_of",
+    "same_origin",
+    "session_cookie",
+    "session_id_of",
+]

@@ -108,12 +108,18 @@ class AgentConnection:
         self.transport = (send, close)
         self._kick()
 
-    async def detach(self) -> None:
-        """Stop sending (the socket is gone)."""
+    def stop_sending(self) -> asyncio.Task[None] | None:
+        """Stop sending (the socket is gone); returns the cancelled sender, if one ran."""
         self.transport = None
         sender, self.sender = self.sender, None
         if sender is not None:
             sender.cancel()
+        return sender
+
+    async def detach(self) -> None:
+        """Stop sending and wait until the sender has ended."""
+        sender = self.stop_sending()
+        if sender is not None:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await sender
 

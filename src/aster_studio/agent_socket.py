@@ -1,0 +1,526 @@
+"""The agent endpoint's own WebSocket protocol: bytes from the socket straight into the ingest.
+
+The ASGI route (api/remote.py) costs an agent connection a task, a queue, and a chain of a dozen
+suspended middleware coroutines, about 31 KB per idle connection with uvicorn's protocol, and
+each frame a queue hand-off and a task wake-up. Here a connection is this object and its
+`AgentConnection`. Frames are parsed in `data_received`, and each message is applied there, by
+running the ingest's handler until it first waits. Only a handler that waits (a rate limit, a
+full write queue, a producer's resume point) gets a task, and reading pauses until it is done.
+One timer serves every connection's keepalive pings and first-message deadline.
+
+What it takes: a plain WebSocket upgrade to `/v1/remote-agents/connect` with a valid credential
+when auth is on. Everything else (other paths, compression asked for while it is enabled, a
+refused credential, a handshake websockets would reject) becomes uvicorn's protocol in place and
+goes to the ASGI app, which answers as before.
+
+Frames: whole, final, masked text frames, pings and pongs are parsed here. The first other
+frame (a fragment, binary, oversized or unmasked frame, a close) hands parsing to websockets'
+sans-I/O `Protocol` for the rest of the connection, as does a close we send.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import logging
+import random
+import struct
+from collections import deque
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
+
+from websockets.frames import Frame, Opcode
+from websockets.protocol import Protocol, Side, State
+
+from aster_studio_sdk.protocol import CloseCode
+
+try:  # the C version that ships with websockets' wheels
+    from websockets.speedups import apply_mask
+except ImportError:  # pragma: no cover
+    from websockets.utils import apply_mask
+
+from .api.guard import AGENT_PATH, agent_credential
+from .api.remote import GREETING
+from .ws_protocol import AgentWebSocketProtocol
+
+if TYPE_CHECKING:
+    from .app import Studio
+    from .ingest.connection import AgentConnection
+
+log = logging.getLogger(__name__)
+
+ACCEPT_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+CLOSE_TIMEOUT_S = 5.0  # how long a close we sent waits for the peer's before the socket closes
+HIGH_BACKLOG = 512  # messages held while a handler waits, before reading pauses
+
+Handling = Coroutine[Any, Any, None]
+
+
+def frame(first: int, payload: bytes) -> bytes:
+    """A server frame (never masked): `first` is the FIN bit and opcode byte."""
+    size = len(payload)
+    if size < 126:
+        return struct.pack("!BB", first, size) + payload
+    if size < 1 << 16:
+        return struct.pack("!BBH", first, 126, size) + payload
+    return struct.pack("!BBQ", first, 127, size) + payload
+
+
+def parse_upgrade(request: bytes) -> tuple[bytes, bytes, dict[bytes, bytes]] | None:
+    """(method, target, headers with lower-case names) of a whole HTTP/1.1 request head."""
+    lines = request.split(b"\r\n")
+    parts = lines[0].split(b" ")
+    if len(parts) != 3 or parts[2] != b"HTTP/1.1":
+        return None
+    headers: dict[bytes, bytes] = {}
+    for line in lines[1:]:
+        if not line:
+            break
+        name, sep, value = line.partition(b":")
+        if not sep:
+            return None
+        name, value = name.strip().lower(), value.strip()
+        headers[name] = headers[name] + b", " + value if name in headers else value
+    return parts[0], parts[1], headers
+
+
+def accept_key(headers: dict[bytes, bytes]) -> bytes | None:
+    """Sec-WebSocket-Accept for a valid version-13 upgrade request, else None."""
+    if headers.get(b"upgrade", b"").lower() != b"websocket":
+        return None
+    tokens = [t.strip().lower() for t in headers.get(b"connection", b"").split(b",")]
+    if b"upgrade" not in tokens or headers.get(b"sec-websocket-version") != b"13":
+        return None
+    key = headers.get(b"sec-websocket-key", b"")
+    try:
+        if len(base64.b64decode(key, validate=True)) != 16:
+            return None
+    except binascii.Error:
+        return None
+    return base64.b64encode(hashlib.sha1(key + ACCEPT_GUID).digest())
+
+
+async def finish(handling: Handling, waited_on: Any) -> None:
+    """Run the rest of a coroutine whose first step has run and yielded `waited_on`.
+
+    This is what a Task does after each step; Python 3.12's eager tasks do it built in.
+    """
+    while True:
+        try:
+            try:
+                if waited_on is None:  # asyncio.sleep(0)
+                    await asyncio.sleep(0)
+                else:
+                    waited_on._asyncio_future_blocking = False
+                    await asyncio.shield(waited_on)
+            except BaseException as exc:  # its future failed, or this task was cancelled
+                if waited_on is not None:
+                    waited_on.cancel()
+                waited_on = handling.throw(exc)
+            else:
+                waited_on = handling.send(None)
+        except StopIteration:
+            return
+
+
+class Keepalive:
+    """One timer for every agent socket: pings, pong deadlines and the first-message deadline."""
+
+    def __init__(self, interval_s: float, timeout_s: float, first_message_s: float) -> None:
+        self.interval_s = interval_s
+        self.timeout_s = timeout_s
+        self.first_message_s = first_message_s
+        spans = [s / 4 for s in (interval_s, timeout_s, first_message_s) if s > 0]
+        self.tick_s = max(0.02, min([1.0, *spans]))
+        self.sockets: set[AgentSocket] = set()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def add(self, sock: AgentSocket) -> None:
+        self.sockets.add(sock)
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self.tick_s, self._run)
+
+    def discard(self, sock: AgentSocket) -> None:
+        self.sockets.discard(sock)
+
+    def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for sock in list(self.sockets):
+            sock.check(now)
+        self._timer = loop.call_later(self.tick_s, self._run) if self.sockets else None
+
+
+class AgentSocket(asyncio.Protocol):
+    """One agent's WebSocket connection, from the upgrade request to `connection_lost`.
+
+    No __slots__: a request this class does not take turns the object into uvicorn's protocol
+    (uvicorn makes the object the transport's protocol right after the first data_received).
+    """
+
+    # Defaults on the class: an idle connection's instance dictionary holds only what changed.
+    conn: AgentConnection | None = None
+    ws: Protocol | None = None  # websockets' parser, once a frame or a close needs it
+    partial = b""  # the start of a frame not yet complete (fast path)
+    busy: asyncio.Task[None] | None = None  # a handler that waited, and the backlog after it
+    backlog: deque[tuple[bytes, bool]] | None = None
+    fragments: list[bytes] | None = None
+    fragment_text = False
+    read_paused = False
+    writable: asyncio.Future[None] | None = None  # set while the transport's buffer is full
+    closing = False  # we sent a close or the socket is gone: later messages are dropped
+    lost = False
+    close_timer: asyncio.TimerHandle | None = None
+    first_by = 0.0  # loop time by which the first message must come, 0 once it came
+    ping_at = 0.0
+    pong_by = 0.0
+    ping_payload: bytes | None = None
+
+    def __init__(
+        self, studio: Studio, keepalive: Keepalive, config: Any, server_state: Any, app_state: Any
+    ) -> None:
+        self.studio = studio
+        self.keepalive = keepalive
+        self.uvicorn = (config, server_state, app_state)
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    # ---- the upgrade ----
+
+    def _handshake(self, request: bytes) -> None:
+        settings = self.studio.settings
+        config, server_state, _ = self.uvicorn
+        parsed = parse_upgrade(request)
+        accept = None
+        if parsed is not None and parsed[0] == b"GET" and not config.root_path:
+            path, _, query = parsed[1].partition(b"?")
+            headers = parsed[2]
+            if unquote(path.decode("latin-1")) == AGENT_PATH and not (
+                settings.per_message_deflate and b"sec-websocket-extensions" in headers
+            ):
+                accept = accept_key(headers)
+        if accept is None:
+            self._become_uvicorn(request)
+            return
+        key = None
+        if self.studio.auth.enabled:
+            key, refusal = agent_credential(self.studio.auth, headers, query)
+            if refusal is not None:  # the ASGI guard answers it, with the reason
+                self._become_uvicorn(request)
+                return
+        server_state.connections.add(self)
+        head = [
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        ]
+        head.append(b"Sec-WebSocket-Accept: " + accept + b"\r\n")
+        head.extend(b"%s: %s\r\n" % pair for pair in server_state.default_headers)
+        head.append(b"\r\n")
+        self.transport.write(b"".join(head))
+        ingest = self.studio.ingest
+        if len(ingest.connections) >= settings.max_agent_connections:
+            ingest.stats.refused += 1
+            self._close(CloseCode.TRY_AGAIN_LATER, "too many agent connections")
+            return
+        peer = self.transport.get_extra_info("peername")
+        conn = ingest.open_connection(f"{peer[0]}:{peer[1]}" if peer else "?")
+        conn.key = key
+        self.conn = conn
+        self.transport.write(frame(0x81, GREETING.encode()))
+        conn.attach(self._send_text, self._close_async)
+        now = asyncio.get_running_loop().time()
+        if settings.handshake_timeout_s > 0:
+            self.first_by = now + settings.handshake_timeout_s
+        self.ping_at = now + self.keepalive.interval_s
+        self.keepalive.add(self)
+
+    def _become_uvicorn(self, request: bytes) -> None:
+        """Hand this connection to uvicorn's protocol and the ASGI app, from its first byte."""
+        config, server_state, app_state = self.uvicorn
+        transport = self.transport
+        this: Any = self
+        this.__dict__.clear()
+        this.__class__ = AgentWebSocketProtocol
+        AgentWebSocketProtocol.__init__(
+            this, config=config, server_state=server_state, app_state=app_state
+        )
+        this.connection_made(transport)
+        this.data_received(request)
+
+    # ---- frames in ----
+
+    def data_received(self, data: bytes) -> None:
+        if self.ws is not None:
+            self._feed(data)
+        elif self.conn is not None:
+            self._take(self.partial + data if self.partial else data)
+        else:
+            self._handshake(data)
+
+    def _take(self, buf: bytes) -> None:
+        """Parse whole text, ping and pong frames; anything else goes to websockets."""
+        self.partial = b""
+        size = len(buf)
+        limit = self.studio.settings.max_frame_bytes
+        pos = 0
+        while size - pos >= 2:
+            first, second = buf[pos], buf[pos + 1]
+            length = second & 0x7F
+            head = pos + 2
+            if length == 126:
+                if size - head < 2:
+                    break
+                length = int.from_bytes(buf[head : head + 2], "big")
+                head += 2
+            elif length == 127:
+                if size - head < 8:
+                    break
+                length = int.from_bytes(buf[head : head + 8], "big")
+                head += 8
+            if (
+                not second & 0x80  # unmasked: a protocol error websockets reports
+                or length > limit
+                or (first != 0x81 and (first not in (0x89, 0x8A) or length > 125))
+            ):
+                self.partial = buf[pos:]
+                self._feed(b"")
+                return
+            end = head + 4 + length
+            if end > size:
+                break
+            payload = apply_mask(buf[head + 4 : end], buf[head : head + 4])
+            if first == 0x81:
+                self._message(payload, True)
+            elif first == 0x89:
+                self.transport.write(frame(0x8A, payload))
+            else:
+                self._pong(payload)
+            pos = end
+        if pos < size:
+            self.partial = buf[pos:]
+
+    def _websockets(self) -> Protocol:
+        """websockets' parser for the rest of the connection, fed what the fast path holds."""
+        ws = self.ws
+        if ws is None:
+            limit = self.studio.settings.max_frame_bytes
+            ws = self.ws = Protocol(Side.SERVER, state=State.OPEN, max_size=limit)
+            if self.partial:
+                ws.receive_data(self.partial)
+                self.partial = b""
+        return ws
+
+    def _feed(self, data: bytes) -> None:
+        ws = self._websockets()
+        if data:
+            ws.receive_data(data)
+        for event in ws.events_received():
+            if not isinstance(event, Frame):  # a server protocol past its handshake: frames only
+                continue
+            opcode = event.opcode
+            if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
+                if event.fin:
+                    self._message(bytes(event.data), opcode is Opcode.TEXT)
+                else:
+                    self.fragments, self.fragment_text = [bytes(event.data)], opcode is Opcode.TEXT
+            elif opcode is Opcode.CONT and self.fragments is not None:
+                self.fragments.append(bytes(event.data))
+                if event.fin:
+                    whole, self.fragments = b"".join(self.fragments), None
+                    self._message(whole, self.fragment_text)
+            elif opcode is Opcode.PONG:
+                self._pong(bytes(event.data))
+            elif opcode is Opcode.CLOSE:
+                self.closing = True  # websockets has queued the echo
+        self._flush()
+
+    def _flush(self) -> None:
+        """Write what websockets queued; close the socket when the closing handshake says so."""
+        ws = self._websockets()
+        out = ws.data_to_send()
+        for chunk in out:
+            if chunk:
+                self.transport.write(chunk)
+        if ws.state is State.CLOSED or (out and not out[-1]):  # b"": the end of the stream
+            self.transport.close()
+        elif ws.close_expected() and self.close_timer is None:
+            loop = asyncio.get_running_loop()
+            self.close_timer = loop.call_later(CLOSE_TIMEOUT_S, self.transport.close)
+
+    # ---- messages ----
+
+    def _message(self, data: bytes, text: bool) -> None:
+        if self.closing:  # past our close: dropped, as the peer's close is awaited
+            return
+        self.first_by = 0.0
+        if self.busy is not None:
+            backlog = self.backlog
+            if backlog is None:
+                backlog = self.backlog = deque()
+            backlog.append((data, text))
+            if len(backlog) >= HIGH_BACKLOG:
+                self._pause()
+            return
+        handling = self._handling(data, text)
+        try:
+            waited_on = handling.send(None)
+        except StopIteration:
+            return
+        except Exception:
+            log.exception("agent message handler failed; closing the connection")
+            self._fail(CloseCode.INTERNAL_ERROR, "internal error")
+            return
+        # The handler waits: it finishes in a task, and reading pauses until it and the
+        # messages that arrive meanwhile are handled, in order.
+        self._pause()
+        task = asyncio.get_running_loop().create_task(self._finish(handling, waited_on))
+        self.busy = task
+        tasks = self.uvicorn[1].tasks
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    def _handling(self, data: bytes, text: bool) -> Handling:
+        ingest, conn = self.studio.ingest, self.conn
+        assert conn is not None
+        if not text:
+            return ingest.handle_binary(conn)
+        try:
+            return ingest.handle_text(conn, data.decode())
+        except UnicodeDecodeError:
+            return ingest.handle_invalid_text(conn, data)
+
+    async def _finish(self, handling: Handling, waited_on: Any) -> None:
+        try:
+            await finish(handling, waited_on)
+            while self.backlog:
+                await self._handling(*self.backlog.popleft())
+        except Exception:
+            log.exception("agent message handler failed; closing the connection")
+            self._fail(CloseCode.INTERNAL_ERROR, "internal error")
+        finally:
+            self.busy = None
+            if self.lost:
+                self._finalize()
+            elif self.read_paused:
+                self.read_paused = False
+                self.transport.resume_reading()
+
+    def _pause(self) -> None:
+        if not self.read_paused:
+            self.read_paused = True
+            self.transport.pause_reading()
+
+    # ---- frames out ----
+
+    async def _send_text(self, text: str) -> None:
+        while self.writable is not None:
+            await self.writable
+        ws = self.ws
+        if self.lost or (ws is not None and ws.state is not State.OPEN):
+            return  # the socket is going: replies to it are dropped
+        self.transport.write(frame(0x81, text.encode()))
+
+    async def _close_async(self, code: int, reason: str) -> None:
+        self._close(code, reason)
+
+    def _close(self, code: int, reason: str) -> None:
+        """Start the closing handshake: send our close, await the peer's (with a deadline)."""
+        if self.lost or self.closing:
+            return
+        self.closing = True
+        self._websockets().send_close(code, reason)
+        self._flush()
+
+    def _fail(self, code: int, reason: str) -> None:
+        """Send a close frame and close the socket without waiting for the peer's."""
+        if self.lost:
+            return
+        self.closing = True
+        ws = self._websockets()
+        if ws.state is State.OPEN:
+            ws.fail(code, reason)
+            self._flush()
+        self.transport.close()
+
+    def pause_writing(self) -> None:
+        if self.writable is None:
+            self.writable = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        writable, self.writable = self.writable, None
+        if writable is not None and not writable.done():
+            writable.set_result(None)
+
+    # ---- keepalive and the end ----
+
+    def check(self, now: float) -> None:
+        """Called by the keepalive timer: deadlines, and a ping when one is due."""
+        if self.first_by and now >= self.first_by:
+            self.first_by = 0.0
+            self._close(CloseCode.POLICY_VIOLATION, "no message within timeout")
+        elif self.pong_by:
+            if now >= self.pong_by:
+                self._fail(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
+        elif self.keepalive.interval_s > 0 and now >= self.ping_at and not self.closing:
+            payload = struct.pack("!I", random.getrandbits(32))
+            self.ping_payload = payload
+            self.ping_at = now + self.keepalive.interval_s
+            if self.keepalive.timeout_s > 0:
+                self.pong_by = now + self.keepalive.timeout_s
+            if self.ws is None:
+                self.transport.write(frame(0x89, payload))
+            else:
+                self.ws.send_ping(payload)
+                self._flush()
+
+    def _pong(self, payload: bytes) -> None:
+        if payload == self.ping_payload:
+            self.ping_payload = None
+            self.pong_by = 0.0
+
+    def shutdown(self) -> None:
+        """The server is stopping (uvicorn calls this): close with 1012 at once."""
+        if self.conn is None:
+            self.transport.close()
+            return
+        self._fail(CloseCode.SERVICE_RESTART, "")
+
+    def eof_received(self) -> bool | None:
+        return None  # the transport closes; connection_lost follows
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = self.closing = True
+        self.uvicorn[1].connections.discard(self)
+        self.keepalive.discard(self)
+        if self.close_timer is not None:
+            self.close_timer.cancel()
+        self.resume_writing()
+        if self.busy is None:
+            self._finalize()
+
+    def _finalize(self) -> None:
+        """Everything received is handled: the agents go offline, as after any disconnect."""
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            conn.stop_sending()
+            self.studio.ingest.close_connection(conn)
+
+
+def agent_socket_factory(studio: Studio) -> Callable[..., asyncio.Protocol]:
+    """What uvicorn's `ws` setting takes: builds each upgraded connection's protocol."""
+    settings = studio.settings
+    keepalive = Keepalive(
+        settings.ws_ping_interval_s, settings.ws_ping_timeout_s, settings.handshake_timeout_s
+    )
+
+    def make(config: Any, server_state: Any, app_state: Any) -> AgentSocket:
+        return AgentSocket(studio, keepalive, config, server_state, app_state)
+
+    return make
+
+
+__all__ = ["AgentSocket", "Keepalive", "agent_socket_factory", "finish"]

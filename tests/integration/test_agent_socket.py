@@ -1,0 +1,140 @@
+"""The agent endpoint's own socket (src/aster_studio/agent_socket.py) against a real server."""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
+
+from tests.integration.test_frame_fuzz import frame, handshake
+from tests.integration.test_frames import read_frames
+from tests.support.agent import RawAgent, event, register
+from tests.support.api import events, wait_for
+from tests.support.server import StudioProcess
+from tests.support.timing import UNIT
+
+
+def test_pings_go_out_and_a_peer_that_never_answers_is_closed_with_1011(tmp_path: Path) -> None:
+    env = {"ASTER_STUDIO_WS_PING_INTERVAL": "0.2", "ASTER_STUDIO_WS_PING_TIMEOUT": "0.4"}
+    with StudioProcess(tmp_path / "k.db", env=env) as server:
+        answering = RawAgent(server.agent_url)  # websockets answers pings by itself
+        silent = handshake(server.port)
+        try:
+            silent.sendall(frame(1, orjson.dumps(register("silent"))))
+            started = time.monotonic()
+            seen: list[tuple[int, bytes]] = []
+            while not any(op == 8 for op, _ in seen):
+                seen += read_frames(silent, 1, timeout=10 * UNIT)
+            assert 9 in [op for op, _ in seen], seen  # pinged before it was given up
+            close = next(payload for op, payload in seen if op == 8)
+            assert int.from_bytes(close[:2], "big") == 1011
+            assert time.monotonic() - started >= 0.4
+            assert answering.request({"type": "ping"}) == {"type": "pong"}  # still open
+        finally:
+            silent.close()
+            answering.close()
+
+
+def test_pings_from_the_agent_are_answered_between_its_messages(studio: StudioProcess) -> None:
+    sock = handshake(studio.port)
+    try:
+        read_frames(sock, 1)  # the greeting
+        sock.sendall(
+            frame(9, b"one")
+            + frame(1, b'{"type":"ping"}')
+            + frame(9, b"two")
+            + frame(10, b"unsolicited")  # a pong nobody asked for is ignored
+        )
+        replies = read_frames(sock, 3)
+        # Control pongs go out as the frames are read; replies from the outbox may follow them.
+        assert [p for op, p in replies if op == 0xA] == [b"one", b"two"]
+        assert (1, b'{"type":"pong"}') in replies
+    finally:
+        sock.close()
+
+
+def test_a_full_server_refuses_more_agents_with_1013(tmp_path: Path) -> None:
+    env = {"ASTER_STUDIO_MAX_AGENT_CONNECTIONS": "1"}
+    with StudioProcess(tmp_path / "f.db", env=env) as server, RawAgent(server.agent_url) as first:
+        second = RawAgent(server.agent_url, greeting=False)
+        with pytest.raises(ConnectionClosed) as closed:
+            second.recv(timeout=5 * UNIT)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013
+        second.close()
+        assert first.request({"type": "ping"}) == {"type": "pong"}
+
+
+def test_stopping_the_server_closes_agents_with_1012_and_keeps_what_they_sent(
+    tmp_path: Path,
+) -> None:
+    server = StudioProcess(tmp_path / "s.db")
+    with server:
+        agent = RawAgent(server.agent_url)
+        agent.send(register("stopper"))
+        for i in range(50):
+            agent.send(event("stopper", "step", i=i))
+        agent.recv_until("registered")
+        assert server.stop() == 0
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                agent.recv(timeout=5 * UNIT)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1012
+        agent.close()
+        server.start()
+        stored = events(server.http_url, "agent_id=stopper")
+        assert sorted(e["event"]["i"] for e in stored) == list(range(50))
+
+
+def test_messages_behind_a_long_batch_keep_their_order(studio: StudioProcess) -> None:
+    """A batch long enough to yield the loop mid-way: what follows it waits its turn."""
+    batch = {
+        "type": "batch",
+        "messages": [event("order", "x", n=n) for n in range(1000)],
+    }
+    after = b"".join(frame(1, orjson.dumps(event("order", "x", n=n))) for n in range(1000, 1100))
+    sock = handshake(studio.port)
+    try:
+        read_frames(sock, 1)
+        sock.sendall(
+            frame(1, orjson.dumps(register("order"))) + frame(1, orjson.dumps(batch)) + after
+        )
+        stored = wait_for(
+            lambda: events(studio.http_url, "agent_id=order"), lambda e: len(e) == 1100
+        )
+        assert [e["event"]["n"] for e in stored] == list(range(1100))
+    finally:
+        sock.close()
+
+
+@pytest.mark.parametrize("enabled", [False, True])
+def test_compression_is_negotiated_only_when_enabled(tmp_path: Path, enabled: bool) -> None:
+    """With --ws-deflate, an agent asking for compression is served by uvicorn's protocol."""
+    args = ("--ws-deflate",) if enabled else ()
+    with StudioProcess(tmp_path / "d.db", args=args) as server:
+        with connect(server.agent_url, compression="deflate", open_timeout=10 * UNIT) as ws:
+            assert bool(ws.protocol.extensions) is enabled
+            assert orjson.loads(ws.recv(5 * UNIT))["type"] == "connected"
+            ws.send(orjson.dumps(register("squeezed")).decode())
+            ws.send(orjson.dumps(event("squeezed", "x", text="a" * 2000)).decode())
+            stored = wait_for(lambda: events(server.http_url, "agent_id=squeezed"), len)
+            assert stored[0]["event"]["text"] == "a" * 2000
+
+
+def test_a_client_that_closes_first_gets_the_echo(studio: StudioProcess) -> None:
+    sock = handshake(studio.port)
+    try:
+        read_frames(sock, 1)
+        sock.sendall(frame(8, (1000).to_bytes(2, "big") + b"bye"))
+        ((opcode, payload),) = read_frames(sock, 1)
+        assert (opcode, int.from_bytes(payload[:2], "big")) == (8, 1000)
+        sock.settimeout(5 * UNIT)
+        assert sock.recv(10) == b""  # and the server ends the TCP connection
+    except socket.timeout:  # pragma: no cover - the assertion message is the point
+        pytest.fail("the server did not close after the closing handshake")
+    finally:
+        sock.close()
