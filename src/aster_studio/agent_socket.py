@@ -54,7 +54,6 @@ log = logging.getLogger(__name__)
 
 ACCEPT_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 CLOSE_TIMEOUT_S = 5.0  # how long a close we sent waits for the peer's before the socket closes
-HIGH_BACKLOG = 512  # messages held while a handler waits, before reading pauses
 
 Handling = Coroutine[Any, Any, None]
 
@@ -295,6 +294,10 @@ class AgentSocket(asyncio.Protocol):
             payload = apply_mask(buf[head + 4 : end], buf[head : head + 4])
             if first == 0x81:
                 self._message(payload, True)
+                if self.ws is not None:  # the handler failed and the socket is closing
+                    self.partial = buf[end:]
+                    self._feed(b"")
+                    return
             elif first == 0x89:
                 self.transport.write(frame(0x8A, payload))
             else:
@@ -357,13 +360,10 @@ class AgentSocket(asyncio.Protocol):
         if self.closing:  # past our close: dropped, as the peer's close is awaited
             return
         self.first_by = 0.0
-        if self.busy is not None:
-            backlog = self.backlog
-            if backlog is None:
-                backlog = self.backlog = deque()
-            backlog.append((data, text))
-            if len(backlog) >= HIGH_BACKLOG:
-                self._pause()
+        if self.busy is not None:  # reading is paused: these are the rest of one read
+            if self.backlog is None:
+                self.backlog = deque()
+            self.backlog.append((data, text))
             return
         handling = self._handling(data, text)
         try:
@@ -374,9 +374,11 @@ class AgentSocket(asyncio.Protocol):
             log.exception("agent message handler failed; closing the connection")
             self._fail(CloseCode.INTERNAL_ERROR, "internal error")
             return
-        # The handler waits: it finishes in a task, and reading pauses until it and the
-        # messages that arrive meanwhile are handled, in order.
-        self._pause()
+        # The handler waits: it finishes in a task, and reading pauses until it and the rest of
+        # this read are handled, in order.
+        if not self.read_paused:
+            self.read_paused = True
+            self.transport.pause_reading()
         task = asyncio.get_running_loop().create_task(self._finish(handling, waited_on))
         self.busy = task
         tasks = self.uvicorn[1].tasks
@@ -408,11 +410,6 @@ class AgentSocket(asyncio.Protocol):
             elif self.read_paused:
                 self.read_paused = False
                 self.transport.resume_reading()
-
-    def _pause(self) -> None:
-        if not self.read_paused:
-            self.read_paused = True
-            self.transport.pause_reading()
 
     # ---- frames out ----
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from aster_studio.agent_socket import accept_key, finish, parse_upgrade
+from aster_studio.agent_socket import AgentSocket, Keepalive, accept_key, finish, parse_upgrade
+from aster_studio.config import Settings
+from aster_studio.ingest.connection import AgentConnection
 
 RFC_REQUEST = (
     b"GET /v1/remote-agents/connect?token=t HTTP/1.1\r\nHost: server.example.com\r\n"
@@ -105,3 +108,96 @@ async def test_cancelling_the_task_cancels_the_handler_where_it_waits() -> None:
         await task
     assert seen == ["cancelled"]
     assert never.cancelled()
+
+
+class FakeTransport:
+    def __init__(self) -> None:
+        self.written = b""
+        self.paused = False
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+
+    def pause_reading(self) -> None:
+        self.paused = True
+
+    def resume_reading(self) -> None:
+        self.paused = False
+
+    def close(self) -> None:
+        self.closed = True
+
+    def get_extra_info(self, name: str) -> Any:
+        return ("127.0.0.1", 5000) if name == "peername" else None
+
+
+class FakeIngest:
+    """Records what it handles; `wait` waits for `gate`, `boom` fails."""
+
+    def __init__(self) -> None:
+        self.connections: dict[int, Any] = {}
+        self.stats = SimpleNamespace(refused=0)
+        self.handled: list[str] = []
+        self.closed: list[Any] = []
+        self.gate: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def open_connection(self, remote: str) -> AgentConnection:
+        conn = AgentConnection(1, remote, 10)
+        self.connections[1] = conn
+        return conn
+
+    def close_connection(self, conn: AgentConnection) -> None:
+        self.closed.append(conn)
+
+    async def handle_text(self, conn: AgentConnection, text: str) -> None:
+        if text == "boom":
+            raise RuntimeError("boom")
+        if text == "wait":
+            await self.gate
+        self.handled.append(text)
+
+
+def _socket() -> tuple[AgentSocket, FakeTransport, FakeIngest]:
+    ingest = FakeIngest()
+    studio: Any = SimpleNamespace(
+        settings=Settings(), auth=SimpleNamespace(enabled=False), ingest=ingest
+    )
+    config = SimpleNamespace(root_path="")
+    server_state = SimpleNamespace(connections=set(), tasks=set(), default_headers=[])
+    sock = AgentSocket(studio, Keepalive(0, 0, 0), config, server_state, None)
+    transport = FakeTransport()
+    sock.connection_made(transport)  # type: ignore[arg-type]
+    sock.data_received(RFC_REQUEST)
+    assert transport.written.startswith(b"HTTP/1.1 101 ")
+    transport.written = b""
+    return sock, transport, ingest
+
+
+def _text(payload: bytes) -> bytes:
+    mask = b"\x01\x02\x03\x04"
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return bytes([0x81, 0x80 | len(payload)]) + mask + masked
+
+
+async def test_a_waiting_handler_holds_the_rest_of_the_read_in_order() -> None:
+    sock, transport, ingest = _socket()
+    sock.data_received(b"".join(_text(t) for t in (b"a", b"wait", b"b", b"c")))
+    assert ingest.handled == ["a"]  # applied in data_received; `wait` waits
+    assert transport.paused
+    ingest.gate.set_result(None)
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert ingest.handled == ["a", "wait", "b", "c"]
+    assert not transport.paused
+    sock.connection_lost(None)
+    assert len(ingest.closed) == 1
+
+
+async def test_a_failing_handler_closes_with_1011_and_applies_nothing_after_it() -> None:
+    sock, transport, ingest = _socket()
+    sock.data_received(_text(b"boom") + _text(b"after"))
+    assert ingest.handled == []
+    assert transport.written[:1] == b"\x88"  # a close frame
+    assert int.from_bytes(transport.written[2:4], "big") == 1011
+    assert transport.closed
