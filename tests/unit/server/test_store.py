@@ -221,3 +221,53 @@ def test_every_event_of_a_write_is_stored_in_order(store: Store, count: int) -> 
     written = [ev(i=i) for i in range(count)]
     assert store.write(written).events == written
     assert store.events_after(EventFilter(), 0, 1000) == written
+
+
+def test_schema_5_drops_autoincrement_keeping_events_and_every_id_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aster_studio.store import sqlite as backend
+
+    path = tmp_path / "v4.db"
+    monkeypatch.setattr(backend, "MIGRATIONS", backend.MIGRATIONS[:4])
+    old = SqliteStore(path)
+    old.open()
+    written = [ev(session="s"), ev(session="s"), ev()]
+    old.write(written)
+    old.close()
+    with sqlite3.connect(path) as conn:  # the newest event deleted: its id stays used
+        conn.execute("DELETE FROM events WHERE id = 3")
+    monkeypatch.undo()
+
+    new = SqliteStore(path)
+    new.open()
+    try:
+        with sqlite3.connect(path) as conn:
+            assert conn.execute("PRAGMA user_version").fetchone()[0] == 5
+            (sql,) = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'events'").fetchone()
+            assert "AUTOINCREMENT" not in sql
+            indexes = {
+                r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")
+            }
+            assert {"events_by_agent", "events_by_session", "events_by_ts"} <= indexes
+        assert new.events_after(EventFilter(), 0, 10) == written[:2]
+        assert new.count_events(EventFilter(session_ids=("s",))) == 2
+        assert new.reserve_event_ids() == 4
+    finally:
+        new.close()
+
+
+def test_a_deleted_newest_event_keeps_its_id_after_a_clean_stop(tmp_path: Path) -> None:
+    path = tmp_path / "d.db"
+    one = SqliteStore(path)
+    one.open()
+    one.reserve_event_ids()
+    one.write([NUMBERS.event(), NUMBERS.event()])
+    one.release_event_ids()
+    one.close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("DELETE FROM events WHERE id = 2")
+    two = SqliteStore(path)
+    two.open()
+    assert two.reserve_event_ids() == 3
+    two.close()
