@@ -193,7 +193,10 @@ def launch(
         cmd += ["--uvloop"] if use_uvloop else []
     if pinned and shutil.which("taskset"):
         cmd = ["taskset", "-c", "0", *cmd]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)}
+    # This checkout's code, even when the installed (editable) package points elsewhere: a
+    # "before" run from a git worktree measures the worktree's server.
+    path = os.pathsep.join(str(p) for p in (ROOT / "src", ROOT / "sdk" / "src", ROOT))
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path}
     proc = subprocess.Popen(
         cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
