@@ -227,6 +227,7 @@ class AgentSocket(asyncio.Protocol):
             return
         peer = self.transport.get_extra_info("peername")
         conn = ingest.open_connection(f"{peer[0]}:{peer[1]}" if peer else "?")
+        log.info('%s - "WebSocket %s" [accepted]', conn.remote, AGENT_PATH)
         conn.key = key
         self.conn = conn
         self.transport.write(frame(0x81, GREETING.encode()))
@@ -503,6 +504,7 @@ class AgentSocket(asyncio.Protocol):
         """Everything received is handled: the agents go offline, as after any disconnect."""
         conn, self.conn = self.conn, None
         if conn is not None:
+            log.info("%s - agent connection closed", conn.remote)
             conn.stop_sending()
             self.studio.ingest.close_connection(conn)
 
