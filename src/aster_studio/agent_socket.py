@@ -408,7 +408,7 @@ class AgentSocket(asyncio.Protocol):
             self.busy = None
             if self.lost:
                 self._finalize()
-            elif self.read_paused:
+            elif self.read_paused and not self.transport.is_closing():
                 self.read_paused = False
                 self.transport.resume_reading()
 

@@ -128,6 +128,9 @@ class FakeTransport:
     def close(self) -> None:
         self.closed = True
 
+    def is_closing(self) -> bool:
+        return self.closed
+
     def get_extra_info(self, name: str) -> Any:
         return ("127.0.0.1", 5000) if name == "peername" else None
 
