@@ -1,6 +1,9 @@
 """Servers the benchmark launches in a subprocess besides `aster-studio serve`.
 
-    python -m benchmarks._servers raw [--uvloop]       the bare WebSocket stack: receive + parse
+    python -m benchmarks._servers raw [--uvloop] [--relay]
+        the bare WebSocket stack: receive + parse; with --relay it also forwards each event
+        to live-stream subscribers (at most one send each per ms, as the Studio), storing
+        nothing: the latency floor of this stack and harness
     python -m benchmarks._servers studio --db P [--deflate] [--synchronous NORMAL]
             [--switch-interval S]
         the Studio through `aster_studio.cli.serve` with settings the CLI does not expose
@@ -12,6 +15,7 @@ Each prints `listening on http://127.0.0.1:PORT` as `aster-studio serve` does.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 from typing import Any
 
@@ -24,8 +28,56 @@ from aster_studio.config import Settings
 PONG = '{"type":"pong"}'
 
 
+class Relay:
+    """Forward agents' events to subscribers: one frame per subscriber at most every ms."""
+
+    def __init__(self) -> None:
+        self.subscribers: list[Any] = []
+        self.pending: list[str] = []
+        self.ready: asyncio.Event | None = None
+
+    def add(self, text: str) -> None:
+        if self.ready is None:
+            self.ready = asyncio.Event()
+            asyncio.get_running_loop().create_task(self._run(self.ready))
+        self.pending.append(text)
+        self.ready.set()
+
+    async def _run(self, ready: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
+        last = 0.0
+        while True:
+            await ready.wait()
+            ready.clear()
+            wait = last + 0.001 - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            last = loop.time()
+            items, self.pending = self.pending, []
+            frame = '{"type":"events","payload":[' + ",".join(items) + "]}"
+            for send in list(self.subscribers):
+                await send({"type": "websocket.send", "text": frame})
+
+    async def subscriber(self, receive: Any, send: Any) -> None:
+        await send({"type": "websocket.send", "text": '{"type":"connected"}'})
+        try:
+            while (await receive())["type"] == "websocket.receive":
+                if send not in self.subscribers:
+                    await send({"type": "websocket.send", "text": '{"type":"subscribed"}'})
+                    self.subscribers.append(send)
+        finally:
+            if send in self.subscribers:
+                self.subscribers.remove(send)
+
+
+RELAY: Relay | None = None
+
+
 async def raw_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    """Accept WebSockets; parse every text frame with orjson; answer `ping` so clients can sync."""
+    """Accept WebSockets; parse every text frame with orjson; answer `ping` so clients can sync.
+
+    With a relay, the live-stream path takes subscribers and agents' events are forwarded.
+    """
     if scope["type"] == "lifespan":
         while True:
             message = await receive()
@@ -40,6 +92,10 @@ async def raw_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         return
     await receive()  # websocket.connect
     await send({"type": "websocket.accept"})
+    relay = RELAY
+    if relay is not None and scope["path"] == "/v1/dashboard/events/stream":
+        await relay.subscriber(receive, send)
+        return
     loads = orjson.loads
     while True:
         message = await receive()
@@ -48,6 +104,8 @@ async def raw_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         msg = loads(message.get("text") or message.get("bytes") or b"null")
         if type(msg) is dict and msg.get("type") == "ping":
             await send({"type": "websocket.send", "text": PONG})
+        elif relay is not None and type(msg) is dict and msg.get("type") == "event":
+            relay.add(message["text"])
 
 
 def run_raw(settings: Settings, *, use_uvloop: bool = False) -> None:
@@ -102,6 +160,7 @@ def main() -> None:
     parser.add_argument("--db", default="")
     parser.add_argument("--deflate", action="store_true")
     parser.add_argument("--uvloop", action="store_true")
+    parser.add_argument("--relay", action="store_true", help="raw: forward events to subscribers")
     parser.add_argument("--synchronous", default="FULL", help="SQLite synchronous (experiments)")
     parser.add_argument("--switch-interval", type=float, help="sys.setswitchinterval (experiments)")
     parser.add_argument(
@@ -123,6 +182,9 @@ def main() -> None:
         synchronous=args.synchronous,
     )
     if args.kind == "raw":
+        if args.relay:
+            global RELAY
+            RELAY = Relay()
         run_raw(settings, use_uvloop=args.uvloop)
     else:
         serve(settings)

@@ -175,6 +175,7 @@ def launch(
     *,
     deflate: bool = False,
     use_uvloop: bool = False,
+    relay: bool = False,
     pinned: bool = True,
     extra: tuple[str, ...] = (),
 ) -> Server:
@@ -191,6 +192,7 @@ def launch(
     else:
         cmd = [sys.executable, "-m", "benchmarks._servers", "raw"]
         cmd += ["--uvloop"] if use_uvloop else []
+        cmd += ["--relay"] if relay else []
     if pinned and shutil.which("taskset"):
         cmd = ["taskset", "-c", "0", *cmd]
     # This checkout's code, even when the installed (editable) package points elsewhere: a
@@ -693,6 +695,26 @@ async def raw_stack(use_uvloop: bool = True) -> dict[str, Any]:
     return {"scenario": label, "phases": phases}
 
 
+async def relay_floor() -> dict[str, Any]:
+    """Latency through the bare stack forwarding each event to the subscribers, nothing stored.
+
+    The same uvicorn stack, generator and subscribers as the Studio phases, at the low rate:
+    what this harness measures for a server that does almost nothing.
+    """
+    label = "relay, no storage (latency floor)"
+    with running("raw", use_uvloop=True, relay=True) as server:
+        subs = await open_many(lambda i: Subscriber.open(server.port), SUBSCRIBERS)
+        agents = await open_many(
+            lambda i: _raw_agent(server.port, f"relay-{i:03d}"), CONNECTIONS, concurrency=50
+        )
+        phase = await drive(
+            server, agents, subs, f"{label}: paced {LOW_RATE:,.0f}/s", rate=LOW_RATE
+        )
+        log(f"  {summary(phase)}")
+        await asyncio.gather(*(a.close() for a in agents), *(s.close() for s in subs))
+    return {"scenario": label, "phases": [phase.row()]}
+
+
 async def _raw_agent(port: int, agent_id: str) -> Agent:
     ws = await RawWebSocket.connect(HOST, port, AGENT_PATH)
     agent = Agent(ws, agent_id)
@@ -849,6 +871,7 @@ async def run_all(profile: bool = False, only: str = "abcdef") -> dict[str, Any]
         )
     if "d" in only:
         log("(d) 10,000 events/s offered")
+        scenarios.append(await relay_floor())
         spy = Path(tempfile.mkdtemp(prefix="aster-spy-")) / "profile.txt" if profile else None
         scenarios.append(
             await studio_load(
