@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import socket
+import struct
 import time
+import urllib.request
 from pathlib import Path
 
 import orjson
@@ -139,3 +142,49 @@ def test_a_client_that_closes_first_gets_the_echo(studio: StudioProcess) -> None
         pytest.fail("the server did not close after the closing handshake")
     finally:
         sock.close()
+
+
+def _metric(server: StudioProcess, name: str) -> float:
+    with urllib.request.urlopen(f"{server.http_url}/metrics", timeout=5) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+def test_every_way_a_connection_ends_releases_it_and_keeps_what_it_sent(tmp_path: Path) -> None:
+    # A low rate limit makes the handler wait mid-stream, so some connections end while one
+    # of their messages is still being applied.
+    env = {"ASTER_STUDIO_RATE_LIMIT": "200", "ASTER_STUDIO_RATE_BURST": "10"}
+    with StudioProcess(tmp_path / "c.db", env=env) as server:
+        socks = []
+        for i in range(10):  # closed after a slow stream: FIN, everything sent must be stored
+            sock = handshake(server.port)
+            stream = frame(1, orjson.dumps(register(f"slow-{i}")))
+            stream += b"".join(
+                frame(1, orjson.dumps(event(f"slow-{i}", "x", n=n))) for n in range(30)
+            )
+            sock.sendall(stream)
+            socks.append(sock)
+        for sock in socks:
+            sock.close()
+        for i in range(10):  # reset mid-frame
+            sock = handshake(server.port)
+            sock.sendall(frame(1, orjson.dumps(register(f"reset-{i}")))[:7])
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.close()
+        for _ in range(10):  # gone during the HTTP request
+            sock = socket.create_connection(("127.0.0.1", server.port))
+            sock.sendall(b"GET /v1/remote-agents/connect HTTP/1.1\r\nHost: x\r\nUpg")
+            sock.close()
+        for i in range(10):  # a clean closing handshake
+            with RawAgent(server.agent_url) as agent:
+                agent.request(register(f"clean-{i}"))
+        wait_for(lambda: _metric(server, "aster_agent_connections"), lambda n: n == 0)
+        for i in range(10):
+            stored = wait_for(
+                lambda i=i: events(server.http_url, f"agent_id=slow-{i}"), lambda e: len(e) == 30
+            )
+            assert [e["event"]["n"] for e in stored] == list(range(30))
+        with RawAgent(server.agent_url) as agent:
+            assert agent.request({"type": "ping"}) == {"type": "pong"}

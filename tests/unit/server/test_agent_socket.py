@@ -204,3 +204,15 @@ async def test_a_failing_handler_closes_with_1011_and_applies_nothing_after_it()
     assert transport.written[:1] == b"\x88"  # a close frame
     assert int.from_bytes(transport.written[2:4], "big") == 1011
     assert transport.closed
+
+
+async def test_a_socket_lost_while_a_handler_waits_is_closed_after_its_backlog() -> None:
+    sock, transport, ingest = _socket()
+    sock.data_received(b"".join(_text(t) for t in (b"wait", b"b")))
+    sock.connection_lost(None)
+    assert ingest.closed == []  # what was received is still being applied
+    ingest.gate.set_result(None)
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert ingest.handled == ["wait", "b"]
+    assert len(ingest.closed) == 1
