@@ -8,14 +8,14 @@ running the ingest's handler until it first waits. Only a handler that waits (a 
 full write queue, a producer's resume point) gets a task, and reading pauses until it is done.
 One timer serves every connection's keepalive pings and first-message deadline.
 
-What it takes: a plain WebSocket upgrade to `/v1/remote-agents/connect` with a valid credential
-when auth is on. Everything else (other paths, compression asked for while it is enabled, a
-refused credential, a handshake websockets would reject) becomes uvicorn's protocol in place and
-goes to the ASGI app, which answers as before.
+What it takes: a WebSocket upgrade to `/v1/remote-agents/connect` with a valid credential when
+auth is on. Everything else (other paths, a refused credential, a handshake websockets would
+reject) becomes uvicorn's protocol in place and goes to the ASGI app, which answers as before.
 
 Frames: whole, final, masked text frames, pings and pongs are parsed here. The first other
 frame (a fragment, binary, oversized or unmasked frame, a close) hands parsing to websockets'
-sans-I/O `Protocol` for the rest of the connection, as does a close we send.
+sans-I/O `Protocol` for the rest of the connection, as does a close we send, and so does
+permessage-deflate when it is enabled (`--ws-deflate`) and negotiated, from the start.
 """
 
 from __future__ import annotations
@@ -32,7 +32,11 @@ from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
+from websockets.exceptions import InvalidHeader, NegotiationError
+from websockets.extensions import Extension
+from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
 from websockets.frames import Frame, Opcode
+from websockets.headers import build_extension, parse_extension
 from websockets.protocol import Protocol, Side, State
 
 from aster_studio_sdk.protocol import CloseCode
@@ -84,6 +88,26 @@ def parse_upgrade(request: bytes) -> tuple[bytes, bytes, dict[bytes, bytes]] | N
         name, value = name.strip().lower(), value.strip()
         headers[name] = headers[name] + b", " + value if name in headers else value
     return parts[0], parts[1], headers
+
+
+def negotiate_deflate(offer: bytes) -> tuple[bytes, Extension] | None:
+    """The Sec-WebSocket-Extensions answer and extension for an agent's permessage-deflate offer.
+
+    None when no offer is acceptable (the connection goes on uncompressed); raises
+    InvalidHeader for a malformed header. Window and memory settings are uvicorn's.
+    """
+    factory = ServerPerMessageDeflateFactory(
+        server_max_window_bits=12, client_max_window_bits=12, compress_settings={"memLevel": 5}
+    )
+    for name, params in parse_extension(offer.decode("latin-1")):
+        if name != factory.name:
+            continue
+        try:
+            answer, extension = factory.process_request_params(params, [])
+        except NegotiationError:
+            continue
+        return build_extension([(name, answer)]).encode(), extension
+    return None
 
 
 def accept_key(headers: dict[bytes, bytes]) -> bytes | None:
@@ -199,10 +223,15 @@ class AgentSocket(asyncio.Protocol):
         if parsed is not None and parsed[0] == b"GET" and not config.root_path:
             path, _, query = parsed[1].partition(b"?")
             headers = parsed[2]
-            if unquote(path.decode("latin-1")) == AGENT_PATH and not (
-                settings.per_message_deflate and b"sec-websocket-extensions" in headers
-            ):
+            if unquote(path.decode("latin-1")) == AGENT_PATH:
                 accept = accept_key(headers)
+        compression = None
+        if accept is not None and settings.per_message_deflate:
+            offer = headers.get(b"sec-websocket-extensions")
+            try:
+                compression = negotiate_deflate(offer) if offer else None
+            except InvalidHeader:  # uvicorn's protocol refuses it with the reason
+                accept = None
         if accept is None:
             self._become_uvicorn(request)
             return
@@ -217,6 +246,9 @@ class AgentSocket(asyncio.Protocol):
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
         ]
         head.append(b"Sec-WebSocket-Accept: " + accept + b"\r\n")
+        if compression is not None:
+            head.append(b"Sec-WebSocket-Extensions: " + compression[0] + b"\r\n")
+            self._websockets().extensions = [compression[1]]  # every frame through websockets
         head.extend(b"%s: %s\r\n" % pair for pair in server_state.default_headers)
         head.append(b"\r\n")
         self.transport.write(b"".join(head))
@@ -230,7 +262,7 @@ class AgentSocket(asyncio.Protocol):
         log.info('%s - "WebSocket %s" [accepted]', conn.remote, AGENT_PATH)
         conn.key = key
         self.conn = conn
-        self.transport.write(frame(0x81, GREETING.encode()))
+        self._write_text(GREETING.encode())
         conn.attach(self._send_text, self._close_async)
         now = asyncio.get_running_loop().time()
         if settings.handshake_timeout_s > 0:
@@ -420,7 +452,15 @@ class AgentSocket(asyncio.Protocol):
         ws = self.ws
         if self.lost or (ws is not None and ws.state is not State.OPEN):
             return  # the socket is going: replies to it are dropped
-        self.transport.write(frame(0x81, text.encode()))
+        self._write_text(text.encode())
+
+    def _write_text(self, payload: bytes) -> None:
+        ws = self.ws
+        if ws is not None and ws.extensions:  # compressed: websockets frames it
+            ws.send_text(payload)
+            self._flush()
+        else:
+            self.transport.write(frame(0x81, payload))
 
     async def _close_async(self, code: int, reason: str) -> None:
         self._close(code, reason)

@@ -115,18 +115,20 @@ def test_messages_behind_a_long_batch_keep_their_order(studio: StudioProcess) ->
 
 @pytest.mark.parametrize("enabled", [False, True])
 def test_compression_is_negotiated_only_when_enabled(tmp_path: Path, enabled: bool) -> None:
-    """With --ws-deflate, an agent asking for compression is served by uvicorn's protocol."""
-    args = ("--ws-deflate",) if enabled else ()
-    with (
-        StudioProcess(tmp_path / "d.db", args=args) as server,
-        connect(server.agent_url, compression="deflate", open_timeout=10 * UNIT) as ws,
-    ):
-        assert bool(ws.protocol.extensions) is enabled
-        assert orjson.loads(ws.recv(5 * UNIT))["type"] == "connected"
-        ws.send(orjson.dumps(register("squeezed")).decode())
-        ws.send(orjson.dumps(event("squeezed", "x", text="a" * 2000)).decode())
-        stored = wait_for(lambda: events(server.http_url, "agent_id=squeezed"), len)
-        assert stored[0]["event"]["text"] == "a" * 2000
+    """With --ws-deflate, an agent asking for compression gets it, from the agent socket."""
+    args = ("--log-level", "info", *(("--ws-deflate",) if enabled else ()))
+    with StudioProcess(tmp_path / "d.db", args=args) as server:
+        with connect(server.agent_url, compression="deflate", open_timeout=10 * UNIT) as ws:
+            assert bool(ws.protocol.extensions) is enabled
+            assert orjson.loads(ws.recv(5 * UNIT))["type"] == "connected"
+            ws.send(orjson.dumps(register("squeezed")).decode())
+            assert orjson.loads(ws.recv(5 * UNIT))["type"] == "registered"  # a compressed reply
+            ws.ping(b"still there")
+            ws.send(orjson.dumps(event("squeezed", "x", text="a" * 2000)).decode())
+            stored = wait_for(lambda: events(server.http_url, "agent_id=squeezed"), len)
+            assert stored[0]["event"]["text"] == "a" * 2000
+        # Only the agent socket logs this (the ASGI route does not): it served the connection.
+        wait_for(lambda: "".join(server.output), lambda out: "agent connection closed" in out)
 
 
 def test_a_client_that_closes_first_gets_the_echo(studio: StudioProcess) -> None:
