@@ -48,7 +48,7 @@ except ImportError:  # pragma: no cover
 
 from .api.guard import AGENT_PATH, agent_credential
 from .api.remote import GREETING
-from .ws_protocol import AgentWebSocketProtocol
+from .ws_protocol import AgentWebSocketProtocol, frame_header
 
 if TYPE_CHECKING:
     from .app import Studio
@@ -64,12 +64,7 @@ Handling = Coroutine[Any, Any, None]
 
 def frame(first: int, payload: bytes) -> bytes:
     """A server frame (never masked): `first` is the FIN bit and opcode byte."""
-    size = len(payload)
-    if size < 126:
-        return struct.pack("!BB", first, size) + payload
-    if size < 1 << 16:
-        return struct.pack("!BBH", first, 126, size) + payload
-    return struct.pack("!BBQ", first, 127, size) + payload
+    return frame_header(first, len(payload)) + payload
 
 
 def parse_upgrade(request: bytes) -> tuple[bytes, bytes, dict[bytes, bytes]] | None:

@@ -35,6 +35,15 @@ HIGH_BYTES = 1 << 20
 LOW_MESSAGES = 128
 
 
+def frame_header(first: int, size: int) -> bytes:
+    """The header of a server frame (never masked): `first` is the FIN bit and opcode byte."""
+    if size < 126:
+        return struct.pack("!BB", first, size)
+    if size < 1 << 16:
+        return struct.pack("!BBH", first, 126, size)
+    return struct.pack("!BBQ", first, 127, size)
+
+
 class AgentWebSocketProtocol(WebSocketsSansIOProtocol):
     """Deliver invalid UTF-8 text to the app, and pause reading only above a watermark."""
 
@@ -96,11 +105,4 @@ class AgentWebSocketProtocol(WebSocketsSansIOProtocol):
             self.conn.send_text(payload)
             self.transport.write(b"".join(self.conn.data_to_send()))
             return
-        size = len(payload)
-        if size < 126:
-            header = struct.pack("!BB", 0x81, size)
-        elif size < 1 << 16:
-            header = struct.pack("!BBH", 0x81, 126, size)
-        else:
-            header = struct.pack("!BBQ", 0x81, 127, size)
-        self.transport.writelines((header, payload))
+        self.transport.writelines((frame_header(0x81, len(payload)), payload))
