@@ -14,7 +14,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from tests.integration.test_frame_fuzz import frame, handshake
-from tests.integration.test_frames import read_frames
+from tests.integration.test_frames import greeted, read_frames
 from tests.support.agent import RawAgent, event, register
 from tests.support.api import events, wait_for
 from tests.support.server import StudioProcess
@@ -43,9 +43,7 @@ def test_pings_go_out_and_a_peer_that_never_answers_is_closed_with_1011(tmp_path
 
 
 def test_pings_from_the_agent_are_answered_between_its_messages(studio: StudioProcess) -> None:
-    sock = handshake(studio.port)
-    try:
-        read_frames(sock, 1)  # the greeting
+    with greeted(studio.port) as sock:
         sock.sendall(
             frame(9, b"one")
             + frame(1, b'{"type":"ping"}')
@@ -56,8 +54,6 @@ def test_pings_from_the_agent_are_answered_between_its_messages(studio: StudioPr
         # Control pongs go out as the frames are read; replies from the outbox may follow them.
         assert [p for op, p in replies if op == 0xA] == [b"one", b"two"]
         assert (1, b'{"type":"pong"}') in replies
-    finally:
-        sock.close()
 
 
 def test_a_full_server_refuses_more_agents_with_1013(tmp_path: Path) -> None:
@@ -99,9 +95,7 @@ def test_messages_behind_a_long_batch_keep_their_order(studio: StudioProcess) ->
         "messages": [event("order", "x", n=n) for n in range(1000)],
     }
     after = b"".join(frame(1, orjson.dumps(event("order", "x", n=n))) for n in range(1000, 1100))
-    sock = handshake(studio.port)
-    try:
-        read_frames(sock, 1)
+    with greeted(studio.port) as sock:
         sock.sendall(
             frame(1, orjson.dumps(register("order"))) + frame(1, orjson.dumps(batch)) + after
         )
@@ -109,8 +103,6 @@ def test_messages_behind_a_long_batch_keep_their_order(studio: StudioProcess) ->
             lambda: events(studio.http_url, "agent_id=order"), lambda e: len(e) == 1100
         )
         assert [e["event"]["n"] for e in stored] == list(range(1100))
-    finally:
-        sock.close()
 
 
 @pytest.mark.parametrize("enabled", [False, True])
@@ -132,18 +124,15 @@ def test_compression_is_negotiated_only_when_enabled(tmp_path: Path, enabled: bo
 
 
 def test_a_client_that_closes_first_gets_the_echo(studio: StudioProcess) -> None:
-    sock = handshake(studio.port)
-    try:
-        read_frames(sock, 1)
+    with greeted(studio.port) as sock:
         sock.sendall(frame(8, (1000).to_bytes(2, "big") + b"bye"))
         ((opcode, payload),) = read_frames(sock, 1)
         assert (opcode, int.from_bytes(payload[:2], "big")) == (8, 1000)
         sock.settimeout(5 * UNIT)
-        assert sock.recv(10) == b""  # and the server ends the TCP connection
-    except TimeoutError:
-        pytest.fail("the server did not close after the closing handshake")
-    finally:
-        sock.close()
+        try:
+            assert sock.recv(10) == b""  # and the server ends the TCP connection
+        except TimeoutError:
+            pytest.fail("the server did not close after the closing handshake")
 
 
 def _metric(server: StudioProcess, name: str) -> float:

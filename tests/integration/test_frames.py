@@ -6,9 +6,11 @@ everything else to websockets; these tests hold the two paths to the same result
 
 from __future__ import annotations
 
+import contextlib
 import random
 import socket
 import time
+from collections.abc import Iterator
 
 import orjson
 
@@ -51,11 +53,20 @@ def read_frames(sock: socket.socket, wanted: int, timeout: float = 5.0) -> list[
     return found
 
 
+@contextlib.contextmanager
+def greeted(port: int) -> Iterator[socket.socket]:
+    """A raw agent socket past the opening handshake and the greeting, closed afterwards."""
+    sock = handshake(port)
+    try:
+        read_frames(sock, 1)
+        yield sock
+    finally:
+        sock.close()
+
+
 def test_frames_split_anywhere_are_read_whole(studio: StudioProcess) -> None:
     rng = random.Random(7)
-    sock = handshake(studio.port)
-    try:
-        read_frames(sock, 1)  # the greeting
+    with greeted(studio.port) as sock:
         stream = text({"type": "register", "agent": {"id": "split"}})
         for i in range(40):
             # Short, 16-bit-length and multi-byte UTF-8 payloads, and pings between them.
@@ -71,14 +82,10 @@ def test_frames_split_anywhere_are_read_whole(studio: StudioProcess) -> None:
         stored = wait_for(lambda: events(studio.http_url, "agent_id=split"), lambda e: len(e) == 40)
         assert [e["event"]["i"] for e in stored] == list(range(40))
         assert all(set(e["event"]["s"]) == {"é"} for e in stored)
-    finally:
-        sock.close()
 
 
 def test_a_fragmented_message_after_whole_frames_is_read_too(studio: StudioProcess) -> None:
-    sock = handshake(studio.port)
-    try:
-        read_frames(sock, 1)
+    with greeted(studio.port) as sock:
         whole = text({"type": "event", "agent_id": "frag", "event": {"type": "x", "n": 1}})
         parts = orjson.dumps({"type": "event", "agent_id": "frag", "event": {"type": "x", "n": 2}})
         half = len(parts) // 2
@@ -88,18 +95,12 @@ def test_a_fragmented_message_after_whole_frames_is_read_too(studio: StudioProce
         assert read_frames(sock, 1) == [(0xA, b"mid")]
         stored = wait_for(lambda: events(studio.http_url, "agent_id=frag"), lambda e: len(e) == 3)
         assert [e["event"]["n"] for e in stored] == [1, 2, 3]
-    finally:
-        sock.close()
 
 
 def test_an_oversized_frame_after_whole_frames_closes_with_1009(studio: StudioProcess) -> None:
-    sock = handshake(studio.port)
-    try:
-        read_frames(sock, 1)
+    with greeted(studio.port) as sock:
         whole = text({"type": "event", "agent_id": "big", "event": {"type": "x"}})
         sock.sendall(whole + frame(1, b"x" * 16, declared=2**20 + 1))
         ((opcode, payload),) = read_frames(sock, 1)
         assert (opcode, int.from_bytes(payload[:2], "big")) == (8, 1009)
         assert len(wait_for(lambda: events(studio.http_url, "agent_id=big"), len)) == 1
-    finally:
-        sock.close()
