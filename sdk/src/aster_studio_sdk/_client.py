@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from types import TracebackType
-from typing import Any, ParamSpec, Self, TypeVar, overload
+from typing import Any, ParamSpec, Protocol, Self, TypeVar, overload
 
 from . import _lifecycle
 from ._config import DeliveryOptions, DropPolicy, Settings, resolve
@@ -423,32 +423,25 @@ def _millis(timeout: float) -> int:
     return max(int(timeout * 1000), 1)
 
 
+class _With(Protocol):
+    def __enter__(self) -> Self: ...
+
+    def __exit__(self, *exc_info: Any) -> None: ...
+
+
+_W = TypeVar("_W", bound=_With)
+
+
 class _AsyncWith:
     """`async with` does what `with` does: entering and leaving never wait for anything."""
 
     __slots__ = ()
 
-    def __enter__(self) -> Self:
-        raise NotImplementedError
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        raise NotImplementedError
-
-    async def __aenter__(self) -> Self:
+    async def __aenter__(self: _W) -> _W:
         return self.__enter__()
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.__exit__(exc_type, exc, tb)
+    async def __aexit__(self: _With, *exc_info: Any) -> None:
+        self.__exit__(*exc_info)
 
 
 class ToolCall(_AsyncWith):
