@@ -866,8 +866,11 @@ async def run_all(profile: bool = False, only: str = "abcdef") -> dict[str, Any]
         )
     if "c" in only:
         log("(c) batches of 100")
+        spy = Path(tempfile.mkdtemp(prefix="aster-spy-")) / "profile.txt" if profile else None
         scenarios.append(
-            await studio_load("studio", "batches of 100", batch=BATCH, paced=PACED_SHARE)
+            await studio_load(
+                "studio", "batches of 100", batch=BATCH, paced=PACED_SHARE, profile=spy
+            )
         )
     if "d" in only:
         log("(d) 10,000 events/s offered")

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import logging
-import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import apsw
 import orjson
 
 from ..errors import MigrationError, StoreError
@@ -217,15 +217,36 @@ def _json(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
+# Queries return plain tuples, typed loosely: each caller builds its typed record from them.
+Row = tuple[Any, ...]
+
+
+def _all(conn: apsw.Connection, sql: str, args: apsw.Bindings = ()) -> list[Row]:
+    return conn.execute(sql, args).fetchall()
+
+
+def _one(conn: apsw.Connection, sql: str, args: apsw.Bindings = ()) -> Row | None:
+    row: Row | None = conn.execute(sql, args).fetchone()
+    return row
+
+
+def _scalar(conn: apsw.Connection, sql: str, args: apsw.Bindings = ()) -> Any:
+    """The first column of the first row, for queries that always return one (aggregates)."""
+    row = _one(conn, sql, args)
+    if row is None:
+        raise StoreError(f"no row from {sql!r}")
+    return row[0]
+
+
 class SqliteStore:
     """Store events and state in one SQLite file; see the Store protocol for the contract."""
 
     def __init__(self, path: Path, *, synchronous: str = "FULL") -> None:
         self.path = path
         self._synchronous = synchronous
-        self._writer: sqlite3.Connection | None = None
+        self._writer: apsw.Connection | None = None
         self._local = threading.local()
-        self._readers: list[sqlite3.Connection] = []
+        self._readers: list[apsw.Connection] = []
         self._readers_lock = threading.Lock()
         self._id_ceiling = 0  # ids up to this are reserved durably; 0: this instance numbers none
         self._prices = PriceTable(())
@@ -239,8 +260,8 @@ class SqliteStore:
         """Create the file if needed, migrate it, and load the writer's state."""
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        except (OSError, sqlite3.Error) as exc:
+            conn = apsw.Connection(str(self.path))
+        except (OSError, apsw.Error) as exc:
             raise StoreError(f"cannot open database {self.path}: {exc}") from exc
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={self._synchronous}")
@@ -255,15 +276,21 @@ class SqliteStore:
 
     def close(self) -> None:
         with self._readers_lock:
-            for reader in self._readers:
-                reader.close()
+            connections = [*self._readers, self._writer]
             self._readers.clear()
-        if self._writer is not None:
-            self._writer.close()
             self._writer = None
+        for conn in connections:
+            if conn is None:
+                continue
+            try:
+                conn.close()
+            except apsw.ThreadingViolationError:
+                # apsw refuses to close a connection another thread is using (a read still
+                # running, or a writer past the stop timeout); SQLite closes it once it is freed.
+                log.warning("a database connection still in use at close: left to finish")
 
-    def _migrate(self, conn: sqlite3.Connection) -> None:
-        current = conn.execute("PRAGMA user_version").fetchone()[0]
+    def _migrate(self, conn: apsw.Connection) -> None:
+        current = _scalar(conn, "PRAGMA user_version")
         if current > len(MIGRATIONS):
             raise MigrationError(
                 f"database {self.path} has schema version {current}, newer than this release "
@@ -286,19 +313,19 @@ class SqliteStore:
                     )
                 conn.execute(f"PRAGMA user_version={version}")
                 conn.execute("COMMIT")
-            except sqlite3.Error as exc:
+            except apsw.Error as exc:
                 conn.execute("ROLLBACK")
                 raise MigrationError(f"migration {version} failed: {exc}") from exc
 
     def ping(self) -> None:
         with self._read() as conn:
-            conn.execute("SELECT 1").fetchone()
+            _one(conn, "SELECT 1")
 
     @contextmanager
-    def _read(self) -> Iterator[sqlite3.Connection]:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+    def _read(self) -> Iterator[apsw.Connection]:
+        conn: apsw.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            conn = apsw.Connection(str(self.path))
             conn.execute("PRAGMA busy_timeout=5000")
             conn.execute("PRAGMA query_only=1")
             self._local.conn = conn
@@ -306,18 +333,19 @@ class SqliteStore:
                 self._readers.append(conn)
         try:
             yield conn
-        except sqlite3.Error as exc:
+        except apsw.Error as exc:
             raise StoreError(f"read failed: {exc}") from exc
 
     # ---- writes (writer thread only) ----
 
     def reserve_event_ids(self) -> int:
         conn = self._require_writer()
-        row = conn.execute(
+        last = _scalar(
+            conn,
             "SELECT max((SELECT coalesce(max(id), 0) FROM events), "
-            "coalesce((SELECT value FROM meta WHERE name = 'id_ceiling'), 0))"
-        ).fetchone()
-        first = int(row[0]) + 1
+            "coalesce((SELECT value FROM meta WHERE name = 'id_ceiling'), 0))",
+        )
+        first = int(last) + 1
         self._set_ceiling(conn, first + ID_BLOCK)
         return first
 
@@ -332,7 +360,7 @@ class SqliteStore:
             )
             self._id_ceiling = 0
 
-    def _set_ceiling(self, conn: sqlite3.Connection, ceiling: int) -> None:
+    def _set_ceiling(self, conn: apsw.Connection, ceiling: int) -> None:
         conn.execute(
             "INSERT INTO meta VALUES ('id_ceiling', ?) "
             "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
@@ -340,7 +368,7 @@ class SqliteStore:
         )
         self._id_ceiling = ceiling
 
-    def _require_writer(self) -> sqlite3.Connection:
+    def _require_writer(self) -> apsw.Connection:
         if self._writer is None:
             raise StoreError("store is not open")
         return self._writer
@@ -394,12 +422,12 @@ class SqliteStore:
                     list(result.producers.items()),
                 )
             conn.execute("COMMIT")
-        except (sqlite3.Error, TypeError, ValueError, OverflowError) as exc:
+        except (apsw.Error, TypeError, ValueError, OverflowError) as exc:
             # TypeError/ValueError: a value the driver refuses; the batch is retried op by op by
             # the pipeline so only the bad op is lost, never the writer.
             try:
                 conn.execute("ROLLBACK")
-            except sqlite3.Error:
+            except apsw.Error:
                 log.exception("rollback failed")
             self._prices = PriceTable(self._read_prices(conn))
             if self._id_ceiling:
@@ -407,13 +435,13 @@ class SqliteStore:
             raise StoreError(f"write of {len(ops)} operations failed: {exc}") from exc
         return result
 
-    def _read_ceiling(self, conn: sqlite3.Connection) -> int:
-        row = conn.execute("SELECT value FROM meta WHERE name = 'id_ceiling'").fetchone()
+    def _read_ceiling(self, conn: apsw.Connection) -> int:
+        row = _one(conn, "SELECT value FROM meta WHERE name = 'id_ceiling'")
         return int(row[0]) if row else 0
 
     def _flush_events(
         self,
-        conn: sqlite3.Connection,
+        conn: apsw.Connection,
         rows: list[StoredEvent],
         events: list[StoredEvent],
         usage_rows: list[tuple[Any, ...]],
@@ -431,7 +459,7 @@ class SqliteStore:
             )
             usage_rows.clear()
 
-    def _count_events(self, conn: sqlite3.Connection, first: int, last: int) -> None:
+    def _count_events(self, conn: apsw.Connection, first: int, last: int) -> None:
         """Add this transaction's events (ids `first`..`last`) to their agents and sessions."""
         conn.execute(
             "UPDATE sessions SET event_count = event_count + n, updated_at = max(updated_at, t) "
@@ -462,7 +490,7 @@ class SqliteStore:
             price.cost(usage.input, usage.output),
         )
 
-    def _apply(self, conn: sqlite3.Connection, op: WriteOp, result: CommitResult) -> None:
+    def _apply(self, conn: apsw.Connection, op: WriteOp, result: CommitResult) -> None:
         if isinstance(op, UpsertAgent):
             if op.implicit:
                 conn.execute(
@@ -576,17 +604,17 @@ class SqliteStore:
     # ---- administration (rare writes on their own connection; the CLI uses these) ----
 
     @contextmanager
-    def _admin(self) -> Iterator[sqlite3.Connection]:
+    def _admin(self) -> Iterator[apsw.Connection]:
         try:
-            conn = sqlite3.connect(self.path, isolation_level=None)
-        except sqlite3.Error as exc:
+            conn = apsw.Connection(str(self.path))
+        except apsw.Error as exc:
             raise StoreError(f"cannot open database {self.path}: {exc}") from exc
         try:
             conn.execute("PRAGMA busy_timeout=10000")
             conn.execute("BEGIN IMMEDIATE")
             yield conn
             conn.execute("COMMIT")
-        except sqlite3.Error as exc:
+        except apsw.Error as exc:
             raise StoreError(f"administrative write failed: {exc}") from exc
         finally:
             conn.close()
@@ -600,23 +628,24 @@ class SqliteStore:
 
     def revoke_key(self, key_id: str, ts: int) -> bool:
         with self._admin() as conn:
-            cursor = conn.execute(
+            conn.execute(
                 "UPDATE agent_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
                 (ts, key_id),
             )
-            return cursor.rowcount > 0
+            return conn.changes() > 0
 
     def agent_keys(self) -> list[AgentKey]:
         with self._read() as conn:
-            rows = conn.execute(
+            rows = _all(
+                conn,
                 "SELECT id, name, pattern, hash, created_at, revoked_at FROM agent_keys "
-                "ORDER BY created_at"
-            ).fetchall()
+                "ORDER BY created_at",
+            )
         return [AgentKey(*r) for r in rows]
 
     def get_secret(self, name: str) -> str | None:
         with self._read() as conn:
-            row = conn.execute("SELECT value FROM secrets WHERE name = ?", (name,)).fetchone()
+            row = _one(conn, "SELECT value FROM secrets WHERE name = ?", (name,))
         return str(row[0]) if row else None
 
     def set_secret(self, name: str, value: str, ts: int) -> None:
@@ -665,27 +694,29 @@ class SqliteStore:
                 args.append(value)
         clause = f" WHERE {' AND '.join(where)}" if where else ""
         with self._read() as conn:
-            rows = conn.execute(
+            rows = _all(
+                conn,
                 f"SELECT {self._REQUEST_COLS} FROM requests{clause} "
                 "ORDER BY created_at DESC, id LIMIT ?",
                 [*args, limit],
-            ).fetchall()
+            )
         return [self._request(r) for r in rows]
 
     def open_requests(self) -> list[RequestRecord]:
         """Requests still pending, or decided but not yet acknowledged by the agent."""
         with self._read() as conn:
-            rows = conn.execute(
+            rows = _all(
+                conn,
                 f"SELECT {self._REQUEST_COLS} FROM requests WHERE status = 'pending' "
-                "OR (status = 'decided' AND acknowledged_at IS NULL) ORDER BY created_at"
-            ).fetchall()
+                "OR (status = 'decided' AND acknowledged_at IS NULL) ORDER BY created_at",
+            )
         return [self._request(r) for r in rows]
 
     def get_request(self, request_id: str) -> RequestRecord | None:
         with self._read() as conn:
-            row = conn.execute(
-                f"SELECT {self._REQUEST_COLS} FROM requests WHERE id = ?", (request_id,)
-            ).fetchone()
+            row = _one(
+                conn, f"SELECT {self._REQUEST_COLS} FROM requests WHERE id = ?", (request_id,)
+            )
         return self._request(row) if row else None
 
     def audit(
@@ -698,20 +729,22 @@ class SqliteStore:
                 args.append(value)
         clause = f" WHERE {' AND '.join(where)}" if where else ""
         with self._read() as conn:
-            rows = conn.execute(
+            rows = _all(
+                conn,
                 "SELECT id, ts, actor, action, request_id, agent_id, detail FROM audit"
                 f"{clause} ORDER BY id DESC LIMIT ?",
                 [*args, limit],
-            ).fetchall()
+            )
         return [AuditRecord(r[0], r[1], r[2], r[3], r[4], r[5], orjson.loads(r[6])) for r in rows]
 
     def load_agents(self) -> list[AgentRecord]:
         with self._read() as conn:
-            rows = conn.execute(
+            rows = _all(
+                conn,
                 "SELECT id, name, model, template_id, capabilities, metadata, state, "
                 "registered_at, last_seen, last_event_at, current_session_id, implicit, "
-                "event_count, error_count FROM agents"
-            ).fetchall()
+                "event_count, error_count FROM agents",
+            )
         return [
             AgentRecord(
                 r[0],
@@ -734,16 +767,12 @@ class SqliteStore:
 
     def usage_by_agent(self) -> dict[str, UsageTotals]:
         with self._read() as conn:
-            rows = conn.execute(
-                f"SELECT agent_id, {_USAGE_SUMS} FROM usage GROUP BY agent_id"
-            ).fetchall()
+            rows = _all(conn, f"SELECT agent_id, {_USAGE_SUMS} FROM usage GROUP BY agent_id")
         return {r[0]: UsageTotals(r[1], r[2], r[3], r[4], r[5]) for r in rows}
 
     def producer_seq(self, producer_id: str) -> int:
         with self._read() as conn:
-            row = conn.execute(
-                "SELECT last_seq FROM producers WHERE id = ?", (producer_id,)
-            ).fetchone()
+            row = _one(conn, "SELECT last_seq FROM producers WHERE id = ?", (producer_id,))
         return int(row[0]) if row else 0
 
     def prices(self) -> list[Price]:
@@ -751,10 +780,10 @@ class SqliteStore:
             return self._read_prices(conn)
 
     @staticmethod
-    def _read_prices(conn: sqlite3.Connection) -> list[Price]:
-        rows = conn.execute(
-            "SELECT model, input_per_m, output_per_m, currency FROM prices ORDER BY model"
-        ).fetchall()
+    def _read_prices(conn: apsw.Connection) -> list[Price]:
+        rows = _all(
+            conn, "SELECT model, input_per_m, output_per_m, currency FROM prices ORDER BY model"
+        )
         return [Price(r[0], r[1], r[2], r[3]) for r in rows]
 
     _SESSION_COLS = "id, agent_id, status, created_at, updated_at, ended_at, metadata, event_count"
@@ -775,19 +804,20 @@ class SqliteStore:
             args.append(agent_id)
         clause = f" WHERE {' AND '.join(where)}" if where else ""
         with self._read() as conn:
-            total = conn.execute(f"SELECT count(*) FROM sessions{clause}", args).fetchone()[0]
-            rows = conn.execute(
+            total = _scalar(conn, f"SELECT count(*) FROM sessions{clause}", args)
+            rows = _all(
+                conn,
                 f"SELECT {self._SESSION_COLS} FROM sessions{clause} "
                 "ORDER BY updated_at DESC, id LIMIT ? OFFSET ?",
                 [*args, limit, offset],
-            ).fetchall()
+            )
         return [self._session(r) for r in rows], int(total)
 
     def get_session(self, session_id: str) -> SessionRecord | None:
         with self._read() as conn:
-            row = conn.execute(
-                f"SELECT {self._SESSION_COLS} FROM sessions WHERE id = ?", (session_id,)
-            ).fetchone()
+            row = _one(
+                conn, f"SELECT {self._SESSION_COLS} FROM sessions WHERE id = ?", (session_id,)
+            )
         return self._session(row) if row else None
 
     def session_usage(self, session_ids: list[str]) -> dict[str, UsageTotals]:
@@ -795,11 +825,12 @@ class SqliteStore:
             return {}
         marks = ",".join("?" * len(session_ids))
         with self._read() as conn:
-            rows = conn.execute(
+            rows = _all(
+                conn,
                 f"SELECT session_id, {_USAGE_SUMS} FROM usage "
                 f"WHERE session_id IN ({marks}) GROUP BY session_id",
                 session_ids,
-            ).fetchall()
+            )
         return {r[0]: UsageTotals(r[1], r[2], r[3], r[4], r[5]) for r in rows}
 
     @staticmethod
@@ -842,10 +873,11 @@ class SqliteStore:
             args.append(before)
         clause = f" WHERE {' AND '.join(where)}" if where else ""
         with self._read() as conn:
-            rows = conn.execute(
+            rows = _all(
+                conn,
                 f"SELECT {self._EVENT_COLS} FROM events{clause} ORDER BY id DESC LIMIT ?",
                 [*args, limit],
-            ).fetchall()
+            )
         return [self._event(r) for r in rows]
 
     def events_after(self, flt: EventFilter, after: int, limit: int) -> list[StoredEvent]:
@@ -853,32 +885,33 @@ class SqliteStore:
         where.append("id > ?")
         args.append(after)
         with self._read() as conn:
-            rows = conn.execute(
+            rows = _all(
+                conn,
                 f"SELECT {self._EVENT_COLS} FROM events WHERE {' AND '.join(where)} "
                 "ORDER BY id LIMIT ?",
                 [*args, limit],
-            ).fetchall()
+            )
         return [self._event(r) for r in rows]
 
     def count_events(self, flt: EventFilter) -> int:
         where, args = self._where(flt)
         clause = f" WHERE {' AND '.join(where)}" if where else ""
         with self._read() as conn:
-            return int(conn.execute(f"SELECT count(*) FROM events{clause}", args).fetchone()[0])
+            return int(_scalar(conn, f"SELECT count(*) FROM events{clause}", args))
 
     def max_event_id(self) -> int:
         with self._read() as conn:
-            row = conn.execute("SELECT max(id) FROM events").fetchone()
-        return int(row[0] or 0)
+            return int(_scalar(conn, "SELECT coalesce(max(id), 0) FROM events"))
 
     def event_counts_by_type(self, start_ms: int, end_ms: int) -> dict[str, int]:
         with self._read() as conn:
-            rows = conn.execute(
+            rows = _all(
+                conn,
                 "SELECT event_type, count(*) FROM events WHERE id >= coalesce("
                 "(SELECT min(id) FROM events WHERE ts >= ?), 1 << 62) AND ts < ? "
                 "GROUP BY event_type",
                 (start_ms, end_ms),
-            ).fetchall()
+            )
         return {r[0]: int(r[1]) for r in rows}
 
     def usage_rows(self, query: UsageQuery) -> list[UsageRow]:
@@ -899,9 +932,10 @@ class SqliteStore:
         else:
             key = "NULL"
         with self._read() as conn:
-            rows = conn.execute(
+            rows = _all(
+                conn,
                 f"SELECT {key} AS k, {_USAGE_SUMS} "
                 f"FROM usage WHERE {' AND '.join(where)} GROUP BY k ORDER BY k",
                 args,
-            ).fetchall()
+            )
         return [UsageRow(r[0], r[1] or 0, r[2] or 0, r[3], r[4] or 0, r[5]) for r in rows]

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import cast
 
+import apsw
 import pytest
 
 from aster_studio import store as ops
@@ -208,7 +209,7 @@ def test_failed_write_leaves_nothing_behind(store: Store) -> None:
 
 def test_newer_schema_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "future.db"
-    conn = sqlite3.connect(path)
+    conn = apsw.Connection(str(path))
     conn.execute("PRAGMA user_version=999")
     conn.close()
     with pytest.raises(MigrationError, match="newer than this release"):
@@ -235,14 +236,14 @@ def test_schema_5_drops_autoincrement_keeping_events_and_every_id_used(
     written = [ev(session="s"), ev(session="s"), ev()]
     old.write(written)
     old.close()
-    with sqlite3.connect(path) as conn:  # the newest event deleted: its id stays used
+    with closing(apsw.Connection(str(path))) as conn:  # the newest event deleted: its id stays
         conn.execute("DELETE FROM events WHERE id = 3")
     monkeypatch.undo()
 
     new = SqliteStore(path)
     new.open()
     try:
-        with sqlite3.connect(path) as conn:
+        with closing(apsw.Connection(str(path))) as conn:
             assert conn.execute("PRAGMA user_version").fetchone()[0] == 5
             (sql,) = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'events'").fetchone()
             assert "AUTOINCREMENT" not in sql
@@ -265,7 +266,7 @@ def test_a_deleted_newest_event_keeps_its_id_after_a_clean_stop(tmp_path: Path) 
     one.write([NUMBERS.event(), NUMBERS.event()])
     one.release_event_ids()
     one.close()
-    with sqlite3.connect(path) as conn:
+    with closing(apsw.Connection(str(path))) as conn:
         conn.execute("DELETE FROM events WHERE id = 2")
     two = SqliteStore(path)
     two.open()
