@@ -5,10 +5,11 @@
 `BENCH_SECONDS` (default 10) is each measured phase; the whole run takes a few minutes.
 `BENCH_ONLY=abd` runs only those scenarios (letters as in issue 2's list; `g` is fairness under
 a flooding agent (`bench_fairness`), `w` the console in Chromium at 10,000 events/s
-(`tests/e2e/bench_console`), `s` the SDK's benchmarks in `bench_sdk`, run after the server's;
-`x` adds experiments with settings the server does not expose: SQLite synchronous=NORMAL and a
-shorter GIL switch interval, at 10,000 events/s).
-`--profile` samples the server with py-spy during the one-event-per-frame saturation phase.
+(`tests/e2e/bench_console`), `k` the SQLite writer alone (`bench_store`), `s` the SDK's
+benchmarks in `bench_sdk`, run after the server's; `x` adds experiments with settings the
+server does not expose: SQLite synchronous=NORMAL and a shorter GIL switch interval, at 10,000
+events/s).
+`--profile` samples the server with py-spy during the first phase of (b), (c) and (d).
 `--write` replaces only the generated block of the "Server" section of docs/benchmarks.md.
 """
 
@@ -128,10 +129,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     pinning = pin_generator()
     print(f"server benchmarks, {SECONDS:g} s per phase; {pinning}", file=sys.stderr)
-    only = os.environ.get("BENCH_ONLY", "abcdefgws")
+    only = os.environ.get("BENCH_ONLY", "abcdefgkws")
     results = asyncio.run(run_all(profile=args.profile, only=only))
     command = f"BENCH_SECONDS={SECONDS:g} python -m benchmarks.run"
-    if only != "abcdefgws":
+    if only != "abcdefgkws":
         command = f"BENCH_ONLY={only} {command}"
     if args.profile:
         command += " --profile"
@@ -151,6 +152,11 @@ def main(argv: list[str] | None = None) -> int:
         from tests.e2e import bench_console
 
         bench_console.main(["--rate", "10000", "--seconds", f"{SECONDS:g}"])
+    if "k" in only:
+        # The SQLite writer alone, without the network or the event loop.
+        from . import bench_store
+
+        bench_store.main(["--write"] if args.write else [])
     if "s" in only:
         # The SDK's benchmarks (issue 3) live beside these; `make bench` runs both.
         from . import bench_sdk

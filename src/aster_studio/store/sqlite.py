@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
+import operator
 import threading
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
+from itertools import compress, islice
 from pathlib import Path
 from typing import Any
 
@@ -217,6 +220,11 @@ def _json(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
+_AGENT_ID, _SESSION_ID, _EVENT_TYPE, _TS = (
+    operator.itemgetter(StoredEvent._fields.index(name))
+    for name in ("agent_id", "session_id", "event_type", "ts")
+)
+
 # Queries return plain tuples, typed loosely: each caller builds its typed record from them.
 Row = tuple[Any, ...]
 
@@ -414,7 +422,7 @@ class SqliteStore:
                     self._apply(conn, op, result)
             self._flush_events(conn, rows, events, usage_rows)
             if events:
-                self._count_events(conn, events[0].id, events[-1].id)
+                self._count_events(conn, events)
             if result.producers:
                 conn.executemany(
                     "INSERT INTO producers (id, last_seq) VALUES (?, ?) ON CONFLICT (id) "
@@ -459,21 +467,41 @@ class SqliteStore:
             )
             usage_rows.clear()
 
-    def _count_events(self, conn: apsw.Connection, first: int, last: int) -> None:
-        """Add this transaction's events (ids `first`..`last`) to their agents and sessions."""
-        conn.execute(
-            "UPDATE sessions SET event_count = event_count + n, updated_at = max(updated_at, t) "
-            "FROM (SELECT session_id, count(*) AS n, max(ts) AS t FROM events "
-            "WHERE id BETWEEN ? AND ? AND session_id IS NOT NULL GROUP BY session_id) AS c "
-            "WHERE sessions.id = c.session_id",
-            (first, last),
+    def _count_events(self, conn: apsw.Connection, events: list[StoredEvent]) -> None:
+        """Add this transaction's events to their agents' and sessions' counts.
+
+        Grouped here rather than by SQL over the transaction's rows (which cost a quarter of
+        the writer's time per event), with C-level helpers so there is no Python per event.
+        """
+        agent_ids = list(map(_AGENT_ID, events))
+        session_ids = list(map(_SESSION_ID, events))
+        times = list(map(_TS, events))
+        if all(map(operator.le, times, islice(times, 1, None))):
+            # Receive times rise with ids unless the wall clock stepped back: the last is the max.
+            agent_last = dict(zip(agent_ids, times, strict=True))
+            session_last = dict(zip(session_ids, times, strict=True))
+        else:
+            agent_last, session_last = {}, {}
+            for agent_id, session_id, ts in zip(agent_ids, session_ids, times, strict=True):
+                agent_last[agent_id] = max(ts, agent_last.get(agent_id, ts))
+                session_last[session_id] = max(ts, session_last.get(session_id, ts))
+        errors = Counter(compress(agent_ids, map("error".__eq__, map(_EVENT_TYPE, events))))
+        conn.executemany(
+            "UPDATE sessions SET event_count = event_count + ?, updated_at = max(updated_at, ?) "
+            "WHERE id = ?",
+            [
+                (n, session_last[session_id], session_id)
+                for session_id, n in Counter(session_ids).items()
+                if session_id is not None
+            ],
         )
-        conn.execute(
-            "UPDATE agents SET event_count = event_count + n, error_count = error_count + e, "
-            "last_event_at = t FROM (SELECT agent_id, count(*) AS n, max(ts) AS t, "
-            "sum(event_type = 'error') AS e FROM events WHERE id BETWEEN ? AND ? "
-            "GROUP BY agent_id) AS c WHERE agents.id = c.agent_id",
-            (first, last),
+        conn.executemany(
+            "UPDATE agents SET event_count = event_count + ?, error_count = error_count + ?, "
+            "last_event_at = ? WHERE id = ?",
+            [
+                (n, errors[agent_id], agent_last[agent_id], agent_id)
+                for agent_id, n in Counter(agent_ids).items()
+            ],
         )
 
     def _price(self, usage: Usage) -> Usage:

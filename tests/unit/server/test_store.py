@@ -146,6 +146,36 @@ def test_session_counts_and_end(store: Store) -> None:
     assert (session.event_count, session.status, session.ended_at) == (2, "failed", 5)
 
 
+@pytest.mark.parametrize(
+    "times", [(10, 20, 30, 40, 50), (10, 40, 30, 20, 15)], ids=["rising", "stepped-back"]
+)
+def test_one_write_counts_events_per_agent_and_session_with_the_latest_time(
+    store: Store, times: tuple[int, ...]
+) -> None:
+    # The wall clock can step back between two events of one commit: times are maxima anyway.
+    sessions = [ops.UpsertSession(s, a, 1) for a, s in (("a", "s1"), ("a", "s2"), ("b", "s3"))]
+    store.write([ops.UpsertAgent("a", 1), ops.UpsertAgent("b", 1), *sessions])
+    t1, t2, t3, t4, t5 = times
+    store.write(
+        [
+            ev("a", "x", 1),  # no session
+            ev("a", "error", t1, session="s1"),
+            ev("b", "x", t2, session="s3"),
+            ev("a", "x", t3, session="s1"),
+            ev("a", "error", t4, session="s2"),
+            ev("b", "x", t5, session="s3"),
+        ]
+    )
+    agents = {a.id: (a.event_count, a.error_count, a.last_event_at) for a in store.load_agents()}
+    assert agents == {"a": (4, 2, max(t1, t3, t4)), "b": (2, 0, max(t2, t5))}
+    counted = {}
+    for session_id in ("s1", "s2", "s3"):
+        session = store.get_session(session_id)
+        assert session is not None
+        counted[session_id] = (session.event_count, session.updated_at)
+    assert counted == {"s1": (2, max(t1, t3)), "s2": (1, t4), "s3": (2, max(t2, t5))}
+
+
 def test_usage_is_priced_at_write_time(store: Store) -> None:
     unpriced = store.write(usage_event("house", 10, (1_000_000, 0)))
     store.write([ops.SetPrice(Price("house", 2.0, 4.0), 11)])
