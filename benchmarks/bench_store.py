@@ -98,15 +98,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_store")
     parser.add_argument("--write", action="store_true", help="update docs/benchmarks.md")
     args = parser.parse_args(argv)
-    pinned = hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) > 1
-    if pinned:
+    if hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) > 1:
         os.sched_setaffinity(0, {1})
+    cores = (
+        ",".join(map(str, sorted(os.sched_getaffinity(0))))
+        if hasattr(os, "sched_getaffinity")
+        else "any"
+    )
     print(f"SQLite writer, {EVENTS:,} events per run, median of {RUNS} runs", file=sys.stderr)
     m = machine()
     lines = [
         BEGIN,
         f"Machine: {m['nproc']} cores ({m['cpu']}), Python {m['python']}; "
-        f"{'pinned to core 1' if pinned else 'not pinned'}; server code at {m['server_code']}. "
+        f"on core {cores}; server code at {m['server_code']}. "
         f"`python -m benchmarks.bench_store`, {EVENTS:,} events per run, median of {RUNS} runs.",
         "",
         "| events per commit | CPU µs per event (runs) |",
