@@ -385,8 +385,8 @@ class SqliteStore:
         """Apply `ops` in one transaction; return what became durable.
 
         Events arrive as finished rows (`StoredEvent`, numbered on the loop) and are inserted
-        with `executemany` in runs; counts per agent and session are then summed by SQL over
-        the transaction's id range, so the writer spends no Python per event.
+        with `executemany` in runs; their counts per agent and session are then added with one
+        `UPDATE` each (`_count_events`), so the writer spends no Python per event.
         """
         conn = self._require_writer()
         result = CommitResult()
