@@ -25,7 +25,7 @@ from pathlib import Path
 import orjson
 
 from aster_studio.models import StoredEvent
-from aster_studio.store import UpsertAgent, UpsertSession
+from aster_studio.store import UpsertAgent, UpsertSession, WriteOp
 from aster_studio.store.sqlite import SqliteStore
 
 from ._doc import write_block
@@ -43,18 +43,17 @@ AGENT_IDS = [f"bench-agent-{i:03d}" for i in range(AGENTS)]
 SESSION_IDS = [f"0c6d2f0e-1b1b-4c4c-9d9d-{i:012d}" for i in range(AGENTS)]
 
 
-def registrations() -> list[UpsertAgent | UpsertSession]:
+def registrations() -> list[WriteOp]:
     """The agents and their sessions, registered before the events, as in the server."""
     ts = 1_700_000_000_000
-    return [UpsertAgent(a, ts, model="claude-3-5-sonnet") for a in AGENT_IDS] + [
-        UpsertSession(s, a, ts) for a, s in zip(AGENT_IDS, SESSION_IDS, strict=True)
-    ]
+    ops: list[WriteOp] = [UpsertAgent(a, ts, model="claude-3-5-sonnet") for a in AGENT_IDS]
+    ops += [UpsertSession(s, a, ts) for a, s in zip(AGENT_IDS, SESSION_IDS, strict=True)]
+    return ops
 
 
-def events(first_id: int, count: int) -> list[StoredEvent]:
+def events(first_id: int, count: int) -> list[WriteOp]:
     """`count` text chunks from AGENTS agents in turn, numbered from `first_id`."""
-    agents, sessions = AGENT_IDS, SESSION_IDS
-    rows = []
+    rows: list[WriteOp] = []
     for n in range(count):
         k = n % AGENTS
         body = {"type": "text_chunk", "text": f"chunk {n} " + "x" * 140, "channel": "stream"}
@@ -62,8 +61,8 @@ def events(first_id: int, count: int) -> list[StoredEvent]:
         rows.append(
             StoredEvent(
                 first_id + n,
-                agents[k],
-                sessions[k],
+                AGENT_IDS[k],
+                SESSION_IDS[k],
                 "stream",
                 "text_chunk",
                 None,
@@ -81,13 +80,14 @@ def run_once(commit_size: int) -> float:
         store = SqliteStore(Path(tmp) / "bench.db")
         store.open()
         try:
-            store.write(list(registrations()))
-            rows = events(store.reserve_event_ids(), EVENTS)
+            store.write(registrations())
+            first = store.reserve_event_ids()
+            rows = events(first, EVENTS)
             start = time.process_time()
             for i in range(0, EVENTS, commit_size):
-                store.write(list(rows[i : i + commit_size]))
+                store.write(rows[i : i + commit_size])
             spent = time.process_time() - start
-            if store.max_event_id() != rows[-1].id:
+            if store.max_event_id() != first + EVENTS - 1:
                 raise SystemExit("not every event was stored")
         finally:
             store.close()

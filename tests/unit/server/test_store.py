@@ -266,7 +266,7 @@ def test_schema_5_drops_autoincrement_keeping_events_and_every_id_used(
     written = [ev(session="s"), ev(session="s"), ev()]
     old.write(written)
     old.close()
-    with closing(apsw.Connection(str(path))) as conn:  # the newest event deleted: its id stays
+    with closing(apsw.Connection(str(path))) as conn:  # the newest event deleted, its id used
         conn.execute("DELETE FROM events WHERE id = 3")
     monkeypatch.undo()
 
