@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
@@ -11,10 +12,10 @@ import apsw
 import pytest
 
 from aster_studio import store as ops
-from aster_studio.errors import MigrationError
+from aster_studio.errors import MigrationError, StoreError
 from aster_studio.models import EventFilter, Price, StoredEvent, Usage, UsageQuery
 from aster_studio.store import SqliteStore, Store
-from aster_studio.store.sqlite import ID_BLOCK
+from aster_studio.store.sqlite import ID_BLOCK, _scalar
 from tests.support.events import Numberer
 
 
@@ -302,3 +303,39 @@ def test_a_deleted_newest_event_keeps_its_id_after_a_clean_stop(tmp_path: Path) 
     two.open()
     assert two.reserve_event_ids() == 3
     two.close()
+
+
+def test_close_while_a_read_runs_leaves_that_connection_to_finish(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A stop while a REST read is running: apsw refuses to close a connection in use in another
+    # thread; the store logs it and closes the rest, and the read still completes.
+    store = SqliteStore(tmp_path / "c.db")
+    store.open()
+    store.write([ev(), ev()])
+    reading, close_tried = threading.Event(), threading.Event()
+
+    def mid_query() -> int:
+        reading.set()
+        close_tried.wait(10)
+        return 1
+
+    counted: list[int] = []
+
+    def read() -> None:
+        with store._read() as conn:
+            conn.create_scalar_function("mid_query", mid_query)
+            counted.append(_scalar(conn, "SELECT count(*) + mid_query() FROM events"))
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    assert reading.wait(10)
+    try:
+        store.close()
+    finally:
+        close_tried.set()
+        reader.join(10)
+    assert counted == [3]
+    assert "still in use at close" in caplog.text
+    with pytest.raises(StoreError):
+        store.count_events(EventFilter())  # this thread's reader was closed
