@@ -6,8 +6,9 @@ import logging
 import operator
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from itertools import compress, islice
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from ..models import (
     UsageTotals,
 )
 from ..pricing import DEFAULT_PRICES, PriceTable
+from . import _postings
 from ._base import (
     AddAudit,
     AgentState,
@@ -201,7 +203,39 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX events_by_session ON events (session_id, id);
     CREATE INDEX events_by_ts ON events (ts);
     """,
+    # Version 6 finds events by agent and session through posting lists (see _postings) instead
+    # of the two indexes, which cost half the writer's time at small group commits. The
+    # postings are built at the next open from the events above the watermark, here 0.
+    """
+    CREATE TABLE agent_postings (
+        agent_id TEXT NOT NULL,
+        last_id INTEGER NOT NULL,
+        first_id INTEGER NOT NULL,
+        ids BLOB NOT NULL,
+        PRIMARY KEY (agent_id, last_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE session_postings (
+        session_id TEXT NOT NULL,
+        last_id INTEGER NOT NULL,
+        first_id INTEGER NOT NULL,
+        ids BLOB NOT NULL,
+        PRIMARY KEY (session_id, last_id)
+    ) WITHOUT ROWID;
+    DROP INDEX events_by_agent;
+    DROP INDEX events_by_session;
+    INSERT INTO meta VALUES ('posted_through', 0);
+    """,
 )
+
+# Events written to the postings at a time (see _postings): each read by agent or session scans
+# at most this many newest events, and at 50 agents a posting row stands for 40 events or more.
+POSTING_EVENTS = 2_000
+
+# Ids looked up at a time when reading events through postings, and when counting them.
+POSTING_READ = 500
+POSTING_COUNT = 5_000
+_ID_LIST = "(SELECT value FROM json_each(?))"  # ids passed as one JSON array
+NO_ID = 1 << 62  # above every event id
 
 # Event ids reserved ahead of use (see Store.reserve_event_ids): far more than can be numbered
 # but not yet committed at any time (the write queue holds at most tens of thousands).
@@ -220,9 +254,9 @@ def _json(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-_AGENT_ID, _SESSION_ID, _EVENT_TYPE, _TS = (
+_ID, _AGENT_ID, _SESSION_ID, _EVENT_TYPE, _TS = (
     operator.itemgetter(StoredEvent._fields.index(name))
-    for name in ("agent_id", "session_id", "event_type", "ts")
+    for name in ("id", "agent_id", "session_id", "event_type", "ts")
 )
 
 # Queries return plain tuples, typed loosely: each caller builds its typed record from them.
@@ -249,9 +283,18 @@ def _scalar(conn: apsw.Connection, sql: str, args: apsw.Bindings = ()) -> Any:
 class SqliteStore:
     """Store events and state in one SQLite file; see the Store protocol for the contract."""
 
-    def __init__(self, path: Path, *, synchronous: str = "FULL") -> None:
+    def __init__(
+        self, path: Path, *, synchronous: str = "FULL", posting_events: int = POSTING_EVENTS
+    ) -> None:
         self.path = path
         self._synchronous = synchronous
+        self._posting_events = posting_events
+        # Stored events above the watermark `_posted_through`, not yet in a posting (writer only).
+        self._posted_through = 0
+        self._unposted_ids: list[int] = []
+        self._unposted_agents: list[str] = []
+        self._unposted_sessions: list[str | None] = []
+        self._posting_to = 0  # the watermark once the postings being written commit
         self._writer: apsw.Connection | None = None
         self._local = threading.local()
         self._readers: list[apsw.Connection] = []
@@ -280,6 +323,7 @@ class SqliteStore:
         conn.execute("PRAGMA wal_autocheckpoint=10000")
         self._writer = conn
         self._migrate(conn)
+        self._load_unposted(conn)
         self._prices = PriceTable(self.prices())
 
     def close(self) -> None:
@@ -324,6 +368,54 @@ class SqliteStore:
             except apsw.Error as exc:
                 conn.execute("ROLLBACK")
                 raise MigrationError(f"migration {version} failed: {exc}") from exc
+
+    def _load_unposted(self, conn: apsw.Connection) -> None:
+        """Post what an earlier run left unposted (all of it after migration 6), keep the rest."""
+        self._posted_through = int(
+            _scalar(conn, "SELECT coalesce(max(value), 0) FROM meta WHERE name = 'posted_through'")
+        )
+        self._unposted_ids.clear()
+        self._unposted_agents.clear()
+        self._unposted_sessions.clear()
+        cursor = conn.execute(
+            "SELECT id, agent_id, session_id FROM events WHERE id > ? ORDER BY id",
+            (self._posted_through,),
+        )
+        posted = 0
+        while chunk := list(islice(cursor, 100_000)):
+            self._unposted_ids.extend(map(operator.itemgetter(0), chunk))
+            self._unposted_agents.extend(map(operator.itemgetter(1), chunk))
+            self._unposted_sessions.extend(map(operator.itemgetter(2), chunk))
+            if len(self._unposted_ids) >= self._posting_events:
+                posted += len(self._unposted_ids)
+                with conn:
+                    self._post(conn)
+                self._posted()
+        if posted:
+            log.info("listed %d events by agent and session in %s", posted, self.path)
+
+    def _post(self, conn: apsw.Connection, events: Sequence[StoredEvent] = ()) -> None:
+        """Write the unposted events and `events` (this transaction's) as postings."""
+        ids = [*self._unposted_ids, *map(_ID, events)]
+        conn.executemany(
+            "INSERT INTO agent_postings VALUES (?, ?, ?, ?)",
+            _postings.rows(_postings.group(ids, [*self._unposted_agents, *map(_AGENT_ID, events)])),
+        )
+        conn.executemany(
+            "INSERT INTO session_postings VALUES (?, ?, ?, ?)",
+            _postings.rows(
+                _postings.group(ids, [*self._unposted_sessions, *map(_SESSION_ID, events)])
+            ),
+        )
+        self._posting_to = max(ids)
+        conn.execute("UPDATE meta SET value = ? WHERE name = 'posted_through'", (self._posting_to,))
+
+    def _posted(self) -> None:
+        """After the commit of `_post`: its events leave the unposted lists."""
+        self._posted_through = self._posting_to
+        self._unposted_ids.clear()
+        self._unposted_agents.clear()
+        self._unposted_sessions.clear()
 
     def ping(self) -> None:
         with self._read() as conn:
@@ -386,13 +478,16 @@ class SqliteStore:
 
         Events arrive as finished rows (`StoredEvent`, numbered on the loop) and are inserted
         with `executemany` in runs; their counts per agent and session are then added with one
-        `UPDATE` each (`_count_events`), so the writer spends no Python per event.
+        `UPDATE` each (`_count_events`), and once enough have gathered they are listed in the
+        postings by agent and session (`_post`). The in-memory list of unposted events changes
+        only after the commit.
         """
         conn = self._require_writer()
         result = CommitResult()
         rows: list[StoredEvent] = []
         usage_rows: list[tuple[Any, ...]] = []
         events = result.events
+        posting = False  # whether this transaction writes the postings
         try:
             conn.execute("BEGIN IMMEDIATE")
             for op in ops:
@@ -423,6 +518,9 @@ class SqliteStore:
             self._flush_events(conn, rows, events, usage_rows)
             if events:
                 self._count_events(conn, events)
+                if len(self._unposted_ids) + len(events) >= self._posting_events:
+                    self._post(conn, events)
+                    posting = True
             if result.producers:
                 conn.executemany(
                     "INSERT INTO producers (id, last_seq) VALUES (?, ?) ON CONFLICT (id) "
@@ -441,6 +539,12 @@ class SqliteStore:
             if self._id_ceiling:
                 self._id_ceiling = self._read_ceiling(conn)
             raise StoreError(f"write of {len(ops)} operations failed: {exc}") from exc
+        if posting:
+            self._posted()
+        elif events:
+            self._unposted_ids.extend(map(_ID, events))
+            self._unposted_agents.extend(map(_AGENT_ID, events))
+            self._unposted_sessions.extend(map(_SESSION_ID, events))
         return result
 
     def _read_ceiling(self, conn: apsw.Connection) -> int:
@@ -896,36 +1000,189 @@ class SqliteStore:
 
     def events_before(self, flt: EventFilter, before: int | None, limit: int) -> list[StoredEvent]:
         where, args = self._where(flt)
-        if before is not None:
-            where.append("id < ?")
-            args.append(before)
-        clause = f" WHERE {' AND '.join(where)}" if where else ""
-        with self._read() as conn:
-            rows = _all(
-                conn,
-                f"SELECT {self._EVENT_COLS} FROM events{clause} ORDER BY id DESC LIMIT ?",
-                [*args, limit],
-            )
+        keyed = self._keyed(flt)
+        with self._read() as conn, conn:
+            if keyed is not None:
+                rows = self._keyed_before(conn, keyed, where, args, before, limit)
+            else:
+                if before is not None:
+                    where.append("id < ?")
+                    args.append(before)
+                clause = f" WHERE {' AND '.join(where)}" if where else ""
+                rows = _all(
+                    conn,
+                    f"SELECT {self._EVENT_COLS} FROM events{clause} ORDER BY id DESC LIMIT ?",
+                    [*args, limit],
+                )
         return [self._event(r) for r in rows]
 
     def events_after(self, flt: EventFilter, after: int, limit: int) -> list[StoredEvent]:
         where, args = self._where(flt)
-        where.append("id > ?")
-        args.append(after)
-        with self._read() as conn:
-            rows = _all(
-                conn,
-                f"SELECT {self._EVENT_COLS} FROM events WHERE {' AND '.join(where)} "
-                "ORDER BY id LIMIT ?",
-                [*args, limit],
-            )
+        keyed = self._keyed(flt)
+        with self._read() as conn, conn:
+            if keyed is not None:
+                rows = self._keyed_after(conn, keyed, where, args, after, flt.start_ms, limit)
+            else:
+                cond = " AND ".join([*where, "id > ?"])
+                rows = _all(
+                    conn,
+                    f"SELECT {self._EVENT_COLS} FROM events WHERE {cond} ORDER BY id LIMIT ?",
+                    [*args, after, limit],
+                )
         return [self._event(r) for r in rows]
 
     def count_events(self, flt: EventFilter) -> int:
         where, args = self._where(flt)
-        clause = f" WHERE {' AND '.join(where)}" if where else ""
-        with self._read() as conn:
-            return int(_scalar(conn, f"SELECT count(*) FROM events{clause}", args))
+        keyed = self._keyed(flt)
+        with self._read() as conn, conn:
+            if keyed is not None:
+                count = self._keyed_count(conn, keyed, flt, where, args)
+            else:
+                clause = f" WHERE {' AND '.join(where)}" if where else ""
+                count = int(_scalar(conn, f"SELECT count(*) FROM events{clause}", args))
+        return count
+
+    # ---- reads by agent or session: the postings, then the unposted tail ----
+
+    @staticmethod
+    def _keyed(flt: EventFilter) -> tuple[str, str, tuple[str, ...]] | None:
+        """The postings that narrow `flt` most: a session's, else an agent's; None: neither."""
+        if flt.session_ids:
+            return "session_postings", "session_id", flt.session_ids
+        if flt.agent_ids:
+            return "agent_postings", "agent_id", flt.agent_ids
+        return None
+
+    @staticmethod
+    def _watermark(conn: apsw.Connection) -> int:
+        """Every event up to this id is in the postings (read in the caller's transaction)."""
+        return int(_scalar(conn, "SELECT value FROM meta WHERE name = 'posted_through'"))
+
+    @staticmethod
+    def _first_at(conn: apsw.Connection, start_ms: int | None) -> int:
+        """An id below every event received at `start_ms` or later (0 without a start)."""
+        if start_ms is None:
+            return 0
+        first = _scalar(conn, "SELECT min(id) FROM events WHERE ts >= ?", (start_ms,))
+        return NO_ID if first is None else int(first) - 1
+
+    @staticmethod
+    @contextmanager
+    def _postings(
+        conn: apsw.Connection,
+        keyed: tuple[str, str, tuple[str, ...]],
+        condition: str,
+        bound: int,
+    ) -> Iterator[list[apsw.Cursor]]:
+        """One cursor per key over its postings that meet `condition` (one `?`: `bound`)."""
+        table, column, keys = keyed
+        sql = f"SELECT last_id, first_id, ids FROM {table} WHERE {column} = ? AND {condition}"
+        streams = [conn.execute(sql, (key, bound)) for key in keys]
+        try:
+            yield streams
+        finally:
+            for stream in streams:
+                stream.close()
+
+    def _keyed_count(
+        self,
+        conn: apsw.Connection,
+        keyed: tuple[str, str, tuple[str, ...]],
+        flt: EventFilter,
+        where: list[str],
+        args: list[Any],
+    ) -> int:
+        table, column, keys = keyed
+        cond = " AND ".join(where)
+        total = int(
+            _scalar(
+                conn,
+                f"SELECT count(*) FROM events WHERE id > ? AND {cond}",
+                [self._watermark(conn), *args],
+            )
+        )
+        if replace(flt, **{f"{column}s": None}) == EventFilter():
+            # Nothing but the key: the postings' lengths are the counts.
+            marks = ",".join("?" * len(keys))
+            return total + int(
+                _scalar(
+                    conn,
+                    f"SELECT coalesce(sum(length(ids)), 0) / 8 FROM {table} "
+                    f"WHERE {column} IN ({marks})",
+                    keys,
+                )
+            )
+        after = self._first_at(conn, flt.start_ms)
+        with self._postings(conn, keyed, "last_id > ? ORDER BY last_id", after) as streams:
+            for ids in _postings.batched(_postings.oldest_first(streams, after), POSTING_COUNT):
+                total += int(
+                    _scalar(
+                        conn,
+                        f"SELECT count(*) FROM events WHERE id IN {_ID_LIST} AND {cond}",
+                        [orjson.dumps(ids).decode(), *args],
+                    )
+                )
+        return total
+
+    def _keyed_before(
+        self,
+        conn: apsw.Connection,
+        keyed: tuple[str, str, tuple[str, ...]],
+        where: list[str],
+        args: list[Any],
+        before: int | None,
+        limit: int,
+    ) -> list[Row]:
+        bound = NO_ID if before is None else before
+        cond = " AND ".join(where)
+        found = _all(
+            conn,
+            f"SELECT {self._EVENT_COLS} FROM events WHERE id > ? AND id < ? AND {cond} "
+            "ORDER BY id DESC LIMIT ?",
+            [self._watermark(conn), bound, *args, limit],
+        )
+        if len(found) >= limit:
+            return found
+        with self._postings(conn, keyed, "first_id < ? ORDER BY last_id DESC", bound) as streams:
+            for ids in _postings.batched(_postings.newest_first(streams, bound), POSTING_READ):
+                found += _all(
+                    conn,
+                    f"SELECT {self._EVENT_COLS} FROM events WHERE id IN {_ID_LIST} AND {cond} "
+                    "ORDER BY id DESC LIMIT ?",
+                    [orjson.dumps(ids).decode(), *args, limit - len(found)],
+                )
+                if len(found) >= limit:
+                    break
+        return found
+
+    def _keyed_after(
+        self,
+        conn: apsw.Connection,
+        keyed: tuple[str, str, tuple[str, ...]],
+        where: list[str],
+        args: list[Any],
+        after: int,
+        start_ms: int | None,
+        limit: int,
+    ) -> list[Row]:
+        after = max(after, self._first_at(conn, start_ms))
+        cond = " AND ".join(where)
+        found: list[Row] = []
+        with self._postings(conn, keyed, "last_id > ? ORDER BY last_id", after) as streams:
+            for ids in _postings.batched(_postings.oldest_first(streams, after), POSTING_READ):
+                found += _all(
+                    conn,
+                    f"SELECT {self._EVENT_COLS} FROM events WHERE id IN {_ID_LIST} AND {cond} "
+                    "ORDER BY id LIMIT ?",
+                    [orjson.dumps(ids).decode(), *args, limit - len(found)],
+                )
+                if len(found) >= limit:
+                    return found
+        return found + _all(
+            conn,
+            f"SELECT {self._EVENT_COLS} FROM events WHERE id > ? AND {cond} ORDER BY id LIMIT ?",
+            [max(after, self._watermark(conn)), *args, limit - len(found)],
+        )
 
     def max_event_id(self) -> int:
         with self._read() as conn:

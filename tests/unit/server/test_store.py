@@ -262,7 +262,7 @@ def test_schema_5_drops_autoincrement_keeping_events_and_every_id_used(
 
     path = tmp_path / "v4.db"
     monkeypatch.setattr(backend, "MIGRATIONS", backend.MIGRATIONS[:4])
-    old = SqliteStore(path)
+    old = SqliteStore(path, posting_events=1_000_000)  # schema 4 has no postings
     old.open()
     written = [ev(session="s"), ev(session="s"), ev()]
     old.write(written)
@@ -275,13 +275,13 @@ def test_schema_5_drops_autoincrement_keeping_events_and_every_id_used(
     new.open()
     try:
         with closing(apsw.Connection(str(path))) as conn:
-            assert conn.execute("PRAGMA user_version").fetchone()[0] == 5
+            assert conn.execute("PRAGMA user_version").fetchone()[0] == len(backend.MIGRATIONS)
             (sql,) = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'events'").fetchone()
             assert "AUTOINCREMENT" not in sql
             indexes = {
                 r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")
             }
-            assert {"events_by_agent", "events_by_session", "events_by_ts"} <= indexes
+            assert "events_by_ts" in indexes
         assert new.events_after(EventFilter(), 0, 10) == written[:2]
         assert new.count_events(EventFilter(session_ids=("s",))) == 2
         assert new.reserve_event_ids() == 4
