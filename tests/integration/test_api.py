@@ -322,3 +322,45 @@ def test_working_agent_that_goes_silent_is_stalled(tmp_path: Path) -> None:
             )
     finally:
         server.stop()
+
+
+def test_reads_by_agent_and_session_span_postings_and_survive_a_restart(tmp_path: Path) -> None:
+    """More events than one posting list takes (2,000): a read by agent or session joins the
+    postings written so far with the newest events not yet in one, before and after a restart."""
+    server = StudioProcess(tmp_path / "p.db").start()
+    try:
+        agents = ("p0", "p1", "p2")
+        with RawAgent(server.agent_url) as agent:
+            for name in agents:
+                agent.request(register(name))
+                agent.request({"type": "register_session", "session": {"id": f"s-{name}"}})
+            for i in range(2_600):
+                name = agents[i % 7 % 3]  # interleaved, unevenly
+                message = event(name, "text_chunk", n=i)
+                agent.send({**message, "session_id": f"s-{name}"} if i % 5 else message)
+            assert agent.request({"type": "ping"}) == {"type": "pong"}
+        stored = wait_for(lambda: events(server.http_url), lambda e: len(e) == 2_600)
+        for restarted in (False, True):
+            if restarted:
+                server.restart()
+            for query, wanted in (
+                ("agent_id=p1", [e for e in stored if e["agent_id"] == "p1"]),
+                ("agent_id=p0,p2", [e for e in stored if e["agent_id"] != "p1"]),
+                ("session_id=s-p2", [e for e in stored if e["session_id"] == "s-p2"]),
+            ):
+                assert events(server.http_url, query) == wanted, (query, restarted)
+                count = get(server.http_url, f"/v1/dashboard/events/count?{query}")["count"]
+                assert count == len(wanted)
+                newest_first: list[int] = []
+                page = get(server.http_url, f"/v1/dashboard/events?limit=300&{query}")
+                while True:
+                    newest_first += [e["cursor"] for e in page["events"]]
+                    if page["next_before"] is None:
+                        break
+                    page = get(
+                        server.http_url,
+                        f"/v1/dashboard/events?limit=300&before={page['next_before']}&{query}",
+                    )
+                assert newest_first == [e["cursor"] for e in reversed(wanted)], (query, restarted)
+    finally:
+        server.stop()

@@ -384,7 +384,8 @@ class SqliteStore:
             (self._posted_through,),
         )
         posted = 0
-        while chunk := list(islice(cursor, 100_000)):
+        # In runs of 20,000, so that no posting holds more ids than a read should unpack.
+        while chunk := list(islice(cursor, 20_000)):
             self._unposted_ids.extend(map(operator.itemgetter(0), chunk))
             self._unposted_agents.extend(map(operator.itemgetter(1), chunk))
             self._unposted_sessions.extend(map(operator.itemgetter(2), chunk))
