@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import threading
 from contextlib import closing
 from pathlib import Path
 
@@ -215,3 +216,39 @@ def test_merged_postings_give_every_id_once_in_order(
     assert before == [i for i in reversed(mine) if i < cursor]
     assert [i for b in _postings.batched([after, after], 7) for i in b] == after + after
     assert all(len(b) <= 7 for b in _postings.batched([after], 7))
+
+
+def test_reads_during_writes_see_one_consistent_snapshot(tmp_path: Path) -> None:
+    """The watermark, the tail and the postings are read in one transaction: a read racing the
+    writer's posting sees each event once, with no gap, never half of a posting write."""
+    rows = events(3_000, seed=8)
+    store = SqliteStore(tmp_path / "c.db", synchronous="OFF", posting_events=25)
+    store.open()
+    flt = EventFilter(agent_ids=("a0",))
+    mine = [e for e in rows if e.agent_id == "a0"]
+    seen: list[str] = []
+    done = threading.Event()
+
+    def read() -> None:
+        while not done.is_set():
+            oldest_first = store.events_after(flt, 0, 10_000)
+            if oldest_first != mine[: len(oldest_first)]:
+                seen.append(f"oldest first: {len(oldest_first)} events, not a prefix")
+            newest_first = store.events_before(flt, None, 10_000)[::-1]
+            if newest_first != mine[: len(newest_first)]:
+                seen.append(f"newest first: {len(newest_first)} events, not a prefix")
+            count = store.count_events(flt)
+            if not len(oldest_first) <= count <= len(mine):
+                seen.append(f"count {count}")
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        for i in range(0, len(rows), 10):
+            store.write(list(rows[i : i + 10]))
+    finally:
+        done.set()
+        reader.join(timeout=30)
+        store.close()
+    assert not reader.is_alive()
+    assert seen == []
