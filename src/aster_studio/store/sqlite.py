@@ -6,7 +6,7 @@ import logging
 import operator
 import threading
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from itertools import compress, islice
@@ -1127,6 +1127,28 @@ class SqliteStore:
                 )
         return total
 
+    def _rows_by_id(
+        self,
+        conn: apsw.Connection,
+        runs: Iterable[list[int]],
+        cond: str,
+        args: list[Any],
+        order: str,
+        limit: int,
+    ) -> list[Row]:
+        """Up to `limit` events of the ids in `runs` that meet `cond`, in id `order` (the runs')."""
+        found: list[Row] = []
+        for ids in _postings.batched(runs, POSTING_READ):
+            found += _all(
+                conn,
+                f"SELECT {self._EVENT_COLS} FROM {_BY_ID} WHERE id IN {_ID_LIST} AND {cond} "
+                f"ORDER BY id {order} LIMIT ?",
+                [orjson.dumps(ids).decode(), *args, limit - len(found)],
+            )
+            if len(found) >= limit:
+                break
+        return found
+
     def _keyed_before(
         self,
         conn: apsw.Connection,
@@ -1147,16 +1169,8 @@ class SqliteStore:
         if len(found) >= limit:
             return found
         with self._postings(conn, keyed, "first_id < ? ORDER BY last_id DESC", bound) as streams:
-            for ids in _postings.batched(_postings.newest_first(streams, bound), POSTING_READ):
-                found += _all(
-                    conn,
-                    f"SELECT {self._EVENT_COLS} FROM {_BY_ID} WHERE id IN {_ID_LIST} AND {cond} "
-                    "ORDER BY id DESC LIMIT ?",
-                    [orjson.dumps(ids).decode(), *args, limit - len(found)],
-                )
-                if len(found) >= limit:
-                    break
-        return found
+            runs = _postings.newest_first(streams, bound)
+            return found + self._rows_by_id(conn, runs, cond, args, "DESC", limit - len(found))
 
     def _keyed_after(
         self,
@@ -1170,17 +1184,11 @@ class SqliteStore:
     ) -> list[Row]:
         after = max(after, self._first_at(conn, start_ms))
         cond = " AND ".join(where)
-        found: list[Row] = []
         with self._postings(conn, keyed, "last_id > ? ORDER BY last_id", after) as streams:
-            for ids in _postings.batched(_postings.oldest_first(streams, after), POSTING_READ):
-                found += _all(
-                    conn,
-                    f"SELECT {self._EVENT_COLS} FROM {_BY_ID} WHERE id IN {_ID_LIST} AND {cond} "
-                    "ORDER BY id LIMIT ?",
-                    [orjson.dumps(ids).decode(), *args, limit - len(found)],
-                )
-                if len(found) >= limit:
-                    return found
+            runs = _postings.oldest_first(streams, after)
+            found = self._rows_by_id(conn, runs, cond, args, "ASC", limit)
+        if len(found) >= limit:
+            return found
         return found + _all(
             conn,
             f"SELECT {self._EVENT_COLS} FROM {_BY_ID} WHERE id > ? AND {cond} ORDER BY id LIMIT ?",
