@@ -8,7 +8,6 @@ import threading
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import replace
 from itertools import compress, islice
 from pathlib import Path
 from typing import Any
@@ -260,6 +259,9 @@ _ID, _AGENT_ID, _SESSION_ID, _EVENT_TYPE, _TS = (
     operator.itemgetter(StoredEvent._fields.index(name))
     for name in ("id", "agent_id", "session_id", "event_type", "ts")
 )
+
+# The postings a read goes through: (table, key column, keys).
+_Keyed = tuple[str, str, tuple[str, ...]]
 
 # Queries return plain tuples, typed loosely: each caller builds its typed record from them.
 Row = tuple[Any, ...]
@@ -1048,7 +1050,7 @@ class SqliteStore:
     # ---- reads by agent or session: the postings, then the unposted tail ----
 
     @staticmethod
-    def _keyed(flt: EventFilter) -> tuple[str, str, tuple[str, ...]] | None:
+    def _keyed(flt: EventFilter) -> _Keyed | None:
         """The postings that narrow `flt` most: a session's, else an agent's; None: neither."""
         if flt.session_ids:
             return "session_postings", "session_id", flt.session_ids
@@ -1073,7 +1075,7 @@ class SqliteStore:
     @contextmanager
     def _postings(
         conn: apsw.Connection,
-        keyed: tuple[str, str, tuple[str, ...]],
+        keyed: _Keyed,
         condition: str,
         bound: int,
     ) -> Iterator[list[apsw.Cursor]]:
@@ -1090,7 +1092,7 @@ class SqliteStore:
     def _keyed_count(
         self,
         conn: apsw.Connection,
-        keyed: tuple[str, str, tuple[str, ...]],
+        keyed: _Keyed,
         flt: EventFilter,
         where: list[str],
         args: list[Any],
@@ -1104,8 +1106,9 @@ class SqliteStore:
                 [self._watermark(conn), *args],
             )
         )
-        if replace(flt, **{f"{column}s": None}) == EventFilter():
-            # Nothing but the key: the postings' lengths are the counts.
+        if len(where) == 1:
+            # Nothing but the key (`_where` makes one condition per filter given): the
+            # postings' lengths are the counts.
             marks = ",".join("?" * len(keys))
             return total + int(
                 _scalar(
@@ -1152,7 +1155,7 @@ class SqliteStore:
     def _keyed_before(
         self,
         conn: apsw.Connection,
-        keyed: tuple[str, str, tuple[str, ...]],
+        keyed: _Keyed,
         where: list[str],
         args: list[Any],
         before: int | None,
@@ -1175,7 +1178,7 @@ class SqliteStore:
     def _keyed_after(
         self,
         conn: apsw.Connection,
-        keyed: tuple[str, str, tuple[str, ...]],
+        keyed: _Keyed,
         where: list[str],
         args: list[Any],
         after: int,
