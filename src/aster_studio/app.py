@@ -141,9 +141,16 @@ class Studio:
 
 
 def create_app(
-    settings: Settings, *, store: Store | None = None, clock: Clock = wall_clock_ms
+    settings: Settings,
+    *,
+    store: Store | None = None,
+    clock: Clock = wall_clock_ms,
+    after_start: Callable[[], None] | None = None,
 ) -> FastAPI:
-    """Build the Studio's ASGI app: agent endpoint, REST API, live stream and console."""
+    """Build the Studio's ASGI app: agent endpoint, REST API, live stream and console.
+
+    `after_start` runs once the Studio has started, before the first connection is served.
+    """
     from .api import mount_routes
     from .api.guard import Guard
 
@@ -156,6 +163,8 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await studio.start()
+        if after_start is not None:
+            after_start()
         try:
             yield
         finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import signal
 import socket
@@ -112,9 +113,21 @@ def _has_credentials(studio: Studio) -> bool:
     return studio.auth.enabled
 
 
+def freeze_startup_heap() -> None:
+    """Keep what start-up allocated (modules, routes, loaded agents) out of later collections.
+
+    Every event allocates a few objects that outlive the youngest generation (the live tail,
+    queued writes), so full collections come often, and each walked the whole start-up heap
+    first. Frozen, it is walked no more: +17-23% events/s saturated (docs/benchmarks.md).
+    Start-up's garbage is collected first, so none of it is frozen.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 def serve(settings: Settings, *, ready_message: bool = True) -> None:
     """Run the Studio until SIGINT/SIGTERM; stored data is flushed before it returns."""
-    app = create_app(settings)
+    app = create_app(settings, after_start=freeze_startup_heap)
     studio = app.state.studio
     if not settings.loopback and not settings.insecure and not _has_credentials(studio):
         raise ConfigError(
