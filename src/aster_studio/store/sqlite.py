@@ -224,6 +224,21 @@ MIGRATIONS: tuple[str, ...] = (
     DROP INDEX events_by_session;
     INSERT INTO meta VALUES ('posted_through', 0);
     """,
+    # Version 7 finds time ranges through the receive times of each posting's events, written
+    # with it (see _id_range), instead of an index on `ts`, the last one written per event.
+    # What is already posted gets its ranges here, in runs of 2,000 ids.
+    """
+    CREATE TABLE posted_times (
+        last_id INTEGER PRIMARY KEY,
+        min_ts INTEGER NOT NULL,
+        max_ts INTEGER NOT NULL
+    );
+    INSERT INTO posted_times
+        SELECT max(id), min(ts), max(ts) FROM events
+        WHERE id <= (SELECT value FROM meta WHERE name = 'posted_through')
+        GROUP BY id / 2000;
+    DROP INDEX events_by_ts;
+    """,
 )
 
 # Events written to the postings at a time (see _postings): each read by agent or session scans
@@ -234,8 +249,6 @@ POSTING_EVENTS = 2_000
 POSTING_READ = 500
 POSTING_COUNT = 5_000
 _ID_LIST = "(SELECT value FROM json_each(?))"  # ids passed as one JSON array
-# Reads through the postings take rows by id only: never a scan of the `ts` index instead.
-_BY_ID = "events NOT INDEXED"
 NO_ID = 1 << 62  # above every event id
 
 # Event ids reserved ahead of use (see Store.reserve_event_ids): far more than can be numbered
@@ -298,6 +311,7 @@ class SqliteStore:
         self._unposted_ids: list[int] = []
         self._unposted_agents: list[str] = []
         self._unposted_sessions: list[str | None] = []
+        self._unposted_times: list[int] = []
         self._posting_to = 0  # the watermark once the postings being written commit
         self._writer: apsw.Connection | None = None
         self._local = threading.local()
@@ -375,14 +389,12 @@ class SqliteStore:
 
     def _load_unposted(self, conn: apsw.Connection) -> None:
         """Post what an earlier run left unposted (all of it after migration 6), keep the rest."""
-        self._posted_through = int(
+        self._posting_to = int(
             _scalar(conn, "SELECT coalesce(max(value), 0) FROM meta WHERE name = 'posted_through'")
         )
-        self._unposted_ids.clear()
-        self._unposted_agents.clear()
-        self._unposted_sessions.clear()
+        self._posted()  # start from the stored watermark, with nothing unposted
         cursor = conn.execute(
-            "SELECT id, agent_id, session_id FROM events WHERE id > ? ORDER BY id",
+            "SELECT id, agent_id, session_id, ts FROM events WHERE id > ? ORDER BY id",
             (self._posted_through,),
         )
         posted = 0
@@ -391,6 +403,7 @@ class SqliteStore:
             self._unposted_ids.extend(map(operator.itemgetter(0), chunk))
             self._unposted_agents.extend(map(operator.itemgetter(1), chunk))
             self._unposted_sessions.extend(map(operator.itemgetter(2), chunk))
+            self._unposted_times.extend(map(operator.itemgetter(3), chunk))
             if len(self._unposted_ids) >= self._posting_events:
                 posted += len(self._unposted_ids)
                 with conn:
@@ -413,6 +426,10 @@ class SqliteStore:
             ),
         )
         self._posting_to = max(ids)
+        times = [*self._unposted_times, *map(_TS, events)]
+        conn.execute(
+            "INSERT INTO posted_times VALUES (?, ?, ?)", (self._posting_to, min(times), max(times))
+        )
         conn.execute("UPDATE meta SET value = ? WHERE name = 'posted_through'", (self._posting_to,))
 
     def _posted(self) -> None:
@@ -421,6 +438,7 @@ class SqliteStore:
         self._unposted_ids.clear()
         self._unposted_agents.clear()
         self._unposted_sessions.clear()
+        self._unposted_times.clear()
 
     def ping(self) -> None:
         with self._read() as conn:
@@ -550,6 +568,7 @@ class SqliteStore:
             self._unposted_ids.extend(map(_ID, events))
             self._unposted_agents.extend(map(_AGENT_ID, events))
             self._unposted_sessions.extend(map(_SESSION_ID, events))
+            self._unposted_times.extend(map(_TS, events))
         return result
 
     def _read_ceiling(self, conn: apsw.Connection) -> int:
@@ -1007,17 +1026,17 @@ class SqliteStore:
         where, args = self._where(flt)
         keyed = self._keyed(flt)
         with self._read() as conn, conn:
+            low, high = self._id_range(conn, flt.start_ms, flt.end_ms)
+            if before is not None:
+                high = min(high, before)
             if keyed is not None:
-                rows = self._keyed_before(conn, keyed, where, args, before, limit)
+                rows = self._keyed_before(conn, keyed, where, args, high, limit)
             else:
-                if before is not None:
-                    where.append("id < ?")
-                    args.append(before)
-                clause = f" WHERE {' AND '.join(where)}" if where else ""
+                cond = " AND ".join([*where, "id > ? AND id < ?"])
                 rows = _all(
                     conn,
-                    f"SELECT {self._EVENT_COLS} FROM events{clause} ORDER BY id DESC LIMIT ?",
-                    [*args, limit],
+                    f"SELECT {self._EVENT_COLS} FROM events WHERE {cond} ORDER BY id DESC LIMIT ?",
+                    [*args, low, high, limit],
                 )
         return [self._event(r) for r in rows]
 
@@ -1025,14 +1044,16 @@ class SqliteStore:
         where, args = self._where(flt)
         keyed = self._keyed(flt)
         with self._read() as conn, conn:
+            low, high = self._id_range(conn, flt.start_ms, flt.end_ms)
+            low = max(low, after)
             if keyed is not None:
-                rows = self._keyed_after(conn, keyed, where, args, after, flt.start_ms, limit)
+                rows = self._keyed_after(conn, keyed, where, args, low, limit)
             else:
-                cond = " AND ".join([*where, "id > ?"])
+                cond = " AND ".join([*where, "id > ? AND id < ?"])
                 rows = _all(
                     conn,
                     f"SELECT {self._EVENT_COLS} FROM events WHERE {cond} ORDER BY id LIMIT ?",
-                    [*args, after, limit],
+                    [*args, low, high, limit],
                 )
         return [self._event(r) for r in rows]
 
@@ -1040,11 +1061,14 @@ class SqliteStore:
         where, args = self._where(flt)
         keyed = self._keyed(flt)
         with self._read() as conn, conn:
+            low, high = self._id_range(conn, flt.start_ms, flt.end_ms)
             if keyed is not None:
-                count = self._keyed_count(conn, keyed, flt, where, args)
+                count = self._keyed_count(conn, keyed, where, args, low)
             else:
-                clause = f" WHERE {' AND '.join(where)}" if where else ""
-                count = int(_scalar(conn, f"SELECT count(*) FROM events{clause}", args))
+                cond = " AND ".join([*where, "id > ? AND id < ?"])
+                count = int(
+                    _scalar(conn, f"SELECT count(*) FROM events WHERE {cond}", [*args, low, high])
+                )
         return count
 
     # ---- reads by agent or session: the postings, then the unposted tail ----
@@ -1063,13 +1087,57 @@ class SqliteStore:
         """Every event up to this id is in the postings (read in the caller's transaction)."""
         return int(_scalar(conn, "SELECT value FROM meta WHERE name = 'posted_through'"))
 
-    @staticmethod
-    def _first_at(conn: apsw.Connection, start_ms: int | None) -> int:
-        """An id below every event received at `start_ms` or later (0 without a start)."""
-        if start_ms is None:
-            return 0
-        first = _scalar(conn, "SELECT min(id) FROM events WHERE ts >= ?", (start_ms,))
-        return NO_ID if first is None else int(first) - 1
+    def _id_range(
+        self, conn: apsw.Connection, start_ms: int | None, end_ms: int | None
+    ) -> tuple[int, int]:
+        """Ids `(low, high)` around every event received in [start_ms, end_ms): low < id < high.
+
+        Found from the receive times of each posting's events (`posted_times`, a row per 2,000
+        events or so), then the unposted events above the watermark, by id. Neither assumes
+        that the clock only moves forward: the bounds are a posting wide at most, and the
+        caller's `ts` conditions pick the events within them.
+        """
+        low, high = 0, NO_ID
+        if start_ms is None and end_ms is None:
+            return low, high
+        watermark = self._watermark(conn)
+        if start_ms is not None:
+            # The postings before the first that reaches `start_ms` are older throughout.
+            first = _one(
+                conn,
+                "SELECT last_id FROM posted_times WHERE max_ts >= ? ORDER BY last_id LIMIT 1",
+                (start_ms,),
+            )
+            if first is not None:
+                low = int(
+                    _scalar(
+                        conn,
+                        "SELECT coalesce(max(last_id), 0) FROM posted_times WHERE last_id < ?",
+                        first,
+                    )
+                )
+            else:
+                tail = _scalar(
+                    conn,
+                    "SELECT min(id) FROM events WHERE id > ? AND ts >= ?",
+                    (watermark, start_ms),
+                )
+                low = NO_ID if tail is None else int(tail) - 1
+        if end_ms is not None:
+            last = _scalar(
+                conn, "SELECT max(id) FROM events WHERE id > ? AND ts < ?", (watermark, end_ms)
+            )
+            if last is None:
+                # The postings after the last that reaches below `end_ms` are newer throughout.
+                row = _one(
+                    conn,
+                    "SELECT last_id FROM posted_times WHERE min_ts < ? "
+                    "ORDER BY last_id DESC LIMIT 1",
+                    (end_ms,),
+                )
+                last = 0 if row is None else row[0]
+            high = int(last) + 1
+        return low, high
 
     @staticmethod
     @contextmanager
@@ -1093,16 +1161,16 @@ class SqliteStore:
         self,
         conn: apsw.Connection,
         keyed: _Keyed,
-        flt: EventFilter,
         where: list[str],
         args: list[Any],
+        after: int,
     ) -> int:
         table, column, keys = keyed
         cond = " AND ".join(where)
         total = int(
             _scalar(
                 conn,
-                f"SELECT count(*) FROM {_BY_ID} WHERE id > ? AND {cond}",
+                f"SELECT count(*) FROM events WHERE id > ? AND {cond}",
                 [self._watermark(conn), *args],
             )
         )
@@ -1118,13 +1186,12 @@ class SqliteStore:
                     keys,
                 )
             )
-        after = self._first_at(conn, flt.start_ms)
         with self._postings(conn, keyed, "last_id > ? ORDER BY last_id", after) as streams:
             for ids in _postings.batched(_postings.oldest_first(streams, after), POSTING_COUNT):
                 total += int(
                     _scalar(
                         conn,
-                        f"SELECT count(*) FROM {_BY_ID} WHERE id IN {_ID_LIST} AND {cond}",
+                        f"SELECT count(*) FROM events WHERE id IN {_ID_LIST} AND {cond}",
                         [orjson.dumps(ids).decode(), *args],
                     )
                 )
@@ -1144,7 +1211,7 @@ class SqliteStore:
         for ids in _postings.batched(runs, POSTING_READ):
             found += _all(
                 conn,
-                f"SELECT {self._EVENT_COLS} FROM {_BY_ID} WHERE id IN {_ID_LIST} AND {cond} "
+                f"SELECT {self._EVENT_COLS} FROM events WHERE id IN {_ID_LIST} AND {cond} "
                 f"ORDER BY id {order} LIMIT ?",
                 [orjson.dumps(ids).decode(), *args, limit - len(found)],
             )
@@ -1158,14 +1225,13 @@ class SqliteStore:
         keyed: _Keyed,
         where: list[str],
         args: list[Any],
-        before: int | None,
+        bound: int,
         limit: int,
     ) -> list[Row]:
-        bound = NO_ID if before is None else before
         cond = " AND ".join(where)
         found = _all(
             conn,
-            f"SELECT {self._EVENT_COLS} FROM {_BY_ID} WHERE id > ? AND id < ? AND {cond} "
+            f"SELECT {self._EVENT_COLS} FROM events WHERE id > ? AND id < ? AND {cond} "
             "ORDER BY id DESC LIMIT ?",
             [self._watermark(conn), bound, *args, limit],
         )
@@ -1182,10 +1248,8 @@ class SqliteStore:
         where: list[str],
         args: list[Any],
         after: int,
-        start_ms: int | None,
         limit: int,
     ) -> list[Row]:
-        after = max(after, self._first_at(conn, start_ms))
         cond = " AND ".join(where)
         with self._postings(conn, keyed, "last_id > ? ORDER BY last_id", after) as streams:
             runs = _postings.oldest_first(streams, after)
@@ -1194,7 +1258,7 @@ class SqliteStore:
             return found
         return found + _all(
             conn,
-            f"SELECT {self._EVENT_COLS} FROM {_BY_ID} WHERE id > ? AND {cond} ORDER BY id LIMIT ?",
+            f"SELECT {self._EVENT_COLS} FROM events WHERE id > ? AND {cond} ORDER BY id LIMIT ?",
             [max(after, self._watermark(conn)), *args, limit - len(found)],
         )
 
@@ -1203,13 +1267,13 @@ class SqliteStore:
             return int(_scalar(conn, "SELECT coalesce(max(id), 0) FROM events"))
 
     def event_counts_by_type(self, start_ms: int, end_ms: int) -> dict[str, int]:
-        with self._read() as conn:
+        with self._read() as conn, conn:
+            low, high = self._id_range(conn, start_ms, end_ms)
             rows = _all(
                 conn,
-                "SELECT event_type, count(*) FROM events WHERE id >= coalesce("
-                "(SELECT min(id) FROM events WHERE ts >= ?), 1 << 62) AND ts < ? "
-                "GROUP BY event_type",
-                (start_ms, end_ms),
+                "SELECT event_type, count(*) FROM events "
+                "WHERE id > ? AND id < ? AND ts >= ? AND ts < ? GROUP BY event_type",
+                (low, high, start_ms, end_ms),
             )
         return {r[0]: int(r[1]) for r in rows}
 

@@ -1,9 +1,10 @@
-"""Events found by agent and session through posting lists, against a plain filter."""
+"""Events found by agent, session and time through posting lists, against a plain filter."""
 
 from __future__ import annotations
 
 import random
 import threading
+from collections import Counter
 from contextlib import closing
 from pathlib import Path
 
@@ -21,11 +22,16 @@ SESSIONS = ("s0", "s1", "s2", None)
 
 
 def events(count: int, seed: int, first: int = 1) -> list[StoredEvent]:
-    """Interleaved events of a few agents, some sessions, types, severities and times."""
+    """Interleaved events of a few agents, some sessions, types, severities and times.
+
+    Receive times rise by a millisecond an event, except where the wall clock steps back.
+    """
     rng = random.Random(seed)
     numbers = Numberer(first)
     out = []
+    ts = 1_000
     for n in range(count):
+        ts += -rng.randint(5, 60) if rng.random() < 0.03 else 1
         agent = rng.choice(AGENTS)
         # a few agents dominate, as a busy agent does beside quiet ones
         if rng.random() < 0.5:
@@ -35,7 +41,7 @@ def events(count: int, seed: int, first: int = 1) -> list[StoredEvent]:
             numbers.event(
                 agent,
                 etype,
-                1_000 + n,
+                ts,
                 session=rng.choice(SESSIONS),
                 severity="error" if etype == "error" else None,
                 channel=rng.choice(("stream", "progress")),
@@ -66,6 +72,12 @@ FILTERS = [
     EventFilter(session_ids=("s2",), channels=("stream",), text="needle"),
     EventFilter(agent_ids=("a2",), start_ms=1_100, end_ms=1_250),
     EventFilter(agent_ids=("a0",), start_ms=99_999),
+    EventFilter(session_ids=("s0",), start_ms=1_050),
+    EventFilter(start_ms=1_100, end_ms=1_250),
+    EventFilter(start_ms=1_150),
+    EventFilter(end_ms=1_040),
+    EventFilter(end_ms=0),
+    EventFilter(event_types=("error",), start_ms=1_030, end_ms=1_200),
 ]
 
 
@@ -93,6 +105,9 @@ def check_reads(store: SqliteStore, rows: list[StoredEvent]) -> None:
                 older = [e for e in reversed(expected) if e.id < cursor]
                 assert store.events_before(flt, cursor, limit) == older[:limit], (flt, cursor)
             assert store.events_before(flt, None, limit) == expected[::-1][:limit], flt
+    for start, end in ((0, 10_000), (1_100, 1_250), (1_150, 1_151), (1_300, 99_999), (5, 6)):
+        types = Counter(e.event_type for e in rows if start <= e.ts < end)
+        assert store.event_counts_by_type(start, end) == types, (start, end)
 
 
 def posted_through(path: Path) -> int:
@@ -162,6 +177,37 @@ def test_a_database_from_before_postings_is_listed_at_open(
             indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
         assert "events_by_agent" not in indexes
         assert "events_by_session" not in indexes
+        check_reads(new, rows)
+    finally:
+        new.close()
+
+
+def test_a_database_posted_before_time_ranges_gets_them_at_open(tmp_path: Path) -> None:
+    path = tmp_path / "v6.db"
+    rows = events(5_000, seed=9)
+    old = SqliteStore(path, synchronous="OFF", posting_events=700)
+    old.open()
+    write_in_commits(old, rows, seed=10)
+    old.close()
+    with closing(apsw.Connection(str(path))) as conn:  # back to schema 6, as it left it
+        conn.execute(
+            "DROP TABLE posted_times; CREATE INDEX events_by_ts ON events (ts); "
+            "PRAGMA user_version = 6"
+        )
+    posted = posted_through(path)
+    assert 0 < posted < rows[-1].id
+
+    new = SqliteStore(path, synchronous="OFF", posting_events=700)
+    new.open()
+    try:
+        with closing(apsw.Connection(str(path))) as conn:
+            ranges = conn.execute("SELECT last_id, min_ts, max_ts FROM posted_times").fetchall()
+            assert conn.execute("PRAGMA index_list(events)").fetchall() == []
+        # The posted events' times in runs of 2,000 ids, each run's bounds as its events' own.
+        assert [r[0] for r in ranges] == [1_999, 3_999, posted]
+        for (low, _, _), (high, min_ts, max_ts) in zip([(0, 0, 0), *ranges], ranges):
+            times = [e.ts for e in rows if low < e.id <= high]
+            assert (min_ts, max_ts) == (min(times), max(times))
         check_reads(new, rows)
     finally:
         new.close()
