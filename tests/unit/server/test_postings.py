@@ -205,7 +205,8 @@ def test_a_database_posted_before_time_ranges_gets_them_at_open(tmp_path: Path) 
             assert conn.execute("PRAGMA index_list(events)").fetchall() == []
         # The posted events' times in runs of 2,000 ids, each run's bounds as its events' own.
         assert [r[0] for r in ranges] == [1_999, 3_999, posted]
-        for (low, _, _), (high, min_ts, max_ts) in zip([(0, 0, 0), *ranges], ranges):
+        starts = [0] + [r[0] for r in ranges]
+        for low, (high, min_ts, max_ts) in zip(starts, ranges, strict=False):
             times = [e.ts for e in rows if low < e.id <= high]
             assert (min_ts, max_ts) == (min(times), max(times))
         check_reads(new, rows)
