@@ -215,6 +215,7 @@ class IngestService:
         conn.tokens -= len(items)
         if conn.tokens < 0:  # the bucket is refilled (reading the clock) only when empty
             await self._throttle(conn, len(items))
+        now = self.clock()  # a frame's events are received at once
         for index, item in enumerate(items):
             if index and not index % YIELD_EVERY:
                 # A big batch must not hold the loop from others. What it numbered so far is
@@ -222,6 +223,7 @@ class IngestService:
                 self._submit(writes, conn)
                 writes = []
                 await asyncio.sleep(0)
+                now = self.clock()
             if conn.taken_over:
                 break
             self.stats.messages += 1
@@ -244,7 +246,7 @@ class IngestService:
             if isinstance(item, ProtocolError):
                 self._error(conn, item)
             elif isinstance(item, Event):
-                self._event(conn, item, writes)
+                self._event(conn, item, writes, now)
             elif isinstance(item, Register):
                 await self._register(conn, item, writes)
             elif isinstance(item, RegisterSession):
@@ -524,10 +526,9 @@ class IngestService:
             writes.append(self._state_op(agent))
             self._changed(agent)
 
-    def _event(self, conn: AgentConnection, msg: Event, writes: list[WriteOp]) -> None:
+    def _event(self, conn: AgentConnection, msg: Event, writes: list[WriteOp], now: int) -> None:
         self.stats.events += 1
         agent = self._agent(conn, msg.agent_id, writes)
-        now = self.clock()
         event = msg.event
         session_id = msg.session_id or agent.current_session_id
         if msg.session_id is not None and msg.session_id != agent.current_session_id:
@@ -554,7 +555,7 @@ class IngestService:
             event_id,
             msg.agent_id,
             session_id,
-            msg.channel.value,
+            msg.channel._value_,  # the member's own attribute: `.value` is a slow descriptor
             etype,
             severity if isinstance(severity, str) else None,
             now,
@@ -574,7 +575,8 @@ class IngestService:
         agent.last_seen = now
         if state_changed:
             writes.append(self._state_op(agent))
-        self._changed(agent)
+        if agent.id not in self._dirty:  # else its view is already due to go out
+            self._changed(agent)
 
     def _publish(self) -> None:
         """Send this loop iteration's events live, in id order, before they are committed.

@@ -190,9 +190,15 @@ class LiveBus:
         """Events up to `through` are in the store: the tail may let go of the older ones."""
         recent = self._recent
         excess = len(recent) - RECENT_KEEP
-        while excess > 0 and recent[0].id <= through:
-            self._trimmed_through = recent.popleft().id
-            excess -= 1
+        if excess <= 0:
+            return
+        if recent[excess - 1].id > through:  # some of the excess is not committed: keep it
+            excess = sum(1 for _ in itertools.takewhile(lambda e: e.id <= through, recent))
+            if not excess:
+                return
+        self._trimmed_through = recent[excess - 1].id
+        # Popped by C, not by a Python loop: a commit at saturation lets go of thousands.
+        deque(itertools.starmap(recent.popleft, itertools.repeat((), excess)), maxlen=0)
 
     def recent_after(self, cursor: int) -> list[StoredEvent] | None:
         """Published events past `cursor`; None when the tail no longer reaches back to it

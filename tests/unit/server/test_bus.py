@@ -86,6 +86,21 @@ def test_tail_serves_replays_until_the_store_has_the_events(monkeypatch: MonkeyP
     assert bus.recent_after(5) == []
 
 
+def test_tail_keeps_what_is_not_committed_beyond_its_size(monkeypatch: MonkeyPatch) -> None:
+    monkeypatch.setattr(bus_module, "RECENT_KEEP", 2)
+    bus = LiveBus()
+    bus.publish([stored(i) for i in range(1, 9)])
+    bus.committed(0)
+    assert [e.id for e in bus.recent_after(0) or []] == list(range(1, 9))
+    bus.committed(3)  # 6 over its size, only 3 of them committed
+    assert [e.id for e in bus.recent_after(3) or []] == [4, 5, 6, 7, 8]
+    assert bus.recent_after(2) is None
+    bus.publish([stored(9)])
+    bus.committed(9)
+    assert [e.id for e in bus.recent_after(7) or []] == [8, 9]
+    assert bus.recent_after(6) is None
+
+
 def test_unfiltered_subscribers_share_one_frame() -> None:
     bus = LiveBus()
     one, two, picky = bus.subscribe(), bus.subscribe(), bus.subscribe()

@@ -178,11 +178,14 @@ def _object(obj: dict[str, Any], key: str, path: str, *, required: bool = False)
     return value
 
 
+_SEQ_END = 2**63  # a `seq` is a positive signed 64-bit integer
+
+
 def _seq(obj: dict[str, Any]) -> int | None:
     value = obj.get("seq")
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1 or value >= 2**63:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1 or value >= _SEQ_END:
         raise _fail(ErrorCode.INVALID_FIELD, "field 'seq' must be a positive integer", "seq")
     return value
 
@@ -384,6 +387,13 @@ _DECODERS: dict[MessageType, _Decoder] = {
 def _decode_one(
     msg: Any, limits: Limits, *, in_batch: bool
 ) -> tuple[Shape | None, ClientMessage | Batch | ProtocolError]:
+    if type(msg) is dict and msg.get("type") == "event" and "payload" not in msg:
+        # By far the most common message: a flat event, with a valid `seq` or none.
+        number = msg.get("seq")
+        if number is None or (type(number) is int and 0 < number < _SEQ_END):
+            event = _flat_event(msg, limits, number)
+            if event is not None:
+                return Shape.FLAT, event
     if not isinstance(msg, dict):
         return None, ProtocolError(
             ErrorCode.NOT_AN_OBJECT,
@@ -403,10 +413,6 @@ def _decode_one(
         if mtype is None:
             shown = raw_type[:64]
             raise _fail(ErrorCode.UNKNOWN_TYPE, f"unknown message type '{shown}'", "type")
-        if mtype is MessageType.EVENT and shape is Shape.FLAT:  # by far the most common message
-            event = _flat_event(msg, limits, seq)
-            if event is not None:
-                return shape, event
         if mtype is MessageType.PING:
             return shape, Ping(seq=seq)
         if mtype is MessageType.BATCH:
