@@ -228,3 +228,27 @@ def test_flat_event_fast_path_agrees_with_the_full_decoder(
     if fast is None:
         return  # left to the full decoder
     assert fast == _codec._event(msg, Shape.FLAT, limits, None)
+
+
+@FUZZ
+@given(
+    seq=st.none()
+    | st.integers(min_value=-2, max_value=2**64)
+    | st.sampled_from([0, 1, 2**63 - 1, 2**63, True, False, 1.0, "1", [1]]),
+    in_batch=st.booleans(),
+)
+def test_a_flat_event_with_any_seq_decodes_as_the_full_decoder_would(
+    seq: Any, in_batch: bool
+) -> None:
+    from aster_studio_sdk.protocol import Limits, _codec
+
+    limits = Limits()
+    msg = {"type": "event", "agent_id": "a", "event": {"event_type": "x"}, "seq": seq}
+    shape, decoded = _codec._decode_one(msg, limits, in_batch=in_batch)
+    assert shape is Shape.FLAT
+    try:
+        number = _codec._seq(msg)
+    except _codec._Invalid as exc:
+        assert decoded == ProtocolError(exc.error.code, exc.error.message, "seq", None)
+    else:
+        assert decoded == _codec._event(msg, Shape.FLAT, limits, number)
