@@ -118,8 +118,8 @@ def freeze_startup_heap() -> None:
 
     Every event allocates a few objects that outlive the youngest generation (the live tail,
     queued writes), so full collections come often, and each walked the whole start-up heap
-    first. Frozen, it is walked no more: +17-23% events/s saturated (docs/benchmarks.md).
-    Start-up's garbage is collected first, so none of it is frozen.
+    (about 64,000 objects) again. Frozen, it is walked no more (docs/benchmarks.md has the
+    measurements). Start-up's garbage is collected first, so none of it is kept for good.
     """
     gc.collect()
     gc.freeze()

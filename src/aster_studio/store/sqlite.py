@@ -1093,9 +1093,10 @@ class SqliteStore:
         """Ids `(low, high)` around every event received in [start_ms, end_ms): low < id < high.
 
         Found from the receive times of each posting's events (`posted_times`, a row per 2,000
-        events or so), then the unposted events above the watermark, by id. Neither assumes
-        that the clock only moves forward: the bounds are a posting wide at most, and the
-        caller's `ts` conditions pick the events within them.
+        events or so), then the unposted events above the watermark, by id. Nothing assumes
+        that the clock only moves forward: while it does, the bounds are at most a posting
+        wider than the range; where it stepped back, wider still. The caller's `ts` conditions
+        pick the events within them.
         """
         low, high = 0, NO_ID
         if start_ms is None and end_ms is None:
