@@ -4,7 +4,7 @@
         the bare WebSocket stack: receive + parse; with --relay it also forwards each event
         to live-stream subscribers (at most one send each per ms, as the Studio), storing
         nothing: the latency floor of this stack and harness
-    python -m benchmarks._servers studio --db P [--deflate] [--synchronous NORMAL]
+    python -m benchmarks._servers studio --db P [--deflate] [--synchronous NORMAL] [--gc-log F]
             [--switch-interval S]
         the Studio through `aster_studio.cli.serve` with settings the CLI does not expose
         (`per_message_deflate`, `synchronous`), or an interpreter setting, for experiments
@@ -132,6 +132,42 @@ def run_raw(settings: Settings, *, use_uvloop: bool = False) -> None:
     run_loop(server.serve(sockets=[sock]), "uvloop" if use_uvloop else "asyncio")
 
 
+def _log_collections(path: str) -> None:
+    """Time every garbage collection; at exit, write to PATH the pauses per generation and the
+    kinds of object most often found in the young generations (sampled at every fourth
+    collection of the middle one, start-up's first one left out)."""
+    import atexit
+    import gc
+    import time
+
+    pauses: dict[int, list[float]] = {0: [], 1: [], 2: []}
+    kinds: dict[str, int] = {}
+    started = 0.0
+
+    def timed(phase: str, info: dict[str, int]) -> None:
+        nonlocal started
+        if phase == "start":
+            if info["generation"] == 1 and len(pauses[1]) % 4 == 1:
+                for obj in gc.get_objects(0) + gc.get_objects(1):
+                    kinds[type(obj).__name__] = kinds.get(type(obj).__name__, 0) + 1
+            started = time.perf_counter()
+        else:
+            pauses[info["generation"]].append((time.perf_counter() - started) * 1e3)
+
+    def write() -> None:
+        with open(path, "w") as out:
+            for gen, ms in pauses.items():
+                out.write(
+                    f"gen {gen}: {len(ms)} collections, {sum(ms):.1f} ms in all, "
+                    f"max {max(ms, default=0.0):.2f} ms, {sum(m > 1 for m in ms)} over 1 ms\n"
+                )
+            common = sorted(kinds.items(), key=lambda kv: -kv[1])[:12]
+            out.write(f"young objects: {common}\n")
+
+    gc.callbacks.append(timed)
+    atexit.register(write)
+
+
 def _trace_on_signal(path: str) -> None:
     """Start tracemalloc; on SIGUSR1, append the top allocation growth since the last signal."""
     import signal
@@ -168,7 +204,10 @@ def main() -> None:
         metavar="FILE",
         help="trace allocations; each SIGUSR1 appends the growth since the last one to FILE",
     )
+    parser.add_argument("--gc-log", metavar="FILE", help="time each garbage collection")
     args = parser.parse_args()
+    if args.gc_log:
+        _log_collections(args.gc_log)
     if args.tracemalloc:
         _trace_on_signal(args.tracemalloc)
     if args.switch_interval:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import logging
 import signal
 import socket
@@ -15,7 +14,7 @@ from typing import Any
 
 import uvicorn
 
-from . import __version__
+from . import __version__, heap
 from .agent_socket import agent_socket_factory
 from .app import Studio, create_app
 from .auth import CONSOLE_SECRET, hash_secret, new_agent_key, new_console_token
@@ -113,21 +112,9 @@ def _has_credentials(studio: Studio) -> bool:
     return studio.auth.enabled
 
 
-def freeze_startup_heap() -> None:
-    """Keep what start-up allocated (modules, routes, loaded agents) out of later collections.
-
-    Every event allocates a few objects that outlive the youngest generation (the live tail,
-    queued writes), so full collections come often, and each walked the whole start-up heap
-    (about 64,000 objects) again. Frozen, it is walked no more (docs/benchmarks.md has the
-    measurements). Start-up's garbage is collected first, so none of it is kept for good.
-    """
-    gc.collect()
-    gc.freeze()
-
-
 def serve(settings: Settings, *, ready_message: bool = True) -> None:
     """Run the Studio until SIGINT/SIGTERM; stored data is flushed before it returns."""
-    app = create_app(settings, after_start=freeze_startup_heap)
+    app = create_app(settings, after_start=heap.settle)
     studio = app.state.studio
     if not settings.loopback and not settings.insecure and not _has_credentials(studio):
         raise ConfigError(

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import gc
-import weakref
 from pathlib import Path
 
 import pytest
 
 from aster_studio.app import create_app
-from aster_studio.cli import freeze_startup_heap, run_loop
+from aster_studio.cli import run_loop
 from aster_studio.config import Settings
 from aster_studio.errors import ConfigError
 
@@ -47,18 +45,3 @@ async def test_after_start_runs_once_the_studio_has_started(tmp_path: Path) -> N
         assert seen == [app.state.studio.ingest.next_event_id] and seen[0] >= 1
         assert app.state.studio.pipeline is not None
     assert len(seen) == 1
-
-
-def test_the_startup_heap_is_frozen_once_its_garbage_is_collected() -> None:
-    class Cycle:
-        def __init__(self) -> None:
-            self.me = self
-
-    garbage = weakref.ref(Cycle())  # unreachable, but only a collection frees it
-    assert garbage() is not None
-    try:
-        freeze_startup_heap()
-        assert gc.get_freeze_count() > 0
-        assert garbage() is None  # collected, not frozen for good
-    finally:
-        gc.unfreeze()
