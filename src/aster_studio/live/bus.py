@@ -169,7 +169,9 @@ class LiveBus:
         self._subscribers: dict[int, Subscriber] = {}
         self._ids = itertools.count(1)
         self.published = 0
-        self._recent: deque[StoredEvent] = deque()
+        # Held as plain tuples, which the garbage collector stops tracking (a named tuple it
+        # tracks for good): thousands of events stay here, and collections would walk them all.
+        self._recent: deque[tuple[Any, ...]] = deque()
         self._trimmed_through = 0  # the tail holds every published event past this id
         # The last `events` frame built for an unfiltered subscriber, by the identity of its
         # first and last items and its length; the others taking the same run reuse it.
@@ -192,11 +194,11 @@ class LiveBus:
         excess = len(recent) - RECENT_KEEP
         if excess <= 0:
             return
-        if recent[excess - 1].id > through:  # some of the excess is not committed: keep it
-            excess = sum(1 for _ in itertools.takewhile(lambda e: e.id <= through, recent))
+        if recent[excess - 1][0] > through:  # some of the excess is not committed: keep it
+            excess = sum(1 for _ in itertools.takewhile(lambda e: e[0] <= through, recent))
             if not excess:
                 return
-        self._trimmed_through = recent[excess - 1].id
+        self._trimmed_through = recent[excess - 1][0]
         # Popped by C, not by a Python loop: a commit at saturation lets go of thousands.
         deque(itertools.starmap(recent.popleft, itertools.repeat((), excess)), maxlen=0)
 
@@ -206,16 +208,16 @@ class LiveBus:
         if self._trimmed_through > cursor:
             return None
         recent = self._recent
-        if not recent or recent[-1].id <= cursor:
+        if not recent or recent[-1][0] <= cursor:
             return []
-        if recent[0].id > cursor:
-            return list(recent)
-        return [e for e in recent if e.id > cursor]
+        if recent[0][0] > cursor:
+            return list(map(StoredEvent._make, recent))
+        return [StoredEvent._make(e) for e in recent if e[0] > cursor]
 
     def publish(self, events: list[StoredEvent]) -> None:
         """Offer each event to every matching subscriber, serializing it at most once."""
         self.published += len(events)
-        self._recent.extend(events)
+        self._recent.extend(map(tuple, events))
         subs = [s for s in self._subscribers.values() if s.active]
         if not subs:
             return

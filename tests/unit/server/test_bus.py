@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import orjson
 from pytest import MonkeyPatch
 
@@ -135,3 +137,13 @@ def test_event_item_is_the_json_of_the_item() -> None:
             "data": orjson.loads(event.payload),
         }
         assert orjson.loads(event_item(event, data_key="data")) == expected
+
+
+def test_the_tail_is_not_walked_by_the_garbage_collector() -> None:
+    bus = LiveBus()
+    bus.publish([stored(i) for i in range(1, 4)])
+    gc.collect()
+    # Plain tuples of atomic values stop being tracked at their first collection; named
+    # tuples never do, and every collection would walk the thousands held here.
+    assert not any(gc.is_tracked(e) for e in bus._recent)
+    assert [type(e) for e in bus.recent_after(0) or []] == [StoredEvent] * 3
