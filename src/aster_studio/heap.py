@@ -1,13 +1,13 @@
 """Garbage collection in the server process: when it runs, and what it walks.
 
-Each event allocates a few objects the collector tracks and that stay alive for tens of
-milliseconds (a `StoredEvent` waits in the write queue and then in the live tail), so at the
-default thresholds the young generations were collected about 15 times a second at
-saturation, each time walking the thousands of events in flight, and the whole heap often:
-7% of the core and pauses of up to 40 ms. So the server runs the collector itself:
-the start-up heap is frozen (never walked again), the young generations are collected once a
-second and everything once a minute, and the automatic threshold is raised so that it only
-acts on real growth between two timed collections.
+Each event allocates objects the collector tracks that stay alive for tens of milliseconds
+(its `StoredEvent` waits in the write queue until committed), so at the default thresholds
+the young generations were collected about 15 times a second at saturation, each time walking
+the thousands of events in flight, and the whole heap every second or so: 7-10% of the core
+and pauses of up to 58 ms (`python -m benchmarks.bench_gc`). So the server runs the collector
+itself: the start-up heap is frozen (never walked again), the young generations are collected
+once a second and everything once a minute, and the automatic threshold is raised so that it
+only acts on real growth between two timed collections.
 """
 
 from __future__ import annotations
