@@ -145,11 +145,12 @@ def create_app(
     *,
     store: Store | None = None,
     clock: Clock = wall_clock_ms,
-    after_start: Callable[[], None] | None = None,
+    after_start: Callable[[], Callable[[], None]] | None = None,
 ) -> FastAPI:
     """Build the Studio's ASGI app: agent endpoint, REST API, live stream and console.
 
-    `after_start` runs once the Studio has started, before the first connection is served.
+    `after_start` runs once the Studio has started, before the first connection is served;
+    what it returns runs when the Studio begins to stop.
     """
     from .api import mount_routes
     from .api.guard import Guard
@@ -163,11 +164,12 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await studio.start()
-        if after_start is not None:
-            after_start()
+        undo = after_start() if after_start is not None else None
         try:
             yield
         finally:
+            if undo is not None:
+                undo()
             await studio.stop()
 
     app = FastAPI(

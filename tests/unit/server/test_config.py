@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -34,14 +35,25 @@ def test_run_loop_runs_on_the_loop_asked_for(kind: str) -> None:
     assert seen and seen[0].split(".")[0] == expected
 
 
-async def test_after_start_runs_once_the_studio_has_started(tmp_path: Path) -> None:
-    seen: list[int] = []
-    app = create_app(
-        Settings(db=str(tmp_path / "studio.db")),
-        after_start=lambda: seen.append(app.state.studio.ingest.next_event_id),
-    )
-    async with app.router.lifespan_context(app):
+async def test_after_start_runs_once_started_and_its_undo_before_the_stop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[str] = []
+
+    def after_start() -> Callable[[], None]:
         # Called after start: the store was opened and event ids reserved from it.
-        assert seen == [app.state.studio.ingest.next_event_id] and seen[0] >= 1
-        assert app.state.studio.pipeline is not None
-    assert len(seen) == 1
+        seen.append(f"started at id {app.state.studio.ingest.next_event_id}")
+        return lambda: seen.append("undone")
+
+    app = create_app(Settings(db=str(tmp_path / "studio.db")), after_start=after_start)
+    studio = app.state.studio
+    stop = studio.stop
+
+    async def stopping() -> None:
+        seen.append("stopping")
+        await stop()
+
+    monkeypatch.setattr(studio, "stop", stopping)
+    async with app.router.lifespan_context(app):
+        assert seen == ["started at id 1"]
+    assert seen == ["started at id 1", "undone", "stopping"]

@@ -32,7 +32,7 @@ async def test_settle_freezes_what_start_up_left_and_raises_the_threshold(
 ) -> None:
     garbage = weakref.ref(Cycle())  # unreachable, but only a collection frees it
     assert garbage() is not None
-    heap.settle()
+    heap.settle()()
     assert garbage() is None  # collected, not frozen for good
     assert gc.get_freeze_count() > 0
     assert gc.get_threshold()[0] == heap.YOUNG_THRESHOLD
@@ -43,7 +43,7 @@ async def test_the_timer_collects_young_garbage_and_now_and_then_the_whole_heap(
 ) -> None:
     monkeypatch.setattr(heap, "COLLECT_EVERY_S", 0.05)
     monkeypatch.setattr(heap, "FULL_EVERY", 3)
-    heap.settle()
+    stop = heap.settle()
     old = Cycle()
     gc.collect(1)  # old enough: survivors of the middle generation go to the oldest
     in_oldest = weakref.ref(old)
@@ -54,3 +54,7 @@ async def test_the_timer_collects_young_garbage_and_now_and_then_the_whole_heap(
     assert in_oldest() is not None
     await asyncio.sleep(0.2)  # past the third, of the whole heap
     assert in_oldest() is None
+    stop()
+    after_stop = weakref.ref(Cycle())
+    await asyncio.sleep(0.15)
+    assert after_stop() is not None  # no timed collection since
