@@ -1023,38 +1023,32 @@ class SqliteStore:
         return StoredEvent(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], payload)
 
     def events_before(self, flt: EventFilter, before: int | None, limit: int) -> list[StoredEvent]:
-        where, args = self._where(flt)
-        keyed = self._keyed(flt)
-        with self._read() as conn, conn:
-            low, high = self._id_range(conn, flt.start_ms, flt.end_ms)
-            if before is not None:
-                high = min(high, before)
-            if keyed is not None:
-                rows = self._keyed_before(conn, keyed, where, args, high, limit)
-            else:
-                cond = " AND ".join([*where, "id > ? AND id < ?"])
-                rows = _all(
-                    conn,
-                    f"SELECT {self._EVENT_COLS} FROM events WHERE {cond} ORDER BY id DESC LIMIT ?",
-                    [*args, low, high, limit],
-                )
-        return [self._event(r) for r in rows]
+        return self._events(flt, 0, NO_ID if before is None else before, limit, newest_first=True)
 
     def events_after(self, flt: EventFilter, after: int, limit: int) -> list[StoredEvent]:
+        return self._events(flt, after, NO_ID, limit, newest_first=False)
+
+    def _events(
+        self, flt: EventFilter, after: int, before: int, limit: int, *, newest_first: bool
+    ) -> list[StoredEvent]:
+        """Up to `limit` events of `flt` with after < id < before, newest or oldest first."""
         where, args = self._where(flt)
         keyed = self._keyed(flt)
         with self._read() as conn, conn:
             low, high = self._id_range(conn, flt.start_ms, flt.end_ms)
-            low = max(low, after)
-            if keyed is not None:
-                rows = self._keyed_after(conn, keyed, where, args, low, limit)
-            else:
+            low, high = max(low, after), min(high, before)
+            if keyed is None:
                 cond = " AND ".join([*where, "id > ? AND id < ?"])
                 rows = _all(
                     conn,
-                    f"SELECT {self._EVENT_COLS} FROM events WHERE {cond} ORDER BY id LIMIT ?",
+                    f"SELECT {self._EVENT_COLS} FROM events WHERE {cond} "
+                    f"ORDER BY id {'DESC' if newest_first else 'ASC'} LIMIT ?",
                     [*args, low, high, limit],
                 )
+            elif newest_first:
+                rows = self._keyed_before(conn, keyed, where, args, high, limit)
+            else:
+                rows = self._keyed_after(conn, keyed, where, args, low, limit)
         return [self._event(r) for r in rows]
 
     def count_events(self, flt: EventFilter) -> int:
