@@ -376,7 +376,18 @@ class AgentSocket(asyncio.Protocol):
         for chunk in out:
             if chunk:
                 self.transport.write(chunk)
-        if ws.state is State.CLOSED or (out and not out[-1]):  # b"": the end of the stream
+        if ws.state is State.CLOSED:
+            self.transport.close()
+        elif out and not out[-1] and self.transport.can_write_eof():
+            # b"": websockets ends our side of the stream. A half-close, as websockets' own
+            # asyncio layer does: what the peer still sends (the rest of an oversized frame,
+            # say) is read and discarded until it closes too, instead of a reset that could
+            # destroy the close frame, and its reason, before the peer reads them.
+            self.transport.write_eof()
+            if self.close_timer is None:
+                loop = asyncio.get_running_loop()
+                self.close_timer = loop.call_later(CLOSE_TIMEOUT_S, self.transport.close)
+        elif out and not out[-1]:
             self.transport.close()
         elif ws.close_expected() and self.close_timer is None:
             loop = asyncio.get_running_loop()

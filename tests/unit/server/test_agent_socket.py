@@ -115,9 +115,17 @@ class FakeTransport:
         self.written = b""
         self.paused = False
         self.closed = False
+        self.eof_written = False
 
     def write(self, data: bytes) -> None:
+        assert not self.eof_written, "written after the end of the stream"
         self.written += data
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        self.eof_written = True
 
     def pause_reading(self) -> None:
         self.paused = True
@@ -203,6 +211,21 @@ async def test_a_failing_handler_closes_with_1011_and_applies_nothing_after_it()
     assert ingest.handled == []
     assert transport.written[:1] == b"\x88"  # a close frame
     assert int.from_bytes(transport.written[2:4], "big") == 1011
+    assert transport.closed
+
+
+async def test_past_an_oversized_frame_the_rest_is_discarded_until_the_peer_closes() -> None:
+    """A half-close after the 1009: the peer still sending its frame gets no reset, which
+    could destroy the close frame before it is read."""
+    sock, transport, ingest = _socket()
+    size = (1 << 20) + 1
+    sock.data_received(bytes([0x81, 0xFF]) + size.to_bytes(8, "big") + b"\x01\x02\x03\x04")
+    assert int.from_bytes(transport.written[2:4], "big") == 1009
+    assert transport.eof_written and not transport.closed
+    sock.data_received(b"x" * 65_536 + _text(b"late"))  # the rest of it, and more
+    assert ingest.handled == [] and not transport.closed
+    assert sock.close_timer is not None  # the socket closes even if the peer never does
+    sock.close_timer._run()
     assert transport.closed
 
 
