@@ -18,7 +18,8 @@ import heapq
 import sys
 from array import array
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterable, Iterator, Sequence
+from collections import defaultdict, deque
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from operator import itemgetter
 
 # (last_id, first_id, packed ids), as selected from a postings table.
@@ -43,23 +44,23 @@ def unpack(blob: bytes) -> array[int]:
     return ids
 
 
-def group(ids: Iterable[int], keys: Iterable[str | None]) -> dict[str, list[int]]:
-    """The ids of each key, in the order given, leaving out None (events without a session)."""
-    by_key: dict[str | None, list[int]] = {}
-    for event_id, key in zip(ids, keys, strict=True):
-        found = by_key.get(key)
-        if found is None:
-            by_key[key] = [event_id]
-        else:
-            found.append(event_id)
-    by_key.pop(None, None)
-    return by_key  # type: ignore[return-value]
+def add(
+    by_key: defaultdict[str | None, list[int]], ids: Iterable[int], keys: Iterable[str | None]
+) -> None:
+    """Append each id to its key's list, in the order given, with no Python per id.
+
+    The writer calls this after every commit, so a posting write finds its events grouped
+    already instead of grouping thousands at once while the event loop waits for the GIL.
+    """
+    deque(map(list.append, map(by_key.__getitem__, keys), ids), maxlen=0)
 
 
-def rows(by_key: dict[str, list[int]]) -> list[tuple[str, int, int, bytes]]:
-    """One `(key, last_id, first_id, ids)` row per key."""
+def rows(by_key: Mapping[str | None, list[int]]) -> list[tuple[str, int, int, bytes]]:
+    """One `(key, last_id, first_id, ids)` row per key, leaving out None (no session)."""
     out = []
     for key, ids in by_key.items():
+        if key is None or not ids:
+            continue
         ids.sort()  # already ascending as events are written in id order; cheap if so
         out.append((key, ids[-1], ids[0], pack(ids)))
     return out

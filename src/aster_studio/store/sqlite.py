@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 import operator
 import threading
-from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from itertools import compress, islice
 from pathlib import Path
@@ -309,9 +309,10 @@ class SqliteStore:
         # Stored events above the watermark `_posted_through`, not yet in a posting (writer only).
         self._posted_through = 0
         self._unposted_ids: list[int] = []
-        self._unposted_agents: list[str] = []
-        self._unposted_sessions: list[str | None] = []
         self._unposted_times: list[int] = []
+        # Their ids by agent and by session, grouped as each commit adds them.
+        self._unposted_by_agent: defaultdict[str | None, list[int]] = defaultdict(list)
+        self._unposted_by_session: defaultdict[str | None, list[int]] = defaultdict(list)
         self._posting_to = 0  # the watermark once the postings being written commit
         self._writer: apsw.Connection | None = None
         self._local = threading.local()
@@ -400,10 +401,7 @@ class SqliteStore:
         posted = 0
         # In runs of 20,000, so that no posting holds more ids than a read should unpack.
         while chunk := list(islice(cursor, 20_000)):
-            self._unposted_ids.extend(map(operator.itemgetter(0), chunk))
-            self._unposted_agents.extend(map(operator.itemgetter(1), chunk))
-            self._unposted_sessions.extend(map(operator.itemgetter(2), chunk))
-            self._unposted_times.extend(map(operator.itemgetter(3), chunk))
+            self._unpost(*map(list, zip(*chunk, strict=True)))
             if len(self._unposted_ids) >= self._posting_events:
                 posted += len(self._unposted_ids)
                 with conn:
@@ -412,21 +410,31 @@ class SqliteStore:
         if posted:
             log.info("listed %d events by agent and session in %s", posted, self.path)
 
-    def _post(self, conn: apsw.Connection, events: Sequence[StoredEvent] = ()) -> None:
-        """Write the unposted events and `events` (this transaction's) as postings."""
-        ids = [*self._unposted_ids, *map(_ID, events)]
+    def _unpost(
+        self,
+        ids: list[int],
+        agents: Iterable[str],
+        sessions: Iterable[str | None],
+        times: Iterable[int],
+    ) -> None:
+        """Add committed events, given column by column, to the unposted ones."""
+        self._unposted_ids += ids
+        self._unposted_times += times
+        _postings.add(self._unposted_by_agent, ids, agents)
+        _postings.add(self._unposted_by_session, ids, sessions)
+
+    def _post(self, conn: apsw.Connection) -> None:
+        """Write the unposted events, all committed before this transaction, as postings."""
         conn.executemany(
             "INSERT INTO agent_postings VALUES (?, ?, ?, ?)",
-            _postings.rows(_postings.group(ids, [*self._unposted_agents, *map(_AGENT_ID, events)])),
+            _postings.rows(self._unposted_by_agent),
         )
         conn.executemany(
             "INSERT INTO session_postings VALUES (?, ?, ?, ?)",
-            _postings.rows(
-                _postings.group(ids, [*self._unposted_sessions, *map(_SESSION_ID, events)])
-            ),
+            _postings.rows(self._unposted_by_session),
         )
-        self._posting_to = max(ids)
-        times = [*self._unposted_times, *map(_TS, events)]
+        self._posting_to = max(self._unposted_ids)
+        times = self._unposted_times
         conn.execute(
             "INSERT INTO posted_times VALUES (?, ?, ?)", (self._posting_to, min(times), max(times))
         )
@@ -436,9 +444,9 @@ class SqliteStore:
         """After the commit of `_post`: its events leave the unposted lists."""
         self._posted_through = self._posting_to
         self._unposted_ids.clear()
-        self._unposted_agents.clear()
-        self._unposted_sessions.clear()
         self._unposted_times.clear()
+        self._unposted_by_agent.clear()
+        self._unposted_by_session.clear()
 
     def ping(self) -> None:
         with self._read() as conn:
@@ -541,9 +549,10 @@ class SqliteStore:
             self._flush_events(conn, rows, events, usage_rows)
             if events:
                 self._count_events(conn, events)
-                if len(self._unposted_ids) + len(events) >= self._posting_events:
-                    self._post(conn, events)
-                    posting = True
+            if len(self._unposted_ids) >= self._posting_events:
+                # The events of earlier commits, grouped by then: this one's wait for the next.
+                self._post(conn)
+                posting = True
             if result.producers:
                 conn.executemany(
                     "INSERT INTO producers (id, last_seq) VALUES (?, ?) ON CONFLICT (id) "
@@ -564,11 +573,9 @@ class SqliteStore:
             raise StoreError(f"write of {len(ops)} operations failed: {exc}") from exc
         if posting:
             self._posted()
-        elif events:
-            self._unposted_ids.extend(map(_ID, events))
-            self._unposted_agents.extend(map(_AGENT_ID, events))
-            self._unposted_sessions.extend(map(_SESSION_ID, events))
-            self._unposted_times.extend(map(_TS, events))
+        if events:
+            ids = list(map(_ID, events))
+            self._unpost(ids, map(_AGENT_ID, events), map(_SESSION_ID, events), map(_TS, events))
         return result
 
     def _read_ceiling(self, conn: apsw.Connection) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 import threading
-from collections import Counter
+from collections import Counter, defaultdict
 from contextlib import closing
 from pathlib import Path
 
@@ -215,17 +215,20 @@ def test_a_database_posted_before_time_ranges_gets_them_at_open(tmp_path: Path) 
 
 
 def test_a_failed_write_posts_nothing_and_keeps_the_unposted_events(tmp_path: Path) -> None:
-    rows = events(30, seed=7)
+    rows = events(40, seed=7)
     store = SqliteStore(tmp_path / "f.db", synchronous="OFF", posting_events=25)
     store.open()
     try:
-        store.write(rows[:20])
-        bad = rows[20]._replace(payload=object())  # type: ignore[arg-type]
-        with pytest.raises(Exception, match="failed"):
-            store.write([*rows[20:29], bad])
+        store.write(rows[:30])  # 30 unposted: the next transaction posts them
         assert posted_through(tmp_path / "f.db") == 0
-        store.write(rows[20:])  # the retry, as the pipeline makes it: now 30 unposted, posted
-        assert posted_through(tmp_path / "f.db") == rows[-1].id
+        bad = rows[35]._replace(payload=object())  # type: ignore[arg-type]
+        with pytest.raises(Exception, match="failed"):
+            store.write([*rows[30:35], bad])
+        assert posted_through(tmp_path / "f.db") == 0  # its posting was rolled back with it
+        store.write(rows[30:35])  # the retry, as the pipeline makes it: posts the first 30
+        assert posted_through(tmp_path / "f.db") == rows[29].id
+        store.write(rows[35:])
+        assert posted_through(tmp_path / "f.db") == rows[29].id  # 10 unposted, under 25
         check_reads(store, rows)
     finally:
         store.close()
@@ -243,8 +246,10 @@ def _postings_of(
     by_key: dict[int, list[tuple[int, int, bytes]]] = {}
     for start in range(0, len(keys), cut_every):
         flush = range(start + 1, min(start + cut_every, len(keys)) + 1)
-        for key, ids in _postings.group(flush, [str(keys[i - 1]) for i in flush]).items():
-            by_key.setdefault(int(key), []).append((ids[-1], ids[0], _postings.pack(ids)))
+        grouped: defaultdict[str | None, list[int]] = defaultdict(list)
+        _postings.add(grouped, flush, [str(keys[i - 1]) for i in flush])
+        for key, last_id, first_id, packed in _postings.rows(grouped):
+            by_key.setdefault(int(key), []).append((last_id, first_id, packed))
     return by_key, list(range(1, len(keys) + 1))
 
 
@@ -299,3 +304,14 @@ def test_reads_during_writes_see_one_consistent_snapshot(tmp_path: Path) -> None
         store.close()
     assert not reader.is_alive()
     assert seen == []
+
+
+def test_ids_are_grouped_by_key_in_order_and_rows_leave_out_no_session() -> None:
+    grouped: defaultdict[str | None, list[int]] = defaultdict(list)
+    _postings.add(grouped, [5, 6, 7], ["a", None, "a"])
+    _postings.add(grouped, [9, 12], ["b", "a"])
+    assert grouped == {"a": [5, 7, 12], None: [6], "b": [9]}
+    assert [
+        (key, last, first, list(_postings.unpack(blob)))
+        for key, last, first, blob in _postings.rows(grouped)
+    ] == [("a", 12, 5, [5, 7, 12]), ("b", 9, 9, [9])]
