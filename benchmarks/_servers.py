@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 import uvicorn
 
+from aster_studio.api.stream import BUSY_SEND, SEND_INTERVAL_S
 from aster_studio.cli import bind, run_loop, serve
 from aster_studio.config import Settings
 
@@ -29,7 +30,8 @@ PONG = '{"type":"pong"}'
 
 
 class Relay:
-    """Forward agents' events to subscribers: one frame per subscriber at most every ms."""
+    """Forward agents' events to subscribers, one frame each for what arrived meanwhile, as the
+    Studio's live stream sends them."""
 
     def __init__(self) -> None:
         self.subscribers: list[Any] = []
@@ -46,14 +48,16 @@ class Relay:
     async def _run(self, ready: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
         last = 0.0
+        busy = False
         while True:
             await ready.wait()
             ready.clear()
-            wait = last + 0.001 - loop.time()
-            if wait > 0:
+            wait = last + SEND_INTERVAL_S - loop.time()
+            if busy and wait > 0:  # the Studio's rule: the interval only after a busy send
                 await asyncio.sleep(wait)
             last = loop.time()
             items, self.pending = self.pending, []
+            busy = len(items) >= BUSY_SEND
             frame = '{"type":"events","payload":[' + ",".join(items) + "]}"
             for send in list(self.subscribers):
                 await send({"type": "websocket.send", "text": frame})

@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 from tests.support.agent import RawAgent, event, register
+from tests.support.api import get, wait_for
 from tests.support.server import StudioProcess
 from tests.support.timing import UNIT
 
@@ -144,3 +145,19 @@ def test_stats_frame_has_top_level_stats(studio: StudioProcess) -> None:
         stats = stream.recv_until("stats")
     assert set(stats["stats"]) >= {"connected_at", "events_received", "events_filtered"}
     assert json.dumps(stats["payload"]) == json.dumps(stats["stats"])
+
+
+def test_replay_of_a_filter_with_nothing_in_the_bus_tail_ends(studio: StudioProcess) -> None:
+    """The filter's last match is older than everything the bus still holds: the store has it
+    all, so the replay ends instead of reading the store again and again."""
+    with RawAgent(studio.agent_url) as agent:
+        agent.send(event("quiet", "x", i=-1))
+        for start in range(0, 6_000, 500):
+            batch = [event("busy", "x", i=i) for i in range(start, start + 500)]
+            agent.send({"type": "batch", "messages": batch})
+        count = "/v1/dashboard/events/count"
+        wait_for(lambda: get(studio.http_url, count)["count"], lambda n: n == 6_001)
+    with Stream(studio) as stream:
+        stream.subscribe(filters={"agent_ids": ["quiet"]}, since=0, batch=True)
+        assert [e["data"]["i"] for e in stream.events(1)] == [-1]
+        assert stream.recv_until("replayed", timeout=10 * UNIT)["payload"]["count"] == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import bisect
 import itertools
 import logging
 from collections import deque
@@ -113,7 +114,7 @@ class Subscriber:
     batch: bool = False
     active: bool = False
     pending: deque[tuple[int, bytes]] = field(default_factory=deque)
-    updates: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    updates: dict[tuple[str, str], bytes] = field(default_factory=dict)  # frames, by (kind, id)
     floor: int = 0  # events at or below this cursor were already sent (replay)
     dropped: int = 0
     received: int = 0
@@ -141,8 +142,9 @@ class Subscriber:
             self.dropped += excess
         self.wake.set()
 
-    def take(self) -> tuple[list[tuple[int, bytes]], dict[tuple[str, str], dict[str, Any]], int]:
-        """Return and clear what is waiting: events, changed views by (kind, id), drop count."""
+    def take(self) -> tuple[list[tuple[int, bytes]], dict[tuple[str, str], bytes], int]:
+        """Return and clear what is waiting: events, changed views' frames by (kind, id), and
+        the drop count."""
         events = list(self.pending)
         self.pending.clear()
         updates, self.updates = self.updates, {}
@@ -152,8 +154,11 @@ class Subscriber:
 
 
 # Committed events kept in the tail beyond the uncommitted ones, so a replay that has just read
-# the store finds the events committed while it read there.
-RECENT_KEEP = 5_000
+# the store usually finds the events committed while it read there (else it reads again). Each
+# timed collection walks the tail's fields (heap.py): at 10,000 events/s, 5,000 of them cost
+# pauses of 1.2-2.9 ms, 1,000 about 0.1 ms (docs/benchmarks.md).
+RECENT_KEEP = 1_000
+_FIELDS = len(StoredEvent._fields)  # an event's length in the tail's flat runs
 
 
 class LiveBus:
@@ -169,9 +174,12 @@ class LiveBus:
         self._subscribers: dict[int, Subscriber] = {}
         self._ids = itertools.count(1)
         self.published = 0
-        # Held as plain tuples, which the garbage collector stops tracking (a named tuple it
-        # tracks for good): thousands of events stay here, and collections would walk them all.
+        # Each published run of events is held as one flat tuple of their fields, in id order:
+        # one object for the collector, untracked by its first collection (its values are
+        # atomic). A tuple per event was one allocation per event, enough at saturation to set
+        # off automatic collections (docs/benchmarks.md); a named tuple is tracked for good.
         self._recent: deque[tuple[Any, ...]] = deque()
+        self._recent_events = 0
         self._trimmed_through = 0  # the tail holds every published event past this id
         # The last `events` frame built for an unfiltered subscriber, by the identity of its
         # first and last items and its length; the others taking the same run reuse it.
@@ -190,34 +198,55 @@ class LiveBus:
 
     def committed(self, through: int) -> None:
         """Events up to `through` are in the store: the tail may let go of the older ones."""
+        excess = self._recent_events - RECENT_KEEP
         recent = self._recent
-        excess = len(recent) - RECENT_KEEP
-        if excess <= 0:
-            return
-        if recent[excess - 1][0] > through:  # some of the excess is not committed: keep it
-            excess = sum(1 for _ in itertools.takewhile(lambda e: e[0] <= through, recent))
-            if not excess:
+        while excess > 0:
+            run = recent[0]
+            if run[0] > through:  # its oldest event is not committed yet: keep everything
                 return
-        self._trimmed_through = recent[excess - 1][0]
-        # Popped by C, not by a Python loop: a commit at saturation lets go of thousands.
-        deque(itertools.starmap(recent.popleft, itertools.repeat((), excess)), maxlen=0)
+            count = len(run) // _FIELDS
+            drop = min(count, excess)
+            if run[(drop - 1) * _FIELDS] > through:  # only the committed ones may go
+                drop = bisect.bisect_right(run[::_FIELDS], through, hi=drop)
+            if drop == count:
+                recent.popleft()
+            else:
+                recent[0] = run[drop * _FIELDS :]
+            self._trimmed_through = run[(drop - 1) * _FIELDS]
+            self._recent_events -= drop
+            excess -= drop
+            if drop < count:
+                return
+
+    @property
+    def trimmed_through(self) -> int:
+        """The newest event the tail let go of: every event up to it is committed."""
+        return self._trimmed_through
 
     def recent_after(self, cursor: int) -> list[StoredEvent] | None:
         """Published events past `cursor`; None when the tail no longer reaches back to it
         (read the store again: what is missing from the tail is committed)."""
         if self._trimmed_through > cursor:
             return None
-        recent = self._recent
-        if not recent or recent[-1][0] <= cursor:
-            return []
-        if recent[0][0] > cursor:
-            return list(map(StoredEvent._make, recent))
-        return [StoredEvent._make(e) for e in recent if e[0] > cursor]
+        runs = []
+        for run in reversed(self._recent):
+            if run[-_FIELDS] <= cursor:  # its newest event: nothing here or before is wanted
+                break
+            runs.append(run)
+        events: list[StoredEvent] = []
+        for run in reversed(runs):
+            if run[0] <= cursor:
+                run = run[bisect.bisect_right(run[::_FIELDS], cursor) * _FIELDS :]
+            fields = iter(run)
+            events += map(StoredEvent._make, zip(*[fields] * _FIELDS, strict=True))
+        return events
 
     def publish(self, events: list[StoredEvent]) -> None:
         """Offer each event to every matching subscriber, serializing it at most once."""
         self.published += len(events)
-        self._recent.extend(map(tuple, events))
+        if events:
+            self._recent.append(tuple(itertools.chain.from_iterable(events)))
+            self._recent_events += len(events)
         subs = [s for s in self._subscribers.values() if s.active]
         if not subs:
             return
@@ -268,8 +297,15 @@ class LiveBus:
         return frame
 
     def changed(self, kind: str, view: dict[str, Any]) -> None:
-        """Tell batch-mode subscribers (our console) that a view (`agent`, `request`) changed."""
+        """Tell batch-mode subscribers (our console) that a view (`agent`, `request`) changed.
+
+        The view's frame is serialized here, once for all of them: a busy Studio's agents all
+        change at each view interval, and every console gets each of them.
+        """
+        frame: bytes | None = None
         for sub in self._subscribers.values():
             if sub.active and sub.batch:
-                sub.updates[(kind, view["id"])] = view
+                if frame is None:
+                    frame = orjson.dumps({"type": kind, "payload": view})
+                sub.updates[(kind, view["id"])] = frame
                 sub.wake.set()

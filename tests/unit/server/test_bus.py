@@ -5,6 +5,8 @@ from __future__ import annotations
 import gc
 
 import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pytest import MonkeyPatch
 
 from aster_studio.live import bus as bus_module
@@ -73,8 +75,18 @@ def test_agent_changes_reach_batch_subscribers_only_and_coalesce() -> None:
     bus.changed("agent", {"id": "a", "state": "working"})
     bus.changed("agent", {"id": "a", "state": "idle"})
     _, updates, _ = console.take()
-    assert updates == {("agent", "a"): {"id": "a", "state": "idle"}}
+    assert {key: orjson.loads(frame) for key, frame in updates.items()} == {
+        ("agent", "a"): {"type": "agent", "payload": {"id": "a", "state": "idle"}}
+    }
     assert legacy.take()[1] == {}
+
+
+def test_a_changed_view_is_serialized_once_for_every_console() -> None:
+    bus = LiveBus()
+    first, second = bus.subscribe(), bus.subscribe()
+    first.active = first.batch = second.active = second.batch = True
+    bus.changed("request", {"id": "r1", "status": "pending"})
+    assert first.take()[1][("request", "r1")] is second.take()[1][("request", "r1")]
 
 
 def test_tail_serves_replays_until_the_store_has_the_events(monkeypatch: MonkeyPatch) -> None:
@@ -147,3 +159,44 @@ def test_the_tail_is_not_walked_by_the_garbage_collector() -> None:
     # tuples never do, and every collection would walk the thousands held here.
     assert not any(gc.is_tracked(e) for e in bus._recent)
     assert [type(e) for e in bus.recent_after(0) or []] == [StoredEvent] * 3
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 6), st.integers(0, 5)), min_size=1, max_size=12),
+    st.integers(1, 8),
+)
+def test_the_tail_keeps_what_the_store_may_lack_and_replays_it_exactly(
+    steps: list[tuple[int, int]], keep: int
+) -> None:
+    """Runs of any size published, commits at any point: the tail gives up only committed
+    events beyond its size, oldest first, and a replay from any cursor it still covers gets
+    exactly the events past it."""
+    bus = bus_module.LiveBus()
+    published: list[int] = []
+    kept: list[int] = []  # what the tail must hold, one event at a time as a reference
+    through = 0
+    original, bus_module.RECENT_KEEP = bus_module.RECENT_KEEP, keep
+    try:
+        for run, commit in steps:
+            ids = list(range(len(published) + 1, len(published) + run + 1))
+            bus.publish([stored(i) for i in ids])
+            published += ids
+            kept += ids
+            through = min(len(published), through + commit)
+            bus.committed(through)
+            excess = len(kept) - keep
+            while excess > 0 and kept[0] <= through:
+                kept.pop(0)
+                excess -= 1
+            for cursor in range(len(published) + 1):
+                replay = bus.recent_after(cursor)
+                if kept and cursor < kept[0] - 1:
+                    assert replay is None, cursor
+                else:
+                    assert [e.id for e in replay or []] == [i for i in published if i > cursor]
+            assert [e.payload for e in bus.recent_after(max(0, (kept or [1])[0] - 1)) or []] == [
+                stored(i).payload for i in kept
+            ]
+    finally:
+        bus_module.RECENT_KEEP = original
