@@ -14,7 +14,7 @@ from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect
 
 from ..app import Studio
-from ..live.bus import LEVELS, StreamFilter, Subscriber, event_item
+from ..live.bus import LEVELS, StreamFilter, Subscriber, event_item, stream_frame
 from ..models import EventFilter, StoredEvent, iso_ms
 from ..ws_protocol import TEXT_FRAMES
 from .events import items_json
@@ -35,7 +35,7 @@ BUSY_SEND = 64
 
 
 def _frame(kind: str, payload: Any, **extra: Any) -> str:
-    return orjson.dumps({"type": kind, "payload": payload, **extra}).decode()
+    return stream_frame(kind, payload, **extra).decode()
 
 
 def _strings(value: Any, name: str) -> list[str] | None:

@@ -38,6 +38,11 @@ def _time_json(ms: int | None) -> bytes:
     return value
 
 
+def stream_frame(kind: str, payload: Any, **extra: Any) -> bytes:
+    """A live-stream frame: `{"type": kind, "payload": payload, ...extra}`."""
+    return orjson.dumps({"type": kind, "payload": payload, **extra})
+
+
 def event_item(event: StoredEvent, *, data_key: str = "event") -> bytes:
     """Serialize one event as the API's item, splicing in the stored payload unparsed.
 
@@ -306,6 +311,6 @@ class LiveBus:
         for sub in self._subscribers.values():
             if sub.active and sub.batch:
                 if frame is None:
-                    frame = orjson.dumps({"type": kind, "payload": view})
+                    frame = stream_frame(kind, view)
                 sub.updates[(kind, view["id"])] = frame
                 sub.wake.set()

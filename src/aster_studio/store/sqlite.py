@@ -401,7 +401,8 @@ class SqliteStore:
         posted = 0
         # In runs of 20,000, so that no posting holds more ids than a read should unpack.
         while chunk := list(islice(cursor, 20_000)):
-            self._unpost(*map(list, zip(*chunk, strict=True)))
+            ids, agents, sessions, times = zip(*chunk, strict=True)
+            self._unpost(list(ids), agents, sessions, times)
             if len(self._unposted_ids) >= self._posting_events:
                 posted += len(self._unposted_ids)
                 with conn:
