@@ -3,7 +3,8 @@
     python -m benchmarks.run [--profile] [--json FILE] [--write]
 
 `BENCH_SECONDS` (default 10) is each measured phase; the whole run takes a few minutes.
-`BENCH_ONLY=abd` runs only those scenarios (letters as in issue 2's list; `g` is fairness under
+`BENCH_ONLY=abd` runs only those scenarios (letters as in issue 2's list; `t` offers the
+throughput targets' rates for `BENCH_TARGET_SECONDS` (default 30) each; `g` is fairness under
 a flooding agent (`bench_fairness`), `w` the console in Chromium at 10,000 events/s
 (`tests/e2e/bench_console`), `k` the SQLite writer alone (`bench_store`), `s` the SDK's
 benchmarks in `bench_sdk`, run after the server's; `x` adds experiments with settings the
@@ -70,6 +71,8 @@ def markdown(results: dict[str, Any], pinning: str, command: str) -> str:
             )
         if scenario.get("deflate_negotiated"):
             notes.append("deflate negotiated")
+        if "verdict" in scenario:
+            notes.append(f"**{scenario['verdict']}**")
         for p in scenario["phases"]:
             extra = list(notes)
             if not p["drained"]:
@@ -129,10 +132,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     pinning = pin_generator()
     print(f"server benchmarks, {SECONDS:g} s per phase; {pinning}", file=sys.stderr)
-    only = os.environ.get("BENCH_ONLY", "abcdefgkws")
+    only = os.environ.get("BENCH_ONLY", "abcdtefgkws")
     results = asyncio.run(run_all(profile=args.profile, only=only))
     command = f"BENCH_SECONDS={SECONDS:g} python -m benchmarks.run"
-    if only != "abcdefgkws":
+    if only != "abcdtefgkws":
         command = f"BENCH_ONLY={only} {command}"
     if args.profile:
         command += " --profile"
