@@ -13,7 +13,7 @@ from starlette.responses import Response, StreamingResponse
 
 from ..app import Studio
 from ..errors import BadRequest
-from ..live.bus import event_item
+from ..live.bus import event_items
 from ..models import EventFilter, StoredEvent, iso_ms
 from ._common import clamp_limit, event_filter, fail, ok, ok_raw
 
@@ -45,7 +45,7 @@ def filters(
 
 def items_json(events: list[StoredEvent], data_key: str = "event") -> bytes:
     """Serialize events as a JSON array of API items."""
-    return b"[" + b",".join(event_item(e, data_key=data_key) for e in events) + b"]"
+    return b"[" + b",".join(event_items(events, data_key=data_key)) + b"]"
 
 
 def router(studio: Studio) -> APIRouter:
@@ -118,7 +118,7 @@ def router(studio: Studio) -> APIRouter:
                 if not page:
                     return
                 if format == "jsonl":
-                    yield b"".join(event_item(e) + b"\n" for e in page)
+                    yield b"\n".join(event_items(page)) + b"\n"
                 else:
                     yield b"".join(
                         _csv_line(

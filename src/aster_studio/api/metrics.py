@@ -12,7 +12,7 @@ from starlette.responses import Response
 
 from ..app import Studio
 from ..errors import NotFound
-from ..live.bus import event_item
+from ..live.bus import event_items
 from ..models import EventFilter, StoredEvent, UsageQuery, UsageRow, iso_ms
 from ._common import BUCKETS_MS, clamp_limit, ok, ok_raw, period_ms
 
@@ -181,9 +181,7 @@ def router(studio: Studio) -> APIRouter:
             },
         }
         body = orjson.dumps(data)
-        return ok_raw(
-            body[:-1] + b',"latest_errors":[' + b",".join(event_item(e) for e in latest) + b"]}"
-        )
+        return ok_raw(body[:-1] + b',"latest_errors":[' + b",".join(event_items(latest)) + b"]}")
 
     def _period(period: str) -> tuple[int, int, int]:
         now = studio.clock()

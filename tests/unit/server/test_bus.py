@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from pytest import MonkeyPatch
 
 from aster_studio.live import bus as bus_module
-from aster_studio.live.bus import LiveBus, StreamFilter, event_item
+from aster_studio.live.bus import LiveBus, StreamFilter, event_item, event_items
 from aster_studio.models import StoredEvent, iso_ms
 
 
@@ -129,15 +129,17 @@ def test_unfiltered_subscribers_share_one_frame() -> None:
     assert [e["cursor"] for e in orjson.loads(own)["payload"]] == [1, 3]
 
 
-def test_event_item_is_the_json_of_the_item() -> None:
-    for event in (
+def test_event_items_are_the_json_of_the_items() -> None:
+    events = [
         StoredEvent(
             1, 'a"\\b', None, "monitor", "x\n", "warn", 1_000, None, b'{"k":[1,"\\u00e9"]}'
         ),
         StoredEvent(2, "ü🙂", "s</script>", "progress", "t", None, 86_400_123, 5, b"{}"),
         StoredEvent(3, "ü🙂", "s</script>", "progress", "t", None, 86_400_123, 86_400_999, b"{}"),
-    ):
-        expected = {
+        StoredEvent(4, "ü🙂", "s</script>", "progress", "t", None, 1_000, None, b"[]"),
+    ]
+    expected = [
+        {
             "cursor": event.id,
             "timestamp": iso_ms(event.ts),
             "agent_id": event.agent_id,
@@ -148,7 +150,13 @@ def test_event_item_is_the_json_of_the_item() -> None:
             "client_timestamp": iso_ms(event.client_ts),
             "data": orjson.loads(event.payload),
         }
-        assert orjson.loads(event_item(event, data_key="data")) == expected
+        for event in events
+    ]
+    # One run, whose receive times repeat and change back, and each event alone.
+    assert [orjson.loads(item) for item in event_items(events, data_key="data")] == expected
+    for event, item in zip(events, expected, strict=True):
+        assert orjson.loads(event_item(event, data_key="data")) == item
+    assert orjson.loads(event_item(events[0]))["event"] == {"k": [1, "é"]}
 
 
 def test_the_tail_is_not_walked_by_the_garbage_collector() -> None:
