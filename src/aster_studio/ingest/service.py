@@ -43,6 +43,8 @@ from .registry import LiveAgent, Producer, Registry
 
 log = logging.getLogger(__name__)
 
+_new_tuple = tuple.__new__
+
 Clock = Callable[[], int]  # epoch milliseconds
 
 # Agent views (status, state, usage) reach the console at most this often: a busy agent changes
@@ -551,16 +553,20 @@ class IngestService:
         severity = event.get("severity")
         event_id = self.next_event_id
         self.next_event_id = event_id + 1
-        stored = StoredEvent(
-            event_id,
-            msg.agent_id,
-            session_id,
-            msg.channel._value_,  # the member's own attribute: `.value` is a slow descriptor
-            etype,
-            severity if isinstance(severity, str) else None,
-            now,
-            msg.client_ts_ms,
-            orjson.dumps(event),
+        # Built by `tuple.__new__`, which skips the named tuple's generated Python `__new__`.
+        stored: StoredEvent = _new_tuple(
+            StoredEvent,
+            (
+                event_id,
+                msg.agent_id,
+                session_id,
+                msg.channel._value_,  # the member's own attribute: `.value` is a slow descriptor
+                etype,
+                severity if isinstance(severity, str) else None,
+                now,
+                msg.client_ts_ms,
+                orjson.dumps(event),
+            ),
         )
         writes.append(stored)
         if usage is not None:
