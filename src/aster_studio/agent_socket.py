@@ -301,7 +301,7 @@ class AgentSocket(asyncio.Protocol):
             if length == 126:
                 if size - head < 2:
                     break
-                length = int.from_bytes(buf[head : head + 2], "big")
+                length = buf[head] << 8 | buf[head + 1]
                 head += 2
             elif length == 127:
                 if size - head < 8:
