@@ -9,7 +9,10 @@ pipeline is attached (nothing is stored) and nothing is sent, so this is the Pyt
 loop runs per event, the part of the server's cost that the WebSocket stack, the kernel and
 SQLite do not decide. Wall time per event, the best of REPEAT runs of FRAMES frames, pinned to
 core 1 when there is one; one event per frame (as the document's client sends) and batches of
-100. Run from another checkout (its `src/` first on PYTHONPATH) to compare code.
+100. Then the same single events as masked WebSocket frames through the agent socket's
+`data_received`, one frame per read as a paced agent's frames arrive, to a transport that
+writes nothing: the socket layer's share added. Run from another checkout (its `src/` first on
+PYTHONPATH) to compare code.
 """
 
 from __future__ import annotations
@@ -19,9 +22,12 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import orjson
 
+from aster_studio.agent_socket import AgentSocket, Keepalive
 from aster_studio.app import Studio, wall_clock_ms
 from aster_studio.config import Settings
 from aster_studio.store import SqliteStore
@@ -53,7 +59,53 @@ def frame(agent_id: str, count: int, first: int) -> str:
     return f'{{"type":"batch","messages":[{",".join(items)}]}}' if count > 1 else items[0]
 
 
-async def per_event_us(batch: int) -> float:
+UPGRADE = (
+    b"GET /v1/remote-agents/connect HTTP/1.1\r\nHost: bench\r\nUpgrade: websocket\r\n"
+    b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    b"Sec-WebSocket-Version: 13\r\n\r\n"
+)
+MASK = b"\x5a\x17\xc3\x0e"
+
+
+class NullTransport:
+    """What the agent socket calls on its transport; everything written is dropped."""
+
+    def write(self, data: bytes) -> None:
+        pass
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def is_closing(self) -> bool:
+        return False
+
+    def get_extra_info(self, name: str) -> Any:
+        return ("127.0.0.1", 5000) if name == "peername" else None
+
+
+def masked(text: str) -> bytes:
+    """`text` as a client's (masked) WebSocket text frame."""
+    data = text.encode()
+    size = len(data)
+    head = bytes([0x81, 0x80 | size]) if size < 126 else b"\x81\xfe" + size.to_bytes(2, "big")
+    return head + MASK + bytes(b ^ MASK[i % 4] for i, b in enumerate(data))
+
+
+def agent_socket(studio: Studio) -> AgentSocket:
+    """An agent socket past its upgrade, as uvicorn would have made it."""
+    config = SimpleNamespace(root_path="")
+    state = SimpleNamespace(connections=set(), tasks=set(), default_headers=[])
+    sock = AgentSocket(studio, Keepalive(0, 0, 0), config, state, None)
+    sock.connection_made(NullTransport())  # type: ignore[arg-type]
+    sock.data_received(UPGRADE)
+    assert sock.conn is not None, "the upgrade was refused"
+    return sock
+
+
+async def per_event_us(batch: int, through_socket: bool = False) -> float:
     with tempfile.TemporaryDirectory(prefix="aster-bench-ingest-") as tmp:
         studio = Studio(
             settings=Settings(), store=SqliteStore(Path(tmp) / "b.db"), clock=wall_clock_ms
@@ -62,15 +114,23 @@ async def per_event_us(batch: int) -> float:
         subscribers = [bus.subscribe() for _ in range(SUBSCRIBERS)]
         for sub in subscribers:
             sub.active = sub.batch = True
-        conns = [ingest.open_connection("bench") for _ in range(AGENTS)]
+        sockets = [agent_socket(studio) for _ in range(AGENTS)] if through_socket else []
+        if sockets:
+            conns = [sock.conn for sock in sockets if sock.conn is not None]
+        else:
+            conns = [ingest.open_connection("bench") for _ in range(AGENTS)]
         for i, conn in enumerate(conns):
             conn.tokens = float("inf")  # no rate limit
             conn.agents.add(f"bench-{i:03d}")
         frames = [frame(f"bench-{i:03d}", batch, i) for i in range(AGENTS)]
+        wire = [masked(text) for text in frames]
 
         async def run(count: int) -> None:
             for i in range(count):
-                await ingest.handle_text(conns[i % AGENTS], frames[i % AGENTS])
+                if through_socket:
+                    sockets[i % AGENTS].data_received(wire[i % AGENTS])
+                else:
+                    await ingest.handle_text(conns[i % AGENTS], frames[i % AGENTS])
                 if i % 10 == 9:
                     await asyncio.sleep(0)  # the loop iteration ends: publication
                     for sub in subscribers:
@@ -98,6 +158,8 @@ def main() -> None:
     for batch in (1, 100):
         shape = "one event per frame" if batch == 1 else f"batches of {batch}"
         print(f"{shape}: {asyncio.run(per_event_us(batch)):.2f} µs per event")
+    through = asyncio.run(per_event_us(1, through_socket=True))
+    print(f"one event per frame, through the agent socket: {through:.2f} µs per event")
 
 
 if __name__ == "__main__":
