@@ -69,8 +69,8 @@ def _default(obj: Any) -> Any:
 
 DEFAULT_LIMITS = Limits()
 
-# A named tuple built by `tuple.__new__` skips the class's generated Python `__new__`: a
-# third of the cost, on the path every event takes.
+# A named tuple built by `tuple.__new__` skips the class's generated Python `__new__`: under
+# half the cost (0.09 against 0.20 µs), on the path every event takes.
 _new_tuple = tuple.__new__
 
 _PROGRESS_KEYS = ("delta", "call", "text")
