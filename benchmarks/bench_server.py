@@ -760,11 +760,13 @@ async def raw_stack(use_uvloop: bool = True) -> dict[str, Any]:
     return {"scenario": label, "phases": phases}
 
 
-async def relay_floor() -> dict[str, Any]:
+async def relay_floor(
+    rate: float = LOW_RATE, seconds: float = SECONDS, bounded: bool = False
+) -> dict[str, Any]:
     """Latency through the bare stack forwarding each event to the subscribers, nothing stored.
 
-    The same uvicorn stack, generator and subscribers as the Studio phases, at the low rate:
-    what this harness measures for a server that does almost nothing.
+    The same uvicorn stack, generator and subscribers as the Studio phases, at the low rate
+    (or `rate`): what this harness measures for a server that does almost nothing.
     """
     label = "relay, no storage (latency floor)"
     with running("raw", use_uvloop=True, relay=True) as server:
@@ -773,7 +775,13 @@ async def relay_floor() -> dict[str, Any]:
             lambda i: _raw_agent(server.port, f"relay-{i:03d}"), CONNECTIONS, concurrency=50
         )
         phase = await drive(
-            server, agents, subs, f"{label}: paced {LOW_RATE:,.0f}/s", rate=LOW_RATE
+            server,
+            agents,
+            subs,
+            f"{label}: paced {rate:,.0f}/s",
+            rate=rate,
+            seconds=seconds,
+            bounded=bounded,
         )
         log(f"  {summary(phase)}")
         await asyncio.gather(*(a.close() for a in agents), *(s.close() for s in subs))
@@ -953,6 +961,9 @@ async def run_all(profile: bool = False, only: str = "abcdef") -> dict[str, Any]
         )
     if "t" in only:
         log(f"(t) the throughput targets' rates, {TARGET_SECONDS:g} s each")
+        # The reference: the bare stack forwarding single events, nothing stored or checked.
+        relay_rate = TARGETS[0].rate
+        scenarios.append(await relay_floor(relay_rate, TARGET_SECONDS, bounded=True))
         for target in TARGETS:
             scenario = await studio_load(
                 "studio",
