@@ -36,6 +36,17 @@ def frame(payload: bytes, opcode: int = 0x1, rsv1: bool = False) -> bytes:
     return head + _ZERO_MASK + payload
 
 
+def upgrade_request(host: str, path: str, *, deflate: bool = False) -> bytes:
+    """The opening handshake's request for `path`, with a fresh key."""
+    key = base64.b64encode(os.urandom(16)).decode()
+    ext = "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
+    return (
+        f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+        f"Sec-WebSocket-Version: 13\r\n{ext if deflate else ''}\r\n"
+    ).encode()
+
+
 class RawWebSocket:
     """One client connection: write pre-built frames, read whole messages."""
 
@@ -65,13 +76,7 @@ class RawWebSocket:
         timeout: float = 10.0,
     ) -> RawWebSocket:
         """Open a TCP connection and perform the opening handshake."""
-        key = base64.b64encode(os.urandom(16)).decode()
-        ext = "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
-        request = (
-            f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-            f"Sec-WebSocket-Version: 13\r\n{ext if deflate else ''}\r\n"
-        ).encode()
+        request = upgrade_request(f"{host}:{port}", path, deflate=deflate)
         async with asyncio.timeout(timeout):
             reader, writer = await asyncio.open_connection(host, port, limit=1 << 24)
             writer.write(request)

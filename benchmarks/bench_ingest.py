@@ -9,9 +9,9 @@ pipeline is attached (nothing is stored) and nothing is sent, so this is the Pyt
 loop runs per event, the part of the server's cost that the WebSocket stack, the kernel and
 SQLite do not decide. Wall time per event, the best of REPEAT runs of FRAMES frames, pinned to
 core 1 when there is one; one event per frame (as the document's client sends) and batches of
-100. Then the same single events as masked WebSocket frames through the agent socket's
-`data_received`, one frame per read as a paced agent's frames arrive, to a transport that
-writes nothing: the socket layer's share added. Run from another checkout (its `src/` first on
+100. Then the same single events as client WebSocket frames (`_wire.frame`) through the agent
+socket's `data_received`, one frame per read as a paced agent's frames arrive, to a transport
+that writes nothing: the socket layer's share added. Run from another checkout (its `src/` first on
 PYTHONPATH) to compare code.
 """
 
@@ -28,9 +28,13 @@ from typing import Any
 import orjson
 
 from aster_studio.agent_socket import AgentSocket, Keepalive
+from aster_studio.api.guard import AGENT_PATH
 from aster_studio.app import Studio, wall_clock_ms
 from aster_studio.config import Settings
 from aster_studio.store import SqliteStore
+
+from ._wire import frame as client_frame
+from ._wire import upgrade_request
 
 AGENTS = 50
 SUBSCRIBERS = 5
@@ -59,14 +63,6 @@ def frame(agent_id: str, count: int, first: int) -> str:
     return f'{{"type":"batch","messages":[{",".join(items)}]}}' if count > 1 else items[0]
 
 
-UPGRADE = (
-    b"GET /v1/remote-agents/connect HTTP/1.1\r\nHost: bench\r\nUpgrade: websocket\r\n"
-    b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-    b"Sec-WebSocket-Version: 13\r\n\r\n"
-)
-MASK = b"\x5a\x17\xc3\x0e"
-
-
 class NullTransport:
     """What the agent socket calls on its transport; everything written is dropped."""
 
@@ -86,21 +82,13 @@ class NullTransport:
         return ("127.0.0.1", 5000) if name == "peername" else None
 
 
-def masked(text: str) -> bytes:
-    """`text` as a client's (masked) WebSocket text frame."""
-    data = text.encode()
-    size = len(data)
-    head = bytes([0x81, 0x80 | size]) if size < 126 else b"\x81\xfe" + size.to_bytes(2, "big")
-    return head + MASK + bytes(b ^ MASK[i % 4] for i, b in enumerate(data))
-
-
 def agent_socket(studio: Studio) -> AgentSocket:
     """An agent socket past its upgrade, as uvicorn would have made it."""
     config = SimpleNamespace(root_path="")
     state = SimpleNamespace(connections=set(), tasks=set(), default_headers=[])
     sock = AgentSocket(studio, Keepalive(0, 0, 0), config, state, None)
     sock.connection_made(NullTransport())  # type: ignore[arg-type]
-    sock.data_received(UPGRADE)
+    sock.data_received(upgrade_request("bench", AGENT_PATH))
     assert sock.conn is not None, "the upgrade was refused"
     return sock
 
@@ -123,7 +111,7 @@ async def per_event_us(batch: int, through_socket: bool = False) -> float:
             conn.tokens = float("inf")  # no rate limit
             conn.agents.add(f"bench-{i:03d}")
         frames = [frame(f"bench-{i:03d}", batch, i) for i in range(AGENTS)]
-        wire = [masked(text) for text in frames]
+        wire = [client_frame(text.encode()) for text in frames]
 
         async def run(count: int) -> None:
             for i in range(count):

@@ -283,22 +283,22 @@ class LiveBus:
         if any(sub.filter.everything for sub in subs):
             items = event_items(events, data_key="data")
             everything = list(zip(map(_ID, events), items, strict=True))
-        pairs: list[tuple[int, bytes] | None] = (
-            list(everything) if everything is not None else [None] * len(events)
-        )
+        serialized: dict[int, tuple[int, bytes]] | None = None  # by index, for filtered ones
         for sub in subs:
             if everything is not None and sub.filter.everything:
                 sub.received += len(events)
                 sub.offer_many(everything)
                 continue
+            if serialized is None:
+                serialized = dict(enumerate(everything or ()))
             matches = sub.filter.matches
             wanted = [index for index, event in enumerate(events) if matches(event)]
-            unserialized = [index for index in wanted if pairs[index] is None]
-            if unserialized:
-                items = event_items([events[i] for i in unserialized], data_key="data")
-                for index, item in zip(unserialized, items, strict=True):
-                    pairs[index] = (events[index].id, item)
-            chosen = [pair for pair in map(pairs.__getitem__, wanted) if pair is not None]
+            missing = [index for index in wanted if index not in serialized]
+            if missing:
+                items = event_items([events[i] for i in missing], data_key="data")
+                for index, item in zip(missing, items, strict=True):
+                    serialized[index] = (events[index].id, item)
+            chosen = [serialized[index] for index in wanted]
             sub.received += len(events)
             sub.filtered += len(events) - len(chosen)
             sub.offer_many(chosen)
