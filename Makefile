@@ -6,10 +6,15 @@ STAMP   := $(VENV)/.installed
 STATIC  := src/aster_studio/static
 WEB_SRC := $(shell find web -type f -not -path 'web/node_modules/*' -not -path 'web/dist/*' 2>/dev/null)
 PYTEST_ARGS ?=
+# The modules the server runs for every event, compiled with mypyc by `make native` (one group:
+# all used or none; sdk/src/aster_studio_sdk/_native.py says when). Measured: docs/benchmarks.md.
+NATIVE_SRC := $(addprefix sdk/src/aster_studio_sdk/protocol/,_codec.py _types.py) \
+	$(addprefix src/aster_studio/,ingest/service.py ingest/pipeline.py ingest/connection.py \
+	ingest/registry.py live/bus.py store/sqlite.py store/_postings.py)
 
-.PHONY: install run demo test lint typecheck pytest bench soak web browser clean
+.PHONY: install native run demo test lint typecheck pytest bench soak web browser clean
 
-install: $(STAMP) $(STATIC)/index.html
+install: $(STAMP) $(STATIC)/index.html .native/manifest.json
 
 $(STAMP): pyproject.toml sdk/pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -25,6 +30,12 @@ $(STATIC)/index.html: $(WEB_SRC)
 
 web: $(STATIC)/index.html
 
+# A failed build (no C compiler, say) is recorded in the manifest: the Studio runs from source.
+.native/manifest.json: $(NATIVE_SRC) $(STAMP) scripts/build_native.py
+	$(BIN)/python scripts/build_native.py $(NATIVE_SRC)
+
+native: .native/manifest.json
+
 run: install
 	$(BIN)/aster-studio serve
 
@@ -36,14 +47,17 @@ browser:
 	@test -x /usr/bin/chromium || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
 
 lint: $(STAMP)
-	$(BIN)/ruff format --check src sdk/src tests benchmarks
-	$(BIN)/ruff check src sdk/src tests benchmarks
+	$(BIN)/ruff format --check src sdk/src tests benchmarks scripts
+	$(BIN)/ruff check src sdk/src tests benchmarks scripts
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# The suite runs the compiled modules when built; the SDK's own tests also run from source,
+# as the SDK ships.
 pytest: install browser
 	$(BIN)/pytest $(PYTEST_ARGS)
+	ASTER_STUDIO_NATIVE=0 $(BIN)/pytest -q tests/unit/protocol tests/unit/sdk
 
 test: lint typecheck pytest
 	@if [ -f web/package.json ]; then cd web && npm test --silent; fi
@@ -56,4 +70,4 @@ bench: install
 	$(BIN)/python -m benchmarks.run
 
 clean:
-	rm -rf $(VENV) $(STATIC) web/node_modules
+	rm -rf $(VENV) $(STATIC) web/node_modules .native

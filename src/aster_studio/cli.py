@@ -14,6 +14,8 @@ from typing import Any
 
 import uvicorn
 
+from aster_studio_sdk._native import compiled_modules
+
 from . import __version__, heap
 from .agent_socket import agent_socket_factory
 from .app import Studio, create_app
@@ -127,11 +129,13 @@ def serve(settings: Settings, *, ready_message: bool = True) -> None:
     shown = f"[{host}]" if ":" in host else host
     http, ws = ("https", "wss") if settings.tls else ("http", "ws")
     if ready_message:
+        compiled = len(compiled_modules())
         print(
             f"Aster Studio {__version__} listening on {http}://{shown}:{port}\n"
             f"  console:  {http}://{shown}:{port}/studio/\n"
             f"  agents:   {ws}://{shown}:{port}/v1/remote-agents/connect\n"
-            f"  data:     {studio.store.describe()}",
+            f"  data:     {studio.store.describe()}\n"
+            f"  code:     {f'{compiled} modules compiled (mypyc)' if compiled else 'from source'}",
             flush=True,
         )
     config = uvicorn.Config(

@@ -75,7 +75,8 @@ class WritePipeline:
         self._writer_idle = False  # the writer waits for work (not lingering): wake it
         self._space = asyncio.Event()
         self._space.set()
-        self._thread: threading.Thread | None = None
+        # Not `_thread`: mypyc would name its C field `__thread`, a keyword of C.
+        self._writer: threading.Thread | None = None
         self.stats = PipelineStats()
 
     @property
@@ -83,8 +84,8 @@ class WritePipeline:
         return len(self._queue) + len(self._pending)
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="aster-studio-writer", daemon=True)
-        self._thread.start()
+        self._writer = threading.Thread(target=self._run, name="aster-studio-writer", daemon=True)
+        self._writer.start()
 
     def submit(self, ops: list[WriteOp]) -> None:
         """Queue ops in order; never blocks. Call `wait_for_space()` before reading more input.
@@ -136,7 +137,7 @@ class WritePipeline:
 
     async def stop(self, timeout: float) -> bool:
         """Commit everything queued, then end the writer; False if it did not finish in time."""
-        thread = self._thread
+        thread = self._writer
         if thread is None:
             return True
         self._stopping = True
@@ -148,7 +149,7 @@ class WritePipeline:
         if thread.is_alive():
             log.error("writer did not finish within %.1fs; %d ops unwritten", timeout, self.depth)
             return False
-        self._thread = None
+        self._writer = None
         return True
 
     # ---- writer thread ----

@@ -1,1 +1,5 @@
 """Live fan-out of committed events to console subscribers."""
+
+from aster_studio_sdk._native import compiled_path
+
+__path__[:0] = compiled_path(__name__)  # its compiled modules first, when built (`make native`)

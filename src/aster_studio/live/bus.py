@@ -255,13 +255,14 @@ class LiveBus:
         (read the store again: what is missing from the tail is committed)."""
         if self._trimmed_through > cursor:
             return None
-        runs = []
+        runs: list[tuple[Any, ...]] = []
         for run in reversed(self._recent):
             if run[-_FIELDS] <= cursor:  # its newest event: nothing here or before is wanted
                 break
             runs.append(run)
         events: list[StoredEvent] = []
-        for run in reversed(runs):
+        runs.reverse()  # not `in reversed(runs)`: mypyc fails to compile that loop
+        for run in runs:
             if run[0] <= cursor:
                 run = run[bisect.bisect_right(run[::_FIELDS], cursor) * _FIELDS :]
             fields = iter(run)

@@ -1,5 +1,9 @@
 """Storage: the Store interface, its write operations, and the backends."""
 
+from aster_studio_sdk._native import compiled_path
+
+__path__[:0] = compiled_path(__name__)  # its compiled modules first, when built (`make native`)
+
 from ._base import (
     AddAudit,
     AgentState,

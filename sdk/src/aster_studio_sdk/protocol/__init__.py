@@ -4,6 +4,10 @@ Shared by the Studio server and the agent SDK. Imports only the standard library
 when installed). See PROTOCOL.md and docs/protocol.md.
 """
 
+from .._native import compiled_path
+
+__path__[:0] = compiled_path(__name__)  # its compiled modules first, when built (`make native`)
+
 from ._codec import (
     DEFAULT_LIMITS,
     batch_message,

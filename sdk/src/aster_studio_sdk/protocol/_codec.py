@@ -33,30 +33,26 @@ from ._types import (
     Unregister,
 )
 
-try:  # one fast codec when present; the standard library otherwise
-    import orjson
-
-    def loads(data: str | bytes) -> Any:
-        """Parse JSON text; raise ValueError when it is not JSON."""
-        return orjson.loads(data)
-
-    _parse: Callable[[str], Any] = orjson.loads  # decode()'s hot path skips the wrapper
-
-    def dumps(obj: Any) -> bytes:
-        """Serialize to compact UTF-8 JSON."""
-        return orjson.dumps(obj, default=_default)
-
+# One fast codec when present; the standard library otherwise. Defined once, not per branch of
+# an import guard, so that `make native` (mypyc) can compile this module.
+try:
+    import orjson as _orjson
 except ImportError:  # pragma: no cover - exercised only without orjson
+    _orjson = None  # type: ignore[assignment]
 
-    def loads(data: str | bytes) -> Any:
-        """Parse JSON text; raise ValueError when it is not JSON."""
-        return json.loads(data)
+_parse: Callable[[str | bytes], Any] = _orjson.loads if _orjson is not None else json.loads
 
-    _parse = json.loads
 
-    def dumps(obj: Any) -> bytes:
-        """Serialize to compact UTF-8 JSON."""
-        return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, default=_default).encode()
+def loads(data: str | bytes) -> Any:
+    """Parse JSON text; raise ValueError when it is not JSON."""
+    return _parse(data)
+
+
+def dumps(obj: Any) -> bytes:
+    """Serialize to compact UTF-8 JSON."""
+    if _orjson is not None:
+        return _orjson.dumps(obj, default=_default)
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, default=_default).encode()
 
 
 def _default(obj: Any) -> Any:
