@@ -127,6 +127,9 @@ def raise_fd_limit() -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
+CODE_SEEN: set[str] = set()  # what the Studio servers launched said of their code
+
+
 def machine() -> dict[str, str]:
     model = "?"
     with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
@@ -259,6 +262,9 @@ def launch(
                 if r.status == 200:
                     break
             time.sleep(0.05)
+        # The banner's last line: whether the server runs its compiled modules (`make native`).
+        code = [line.split(":", 1)[1].strip() for line in server.output if "  code:" in line]
+        CODE_SEEN.update(code or ["?"])
     return server
 
 
@@ -1005,5 +1011,7 @@ async def run_all(profile: bool = False, only: str = "abcdef") -> dict[str, Any]
                     extra=extra,
                 )
             )
+    if CODE_SEEN:
+        results["machine"]["server_code"] += f", {' / '.join(sorted(CODE_SEEN))}"
     results["machine"]["load_after"] = " ".join(f"{x:.1f}" for x in os.getloadavg())
     return results
