@@ -53,7 +53,8 @@ def build(sources: list[Path], into: Path) -> dict[str, object]:
     )
     if done.returncode != 0:
         lines = (done.stdout + done.stderr).strip().splitlines()
-        raise RuntimeError("mypyc failed:\n" + "\n".join(lines[-20:]))
+        errors = [line for line in lines if "error" in line.lower()] or lines
+        raise RuntimeError("mypyc failed:\n" + "\n".join(errors[-8:]))
     shutil.rmtree(into / "build", ignore_errors=True)  # the generated C and object files
     suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
     runtime = [p.name for p in into.glob(f"*__mypyc{suffix}")]

@@ -66,7 +66,7 @@ def load(root: Path, mode: str) -> frozenset[str]:
 
 def _unusable(root: Path, manifest: dict[str, Any]) -> str | None:
     if "error" in manifest:
-        return f"their build failed: {manifest['error']}"
+        return f"their build failed (`rm -r .native; make native` tries again): {manifest['error']}"
     suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
     if manifest["python"] != sys.implementation.cache_tag or manifest["suffix"] != suffix:
         return f"built for {manifest['python']}, this is {sys.implementation.cache_tag}"

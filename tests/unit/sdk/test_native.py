@@ -71,7 +71,8 @@ def test_a_failed_build_says_why_at_start(tmp_path: Path, caplog: pytest.LogCapt
     write_build(tmp_path, {"error": "gcc: command not found"})
     with caplog.at_level(logging.WARNING):
         assert _native.load(tmp_path, "") == frozenset()
-    assert "their build failed: gcc: command not found" in caplog.text
+    assert "their build failed" in caplog.text
+    assert "gcc: command not found" in caplog.text
 
 
 def test_required_and_not_usable_is_an_import_error(tmp_path: Path) -> None:
