@@ -32,6 +32,7 @@ from aster_studio.api.guard import AGENT_PATH
 from aster_studio.app import Studio, wall_clock_ms
 from aster_studio.config import Settings
 from aster_studio.store import SqliteStore
+from aster_studio_sdk._native import describe as describe_code
 
 from ._wire import frame as client_frame
 from ._wire import upgrade_request
@@ -143,6 +144,7 @@ async def per_event_us(batch: int, through_socket: bool = False) -> float:
 def main() -> None:
     if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
         os.sched_setaffinity(0, {1})
+    print(f"code: {describe_code()}")
     for batch in (1, 100):
         shape = "one event per frame" if batch == 1 else f"batches of {batch}"
         print(f"{shape}: {asyncio.run(per_event_us(batch)):.2f} µs per event")

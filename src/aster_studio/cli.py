@@ -14,7 +14,7 @@ from typing import Any
 
 import uvicorn
 
-from aster_studio_sdk._native import compiled_modules
+from aster_studio_sdk._native import describe as describe_code
 
 from . import __version__, heap
 from .agent_socket import agent_socket_factory
@@ -129,13 +129,12 @@ def serve(settings: Settings, *, ready_message: bool = True) -> None:
     shown = f"[{host}]" if ":" in host else host
     http, ws = ("https", "wss") if settings.tls else ("http", "ws")
     if ready_message:
-        compiled = len(compiled_modules())
         print(
             f"Aster Studio {__version__} listening on {http}://{shown}:{port}\n"
             f"  console:  {http}://{shown}:{port}/studio/\n"
             f"  agents:   {ws}://{shown}:{port}/v1/remote-agents/connect\n"
             f"  data:     {studio.store.describe()}\n"
-            f"  code:     {f'{compiled} modules compiled (mypyc)' if compiled else 'from source'}",
+            f"  code:     {describe_code()}",
             flush=True,
         )
     config = uvicorn.Config(

@@ -27,7 +27,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ENV", "compiled_modules", "compiled_path", "load"]
+__all__ = ["ENV", "compiled_modules", "compiled_path", "describe", "load"]
 
 log = logging.getLogger(__name__)
 
@@ -106,3 +106,9 @@ def compiled_path(package: str) -> list[str]:
         if name.startswith(prefix) and "." not in name[len(prefix) :]:
             return [str(_ROOT.joinpath(".native", *package.split(".")))]
     return []
+
+
+def describe() -> str:
+    """What this process runs, for banners and benchmark reports."""
+    count = len(compiled_modules())
+    return f"{count} modules compiled (mypyc)" if count else "from source"
