@@ -77,6 +77,15 @@ def _unusable(root: Path, manifest: dict[str, Any]) -> str | None:
     ]
     if changed:
         return f"{', '.join(sorted(changed))} changed since built; `make native` rebuilds them"
+    # One missing would be imported from source beside its compiled twin: two copies of it.
+    build = root / ".native"
+    missing = [
+        n
+        for n in manifest["modules"]
+        if not build.joinpath(*n.split(".")).with_suffix(suffix).exists()
+    ]
+    if missing:
+        return f"{', '.join(sorted(missing))} missing from {build}; `make native` rebuilds them"
     return None
 
 

@@ -67,6 +67,16 @@ def test_a_build_for_another_python_is_not_used(
     assert "built for cpython-399" in caplog.text
 
 
+def test_a_compiled_module_missing_from_the_build_turns_them_all_off(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    write_build(tmp_path, built_from(tmp_path, {"alpha": "A = 1\n", "beta": "B = 1\n"}))
+    (tmp_path / ".native" / f"alpha{SUFFIX}").write_bytes(b"")
+    with caplog.at_level(logging.WARNING):
+        assert _native.load(tmp_path, "") == frozenset()
+    assert "beta missing from" in caplog.text
+
+
 def test_a_failed_build_says_why_at_start(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     write_build(tmp_path, {"error": "gcc: command not found"})
     with caplog.at_level(logging.WARNING):
