@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 # all used or none; sdk/src/aster_studio_sdk/_native.py says when). Measured: docs/benchmarks.md.
 NATIVE_SRC := $(addprefix sdk/src/aster_studio_sdk/protocol/,_codec.py _types.py) \
 	$(addprefix src/aster_studio/,ingest/service.py ingest/pipeline.py ingest/connection.py \
-	ingest/registry.py live/bus.py store/sqlite.py store/_postings.py)
+	ingest/frames.py ingest/registry.py live/bus.py store/sqlite.py store/_postings.py)
 
 .PHONY: install native run demo test lint typecheck pytest bench soak web browser clean
 

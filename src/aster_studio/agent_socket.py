@@ -12,7 +12,9 @@ What it takes: a WebSocket upgrade to `/v1/remote-agents/connect` with a valid c
 auth is on. Everything else (other paths, a refused credential, a handshake websockets would
 reject) becomes uvicorn's protocol in place and goes to the ASGI app, which answers as before.
 
-Frames: whole, final, masked text frames, pings and pongs are parsed here. The first other
+Frames: whole, final, masked text frames are parsed and applied by the compiled
+`ingest.frames.TextFrames`; pings, pongs and the text it leaves (invalid UTF-8, a message while
+a handler waits) are parsed here. The first other
 frame (a fragment, binary, oversized or unmasked frame, a close) hands parsing to websockets'
 sans-I/O `Protocol` for the rest of the connection, as does a close we send, and so does
 permessage-deflate when it is enabled (`--ws-deflate`) and negotiated, from the start.
@@ -48,6 +50,7 @@ except ImportError:  # pragma: no cover
 
 from .api.guard import AGENT_PATH, agent_credential
 from .api.remote import GREETING
+from .ingest.frames import DONE, FAILED, OTHER, WAITS, TextFrames
 from .ws_protocol import AgentWebSocketProtocol, frame_header
 
 if TYPE_CHECKING:
@@ -181,8 +184,8 @@ class AgentSocket(asyncio.Protocol):
 
     # Defaults on the class: an idle connection's instance dictionary holds only what changed.
     conn: AgentConnection | None = None
+    text_frames: TextFrames | None = None  # the fast path, from the handshake on
     ws: Protocol | None = None  # websockets' parser, once a frame or a close needs it
-    partial = b""  # the start of a frame not yet complete (fast path)
     busy: asyncio.Task[None] | None = None  # a handler that waited, and the backlog after it
     backlog: deque[tuple[bytes, bool]] | None = None
     fragments: list[bytes] | None = None
@@ -257,6 +260,7 @@ class AgentSocket(asyncio.Protocol):
         log.info('%s - "WebSocket %s" [accepted]', conn.remote, AGENT_PATH)
         conn.key = key
         self.conn = conn
+        self.text_frames = TextFrames(ingest, conn, settings.max_frame_bytes)
         self._write_text(GREETING.encode())
         conn.attach(self._send_text, self._close_async)
         now = asyncio.get_running_loop().time()
@@ -281,20 +285,60 @@ class AgentSocket(asyncio.Protocol):
     # ---- frames in ----
 
     def data_received(self, data: bytes) -> None:
+        text_frames = self.text_frames
         if self.ws is not None:
             self._feed(data)
-        elif self.conn is not None:
-            self._take(self.partial + data if self.partial else data)
-        else:
+        elif text_frames is None:
             self._handshake(data)
+        elif self.busy is not None or self.closing:
+            self._take(data)
+        else:
+            stop = text_frames.take(data)  # the common case, compiled
+            if stop != DONE:
+                rest, text_frames.rest = text_frames.rest, b""
+                if self._handled(stop):
+                    self._take(rest)
+                else:
+                    text_frames.partial = rest
+                    self._feed(b"")
 
-    def _take(self, buf: bytes) -> None:
-        """Parse whole text, ping and pong frames; anything else goes to websockets."""
-        self.partial = b""
+    def _handled(self, stop: int) -> bool:
+        """After the fast path stopped: False if a handler failed and the socket is closing."""
+        text_frames = self.text_frames
+        assert text_frames is not None
+        if stop == WAITS:
+            assert text_frames.waiting is not None
+            self._wait(text_frames.waiting, text_frames.waited_on)
+            text_frames.waiting = text_frames.waited_on = None
+        elif stop == FAILED:
+            assert text_frames.error is not None
+            error, text_frames.error = text_frames.error, None
+            self._failed(error)
+            return False
+        return True
+
+    def _take(self, data: bytes) -> None:
+        """Parse whole text, ping and pong frames; anything else goes to websockets.
+
+        Runs of text frames go through the fast path while no handler waits."""
+        text_frames = self.text_frames
+        assert text_frames is not None
+        buf = text_frames.partial + data if text_frames.partial else data
+        text_frames.partial = b""
         size = len(buf)
         limit = self.studio.settings.max_frame_bytes
         pos = 0
         while size - pos >= 2:
+            if self.busy is None and not self.closing:
+                pos, stop = text_frames.apply(buf, pos)
+                if stop == DONE:
+                    break
+                if not self._handled(stop):
+                    text_frames.partial = buf[pos:]
+                    self._feed(b"")
+                    return
+                if stop != OTHER:
+                    continue
             first, second = buf[pos], buf[pos + 1]
             length = second & 0x7F
             head = pos + 2
@@ -313,7 +357,7 @@ class AgentSocket(asyncio.Protocol):
                 or length > limit
                 or (first != 0x81 and (first not in (0x89, 0x8A) or length > 125))
             ):
-                self.partial = buf[pos:]
+                text_frames.partial = buf[pos:]
                 self._feed(b"")
                 return
             end = head + 4 + length
@@ -323,7 +367,7 @@ class AgentSocket(asyncio.Protocol):
             if first == 0x81:
                 self._message(payload, True)
                 if self.ws is not None:  # the handler failed and the socket is closing
-                    self.partial = buf[end:]
+                    text_frames.partial = buf[end:]
                     self._feed(b"")
                     return
             elif first == 0x89:
@@ -332,7 +376,7 @@ class AgentSocket(asyncio.Protocol):
                 self._pong(payload)
             pos = end
         if pos < size:
-            self.partial = buf[pos:]
+            text_frames.partial = buf[pos:]
 
     def _websockets(self) -> Protocol:
         """websockets' parser for the rest of the connection, fed what the fast path holds."""
@@ -340,9 +384,10 @@ class AgentSocket(asyncio.Protocol):
         if ws is None:
             limit = self.studio.settings.max_frame_bytes
             ws = self.ws = Protocol(Side.SERVER, state=State.OPEN, max_size=limit)
-            if self.partial:
-                ws.receive_data(self.partial)
-                self.partial = b""
+            text_frames = self.text_frames
+            if text_frames is not None and text_frames.partial:
+                ws.receive_data(text_frames.partial)
+                text_frames.partial = b""
         return ws
 
     def _feed(self, data: bytes) -> None:
@@ -409,12 +454,18 @@ class AgentSocket(asyncio.Protocol):
             waited_on = handling.send(None)
         except StopIteration:
             return
-        except Exception:
-            log.exception("agent message handler failed; closing the connection")
-            self._fail(CloseCode.INTERNAL_ERROR, "internal error")
+        except Exception as exc:
+            self._failed(exc)
             return
-        # The handler waits: it finishes in a task, and reading pauses until it and the rest of
-        # this read are handled, in order.
+        self._wait(handling, waited_on)
+
+    def _failed(self, error: Exception) -> None:
+        log.error("agent message handler failed; closing the connection", exc_info=error)
+        self._fail(CloseCode.INTERNAL_ERROR, "internal error")
+
+    def _wait(self, handling: Handling, waited_on: Any) -> None:
+        """The handler waits: it finishes in a task, and reading pauses until it and the rest of
+        this read are handled, in order."""
         if not self.read_paused:
             self.read_paused = True
             self.transport.pause_reading()
@@ -505,7 +556,9 @@ class AgentSocket(asyncio.Protocol):
         """Called by the keepalive timer: deadlines, and a ping when one is due."""
         if self.first_by and now >= self.first_by:
             self.first_by = 0.0
-            self._close(CloseCode.POLICY_VIOLATION, "no message within timeout")
+            # The fast path does not clear `first_by`; it counts each text frame it applies.
+            if self.conn is None or self.conn.received == 0:
+                self._close(CloseCode.POLICY_VIOLATION, "no message within timeout")
         elif self.pong_by:
             if now >= self.pong_by:
                 self._fail(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")

@@ -7,7 +7,7 @@ import itertools
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -206,19 +206,56 @@ class IngestService:
 
     async def handle_text(self, conn: AgentConnection, text: str) -> None:
         """Decode one text frame and apply every message in it, in order."""
+        rest = self.take_text(conn, text)
+        if rest is not None:
+            await rest
+
+    def take_text(self, conn: AgentConnection, text: str) -> Coroutine[Any, Any, None] | None:
+        """Decode one text frame and apply its messages in order, as far as it can without waiting.
+
+        None when the frame is handled. Otherwise a coroutine that handles the rest, for the
+        caller to run to its end before the connection's next frame: the frame ran into the
+        rate limit, holds a registration (which may wait for the writer), is a batch long
+        enough to let other connections in between, or filled the write queue. The agent
+        socket's common case thus creates no coroutine.
+        """
         self.stats.frames += 1
         conn.received += 1
         decoded = decode(text, self.limits)
         if conn.shape is None and decoded.shape is not None:
             conn.shape = decoded.shape
         message = decoded.message
-        writes: list[WriteOp] = []
         items = message.items if isinstance(message, Batch) else (message,)
         conn.tokens -= len(items)
-        if conn.tokens < 0:  # the bucket is refilled (reading the clock) only when empty
-            await self._throttle(conn, len(items))
+        if conn.tokens < 0 or len(items) > YIELD_EVERY:
+            return self._apply(conn, items, 0, [], None)
         now = self.clock()  # a frame's events are received at once
+        writes: list[WriteOp] = []
         for index, item in enumerate(items):
+            if conn.taken_over:
+                break
+            register = self._item(conn, item, writes, now)
+            if register is not None:
+                return self._apply(conn, items, index + 1, writes, register)
+        return self._handed_over(conn, writes)
+
+    async def _apply(
+        self,
+        conn: AgentConnection,
+        items: Sequence[ClientMessage | ProtocolError],
+        start: int,
+        writes: list[WriteOp],
+        register: tuple[Register, int | None] | None,
+    ) -> None:
+        """`take_text` from `items[start]` on, waiting where it has to; first `register`."""
+        if register is not None:
+            await self._register(conn, register[0], writes)
+            if register[1] is not None:
+                conn.unmarked_seq = register[1]
+        elif conn.tokens < 0:  # the bucket is refilled (reading the clock) only when empty
+            await self._throttle(conn, len(items))
+        now = self.clock()
+        for index in range(start, len(items)):
             if index and not index % YIELD_EVERY:
                 # A big batch must not hold the loop from others. What it numbered so far is
                 # queued first: events are queued (and so committed) in the order of their ids.
@@ -228,46 +265,77 @@ class IngestService:
                 now = self.clock()
             if conn.taken_over:
                 break
-            self.stats.messages += 1
-            seq = item.seq if conn.producer_id is not None else None
-            if seq is not None:
-                producer = self.registry.producers[conn.producer_id or ""]
-                if seq <= producer.accepted_seq:
-                    self.stats.duplicates += 1
-                    if producer.durable_seq >= seq:
-                        conn.ack(producer.durable_seq)
-                    continue
-                producer.accepted_seq = seq
-            if isinstance(item, Event) and conn.key is None and item.agent_id in conn.agents:
-                pass  # the common case: an event for an agent this connection already carries
-            elif not isinstance(item, (ProtocolError, Ping)):
-                refusal = self._refusal(conn, item)
-                if refusal is not None:
-                    self.stats.refused += 1
-                    item = refusal
-            if isinstance(item, ProtocolError):
-                self._error(conn, item)
-            elif isinstance(item, Event):
-                self._event(conn, item, writes, now)
-            elif isinstance(item, Register):
-                await self._register(conn, item, writes)
-            elif isinstance(item, RegisterSession):
-                self._register_session(conn, item, writes)
-            elif isinstance(item, Ping):
-                self._reply(conn, MessageType.PONG, None)
-            elif isinstance(item, EndSession):
-                self._end_session(item, writes)
-            elif isinstance(item, Unregister):
-                self._unregister(conn, item, writes)
-            if seq is not None:
-                # Marked as handled only after its writes are queued: the mark goes out with the
-                # next submit, in order behind them.
-                conn.unmarked_seq = seq
+            register = self._item(conn, items[index], writes, now)
+            if register is not None:
+                await self._register(conn, register[0], writes)
+                if register[1] is not None:
+                    conn.unmarked_seq = register[1]
+        rest = self._handed_over(conn, writes)
+        if rest is not None:
+            await rest
+
+    def _item(
+        self,
+        conn: AgentConnection,
+        item: ClientMessage | ProtocolError,
+        writes: list[WriteOp],
+        now: int,
+    ) -> tuple[Register, int | None] | None:
+        """Apply one message. A registration is returned with its sequence number instead:
+        the caller awaits `_register` and then marks the number as handled."""
+        self.stats.messages += 1
+        seq = item.seq if conn.producer_id is not None else None
+        if seq is not None:
+            producer = self.registry.producers[conn.producer_id or ""]
+            if seq <= producer.accepted_seq:
+                self.stats.duplicates += 1
+                if producer.durable_seq >= seq:
+                    conn.ack(producer.durable_seq)
+                return None
+            producer.accepted_seq = seq
+        if isinstance(item, Event) and conn.key is None and item.agent_id in conn.agents:
+            pass  # the common case: an event for an agent this connection already carries
+        elif not isinstance(item, (ProtocolError, Ping)):
+            refusal = self._refusal(conn, item)
+            if refusal is not None:
+                self.stats.refused += 1
+                item = refusal
+        if isinstance(item, ProtocolError):
+            self._error(conn, item)
+        elif isinstance(item, Event):
+            self._event(conn, item, writes, now)
+        elif isinstance(item, Register):
+            return item, seq
+        elif isinstance(item, RegisterSession):
+            self._register_session(conn, item, writes)
+        elif isinstance(item, Ping):
+            self._reply(conn, MessageType.PONG, None)
+        elif isinstance(item, EndSession):
+            self._end_session(item, writes)
+        elif isinstance(item, Unregister):
+            self._unregister(conn, item, writes)
+        if seq is not None:
+            # Marked as handled only after its writes are queued: the mark goes out with the
+            # next submit, in order behind them.
+            conn.unmarked_seq = seq
+        return None
+
+    def _handed_over(
+        self, conn: AgentConnection, writes: list[WriteOp]
+    ) -> Coroutine[Any, Any, None] | None:
+        """Submit a frame's writes; a coroutine to run if the connection must now wait."""
         if conn.taken_over:
             # A newer connection of this producer now owns it and resends everything past the
             # durable mark: what this frame did not hand over yet must not be stored twice.
-            return
+            return None
         self._submit(writes, conn)
+        if conn.in_flight > self.policy.max_in_flight or (
+            self.pipeline is not None and self.pipeline.full
+        ):
+            return self._make_room(conn)
+        return None
+
+    async def _make_room(self, conn: AgentConnection) -> None:
         if conn.in_flight > self.policy.max_in_flight:
             # Fairness: a connection with this much unwritten stops being read until the writer
             # catches up with it, so one flooding agent cannot fill the queue others wait in.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
 from types import SimpleNamespace
 from typing import Any
 
@@ -161,9 +162,15 @@ class FakeIngest:
     def close_connection(self, conn: AgentConnection) -> None:
         self.closed.append(conn)
 
-    async def handle_text(self, conn: AgentConnection, text: str) -> None:
+    def take_text(self, conn: AgentConnection, text: str) -> Coroutine[Any, Any, None] | None:
         if text == "boom":
             raise RuntimeError("boom")
+        if text == "wait":
+            return self.handle_text(conn, text)
+        self.handled.append(text)
+        return None
+
+    async def handle_text(self, conn: AgentConnection, text: str) -> None:
         if text == "wait":
             await self.gate
         self.handled.append(text)
