@@ -264,6 +264,14 @@ def test_too_many_agents_on_one_connection(tmp_path: Path) -> None:
         assert agent.request({"type": "ping"}) == {"type": "pong"}
 
 
+def test_a_connection_whose_first_message_came_in_time_stays_open(tmp_path: Path) -> None:
+    env = {"ASTER_STUDIO_HANDSHAKE_TIMEOUT": "0.5"}
+    with StudioProcess(tmp_path / "h.db", env=env) as server, RawAgent(server.agent_url) as agent:
+        assert agent.request(register("a1"))["type"] == "registered"
+        time.sleep(1.0)  # past the deadline, checked every 0.125 s
+        assert agent.request({"type": "ping"}) == {"type": "pong"}
+
+
 def test_silent_connection_is_closed_after_handshake_timeout(tmp_path: Path) -> None:
     env = {"ASTER_STUDIO_HANDSHAKE_TIMEOUT": "0.5"}
     with StudioProcess(tmp_path / "h.db", env=env) as server:

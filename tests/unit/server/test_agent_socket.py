@@ -175,6 +175,9 @@ class FakeIngest:
             await self.gate
         self.handled.append(text)
 
+    async def handle_invalid_text(self, conn: AgentConnection, data: bytes) -> None:
+        self.handled.append(f"invalid {data!r}")
+
 
 def _socket() -> tuple[AgentSocket, FakeTransport, FakeIngest]:
     ingest = FakeIngest()
@@ -192,10 +195,40 @@ def _socket() -> tuple[AgentSocket, FakeTransport, FakeIngest]:
     return sock, transport, ingest
 
 
-def _text(payload: bytes) -> bytes:
+def _frame(first: int, payload: bytes) -> bytes:
     mask = b"\x01\x02\x03\x04"
     masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-    return bytes([0x81, 0x80 | len(payload)]) + mask + masked
+    n = len(payload)
+    length = bytes([0x80 | n]) if n < 126 else bytes([0x80 | 126]) + n.to_bytes(2, "big")
+    return bytes([first]) + length + mask + masked
+
+
+def _text(payload: bytes) -> bytes:
+    return _frame(0x81, payload)
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 7, 1000])
+async def test_frames_split_across_reads_are_applied_whole_and_in_order(chunk: int) -> None:
+    sock, transport, ingest = _socket()
+    texts = [b"a", b"b" * 300, b"c", b"d" * 126]  # 16-bit lengths among them
+    data = b"".join(_text(t) for t in texts)
+    for start in range(0, len(data), chunk):
+        sock.data_received(data[start : start + chunk])
+    assert ingest.handled == [t.decode() for t in texts]
+    assert transport.written == b"" and not transport.closed
+
+
+async def test_a_ping_between_text_frames_is_answered_and_the_text_around_it_applied() -> None:
+    sock, transport, ingest = _socket()
+    sock.data_received(_text(b"a") + _frame(0x89, b"hi") + _text(b"b"))
+    assert ingest.handled == ["a", "b"]
+    assert transport.written == b"\x8a\x02hi"  # the pong, unmasked
+
+
+async def test_text_that_is_not_utf8_is_answered_and_the_frames_after_it_applied() -> None:
+    sock, transport, ingest = _socket()
+    sock.data_received(_text(b"a") + _text(b"\xff") + _text(b"b"))
+    assert ingest.handled == ["a", "invalid b'\\xff'", "b"]
 
 
 async def test_a_waiting_handler_holds_the_rest_of_the_read_in_order() -> None:
