@@ -320,7 +320,8 @@ class AgentSocket(asyncio.Protocol):
     def _take(self, data: bytes) -> None:
         """Parse whole text, ping and pong frames; anything else goes to websockets.
 
-        Runs of text frames go through the fast path while no handler waits."""
+        Runs of text frames go through the fast path while no handler waits.
+        """
         text_frames = self.text_frames
         assert text_frames is not None
         buf = text_frames.partial + data if text_frames.partial else data
@@ -464,8 +465,10 @@ class AgentSocket(asyncio.Protocol):
         self._fail(CloseCode.INTERNAL_ERROR, "internal error")
 
     def _wait(self, handling: Handling, waited_on: Any) -> None:
-        """The handler waits: it finishes in a task, and reading pauses until it and the rest of
-        this read are handled, in order."""
+        """The handler waits: it finishes in a task.
+
+        Reading pauses until it and the rest of this read are handled, in order.
+        """
         if not self.read_paused:
             self.read_paused = True
             self.transport.pause_reading()

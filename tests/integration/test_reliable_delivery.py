@@ -70,6 +70,30 @@ def test_resend_after_reconnect_stores_each_message_once(studio: StudioProcess) 
     assert [e["event"]["delta"] for e in stored] == [str(i) for i in range(1, 401)]
 
 
+def test_a_registration_inside_a_numbered_batch_is_applied_in_order_and_acked(
+    studio: StudioProcess,
+) -> None:
+    """The registration waits for the writer mid-frame; the messages after it still follow."""
+    with RawAgent(studio.agent_url) as agent:
+        register_producer(agent)
+        batch = numbered(1, 3)
+        register = {"type": "register", "agent": {"id": "r-2"}, "seq": 3}
+        batch["messages"] = [*batch["messages"], register, *numbered(4, 6, "r-2")["messages"]]
+        agent.send(batch)
+        assert agent.recv_until("registered")["agent_id"] == "r-2"
+        while agent.recv_until("ack")["seq"] < 5:
+            pass
+    stored = events(studio.http_url)
+    assert sorted((e["agent_id"], e["event"]["delta"]) for e in stored) == [
+        ("r-1", "1"),
+        ("r-1", "2"),
+        ("r-2", "4"),
+        ("r-2", "5"),
+    ]
+    with RawAgent(studio.agent_url) as agent:
+        assert register_producer(agent) == 5
+
+
 def test_registered_reports_last_durable_seq(studio: StudioProcess) -> None:
     with RawAgent(studio.agent_url) as agent:
         register_producer(agent)
