@@ -50,7 +50,7 @@ except ImportError:  # pragma: no cover
 
 from .api.guard import AGENT_PATH, agent_credential
 from .api.remote import GREETING
-from .ingest.frames import DONE, FAILED, OTHER, WAITS, TextFrames
+from .ingest.frames import DONE, FAILED, OTHER, WAITS, TextFrames, frame_at
 from .ws_protocol import AgentWebSocketProtocol, frame_header
 
 if TYPE_CHECKING:
@@ -340,19 +340,9 @@ class AgentSocket(asyncio.Protocol):
                     return
                 if stop != OTHER:
                     continue
-            first, second = buf[pos], buf[pos + 1]
-            length = second & 0x7F
-            head = pos + 2
-            if length == 126:
-                if size - head < 2:
-                    break
-                length = buf[head] << 8 | buf[head + 1]
-                head += 2
-            elif length == 127:
-                if size - head < 8:
-                    break
-                length = int.from_bytes(buf[head : head + 8], "big")
-                head += 8
+            first, second, head, length = frame_at(buf, pos)
+            if length < 0:
+                break
             if (
                 not second & 0x80  # unmasked: a protocol error websockets reports
                 or length > limit

@@ -33,6 +33,25 @@ WAITS = 2  # after a frame whose handler waits (`waiting`, `waited_on`): `rest` 
 FAILED = 3  # after a frame whose handler raised `error`: `rest` follows it
 
 
+def frame_at(buf: bytes, pos: int) -> tuple[int, int, int, int]:
+    """The client frame at `pos` (at least two bytes): its first two bytes, where its mask key
+    starts and its payload's length; the length is -1 while the header is incomplete."""
+    second = buf[pos + 1]
+    length = second & 0x7F
+    head = pos + 2
+    if length == 126:
+        if len(buf) - head < 2:
+            return buf[pos], second, head, -1
+        length = buf[head] << 8 | buf[head + 1]
+        head += 2
+    elif length == 127:
+        if len(buf) - head < 8:
+            return buf[pos], second, head, -1
+        length = int.from_bytes(buf[head : head + 8], "big")
+        head += 8
+    return buf[pos], second, head, length
+
+
 class Ingest(Protocol):
     """What the frames go to: `IngestService`, or a test's stand-in."""
 
@@ -74,21 +93,11 @@ class TextFrames:
         ingest = self.ingest
         conn = self.conn
         while size - pos >= 2:
-            second = buf[pos + 1]
-            if buf[pos] != TEXT or not second & 0x80:
+            first, second, head, length = frame_at(buf, pos)
+            if first != TEXT or not second & 0x80:
                 return pos, OTHER
-            length = second & 0x7F
-            head = pos + 2
-            if length == 126:
-                if size - head < 2:
-                    break
-                length = buf[head] << 8 | buf[head + 1]
-                head += 2
-            elif length == 127:
-                if size - head < 8:
-                    break
-                length = int.from_bytes(buf[head : head + 8], "big")
-                head += 8
+            if length < 0:
+                break
             if length > self.limit:
                 return pos, OTHER
             end = head + 4 + length
@@ -117,4 +126,4 @@ class TextFrames:
         return pos, DONE
 
 
-__all__ = ["DONE", "FAILED", "OTHER", "WAITS", "TextFrames"]
+__all__ = ["DONE", "FAILED", "OTHER", "WAITS", "TextFrames", "frame_at"]
