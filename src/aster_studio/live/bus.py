@@ -184,7 +184,6 @@ class Subscriber:
 # timed collection walks the tail's fields (heap.py): at 10,000 events/s, 5,000 of them cost
 # pauses of 1.2-2.9 ms, 1,000 about 0.1 ms (docs/benchmarks.md).
 RECENT_KEEP = 1_000
-_FIELDS = len(StoredEvent._fields)  # an event's length in the tail's flat runs
 _ID = operator.itemgetter(0)  # a StoredEvent's id
 
 
@@ -201,11 +200,12 @@ class LiveBus:
         self._subscribers: dict[int, Subscriber] = {}
         self._ids = itertools.count(1)
         self.published = 0
-        # Each published run of events is held as one flat tuple of their fields, in id order:
-        # one object for the collector, untracked by its first collection (its values are
-        # atomic). A tuple per event was one allocation per event, enough at saturation to set
-        # off automatic collections (docs/benchmarks.md); a named tuple is tracked for good.
-        self._recent: deque[tuple[Any, ...]] = deque()
+        # Each published run of events, in id order, is held as the list it was published in:
+        # nothing is copied or allocated per event. (Flattening each run into one tuple of
+        # fields, which the collector stops walking, cost 4% of the core in batches; the
+        # named tuples held here instead are at most RECENT_KEEP more than the write queue
+        # holds anyway, docs/benchmarks.md.)
+        self._recent: deque[list[StoredEvent]] = deque()
         self._recent_events = 0
         self._trimmed_through = 0  # the tail holds every published event past this id
         # The last `events` frame built for an unfiltered subscriber, by the identity of its
@@ -229,17 +229,17 @@ class LiveBus:
         recent = self._recent
         while excess > 0:
             run = recent[0]
-            if run[0] > through:  # its oldest event is not committed yet: keep everything
+            if run[0].id > through:  # its oldest event is not committed yet: keep everything
                 return
-            count = len(run) // _FIELDS
+            count = len(run)
             drop = min(count, excess)
-            if run[(drop - 1) * _FIELDS] > through:  # only the committed ones may go
-                drop = bisect.bisect_right(run[::_FIELDS], through, hi=drop)
+            if run[drop - 1].id > through:  # only the committed ones may go
+                drop = bisect.bisect_right(run, through, hi=drop, key=_ID)
             if drop == count:
                 recent.popleft()
             else:
-                recent[0] = run[drop * _FIELDS :]
-            self._trimmed_through = run[(drop - 1) * _FIELDS]
+                recent[0] = run[drop:]
+            self._trimmed_through = run[drop - 1].id
             self._recent_events -= drop
             excess -= drop
             if drop < count:
@@ -255,25 +255,27 @@ class LiveBus:
         (read the store again: what is missing from the tail is committed)."""
         if self._trimmed_through > cursor:
             return None
-        runs: list[tuple[Any, ...]] = []
+        runs: list[list[StoredEvent]] = []
         for run in reversed(self._recent):
-            if run[-_FIELDS] <= cursor:  # its newest event: nothing here or before is wanted
+            if run[-1].id <= cursor:  # its newest event: nothing here or before is wanted
                 break
             runs.append(run)
         events: list[StoredEvent] = []
         runs.reverse()  # not `in reversed(runs)`: mypyc fails to compile that loop
         for run in runs:
-            if run[0] <= cursor:
-                run = run[bisect.bisect_right(run[::_FIELDS], cursor) * _FIELDS :]
-            fields = iter(run)
-            events += map(StoredEvent._make, zip(*[fields] * _FIELDS, strict=True))
+            if run[0].id <= cursor:
+                run = run[bisect.bisect_right(run, cursor, key=_ID) :]
+            events += run
         return events
 
     def publish(self, events: list[StoredEvent]) -> None:
-        """Offer each event to every matching subscriber, serializing it at most once."""
+        """Offer each event to every matching subscriber, serializing it at most once.
+
+        The bus keeps `events` in its tail: the caller hands the list over.
+        """
         self.published += len(events)
         if events:
-            self._recent.append(tuple(itertools.chain.from_iterable(events)))
+            self._recent.append(events)
             self._recent_events += len(events)
         subs = [s for s in self._subscribers.values() if s.active]
         if not subs:
