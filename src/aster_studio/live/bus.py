@@ -201,10 +201,10 @@ class LiveBus:
         self._ids = itertools.count(1)
         self.published = 0
         # Each published run of events, in id order, is held as the list it was published in:
-        # nothing is copied or allocated per event. (Flattening each run into one tuple of
-        # fields, which the collector stops walking, cost 4% of the core in batches; the
-        # named tuples held here instead are at most RECENT_KEEP more than the write queue
-        # holds anyway, docs/benchmarks.md.)
+        # nothing is copied or allocated per event. Flattening each run's fields into one
+        # tuple, which the collector stops walking, took 4% of the samples in saturated
+        # batches; the named tuples held instead are at most RECENT_KEEP more than the write
+        # queue holds anyway, and `bench_gc` timed no longer collections (docs/benchmarks.md).
         self._recent: deque[list[StoredEvent]] = deque()
         self._recent_events = 0
         self._trimmed_through = 0  # the tail holds every published event past this id
