@@ -34,8 +34,9 @@ FAILED = 3  # after a frame whose handler raised `error`: `rest` follows it
 
 
 def frame_at(buf: bytes, pos: int) -> tuple[int, int, int, int]:
-    """The client frame at `pos` (at least two bytes): its first two bytes, where its mask key
-    starts and its payload's length; the length is -1 while the header is incomplete."""
+    """The client frame at `pos` (at least two bytes there): its first two bytes, where its
+    mask key starts, and its payload's length, which is -1 while the header is incomplete.
+    """
     second = buf[pos + 1]
     length = second & 0x7F
     head = pos + 2
