@@ -249,9 +249,7 @@ class IngestService:
     ) -> None:
         """`take_text` from `items[start]` on, waiting where it has to; first `register`."""
         if register is not None:
-            await self._register(conn, register[0], writes)
-            if register[1] is not None:
-                conn.unmarked_seq = register[1]
+            await self._registered(conn, register, writes)
         elif conn.tokens < 0:  # the bucket is refilled (reading the clock) only when empty
             await self._throttle(conn, len(items))
         now = self.clock()
@@ -267,12 +265,18 @@ class IngestService:
                 break
             register = self._item(conn, items[index], writes, now)
             if register is not None:
-                await self._register(conn, register[0], writes)
-                if register[1] is not None:
-                    conn.unmarked_seq = register[1]
+                await self._registered(conn, register, writes)
         rest = self._handed_over(conn, writes)
         if rest is not None:
             await rest
+
+    async def _registered(
+        self, conn: AgentConnection, register: tuple[Register, int | None], writes: list[WriteOp]
+    ) -> None:
+        """Apply a registration `_item` returned, then mark its sequence number as handled."""
+        await self._register(conn, register[0], writes)
+        if register[1] is not None:
+            conn.unmarked_seq = register[1]
 
     def _item(
         self,
@@ -281,8 +285,10 @@ class IngestService:
         writes: list[WriteOp],
         now: int,
     ) -> tuple[Register, int | None] | None:
-        """Apply one message. A registration is returned with its sequence number instead:
-        the caller awaits `_register` and then marks the number as handled."""
+        """Apply one message; a registration is returned instead, with its sequence number.
+
+        A registration may wait for the writer: the caller runs it with `_registered`.
+        """
         self.stats.messages += 1
         seq = item.seq if conn.producer_id is not None else None
         if seq is not None:
