@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import logging
 import operator
 import threading
@@ -239,6 +240,11 @@ MIGRATIONS: tuple[str, ...] = (
         GROUP BY id / 2000;
     DROP INDEX events_by_ts;
     """,
+    # Version 8 adds events to their agents' counts with the postings (see _count_events)
+    # instead of in every commit. Until now every committed event was counted.
+    """
+    INSERT OR IGNORE INTO meta SELECT 'counted_through', coalesce(max(id), 0) FROM events;
+    """,
 )
 
 # Events written to the postings at a time (see _postings): each read by agent or session scans
@@ -297,6 +303,26 @@ def _scalar(conn: apsw.Connection, sql: str, args: apsw.Bindings = ()) -> Any:
     return row[0]
 
 
+def _newest(keys: list[Any], times: list[int]) -> dict[Any, int]:
+    """The newest of `times` for each of `keys` (the two aligned)."""
+    if all(map(operator.le, times, islice(times, 1, None))):
+        # Receive times rise with ids unless the wall clock stepped back: the last is the max.
+        return dict(zip(keys, times, strict=True))
+    newest: dict[Any, int] = {}
+    for key, ts in zip(keys, times, strict=True):
+        newest[key] = max(ts, newest.get(key, ts))
+    return newest
+
+
+def _agent_counts(
+    agent_ids: list[str], times: list[int], types: Iterable[str]
+) -> list[tuple[str, int, int, int]]:
+    """(agent id, events, errors, newest receive time) for events given column by column."""
+    last = _newest(agent_ids, times)
+    errors = Counter(compress(agent_ids, map("error".__eq__, types)))
+    return [(a, n, errors[a], last[a]) for a, n in Counter(agent_ids).items()]
+
+
 class SqliteStore:
     """Store events and state in one SQLite file; see the Store protocol for the contract."""
 
@@ -314,6 +340,10 @@ class SqliteStore:
         self._unposted_by_agent: defaultdict[str | None, list[int]] = defaultdict(list)
         self._unposted_by_session: defaultdict[str | None, list[int]] = defaultdict(list)
         self._posting_to = 0  # the watermark once the postings being written commit
+        # Committed events above `_counted_through` not yet in their agents' rows: per agent,
+        # [events, errors, newest receive time]. Written with the postings (writer only).
+        self._counted_through = 0
+        self._uncounted: dict[str, list[int]] = {}
         self._writer: apsw.Connection | None = None
         self._local = threading.local()
         self._readers: list[apsw.Connection] = []
@@ -394,15 +424,21 @@ class SqliteStore:
             _scalar(conn, "SELECT coalesce(max(value), 0) FROM meta WHERE name = 'posted_through'")
         )
         self._posted()  # start from the stored watermark, with nothing unposted
+        self._counted_through = int(
+            _scalar(conn, "SELECT coalesce(max(value), 0) FROM meta WHERE name = 'counted_through'")
+        )
         cursor = conn.execute(
-            "SELECT id, agent_id, session_id, ts FROM events WHERE id > ? ORDER BY id",
+            "SELECT id, agent_id, session_id, ts, event_type FROM events WHERE id > ? ORDER BY id",
             (self._posted_through,),
         )
         posted = 0
         # In runs of 20,000, so that no posting holds more ids than a read should unpack.
         while chunk := list(islice(cursor, 20_000)):
-            ids, agents, sessions, times = zip(*chunk, strict=True)
+            ids, agents, sessions, times, types = zip(*chunk, strict=True)
             self._unpost(list(ids), agents, sessions, times)
+            # Events an earlier run counted are not counted again (all of them before version 8).
+            start = bisect.bisect_right(ids, self._counted_through)
+            self._uncount(_agent_counts(list(agents[start:]), list(times[start:]), types[start:]))
             if len(self._unposted_ids) >= self._posting_events:
                 posted += len(self._unposted_ids)
                 with conn:
@@ -440,10 +476,24 @@ class SqliteStore:
             "INSERT INTO posted_times VALUES (?, ?, ?)", (self._posting_to, min(times), max(times))
         )
         conn.execute("UPDATE meta SET value = ? WHERE name = 'posted_through'", (self._posting_to,))
+        conn.executemany(
+            "UPDATE agents SET event_count = event_count + ?, error_count = error_count + ?, "
+            "last_event_at = max(coalesce(last_event_at, 0), ?) WHERE id = ?",
+            [
+                (n, errors, last, agent_id)
+                for agent_id, (n, errors, last) in self._uncounted.items()
+            ],
+        )
+        conn.execute(
+            "UPDATE meta SET value = max(value, ?) WHERE name = 'counted_through'",
+            (self._posting_to,),
+        )
 
     def _posted(self) -> None:
         """After the commit of `_post`: its events leave the unposted lists."""
         self._posted_through = self._posting_to
+        self._counted_through = max(self._counted_through, self._posting_to)
+        self._uncounted.clear()
         self._unposted_ids.clear()
         self._unposted_times.clear()
         self._unposted_by_agent.clear()
@@ -520,6 +570,7 @@ class SqliteStore:
         usage_rows: list[tuple[Any, ...]] = []
         events = result.events
         posting = False  # whether this transaction writes the postings
+        counts: list[tuple[str, int, int, int]] = []  # its events' agent counts
         try:
             conn.execute("BEGIN IMMEDIATE")
             for op in ops:
@@ -549,7 +600,7 @@ class SqliteStore:
                     self._apply(conn, op, result)
             self._flush_events(conn, rows, events, usage_rows)
             if events:
-                self._count_events(conn, events)
+                counts = self._count_events(conn, events)
             if len(self._unposted_ids) >= self._posting_events:
                 # The events of earlier commits, grouped by then: this one's wait for the next.
                 self._post(conn)
@@ -577,6 +628,7 @@ class SqliteStore:
         if events:
             ids = list(map(_ID, events))
             self._unpost(ids, map(_AGENT_ID, events), map(_SESSION_ID, events), map(_TS, events))
+            self._uncount(counts)
         return result
 
     def _read_ceiling(self, conn: apsw.Connection) -> int:
@@ -603,25 +655,22 @@ class SqliteStore:
             )
             usage_rows.clear()
 
-    def _count_events(self, conn: apsw.Connection, events: list[StoredEvent]) -> None:
-        """Add this transaction's events to their agents' and sessions' counts.
+    def _count_events(
+        self, conn: apsw.Connection, events: list[StoredEvent]
+    ) -> list[tuple[str, int, int, int]]:
+        """Add this transaction's events to their sessions' counts; return their agents' counts.
 
         Grouped here rather than by SQL over the transaction's rows (which cost a quarter of
         the writer's time per event), with C-level helpers so there is no Python per event.
+        The agents' counts (agent id, events, errors, newest receive time) wait in memory once
+        the transaction commits, and are written with the next postings (`_post`): only the
+        store reads them, at start (`load_agents`), and their `UPDATE`s in every commit were a
+        third of the counting's cost at small commits (docs/benchmarks.md).
         """
         agent_ids = list(map(_AGENT_ID, events))
         session_ids = list(map(_SESSION_ID, events))
         times = list(map(_TS, events))
-        if all(map(operator.le, times, islice(times, 1, None))):
-            # Receive times rise with ids unless the wall clock stepped back: the last is the max.
-            agent_last = dict(zip(agent_ids, times, strict=True))
-            session_last = dict(zip(session_ids, times, strict=True))
-        else:
-            agent_last, session_last = {}, {}
-            for agent_id, session_id, ts in zip(agent_ids, session_ids, times, strict=True):
-                agent_last[agent_id] = max(ts, agent_last.get(agent_id, ts))
-                session_last[session_id] = max(ts, session_last.get(session_id, ts))
-        errors = Counter(compress(agent_ids, map("error".__eq__, map(_EVENT_TYPE, events))))
+        session_last = _newest(session_ids, times)
         conn.executemany(
             "UPDATE sessions SET event_count = event_count + ?, updated_at = max(updated_at, ?) "
             "WHERE id = ?",
@@ -631,14 +680,19 @@ class SqliteStore:
                 if session_id is not None
             ],
         )
-        conn.executemany(
-            "UPDATE agents SET event_count = event_count + ?, error_count = error_count + ?, "
-            "last_event_at = ? WHERE id = ?",
-            [
-                (n, errors[agent_id], agent_last[agent_id], agent_id)
-                for agent_id, n in Counter(agent_ids).items()
-            ],
-        )
+        return _agent_counts(agent_ids, times, map(_EVENT_TYPE, events))
+
+    def _uncount(self, counts: Iterable[tuple[str, int, int, int]]) -> None:
+        """Add committed events' agent counts (from `_agent_counts`) to those pending."""
+        uncounted = self._uncounted
+        for agent_id, n, errors, last in counts:
+            entry = uncounted.get(agent_id)
+            if entry is None:
+                uncounted[agent_id] = [n, errors, last]
+            else:
+                entry[0] += n
+                entry[1] += errors
+                entry[2] = max(entry[2], last)
 
     def _price(self, usage: Usage) -> Usage:
         price = self._prices.lookup(usage.model)
@@ -902,6 +956,7 @@ class SqliteStore:
         return [AuditRecord(r[0], r[1], r[2], r[3], r[4], r[5], orjson.loads(r[6])) for r in rows]
 
     def load_agents(self) -> list[AgentRecord]:
+        uncounted = dict(self._uncounted)  # events committed, not yet in their agents' rows
         with self._read() as conn:
             rows = _all(
                 conn,
@@ -909,25 +964,28 @@ class SqliteStore:
                 "registered_at, last_seen, last_event_at, current_session_id, implicit, "
                 "event_count, error_count FROM agents",
             )
-        return [
-            AgentRecord(
-                r[0],
-                r[1],
-                r[2],
-                r[3],
-                tuple(orjson.loads(r[4])),
-                orjson.loads(r[5]),
-                r[6],
-                r[7],
-                r[8],
-                r[9],
-                r[10],
-                bool(r[11]),
-                r[12],
-                r[13],
+        records = []
+        for r in rows:
+            n, errors, last = uncounted.get(r[0], (0, 0, r[9]))
+            records.append(
+                AgentRecord(
+                    r[0],
+                    r[1],
+                    r[2],
+                    r[3],
+                    tuple(orjson.loads(r[4])),
+                    orjson.loads(r[5]),
+                    r[6],
+                    r[7],
+                    r[8],
+                    last if r[9] is None else max(r[9], last),
+                    r[10],
+                    bool(r[11]),
+                    r[12] + n,
+                    r[13] + errors,
+                )
             )
-            for r in rows
-        ]
+        return records
 
     def usage_by_agent(self) -> dict[str, UsageTotals]:
         with self._read() as conn:

@@ -216,6 +216,67 @@ def test_agent_upsert_keeps_known_fields_and_counts_events(store: Store) -> None
     assert (agent.event_count, agent.error_count) == (2, 1)
 
 
+def _agent_counts(store: Store) -> dict[str, tuple[int, int, int | None]]:
+    return {a.id: (a.event_count, a.error_count, a.last_event_at) for a in store.load_agents()}
+
+
+def test_agent_counts_are_exact_across_postings_and_reopening(tmp_path: Path) -> None:
+    """Agents' counts reach their rows with the postings; what is pending when the store
+    closes (or the process dies) is counted again from the events when it opens."""
+    path = tmp_path / "c.db"
+    expected = {"a": [0, 0, 0], "b": [0, 0, 0]}
+    ts = 100
+    for round_ in range(4):  # each open writes a few commits, crossing a posting or not
+        store = SqliteStore(path, posting_events=5)
+        store.open()
+        if round_ == 0:
+            store.write([ops.UpsertAgent("a", 1), ops.UpsertAgent("b", 1)])
+        for commit in range(round_ + 1):
+            events = []
+            for i in range(3):
+                ts += 1
+                agent, etype = ("a", "error") if (commit + i) % 3 == 0 else ("b", "x")
+                events.append(ev(agent, etype, ts))
+                counts = expected[agent]
+                counts[0] += 1
+                counts[1] += etype == "error"
+                counts[2] = ts
+            store.write(list(events))
+            assert _agent_counts(store) == {k: tuple(v) for k, v in expected.items()}
+        store.close()
+    reopened = SqliteStore(path, posting_events=5)
+    reopened.open()
+    try:
+        assert _agent_counts(reopened) == {k: tuple(v) for k, v in expected.items()}
+    finally:
+        reopened.close()
+
+
+def test_schema_8_does_not_count_again_what_an_earlier_release_counted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aster_studio.store import sqlite as backend
+
+    path = tmp_path / "v7.db"
+    monkeypatch.setattr(backend, "MIGRATIONS", backend.MIGRATIONS[:7])
+    old = SqliteStore(path)
+    old.open()
+    old.write([ops.UpsertAgent("a", 1), ev("a", "x", 5), ev("a", "error", 6)])
+    old.close()
+    with closing(apsw.Connection(str(path))) as conn:  # as releases before it counted: at once
+        conn.execute("UPDATE agents SET event_count = 2, error_count = 1, last_event_at = 6")
+    monkeypatch.undo()
+
+    new = SqliteStore(path)
+    new.open()
+    try:
+        assert _agent_counts(new) == {"a": (2, 1, 6)}
+        new.write([ev("a", "x", 7)])
+        assert _agent_counts(new) == {"a": (3, 1, 7)}
+    finally:
+        new.close()
+
+
 def test_implicit_agent_does_not_overwrite_registered_one(store: Store) -> None:
     store.write([ops.UpsertAgent("a", 1, name="Alpha")])
     store.write([ops.UpsertAgent("a", 2, implicit=True)])
