@@ -288,6 +288,7 @@ def test_everything_survives_a_restart(tmp_path: Path) -> None:
         assert events(server.http_url) == before
         view = get(server.http_url, "/v1/dashboard/agents/keep")
         assert (view["name"], view["state"], view["status"]) == ("Keeper", "working", "offline")
+        assert view["event_count"] == 2  # counted again from the events at open
         assert view["token_usage"]["total"] == 20 and view["cost"]["amount"] > 0
         assert get(server.http_url, "/v1/dashboard/sessions/ks")["event_count"] == 2
         assert "kept" in get(server.http_url, "/v1/dashboard/pricing")
