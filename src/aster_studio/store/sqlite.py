@@ -240,7 +240,7 @@ MIGRATIONS: tuple[str, ...] = (
         GROUP BY id / 2000;
     DROP INDEX events_by_ts;
     """,
-    # Version 8 adds events to their agents' counts with the postings (see _count_events)
+    # Version 8 adds events to their agents' counts with the postings (see _count_sessions)
     # instead of in every commit. Until now every committed event was counted.
     """
     INSERT OR IGNORE INTO meta SELECT 'counted_through', coalesce(max(id), 0) FROM events;
@@ -340,9 +340,8 @@ class SqliteStore:
         self._unposted_by_agent: defaultdict[str | None, list[int]] = defaultdict(list)
         self._unposted_by_session: defaultdict[str | None, list[int]] = defaultdict(list)
         self._posting_to = 0  # the watermark once the postings being written commit
-        # Committed events above `_counted_through` not yet in their agents' rows: per agent,
-        # [events, errors, newest receive time]. Written with the postings (writer only).
-        self._counted_through = 0
+        # Committed events not yet in their agents' rows (`counted_through` in `meta` marks what
+        # is): per agent, [events, errors, newest receive time]. Written with the postings.
         self._uncounted: dict[str, list[int]] = {}
         self._writer: apsw.Connection | None = None
         self._local = threading.local()
@@ -424,7 +423,7 @@ class SqliteStore:
             _scalar(conn, "SELECT coalesce(max(value), 0) FROM meta WHERE name = 'posted_through'")
         )
         self._posted()  # start from the stored watermark, with nothing unposted
-        self._counted_through = int(
+        counted_through = int(
             _scalar(conn, "SELECT coalesce(max(value), 0) FROM meta WHERE name = 'counted_through'")
         )
         cursor = conn.execute(
@@ -437,7 +436,7 @@ class SqliteStore:
             ids, agents, sessions, times, types = zip(*chunk, strict=True)
             self._unpost(list(ids), agents, sessions, times)
             # Events an earlier run counted are not counted again (all of them before version 8).
-            start = bisect.bisect_right(ids, self._counted_through)
+            start = bisect.bisect_right(ids, counted_through)
             self._uncount(_agent_counts(list(agents[start:]), list(times[start:]), types[start:]))
             if len(self._unposted_ids) >= self._posting_events:
                 posted += len(self._unposted_ids)
@@ -492,7 +491,6 @@ class SqliteStore:
     def _posted(self) -> None:
         """After the commit of `_post`: its events leave the unposted lists."""
         self._posted_through = self._posting_to
-        self._counted_through = max(self._counted_through, self._posting_to)
         self._uncounted.clear()
         self._unposted_ids.clear()
         self._unposted_times.clear()
@@ -559,10 +557,10 @@ class SqliteStore:
         """Apply `ops` in one transaction; return what became durable.
 
         Events arrive as finished rows (`StoredEvent`, numbered on the loop) and are inserted
-        with `executemany` in runs; their counts per agent and session are then added with one
-        `UPDATE` each (`_count_events`), and once enough have gathered they are listed in the
-        postings by agent and session (`_post`). The in-memory list of unposted events changes
-        only after the commit.
+        with `executemany` in runs; their sessions' counts are then added with one `UPDATE`
+        each (`_count_sessions`). Once enough have gathered they are listed in the postings by
+        agent and session, and added to their agents' counts (`_post`). The in-memory lists of
+        unposted and uncounted events change only after the commit.
         """
         conn = self._require_writer()
         result = CommitResult()
@@ -570,7 +568,6 @@ class SqliteStore:
         usage_rows: list[tuple[Any, ...]] = []
         events = result.events
         posting = False  # whether this transaction writes the postings
-        counts: list[tuple[str, int, int, int]] = []  # its events' agent counts
         try:
             conn.execute("BEGIN IMMEDIATE")
             for op in ops:
@@ -600,7 +597,11 @@ class SqliteStore:
                     self._apply(conn, op, result)
             self._flush_events(conn, rows, events, usage_rows)
             if events:
-                counts = self._count_events(conn, events)
+                # Its events column by column, for the counts now and the postings after it.
+                agent_ids = list(map(_AGENT_ID, events))
+                session_ids = list(map(_SESSION_ID, events))
+                times = list(map(_TS, events))
+                self._count_sessions(conn, session_ids, times)
             if len(self._unposted_ids) >= self._posting_events:
                 # The events of earlier commits, grouped by then: this one's wait for the next.
                 self._post(conn)
@@ -627,8 +628,8 @@ class SqliteStore:
             self._posted()
         if events:
             ids = list(map(_ID, events))
-            self._unpost(ids, map(_AGENT_ID, events), map(_SESSION_ID, events), map(_TS, events))
-            self._uncount(counts)
+            self._unpost(ids, agent_ids, session_ids, times)
+            self._uncount(_agent_counts(agent_ids, times, map(_EVENT_TYPE, events)))
         return result
 
     def _read_ceiling(self, conn: apsw.Connection) -> int:
@@ -655,21 +656,18 @@ class SqliteStore:
             )
             usage_rows.clear()
 
-    def _count_events(
-        self, conn: apsw.Connection, events: list[StoredEvent]
-    ) -> list[tuple[str, int, int, int]]:
-        """Add this transaction's events to their sessions' counts; return their agents' counts.
+    def _count_sessions(
+        self, conn: apsw.Connection, session_ids: list[str | None], times: list[int]
+    ) -> None:
+        """Add this transaction's events to their sessions' counts.
 
         Grouped here rather than by SQL over the transaction's rows (which cost a quarter of
         the writer's time per event), with C-level helpers so there is no Python per event.
-        The agents' counts (agent id, events, errors, newest receive time) wait in memory once
-        the transaction commits, and are written with the next postings (`_post`): only the
-        store reads them, at start (`load_agents`), and their `UPDATE`s in every commit were a
-        third of the counting's cost at small commits (docs/benchmarks.md).
+        Their agents' counts wait in memory once it commits (`_uncount`) and are written with
+        the next postings (`_post`): only the store reads them, at start (`load_agents`), and
+        their `UPDATE`s in every commit were a third of the counting's cost at small commits
+        (docs/benchmarks.md).
         """
-        agent_ids = list(map(_AGENT_ID, events))
-        session_ids = list(map(_SESSION_ID, events))
-        times = list(map(_TS, events))
         session_last = _newest(session_ids, times)
         conn.executemany(
             "UPDATE sessions SET event_count = event_count + ?, updated_at = max(updated_at, ?) "
@@ -680,7 +678,6 @@ class SqliteStore:
                 if session_id is not None
             ],
         )
-        return _agent_counts(agent_ids, times, map(_EVENT_TYPE, events))
 
     def _uncount(self, counts: Iterable[tuple[str, int, int, int]]) -> None:
         """Add committed events' agent counts (from `_agent_counts`) to those pending."""
