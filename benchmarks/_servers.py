@@ -22,9 +22,9 @@ from typing import Any
 import orjson
 import uvicorn
 
-from aster_studio.api.stream import BUSY_SEND, SEND_INTERVAL_S
 from aster_studio.cli import bind, run_loop, serve
 from aster_studio.config import Settings
+from aster_studio.live.bus import BUSY_SEND, SEND_INTERVAL_S
 
 PONG = '{"type":"pong"}'
 

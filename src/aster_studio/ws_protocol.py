@@ -93,6 +93,7 @@ class AgentWebSocketProtocol(WebSocketsSansIOProtocol):
         if scope is not None:
             scope["extensions"][TEXT_FRAMES] = {
                 "send": self.send_text_bytes,
+                "send_now": self.send_text_bytes_now,
                 "receive": self.receive,
             }
 
@@ -102,6 +103,22 @@ class AgentWebSocketProtocol(WebSocketsSansIOProtocol):
         await self.writable.wait()
         if self.disconnected or self.close_sent or self.transport.is_closing():
             raise WebSocketDisconnect(1006)
+        self._write_text(payloads)
+
+    def send_text_bytes_now(self, *payloads: bytes) -> bool:
+        """`send_text_bytes` without waiting: False, and nothing sent, unless the connection
+        is open and its transport takes more (not paused by a full buffer)."""
+        if (
+            not self.writable.is_set()
+            or self.disconnected
+            or self.close_sent
+            or self.transport.is_closing()
+        ):
+            return False
+        self._write_text(payloads)
+        return True
+
+    def _write_text(self, payloads: tuple[bytes, ...]) -> None:
         if self.conn.extensions:  # permessage-deflate: websockets compresses and frames it
             for payload in payloads:
                 self.conn.send_text(payload)

@@ -14,7 +14,15 @@ from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect
 
 from ..app import Studio
-from ..live.bus import LEVELS, StreamFilter, Subscriber, event_item, stream_frame
+from ..live.bus import (
+    BUSY_SEND,
+    LEVELS,
+    SEND_INTERVAL_S,
+    StreamFilter,
+    Subscriber,
+    event_item,
+    stream_frame,
+)
 from ..models import EventFilter, StoredEvent, iso_ms
 from ..ws_protocol import TEXT_FRAMES
 from .events import items_json
@@ -24,14 +32,6 @@ log = logging.getLogger(__name__)
 REPLAY_PAGE = 1_000
 REPLAY_MAX = 100_000
 STATS_EVERY_S = 10.0
-# Each loop iteration's events go out to a subscriber in one frame. After a send of many
-# events (the Studio is busy) the next waits until SEND_INTERVAL_S has passed, so each send
-# carries a millisecond's events: a send costs a syscall and the peer's TCP work, more than
-# everything else the server does for an event (docs/benchmarks.md). A quieter stream is not
-# held back: the loop's timers round to whole milliseconds, and a wait of a fraction of one
-# became 1.1 ms added to most events' latency at 10,000 events/s.
-SEND_INTERVAL_S = 0.001
-BUSY_SEND = 64
 
 
 def _frame(kind: str, payload: Any, **extra: Any) -> str:
@@ -110,10 +110,15 @@ def router(studio: Studio) -> APIRouter:
         text_frames = ws.scope.get("extensions", {}).get(TEXT_FRAMES)
         send_bytes = text_frames["send"] if text_frames else None
 
-        async def send_batch(events: list[tuple[int, bytes]], views: Iterable[bytes]) -> None:
-            """One `events` frame and each changed view's frame, in one write if we can."""
+        def batch_frames(events: list[tuple[int, bytes]], views: Iterable[bytes]) -> list[bytes]:
+            """One `events` frame and each changed view's frame."""
             frames = [bus.events_frame(events, shared=sub.filter.everything)] if events else []
             frames += views
+            return frames
+
+        async def send_batch(events: list[tuple[int, bytes]], views: Iterable[bytes]) -> None:
+            """`batch_frames`, in one write if we can."""
+            frames = batch_frames(events, views)
             if not frames:
                 return
             if send_bytes is not None:
@@ -125,6 +130,23 @@ def router(studio: Studio) -> APIRouter:
         loop = asyncio.get_running_loop()
         stats_due = False
         stats_timer: asyncio.TimerHandle | None = None
+
+        if text_frames is not None and "send_now" in text_frames:
+            send_now = text_frames["send_now"]
+
+            def flush() -> int:
+                """Send what waits from the bus's flush, in batch mode, when nothing else is
+                being sent: a task switch per send cost more than the send's own Python."""
+                if not sub.batch or lock.locked() or stats_due or sub.dropped:
+                    return -1
+                events = list(sub.pending)
+                frames = batch_frames(events, sub.updates.values())
+                if frames and not send_now(*frames):
+                    return -1
+                sub.sent()
+                return len(events)
+
+            sub.flush = flush
 
         def stats_tick() -> None:
             nonlocal stats_due, stats_timer

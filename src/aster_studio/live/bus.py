@@ -8,7 +8,7 @@ import itertools
 import logging
 import operator
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +19,16 @@ from ..models import StoredEvent, iso_ms
 log = logging.getLogger(__name__)
 
 LEVELS = {"debug": 0, "info": 1, "warn": 2, "warning": 2, "error": 3, "fatal": 4}
+
+# What waits for the subscribers goes out once per turn of the event loop, after every read of
+# that turn, in one frame each. After a turn that sent many events (the Studio is busy) the next
+# send waits until SEND_INTERVAL_S has passed, so each carries a millisecond's events: a send
+# costs a syscall and the peer's TCP work, more than everything else the server does for an
+# event (docs/benchmarks.md). A quieter stream is not held back: the loop's timers round to
+# whole milliseconds, and a wait of a fraction of one became 1.1 ms added to most events'
+# latency at 10,000 events/s.
+SEND_INTERVAL_S = 0.001
+BUSY_SEND = 64
 
 
 # The JSON of an item's fields that repeat from event to event (agent, session, channel, type),
@@ -146,6 +156,10 @@ class Subscriber:
     received: int = 0
     filtered: int = 0
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+    # Sends what waits at once, on the loop (the stream sets it): the number of events sent, or
+    # -1 to leave it to the connection's task, woken by `wake` (replaying, a notice due, the
+    # socket not writable). Without it, every offer wakes the task.
+    flush: Callable[[], int] | None = None
 
     def raise_floor(self, cursor: int) -> None:
         """Never send events at or below `cursor` again, queued or future."""
@@ -154,10 +168,10 @@ class Subscriber:
         self.pending.clear()
         self.pending.extend(kept)
 
-    def offer_many(self, chosen: list[tuple[int, bytes]]) -> None:
-        """Queue a commit's matching events at once: one wake-up, oldest dropped past capacity."""
+    def offer_many(self, chosen: list[tuple[int, bytes]]) -> bool:
+        """Queue a run's matching events at once, oldest dropped past capacity; False if none."""
         if not chosen:
-            return
+            return False
         if chosen[0][0] <= self.floor:
             chosen = [c for c in chosen if c[0] > self.floor]
         self.pending.extend(chosen)
@@ -166,7 +180,7 @@ class Subscriber:
             for _ in range(excess):
                 self.pending.popleft()
             self.dropped += excess
-        self.wake.set()
+        return True
 
     def take(self) -> tuple[list[tuple[int, bytes]], dict[tuple[str, str], bytes], int]:
         """Return and clear what is waiting: events, changed views' frames by (kind, id), and
@@ -177,6 +191,12 @@ class Subscriber:
         dropped, self.dropped = self.dropped, 0
         self.wake.clear()
         return events, updates, dropped
+
+    def sent(self) -> None:
+        """What `flush` read from `pending` and `updates` went out: forget it."""
+        self.pending.clear()
+        self.updates.clear()
+        self.wake.clear()
 
 
 # Committed events kept in the tail beyond the uncommitted ones, so a replay that has just read
@@ -211,6 +231,11 @@ class LiveBus:
         # The last `events` frame built for an unfiltered subscriber, by the identity of its
         # first and last items and its length; the others taking the same run reuse it.
         self._shared_frame: tuple[bytes, bytes, int, bytes] | None = None
+        # Subscribers with something to send, by id, and the loop's call that sends it.
+        self._due: dict[int, Subscriber] = {}
+        self._flushing: asyncio.Handle | None = None
+        self._flushed_at = 0.0
+        self._busy = False  # the last flush sent BUSY_SEND events or more to a subscriber
 
     def __len__(self) -> int:
         return len(self._subscribers)
@@ -290,7 +315,8 @@ class LiveBus:
         for sub in subs:
             if everything is not None and sub.filter.everything:
                 sub.received += len(events)
-                sub.offer_many(everything)
+                if sub.offer_many(everything):
+                    self._notify(sub)
                 continue
             if serialized is None:
                 serialized = dict(enumerate(everything or ()))
@@ -304,7 +330,37 @@ class LiveBus:
             chosen = [serialized[index] for index in wanted]
             sub.received += len(events)
             sub.filtered += len(events) - len(chosen)
-            sub.offer_many(chosen)
+            if sub.offer_many(chosen):
+                self._notify(sub)
+
+    def _notify(self, sub: Subscriber) -> None:
+        """`sub` has something to send: flush it with the others at the end of this turn."""
+        if sub.flush is None:
+            sub.wake.set()
+            return
+        self._due[sub.id] = sub
+        if self._flushing is None:
+            loop = asyncio.get_running_loop()
+            wait = self._flushed_at + SEND_INTERVAL_S - loop.time() if self._busy else 0.0
+            if wait > 0:
+                self._flushing = loop.call_later(wait, self._flush)  # more joins this send
+            else:
+                self._flushing = loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        """Send to every subscriber that has something waiting, each in one write."""
+        self._flushing = None
+        due, self._due = self._due, {}
+        busy = False
+        for sub in due.values():
+            flush = sub.flush
+            sent = flush() if flush is not None else -1
+            if sent < 0:
+                sub.wake.set()
+            elif sent >= BUSY_SEND:
+                busy = True
+        self._busy = busy
+        self._flushed_at = asyncio.get_running_loop().time()
 
     def events_frame(self, events: list[tuple[int, bytes]], *, shared: bool) -> bytes:
         """The batch-mode `events` frame for `events`, built once for all unfiltered subscribers.
@@ -339,4 +395,4 @@ class LiveBus:
                 if frame is None:
                     frame = stream_frame(kind, view)
                 sub.updates[(kind, view["id"])] = frame
-                sub.wake.set()
+                self._notify(sub)

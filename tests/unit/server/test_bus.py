@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pytest import MonkeyPatch
 
 from aster_studio.live import bus as bus_module
-from aster_studio.live.bus import LiveBus, StreamFilter, event_item, event_items
+from aster_studio.live.bus import (
+    BUSY_SEND,
+    SEND_INTERVAL_S,
+    LiveBus,
+    StreamFilter,
+    Subscriber,
+    event_item,
+    event_items,
+)
 from aster_studio.models import StoredEvent, iso_ms
 
 
@@ -205,3 +215,72 @@ def test_the_tail_keeps_what_the_store_may_lack_and_replays_it_exactly(
             ]
     finally:
         bus_module.RECENT_KEEP = original
+
+
+async def test_a_turns_offers_go_out_in_one_flush_per_subscriber() -> None:
+    """With `flush` set, offers wake no task: each subscriber's flush runs once, after every
+    publication of that turn of the loop, and sees all of them."""
+    bus = LiveBus()
+    seen: dict[str, list[list[int]]] = {"one": [], "two": []}
+    subs = {name: bus.subscribe() for name in seen}
+    for name, sub in subs.items():
+        sub.active = sub.batch = True
+
+        def flush(sub: Subscriber = sub, name: str = name) -> int:
+            seen[name].append([cursor for cursor, _ in sub.pending])
+            sub.sent()
+            return len(seen[name][-1])
+
+        sub.flush = flush
+    bus.publish([stored(1), stored(2)])
+    bus.publish([stored(3)])
+    bus.changed("agent", {"id": "a"})
+    assert seen == {"one": [], "two": []}  # nothing is sent before the turn ends
+    await asyncio.sleep(0)
+    assert seen == {"one": [[1, 2, 3]], "two": [[1, 2, 3]]}
+    assert not any(sub.wake.is_set() or sub.pending or sub.updates for sub in subs.values())
+    await asyncio.sleep(0.01)
+    assert seen == {"one": [[1, 2, 3]], "two": [[1, 2, 3]]}  # and nothing more
+
+
+async def test_a_flush_that_cannot_send_wakes_the_task_and_keeps_the_events() -> None:
+    bus = LiveBus()
+    sub = bus.subscribe()
+    sub.active = sub.batch = True
+    sub.flush = lambda: -1  # replaying, say: the connection's task sends it later
+    bus.publish([stored(1)])
+    assert not sub.wake.is_set()
+    await asyncio.sleep(0)
+    assert sub.wake.is_set()
+    assert [cursor for cursor, _ in sub.take()[0]] == [1]
+
+
+async def test_after_a_busy_flush_the_next_waits_for_the_send_interval() -> None:
+    """A flush that sent BUSY_SEND events or more holds the next one until SEND_INTERVAL_S
+    after it, so that it carries that time's events; after a quiet one, the next is at once."""
+    bus = LiveBus()
+    sub = bus.subscribe()
+    sub.active = sub.batch = True
+    flushes: list[tuple[float, int]] = []
+    loop = asyncio.get_running_loop()
+
+    def flush() -> int:
+        flushes.append((loop.time(), len(sub.pending)))
+        sub.sent()
+        return flushes[-1][1]
+
+    sub.flush = flush
+    bus.publish([stored(i) for i in range(1, BUSY_SEND + 1)])
+    await asyncio.sleep(0)
+    assert len(flushes) == 1
+    bus.publish([stored(BUSY_SEND + 1)])
+    await asyncio.sleep(0)
+    assert len(flushes) == 1  # held back
+    deadline = loop.time() + 1.0
+    while len(flushes) < 2 and loop.time() < deadline:
+        await asyncio.sleep(0.0002)
+    assert len(flushes) == 2 and flushes[1][1] == 1
+    assert flushes[1][0] - flushes[0][0] >= SEND_INTERVAL_S * 0.99
+    bus.publish([stored(BUSY_SEND + 2)])  # the last flush was quiet: no wait
+    await asyncio.sleep(0)
+    assert len(flushes) == 3
