@@ -220,36 +220,115 @@ def _agent_counts(store: Store) -> dict[str, tuple[int, int, int | None]]:
     return {a.id: (a.event_count, a.error_count, a.last_event_at) for a in store.load_agents()}
 
 
-def test_agent_counts_are_exact_across_postings_and_reopening(tmp_path: Path) -> None:
-    """Agents' counts reach their rows with the postings; what is pending when the store
-    closes (or the process dies) is counted again from the events when it opens."""
+def _session_counts(store: Store) -> list[tuple[str, int, int]]:
+    """Every session's (id, event count, updated_at), in the sessions list's order."""
+    sessions, total = store.list_sessions(status=None, agent_id=None, limit=100, offset=0)
+    assert total == len(sessions)
+    for record in sessions:
+        assert store.get_session(record.id) == record
+    return [(r.id, r.event_count, r.updated_at) for r in sessions]
+
+
+def test_counts_are_exact_across_postings_and_reopening(tmp_path: Path) -> None:
+    """Agents' and sessions' counts reach their rows with the postings; until then the reads
+    of sessions add what is pending, and what is pending when the store closes (or the
+    process dies) is counted again from the events when it opens."""
     path = tmp_path / "c.db"
     expected = {"a": [0, 0, 0], "b": [0, 0, 0]}
+    sessions = {"sa": [0, 1], "sb": [0, 2], "idle": [0, 3]}
     ts = 100
     for round_ in range(4):  # each open writes a few commits, crossing a posting or not
         store = SqliteStore(path, posting_events=5)
         store.open()
         if round_ == 0:
             store.write([ops.UpsertAgent("a", 1), ops.UpsertAgent("b", 1)])
+            store.write([ops.UpsertSession(s, s[-1], t) for s, (_, t) in sessions.items()])
         for commit in range(round_ + 1):
             events = []
             for i in range(3):
                 ts += 1
                 agent, etype = ("a", "error") if (commit + i) % 3 == 0 else ("b", "x")
-                events.append(ev(agent, etype, ts))
+                events.append(ev(agent, etype, ts, session=f"s{agent}"))
                 counts = expected[agent]
                 counts[0] += 1
                 counts[1] += etype == "error"
                 counts[2] = ts
+                sessions[f"s{agent}"] = [sessions[f"s{agent}"][0] + 1, ts]
             store.write(list(events))
             assert _agent_counts(store) == {k: tuple(v) for k, v in expected.items()}
+            newest_first = sorted(sessions.items(), key=lambda kv: -kv[1][1])
+            assert _session_counts(store) == [(k, n, t) for k, (n, t) in newest_first]
         store.close()
     reopened = SqliteStore(path, posting_events=5)
     reopened.open()
     try:
         assert _agent_counts(reopened) == {k: tuple(v) for k, v in expected.items()}
+        newest_first = sorted(sessions.items(), key=lambda kv: -kv[1][1])
+        assert _session_counts(reopened) == [(k, n, t) for k, (n, t) in newest_first]
     finally:
         reopened.close()
+
+
+def test_sessions_list_pages_and_filters_with_counts_pending(tmp_path: Path) -> None:
+    """Sessions whose events wait in memory move up the list as their rows would: every
+    page, filter and offset gives what the same query over counted rows gives."""
+    store = SqliteStore(tmp_path / "p.db", posting_events=10_000)
+    store.open()
+    try:
+        store.write([ops.UpsertAgent(a, 1) for a in "ab"])
+        store.write([ops.UpsertSession(f"s{i}", "ab"[i % 2], 10 + i) for i in range(12)])
+        store.write([ops.EndSession("s3", "completed", 30), ops.EndSession("s8", "failed", 31)])
+        # Events for some sessions, old and new, one of them ended: none posted yet.
+        store.write([ev("a", "x", 40, session="s0"), ev("b", "x", 25, session="s5")])
+        store.write([ev("b", "x", 50, session="s3"), ev("a", "x", 45, session="s10")])
+        counted = {"s0": (1, 40), "s5": (1, 25), "s3": (1, 50), "s10": (1, 45)}
+        full, _ = store.list_sessions(status=None, agent_id=None, limit=100, offset=0)
+        assert store._pending_sessions[1]  # the reads above had counts to add
+        updated = {f"s{i}": 10 + i for i in range(12)} | {"s3": 30, "s8": 31}
+        for session_id, (_, t) in counted.items():
+            updated[session_id] = max(updated[session_id], t)
+        order = sorted(updated, key=lambda s: (-updated[s], s))
+        assert [r.id for r in full] == order
+        assert {r.id: r.event_count for r in full} == {s: counted.get(s, (0, 0))[0] for s in order}
+        for status in (None, "active", "completed"):
+            for agent_id in (None, "a", "b"):
+                whole, total = store.list_sessions(
+                    status=status, agent_id=agent_id, limit=100, offset=0
+                )
+                assert total == len(whole)
+                for offset in range(0, total + 1):
+                    for limit in (1, 3):
+                        page, _ = store.list_sessions(
+                            status=status, agent_id=agent_id, limit=limit, offset=offset
+                        )
+                        assert page == whole[offset : offset + limit]
+    finally:
+        store.close()
+
+
+def test_a_read_begun_before_postings_adds_what_they_wrote(tmp_path: Path) -> None:
+    """A sessions read whose snapshot began before a posting committed sees rows without
+    those counts, and adds them from the previous pending state; one begun after, not."""
+    store = SqliteStore(tmp_path / "r.db", posting_events=2)
+    store.open()
+    try:
+        store.write([ops.UpsertAgent("a", 1), ops.UpsertSession("s", "a", 1)])
+        store.write([ev("a", "x", 5, session="s"), ev("a", "x", 6, session="s")])
+        mark_before = store._pending_sessions[0]
+        assert store._session_overlay(mark_before) == {"s": (2, 6)}
+        store.write([ev("a", "x", 7, session="s")])  # posts the first two, counts this one
+        mark_after = store._pending_sessions[0]
+        assert mark_after > mark_before
+        assert store._session_overlay(mark_before) == {"s": (3, 7)}
+        assert store._session_overlay(mark_after) == {"s": (1, 7)}
+        assert store._session_overlay(mark_after + 1) == {}  # posted, not yet let go of
+        store.write([ev("a", "x", 8, session="s")])
+        store.write([ev("a", "x", 9, session="s")])  # posts 7 and 8
+        assert store._session_overlay(mark_before) is None  # two postings since: read again
+        session = store.get_session("s")
+        assert session is not None and (session.event_count, session.updated_at) == (5, 9)
+    finally:
+        store.close()
 
 
 def test_schema_8_does_not_count_again_what_an_earlier_release_counted(
@@ -273,6 +352,32 @@ def test_schema_8_does_not_count_again_what_an_earlier_release_counted(
         assert _agent_counts(new) == {"a": (2, 1, 6)}
         new.write([ev("a", "x", 7)])
         assert _agent_counts(new) == {"a": (3, 1, 7)}
+    finally:
+        new.close()
+
+
+def test_schema_9_does_not_count_again_what_an_earlier_release_counted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aster_studio.store import sqlite as backend
+
+    path = tmp_path / "v8.db"
+    monkeypatch.setattr(backend, "MIGRATIONS", backend.MIGRATIONS[:8])
+    old = SqliteStore(path)
+    old.open()
+    old.write([ops.UpsertAgent("a", 1), ops.UpsertSession("s", "a", 1)])
+    old.write([ev("a", "x", 5, session="s"), ev("a", "x", 6, session="s")])
+    old.close()
+    with closing(apsw.Connection(str(path))) as conn:  # as releases before it counted: at once
+        conn.execute("UPDATE sessions SET event_count = 2, updated_at = 6")
+    monkeypatch.undo()
+
+    new = SqliteStore(path)
+    new.open()
+    try:
+        assert _session_counts(new) == [("s", 2, 6)]
+        new.write([ev("a", "x", 7, session="s")])
+        assert _session_counts(new) == [("s", 3, 7)]
     finally:
         new.close()
 
