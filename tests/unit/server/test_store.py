@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import closing
@@ -506,3 +507,27 @@ def test_close_while_a_read_runs_leaves_that_connection_to_finish(
     assert "still in use at close" in caplog.text
     with pytest.raises(StoreError):
         store.count_events(EventFilter())  # this thread's reader was closed
+
+
+def test_small_commits_give_way_between_statements(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A commit of a server that keeps up yields the core between its statements, to the
+    event loop if it is waiting; the big commits of a saturated one do not."""
+    from aster_studio.store.sqlite import GIVE_WAY_OPS
+
+    yields: list[int] = []
+    monkeypatch.setattr(os, "sched_yield", lambda: yields.append(1))
+    store = SqliteStore(tmp_path / "y.db", posting_events=50)
+    store.open()
+    try:
+        store.write([ev() for _ in range(50)])
+        assert len(yields) == 2  # after the events, before the commit
+        store.write([ev() for _ in range(60)])  # the postings too: a yield between each step
+        assert len(yields) == 2 + 7
+        yields.clear()
+        store.write([ev() for _ in range(GIVE_WAY_OPS + 1)])
+        assert yields == []
+        assert store.count_events(EventFilter()) == 110 + GIVE_WAY_OPS + 1
+    finally:
+        store.close()
