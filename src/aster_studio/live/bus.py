@@ -351,7 +351,7 @@ class LiveBus:
         """Send to every subscriber that has something waiting, each in one write."""
         self._flushing = None
         due, self._due = self._due, {}
-        busy = False
+        busy: bool | None = None  # unknown after a flush of views only, or none sent here
         for sub in due.values():
             flush = sub.flush
             sent = flush() if flush is not None else -1
@@ -359,7 +359,10 @@ class LiveBus:
                 sub.wake.set()
             elif sent >= BUSY_SEND:
                 busy = True
-        self._busy = busy
+            elif sent > 0 and busy is None:
+                busy = False
+        if busy is not None:
+            self._busy = busy
         self._flushed_at = asyncio.get_running_loop().time()
 
     def events_frame(self, events: list[tuple[int, bytes]], *, shared: bool) -> bytes:
