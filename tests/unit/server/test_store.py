@@ -332,53 +332,33 @@ def test_a_read_begun_before_postings_adds_what_they_wrote(tmp_path: Path) -> No
         store.close()
 
 
-def test_schema_8_does_not_count_again_what_an_earlier_release_counted(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("older", [7, 8])
+def test_a_migration_does_not_count_again_what_an_earlier_release_counted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, older: int
 ) -> None:
+    """Schema 8 writes agents' counts with the postings, schema 9 sessions' counts: what a
+    release before either counted in every commit is not counted again."""
     from aster_studio.store import sqlite as backend
 
-    path = tmp_path / "v7.db"
-    monkeypatch.setattr(backend, "MIGRATIONS", backend.MIGRATIONS[:7])
-    old = SqliteStore(path)
-    old.open()
-    old.write([ops.UpsertAgent("a", 1), ev("a", "x", 5), ev("a", "error", 6)])
-    old.close()
-    with closing(apsw.Connection(str(path))) as conn:  # as releases before it counted: at once
-        conn.execute("UPDATE agents SET event_count = 2, error_count = 1, last_event_at = 6")
-    monkeypatch.undo()
-
-    new = SqliteStore(path)
-    new.open()
-    try:
-        assert _agent_counts(new) == {"a": (2, 1, 6)}
-        new.write([ev("a", "x", 7)])
-        assert _agent_counts(new) == {"a": (3, 1, 7)}
-    finally:
-        new.close()
-
-
-def test_schema_9_does_not_count_again_what_an_earlier_release_counted(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from aster_studio.store import sqlite as backend
-
-    path = tmp_path / "v8.db"
-    monkeypatch.setattr(backend, "MIGRATIONS", backend.MIGRATIONS[:8])
+    path = tmp_path / f"v{older}.db"
+    monkeypatch.setattr(backend, "MIGRATIONS", backend.MIGRATIONS[:older])
     old = SqliteStore(path)
     old.open()
     old.write([ops.UpsertAgent("a", 1), ops.UpsertSession("s", "a", 1)])
-    old.write([ev("a", "x", 5, session="s"), ev("a", "x", 6, session="s")])
+    old.write([ev("a", "x", 5, session="s"), ev("a", "error", 6, session="s")])
     old.close()
-    with closing(apsw.Connection(str(path))) as conn:  # as releases before it counted: at once
+    with closing(apsw.Connection(str(path))) as conn:  # as those releases counted: at once
         conn.execute("UPDATE sessions SET event_count = 2, updated_at = 6")
+        if older < 8:
+            conn.execute("UPDATE agents SET event_count = 2, error_count = 1, last_event_at = 6")
     monkeypatch.undo()
 
     new = SqliteStore(path)
     new.open()
     try:
-        assert _session_counts(new) == [("s", 2, 6)]
+        assert (_agent_counts(new), _session_counts(new)) == ({"a": (2, 1, 6)}, [("s", 2, 6)])
         new.write([ev("a", "x", 7, session="s")])
-        assert _session_counts(new) == [("s", 3, 7)]
+        assert (_agent_counts(new), _session_counts(new)) == ({"a": (3, 1, 7)}, [("s", 3, 7)])
     finally:
         new.close()
 
