@@ -302,6 +302,7 @@ def router(studio: Studio) -> APIRouter:
         finally:
             if stats_timer is not None:
                 stats_timer.cancel()
+            sub.flush = None
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task

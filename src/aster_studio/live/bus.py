@@ -354,7 +354,11 @@ class LiveBus:
         busy: bool | None = None  # unknown after a flush of views only, or none sent here
         for sub in due.values():
             flush = sub.flush
-            sent = flush() if flush is not None else -1
+            try:
+                sent = flush() if flush is not None else -1
+            except Exception:  # one broken connection must not keep the others waiting
+                log.exception("sending to live subscriber %d failed", sub.id)
+                sent = -1
             if sent < 0:
                 sub.wake.set()
             elif sent >= BUSY_SEND:

@@ -292,3 +292,22 @@ async def test_after_a_busy_flush_the_next_waits_for_the_send_interval() -> None
     await asyncio.sleep(0)
     assert len(flushes) == 4
     assert flushes[3][0] - flushes[2][0] >= SEND_INTERVAL_S * 0.99
+
+
+async def test_a_flush_that_fails_leaves_the_others_sent_and_its_events_to_the_task() -> None:
+    bus = LiveBus()
+    broken, fine = bus.subscribe(), bus.subscribe()
+    broken.active = fine.active = True
+
+    def fail() -> int:
+        raise OSError("gone")
+
+    def send() -> int:
+        fine.sent()
+        return 1
+
+    broken.flush, fine.flush = fail, send
+    bus.publish([stored(1)])
+    await asyncio.sleep(0)
+    assert not fine.pending and not fine.wake.is_set()
+    assert broken.wake.is_set() and [c for c, _ in broken.pending] == [1]
