@@ -246,10 +246,20 @@ MIGRATIONS: tuple[str, ...] = (
     """
     INSERT OR IGNORE INTO meta SELECT 'counted_through', coalesce(max(id), 0) FROM events;
     """,
-    # Version 9 does the same for the sessions' counts and `updated_at` (`sessions_counted`
-    # marks what their rows include), which every commit used to write.
+    # Version 9 does the same for the sessions' counts and `updated_at`, which every commit
+    # wrote until now: first the agents' rows catch up with every event, so that the one mark
+    # `counted_through` stands for both.
     """
-    INSERT OR IGNORE INTO meta SELECT 'sessions_counted', coalesce(max(id), 0) FROM events;
+    UPDATE agents SET event_count = event_count + c.n, error_count = error_count + c.errors,
+        last_event_at = max(coalesce(last_event_at, 0), c.last)
+    FROM (
+        SELECT agent_id, count(*) AS n, sum(event_type = 'error') AS errors, max(ts) AS last
+        FROM events WHERE id > (SELECT value FROM meta WHERE name = 'counted_through')
+        GROUP BY agent_id
+    ) AS c
+    WHERE agents.id = c.agent_id;
+    UPDATE meta SET value = (SELECT coalesce(max(id), 0) FROM events)
+    WHERE name = 'counted_through';
     """,
 )
 
@@ -370,12 +380,13 @@ class SqliteStore:
         self._unposted_by_agent: defaultdict[str | None, list[int]] = defaultdict(list)
         self._unposted_by_session: defaultdict[str | None, list[int]] = defaultdict(list)
         self._posting_to = 0  # the watermark once the postings being written commit
-        # Committed events not yet in their agents' rows (`counted_through` in `meta` marks what
-        # is): per agent, [events, errors, newest receive time]. Written with the postings.
+        # Committed events not yet in their agents' and sessions' rows (`counted_through` in
+        # `meta` marks what is): per agent, [events, errors, newest receive time]. Written with
+        # the postings.
         self._uncounted: dict[str, list[int]] = {}
         # The same for sessions, which the API reads while they wait: `_pending_sessions` is
         # (mark, counts, previous mark, previous counts), replaced whole. The rows include
-        # every event up to `mark` (`sessions_counted` in `meta`) and `counts` the committed
+        # every event up to `mark` (`counted_through`) and `counts` the committed
         # ones past it; the previous pair is what the last postings wrote, for a read whose
         # snapshot began before they committed (see `_session_overlay`).
         self._pending_sessions: tuple[int, SessionCounts, int, SessionCounts] = (0, {}, 0, {})
@@ -463,12 +474,7 @@ class SqliteStore:
         counted_through = int(
             _scalar(conn, "SELECT coalesce(max(value), 0) FROM meta WHERE name = 'counted_through'")
         )
-        sessions_counted = int(
-            _scalar(
-                conn, "SELECT coalesce(max(value), 0) FROM meta WHERE name = 'sessions_counted'"
-            )
-        )
-        self._pending_sessions = (sessions_counted, {}, sessions_counted, {})
+        self._pending_sessions = (counted_through, {}, counted_through, {})
         cursor = conn.execute(
             "SELECT id, agent_id, session_id, ts, event_type FROM events WHERE id > ? ORDER BY id",
             (self._posted_through,),
@@ -480,9 +486,9 @@ class SqliteStore:
             self._unpost(list(ids), agents, sessions, times)
             # Events an earlier run counted are not counted again (all of them before version 8).
             start = bisect.bisect_right(ids, counted_through)
-            self._uncount(_agent_counts(list(agents[start:]), list(times[start:]), types[start:]))
-            start = bisect.bisect_right(ids, sessions_counted)
-            self._uncount_sessions(_session_counts(list(sessions[start:]), list(times[start:])))
+            times_left = list(times[start:])
+            self._uncount(_agent_counts(list(agents[start:]), times_left, types[start:]))
+            self._uncount_sessions(_session_counts(list(sessions[start:]), times_left))
             if len(self._unposted_ids) >= self._posting_events:
                 posted += len(self._unposted_ids)
                 with conn:
@@ -539,8 +545,7 @@ class SqliteStore:
         )
         self._give_way()
         conn.execute(
-            "UPDATE meta SET value = max(value, ?) WHERE name IN "
-            "('counted_through', 'sessions_counted')",
+            "UPDATE meta SET value = max(value, ?) WHERE name = 'counted_through'",
             (self._posting_to,),
         )
 
@@ -1079,7 +1084,7 @@ class SqliteStore:
                 conn.execute("BEGIN")
                 try:
                     mark = int(
-                        _scalar(conn, "SELECT value FROM meta WHERE name = 'sessions_counted'")
+                        _scalar(conn, "SELECT value FROM meta WHERE name = 'counted_through'")
                     )
                     pending = self._session_overlay(mark)
                     if pending is not None:
