@@ -300,6 +300,10 @@ _ID, _AGENT_ID, _SESSION_ID, _EVENT_TYPE, _TS = (
     operator.itemgetter(StoredEvent._fields.index(name))
     for name in ("id", "agent_id", "session_id", "event_type", "ts")
 )
+# A StoredEvent's fields as a plain tuple. apsw binds a row through PySequence_Fast, which
+# returns an exact tuple as it is but copies anything else, a named tuple too, into a new list
+# item by item: about 1,100 instructions per event (callgrind), where a slice takes a tenth.
+_FIELDS = operator.itemgetter(slice(None))
 
 # The postings a read goes through: (table, key column, keys).
 _Keyed = tuple[str, str, tuple[str, ...]]
@@ -719,7 +723,9 @@ class SqliteStore:
         usage_rows: list[tuple[Any, ...]],
     ) -> None:
         if rows:
-            conn.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            conn.executemany(
+                "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", map(_FIELDS, rows)
+            )
             self._give_way()
             events.extend(rows)
             rows.clear()
