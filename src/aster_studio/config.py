@@ -46,6 +46,7 @@ _NUMERIC_ENV: tuple[tuple[str, str, type[int] | type[float]], ...] = (
     ("ASTER_STUDIO_COMMIT_INTERVAL", "commit_interval_s", float),
     ("ASTER_STUDIO_WS_PING_INTERVAL", "ws_ping_interval_s", float),
     ("ASTER_STUDIO_WS_PING_TIMEOUT", "ws_ping_timeout_s", float),
+    ("ASTER_STUDIO_STREAM_BUFFER", "subscriber_buffer", int),
 )
 
 
@@ -129,6 +130,10 @@ class Settings:
             raise ConfigError(
                 f"the event loop must be one of {', '.join(EVENT_LOOPS)}, "
                 f"got {settings.event_loop!r}"
+            )
+        if settings.subscriber_buffer < 1:
+            raise ConfigError(
+                f"ASTER_STUDIO_STREAM_BUFFER must be at least 1, got {settings.subscriber_buffer}"
             )
         if (settings.certfile is None) != (settings.keyfile is None):
             raise ConfigError("TLS needs both --certfile and --keyfile")

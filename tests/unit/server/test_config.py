@@ -23,6 +23,18 @@ def test_event_loop_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) 
         Settings.from_env()
 
 
+def test_stream_buffer_comes_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ASTER_STUDIO_STREAM_BUFFER", "50000")
+    settings = Settings.from_env(db=str(tmp_path / "studio.db"))
+    sub = create_app(settings).state.studio.bus.subscribe()
+    assert sub.capacity == 50_000
+    monkeypatch.setenv("ASTER_STUDIO_STREAM_BUFFER", "0")
+    with pytest.raises(ConfigError, match="ASTER_STUDIO_STREAM_BUFFER must be at least 1"):
+        Settings.from_env()
+
+
 @pytest.mark.parametrize("kind", ["auto", "uvloop", "asyncio"])
 def test_run_loop_runs_on_the_loop_asked_for(kind: str) -> None:
     seen: list[str] = []
