@@ -9,8 +9,9 @@ CLOCK_MONOTONIC ns, shared by every process on the machine) inside each event.
 Scenarios: the raw stack (a bare uvicorn + websockets-sansio app that only parses frames), one
 event per frame, batches of 100, a paced 10,000 events/s, idle connections, and
 permessage-deflate on and off. `BENCH_SECONDS` sets each measured phase (default 10). Scenario
-(t) offers the throughput targets' own rates for `BENCH_TARGET_SECONDS` (default 30, as the
-issue says) and states whether each target was met.
+(t) offers the targets' own rates for `BENCH_TARGET_SECONDS` (default 30, as the issue says)
+and states whether each target was met; the 10,000 events/s latency target on three servers
+in turn, as one run of it tells little on a shared machine.
 """
 
 from __future__ import annotations
@@ -59,13 +60,14 @@ TARGET_SECONDS = float(os.environ.get("BENCH_TARGET_SECONDS", "30"))
 
 @dataclass(frozen=True)
 class Target:
-    """One of issue 2's throughput targets: `rate` events/s offered in frames of `batch`,
-    sustained with send-to-subscriber p99 at most `p99_ms`."""
+    """One of issue 2's targets: `rate` events/s offered in frames of `batch`, sustained with
+    send-to-subscriber p99 at most `p99_ms`, measured on `runs` servers started in turn."""
 
     label: str
     batch: int
     rate: float
     p99_ms: float
+    runs: int = 1
 
     def verdict(self, phase: dict[str, Any]) -> str:
         """`met`, or what fell short: the rate taken (at least 99% of the target, as pacing
@@ -84,6 +86,8 @@ class Target:
 TARGETS = (
     Target("target: one event per frame", 1, 100_000, 30),
     Target("target: batches of 100", 100, 250_000, 25),
+    # A p99 of 2 ms is within the swing between runs on a shared machine: one run says little.
+    Target("target: 10,000 events/s offered", 1, 10_000, 2, runs=3),
 )
 
 _LISTEN = re.compile(r"listening on http://([^\s:]+):(\d+)")
@@ -971,18 +975,24 @@ async def run_all(profile: bool = False, only: str = "abcdef") -> dict[str, Any]
         relay_rate = TARGETS[0].rate
         scenarios.append(await relay_floor(relay_rate, TARGET_SECONDS, bounded=True))
         for target in TARGETS:
-            scenario = await studio_load(
-                "studio",
-                target.label,
-                batch=target.batch,
-                saturate=False,
-                rates=(target.rate,),
-                seconds=TARGET_SECONDS,
-                bounded=True,
-            )
-            scenario["verdict"] = target.verdict(scenario["phases"][0])
-            log(f"  {scenario['verdict']}")
-            scenarios.append(scenario)
+            met = 0
+            for run in range(1, target.runs + 1):
+                label = target.label + (f", run {run} of {target.runs}" if target.runs > 1 else "")
+                scenario = await studio_load(
+                    "studio",
+                    label,
+                    batch=target.batch,
+                    saturate=False,
+                    rates=(target.rate,),
+                    seconds=TARGET_SECONDS,
+                    bounded=True,
+                )
+                scenario["verdict"] = target.verdict(scenario["phases"][0])
+                met += scenario["verdict"] == "met"
+                if run == target.runs > 1:
+                    scenario["verdict"] += f" (met in {met} of {target.runs} runs)"
+                log(f"  {scenario['verdict']}")
+                scenarios.append(scenario)
     if "e" in only:
         log("(e) idle connections")
         scenarios.append(await idle_connections(limit, "raw"))

@@ -4,12 +4,12 @@
 
 `BENCH_SECONDS` (default 10) is each measured phase; the whole run takes a few minutes.
 `BENCH_ONLY=abd` runs only those scenarios (letters as in issue 2's list; `t` offers the
-throughput targets' rates for `BENCH_TARGET_SECONDS` (default 30) each; `g` is fairness under
-a flooding agent (`bench_fairness`), `w` the console in Chromium at 10,000 events/s
-(`tests/e2e/bench_console`), `k` the SQLite writer alone (`bench_store`), `s` the SDK's
-benchmarks in `bench_sdk`, run after the server's; `x` adds experiments with settings the
-server does not expose: SQLite synchronous=NORMAL and a shorter GIL switch interval, at 10,000
-events/s).
+targets' rates for `BENCH_TARGET_SECONDS` (default 30) each, the 10,000 events/s one three
+times; `g` is fairness under a flooding agent (`bench_fairness`), `w` the console in
+Chromium at 10,000 events/s (`tests/e2e/bench_console`), `k` the SQLite writer alone
+(`bench_store`), `s` the SDK's benchmarks in `bench_sdk`, run after the server's; `x` adds
+experiments with settings the server does not expose: SQLite synchronous=NORMAL and a shorter
+GIL switch interval, at 10,000 events/s).
 `--profile` samples the server with py-spy during the first phase of (b), (c) and (d).
 `--write` replaces only the generated block of the "Server" section of docs/benchmarks.md.
 """
