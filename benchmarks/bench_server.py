@@ -989,7 +989,7 @@ async def run_all(profile: bool = False, only: str = "abcdef") -> dict[str, Any]
                 )
                 scenario["verdict"] = target.verdict(scenario["phases"][0])
                 met += scenario["verdict"] == "met"
-                if run == target.runs > 1:
+                if target.runs > 1 and run == target.runs:
                     scenario["verdict"] += f" (met in {met} of {target.runs} runs)"
                 log(f"  {scenario['verdict']}")
                 scenarios.append(scenario)
