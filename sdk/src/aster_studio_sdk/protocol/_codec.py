@@ -471,17 +471,16 @@ def _json_kind(value: Any) -> str:
     return type(value).__name__
 
 
-def _too_deep(value: Any, max_depth: int, brackets: int) -> bool:
+def _too_deep(value: Any, max_depth: int, containers: int) -> bool:
     """Tell whether arrays and objects nest more than `max_depth` levels (without recursion).
 
-    `brackets` bounds the number of arrays and objects (the text's count of `{` and `[`), so the
-    walk, one level at a time, stops once the ones not yet reached are too few to go past the
-    limit: a batch of flat events is settled at its messages, without looking inside them.
-    Parsed JSON holds plain dicts and lists only, and `type(x) is` is the cheapest test of that.
+    `containers` bounds the number of arrays and objects, so the walk, one level at a time,
+    stops once the ones not yet reached are too few to go past the limit. Parsed JSON holds
+    plain dicts and lists only, and `type(x) is` is the cheapest test of that.
     """
     level = [value] if type(value) is dict or type(value) is list else []
     depth = 1
-    unseen = brackets - len(level)
+    unseen = containers - len(level)
     while level:
         if depth > max_depth:
             return True
@@ -517,13 +516,11 @@ def decode(data: str | bytes, limits: Limits = DEFAULT_LIMITS) -> Decoded:
         return Decoded(None, ProtocolError(ErrorCode.INVALID_JSON, f"invalid JSON: {exc!r}"[:200]))
     max_depth = limits.max_depth
     # Nesting past max_depth takes that many brackets and as many closing ones: a shorter frame
-    # cannot, and most single messages are spared the counting.
-    if len(data) > 2 * max_depth + 1:
-        brackets = data.count("{") + data.count("[")
-        if brackets > max_depth and _too_deep(parsed, max_depth, brackets):
-            return Decoded(
-                None, ProtocolError(ErrorCode.INVALID_JSON, "message is nested too deeply")
-            )
+    # cannot, so most single messages are spared the walk. Each array or object takes two
+    # characters at least, which bounds them. (Counting the text's brackets for a closer bound
+    # read every character: 2,400 instructions an event in batches, ten times the walk.)
+    if len(data) > 2 * max_depth + 1 and _too_deep(parsed, max_depth, len(data) // 2):
+        return Decoded(None, ProtocolError(ErrorCode.INVALID_JSON, "message is nested too deeply"))
     try:
         shape, message = _decode_one(parsed, limits, in_batch=False)
     except RecursionError:
