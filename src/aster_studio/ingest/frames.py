@@ -15,7 +15,7 @@ to become uvicorn's protocol for requests it does not take), and this loop runs 
 from __future__ import annotations
 
 from collections.abc import Coroutine
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from .connection import AgentConnection
 
@@ -24,13 +24,17 @@ try:  # the C version that ships with websockets' wheels
 except ImportError:  # pragma: no cover
     from websockets.utils import apply_mask
 
-TEXT = 0x81  # FIN and the text opcode: a whole text frame
+# The names the per-frame loop reads are Final: compiled, each is a C variable instead of a
+# lookup in the module's dict (about 160 instructions, callgrind).
+_unmask: Final = apply_mask
+
+TEXT: Final = 0x81  # FIN and the text opcode: a whole text frame
 
 # Why `take` stopped.
-DONE = 0  # every frame was taken; the start of an incomplete one is kept in `partial`
-OTHER = 1  # at a frame this does not take: `rest` starts with it
-WAITS = 2  # after a frame whose handler waits (`waiting`, `waited_on`): `rest` follows it
-FAILED = 3  # after a frame whose handler raised `error`: `rest` follows it
+DONE: Final = 0  # every frame was taken; the start of an incomplete one is kept in `partial`
+OTHER: Final = 1  # at a frame this does not take: `rest` starts with it
+WAITS: Final = 2  # after a frame whose handler waits (`waiting`, `waited_on`): `rest` follows it
+FAILED: Final = 3  # after a frame whose handler raised `error`: `rest` follows it
 
 
 def frame_at(buf: bytes, pos: int) -> tuple[int, int, int, int]:
@@ -104,7 +108,7 @@ class TextFrames:
             end = head + 4 + length
             if end > size:
                 break
-            payload: bytes = apply_mask(buf[head + 4 : end], buf[head : head + 4])
+            payload: bytes = _unmask(buf[head + 4 : end], buf[head : head + 4])
             try:
                 text = payload.decode()
             except UnicodeDecodeError:  # the socket answers it (the codec names the fault)

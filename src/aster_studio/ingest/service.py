@@ -9,7 +9,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
@@ -43,7 +43,11 @@ from .registry import LiveAgent, Producer, Registry
 
 log = logging.getLogger(__name__)
 
-_new_tuple = tuple.__new__
+_new_tuple: Final = tuple.__new__
+# What every event reads, as Final names: compiled, each is a C variable instead of a lookup in
+# the module's dict or an attribute of `orjson` (about 160 instructions each, callgrind).
+_STORED_EVENT: Final = StoredEvent
+_dumps: Final = orjson.dumps
 
 Clock = Callable[[], int]  # epoch milliseconds
 
@@ -51,7 +55,7 @@ Clock = Callable[[], int]  # epoch milliseconds
 # with every commit, and one view per commit per subscriber cost more frames than the events.
 VIEW_INTERVAL_S = 0.2
 # A batch of thousands of messages takes tens of ms to apply: let other connections in between.
-YIELD_EVERY = 256
+YIELD_EVERY: Final = 256
 
 
 @dataclass(slots=True)
@@ -629,7 +633,7 @@ class IngestService:
         self.next_event_id = event_id + 1
         # Built by `tuple.__new__`, which skips the named tuple's generated Python `__new__`.
         stored: StoredEvent = _new_tuple(
-            StoredEvent,
+            _STORED_EVENT,
             (
                 event_id,
                 msg.agent_id,
@@ -639,7 +643,7 @@ class IngestService:
                 severity if isinstance(severity, str) else None,
                 now,
                 msg.client_ts_ms,
-                orjson.dumps(event),
+                _dumps(event),
             ),
         )
         writes.append(stored)

@@ -10,7 +10,7 @@ import operator
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
@@ -33,7 +33,7 @@ BUSY_SEND = 64
 
 # The JSON of an item's fields that repeat from event to event (agent, session, channel, type),
 # by their values: most events come in runs from the same session.
-_KEYS_JSON: dict[tuple[str, str | None, str, str], bytes] = {}
+_KEYS_JSON: Final[dict[tuple[str, str | None, str, str], bytes]] = {}
 _KEYS_JSON_MAX = 4096
 _last_time: tuple[int, bytes] = (-1, b"")  # replaced whole: safe across threads
 
@@ -204,7 +204,7 @@ class Subscriber:
 # timed collection walks the tail's fields (heap.py): at 10,000 events/s, 5,000 of them cost
 # pauses of 1.2-2.9 ms, 1,000 about 0.1 ms (docs/benchmarks.md).
 RECENT_KEEP = 1_000
-_ID = operator.itemgetter(0)  # a StoredEvent's id
+_ID: Final = operator.itemgetter(0)  # a StoredEvent's id
 
 
 class LiveBus:
