@@ -29,6 +29,7 @@ from aster_studio_sdk.protocol import (
     Unregister,
     binary_frame_error,
     decode,
+    decode_pair,
     error_payload,
 )
 
@@ -225,10 +226,9 @@ class IngestService:
         """
         self.stats.frames += 1
         conn.received += 1
-        decoded = decode(text, self.limits)
-        if conn.shape is None and decoded.shape is not None:
-            conn.shape = decoded.shape
-        message = decoded.message
+        shape, message = decode_pair(text, self.limits)
+        if conn.shape is None and shape is not None:
+            conn.shape = shape
         items = message.items if isinstance(message, Batch) else (message,)
         conn.tokens -= len(items)
         if conn.tokens < 0 or len(items) > YIELD_EVERY:
