@@ -68,9 +68,8 @@ DEFAULT_LIMITS = Limits()
 # A named tuple built by `tuple.__new__` skips the class's generated Python `__new__`: under
 # half the cost (0.09 against 0.20 µs), on the path every event takes.
 _new_tuple: Final = tuple.__new__
-# The names that path reads are Final, the classes too through these: compiled (`make native`),
-# a Final name is a C variable, any other a lookup in the module's dict each time it is read,
-# about 160 instructions (callgrind).
+# The names that path reads are Final, the classes through these aliases (why: "Compiled
+# modules" in docs/architecture.md).
 _DECODED: Final = Decoded
 _EVENT: Final = Event
 
