@@ -237,8 +237,8 @@ class IngestService:
         if conn.shape is None and shape is not None:
             conn.shape = shape
         items = message.items if isinstance(message, Batch) else (message,)
-        conn.tokens -= len(items)
-        if conn.tokens < 0 or len(items) > YIELD_EVERY:
+        conn.tokens -= float(len(items))  # float: compiled, a float minus an int is boxed
+        if conn.tokens < 0.0 or len(items) > YIELD_EVERY:
             return self._apply(conn, items, 0, [], None)
         now = self.clock()  # a frame's events are received at once
         writes: list[WriteOp] = []
