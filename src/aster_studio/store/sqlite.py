@@ -697,7 +697,7 @@ class SqliteStore:
         if posting:
             self._posted()
         if events:
-            # The columns, in one pass over the rows (a list per column took five).
+            # The columns in one pass over the rows (a `list(map(itemgetter))` each took five).
             ids, agent_ids, session_ids, _, types, _, times, _, _ = zip(*events, strict=True)
             self._unpost(ids, agent_ids, session_ids, times)
             ascending = _ascending(times)
