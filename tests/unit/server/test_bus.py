@@ -135,6 +135,9 @@ def test_unfiltered_subscribers_share_one_frame() -> None:
     assert [e["cursor"] for e in orjson.loads(frames[0])["payload"]] == [1, 2, 3]
     own = bus.events_frame(picky.take()[0], shared=False)
     assert [e["cursor"] for e in orjson.loads(own)["payload"]] == [1, 3]
+    bus.publish([stored(4, "a")])  # the first item is the last: head and tail on one item
+    alone = bus.events_frame(picky.take()[0], shared=False)
+    assert [e["cursor"] for e in orjson.loads(alone)["payload"]] == [4]
 
 
 def test_event_items_are_the_json_of_the_items() -> None:
