@@ -148,6 +148,11 @@ def test_event_items_are_the_json_of_the_items() -> None:
         StoredEvent(2, "ü🙂", "s</script>", "progress", "t", None, 86_400_123, 5, b"{}"),
         StoredEvent(3, "ü🙂", "s</script>", "progress", "t", None, 86_400_123, 86_400_999, b"{}"),
         StoredEvent(4, "ü🙂", "s</script>", "progress", "t", None, 1_000, None, b"[]"),
+        # The same time, one key changed at a time: each starts a new run.
+        StoredEvent(5, "ü🙂", None, "progress", "t", None, 1_000, None, b"5"),
+        StoredEvent(6, "ü🙂", None, "monitor", "t", None, 1_000, 7, b"6"),
+        StoredEvent(7, "ü🙂", None, "monitor", "u", None, 1_000, None, b"7"),
+        StoredEvent(8, "a", None, "monitor", "u", None, 1_000, None, b"8"),
     ]
     expected = [
         {
@@ -163,7 +168,7 @@ def test_event_items_are_the_json_of_the_items() -> None:
         }
         for event in events
     ]
-    # One run, whose receive times repeat and change back, and each event alone.
+    # One call, whose receive times repeat and change back, and each event alone.
     assert [orjson.loads(item) for item in event_items(events, data_key="data")] == expected
     for event, item in zip(events, expected, strict=True):
         assert orjson.loads(event_item(event, data_key="data")) == item
