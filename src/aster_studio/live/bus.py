@@ -399,9 +399,9 @@ class LiveBus:
             and cached[2] == count
         ):
             return cached[3]
-        # One allocation: the frame's head and tail go onto its first and last items, not onto
-        # the joined items, which concatenation would copy twice more (a saturated server's
-        # frames hold thousands of events, each copy a fresh allocation from the OS).
+        # One join: the frame's head and tail go onto its first and last items, not onto the
+        # joined items, which concatenation would copy twice more (a saturated server's frames
+        # hold thousands of events; docs/benchmarks.md has the cost).
         items = [e[1] for e in events]
         items[0] = b'{"type":"events","payload":[' + items[0]
         items[-1] += b"]}"
