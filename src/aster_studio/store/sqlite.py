@@ -493,7 +493,7 @@ class SqliteStore:
         # In runs of 20,000, so that no posting holds more ids than a read should unpack.
         while chunk := list(islice(cursor, 20_000)):
             ids, agents, sessions, times, types = zip(*chunk, strict=True)
-            self._unpost(list(ids), agents, sessions, times)
+            self._unpost(ids, agents, sessions, times)
             # Events an earlier run counted are not counted again (all of them before version 8).
             start = bisect.bisect_right(ids, counted_through)
             times_left = times[start:]
