@@ -31,6 +31,7 @@ class LiveAgent:
     connection: int | None = None
     connected_at: int | None = None
     reported_status: AgentStatus | None = None
+    view_slot: int = -1  # which of the ingest service's view slots it was dealt, once it is
 
     @classmethod
     def from_record(cls, r: AgentRecord) -> LiveAgent:
