@@ -24,6 +24,8 @@ from operator import itemgetter
 
 # (last_id, first_id, packed ids), as selected from a postings table.
 Posting = tuple[int, int, bytes]
+# (key, last_id, first_id, packed ids), as inserted into one.
+Row = tuple[str, int, int, bytes]
 
 _BIG_ENDIAN = sys.byteorder == "big"
 
@@ -55,7 +57,7 @@ def add(
     deque(map(list.append, map(by_key.__getitem__, keys), ids), maxlen=0)
 
 
-def rows(by_key: Mapping[str | None, list[int]]) -> list[tuple[str, int, int, bytes]]:
+def rows(by_key: Mapping[str | None, list[int]]) -> list[Row]:
     """One `(key, last_id, first_id, ids)` row per key, leaving out None (no session)."""
     out = []
     for key, ids in by_key.items():

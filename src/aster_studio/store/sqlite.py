@@ -241,7 +241,7 @@ MIGRATIONS: tuple[str, ...] = (
         GROUP BY id / 2000;
     DROP INDEX events_by_ts;
     """,
-    # Version 8 adds events to their agents' counts with the postings (see _post)
+    # Version 8 adds events to their agents' counts with the postings (see _posting_step)
     # instead of in every commit. Until now every committed event was counted.
     """
     INSERT OR IGNORE INTO meta SELECT 'counted_through', coalesce(max(id), 0) FROM events;
@@ -272,6 +272,10 @@ _SCHED_YIELD = hasattr(os, "sched_yield")
 # Events written to the postings at a time (see _postings): each read by agent or session scans
 # at most this many newest events, and at 50 agents a posting row stands for 40 events or more.
 POSTING_EVENTS = 2_000
+# Rows (counts updated, postings inserted) a commit writes of a posting round (`_posting_step`).
+# Fifty agents' and fifty sessions' in one commit held the core for 3-10 ms every 200 ms at
+# 10,000 events/s on a slow machine, and the events that came meanwhile waited for it.
+POSTING_ROWS = 50
 
 # Ids looked up at a time when reading events through postings, and when counting them.
 POSTING_READ = 500
@@ -373,6 +377,24 @@ def _agent_counts(
     return [(a, n, errors.get(a, 0), last[a]) for a, n in Counter(agent_ids).items()]
 
 
+class _Round:
+    """A posting round under way: the rows it has still to write, and its watermark."""
+
+    def __init__(
+        self, agents: list[_postings.Row], sessions: list[_postings.Row], to: int, times: list[int]
+    ) -> None:
+        self.agents = agents
+        self.sessions = sessions
+        self.to = to  # the watermark once every row is written
+        self.min_ts = min(times)
+        self.max_ts = max(times)
+
+
+# What a commit wrote of a round: the round, its agents' and sessions' rows written, whether
+# the commit began it (and wrote the counts) and whether it finished it.
+_Step = tuple[_Round, int, int, bool, bool]
+
+
 class SqliteStore:
     """Store events and state in one SQLite file; see the Store protocol for the contract."""
 
@@ -389,7 +411,7 @@ class SqliteStore:
         # Their ids by agent and by session, grouped as each commit adds them.
         self._unposted_by_agent: defaultdict[str | None, list[int]] = defaultdict(list)
         self._unposted_by_session: defaultdict[str | None, list[int]] = defaultdict(list)
-        self._posting_to = 0  # the watermark once the postings being written commit
+        self._round: _Round | None = None  # the posting round under way
         # Committed events not yet in their agents' and sessions' rows (`counted_through` in
         # `meta` marks what is): per agent, [events, errors, newest receive time]. Written with
         # the postings.
@@ -477,14 +499,31 @@ class SqliteStore:
 
     def _load_unposted(self, conn: apsw.Connection) -> None:
         """Post what an earlier run left unposted (all of it after migration 6), keep the rest."""
-        self._posting_to = int(
+        self._posted_through = int(
             _scalar(conn, "SELECT coalesce(max(value), 0) FROM meta WHERE name = 'posted_through'")
         )
-        self._posted()  # start from the stored watermark, with nothing unposted
+        self._round = None
+        self._uncounted.clear()
         counted_through = int(
             _scalar(conn, "SELECT coalesce(max(value), 0) FROM meta WHERE name = 'counted_through'")
         )
         self._pending_sessions = (counted_through, {}, counted_through, {})
+        # The rows of a round that did not finish: its events are posted again below. Only the
+        # keys of the events above the watermark can have any. (A test may stop the schema
+        # before the postings.)
+        tables = {r[0] for r in _all(conn, "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        with conn:
+            for table, column in (
+                ("agent_postings", "agent_id"),
+                ("session_postings", "session_id"),
+            ):
+                if table not in tables:
+                    continue
+                conn.execute(
+                    f"DELETE FROM {table} WHERE {column} IN "
+                    f"(SELECT DISTINCT {column} FROM events WHERE id > ?1) AND last_id > ?1",
+                    (self._posted_through,),
+                )
         cursor = conn.execute(
             "SELECT id, agent_id, session_id, ts, event_type FROM events WHERE id > ? ORDER BY id",
             (self._posted_through,),
@@ -503,8 +542,9 @@ class SqliteStore:
             if len(self._unposted_ids) >= self._posting_events:
                 posted += len(self._unposted_ids)
                 with conn:
-                    self._post(conn)
-                self._posted()
+                    step = self._posting_step(conn, whole=True)
+                if step is not None:
+                    self._stepped(step)
         if posted:
             log.info("listed %d events by agent and session in %s", posted, self.path)
 
@@ -521,55 +561,96 @@ class SqliteStore:
         _postings.add(self._unposted_by_agent, ids, agents)
         _postings.add(self._unposted_by_session, ids, sessions)
 
-    def _post(self, conn: apsw.Connection) -> None:
-        """Write the unposted events, all committed before this transaction, as postings."""
-        conn.executemany(
-            "INSERT INTO agent_postings VALUES (?, ?, ?, ?)",
-            _postings.rows(self._unposted_by_agent),
-        )
-        self._give_way()
-        conn.executemany(
-            "INSERT INTO session_postings VALUES (?, ?, ?, ?)",
-            _postings.rows(self._unposted_by_session),
-        )
-        self._give_way()
-        self._posting_to = max(self._unposted_ids)
-        times = self._unposted_times
-        conn.execute(
-            "INSERT INTO posted_times VALUES (?, ?, ?)", (self._posting_to, min(times), max(times))
-        )
-        conn.execute("UPDATE meta SET value = ? WHERE name = 'posted_through'", (self._posting_to,))
-        self._give_way()
+    def _posting_step(self, conn: apsw.Connection, *, whole: bool) -> _Step | None:
+        """Write this commit's share of the postings, if any; `whole`: all of the round.
+
+        A round begins once `posting_events` committed events wait: its first commit adds them
+        to their agents' and sessions' counts, and it lists them in postings by agent and
+        session over that commit and the next ones, POSTING_ROWS rows a commit; its last
+        moves the watermark. Reads take the postings up to the watermark only, so every
+        commit leaves them consistent. A round still under way when the next is due finishes
+        at once. What a commit wrote is noted after it (`_stepped`).
+        """
+        round_ = self._round
+        started = round_ is None
+        budget = POSTING_ROWS
+        if round_ is None:
+            if len(self._unposted_ids) < self._posting_events:
+                return None
+            round_ = _Round(
+                _postings.rows(self._unposted_by_agent),
+                _postings.rows(self._unposted_by_session),
+                max(self._unposted_ids),
+                self._unposted_times,
+            )
+            budget -= self._write_counts(conn, round_.to)
+        if whole or (not started and len(self._unposted_ids) >= self._posting_events):
+            budget = len(round_.agents) + len(round_.sessions)  # the next round is due
+        agents = round_.agents[: max(budget, 0)]
+        sessions = round_.sessions[: max(budget - len(agents), 0)]
+        if agents:
+            conn.executemany("INSERT INTO agent_postings VALUES (?, ?, ?, ?)", agents)
+            self._give_way()
+        if sessions:
+            conn.executemany("INSERT INTO session_postings VALUES (?, ?, ?, ?)", sessions)
+            self._give_way()
+        finished = len(agents) == len(round_.agents) and len(sessions) == len(round_.sessions)
+        if finished:
+            conn.execute(
+                "INSERT INTO posted_times VALUES (?, ?, ?)",
+                (round_.to, round_.min_ts, round_.max_ts),
+            )
+            conn.execute("UPDATE meta SET value = ? WHERE name = 'posted_through'", (round_.to,))
+            self._give_way()
+        return round_, len(agents), len(sessions), started, finished
+
+    def _write_counts(self, conn: apsw.Connection, through: int) -> int:
+        """Add the committed events, all up to `through`, to their agents' and sessions' rows.
+
+        Returns the number of rows updated.
+        """
+        agents = [
+            (n, errors, last, agent_id) for agent_id, (n, errors, last) in self._uncounted.items()
+        ]
         conn.executemany(
             "UPDATE agents SET event_count = event_count + ?, error_count = error_count + ?, "
             "last_event_at = max(coalesce(last_event_at, 0), ?) WHERE id = ?",
-            [
-                (n, errors, last, agent_id)
-                for agent_id, (n, errors, last) in self._uncounted.items()
-            ],
+            agents,
         )
         self._give_way()
+        sessions = [
+            (n, last, session_id) for session_id, (n, last) in self._pending_sessions[1].items()
+        ]
         conn.executemany(
             "UPDATE sessions SET event_count = event_count + ?, updated_at = max(updated_at, ?) "
             "WHERE id = ?",
-            [(n, last, session_id) for session_id, (n, last) in self._pending_sessions[1].items()],
+            sessions,
         )
         self._give_way()
         conn.execute(
-            "UPDATE meta SET value = max(value, ?) WHERE name = 'counted_through'",
-            (self._posting_to,),
+            "UPDATE meta SET value = max(value, ?) WHERE name = 'counted_through'", (through,)
         )
+        return len(agents) + len(sessions)
 
-    def _posted(self) -> None:
-        """After the commit of `_post`: its events leave the unposted lists."""
-        self._posted_through = self._posting_to
-        self._uncounted.clear()
-        mark, counts, _, _ = self._pending_sessions
-        self._pending_sessions = (self._posting_to, {}, mark, counts)
-        self._unposted_ids.clear()
-        self._unposted_times.clear()
-        self._unposted_by_agent.clear()
-        self._unposted_by_session.clear()
+    def _stepped(self, step: _Step) -> None:
+        """After the commit of a `_posting_step`: what it wrote leaves the writer's lists."""
+        round_, agents, sessions, started, finished = step
+        if started:
+            # Its events are counted in the rows now, and are the round's to post.
+            self._uncounted.clear()
+            mark, counts, _, _ = self._pending_sessions
+            self._pending_sessions = (round_.to, {}, mark, counts)
+            self._unposted_ids.clear()
+            self._unposted_times.clear()
+            self._unposted_by_agent.clear()
+            self._unposted_by_session.clear()
+        del round_.agents[:agents]
+        del round_.sessions[:sessions]
+        if finished:
+            self._posted_through = round_.to
+            self._round = None
+        else:
+            self._round = round_
 
     def ping(self) -> None:
         with self._read() as conn:
@@ -632,9 +713,10 @@ class SqliteStore:
 
         Events arrive as finished rows (`StoredEvent`, numbered on the loop) and are inserted
         with `executemany` in runs. Once enough have gathered they are listed in the postings
-        by agent and session, and added to their agents' and sessions' counts (`_post`); until
-        then those counts wait in memory, and the reads of sessions add them. The in-memory
-        lists of unposted and uncounted events change only after the commit.
+        by agent and session, and added to their agents' and sessions' counts (`_posting_step`,
+        over this commit and the next few); until then those counts wait in memory, and the
+        reads of sessions add them. The in-memory lists of unposted and uncounted events
+        change only after the commit.
         """
         conn = self._require_writer()
         self._giving_way = _SCHED_YIELD and len(ops) <= GIVE_WAY_OPS
@@ -642,7 +724,7 @@ class SqliteStore:
         rows: list[StoredEvent] = []
         usage_rows: list[tuple[Any, ...]] = []
         events = result.events
-        posting = False  # whether this transaction writes the postings
+        step: _Step | None = None
         try:
             conn.execute("BEGIN IMMEDIATE")
             for op in ops:
@@ -671,10 +753,8 @@ class SqliteStore:
                     self._flush_events(conn, rows, events, usage_rows)
                     self._apply(conn, op, result)
             self._flush_events(conn, rows, events, usage_rows)
-            if len(self._unposted_ids) >= self._posting_events:
-                # The events of earlier commits, grouped by then: this one's wait for the next.
-                self._post(conn)
-                posting = True
+            # The events of earlier commits, grouped by then: this one's wait for a later round.
+            step = self._posting_step(conn, whole=False)
             if result.producers:
                 conn.executemany(
                     "INSERT INTO producers (id, last_seq) VALUES (?, ?) ON CONFLICT (id) "
@@ -694,8 +774,8 @@ class SqliteStore:
             if self._id_ceiling:
                 self._id_ceiling = self._read_ceiling(conn)
             raise StoreError(f"write of {len(ops)} operations failed: {exc}") from exc
-        if posting:
-            self._posted()
+        if step is not None:
+            self._stepped(step)
         if events:
             # The columns in one pass over the rows (a `list(map(itemgetter))` each took five).
             ids, agent_ids, session_ids, _, types, _, times, _, _ = zip(*events, strict=True)
@@ -1335,13 +1415,19 @@ class SqliteStore:
     def _postings(
         conn: apsw.Connection,
         keyed: _Keyed,
+        watermark: int,
         condition: str,
         bound: int,
     ) -> Iterator[list[apsw.Cursor]]:
-        """One cursor per key over its postings that meet `condition` (one `?`: `bound`)."""
+        """One cursor per key over its postings up to `watermark` (those of a round under way
+        are above it: its events are read from the tail) that meet `condition` (one `?`:
+        `bound`)."""
         table, column, keys = keyed
-        sql = f"SELECT last_id, first_id, ids FROM {table} WHERE {column} = ? AND {condition}"
-        streams = [conn.execute(sql, (key, bound)) for key in keys]
+        sql = (
+            f"SELECT last_id, first_id, ids FROM {table} "
+            f"WHERE {column} = ? AND last_id <= ? AND {condition}"
+        )
+        streams = [conn.execute(sql, (key, watermark, bound)) for key in keys]
         try:
             yield streams
         finally:
@@ -1358,11 +1444,12 @@ class SqliteStore:
     ) -> int:
         table, column, keys = keyed
         cond = " AND ".join(where)
+        watermark = self._watermark(conn)
         total = int(
             _scalar(
                 conn,
                 f"SELECT count(*) FROM events WHERE id > ? AND {cond}",
-                [self._watermark(conn), *args],
+                [watermark, *args],
             )
         )
         if len(where) == 1:
@@ -1373,11 +1460,13 @@ class SqliteStore:
                 _scalar(
                     conn,
                     f"SELECT coalesce(sum(length(ids)), 0) / 8 FROM {table} "
-                    f"WHERE {column} IN ({marks})",
-                    keys,
+                    f"WHERE {column} IN ({marks}) AND last_id <= ?",
+                    [*keys, watermark],
                 )
             )
-        with self._postings(conn, keyed, "last_id > ? ORDER BY last_id", after) as streams:
+        with self._postings(
+            conn, keyed, watermark, "last_id > ? ORDER BY last_id", after
+        ) as streams:
             for ids in _postings.batched(_postings.oldest_first(streams, after), POSTING_COUNT):
                 total += int(
                     _scalar(
@@ -1420,15 +1509,18 @@ class SqliteStore:
         limit: int,
     ) -> list[Row]:
         cond = " AND ".join(where)
+        watermark = self._watermark(conn)
         found = _all(
             conn,
             f"SELECT {self._EVENT_COLS} FROM events WHERE id > ? AND id < ? AND {cond} "
             "ORDER BY id DESC LIMIT ?",
-            [self._watermark(conn), bound, *args, limit],
+            [watermark, bound, *args, limit],
         )
         if len(found) >= limit:
             return found
-        with self._postings(conn, keyed, "first_id < ? ORDER BY last_id DESC", bound) as streams:
+        with self._postings(
+            conn, keyed, watermark, "first_id < ? ORDER BY last_id DESC", bound
+        ) as streams:
             runs = _postings.newest_first(streams, bound)
             return found + self._rows_by_id(conn, runs, cond, args, "DESC", limit - len(found))
 
@@ -1442,7 +1534,10 @@ class SqliteStore:
         limit: int,
     ) -> list[Row]:
         cond = " AND ".join(where)
-        with self._postings(conn, keyed, "last_id > ? ORDER BY last_id", after) as streams:
+        watermark = self._watermark(conn)
+        with self._postings(
+            conn, keyed, watermark, "last_id > ? ORDER BY last_id", after
+        ) as streams:
             runs = _postings.oldest_first(streams, after)
             found = self._rows_by_id(conn, runs, cond, args, "ASC", limit)
         if len(found) >= limit:
@@ -1450,7 +1545,7 @@ class SqliteStore:
         return found + _all(
             conn,
             f"SELECT {self._EVENT_COLS} FROM events WHERE id > ? AND {cond} ORDER BY id LIMIT ?",
-            [max(after, self._watermark(conn)), *args, limit - len(found)],
+            [max(after, watermark), *args, limit - len(found)],
         )
 
     def max_event_id(self) -> int:

@@ -503,11 +503,85 @@ def test_small_commits_give_way_between_statements(
     try:
         store.write([ev() for _ in range(50)])
         assert len(yields) == 2  # after the events, before the commit
-        store.write([ev() for _ in range(60)])  # the postings too: a yield between each step
-        assert len(yields) == 2 + 7
+        # The postings too: a yield after the events, the agents' and the sessions' counts, the
+        # agents' postings (these events have no session) and the watermark, then the commit.
+        store.write([ev() for _ in range(60)])
+        assert len(yields) == 2 + 6
         yields.clear()
         store.write([ev() for _ in range(GIVE_WAY_OPS + 1)])
         assert yields == []
         assert store.count_events(EventFilter()) == 110 + GIVE_WAY_OPS + 1
     finally:
         store.close()
+
+
+def test_a_posting_round_spread_over_commits_keeps_every_read_exact(tmp_path: Path) -> None:
+    """A round with more rows than POSTING_ROWS lists its events over several commits, and
+    the watermark moves with its last: reads by agent and by session, after every commit and
+    after reopening in the middle of a round, find each event once, in order."""
+    from aster_studio.store.sqlite import POSTING_ROWS
+
+    path = tmp_path / "round.db"
+    agents = [f"a{i:02d}" for i in range(40)]  # 40 agents' and 40 sessions' rows a round
+    assert 2 * len(agents) > POSTING_ROWS
+    by_key: dict[str, list[int]] = {}
+
+    def check(store: SqliteStore) -> None:
+        for key in ("a00", "a17", "a39", "s-a00", "s-a39"):
+            flt = (
+                EventFilter(session_ids=(key,))
+                if key.startswith("s-")
+                else EventFilter(agent_ids=(key,))
+            )
+            typed = EventFilter(
+                agent_ids=flt.agent_ids, session_ids=flt.session_ids, event_types=("x",)
+            )
+            want = by_key.get(key, [])
+            assert [e.id for e in store.events_after(flt, 0, 1_000)] == want
+            assert [e.id for e in store.events_before(flt, None, 1_000)] == want[::-1]
+            assert store.count_events(flt) == store.count_events(typed) == len(want)
+
+    def write(store: SqliteStore, turn: int) -> None:
+        events = [ev(a, "x", 100 + turn, session=f"s-{a}") for a in agents]
+        store.write(list(events))
+        for e in events:
+            by_key.setdefault(e.agent_id, []).append(e.id)
+            by_key.setdefault(f"s-{e.agent_id}", []).append(e.id)
+
+    store = SqliteStore(path, posting_events=100)
+    store.open()
+    store.write([ops.UpsertAgent(a, 1) for a in agents])
+    store.write([ops.UpsertSession(f"s-{a}", a, 1) for a in agents])
+    under_way = 0
+    for turn in range(12):
+        write(store, turn)
+        under_way += store._round is not None
+        check(store)
+    assert under_way >= 3  # rounds took more than one commit
+    while store._round is None or len(store._round.agents + store._round.sessions) in (
+        0,
+        2 * len(agents),
+    ):
+        turn += 1
+        write(store, turn)
+    # Closed with some of a round's rows written, above the watermark: they are dropped at the
+    # next open and the round's events posted again, with no row twice.
+    watermark = _scalar(
+        store._require_writer(), "SELECT value FROM meta WHERE name = 'posted_through'"
+    )
+    assert store._round.to > watermark
+    store.close()
+    reopened = SqliteStore(path, posting_events=100)
+    reopened.open()
+    try:
+        check(reopened)
+        last = turn + 8
+        for later in range(turn + 1, last + 1):
+            write(reopened, later)
+            check(reopened)
+        assert sorted(_agent_counts(reopened).items())[0] == (
+            "a00",
+            (len(by_key["a00"]), 0, 100 + last),
+        )
+    finally:
+        reopened.close()

@@ -23,7 +23,9 @@ def event_frame(agent_id: str) -> str:
     return orjson.dumps(message).decode()
 
 
-async def watch_views(tmp_path: Path, seconds: float, every: float | None) -> dict[str, list[float]]:
+async def watch_views(
+    tmp_path: Path, seconds: float, every: float | None
+) -> dict[str, list[float]]:
     """Send one event for each of AGENTS agents, then again every `every` seconds if set, for
     `seconds`; the loop times at which each agent's view reached a batch-mode subscriber."""
     studio = Studio(settings=Settings(), store=SqliteStore(tmp_path / "v.db"), clock=wall_clock_ms)
