@@ -64,7 +64,8 @@ def wall_clock_ms() -> int:
 VIEW_INTERVAL_S = 0.2
 # The agents are dealt round-robin into this many slots, whose views go out at different ticks
 # of a VIEW_INTERVAL_S / VIEW_SLOTS grid: fifty busy agents' views built and sent at once held
-# the loop long enough that most events over 2 ms at 10,000 ev/s came in those moments.
+# the loop long enough that a quarter to two thirds of the events over 2 ms at 10,000 ev/s came
+# in those moments (docs/benchmarks.md).
 VIEW_SLOTS: Final = 10
 # A batch of thousands of messages takes tens of ms to apply: let other connections in between.
 YIELD_EVERY: Final = 256
