@@ -503,7 +503,7 @@ class SqliteStore:
             _scalar(conn, "SELECT coalesce(max(value), 0) FROM meta WHERE name = 'posted_through'")
         )
         self._round = None
-        self._uncounted.clear()
+        self._forget_unposted()  # from the stored marks, with nothing waiting in memory
         counted_through = int(
             _scalar(conn, "SELECT coalesce(max(value), 0) FROM meta WHERE name = 'counted_through'")
         )
@@ -637,13 +637,9 @@ class SqliteStore:
         round_, agents, sessions, started, finished = step
         if started:
             # Its events are counted in the rows now, and are the round's to post.
-            self._uncounted.clear()
+            self._forget_unposted()
             mark, counts, _, _ = self._pending_sessions
             self._pending_sessions = (round_.to, {}, mark, counts)
-            self._unposted_ids.clear()
-            self._unposted_times.clear()
-            self._unposted_by_agent.clear()
-            self._unposted_by_session.clear()
         del round_.agents[:agents]
         del round_.sessions[:sessions]
         if finished:
@@ -651,6 +647,14 @@ class SqliteStore:
             self._round = None
         else:
             self._round = round_
+
+    def _forget_unposted(self) -> None:
+        """Empty the lists of events not yet posted and of agents' counts not yet written."""
+        self._uncounted.clear()
+        self._unposted_ids.clear()
+        self._unposted_times.clear()
+        self._unposted_by_agent.clear()
+        self._unposted_by_session.clear()
 
     def ping(self) -> None:
         with self._read() as conn:
