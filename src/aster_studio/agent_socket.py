@@ -50,8 +50,8 @@ except ImportError:  # pragma: no cover
 
 from .api.guard import AGENT_PATH, agent_credential
 from .api.remote import GREETING
-from .ingest.frames import DONE, FAILED, OTHER, WAITS, TextFrames, frame_at
-from .ws_protocol import AgentWebSocketProtocol, frame_header
+from .ingest.frames import DONE, FAILED, OTHER, WAITS, TextFrames, frame_at, frame_header
+from .ws_protocol import AgentWebSocketProtocol
 
 if TYPE_CHECKING:
     from .app import Studio

@@ -19,12 +19,13 @@ the agent endpoint itself and hands this class only the requests it does not tak
 
 from __future__ import annotations
 
-import struct
 from typing import Any, cast
 
 from starlette.websockets import WebSocketDisconnect
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.http11 import Request
+
+from .ingest.frames import text_frame_parts
 
 TEXT_FRAMES = "aster.text_frames"
 
@@ -33,15 +34,6 @@ TEXT_FRAMES = "aster.text_frames"
 HIGH_MESSAGES = 512
 HIGH_BYTES = 1 << 20
 LOW_MESSAGES = 128
-
-
-def frame_header(first: int, size: int) -> bytes:
-    """The header of a server frame (never masked): `first` is the FIN bit and opcode byte."""
-    if size < 126:
-        return struct.pack("!BB", first, size)
-    if size < 1 << 16:
-        return struct.pack("!BBH", first, 126, size)
-    return struct.pack("!BBQ", first, 127, size)
 
 
 class AgentWebSocketProtocol(WebSocketsSansIOProtocol):
@@ -103,9 +95,9 @@ class AgentWebSocketProtocol(WebSocketsSansIOProtocol):
         await self.writable.wait()
         if self.disconnected or self.close_sent or self.transport.is_closing():
             raise WebSocketDisconnect(1006)
-        self._write_text(payloads)
+        self._write_text(list(payloads))
 
-    def send_text_bytes_now(self, *payloads: bytes) -> bool:
+    def send_text_bytes_now(self, payloads: list[bytes]) -> bool:
         """`send_text_bytes` without waiting: False, and nothing sent, unless the connection
         is open and its transport takes more (not paused by a full buffer)."""
         if (
@@ -118,13 +110,10 @@ class AgentWebSocketProtocol(WebSocketsSansIOProtocol):
         self._write_text(payloads)
         return True
 
-    def _write_text(self, payloads: tuple[bytes, ...]) -> None:
+    def _write_text(self, payloads: list[bytes]) -> None:
         if self.conn.extensions:  # permessage-deflate: websockets compresses and frames it
             for payload in payloads:
                 self.conn.send_text(payload)
             self.transport.write(b"".join(self.conn.data_to_send()))
             return
-        parts: list[bytes] = []
-        for payload in payloads:
-            parts += (frame_header(0x81, len(payload)), payload)
-        self.transport.writelines(parts)
+        self.transport.writelines(text_frame_parts(payloads))

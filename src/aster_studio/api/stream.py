@@ -19,6 +19,7 @@ from ..live.bus import (
     LEVELS,
     SEND_INTERVAL_S,
     StreamFilter,
+    StreamFlush,
     Subscriber,
     event_item,
     stream_frame,
@@ -110,15 +111,10 @@ def router(studio: Studio) -> APIRouter:
         text_frames = ws.scope.get("extensions", {}).get(TEXT_FRAMES)
         send_bytes = text_frames["send"] if text_frames else None
 
-        def batch_frames(events: list[tuple[int, bytes]], views: Iterable[bytes]) -> list[bytes]:
-            """One `events` frame and each changed view's frame."""
+        async def send_batch(events: list[tuple[int, bytes]], views: Iterable[bytes]) -> None:
+            """One `events` frame and each changed view's frame, in one write if we can."""
             frames = [bus.events_frame(events, shared=sub.filter.everything)] if events else []
             frames += views
-            return frames
-
-        async def send_batch(events: list[tuple[int, bytes]], views: Iterable[bytes]) -> None:
-            """`batch_frames`, in one write if we can."""
-            frames = batch_frames(events, views)
             if not frames:
                 return
             if send_bytes is not None:
@@ -128,36 +124,22 @@ def router(studio: Studio) -> APIRouter:
                     await ws.send_text(frame.decode())
 
         loop = asyncio.get_running_loop()
-        stats_due = False
         stats_timer: asyncio.TimerHandle | None = None
 
         if text_frames is not None and "send_now" in text_frames:
-            send_now = text_frames["send_now"]
-
-            def flush() -> int:
-                """Send what waits from the bus's flush, in batch mode, when nothing else is
-                being sent: a task switch per send cost more than the send's own Python."""
-                if not sub.batch or lock.locked() or stats_due or sub.dropped:
-                    return -1
-                events = list(sub.pending)
-                frames = batch_frames(events, sub.updates.values())
-                if frames and not send_now(*frames):
-                    return -1
-                sub.sent()
-                return len(events)
-
-            sub.flush = flush
+            # In batch mode the bus's flush sends what waits, on the loop, while the task is
+            # not sending: a task switch per send cost more than the send's own Python.
+            sub.flush = StreamFlush(bus, sub, text_frames["send_now"], lock.locked)
 
         def stats_tick() -> None:
-            nonlocal stats_due, stats_timer
-            stats_due = True
+            nonlocal stats_timer
+            sub.notice_due = True
             sub.wake.set()
             stats_timer = loop.call_later(STATS_EVERY_S, stats_tick)
 
         stats_timer = loop.call_later(STATS_EVERY_S, stats_tick)
 
         async def sender() -> None:
-            nonlocal stats_due
             sent_at = 0.0
             busy = False
             while True:
@@ -184,8 +166,8 @@ def router(studio: Studio) -> APIRouter:
                     else:
                         for _, item in events:
                             await ws.send_text('{"type":"event","payload":' + item.decode() + "}")
-                    if stats_due:
-                        stats_due = False
+                    if sub.notice_due:
+                        sub.notice_due = False
                         await ws.send_text(stats())
 
         async def subscribe(msg: dict[str, Any]) -> None:

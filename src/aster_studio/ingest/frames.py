@@ -10,6 +10,8 @@ frame whose handler waits or fails, and the socket goes on from there.
 
 It lives apart from the socket because the socket cannot be compiled (it changes its own class
 to become uvicorn's protocol for requests it does not take), and this loop runs for every event.
+The server's frames are built here too, for the same reason: the live stream sends a few to
+each console at every turn of a busy loop.
 """
 
 from __future__ import annotations
@@ -54,6 +56,24 @@ def frame_at(buf: bytes, pos: int) -> tuple[int, int, int, int]:
         length = int.from_bytes(buf[head : head + 8], "big")
         head += 8
     return buf[pos], second, head, length
+
+
+def frame_header(first: int, size: int) -> bytes:
+    """The header of a server frame (never masked): `first` is the FIN bit and opcode byte."""
+    if size < 126:
+        return bytes((first, size))
+    if size < 1 << 16:
+        return bytes((first, 126, size >> 8, size & 0xFF))
+    return bytes((first, 127)) + size.to_bytes(8, "big")
+
+
+def text_frame_parts(payloads: list[bytes]) -> list[bytes]:
+    """Each UTF-8 payload behind its text frame's header, for one `writelines`."""
+    parts: list[bytes] = []
+    for payload in payloads:
+        parts.append(frame_header(TEXT, len(payload)))
+        parts.append(payload)
+    return parts
 
 
 class Ingest(Protocol):
@@ -130,4 +150,13 @@ class TextFrames:
         return pos, DONE
 
 
-__all__ = ["DONE", "FAILED", "OTHER", "WAITS", "TextFrames", "frame_at"]
+__all__ = [
+    "DONE",
+    "FAILED",
+    "OTHER",
+    "WAITS",
+    "TextFrames",
+    "frame_at",
+    "frame_header",
+    "text_frame_parts",
+]

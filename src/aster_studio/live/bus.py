@@ -170,10 +170,11 @@ class Subscriber:
     received: int = 0
     filtered: int = 0
     wake: asyncio.Event = field(default_factory=asyncio.Event)
-    # Sends what waits at once, on the loop (the stream sets it): the number of events sent, or
-    # -1 to leave it to the connection's task, woken by `wake` (replaying, a notice due, the
-    # socket not writable). Without it, every offer wakes the task.
+    # Sends what waits at once, on the loop (the stream sets it, usually to a `StreamFlush`):
+    # the number of events sent, or -1 to leave it to the connection's task, woken by `wake`
+    # (replaying, a notice due, the socket not writable). Without it, every offer wakes the task.
     flush: Callable[[], int] | None = None
+    notice_due: bool = False  # the task has a notice to send first (the stream's stats)
 
     def raise_floor(self, cursor: int) -> None:
         """Never send events at or below `cursor` again, queued or future."""
@@ -211,6 +212,41 @@ class Subscriber:
         self.pending.clear()
         self.updates.clear()
         self.wake.clear()
+
+
+class StreamFlush:
+    """A batch-mode subscriber's `flush`: its events in one `events` frame and the changed views'
+    frames, all in one write, unless its connection's task is sending or has a notice due.
+
+    Compiled: at 10,000 events/s five consoles take about 10,000 of these a second, and the
+    same steps in the stream's Python took a third longer (docs/benchmarks.md). `send` writes
+    the frames at once, or returns False (the socket is closing or its buffer full) and sends
+    nothing.
+    """
+
+    def __init__(
+        self,
+        bus: LiveBus,
+        sub: Subscriber,
+        send: Callable[[list[bytes]], bool],
+        busy: Callable[[], bool],
+    ) -> None:
+        self.bus = bus
+        self.sub = sub
+        self.send = send
+        self.busy = busy  # the connection's task is sending: it takes what waits
+
+    def __call__(self) -> int:
+        sub = self.sub
+        if not sub.batch or sub.notice_due or sub.dropped or self.busy():
+            return -1
+        events = list(sub.pending)
+        frames = [self.bus.events_frame(events, shared=sub.filter.everything)] if events else []
+        frames.extend(sub.updates.values())
+        if frames and not self.send(frames):
+            return -1
+        sub.sent()
+        return len(events)
 
 
 # Committed events kept in the tail beyond the uncommitted ones, so a replay that has just read

@@ -8,10 +8,13 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from websockets.frames import Frame, Opcode
+from websockets.streams import StreamReader
 
 from aster_studio.agent_socket import AgentSocket, Keepalive, accept_key, finish, parse_upgrade
 from aster_studio.config import Settings
 from aster_studio.ingest.connection import AgentConnection
+from aster_studio.ingest.frames import text_frame_parts
 
 RFC_REQUEST = (
     b"GET /v1/remote-agents/connect?token=t HTTP/1.1\r\nHost: server.example.com\r\n"
@@ -279,3 +282,18 @@ async def test_a_socket_lost_while_a_handler_waits_is_closed_after_its_backlog()
         await asyncio.sleep(0)
     assert ingest.handled == ["wait", "b"]
     assert len(ingest.closed) == 1
+
+
+@pytest.mark.parametrize("size", [0, 125, 126, 65_535, 65_536, 70_000])
+def test_server_text_frames_parse_as_websockets_reads_them(size: int) -> None:
+    """`text_frame_parts`: each payload behind its header, whichever of the three lengths."""
+    payloads = [b"x" * size, "é".encode()]
+    reader = StreamReader()
+    reader.feed_data(b"".join(text_frame_parts(payloads)))
+    reader.feed_eof()
+    for payload in payloads:
+        parser = Frame.parse(reader.read_exact, mask=False)
+        with pytest.raises(StopIteration) as done:
+            next(parser)
+        parsed = done.value.value
+        assert parsed.opcode is Opcode.TEXT and parsed.fin and parsed.data == payload

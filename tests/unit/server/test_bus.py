@@ -15,6 +15,7 @@ from aster_studio.live.bus import (
     SEND_INTERVAL_S,
     LiveBus,
     StreamFilter,
+    StreamFlush,
     Subscriber,
     event_item,
     event_items,
@@ -319,3 +320,45 @@ async def test_a_flush_that_fails_leaves_the_others_sent_and_its_events_to_the_t
     await asyncio.sleep(0)
     assert not fine.pending and not fine.wake.is_set()
     assert broken.wake.is_set() and [c for c, _ in broken.pending] == [1]
+
+
+async def test_a_stream_flush_sends_events_and_views_in_one_write_or_leaves_them() -> None:
+    """`StreamFlush`: one `events` frame, then the views' frames, in one call of `send`; when
+    the task is sending, a notice is due, events were dropped, the subscriber is not in batch
+    mode or `send` refuses, nothing is taken and the task is woken to send it."""
+    bus = LiveBus()
+    sub = bus.subscribe()
+    sub.active = sub.batch = True
+    writes: list[list[bytes]] = []
+    state = {"busy": False, "open": True}
+
+    def send(frames: list[bytes]) -> bool:
+        if not state["open"]:
+            return False
+        writes.append(frames)
+        return True
+
+    sub.flush = StreamFlush(bus, sub, send, lambda: state["busy"])
+    bus.publish([stored(1), stored(2)])
+    bus.changed("agent", {"id": "a"})
+    await asyncio.sleep(0)
+    assert len(writes) == 1 and not sub.pending and not sub.updates and not sub.wake.is_set()
+    events, view = writes[0]
+    assert [e["cursor"] for e in orjson.loads(events)["payload"]] == [1, 2]
+    assert orjson.loads(view) == {"type": "agent", "payload": {"id": "a"}}
+
+    for blocked in ("busy", "notice", "dropped", "not batch", "closed"):
+        state["busy"] = blocked == "busy"
+        sub.notice_due = blocked == "notice"
+        sub.dropped = int(blocked == "dropped")
+        sub.batch = blocked != "not batch"
+        state["open"] = blocked != "closed"
+        bus.publish([stored(10)])
+        await asyncio.sleep(0)
+        assert len(writes) == 1, blocked
+        assert sub.wake.is_set() and [c for c, _ in sub.pending] == [10], blocked
+        sub.take()
+    state["busy"], sub.notice_due, sub.batch, state["open"] = False, False, True, True
+    bus.publish([stored(11)])
+    await asyncio.sleep(0)
+    assert len(writes) == 2 and [e["cursor"] for e in orjson.loads(writes[1][0])["payload"]] == [11]
