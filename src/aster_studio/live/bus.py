@@ -216,7 +216,8 @@ class Subscriber:
 
 class StreamFlush:
     """A batch-mode subscriber's `flush`: its events in one `events` frame and the changed views'
-    frames, all in one write, unless its connection's task is sending or has a notice due.
+    frames, all in one write. Left to the connection's task (-1) while that task is sending,
+    has a notice due or drops to tell of, or the subscriber is not in batch mode.
 
     Compiled: at 10,000 events/s five consoles take about 10,000 of these a second, and the
     same steps in the stream's Python took a third longer (docs/benchmarks.md). `send` writes
