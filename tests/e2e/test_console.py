@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import time
 import urllib.request
 from pathlib import Path
@@ -177,6 +178,13 @@ def test_overview_counters_and_charts_update(studio: StudioProcess, page: Page) 
                 "30k", timeout=int(12_000 * UNIT)
             )
             expect(page.get_by_test_id("latest-errors")).to_contain_text("upstream failed")
+            # Counts of one read in the singular.
+            expect(page.get_by_test_id("stat-errors")).to_contain_text(
+                re.compile(r"\b1 error(?!s)"), timeout=int(12_000 * UNIT)
+            )
+            expect(page.get_by_test_id("stat-online")).to_contain_text(
+                re.compile(r"of 1 agent(?!s)")
+            )
             # The live events chart is a real uPlot canvas fed by the stream.
             expect(page.get_by_test_id("chart-events").locator("canvas")).to_have_count(1)
             expect(page.get_by_test_id("chart-trend").locator("canvas")).to_have_count(

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest'
 import {
   compactJson,
+  countOf,
   formatCost,
   formatCount,
   formatDuration,
@@ -20,6 +21,15 @@ describe('format', () => {
       '0', '999', '1k', '1.5k', '25.4k', '1.2M', '3B',
     ])
     expect(formatCount(undefined)).toBe('–')
+  })
+
+  it('names a count with its noun, singular for exactly one', () => {
+    expect(countOf(1, 'error')).toBe('1 error')
+    expect(countOf(0, 'error')).toBe('0 errors')
+    expect(countOf(2, 'session')).toBe('2 sessions')
+    expect(countOf(1_500, 'event')).toBe('1.5k events')
+    expect(countOf(1, 'unpriced token')).toBe('1 unpriced token')
+    expect(countOf(3, 'index', 'indexes')).toBe('3 indexes')
   })
 
   it('formats money with enough digits for small amounts', () => {

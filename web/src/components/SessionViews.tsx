@@ -1,7 +1,7 @@
 /** The live views of a session: terminal output, tool-call timeline, usage per model, errors. */
 import { useVirtualizer } from '@tanstack/react-virtual'
 import { useEffect, useLayoutEffect, useMemo, useRef, useState } from 'react'
-import { compactJson, formatClock, formatCost, formatCount, formatDuration } from '../lib/format'
+import { compactJson, countOf, formatClock, formatCost, formatCount, formatDuration } from '../lib/format'
 import { useApi, useHub, useNow, useRequestStore } from '../lib/hooks'
 import { syncRequests } from '../lib/requests'
 import type { Block, ErrorItem, ToolCall, Transcript } from '../lib/transcript'
@@ -433,7 +433,7 @@ export function SessionLive({
         <div className="session-main">
           <div className="panel-title">
             Output {loading && <span className="muted small">loading history…</span>}
-            <span className="muted small right-push">{formatCount(transcript.eventCount)} events</span>
+            <span className="muted small right-push">{countOf(transcript.eventCount, 'event')}</span>
             <CopyButton text={() => transcript.plainText()} />
           </div>
           <Terminal transcript={transcript} revision={revision} onTool={setTool} height="calc(100vh - 320px)" />

@@ -20,6 +20,11 @@ export function formatCount(value: number | null | undefined): string {
   return String(value)
 }
 
+/** A count and its noun, singular for exactly one: "1 error", "2 errors", "1.5k events". */
+export function countOf(value: number | null | undefined, noun: string, plural = `${noun}s`): string {
+  return `${formatCount(value)} ${value === 1 ? noun : plural}`
+}
+
 export function formatRate(value: number | null | undefined): string {
   if (value == null || !Number.isFinite(value)) return '–'
   if (value > 0 && value < 10) return value.toFixed(1)

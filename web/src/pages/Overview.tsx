@@ -5,7 +5,7 @@ import { AgentLink, AgentStatus, Badge, Card, ConnectHelp, Empty, ErrorNote, Pag
 import { countAgents, displayName, sortAgents } from '../lib/agents'
 import { normalizeEvent } from '../lib/api'
 import { isError } from '../lib/events'
-import { formatClock, formatCost, formatCount, formatPercent, formatRate, formatRelative } from '../lib/format'
+import { countOf, formatClock, formatCost, formatCount, formatPercent, formatRate, formatRelative } from '../lib/format'
 import { useApi, useLiveThrottled, useNow, useRequestStore } from '../lib/hooks'
 import type { OverviewStats, StudioEvent, TokenStats, CostStats } from '../lib/types'
 
@@ -106,7 +106,7 @@ export function OverviewPage() {
       <ErrorNote error={day.error} />
       <WaitingBanner />
       <div className="stats-grid">
-        <Stat label="Online" value={counts.online} hint={`of ${counts.total} agents`} tone="good" testId="stat-online" />
+        <Stat label="Online" value={counts.online} hint={`of ${countOf(counts.total, 'agent')}`} tone="good" testId="stat-online" />
         <Stat label="Working" value={counts.working} tone="info" testId="stat-working" />
         <Stat label="Stalled" value={counts.stalled} tone={counts.stalled ? 'warn' : undefined} testId="stat-stalled" />
         <Stat label="Offline" value={counts.offline} testId="stat-offline" />
@@ -126,14 +126,14 @@ export function OverviewPage() {
           label="Cost · 1h"
           value={formatCost(hour.data?.cost.amount ?? 0, hour.data?.cost.currency)}
           hint={`${formatCost(day.data?.cost.amount ?? 0, day.data?.cost.currency)} in 24h${
-            day.data?.unpriced_tokens ? ` · ${formatCount(day.data.unpriced_tokens)} unpriced tokens` : ''
+            day.data?.unpriced_tokens ? ` · ${countOf(day.data.unpriced_tokens, 'unpriced token')}` : ''
           }`}
           testId="stat-cost"
         />
         <Stat
           label="Error rate · 24h"
           value={formatPercent(errorRate)}
-          hint={`${formatCount(day.data?.error_count ?? 0)} errors`}
+          hint={countOf(day.data?.error_count ?? 0, 'error')}
           tone={errorRate > 0.05 ? 'bad' : undefined}
           testId="stat-errors"
         />

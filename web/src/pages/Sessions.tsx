@@ -2,7 +2,7 @@ import { useState } from 'react'
 import { useNavigate, useSearchParams } from 'react-router'
 import { AgentLink, Badge, Card, ConnectHelp, ErrorNote, PageHeader, Segmented, SessionLink } from '../components/common'
 import { VirtualTable, type Column } from '../components/VirtualTable'
-import { formatCost, formatCount, formatDuration, formatRelative } from '../lib/format'
+import { countOf, formatCost, formatCount, formatDuration, formatRelative } from '../lib/format'
 import { useApi, useNow } from '../lib/hooks'
 import type { SessionList, SessionSummary } from '../lib/types'
 
@@ -55,7 +55,7 @@ export function SessionsPage() {
     <div className="page" data-testid="page-sessions">
       <PageHeader
         title="Sessions"
-        subtitle={`${formatCount(total)} sessions${agentId ? ` of agent ${agentId}` : ''}`}
+        subtitle={`${countOf(total, 'session')}${agentId ? ` of agent ${agentId}` : ''}`}
         actions={
           agentId ? (
             <button
