@@ -475,8 +475,13 @@ class SqliteStore:
                 f"database {self.path} has schema version {current}, newer than this release "
                 f"({len(MIGRATIONS)}); upgrade aster-studio"
             )
-        for version in range(current + 1, len(MIGRATIONS) + 1):
-            log.info("migrating %s to schema version %s", self.path, version)
+        latest = len(MIGRATIONS)
+        if current == 0:
+            log.info("creating %s (schema version %s)", self.path, latest)
+        elif current < latest:
+            log.info("migrating %s from schema version %s to %s", self.path, current, latest)
+        for version in range(current + 1, latest + 1):
+            log.debug("schema version %s of %s", version, self.path)
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 for statement in MIGRATIONS[version - 1].split(";"):
