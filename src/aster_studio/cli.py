@@ -21,7 +21,7 @@ from .agent_socket import agent_socket_factory
 from .app import Studio, create_app
 from .auth import CONSOLE_SECRET, hash_secret, new_agent_key, new_console_token
 from .config import DEFAULT_PORT, Settings
-from .errors import ConfigError, StudioError
+from .errors import ConfigError, DatabaseInUse, StudioError
 from .store import SqliteStore
 
 log = logging.getLogger("aster_studio")
@@ -124,6 +124,8 @@ def serve(settings: Settings, *, ready_message: bool = True) -> None:
             "can reach it could read and steer your agents. Create an agent key "
             "(`aster-studio keys create --name ...`) or set --console-token, or pass --insecure."
         )
+    if isinstance(studio.store, SqliteStore):
+        studio.store.ensure_free()  # another Studio on this database: say so, then stop
     sock = bind(settings.host, settings.port)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
@@ -184,7 +186,10 @@ def admin(args: argparse.Namespace) -> int:
     """Run `keys ...` and `console-token` against the database directly."""
     settings = Settings.from_env(db=args.db)
     store = SqliteStore(settings.db_path)
-    store.open()
+    try:
+        store.open()
+    except DatabaseInUse:  # a running Studio writes to it: only our own connections then
+        store.open_beside_studio()
     now = int(time.time() * 1000)
     try:
         if args.command == "console-token":

@@ -4,6 +4,7 @@ StudioError
  +-- ConfigError         bad settings or command-line options
  +-- StoreError          the storage backend failed
  |    +-- MigrationError the database schema is newer than this release or broken
+ |    +-- DatabaseInUse  another Studio writes to this database
  +-- NotFound            a requested record does not exist (REST 404)
  +-- BadRequest          a REST request is malformed (REST 400)
 """
@@ -25,6 +26,10 @@ class StoreError(StudioError):
 
 class MigrationError(StoreError):
     """The database schema cannot be brought to this release's version."""
+
+
+class DatabaseInUse(StoreError):
+    """Another process, a running Studio, holds the database's writer lock."""
 
 
 class NotFound(StudioError):

@@ -222,6 +222,22 @@ def test_public_bind_without_auth_refuses_to_start(tmp_path: Path) -> None:
     assert "refusing to listen on 0.0.0.0" in result.stderr
 
 
+def test_a_second_studio_on_the_same_database_is_refused(studio: StudioProcess) -> None:
+    """One writer per database: a second server names the first and exits; the command line
+    still manages keys beside the running one."""
+    assert studio.proc is not None
+    result = subprocess.run(
+        [sys.executable, "-m", "aster_studio", "serve", "--port", "0", "--db", str(studio.db_path)],
+        capture_output=True,
+        text=True,
+        timeout=30 * UNIT,
+    )
+    assert result.returncode == 2
+    assert f"in use by another Aster Studio (pid {studio.proc.pid})" in result.stderr
+    assert "created agent key" in cli(studio.db_path, "keys", "create", "--name", "x").lower()
+    assert call(studio.http_url, "/healthz")[0] == 200
+
+
 def test_security_headers(studio: StudioProcess) -> None:
     _, headers, _ = request(studio.http_url, "/v1/dashboard/agents")
     csp = headers["content-security-policy"]

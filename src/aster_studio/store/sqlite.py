@@ -49,6 +49,7 @@ from ._base import (
     UpsertSession,
     WriteOp,
 )
+from ._lock import WriterLock
 
 log = logging.getLogger(__name__)
 
@@ -428,6 +429,7 @@ class SqliteStore:
         self._readers_lock = threading.Lock()
         self._id_ceiling = 0  # ids up to this are reserved durably; 0: this instance numbers none
         self._prices = PriceTable(())
+        self._lock = WriterLock(path)  # held from `open` to `close`
 
     # ---- lifecycle ----
 
@@ -435,11 +437,25 @@ class SqliteStore:
         return f"sqlite:///{self.path}"
 
     def open(self) -> None:
-        """Create the file if needed, migrate it, and load the writer's state."""
+        """Create the file if needed, migrate it, and load the writer's state.
+
+        Raises DatabaseInUse while another process has it open so (`_lock`).
+        """
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot open database {self.path}: {exc}") from exc
+        self._lock.acquire()
+        try:
+            self._open_writer()
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def _open_writer(self) -> None:
+        try:
             conn = apsw.Connection(str(self.path))
-        except (OSError, apsw.Error) as exc:
+        except apsw.Error as exc:
             raise StoreError(f"cannot open database {self.path}: {exc}") from exc
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={self._synchronous}")
@@ -452,6 +468,32 @@ class SqliteStore:
         self._migrate(conn)
         self._load_unposted(conn)
         self._prices = PriceTable(self.prices())
+
+    def ensure_free(self) -> None:
+        """Raise DatabaseInUse if another process holds the database as its writer: a server
+        checks before it listens, for a plain error rather than one from its start-up."""
+        self._lock.acquire()
+        self._lock.release()
+
+    def open_beside_studio(self) -> None:
+        """Open for the command line's administrative reads and writes (agent keys, the
+        console token) while a running Studio holds the database (`open` raised
+        DatabaseInUse). Those go through connections of their own; migrating and the
+        writer's state stay the Studio's, so the schema must already be this release's.
+        """
+        try:
+            conn = apsw.Connection(str(self.path), flags=apsw.SQLITE_OPEN_READWRITE)
+            try:
+                version = int(_scalar(conn, "PRAGMA user_version"))
+            finally:
+                conn.close()
+        except apsw.Error as exc:
+            raise StoreError(f"cannot open database {self.path}: {exc}") from exc
+        if version != len(MIGRATIONS):
+            raise StoreError(
+                f"database {self.path} is in use by a Studio of another release (schema "
+                f"version {version}, this release's {len(MIGRATIONS)}): stop it first"
+            )
 
     def close(self) -> None:
         with self._readers_lock:
@@ -467,6 +509,7 @@ class SqliteStore:
                 # apsw refuses to close a connection another thread is using (a read still
                 # running, or a writer past the stop timeout); SQLite closes it once it is freed.
                 log.warning("a database connection still in use at close: left to finish")
+        self._lock.release()
 
     def _migrate(self, conn: apsw.Connection) -> None:
         current = _scalar(conn, "PRAGMA user_version")

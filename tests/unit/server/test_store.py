@@ -13,8 +13,15 @@ import apsw
 import pytest
 
 from aster_studio import store as ops
-from aster_studio.errors import MigrationError, StoreError
-from aster_studio.models import EventFilter, Price, StoredEvent, Usage, UsageQuery
+from aster_studio.errors import DatabaseInUse, MigrationError, StoreError
+from aster_studio.models import (
+    AgentKey,
+    EventFilter,
+    Price,
+    StoredEvent,
+    Usage,
+    UsageQuery,
+)
 from aster_studio.store import SqliteStore, Store
 from aster_studio.store.sqlite import ID_BLOCK, _scalar
 from tests.support.events import Numberer
@@ -585,3 +592,54 @@ def test_a_posting_round_spread_over_commits_keeps_every_read_exact(tmp_path: Pa
         )
     finally:
         reopened.close()
+
+
+def test_one_writer_per_database_and_the_command_line_beside_it(tmp_path: Path) -> None:
+    """A second writer on an open database is refused, naming the holder; the command line's
+    administrative open beside it leaves the writer's posting round whole, so reads by agent
+    still find every event; the lock goes with `close`."""
+    path = tmp_path / "one.db"
+    agents = [f"a{i:02d}" for i in range(40)]
+    studio = SqliteStore(path, posting_events=100)
+    studio.open()
+    studio.write([ops.UpsertAgent(a, 1) for a in agents])
+    studio.write([ops.UpsertSession(f"s-{a}", a, 1) for a in agents])
+    with pytest.raises(
+        DatabaseInUse, match=f"in use by another Aster Studio \\(pid {os.getpid()}\\)"
+    ):
+        SqliteStore(path).open()
+    written: list[int] = []
+    turn = 0
+
+    def write() -> None:
+        nonlocal turn
+        events = [ev(a, "x", 100 + turn, session=f"s-{a}") for a in agents]
+        studio.write(list(events))
+        written.extend(e.id for e in events if e.agent_id == "a39")
+        turn += 1
+
+    # Until a round is under way, some of its rows written above the watermark.
+    while studio._round is None or len(studio._round.agents + studio._round.sessions) in (0, 80):
+        write()
+    beside = SqliteStore(path)
+    beside.open_beside_studio()
+    beside.add_key(AgentKey("k1", "ci", "*", "hash", 5))
+    assert [k.id for k in beside.agent_keys()] == ["k1"]
+    beside.close()
+    for _ in range(10):
+        write()
+    flt = EventFilter(agent_ids=("a39",))
+    assert [e.id for e in studio.events_after(flt, 0, 1_000)] == written
+    assert studio.count_events(flt) == len(written)
+    studio.close()
+    again = SqliteStore(path)
+    again.open()  # the lock went with close
+    again.close()
+
+
+def test_the_command_line_beside_a_studio_of_another_release_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    with closing(apsw.Connection(str(path))) as conn:
+        conn.execute("PRAGMA user_version=3")
+    with pytest.raises(StoreError, match="another release \\(schema version 3"):
+        SqliteStore(path).open_beside_studio()
