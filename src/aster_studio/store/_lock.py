@@ -11,11 +11,14 @@ no `flock`, nothing is locked.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from pathlib import Path
 
 from ..errors import DatabaseInUse, StoreError
+
+log = logging.getLogger(__name__)
 
 
 class WriterLock:
@@ -33,12 +36,13 @@ class WriterLock:
         import fcntl
 
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
             raise StoreError(f"cannot open the lock file {self.path}: {exc}") from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
             os.close(fd)
             by = f" (pid {holder})" if holder.isdigit() else ""
@@ -46,6 +50,12 @@ class WriterLock:
                 f"database {self.db} is in use by another Aster Studio{by}: stop it, or give "
                 "this one a database of its own with --db"
             ) from None
+        except OSError as exc:  # a file system without locks: run, unguarded, and say so
+            os.close(fd)
+            log.warning(
+                "cannot lock %s (%s): a second Studio on it would not be stopped", self.path, exc
+            )
+            return
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         self._fd = fd

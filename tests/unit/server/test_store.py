@@ -643,3 +643,17 @@ def test_the_command_line_beside_a_studio_of_another_release_is_refused(tmp_path
         conn.execute("PRAGMA user_version=3")
     with pytest.raises(StoreError, match="another release \\(schema version 3"):
         SqliteStore(path).open_beside_studio()
+
+
+def test_the_free_check_before_a_first_start_creates_the_data_folder(tmp_path: Path) -> None:
+    """`serve` checks the lock before it listens, on a first start before the folder exists."""
+    path = tmp_path / "not" / "yet" / "studio.db"
+    store = SqliteStore(path)
+    store.ensure_free()
+    store.open()
+    try:
+        with pytest.raises(DatabaseInUse):
+            SqliteStore(path).ensure_free()
+    finally:
+        store.close()
+    SqliteStore(path).ensure_free()
