@@ -125,7 +125,7 @@ def serve(settings: Settings, *, ready_message: bool = True) -> None:
             "(`aster-studio keys create --name ...`) or set --console-token, or pass --insecure."
         )
     if isinstance(studio.store, SqliteStore):
-        studio.store.ensure_free()  # another Studio on this database: say so, then stop
+        studio.store.check_startable()  # another Studio on it, a newer schema: say so, stop
     sock = bind(settings.host, settings.port)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host

@@ -9,9 +9,11 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
+import apsw
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
@@ -236,6 +238,23 @@ def test_a_second_studio_on_the_same_database_is_refused(studio: StudioProcess) 
     assert f"in use by another Aster Studio (pid {studio.proc.pid})" in result.stderr
     assert "created agent key" in cli(studio.db_path, "keys", "create", "--name", "x").lower()
     assert call(studio.http_url, "/healthz")[0] == 200
+
+
+def test_a_database_from_a_newer_release_stops_the_start_before_it_listens(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "newer.db"
+    with closing(apsw.Connection(str(db))) as conn:
+        conn.execute("PRAGMA user_version=99")
+    result = subprocess.run(
+        [sys.executable, "-m", "aster_studio", "serve", "--port", "0", "--db", str(db)],
+        capture_output=True,
+        text=True,
+        timeout=30 * UNIT,
+    )
+    assert result.returncode == 2
+    assert "has schema version 99, newer than this release" in result.stderr
+    assert "listening" not in result.stdout and "Traceback" not in result.stderr
 
 
 def test_security_headers(studio: StudioProcess) -> None:

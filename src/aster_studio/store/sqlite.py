@@ -469,11 +469,30 @@ class SqliteStore:
         self._load_unposted(conn)
         self._prices = PriceTable(self.prices())
 
-    def ensure_free(self) -> None:
-        """Raise DatabaseInUse if another process holds the database as its writer: a server
-        checks before it listens, for a plain error rather than one from its start-up."""
+    def check_startable(self) -> None:
+        """Raise what `open` would for the likeliest reasons a server cannot start: another
+        Studio holds the database (DatabaseInUse), or its schema is newer than this release
+        (MigrationError). A server checks before it listens, to say so plainly rather than
+        from inside its start-up."""
         self._lock.acquire()
-        self._lock.release()
+        try:
+            if self.path.exists():
+                conn = apsw.Connection(str(self.path), flags=apsw.SQLITE_OPEN_READONLY)
+                try:
+                    self._check_version(int(_scalar(conn, "PRAGMA user_version")))
+                finally:
+                    conn.close()
+        except apsw.Error as exc:
+            raise StoreError(f"cannot open database {self.path}: {exc}") from exc
+        finally:
+            self._lock.release()
+
+    def _check_version(self, version: int) -> None:
+        if version > len(MIGRATIONS):
+            raise MigrationError(
+                f"database {self.path} has schema version {version}, newer than this release "
+                f"({len(MIGRATIONS)}); upgrade aster-studio"
+            )
 
     def open_beside_studio(self) -> None:
         """Open for the command line's administrative reads and writes (agent keys, the
@@ -513,11 +532,7 @@ class SqliteStore:
 
     def _migrate(self, conn: apsw.Connection) -> None:
         current = _scalar(conn, "PRAGMA user_version")
-        if current > len(MIGRATIONS):
-            raise MigrationError(
-                f"database {self.path} has schema version {current}, newer than this release "
-                f"({len(MIGRATIONS)}); upgrade aster-studio"
-            )
+        self._check_version(current)
         latest = len(MIGRATIONS)
         if current == 0:
             log.info("creating %s (schema version %s)", self.path, latest)

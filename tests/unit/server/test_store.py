@@ -649,11 +649,11 @@ def test_the_free_check_before_a_first_start_creates_the_data_folder(tmp_path: P
     """`serve` checks the lock before it listens, on a first start before the folder exists."""
     path = tmp_path / "not" / "yet" / "studio.db"
     store = SqliteStore(path)
-    store.ensure_free()
+    store.check_startable()
     store.open()
     try:
         with pytest.raises(DatabaseInUse):
-            SqliteStore(path).ensure_free()
+            SqliteStore(path).check_startable()
     finally:
         store.close()
-    SqliteStore(path).ensure_free()
+    SqliteStore(path).check_startable()
