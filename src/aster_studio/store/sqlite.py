@@ -439,7 +439,7 @@ class SqliteStore:
     def open(self) -> None:
         """Create the file if needed, migrate it, and load the writer's state.
 
-        Raises DatabaseInUse while another process has it open so (`_lock`).
+        Raises DatabaseInUse while another process has it open as its writer (`_lock`).
         """
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -449,7 +449,7 @@ class SqliteStore:
         try:
             self._open_writer()
         except BaseException:
-            self._lock.release()
+            self.close()  # the writer's connection, if it got that far, and the lock
             raise
 
     def _open_writer(self) -> None:
