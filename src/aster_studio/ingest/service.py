@@ -173,7 +173,6 @@ class IngestService:
         self._waiting_views: list[list[str]] = [[] for _ in range(VIEW_SLOTS)]
         self._views_due = [0.0] * VIEW_SLOTS  # loop time of each waiting slot's tick
         self._views_timer: asyncio.TimerHandle | None = None
-        self._views_timer_at = 0.0
         self._ids = itertools.count(1)
         self.next_event_id = 1  # events are numbered here, in the order they are queued
         self._fresh: list[StoredEvent] = []  # numbered this loop iteration, not yet published
@@ -749,11 +748,11 @@ class IngestService:
         k = int(loop.time() / tick + 0.5) + 1
         due = (k + (slot - k) % VIEW_SLOTS) * tick
         self._views_due[slot] = due
-        if self._views_timer is None or due < self._views_timer_at:
-            if self._views_timer is not None:
-                self._views_timer.cancel()
+        timer = self._views_timer
+        if timer is None or due < timer.when():
+            if timer is not None:
+                timer.cancel()
             self._views_timer = loop.call_at(due, self._flush_views)
-            self._views_timer_at = due
 
     def _flush_views(self) -> None:
         """Publish the views of the slots whose tick has come; set the timer for the next."""
@@ -783,7 +782,6 @@ class IngestService:
                     self.bus.changed("agent", agent.view(now, self.stall_after_ms))
         if following:
             self._views_timer = loop.call_at(following, self._flush_views)
-            self._views_timer_at = following
 
     def _state_op(self, agent: LiveAgent) -> ops.AgentState:
         return ops.AgentState(agent.id, agent.state, agent.last_seen, agent.current_session_id)

@@ -474,18 +474,25 @@ class SqliteStore:
         Studio holds the database (DatabaseInUse), or its schema is newer than this release
         (MigrationError). A server checks before it listens, to say so plainly rather than
         from inside its start-up."""
+        if not self.path.parent.is_dir():
+            return  # a first start: nothing there yet to hold or to read
         self._lock.acquire()
         try:
             if self.path.exists():
-                conn = apsw.Connection(str(self.path), flags=apsw.SQLITE_OPEN_READONLY)
-                try:
-                    self._check_version(int(_scalar(conn, "PRAGMA user_version")))
-                finally:
-                    conn.close()
-        except apsw.Error as exc:
-            raise StoreError(f"cannot open database {self.path}: {exc}") from exc
+                self._check_version(self._schema_version())
         finally:
             self._lock.release()
+
+    def _schema_version(self) -> int:
+        """The file's schema version as it is, neither created nor migrated."""
+        try:
+            conn = apsw.Connection(str(self.path), flags=apsw.SQLITE_OPEN_READONLY)
+            try:
+                return int(_scalar(conn, "PRAGMA user_version"))
+            finally:
+                conn.close()
+        except apsw.Error as exc:
+            raise StoreError(f"cannot open database {self.path}: {exc}") from exc
 
     def _check_version(self, version: int) -> None:
         if version > len(MIGRATIONS):
@@ -500,14 +507,7 @@ class SqliteStore:
         DatabaseInUse). Those go through connections of their own; migrating and the
         writer's state stay the Studio's, so the schema must already be this release's.
         """
-        try:
-            conn = apsw.Connection(str(self.path), flags=apsw.SQLITE_OPEN_READWRITE)
-            try:
-                version = int(_scalar(conn, "PRAGMA user_version"))
-            finally:
-                conn.close()
-        except apsw.Error as exc:
-            raise StoreError(f"cannot open database {self.path}: {exc}") from exc
+        version = self._schema_version()
         if version != len(MIGRATIONS):
             raise StoreError(
                 f"database {self.path} is in use by a Studio of another release (schema "

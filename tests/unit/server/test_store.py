@@ -645,7 +645,9 @@ def test_the_command_line_beside_a_studio_of_another_release_is_refused(tmp_path
         SqliteStore(path).open_beside_studio()
 
 
-def test_the_free_check_before_a_first_start_creates_the_data_folder(tmp_path: Path) -> None:
+def test_the_free_check_passes_a_first_start_before_the_data_folder_exists(
+    tmp_path: Path,
+) -> None:
     """`serve` checks the lock before it listens, on a first start before the folder exists."""
     path = tmp_path / "not" / "yet" / "studio.db"
     store = SqliteStore(path)
