@@ -971,10 +971,12 @@ async def run_all(profile: bool = False, only: str = "abcdef") -> dict[str, Any]
         )
     if "t" in only:
         log(f"(t) the throughput targets' rates, {TARGET_SECONDS:g} s each")
-        # The reference: the bare stack forwarding single events, nothing stored or checked.
-        relay_rate = TARGETS[0].rate
-        scenarios.append(await relay_floor(relay_rate, TARGET_SECONDS, bounded=True))
         for target in TARGETS:
+            if target.batch == 1:
+                # The reference at the same rate, just before: the bare stack forwarding single
+                # events, nothing stored or checked. A machine whose stalls put even this over
+                # the target's p99 cannot show the target met.
+                scenarios.append(await relay_floor(target.rate, TARGET_SECONDS, bounded=True))
             met = 0
             for run in range(1, target.runs + 1):
                 label = target.label + (f", run {run} of {target.runs}" if target.runs > 1 else "")

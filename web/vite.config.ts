@@ -16,7 +16,9 @@ export default defineConfig({
     chunkSizeWarningLimit: 800,
   },
   server: {
-    proxy: { '/v1': { target, ws: true, changeOrigin: true } },
+    // The Studio refuses the console's stream to pages of another origin: the proxied
+    // requests say they come from the Studio's own.
+    proxy: { '/v1': { target, ws: true, changeOrigin: true, headers: { origin: target } } },
   },
   test: {
     include: ['test/**/*.test.ts'],

@@ -231,10 +231,17 @@ class UsageQuery:
     bucket_ms: int | None = None  # group by time bucket instead
 
 
+# The largest integer SQLite stores: cursors, times and offsets past it are refused with a 400,
+# not left to fail in the store.
+INT64_MAX = (1 << 63) - 1
+
+
 def parse_time_ms(value: str, name: str) -> int:
     """Read an API time (ISO 8601, or epoch milliseconds); raise BadRequest naming `name`."""
     text = value.strip()
     if text.isdigit():
+        if len(text) > 18 and int(text) > INT64_MAX:
+            raise BadRequest(f"'{name}' is out of range: at most {INT64_MAX} ms")
         return int(text)
     try:
         parsed = datetime.fromisoformat(text)

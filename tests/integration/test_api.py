@@ -128,6 +128,24 @@ def test_bad_time_is_a_clear_400(seeded: StudioProcess) -> None:
     assert "start" in body["error"]["message"]
 
 
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/dashboard/events/since/99999999999999999999",
+        "/v1/dashboard/events?start=99999999999999999999",
+        "/v1/dashboard/events?end=99999999999999999999999",
+        "/v1/dashboard/events?before=99999999999999999999",
+        "/v1/dashboard/sessions?offset=99999999999999999999",
+        "/v1/dashboard/traces?offset=99999999999999999999",
+    ],
+)
+def test_numbers_past_64_bits_are_a_clear_400(seeded: StudioProcess, path: str) -> None:
+    """They reached the store and failed there, with a bare 500."""
+    status, body = call(seeded.http_url, path)
+    assert status == 400, body
+    assert body["success"] is False and body["error"]["code"] == "bad_request"
+
+
 def test_export_jsonl_returns_every_matching_event(seeded: StudioProcess) -> None:
     with urllib.request.urlopen(
         f"{seeded.http_url}/v1/dashboard/events/export?format=jsonl&agent_id=alpha"

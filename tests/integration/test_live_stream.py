@@ -147,6 +147,17 @@ def test_bad_json_and_unknown_action_get_error_frames(studio: StudioProcess) -> 
         assert stream.recv_until("pong")["payload"] is None
 
 
+def test_a_cursor_past_64_bits_is_an_error_frame_and_the_stream_lives_on(
+    studio: StudioProcess,
+) -> None:
+    with Stream(studio) as stream:
+        stream.send({"action": "subscribe", "filters": {}, "since": 2**64 - 1})
+        error = stream.recv_until("error")
+        assert error["payload"]["code"] == "bad_request" and "since" in error["message"]
+        stream.send({"action": "ping"})
+        assert stream.recv_until("pong")["payload"] is None
+
+
 def test_stats_frame_has_top_level_stats(studio: StudioProcess) -> None:
     with Stream(studio) as stream:
         stream.subscribe(filters={})
@@ -169,3 +180,24 @@ def test_replay_of_a_filter_with_nothing_in_the_bus_tail_ends(studio: StudioProc
         stream.subscribe(filters={"agent_ids": ["quiet"]}, since=0, batch=True)
         assert [e["data"]["i"] for e in stream.events(1)] == [-1]
         assert stream.recv_until("replayed", timeout=10 * UNIT)["payload"]["count"] == 1
+
+
+def test_replay_of_more_than_a_hundred_thousand_events_leaves_no_gap(
+    studio: StudioProcess,
+) -> None:
+    """A replay runs to the end however long: it once stopped at 100,000 events and went on
+    with live ones, and the events in between never came, with nothing to say so."""
+    total = 101_000
+    with RawAgent(studio.agent_url) as agent:
+        for start in range(0, total, 1_000):
+            batch = [event("deep", "x", i=i) for i in range(start, start + 1_000)]
+            agent.send({"type": "batch", "messages": batch})
+        count = "/v1/dashboard/events/count"
+        wait_for(lambda: get(studio.http_url, count)["count"], lambda n: n == total, 60 * UNIT)
+        with Stream(studio) as stream:
+            stream.subscribe(filters={}, since=0, batch=True)
+            agent.send(
+                {"type": "batch", "messages": [event("deep", "x", i=total + i) for i in range(500)]}
+            )
+            got = stream.events(total + 500, timeout=60 * UNIT)
+    assert [p["data"]["i"] for p in got] == list(range(total + 500))

@@ -178,6 +178,18 @@ def test_console_stream_checks_credentials_and_origin(
     assert ws_status(stream, {"Cookie": cookie, "Origin": "http://evil.example"}) == 403
 
 
+def test_open_studio_refuses_the_console_stream_to_other_sites(studio: StudioProcess) -> None:
+    """Open means readable by whoever reaches the port, not by any page the operator visits:
+    a browser sends its page's Origin, and the stream (unlike fetches) has no CORS to stop
+    the read. Agents are not held to it: one may run in a page of its own."""
+    stream = f"{studio.url}/v1/dashboard/events/stream"
+    own = f"http://127.0.0.1:{studio.port}"
+    assert ws_status(stream) == 101
+    assert ws_status(stream, {"Origin": own}) == 101
+    assert ws_status(stream, {"Origin": "https://evil.example"}) == 403
+    assert ws_status(studio.agent_url, {"Origin": "https://evil.example"}) == 101
+
+
 def test_session_endpoint_reports_auth_state(locked: tuple[StudioProcess, str, str]) -> None:
     server, _, token = locked
     anonymous = request(server.http_url, "/v1/auth/session")[2]["data"]

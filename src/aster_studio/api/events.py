@@ -14,7 +14,7 @@ from starlette.responses import Response, StreamingResponse
 from ..app import Studio
 from ..errors import BadRequest
 from ..live.bus import event_items
-from ..models import EventFilter, StoredEvent, iso_ms
+from ..models import INT64_MAX, EventFilter, StoredEvent, iso_ms
 from ._common import clamp_limit, event_filter, fail, ok, ok_raw
 
 EXPORT_PAGE = 2_000
@@ -56,7 +56,9 @@ def router(studio: Studio) -> APIRouter:
     async def list_events(
         flt: Annotated[EventFilter, Depends(filters)],
         limit: int | None = Query(100, description="1..1000, default 100"),
-        before: int | None = Query(None, description="only events with a smaller cursor"),
+        before: int | None = Query(
+            None, ge=0, le=INT64_MAX, description="only events with a smaller cursor"
+        ),
     ) -> Response:
         size = clamp_limit(limit)
         events = await studio.run_sync(store.events_before, flt, before, size)
@@ -75,6 +77,8 @@ def router(studio: Studio) -> APIRouter:
             after = int(cursor)
         except ValueError:
             return fail(400, "bad_request", "Invalid cursor")
+        if not -INT64_MAX <= after <= INT64_MAX:
+            return fail(400, "bad_request", "Invalid cursor: out of range")
         size = clamp_limit(limit)
         events = await studio.run_sync(store.events_after, flt, after, size)
         last = events[-1].id if events else after

@@ -98,10 +98,21 @@ class Guard:
         kind = scope["type"]
         if kind == "http":
             send = self._secure_headers(send, scope["path"])
-        if kind not in ("http", "websocket") or not self.auth.enabled:
+        if kind not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
         path: str = scope["path"]
+        if not self.auth.enabled:
+            # Open: everything is readable, but not by another site's page in the operator's
+            # browser. Its fetches get no CORS header; a WebSocket has no such protection, so
+            # the console's (not an agent's: agents may run in pages of their own) checks Origin.
+            if kind == "websocket" and path != AGENT_PATH and not same_origin(headers_of(scope)):
+                await self._deny(
+                    kind, receive, send, 403, "bad_origin", "Cross-origin request refused"
+                )
+                return
+            await self.app(scope, receive, send)
+            return
         headers = headers_of(scope)
         if kind == "websocket" and path == AGENT_PATH:
             await self._agent(scope, receive, send, headers)

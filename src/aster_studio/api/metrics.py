@@ -13,7 +13,7 @@ from starlette.responses import Response
 from ..app import Studio
 from ..errors import NotFound
 from ..live.bus import event_items
-from ..models import EventFilter, StoredEvent, UsageQuery, UsageRow, iso_ms
+from ..models import INT64_MAX, EventFilter, StoredEvent, UsageQuery, UsageRow, iso_ms
 from ._common import BUCKETS_MS, clamp_limit, ok, ok_raw, period_ms
 
 SCAN_LIMIT = 50_000
@@ -324,7 +324,7 @@ def router(studio: Studio) -> APIRouter:
     @api.get("/v1/dashboard/traces", summary="One trace per session, newest activity first")
     async def traces(
         limit: int | None = Query(50),
-        offset: int = Query(0, ge=0),
+        offset: int = Query(0, ge=0, le=INT64_MAX),
         status: str | None = Query(None, description="ok, error or running"),
         agent_id: str | None = None,
     ) -> Response:

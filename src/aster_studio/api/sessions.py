@@ -10,7 +10,7 @@ from starlette.responses import Response
 
 from ..app import Studio
 from ..errors import NotFound
-from ..models import EventFilter, SessionRecord, StoredEvent, UsageTotals, iso_ms
+from ..models import INT64_MAX, EventFilter, SessionRecord, StoredEvent, UsageTotals, iso_ms
 from ._common import clamp_limit, ok
 
 MESSAGE_SCAN_LIMIT = 20_000
@@ -89,7 +89,7 @@ def router(studio: Studio) -> APIRouter:
     @api.get("/v1/dashboard/sessions", summary="Sessions, most recently active first")
     async def list_sessions(
         limit: int | None = Query(50),
-        offset: int = Query(0, ge=0),
+        offset: int = Query(0, ge=0, le=INT64_MAX),
         status: str | None = Query(None, description="active, completed, failed, interrupted"),
         agent_id: str | None = None,
     ) -> Response:

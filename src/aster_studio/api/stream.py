@@ -24,14 +24,13 @@ from ..live.bus import (
     event_item,
     stream_frame,
 )
-from ..models import EventFilter, StoredEvent, iso_ms
+from ..models import INT64_MAX, EventFilter, StoredEvent, iso_ms
 from ..ws_protocol import TEXT_FRAMES
 from .events import items_json
 
 log = logging.getLogger(__name__)
 
 REPLAY_PAGE = 1_000
-REPLAY_MAX = 100_000
 STATS_EVERY_S = 10.0
 
 
@@ -174,8 +173,12 @@ def router(studio: Studio) -> APIRouter:
             try:
                 flt, echo = parse_filters(msg.get("filters"))
                 since = msg.get("since")
-                if since is not None and (isinstance(since, bool) or not isinstance(since, int)):
-                    raise ValueError("since must be an integer cursor")
+                if since is not None and (
+                    isinstance(since, bool)
+                    or not isinstance(since, int)
+                    or not -INT64_MAX <= since <= INT64_MAX
+                ):
+                    raise ValueError("since must be an integer cursor (64 bits)")
             except ValueError as exc:
                 await error("bad_request", str(exc))
                 return
@@ -195,7 +198,7 @@ def router(studio: Studio) -> APIRouter:
             last, sent = since, 0
             covered = 0  # every event up to this id was committed before the last store read
             query = store_filter(flt)
-            while sent < REPLAY_MAX:
+            while True:  # to the end, however far: stopping short would leave a gap
                 page = await studio.run_sync(studio.store.events_after, query, last, REPLAY_PAGE)
                 full = len(page) == REPLAY_PAGE
                 if page:

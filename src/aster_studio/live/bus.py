@@ -167,6 +167,7 @@ class Subscriber:
     updates: dict[tuple[str, str], bytes] = field(default_factory=dict)  # frames, by (kind, id)
     floor: int = 0  # events at or below this cursor were already sent (replay)
     dropped: int = 0
+    dropped_through: int = 0  # the newest cursor dropped since the last notice
     received: int = 0
     filtered: int = 0
     wake: asyncio.Event = field(default_factory=asyncio.Event)
@@ -179,6 +180,8 @@ class Subscriber:
     def raise_floor(self, cursor: int) -> None:
         """Never send events at or below `cursor` again, queued or future."""
         self.floor = max(self.floor, cursor)
+        if self.dropped_through <= cursor:
+            self.dropped = 0  # a replay sent those: nothing is missing
         kept = [(c, item) for c, item in self.pending if c > cursor]
         self.pending.clear()
         self.pending.extend(kept)
@@ -193,7 +196,7 @@ class Subscriber:
         excess = len(self.pending) - self.capacity
         if excess > 0:
             for _ in range(excess):
-                self.pending.popleft()
+                self.dropped_through = self.pending.popleft()[0]
             self.dropped += excess
         return True
 

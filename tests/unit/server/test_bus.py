@@ -67,6 +67,21 @@ def test_queue_is_bounded_and_counts_drops() -> None:
     assert dropped == 7
 
 
+def test_a_replay_past_the_dropped_events_cancels_the_drop_notice() -> None:
+    """Events that overflowed the queue during a replay were sent by the replay: only a drop
+    the replay did not cover is reported."""
+    bus = LiveBus(subscriber_capacity=3)
+    sub = bus.subscribe()
+    sub.active = True
+    bus.publish([stored(i) for i in range(1, 11)])
+    sub.raise_floor(6)
+    assert sub.dropped == 7
+    sub.raise_floor(7)
+    events, _, dropped = sub.take()
+    assert [c for c, _ in events] == [8, 9, 10]
+    assert dropped == 0
+
+
 def test_floor_hides_what_was_already_sent() -> None:
     bus = LiveBus()
     sub = bus.subscribe()
