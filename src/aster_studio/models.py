@@ -162,6 +162,15 @@ class Usage:
         return self.input + self.output
 
 
+def money(cost: float, tokens: int, unpriced_tokens: int) -> dict[str, Any]:
+    """A cost as the API gives it, in USD: `amount` is null when none of the tokens had a price
+    (never an unpriced $0), and `unpriced_tokens` says how many had none."""
+    amount = None if tokens and unpriced_tokens >= tokens else round(cost, 10)
+    if not unpriced_tokens:
+        return {"amount": amount, "currency": "USD"}
+    return {"amount": amount, "currency": "USD", "unpriced_tokens": unpriced_tokens}
+
+
 @dataclass(slots=True)
 class UsageTotals:
     """Accumulated tokens and cost; unpriced tokens are kept apart, never costed as $0."""
@@ -183,6 +192,9 @@ class UsageTotals:
 
     def tokens(self) -> dict[str, int]:
         return {"input": self.input, "output": self.output, "total": self.input + self.output}
+
+    def money(self) -> dict[str, Any]:
+        return money(self.cost, self.input + self.output, self.unpriced_tokens)
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,6 +228,9 @@ class UsageRow:
     cost: float
     unpriced_tokens: int
     requests: int
+
+    def money(self) -> dict[str, Any]:
+        return money(self.cost, self.input + self.output, self.unpriced_tokens)
 
 
 @dataclass(frozen=True, slots=True)

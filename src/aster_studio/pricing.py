@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 
 from .models import Price
@@ -33,12 +34,35 @@ _FAMILIES: tuple[tuple[tuple[str, ...], float, float], ...] = (
 )
 
 
+# A release date at the end of a model's name: `-20241022` or `-2024-08-06`.
+_DATED = re.compile(r"-(?:\d{8}|\d{4}-\d{2}-\d{2})$")
+
+
+def undated(model: str) -> str:
+    """The model's name without its release date, lowercased: what its dated versions share."""
+    return _DATED.sub("", model.lower())
+
+
 class PriceTable:
-    """Resolve a model name to a price: exact entry, then family rule, else None (unpriced)."""
+    """Resolve a model name to a price: exact entry, then an entry for another release of the
+    same model (`gpt-4o` and `gpt-4o-2024-08-06`, not `gpt-4o-mini`), then a family rule,
+    else None (unpriced)."""
 
     def __init__(self, prices: Iterable[Price]) -> None:
         self._prices: dict[str, Price] = {p.model: p for p in prices}
         self._cache: dict[str, Price | None] = {}
+        self._releases: dict[str, Price] = {}
+        self._index()
+
+    def _index(self) -> None:
+        """Each undated name's entry: the undated one if the table has it, else the newest."""
+        self._cache.clear()
+        self._releases.clear()
+        for entry in sorted(self._prices.values(), key=lambda p: p.model.lower()):
+            name = undated(entry.model)
+            current = self._releases.get(name)
+            if current is None or current.model.lower() != name:
+                self._releases[name] = entry
 
     @property
     def entries(self) -> Mapping[str, Price]:
@@ -46,11 +70,12 @@ class PriceTable:
 
     def set(self, price: Price) -> None:
         self._prices[price.model] = price
-        self._cache.clear()
+        self._index()
 
     def remove(self, model: str) -> bool:
-        self._cache.clear()
-        return self._prices.pop(model, None) is not None
+        removed = self._prices.pop(model, None) is not None
+        self._index()
+        return removed
 
     def lookup(self, model: str | None) -> Price | None:
         if not model:
@@ -65,10 +90,10 @@ class PriceTable:
         return price
 
     def _by_family(self, model: str) -> Price | None:
+        release = self._releases.get(undated(model))
+        if release is not None:
+            return Price(model, release.input_per_m, release.output_per_m, release.currency)
         lowered = model.lower()
-        for entry in self._prices.values():  # a dated table entry covers its undated alias
-            if entry.model.lower().startswith(lowered + "-"):
-                return Price(model, entry.input_per_m, entry.output_per_m, entry.currency)
         for needles, input_per_m, output_per_m in _FAMILIES:
             if all(n in lowered for n in needles):
                 return Price(model, input_per_m, output_per_m)

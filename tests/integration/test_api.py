@@ -257,6 +257,12 @@ def test_price_change_applies_from_then_on(tmp_path: Path) -> None:
             lambda: get(server.http_url, "/v1/dashboard/agents/p"),
             lambda v: v["unpriced_tokens"] == 1_000_000,
         )
+        # Never an unpriced $0: no amount at all, wherever the cost is shown.
+        unpriced = {"amount": None, "currency": "USD", "unpriced_tokens": 1_000_000}
+        assert get(server.http_url, "/v1/dashboard/agents/p")["cost"] == unpriced
+        costs = get(server.http_url, "/v1/dashboard/metrics/costs")
+        assert costs["by_model"]["house-model"] == costs["by_agent"]["p"] == unpriced
+        assert costs["total"] == unpriced
         status, body = call(
             server.http_url,
             "/v1/dashboard/pricing",
@@ -270,7 +276,7 @@ def test_price_change_applies_from_then_on(tmp_path: Path) -> None:
             lambda v: v["token_usage"]["input"] == 2_000_000,
         )
         assert view["cost"]["amount"] == 2.0  # only the second event is priced
-        assert view["unpriced_tokens"] == 1_000_000
+        assert view["unpriced_tokens"] == view["cost"]["unpriced_tokens"] == 1_000_000
         assert (
             get(server.http_url, "/v1/dashboard/pricing")["house-model"]["input_price_per_m"] == 2
         )
@@ -281,9 +287,19 @@ def test_pricing_put_rejects_bad_bodies(studio: StudioProcess) -> None:
         {"input_price_per_m": 1, "output_price_per_m": 1},
         {"model": "m", "input_price_per_m": -1, "output_price_per_m": 1},
         {"model": "m", "input_price_per_m": "1", "output_price_per_m": 1},
+        # Totals add costs up: a price in another currency would be summed as dollars.
+        {"model": "m", "input_price_per_m": 1, "output_price_per_m": 1, "currency": "EUR"},
     ):
         status, reply = call(studio.http_url, "/v1/dashboard/pricing", "PUT", body)
         assert status == 400 and reply["error"]["code"] == "bad_request"
+
+
+def test_a_price_whose_model_name_has_a_slash_can_be_removed(studio: StudioProcess) -> None:
+    price = {"model": "openai/gpt-oss-120b", "input_price_per_m": 0.1, "output_price_per_m": 0.5}
+    assert call(studio.http_url, "/v1/dashboard/pricing", "PUT", price)[0] == 200
+    status, body = call(studio.http_url, "/v1/dashboard/pricing/openai/gpt-oss-120b", "DELETE")
+    assert status == 200 and body["data"] == {"model": "openai/gpt-oss-120b", "deleted": True}
+    assert "openai/gpt-oss-120b" not in get(studio.http_url, "/v1/dashboard/pricing")
 
 
 def test_everything_survives_a_restart(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@ import {
   compactJson,
   countOf,
   formatCost,
+  formatCostOf,
   formatCount,
   formatDuration,
   formatPercent,
@@ -37,6 +38,13 @@ describe('format', () => {
     expect(formatCost(0.00123)).toBe('$0.0012')
     expect(formatCost(12.345)).toBe('$12.35')
     expect(formatCost(5, 'EUR')).toBe('5.00 EUR')
+  })
+
+  it('never shows unpriced tokens as $0', () => {
+    expect(formatCostOf({ amount: null, currency: 'USD', unpriced_tokens: 1150 })).toBe('unpriced')
+    expect(formatCostOf({ amount: 0.5, currency: 'USD', unpriced_tokens: 10 })).toBe('$0.50*')
+    expect(formatCostOf({ amount: 0, currency: 'USD' })).toBe('$0.00')
+    expect(formatCostOf(undefined)).toBe('$0.00')
   })
 
   it('formats durations', () => {

@@ -13,7 +13,16 @@ from starlette.responses import Response
 from ..app import Studio
 from ..errors import NotFound
 from ..live.bus import event_items
-from ..models import INT64_MAX, EventFilter, StoredEvent, UsageQuery, UsageRow, iso_ms
+from ..models import (
+    INT64_MAX,
+    EventFilter,
+    StoredEvent,
+    UsageQuery,
+    UsageRow,
+    UsageTotals,
+    iso_ms,
+    money,
+)
 from ._common import BUCKETS_MS, clamp_limit, ok, ok_raw, period_ms
 
 SCAN_LIMIT = 50_000
@@ -21,8 +30,8 @@ ERROR_SEVERITIES = ("error", "fatal")
 TOOL_EVENT_TYPES = ("tool:start", "tool:end", "tool:error", "tool:canceled")
 
 
-def _money(amount: float) -> dict[str, Any]:
-    return {"amount": round(amount, 10), "currency": "USD"}
+def _money(row: UsageRow | UsageTotals | None) -> dict[str, Any]:
+    return row.money() if row is not None else money(0.0, 0, 0)
 
 
 def _tokens(row: UsageRow | None) -> dict[str, int]:
@@ -136,7 +145,7 @@ def router(studio: Studio) -> APIRouter:
         row = rows[0] if rows else None
         return {
             "token_usage": _tokens(row),
-            "cost": _money(row.cost if row else 0.0),
+            "cost": _money(row),
             "unpriced_tokens": row.unpriced_tokens if row else 0,
             "requests": row.requests if row else 0,
         }
@@ -225,7 +234,7 @@ def router(studio: Studio) -> APIRouter:
                     {"timestamp": iso_ms(int(r.key or 0)), "input": r.input, "output": r.output}
                     for r in b.trend
                 ],
-                "cost": _money(b.total.cost if b.total else 0.0),
+                "cost": _money(b.total),
                 "unpriced_tokens": b.total.unpriced_tokens if b.total else 0,
             }
         )
@@ -238,9 +247,9 @@ def router(studio: Studio) -> APIRouter:
         return ok(
             {
                 "period": period,
-                "total": _money(b.total.cost if b.total else 0.0),
-                "by_agent": {str(r.key): _money(r.cost) for r in b.by_agent},
-                "by_model": {str(r.key or "(unknown)"): _money(r.cost) for r in b.by_model},
+                "total": _money(b.total),
+                "by_agent": {str(r.key): r.money() for r in b.by_agent},
+                "by_model": {str(r.key or "(unknown)"): r.money() for r in b.by_model},
                 "trend": [
                     {"timestamp": iso_ms(int(r.key or 0)), "amount": round(r.cost, 10)}
                     for r in b.trend
@@ -315,7 +324,7 @@ def router(studio: Studio) -> APIRouter:
             "status": status,
             "span_count": 1 + sum(1 for e in events if e.event_type == "tool:start"),
             "token_usage": totals.tokens() if totals else {"input": 0, "output": 0, "total": 0},
-            "cost": _money(totals.cost if totals else 0.0),
+            "cost": _money(totals),
         }
         if errors:
             summary["error_message"] = str(orjson.loads(errors[-1].payload).get("message", ""))

@@ -58,18 +58,20 @@ def router(studio: Studio) -> APIRouter:
         if not isinstance(model, str) or not model.strip() or len(model) > 256:
             raise BadRequest("'model' is required: a name of at most 256 characters")
         currency = body.get("currency", "USD")
-        if not isinstance(currency, str) or not 1 <= len(currency) <= 8:
-            raise BadRequest("'currency' must be a short code such as USD")
+        if not isinstance(currency, str) or currency.upper() != "USD":
+            # Every total adds costs up in one currency, and there is no exchange rate here.
+            raise BadRequest("'currency' must be USD: costs are added up in US dollars")
         price = Price(
             model.strip(),
             _price_field(body, "input_price_per_m"),
             _price_field(body, "output_price_per_m"),
-            currency,
+            "USD",
         )
         await apply(ops.SetPrice(price, studio.clock()))
         return ok({"model": price.model, "pricing": price.to_api()})
 
-    @api.delete("/v1/dashboard/pricing/{model}", summary="Remove a model's price")
+    # `:path`: model names such as `openai/gpt-oss-120b` hold slashes.
+    @api.delete("/v1/dashboard/pricing/{model:path}", summary="Remove a model's price")
     async def delete_pricing(model: str) -> Response:
         prices = await studio.run_sync(studio.store.prices)
         if not any(p.model == model for p in prices):

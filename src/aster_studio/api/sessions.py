@@ -29,7 +29,7 @@ def session_view(
         "message_count": count if isinstance(count, int) else record.event_count,
         "event_count": record.event_count,
         "token_usage": totals.tokens(),
-        "cost": {"amount": round(totals.cost, 10), "currency": "USD"},
+        "cost": totals.money(),
         "unpriced_tokens": totals.unpriced_tokens,
         "created_at": iso_ms(record.created_at),
         "updated_at": iso_ms(record.updated_at),

@@ -96,7 +96,7 @@ class LiveAgent:
             "last_seen": iso_ms(now_ms if self.connection is not None else self.last_seen),
             "last_event_at": iso_ms(self.last_event_at),
             "token_usage": usage.tokens(),
-            "cost": {"amount": round(usage.cost, 10), "currency": "USD"},
+            "cost": usage.money(),
             "unpriced_tokens": usage.unpriced_tokens,
             "event_count": self.event_count,
             "error_count": self.error_count,

@@ -54,3 +54,21 @@ def test_set_and_remove_apply_immediately(table: PriceTable) -> None:
 
 def test_cost_is_per_million_tokens() -> None:
     assert Price("m", 3.0, 15.0).cost(100, 50) == pytest.approx(0.00105)
+
+
+def test_another_model_sharing_the_prefix_is_not_a_release_of_it(table: PriceTable) -> None:
+    """With `gpt-4o` deleted, `gpt-4o` once took `gpt-4o-mini`'s price, a sixteenth of its
+    own: only a date after the name makes another release of the same model."""
+    assert table.remove("gpt-4o")
+    price = table.lookup("gpt-4o")
+    assert price is not None and (price.input_per_m, price.output_per_m) == (2.5, 10.0)
+
+
+def test_an_edited_price_covers_the_dated_releases(table: PriceTable) -> None:
+    """Set for `gpt-4o`, a price applies to `gpt-4o-2024-08-06` too, before the family rule."""
+    table.set(Price("gpt-4o", 5.0, 20.0))
+    for model in ("gpt-4o-2024-08-06", "GPT-4o-20240513"):
+        price = table.lookup(model)
+        assert price is not None and (price.input_per_m, price.output_per_m) == (5.0, 20.0)
+    mini = table.lookup("gpt-4o-mini-2024-07-18")
+    assert mini is not None and mini.input_per_m == 0.15

@@ -31,6 +31,16 @@ export function formatRate(value: number | null | undefined): string {
   return formatCount(Math.round(value))
 }
 
+/**
+ * A cost as the API gives it: "unpriced" when none of its tokens had a price (the API's amount
+ * is null then: never an unpriced $0), and a star when some of them had none.
+ */
+export function formatCostOf(cost: { amount: number | null; currency?: string; unpriced_tokens?: number } | null | undefined): string {
+  if (!cost) return formatCost(0)
+  if (cost.amount === null) return 'unpriced'
+  return formatCost(cost.amount, cost.currency) + (cost.unpriced_tokens ? '*' : '')
+}
+
 export function formatCost(amount: number | null | undefined, currency = 'USD'): string {
   if (amount == null || !Number.isFinite(amount)) return '–'
   const symbol = currency === 'USD' ? '$' : ''

@@ -7,8 +7,11 @@ export interface TokenCount {
 }
 
 export interface CostAmount {
-  amount: number
+  /** null when none of the tokens had a price */
+  amount: number | null
   currency: string
+  /** tokens without a price, when there are any */
+  unpriced_tokens?: number
 }
 
 export type AgentStatus = 'online' | 'offline'

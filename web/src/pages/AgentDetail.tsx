@@ -4,7 +4,7 @@ import { AgentStatus, Badge, Card, ErrorNote, PageHeader, Stat } from '../compon
 import { JsonView } from '../components/JsonView'
 import { SessionLive } from '../components/SessionViews'
 import { displayName, uptimeMs } from '../lib/agents'
-import { countOf, formatClock, formatCost, formatCount, formatDateTime, formatDuration, formatRelative } from '../lib/format'
+import { countOf, formatClock, formatCostOf, formatCount, formatDateTime, formatDuration, formatRelative } from '../lib/format'
 import { useApi, useLive, useNow } from '../lib/hooks'
 import { useTranscript } from '../lib/useTranscript'
 import type { AgentView, SessionList } from '../lib/types'
@@ -58,7 +58,7 @@ export function AgentDetailPage() {
       />
       <div className="stats-grid">
         <Stat label="Tokens" value={formatCount(agent.token_usage?.total ?? 0)} hint={`${formatCount(agent.token_usage?.input ?? 0)} in · ${formatCount(agent.token_usage?.output ?? 0)} out`} testId="agent-tokens" />
-        <Stat label="Cost" value={formatCost(agent.cost?.amount ?? 0, agent.cost?.currency)} hint={agent.unpriced_tokens ? countOf(agent.unpriced_tokens, 'unpriced token') : 'all priced'} />
+        <Stat label="Cost" value={formatCostOf(agent.cost)} hint={agent.unpriced_tokens ? countOf(agent.unpriced_tokens, 'unpriced token') : 'all priced'} />
         <Stat label="Events" value={formatCount(agent.event_count ?? 0)} hint={`last ${formatRelative(agent.last_event_at, now)}`} />
         <Stat label="Errors" value={formatCount(agent.error_count ?? 0)} tone={agent.error_count ? 'bad' : undefined} />
         <Stat label="Uptime" value={formatDuration(uptimeMs(agent, now))} hint={agent.status === 'online' ? `since ${formatClock(agent.connected_at, false)}` : `last seen ${formatRelative(agent.last_seen, now)}`} />

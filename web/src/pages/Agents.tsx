@@ -3,7 +3,7 @@ import { useNavigate, useSearchParams } from 'react-router'
 import { AgentLink, AgentStatus, Badge, ConnectHelp, Card, PageHeader, Segmented, SessionLink } from '../components/common'
 import { VirtualTable, type Column } from '../components/VirtualTable'
 import { countAgents, displayName, filterAgents, sortAgents, uptimeMs } from '../lib/agents'
-import { formatCost, formatCount, formatDuration, formatRelative } from '../lib/format'
+import { formatCostOf, formatCount, formatDuration, formatRelative } from '../lib/format'
 import { useLive, useNow } from '../lib/hooks'
 import type { AgentView } from '../lib/types'
 
@@ -49,8 +49,7 @@ export function AgentsPage() {
       align: 'right',
       render: (a) => (
         <span className="num" title={a.unpriced_tokens ? `${a.unpriced_tokens} tokens have no price` : undefined}>
-          {formatCost(a.cost?.amount ?? 0, a.cost?.currency)}
-          {a.unpriced_tokens ? '*' : ''}
+          {formatCostOf(a.cost)}
         </span>
       ),
     },

@@ -5,7 +5,7 @@ import { AgentLink, AgentStatus, Badge, Card, ConnectHelp, Empty, ErrorNote, Pag
 import { countAgents, displayName, sortAgents } from '../lib/agents'
 import { normalizeEvent } from '../lib/api'
 import { isError } from '../lib/events'
-import { countOf, formatClock, formatCost, formatCount, formatPercent, formatRate, formatRelative } from '../lib/format'
+import { countOf, formatClock, formatCost, formatCostOf, formatCount, formatPercent, formatRate, formatRelative } from '../lib/format'
 import { useApi, useLiveThrottled, useNow, useRequestStore } from '../lib/hooks'
 import type { OverviewStats, StudioEvent, TokenStats, CostStats } from '../lib/types'
 
@@ -124,8 +124,8 @@ export function OverviewPage() {
         />
         <Stat
           label="Cost · 1h"
-          value={formatCost(hour.data?.cost.amount ?? 0, hour.data?.cost.currency)}
-          hint={`${formatCost(day.data?.cost.amount ?? 0, day.data?.cost.currency)} in 24h${
+          value={formatCostOf(hour.data?.cost)}
+          hint={`${formatCostOf(day.data?.cost)} in 24h${
             day.data?.unpriced_tokens ? ` · ${countOf(day.data.unpriced_tokens, 'unpriced token')}` : ''
           }`}
           testId="stat-cost"

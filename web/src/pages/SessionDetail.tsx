@@ -1,7 +1,7 @@
 import { Link, useParams } from 'react-router'
 import { AgentLink, Badge, Card, ErrorNote, PageHeader, Stat } from '../components/common'
 import { SessionLive } from '../components/SessionViews'
-import { formatCost, formatCount, formatDateTime, formatDuration } from '../lib/format'
+import { formatCostOf, formatCount, formatDateTime, formatDuration } from '../lib/format'
 import { useApi, useNow } from '../lib/hooks'
 import { useTranscript } from '../lib/useTranscript'
 import type { SessionDetail } from '../lib/types'
@@ -60,7 +60,7 @@ export function SessionDetailPage() {
           <Stat label="Duration" value={formatDuration(end - start)} hint={s.status === 'active' ? 'running' : s.status} />
           <Stat label="Events" value={formatCount(events)} />
           <Stat label="Tokens" value={formatCount(tokensIn + tokensOut)} hint={`${formatCount(tokensIn)} in · ${formatCount(tokensOut)} out`} />
-          <Stat label="Cost" value={formatCost(s.cost?.amount ?? 0, s.cost?.currency)} />
+          <Stat label="Cost" value={formatCostOf(s.cost)} />
           <Stat label="Tool calls" value={formatCount(live.transcript.tools.size)} />
           <Stat label="Errors" value={formatCount(live.transcript.errors.length)} tone={live.transcript.errors.length ? 'bad' : undefined} />
         </div>

@@ -2,7 +2,7 @@ import { useState } from 'react'
 import { useNavigate, useSearchParams } from 'react-router'
 import { AgentLink, Badge, Card, ConnectHelp, ErrorNote, PageHeader, Segmented, SessionLink } from '../components/common'
 import { VirtualTable, type Column } from '../components/VirtualTable'
-import { countOf, formatCost, formatCount, formatDuration, formatRelative } from '../lib/format'
+import { countOf, formatCostOf, formatCount, formatDuration, formatRelative } from '../lib/format'
 import { useApi, useNow } from '../lib/hooks'
 import type { SessionList, SessionSummary } from '../lib/types'
 
@@ -29,7 +29,7 @@ export function SessionsPage() {
     { key: 'status', header: 'Status', width: '110px', render: (s) => <Badge value={s.status} /> },
     { key: 'events', header: 'Events', width: '80px', align: 'right', render: (s) => <span className="num">{formatCount(s.event_count ?? 0)}</span> },
     { key: 'tokens', header: 'Tokens', width: '90px', align: 'right', render: (s) => <span className="num">{formatCount(s.token_usage?.total ?? 0)}</span> },
-    { key: 'cost', header: 'Cost', width: '90px', align: 'right', render: (s) => <span className="num">{formatCost(s.cost?.amount ?? 0, s.cost?.currency)}</span> },
+    { key: 'cost', header: 'Cost', width: '90px', align: 'right', render: (s) => <span className="num">{formatCostOf(s.cost)}</span> },
     {
       key: 'duration',
       header: 'Duration',
