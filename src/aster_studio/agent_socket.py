@@ -28,6 +28,7 @@ import binascii
 import hashlib
 import logging
 import random
+import socket
 import struct
 from collections import deque
 from collections.abc import Callable, Coroutine
@@ -199,6 +200,8 @@ class AgentSocket(asyncio.Protocol):
     ping_at = 0.0
     pong_by = 0.0
     ping_payload: bytes | None = None
+    heard = False  # anything came since the last ping: the peer is there
+    answers_pings = False  # it answered one: its client reads
 
     def __init__(
         self, studio: Studio, keepalive: Keepalive, config: Any, server_state: Any, app_state: Any
@@ -268,6 +271,22 @@ class AgentSocket(asyncio.Protocol):
             self.first_by = now + settings.handshake_timeout_s
         self.ping_at = now + self.keepalive.interval_s
         self.keepalive.add(self)
+        self._keep_tcp_alive()
+
+    def _keep_tcp_alive(self) -> None:
+        """Let the kernel tell whether a peer that never reads is still there: its own TCP
+        stack answers keepalive probes, where a ping needs its client to read."""
+        interval, timeout = self.keepalive.interval_s, self.keepalive.timeout_s
+        sock = self.transport.get_extra_info("socket")
+        if interval <= 0 or timeout <= 0 or sock is None or not hasattr(socket, "TCP_KEEPIDLE"):
+            return
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, max(1, round(interval)))
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, max(1, round(timeout / 4)))
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 4)
+        except OSError:  # not TCP (a test's transport): pings alone, then
+            pass
 
     def _become_uvicorn(self, request: bytes) -> None:
         """Hand this connection to uvicorn's protocol and the ASGI app, from its first byte."""
@@ -285,6 +304,7 @@ class AgentSocket(asyncio.Protocol):
     # ---- frames in ----
 
     def data_received(self, data: bytes) -> None:
+        self.heard = True
         text_frames = self.text_frames
         if self.ws is not None:
             self._feed(data)
@@ -554,8 +574,15 @@ class AgentSocket(asyncio.Protocol):
                 self._close(CloseCode.POLICY_VIOLATION, "no message within timeout")
         elif self.pong_by:
             if now >= self.pong_by:
-                self._fail(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
+                self.pong_by = 0.0
+                # Anything received since the ping answers it. A peer that never answered a
+                # ping may be a client that never reads (the original document's may not):
+                # TCP keepalive finds it gone. One that answered before and now neither
+                # answers nor sends has stopped reading: its client is stuck.
+                if not self.heard and self.answers_pings:
+                    self._fail(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
         elif self.keepalive.interval_s > 0 and now >= self.ping_at and not self.closing:
+            self.heard = False
             payload = struct.pack("!I", random.getrandbits(32))
             self.ping_payload = payload
             self.ping_at = now + self.keepalive.interval_s
@@ -571,6 +598,7 @@ class AgentSocket(asyncio.Protocol):
         if payload == self.ping_payload:
             self.ping_payload = None
             self.pong_by = 0.0
+            self.answers_pings = True
 
     def shutdown(self) -> None:
         """The server is stopping (uvicorn calls this): close with 1012 at once."""

@@ -21,25 +21,58 @@ from tests.support.server import StudioProcess
 from tests.support.timing import UNIT
 
 
-def test_pings_go_out_and_a_peer_that_never_answers_is_closed_with_1011(tmp_path: Path) -> None:
-    env = {"ASTER_STUDIO_WS_PING_INTERVAL": "0.2", "ASTER_STUDIO_WS_PING_TIMEOUT": "0.4"}
-    with StudioProcess(tmp_path / "k.db", env=env) as server:
+KEEPALIVE = {"ASTER_STUDIO_WS_PING_INTERVAL": "0.2", "ASTER_STUDIO_WS_PING_TIMEOUT": "0.4"}
+
+
+def test_a_peer_that_answered_pings_then_goes_silent_is_closed_with_1011(tmp_path: Path) -> None:
+    with StudioProcess(tmp_path / "k.db", env=KEEPALIVE) as server:
         answering = RawAgent(server.agent_url)  # websockets answers pings by itself
-        silent = handshake(server.port)
+        stuck = handshake(server.port)
         try:
-            silent.sendall(frame(1, orjson.dumps(register("silent"))))
-            started = time.monotonic()
+            stuck.sendall(frame(1, orjson.dumps(register("stuck"))))
             seen: list[tuple[int, bytes]] = []
+            while not any(op == 9 for op, _ in seen):
+                seen += read_frames(stuck, 1, timeout=10 * UNIT)
+            ping = next(payload for op, payload in seen if op == 9)
+            stuck.sendall(frame(0xA, ping))  # it reads, once: then its client hangs
+            started = time.monotonic()
             while not any(op == 8 for op, _ in seen):
-                seen += read_frames(silent, 1, timeout=10 * UNIT)
-            assert 9 in [op for op, _ in seen], seen  # pinged before it was given up
+                seen += read_frames(stuck, 1, timeout=10 * UNIT)
             close = next(payload for op, payload in seen if op == 8)
             assert int.from_bytes(close[:2], "big") == 1011
             assert time.monotonic() - started >= 0.4
             assert answering.request({"type": "ping"}) == {"type": "pong"}  # still open
         finally:
-            silent.close()
+            stuck.close()
             answering.close()
+
+
+def test_a_client_that_never_reads_stays_connected(tmp_path: Path) -> None:
+    """The original document's client may never read, so it never answers a ping: it is kept,
+    whether it sends or stays quiet, as its kernel still acknowledges. It was closed with 1011
+    after two ping periods, events and JSON pings notwithstanding."""
+    with StudioProcess(tmp_path / "k.db", env=KEEPALIVE) as server:
+        sending, quiet = handshake(server.port), handshake(server.port)
+        try:
+            sending.sendall(frame(1, orjson.dumps(register("sender"))))
+            quiet.sendall(frame(1, orjson.dumps(register("quiet"))))
+            deadline = time.monotonic() + 10 * 0.2  # ten ping periods
+            sent = 0
+            while time.monotonic() < deadline:
+                sending.sendall(frame(1, orjson.dumps(event("sender", "text_chunk", i=sent))))
+                sent += 1
+                time.sleep(0.05)
+            for sock in (sending, quiet):
+                sock.sendall(frame(1, b'{"type":"ping"}'))
+                seen: list[tuple[int, bytes]] = []
+                while (1, b'{"type":"pong"}') not in seen:
+                    seen += read_frames(sock, 1, timeout=10 * UNIT)
+                assert 9 in [op for op, _ in seen]  # pinged all along, never answered
+                assert 8 not in [op for op, _ in seen]  # and never closed
+            wait_for(lambda: events(server.http_url, "agent_id=sender"), lambda e: len(e) == sent)
+        finally:
+            sending.close()
+            quiet.close()
 
 
 def test_pings_from_the_agent_are_answered_between_its_messages(studio: StudioProcess) -> None:
