@@ -20,7 +20,6 @@ from tests.support.api import events, wait_for
 from tests.support.server import StudioProcess
 from tests.support.timing import UNIT
 
-
 KEEPALIVE = {"ASTER_STUDIO_WS_PING_INTERVAL": "0.2", "ASTER_STUDIO_WS_PING_TIMEOUT": "0.4"}
 
 
