@@ -19,10 +19,16 @@ def iso_ms(ms: int | None) -> str | None:
     return f"{_iso_second(seconds)}.{millis:03d}Z"
 
 
+# The seconds ISO 8601 can show, years 1 to 9999: a time outside (only a database written
+# before clients' times were checked holds one) shows as the nearest of them.
+_FIRST_SECOND, _LAST_SECOND = -62_135_596_800, 253_402_300_799
+
+
 @functools.lru_cache(maxsize=4096)
 def _iso_second(seconds: int) -> str:
     # Events arrive in bursts within the same second: format each second once.
-    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    t = datetime.fromtimestamp(min(max(seconds, _FIRST_SECOND), _LAST_SECOND), UTC)
+    return f"{t.year:04d}-{t.month:02d}-{t.day:02d}T{t.hour:02d}:{t.minute:02d}:{t.second:02d}"
 
 
 class AgentStatus(StrEnum):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tests.support.agent import RawAgent, event, register
 from tests.support.api import events, get, wait_for
 from tests.support.server import StudioProcess
@@ -206,6 +208,27 @@ def test_end_session_records_status_and_closes_current_session(studio: StudioPro
     assert session["ended_at"] is not None
     stored = wait_for(lambda: events(studio.http_url), lambda e: len(e) == 1)
     assert stored[0]["session_id"] is None
+
+
+@pytest.mark.parametrize("agent_id", ["e-1", None])
+def test_end_session_by_its_id_alone_closes_the_current_session(
+    studio: StudioProcess, agent_id: str | None
+) -> None:
+    """The session id is all `end_session` needs: without the agent's, the agent kept the
+    ended session as its current one and filed its next events there."""
+    with RawAgent(studio.agent_url) as agent:
+        agent.request(register("e-1"))
+        agent.request({"type": "register_session", "session": {"id": "es", "agent_id": "e-1"}})
+        end = {"type": "end_session", "session_id": "es"}
+        agent.send(end if agent_id is None else {**end, "agent_id": agent_id})
+        agent.send(event("e-1", "text_chunk", delta="after"))
+        agent.send({**event("e-1", "text_chunk", delta="no session"), "session_id": ""})
+        stored = wait_for(lambda: events(studio.http_url), lambda e: len(e) == 2)
+    assert [e["session_id"] for e in stored] == [None, None]
+    assert get(studio.http_url, "/v1/dashboard/sessions/es")["event_count"] == 0
+    assert get(studio.http_url, "/v1/dashboard/agents/e-1")["current_session_id"] is None
+    # "" names no session: none was made up for it.
+    assert [s["id"] for s in get(studio.http_url, "/v1/dashboard/sessions")["sessions"]] == ["es"]
 
 
 def test_event_session_id_beside_agent_id_creates_the_session(studio: StudioProcess) -> None:

@@ -120,3 +120,42 @@ def test_client_that_never_reads_does_not_stall_ingestion(studio: StudioProcess)
             agent.send({"type": "batch", "messages": [{"type": "ping"}] * 1000})
         agent.send({"type": "batch", "messages": [event("deaf", "x", i=i) for i in range(100)]})
         wait_for(lambda: events(studio.http_url), lambda e: len(e) == 100, timeout=20)
+
+
+def test_times_out_of_range_or_without_zone_lose_nothing(studio: StudioProcess) -> None:
+    """A time past year 9999 (in UTC) was stored, then every page of events holding it, the
+    sessions list and the live stream failed on it (500s; the whole published run lost). Go's
+    zero time showed as `1-01-01T...`, and a session whose `created_at` had no zone was
+    refused. Now a time that cannot be shown is no time, and one without a zone is UTC."""
+    from tests.integration.test_live_stream import Stream
+
+    with Stream(studio) as stream, RawAgent(studio.agent_url) as agent:
+        stream.subscribe(filters={}, batch=True)
+        agent.request(register("clock"))
+        far = {"type": "register_session", "session": {"id": "far", "agent_id": "clock"}}
+        for session, created in (
+            ("far", "9999-12-31T23:59:59-12:00"),
+            ("naive", "2024-01-01T12:00:00"),
+            ("zero", "0001-01-01T00:00:00Z"),
+        ):
+            reply = agent.request(
+                {**far, "session": {**far["session"], "id": session, "created_at": created}}
+            )
+            assert reply["type"] == "session_registered", reply
+        stamps = ["9999-12-31T23:59:59-12:00", "0001-01-01T00:00:00Z", "2024-01-01T12:00:00"]
+        agent.send(
+            {
+                "type": "batch",
+                "messages": [event("clock", "tick", timestamp=t, session_id="far") for t in stamps],
+            }
+        )
+        live = stream.events(3)
+    assert [e["data"]["timestamp"] for e in live] == stamps
+    assert [e["client_timestamp"] for e in live] == [None, None, "2024-01-01T12:00:00.000Z"]
+    assert [e["event"]["timestamp"] for e in events(studio.http_url, "agent_id=clock")] == stamps
+    status, body = call(studio.http_url, "/v1/dashboard/sessions")
+    assert status == 200, body
+    created = {s["id"]: s["created_at"] for s in body["data"]["sessions"]}
+    assert created["naive"] == "2024-01-01T12:00:00.000Z"
+    assert created["far"][:4] == created["zero"][:4] == "2026"  # the receive time
+    assert call(studio.http_url, "/v1/dashboard/traces")[0] == 200

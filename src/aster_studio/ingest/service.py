@@ -609,11 +609,18 @@ class IngestService:
     def _end_session(self, msg: EndSession, writes: list[WriteOp]) -> None:
         now = self.clock()
         writes.append(ops.EndSession(msg.session_id, msg.status, now))
-        agent = self.registry.agents.get(msg.agent_id) if msg.agent_id else None
-        if agent is not None and agent.current_session_id == msg.session_id:
-            agent.current_session_id = None
-            writes.append(self._state_op(agent))
-            self._changed(agent)
+        if msg.agent_id:
+            agent = self.registry.agents.get(msg.agent_id)
+            owners = [agent] if agent is not None else []
+        else:  # the session id alone is enough: whichever agent has it open lets it go
+            owners = [
+                a for a in self.registry.agents.values() if a.current_session_id == msg.session_id
+            ]
+        for agent in owners:
+            if agent.current_session_id == msg.session_id:
+                agent.current_session_id = None
+                writes.append(self._state_op(agent))
+                self._changed(agent)
 
     def _unregister(self, conn: AgentConnection, msg: Unregister, writes: list[WriteOp]) -> None:
         agent = self.registry.agents.get(msg.agent_id)
@@ -629,8 +636,9 @@ class IngestService:
         agent = self._agent(conn, msg.agent_id, writes)
         event = msg.event
         session_id = msg.session_id or agent.current_session_id
-        if msg.session_id is not None and msg.session_id != agent.current_session_id:
-            # An event naming a session nobody registered still gets a session record.
+        if msg.session_id and msg.session_id != agent.current_session_id:
+            # An event naming a session nobody registered still gets a session record ("" names
+            # none: the event goes to the current session, as without the field).
             writes.append(ops.UpsertSession(msg.session_id, msg.agent_id, now, implicit=True))
         usage = None
         etype = msg.event_type

@@ -229,13 +229,6 @@ def test_missing_field_message_names_the_field() -> None:
         ),
         ({"type": "register_session", "session": "s"}, "session"),
         (
-            {
-                "type": "register_session",
-                "session": {"id": "s", "agent_id": "a", "created_at": "x"},
-            },
-            "session.created_at",
-        ),
-        (
             {"type": "register_session", "session": {"id": "s", "agent_id": "a", "metadata": 1}},
             "session.metadata",
         ),

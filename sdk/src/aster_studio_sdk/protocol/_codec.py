@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Final
 
 from ._types import (
@@ -117,8 +117,16 @@ def infer_channel(event: dict[str, Any]) -> Channel:
     return Channel.PROGRESS
 
 
+# The last millisecond of year 9999: later times have no ISO 8601 form to show them in.
+MAX_TIME_MS = 253_402_300_799_999
+
+
 def parse_timestamp_ms(value: Any) -> int | None:
-    """Read a client time (ISO 8601, unix seconds or milliseconds) as epoch ms, or None."""
+    """Read a client time (ISO 8601, unix seconds or milliseconds) as epoch ms, or None.
+
+    A time without a zone is UTC. Times before 1970 (Go's zero time among them: a field left
+    unset) or after year 9999 are None, as unreadable ones are.
+    """
     if isinstance(value, bool):
         return None
     if isinstance(value, (int, float)):
@@ -130,14 +138,12 @@ def parse_timestamp_ms(value: Any) -> int | None:
     if isinstance(value, str) and 0 < len(value) <= 64:
         try:
             parsed = datetime.fromisoformat(value)
-        except ValueError:
+            if parsed.tzinfo is None:
+                parsed = parsed.replace(tzinfo=UTC)
+            ms = int(parsed.timestamp() * 1000)
+        except (ValueError, OverflowError, OSError):
             return None
-        if parsed.tzinfo is None:
-            return None
-        try:
-            return int(parsed.timestamp() * 1000)
-        except (OverflowError, OSError, ValueError):
-            return None
+        return ms if 0 < ms <= MAX_TIME_MS else None
     return None
 
 
@@ -251,14 +257,10 @@ def _register_session(
     if agent_id is None:
         agent_id = _string(msg, "agent_id", "agent_id", limits.max_id_length, required=True)
     assert session_id is not None and agent_id is not None
+    # A time that cannot be read (Go's zero time for one) leaves the receive time: the session
+    # itself is valid, and refusing it would lose every event filed under it.
     created = body.get("created_at")
     created_ms = parse_timestamp_ms(created) if created is not None else None
-    if created is not None and created_ms is None:
-        raise _fail(
-            ErrorCode.INVALID_FIELD,
-            f"field '{prefix}created_at' must be an ISO 8601 time with a zone",
-            prefix + "created_at",
-        )
     status = _string(body, "status", prefix + "status", limits.max_type_length)
     metadata = _object(body, "metadata", prefix + "metadata")
     count = body.get("message_count")
