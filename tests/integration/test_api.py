@@ -107,6 +107,8 @@ def test_since_with_non_integer_cursor_is_400(seeded: StudioProcess) -> None:
         ("q=needle", 1),
         ("q=%25", 0),  # LIKE wildcards are matched literally
         ("agent_id=alpha&event_type=token_usage", 1),
+        ("event_type=TEXT_CHUNK", 30),  # any case, as the live stream's filter
+        ("severity=ERROR", 1),
     ],
 )
 def test_event_filters(seeded: StudioProcess, query: str, count: int) -> None:
@@ -200,6 +202,28 @@ def test_overview_counts_real_data(seeded: StudioProcess) -> None:
     assert data["active_sessions"] == 1
     assert data["latest_errors"][0]["event"]["message"] == "just a warning"
     assert data["period"] == "1h"
+    assert data["events_total"] == 39
+
+
+def test_overview_counts_events_not_cursors_after_a_crash(tmp_path: Path) -> None:
+    """Cursors skip ahead after a crash (by a million): the total was the newest cursor."""
+    server = StudioProcess(tmp_path / "c.db").start()
+    try:
+        with RawAgent(server.agent_url) as agent:
+            for i in range(3):
+                agent.send(event("c", "x", i=i))
+            assert agent.request({"type": "ping"}) == {"type": "pong"}
+        wait_for(lambda: events(server.http_url), lambda e: len(e) == 3)
+        server.kill()
+        server.start()
+        with RawAgent(server.agent_url) as agent:
+            agent.send(event("c", "x", i=3))
+            assert agent.request({"type": "ping"}) == {"type": "pong"}
+        stored = wait_for(lambda: events(server.http_url), lambda e: len(e) == 4)
+        assert stored[-1]["cursor"] > 1_000_000
+        assert get(server.http_url, "/v1/dashboard/overview")["events_total"] == 4
+    finally:
+        server.stop()
 
 
 def test_token_metrics_by_model_and_agent(seeded: StudioProcess) -> None:

@@ -150,7 +150,9 @@ class StreamFilter:
             return False
         severity = event.severity
         return not (
-            self.min_level and severity is not None and LEVELS.get(severity, 1) < self.min_level
+            self.min_level
+            and severity is not None
+            and LEVELS.get(severity.lower(), 1) < self.min_level
         )
 
 

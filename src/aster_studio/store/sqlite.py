@@ -1337,12 +1337,16 @@ class SqliteStore:
             ("agent_id", flt.agent_ids),
             ("session_id", flt.session_ids),
             ("channel", flt.channels),
-            ("event_type", flt.event_types),
-            ("severity", flt.severities),
         ):
             if values:
                 where.append(f"{column} IN ({','.join('?' * len(values))})")
                 args.extend(values)
+        # Types and severities are stored as sent, and match whatever their case, as the live
+        # stream's filter does: a replay finds what the stream would have sent.
+        for column, values in (("event_type", flt.event_types), ("severity", flt.severities)):
+            if values:
+                where.append(f"lower({column}) IN ({','.join('?' * len(values))})")
+                args.extend(v.lower() for v in values)
         if flt.start_ms is not None:
             where.append("ts >= ?")
             args.append(flt.start_ms)
@@ -1611,10 +1615,6 @@ class SqliteStore:
             f"SELECT {self._EVENT_COLS} FROM events WHERE id > ? AND {cond} ORDER BY id LIMIT ?",
             [max(after, watermark), *args, limit - len(found)],
         )
-
-    def max_event_id(self) -> int:
-        with self._read() as conn:
-            return int(_scalar(conn, "SELECT coalesce(max(id), 0) FROM events"))
 
     def event_counts_by_type(self, start_ms: int, end_ms: int) -> dict[str, int]:
         with self._read() as conn, conn:
