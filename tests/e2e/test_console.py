@@ -118,12 +118,18 @@ def test_streamed_text_appears_within_one_second(studio: StudioProcess, page: Pa
         page.get_by_test_id("tab-usage").click()
         expect(page.get_by_test_id("usage-panel")).to_contain_text("gpt-4o")
         expect(page.get_by_test_id("usage-panel")).to_contain_text("1.5k")
+        # The Studio's cost, priced when the tokens came: 1,200 in at $2.50/M, 300 out at $10/M.
+        expect(page.get_by_test_id("usage-panel")).to_contain_text("$0.0060")
         page.get_by_test_id("tab-errors").click()
         expect(page.get_by_test_id("errors-panel")).to_contain_text("disk almost full")
         page.get_by_test_id("tab-tools").click()
         screenshot(page, "session-live")
         session.end()
         assert client.flush(5 * UNIT)
+        # "Raw events" shows the session's stored events, not a live tail that begins empty.
+        open_console(page, studio.http_url, "sessions/s-stream")
+        page.get_by_role("link", name="Raw events").click()
+        expect(page.get_by_test_id("row").filter(has_text="read_file").first).to_be_visible()
     finally:
         client.close(timeout=5 * UNIT)
 

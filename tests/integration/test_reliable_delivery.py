@@ -199,3 +199,32 @@ def test_takeover_while_the_old_connection_is_mid_batch_stores_each_once(
     assert 0 <= last <= 20_000
     stored = events(studio.http_url)
     assert [e["event"]["delta"] for e in stored] == [str(i) for i in range(1, 20_001)]
+
+
+def test_a_producer_resuming_after_a_restart_keeps_its_agent_state(tmp_path: Path) -> None:
+    """The SDK re-registers with status "ready" after every reconnect: once the Studio had
+    restarted, every working agent showed "ready" (and so was never marked stalled). The
+    same producer resuming is the same run, still in the state it reported; a new one is not."""
+    server = StudioProcess(tmp_path / "s.db").start()
+    try:
+        working = {**event("r-1", "state_changed", state="working"), "seq": 1}
+        with RawAgent(server.agent_url) as agent:
+            register_producer(agent)
+            agent.send(working)
+            assert agent.recv_until("ack")["seq"] == 1
+        server.restart()
+        with RawAgent(server.agent_url) as agent:
+            reply = agent.request(
+                {
+                    "type": "register",
+                    "agent": {"id": "r-1", "status": "ready"},
+                    "producer_id": "prod-1",
+                }
+            )
+            assert reply["last_seq"] == 1
+            assert get(server.http_url, "/v1/dashboard/agents/r-1")["state"] == "working"
+        with RawAgent(server.agent_url) as agent:  # a new run of the agent
+            register_producer(agent, producer="prod-2")
+            assert get(server.http_url, "/v1/dashboard/agents/r-1")["state"] == "ready"
+    finally:
+        server.stop()

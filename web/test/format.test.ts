@@ -143,6 +143,10 @@ describe('events', () => {
     expect(matchesFilter(e, { q: 'nothing' })).toBe(false)
     expect(matchesFilter(e, { agent_id: 'other' })).toBe(false)
     expect(matchesFilter(e, { start: new Date(e.ts + 1).toISOString() })).toBe(false)
+    expect(matchesFilter(e, { severity: 'WARN', event_type: 'Error' })).toBe(true)
+    // The server matches the severity field: a tool:error has none, though shown red.
+    const failed = ev('tool:error', { call: { id: 'c', name: 'grep' }, error: 'boom' })
+    expect(matchesFilter(failed, { severity: 'error' })).toBe(false)
   })
 
   it('builds query strings from set values only', () => {

@@ -10,7 +10,15 @@ from starlette.responses import Response
 
 from ..app import Studio
 from ..errors import NotFound
-from ..models import INT64_MAX, EventFilter, SessionRecord, StoredEvent, UsageTotals, iso_ms
+from ..models import (
+    INT64_MAX,
+    EventFilter,
+    SessionRecord,
+    StoredEvent,
+    UsageQuery,
+    UsageTotals,
+    iso_ms,
+)
 from ._common import clamp_limit, ok
 
 MESSAGE_SCAN_LIMIT = 20_000
@@ -123,8 +131,14 @@ def router(studio: Studio) -> APIRouter:
             0,
             MESSAGE_SCAN_LIMIT,
         )
+        by_model = await studio.run_sync(
+            store.usage_rows, UsageQuery(0, INT64_MAX, session_id=session_id, group_by="model")
+        )
         view = session_view(record, usage.get(session_id), name_of(record.agent_id))
         view["messages"] = assemble_messages(events)
+        # Each model's cost as priced when its tokens came: the console shows these, never a
+        # price of its own making.
+        view["cost_by_model"] = {str(r.key or "(unknown)"): r.money() for r in by_model}
         return ok(view)
 
     return api

@@ -522,8 +522,11 @@ class IngestService:
             "agent_id": msg.agent_id,
             "message": "Agent registered successfully",
         }
+        resumed = False
         if msg.producer_id is not None:
-            reply["last_seq"] = await self._claim_producer(conn, msg.producer_id, writes)
+            last_seq = await self._claim_producer(conn, msg.producer_id, writes)
+            reply["last_seq"] = last_seq
+            resumed = last_seq > 0
         agent = self.registry.agents.get(msg.agent_id)
         if agent is None:
             agent = LiveAgent(id=msg.agent_id, registered_at=now, last_seen=now)
@@ -533,7 +536,10 @@ class IngestService:
         agent.template_id = msg.template_id or agent.template_id
         agent.capabilities = msg.capabilities or agent.capabilities
         agent.metadata = msg.metadata or agent.metadata
-        agent.state = msg.status or "ready"
+        if not resumed or not agent.state:
+            # A producer that sent before is the same run reconnecting (after a network cut
+            # or the Studio's restart): it is still in the state it last reported.
+            agent.state = msg.status or "ready"
         agent.implicit = False
         agent.connection = conn.id  # a re-register (a reconnect) takes the agent over
         agent.connected_at = now

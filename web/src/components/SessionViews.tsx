@@ -1,11 +1,11 @@
 /** The live views of a session: terminal output, tool-call timeline, usage per model, errors. */
 import { useVirtualizer } from '@tanstack/react-virtual'
 import { useEffect, useLayoutEffect, useMemo, useRef, useState } from 'react'
-import { compactJson, countOf, formatClock, formatCost, formatCount, formatDuration } from '../lib/format'
+import { compactJson, countOf, formatClock, formatCostOf, formatCount, formatDuration } from '../lib/format'
 import { useApi, useHub, useNow, useRequestStore } from '../lib/hooks'
 import { syncRequests } from '../lib/requests'
 import type { Block, ErrorItem, ToolCall, Transcript } from '../lib/transcript'
-import type { ModelPricing } from '../lib/types'
+import type { CostAmount } from '../lib/types'
 import { Chart } from './Chart'
 import { Badge, CopyButton, Empty } from './common'
 import { JsonView } from './JsonView'
@@ -268,16 +268,12 @@ export function ToolTimeline({
 
 const MODEL_COLORS = ['#38bdf8', '#a78bfa', '#34d399', '#fbbf24', '#f472b6', '#fb923c', '#60a5fa', '#4ade80']
 
-/** Price tokens with the Studio's price table (exact model match; others are unpriced). */
-export function priceOf(pricing: Record<string, ModelPricing> | undefined, model: string, input: number, output: number): number | null {
-  const p = pricing?.[model]
-  if (!p) return null
-  return (input * p.input_price_per_m + output * p.output_price_per_m) / 1e6
-}
-
-/** Token use and cost per model, cumulative over time. */
-export function UsagePanel({ transcript, revision }: { transcript: Transcript; revision: number }) {
-  const pricing = useApi<Record<string, ModelPricing>>('/pricing')
+/**
+ * Token use and cost per model, cumulative over time. The costs are the Studio's, priced as the
+ * tokens came (by model family too, and at the price of that moment): never priced here.
+ */
+export function UsagePanel({ transcript, revision, sessionId }: { transcript: Transcript; revision: number; sessionId: string | null }) {
+  const session = useApi<{ cost_by_model?: Record<string, CostAmount> }>(sessionId ? `/sessions/${encodeURIComponent(sessionId)}` : null, undefined, 5000)
   const models = [...transcript.usage.values()]
   const data = useMemo(() => {
     const times = new Set<number>()
@@ -313,7 +309,7 @@ export function UsagePanel({ transcript, revision }: { transcript: Transcript; r
         </thead>
         <tbody>
           {models.map((m, i) => {
-            const cost = priceOf(pricing.data, m.model, m.input, m.output)
+            const cost = session.data?.cost_by_model?.[m.model]
             return (
               <tr key={m.model}>
                 <td>
@@ -323,7 +319,9 @@ export function UsagePanel({ transcript, revision }: { transcript: Transcript; r
                 <td className="right num">{formatCount(m.input)}</td>
                 <td className="right num">{formatCount(m.output)}</td>
                 <td className="right num">{formatCount(m.total)}</td>
-                <td className="right num">{cost === null ? <span className="muted" title="No price for this model in Settings">unpriced</span> : formatCost(cost)}</td>
+                <td className="right num">
+                  {!cost ? '…' : cost.amount === null ? <span className="muted" title="No price for this model when its tokens came">unpriced</span> : formatCostOf(cost)}
+                </td>
               </tr>
             )
           })}
@@ -452,7 +450,7 @@ export function SessionLive({
           </div>
           <div className="tab-body">
             {tab === 'tools' && <ToolTimeline tools={tools} selected={tool} onSelect={setTool} />}
-            {tab === 'usage' && <UsagePanel transcript={transcript} revision={revision} />}
+            {tab === 'usage' && <UsagePanel transcript={transcript} revision={revision} sessionId={sessionId ?? null} />}
             {tab === 'errors' && <ErrorsPanel errors={transcript.errors} />}
           </div>
         </div>

@@ -48,6 +48,7 @@ export function VirtualTable<T>({
   footer,
 }: Props<T>) {
   const scroller = useRef<HTMLDivElement>(null)
+  const head = useRef<HTMLDivElement>(null)
   const virtualizer = useVirtualizer({
     count,
     getScrollElement: () => scroller.current,
@@ -57,7 +58,7 @@ export function VirtualTable<T>({
   const template = columns.map((c) => c.width).join(' ')
   return (
     <div className="vtable" data-testid={testId}>
-      <div className="vtable-head" style={{ gridTemplateColumns: template }}>
+      <div className="vtable-head" ref={head} style={{ gridTemplateColumns: template }}>
         {columns.map((c) => {
           const active = sort?.key === c.key
           return (
@@ -77,7 +78,11 @@ export function VirtualTable<T>({
         className="vtable-scroll"
         ref={scroller}
         style={{ height }}
-        onScroll={onScrollTop ? (e) => onScrollTop(e.currentTarget.scrollTop < 4) : undefined}
+        onScroll={(e) => {
+          // On a narrow screen the rows scroll sideways: the header goes with them.
+          if (head.current) head.current.scrollLeft = e.currentTarget.scrollLeft
+          onScrollTop?.(e.currentTarget.scrollTop < 4)
+        }}
       >
         {count === 0 ? (
           <div className="vtable-empty">{empty}</div>

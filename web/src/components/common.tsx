@@ -2,7 +2,7 @@
 import { useState, type ReactNode } from 'react'
 import { Link } from 'react-router'
 import { authEnabled } from '../lib/auth'
-import { formatCost, formatCount } from '../lib/format'
+import { formatCost, formatCount, truncate } from '../lib/format'
 import type { AgentView } from '../lib/types'
 
 export function Card({
@@ -48,7 +48,11 @@ export function Stat({
     <div className={`stat ${tone ? `tone-${tone}` : ''}`} data-testid={testId}>
       <div className="stat-label">{label}</div>
       <div className="stat-value">{value}</div>
-      {hint !== undefined && <div className="stat-hint">{hint}</div>}
+      {hint !== undefined && (
+        <div className="stat-hint" title={typeof hint === 'string' ? hint : undefined}>
+          {hint}
+        </div>
+      )}
     </div>
   )
 }
@@ -91,6 +95,16 @@ export function Badge({ value, tone }: { value: string | null | undefined; tone?
   return <span className={`badge tone-${tone ?? STATE_TONE[text] ?? 'neutral'}`}>{text}</span>
 }
 
+/** An agent's state; greyed when it is offline: the state it last reported, not what it does. */
+export function AgentState({ agent }: { agent: AgentView }) {
+  if (agent.status === 'online') return <Badge value={agent.state} />
+  return (
+    <span title="last reported before it went offline" data-testid="agent-state-offline">
+      <Badge value={agent.state} tone="neutral" />
+    </span>
+  )
+}
+
 export function AgentStatus({ agent }: { agent: AgentView }) {
   const status = agent.status === 'online' ? (agent.stalled ? 'stalled' : 'online') : 'offline'
   return (
@@ -111,9 +125,11 @@ export function Cost({ amount, currency }: { amount: number | null | undefined; 
 
 /** A link to an agent page; the id is encoded, the text rendered as text. */
 export function AgentLink({ id, name }: { id: string; name?: string | null }) {
+  const text = name || id
+  const shown = truncate(text, 48)
   return (
-    <Link className="link" to={`/agents/${encodeURIComponent(id)}`}>
-      {name || id}
+    <Link className="link" to={`/agents/${encodeURIComponent(id)}`} title={shown === text ? undefined : text}>
+      {shown}
     </Link>
   )
 }

@@ -133,8 +133,10 @@ export function matchesFilter(event: StudioEvent, filter: EventFilter): boolean 
   if (filter.agent_id && event.agent_id !== filter.agent_id) return false
   if (filter.session_id && event.session_id !== filter.session_id) return false
   if (filter.channel && event.channel !== filter.channel) return false
-  if (filter.event_type && event.type !== filter.event_type) return false
-  if (filter.severity && severityOf(event) !== filter.severity) return false
+  // As the Studio filters stored events: the type and the `severity` field, whatever their case
+  // (a `tool:error` without a severity is shown red, but is not of severity error).
+  if (filter.event_type && event.type.toLowerCase() !== filter.event_type.toLowerCase()) return false
+  if (filter.severity && str(event.data.severity).toLowerCase() !== filter.severity.toLowerCase()) return false
   if (filter.start) {
     const start = Date.parse(filter.start)
     if (Number.isFinite(start) && event.ts < start) return false

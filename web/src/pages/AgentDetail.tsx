@@ -1,6 +1,6 @@
 import { useState } from 'react'
 import { Link, useParams } from 'react-router'
-import { AgentStatus, Badge, Card, ErrorNote, PageHeader, Stat } from '../components/common'
+import { AgentState, AgentStatus, Card, ErrorNote, PageHeader, Stat } from '../components/common'
 import { JsonView } from '../components/JsonView'
 import { SessionLive } from '../components/SessionViews'
 import { displayName, uptimeMs } from '../lib/agents'
@@ -38,7 +38,7 @@ export function AgentDetailPage() {
           <span className="title-row">
             <span data-testid="agent-name">{displayName(agent)}</span>
             <AgentStatus agent={agent} />
-            <Badge value={agent.state} />
+            <AgentState agent={agent} />
           </span>
         }
         subtitle={
@@ -97,7 +97,7 @@ export function AgentDetailPage() {
             <Link className="link small" to={`/sessions?agent_id=${encodeURIComponent(agent.id)}`}>
               all sessions →
             </Link>
-            <Link className="link small" to={`/events?agent_id=${encodeURIComponent(agent.id)}`}>
+            <Link className="link small" to={`/events?mode=history&agent_id=${encodeURIComponent(agent.id)}`}>
               events →
             </Link>
           </span>

@@ -1,6 +1,6 @@
 import { useState } from 'react'
 import { useNavigate, useSearchParams } from 'react-router'
-import { AgentLink, AgentStatus, Badge, ConnectHelp, Card, PageHeader, Segmented, SessionLink } from '../components/common'
+import { AgentLink, AgentState, AgentStatus, ConnectHelp, Card, PageHeader, Segmented, SessionLink } from '../components/common'
 import { VirtualTable, type Column } from '../components/VirtualTable'
 import { countAgents, displayName, filterAgents, sortAgents, uptimeMs } from '../lib/agents'
 import { formatCostOf, formatCount, formatDuration, formatRelative } from '../lib/format'
@@ -37,7 +37,7 @@ export function AgentsPage() {
         </span>
       ),
     },
-    { key: 'state', header: 'State', width: '100px', sortable: true, render: (a) => <Badge value={a.state} /> },
+    { key: 'state', header: 'State', width: '100px', sortable: true, render: (a) => <AgentState agent={a} /> },
     { key: 'model', header: 'Model', width: 'minmax(110px, 1.2fr)', sortable: true, render: (a) => <span className="mono small">{a.model ?? '–'}</span> },
     { key: 'session', header: 'Session', width: 'minmax(100px, 1fr)', sortable: true, render: (a) => <SessionLink id={a.current_session_id} /> },
     { key: 'tokens', header: 'Tokens', width: '70px', sortable: true, align: 'right', render: (a) => <span className="num">{formatCount(a.token_usage?.total ?? 0)}</span> },

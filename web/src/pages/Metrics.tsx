@@ -1,7 +1,7 @@
 import { useMemo, useState } from 'react'
 import { AgentLink, Card, Empty, ErrorNote, PageHeader, Segmented, Stat } from '../components/common'
 import { Chart } from '../components/Chart'
-import { formatCost, formatCostOf, formatCount, formatDuration, formatPercent } from '../lib/format'
+import { formatCost, formatCostOf, formatCount, formatDuration, formatPercent, truncate } from '../lib/format'
 import { useApi, useHub } from '../lib/hooks'
 import { PERIODS, type CostAmount, type CostStats, type PerformanceStats, type Period, type TokenCount, type TokenStats } from '../lib/types'
 
@@ -92,7 +92,7 @@ export function MetricsPage() {
               <option value="">All agents</option>
               {[...hub.agents.values()].map((a) => (
                 <option key={a.id} value={a.id}>
-                  {a.name || a.id}
+                  {truncate(a.name || a.id, 48)}
                 </option>
               ))}
             </select>

@@ -180,7 +180,7 @@ export function OverviewPage() {
             />
           )}
         </Card>
-        <Card title="Latest errors" actions={<Link className="link small" to="/events?severity=error">All →</Link>}>
+        <Card title="Latest errors" actions={<Link className="link small" to="/events?mode=history&event_type=error">All →</Link>}>
           <ErrorsList errors={latestErrors} now={now} />
         </Card>
       </div>

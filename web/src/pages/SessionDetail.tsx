@@ -49,7 +49,7 @@ export function SessionDetailPage() {
           </>
         }
         actions={
-          <Link className="btn" to={`/events?session_id=${encodeURIComponent(id)}`}>
+          <Link className="btn" to={`/events?mode=history&session_id=${encodeURIComponent(id)}`}>
             Raw events
           </Link>
         }
