@@ -252,6 +252,15 @@ class UsageQuery:
     bucket_ms: int | None = None  # group by time bucket instead
 
 
+# Severities below error: an `error` event of one of these is a warning or a note. With any
+# other severity, or none, it counts as an error, in every count the Studio shows.
+MINOR_SEVERITIES = ("debug", "info", "notice", "warn", "warning")
+
+
+def counts_as_error(event_type: str, severity: str | None) -> bool:
+    return event_type == "error" and (severity is None or severity.lower() not in MINOR_SEVERITIES)
+
+
 # The largest integer SQLite stores: cursors, times and offsets past it are refused with a 400,
 # not left to fail in the store.
 INT64_MAX = (1 << 63) - 1

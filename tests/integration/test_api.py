@@ -423,3 +423,44 @@ def test_reads_by_agent_and_session_span_postings_and_survive_a_restart(tmp_path
                 assert newest_first == [e["cursor"] for e in reversed(wanted)], (query, restarted)
     finally:
         server.stop()
+
+
+def test_every_error_count_agrees_and_traces_filter_before_paging(tmp_path: Path) -> None:
+    """An agent counted every `error` event, the overview only severities error and fatal, a
+    trace turned `error` on an info note; and `traces?status=error` filtered each page after
+    reading it, so `limit=1` could return nothing with error traces further on."""
+    server = StudioProcess(tmp_path / "e.db").start()
+    try:
+        with RawAgent(server.agent_url) as agent:
+            agent.request(register("e"))
+            for i, severity in enumerate(["info", "warn", "error", "fatal", "CRITICAL", None]):
+                session = {"type": "register_session", "session": {"id": f"s{i}", "agent_id": "e"}}
+                agent.request(session)
+                fields = {"message": f"m{i}"} if severity is None else {"severity": severity}
+                agent.send(event("e", "error", **fields))
+                agent.send({"type": "end_session", "session_id": f"s{i}"})
+            for i in range(6, 9):  # newer sessions without errors
+                agent.request(
+                    {"type": "register_session", "session": {"id": f"s{i}", "agent_id": "e"}}
+                )
+                agent.send({"type": "end_session", "session_id": f"s{i}"})
+            assert agent.request({"type": "ping"}) == {"type": "pong"}
+        for restarted in (False, True):
+            if restarted:
+                server.restart()
+            view = wait_for(
+                lambda: get(server.http_url, "/v1/dashboard/agents/e"),
+                lambda v: v["event_count"] == 6,
+            )
+            assert view["error_count"] == 4
+            assert get(server.http_url, "/v1/dashboard/overview")["error_count"] == 4
+            assert get(server.http_url, "/v1/dashboard/metrics/performance")["error_count"] == 4
+        first = get(server.http_url, "/v1/dashboard/traces?status=error&limit=1")
+        assert [t["id"] for t in first["traces"]] == ["s5"] and first["has_more"] is True
+        every = get(server.http_url, "/v1/dashboard/traces?status=error&limit=50")
+        assert sorted(t["id"] for t in every["traces"]) == ["s2", "s3", "s4", "s5"]
+        assert every["total"] == 4 and every["has_more"] is False
+        fine = get(server.http_url, "/v1/dashboard/traces?status=ok&limit=50")
+        assert sorted(t["id"] for t in fine["traces"]) == ["s0", "s1", "s6", "s7", "s8"]
+    finally:
+        server.stop()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
@@ -15,18 +15,21 @@ from ..errors import NotFound
 from ..live.bus import event_items
 from ..models import (
     INT64_MAX,
+    MINOR_SEVERITIES,
     EventFilter,
+    SessionRecord,
     StoredEvent,
     UsageQuery,
     UsageRow,
     UsageTotals,
+    counts_as_error,
     iso_ms,
     money,
 )
 from ._common import BUCKETS_MS, clamp_limit, ok, ok_raw, period_ms
 
 SCAN_LIMIT = 50_000
-ERROR_SEVERITIES = ("error", "fatal")
+TRACE_SCAN = 5_000  # sessions read at most for a page of traces filtered by ok or error
 TOOL_EVENT_TYPES = ("tool:start", "tool:end", "tool:error", "tool:canceled")
 
 
@@ -110,14 +113,11 @@ def router(studio: Studio) -> APIRouter:
         return await studio.run_sync(store.usage_rows, UsageQuery(start, end, **kw))
 
     async def error_count(start: int, end: int, agent_id: str | None = None) -> int:
-        flt = EventFilter(
-            agent_ids=(agent_id,) if agent_id else None,
-            event_types=("error",),
-            severities=ERROR_SEVERITIES,
-            start_ms=start,
-            end_ms=end,
-        )
-        return await studio.run_sync(store.count_events, flt)
+        """The `error` events of a period but those of a minor severity (`counts_as_error`)."""
+        agents = (agent_id,) if agent_id else None
+        flt = EventFilter(agent_ids=agents, event_types=("error",), start_ms=start, end_ms=end)
+        minor = replace(flt, severities=MINOR_SEVERITIES)
+        return await studio.run_sync(lambda: store.count_events(flt) - store.count_events(minor))
 
     async def scan(flt: EventFilter) -> list[StoredEvent]:
         return await studio.run_sync(store.events_after, flt, 0, SCAN_LIMIT)
@@ -309,7 +309,7 @@ def router(studio: Studio) -> APIRouter:
         )
         usage_by = await studio.run_sync(store.session_usage, [session_id])
         totals = usage_by.get(session_id)
-        errors = [e for e in events if e.event_type == "error"]
+        errors = [e for e in events if counts_as_error(e.event_type, e.severity)]
         end = record.ended_at or record.updated_at
         status = {"active": "running", "completed": "ok"}.get(record.status, "error")
         if errors and status == "ok":
@@ -340,18 +340,35 @@ def router(studio: Studio) -> APIRouter:
     ) -> Response:
         size = clamp_limit(limit, default=50)
         session_status = {"running": "active", "ok": "completed"}.get(status or "")
-        records, total = await studio.run_sync(
-            lambda: store.list_sessions(
-                status=session_status, agent_id=agent_id, limit=size, offset=offset
+
+        async def page(start: int, count: int) -> tuple[list[SessionRecord], int]:
+            return await studio.run_sync(
+                lambda: store.list_sessions(
+                    status=session_status, agent_id=agent_id, limit=count, offset=start
+                )
             )
-        )
-        items = []
-        for record in records:
-            summary, _ = await trace_summary(record.id)
-            if status and summary["status"] != status:
-                continue
-            items.append(summary)
-        return ok({"traces": items, "total": total, "has_more": offset + len(records) < total})
+
+        if status not in ("ok", "error"):  # the session's status says it all
+            records, total = await page(offset, size)
+            items = [(await trace_summary(r.id))[0] for r in records]
+            return ok({"traces": items, "total": total, "has_more": offset + len(records) < total})
+        # "ok" and "error" depend on a session's error events too: read sessions, newest first,
+        # until the page and one more match are found (at most TRACE_SCAN of them).
+        matched: list[dict[str, Any]] = []
+        read = 0
+        while len(matched) <= offset + size and read < TRACE_SCAN:
+            records, _ = await page(read, min(200, TRACE_SCAN - read))
+            if not records:
+                break
+            read += len(records)
+            for record in records:
+                summary, _ = await trace_summary(record.id)
+                if summary["status"] == status:
+                    matched.append(summary)
+        items = matched[offset : offset + size]
+        more = len(matched) > offset + size
+        # The matches found: all of them unless more follow (then at least these).
+        return ok({"traces": items, "total": len(matched), "has_more": more})
 
     @api.get("/v1/dashboard/traces/{trace_id}", summary="A session's trace with tool-call spans")
     async def trace(trace_id: str) -> Response:

@@ -36,7 +36,7 @@ from aster_studio_sdk.protocol import (
 from .. import store as ops
 from ..auth import Auth
 from ..live.bus import LiveBus
-from ..models import StoredEvent, Usage
+from ..models import StoredEvent, Usage, counts_as_error
 from ..store import CommitResult, Store, WriteOp
 from .connection import AgentConnection, ConnectionLimits
 from .pipeline import WritePipeline
@@ -685,7 +685,7 @@ class IngestService:
             asyncio.get_running_loop().call_soon(self._publish)
         self._fresh.append(stored)
         agent.event_count += 1
-        if etype == "error":
+        if etype == "error" and counts_as_error(etype, stored[5]):
             agent.error_count += 1
         agent.last_event_at = now
         agent.last_seen = now

@@ -10,7 +10,7 @@ import threading
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from itertools import compress, islice
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from ..models import (
     UsageQuery,
     UsageRow,
     UsageTotals,
+    counts_as_error,
 )
 from ..pricing import DEFAULT_PRICES, PriceTable
 from . import _postings
@@ -366,7 +367,11 @@ def _add_session_counts(into: SessionCounts, counts: Iterable[tuple[str, int, in
 
 
 def _agent_counts(
-    agent_ids: Sequence[str], times: Sequence[int], types: Sequence[str], ascending: bool
+    agent_ids: Sequence[str],
+    times: Sequence[int],
+    types: Sequence[str],
+    severities: Sequence[str | None],
+    ascending: bool,
 ) -> list[tuple[str, int, int, int]]:
     """(agent id, events, errors, newest receive time) for events given column by column."""
     last = _newest(agent_ids, times, ascending)
@@ -374,7 +379,9 @@ def _agent_counts(
     # lookup of a missing key calls its `__missing__` in Python (1,200 instructions).
     errors: dict[str, int] = {}
     if "error" in types:
-        errors = Counter(compress(agent_ids, map("error".__eq__, types)))
+        errors = Counter(
+            a for a, t, s in zip(agent_ids, types, severities, strict=True) if counts_as_error(t, s)
+        )
     return [(a, n, errors.get(a, 0), last[a]) for a, n in Counter(agent_ids).items()]
 
 
@@ -585,19 +592,24 @@ class SqliteStore:
                         (self._posted_through,),
                     )
         cursor = conn.execute(
-            "SELECT id, agent_id, session_id, ts, event_type FROM events WHERE id > ? ORDER BY id",
+            "SELECT id, agent_id, session_id, ts, event_type, severity FROM events WHERE id > ? "
+            "ORDER BY id",
             (self._posted_through,),
         )
         posted = 0
         # In runs of 20,000, so that no posting holds more ids than a read should unpack.
         while chunk := list(islice(cursor, 20_000)):
-            ids, agents, sessions, times, types = zip(*chunk, strict=True)
+            ids, agents, sessions, times, types, severities = zip(*chunk, strict=True)
             self._unpost(ids, agents, sessions, times)
             # Events an earlier run counted are not counted again (all of them before version 8).
             start = bisect.bisect_right(ids, counted_through)
             times_left = times[start:]
             ascending = _ascending(times_left)
-            self._uncount(_agent_counts(agents[start:], times_left, types[start:], ascending))
+            self._uncount(
+                _agent_counts(
+                    agents[start:], times_left, types[start:], severities[start:], ascending
+                )
+            )
             self._uncount_sessions(_session_counts(sessions[start:], times_left, ascending))
             if len(self._unposted_ids) >= self._posting_events:
                 posted += len(self._unposted_ids)
@@ -842,10 +854,12 @@ class SqliteStore:
             self._stepped(step)
         if events:
             # The columns in one pass over the rows (a `list(map(itemgetter))` each took five).
-            ids, agent_ids, session_ids, _, types, _, times, _, _ = zip(*events, strict=True)
+            ids, agent_ids, session_ids, _, types, severities, times, _, _ = zip(
+                *events, strict=True
+            )
             self._unpost(ids, agent_ids, session_ids, times)
             ascending = _ascending(times)
-            self._uncount(_agent_counts(agent_ids, times, types, ascending))
+            self._uncount(_agent_counts(agent_ids, times, types, severities, ascending))
             self._uncount_sessions(_session_counts(session_ids, times, ascending))
         return result
 

@@ -54,11 +54,12 @@ export function severityOf(event: StudioEvent): string {
   return ''
 }
 
-/** An `error` event of severity error or fatal (what the Studio counts as an error). */
+const MINOR_SEVERITIES = new Set(['debug', 'info', 'notice', 'warn', 'warning'])
+
+/** An `error` event of no severity or one above warning: what the Studio counts as an error. */
 export function isError(event: StudioEvent): boolean {
   if (event.type !== 'error') return false
-  const sev = severityOf(event)
-  return sev === '' || sev === 'error' || sev === 'fatal'
+  return !MINOR_SEVERITIES.has(severityOf(event).toLowerCase())
 }
 
 /** A one-line, human summary of an event; plain text, never markup. */
