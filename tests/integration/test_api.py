@@ -226,6 +226,32 @@ def test_overview_counts_events_not_cursors_after_a_crash(tmp_path: Path) -> Non
         server.stop()
 
 
+def test_token_and_cost_metrics_take_start_and_end(seeded: StudioProcess) -> None:
+    """The original's `start` and `end` were accepted and ignored: the last 24 h came back."""
+    for route in ("tokens", "costs", "performance"):
+        past = get(
+            seeded.http_url,
+            f"/v1/dashboard/metrics/{route}?start=2020-01-01T00:00:00Z&end=2020-01-02T00:00:00Z",
+        )
+        now = get(
+            seeded.http_url,
+            f"/v1/dashboard/metrics/{route}?start=2020-01-01T00:00:00Z&end=2100-01-01T00:00:00Z",
+        )
+        if route == "tokens":
+            assert past["total"]["total"] == 0 and now["total"]["total"] == 1110
+        elif route == "costs":
+            assert past["total"]["amount"] == 0 and now["total"]["amount"] > 0
+        else:
+            assert past["request_count"] == 0 and now["request_count"] == 2
+    status, body = call(seeded.http_url, "/v1/dashboard/metrics/tokens?start=garbage")
+    assert status == 400 and "start" in body["error"]["message"]
+    status, _ = call(
+        seeded.http_url,
+        "/v1/dashboard/metrics/costs?start=2024-01-02T00:00:00Z&end=2024-01-01T00:00:00Z",
+    )
+    assert status == 400
+
+
 def test_token_metrics_by_model_and_agent(seeded: StudioProcess) -> None:
     data = get(seeded.http_url, "/v1/dashboard/metrics/tokens?period=1h")
     assert data["by_model"]["gpt-4o"]["total"] == 1100

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Query
 from starlette.responses import Response
 
 from ..app import Studio
-from ..errors import NotFound
+from ..errors import BadRequest, NotFound
 from ..live.bus import event_items
 from ..models import (
     INT64_MAX,
@@ -25,6 +25,7 @@ from ..models import (
     counts_as_error,
     iso_ms,
     money,
+    parse_time_ms,
 )
 from ._common import BUCKETS_MS, clamp_limit, ok, ok_raw, period_ms
 
@@ -193,10 +194,27 @@ def router(studio: Studio) -> APIRouter:
         body = orjson.dumps(data)
         return ok_raw(body[:-1] + b',"latest_errors":[' + b",".join(event_items(latest)) + b"]}")
 
-    def _period(period: str) -> tuple[int, int, int]:
-        now = studio.clock()
+    def _period(
+        period: str, start: str | None = None, end: str | None = None
+    ) -> tuple[int, int, int]:
+        """The window (start, end, trend bucket): `period` up to now, or `start`/`end` (ISO
+        8601 or epoch ms), either one alone taking the period before or after it."""
         window = period_ms(period)
-        return now - window, now, BUCKETS_MS[window]
+        if start is None and end is None:
+            now = studio.clock()
+            return now - window, now, BUCKETS_MS[window]
+        end_ms = parse_time_ms(end, "end") if end else None
+        start_ms = parse_time_ms(start, "start") if start else None
+        if start_ms is None:
+            start_ms = max(0, (end_ms or 0) - window)
+        if end_ms is None:
+            end_ms = start_ms + window
+        if end_ms <= start_ms:
+            raise BadRequest("'end' must be after 'start'")
+        span = end_ms - start_ms
+        fits = [b for w, b in sorted(BUCKETS_MS.items()) if span <= w]
+        # The bucket of the smallest period that holds the window; never more than 500 of them.
+        return start_ms, end_ms, max(fits[0] if fits else 86_400_000, -(-span // 500))
 
     @dataclass(frozen=True, slots=True)
     class Breakdown:
@@ -205,9 +223,15 @@ def router(studio: Studio) -> APIRouter:
         by_agent: list[UsageRow]
         trend: list[UsageRow]
 
-    async def breakdown(period: str, agent_id: str | None, model: str | None) -> Breakdown:
+    async def breakdown(
+        period: str,
+        agent_id: str | None,
+        model: str | None,
+        start_at: str | None,
+        end_at: str | None,
+    ) -> Breakdown:
         """The usage of a period: its total, by model, by agent and per time bucket."""
-        start, end, bucket = _period(period)
+        start, end, bucket = _period(period, start_at, end_at)
         kw = {"agent_id": agent_id, "model": model}
         total = await usage(start, end, **kw)
         return Breakdown(
@@ -219,9 +243,13 @@ def router(studio: Studio) -> APIRouter:
 
     @api.get("/v1/dashboard/metrics/tokens", summary="Token usage by agent, model and time")
     async def tokens(
-        period: str = Query("24h"), agent_id: str | None = None, model: str | None = None
+        period: str = Query("24h"),
+        agent_id: str | None = None,
+        model: str | None = None,
+        start: str | None = Query(None, description="from this time (ISO 8601 or ms)"),
+        end: str | None = Query(None, description="before this time (ISO 8601 or ms)"),
     ) -> Response:
-        b = await breakdown(period, agent_id, model)
+        b = await breakdown(period, agent_id, model, start, end)
         return ok(
             {
                 "period": period,
@@ -242,9 +270,13 @@ def router(studio: Studio) -> APIRouter:
 
     @api.get("/v1/dashboard/metrics/costs", summary="Cost by agent, model and time")
     async def costs(
-        period: str = Query("24h"), agent_id: str | None = None, model: str | None = None
+        period: str = Query("24h"),
+        agent_id: str | None = None,
+        model: str | None = None,
+        start: str | None = Query(None, description="from this time (ISO 8601 or ms)"),
+        end: str | None = Query(None, description="before this time (ISO 8601 or ms)"),
     ) -> Response:
-        b = await breakdown(period, agent_id, model)
+        b = await breakdown(period, agent_id, model, start, end)
         return ok(
             {
                 "period": period,
@@ -263,8 +295,13 @@ def router(studio: Studio) -> APIRouter:
         )
 
     @api.get("/v1/dashboard/metrics/performance", summary="Step and tool latencies, error rate")
-    async def performance(period: str = Query("24h"), agent_id: str | None = None) -> Response:
-        start, end, _ = _period(period)
+    async def performance(
+        period: str = Query("24h"),
+        agent_id: str | None = None,
+        start_at: str | None = Query(None, alias="start", description="ISO 8601 or ms"),
+        end_at: str | None = Query(None, alias="end", description="ISO 8601 or ms"),
+    ) -> Response:
+        start, end, _ = _period(period, start_at, end_at)
         agents = (agent_id,) if agent_id else None
         steps = await scan(
             EventFilter(
