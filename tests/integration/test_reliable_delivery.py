@@ -55,6 +55,23 @@ def test_acks_are_coalesced(studio: StudioProcess) -> None:
     assert acks == sorted(acks)
 
 
+def test_resent_duplicates_get_one_ack(studio: StudioProcess) -> None:
+    """Each duplicate acked the durable sequence again: `ack 15, ack 15, ack 18`."""
+    with RawAgent(studio.agent_url) as agent:
+        register_producer(agent)
+        agent.send(numbered(1, 16))
+        while agent.recv_until("ack")["seq"] < 15:
+            pass
+    with RawAgent(studio.agent_url) as agent:
+        assert register_producer(agent) == 15
+        for seq in range(12, 19):
+            agent.send({**event("r-1", "text_chunk", delta=str(seq)), "seq": seq})
+        acks = [agent.recv_until("ack")["seq"]]
+        while acks[-1] < 18:
+            acks.append(agent.recv_until("ack")["seq"])
+    assert acks in ([15, 18], [18]), acks
+
+
 def test_resend_after_reconnect_stores_each_message_once(studio: StudioProcess) -> None:
     first = RawAgent(studio.agent_url)
     register_producer(first)

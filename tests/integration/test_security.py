@@ -308,6 +308,11 @@ def test_too_many_agents_on_one_connection(tmp_path: Path) -> None:
         assert agent.request(register("a2"))["type"] == "registered"
         reply = agent.request(register("a3"))
         assert reply["code"] == "too_many_agents"
+        assert "index" not in reply
+        # In a batch, the refusal says which item, as a decoding error does.
+        agent.send({"type": "batch", "messages": [event("a1", "x"), event("a4", "x")]})
+        refused = agent.recv()
+        assert (refused["code"], refused["index"]) == ("too_many_agents", 1)
         assert agent.request({"type": "ping"}) == {"type": "pong"}
 
 

@@ -60,7 +60,8 @@ class AgentConnection:
     space: asyncio.Event | None = None  # made when the connection first waits for the writer
     agents: set[str] = field(default_factory=set)
     outbox: deque[bytes] = field(default_factory=deque)
-    ack_seq: int | None = None
+    ack_seq: int | None = None  # an ack to send
+    acked: int = 0  # the highest ack sent or to send: never the same one twice
     close_request: tuple[int, str] | None = None
     deferred: int = 0  # replies waiting for a commit; later replies queue behind them
     dropped_replies: int = 0
@@ -95,8 +96,8 @@ class AgentConnection:
         self._kick()
 
     def ack(self, seq: int) -> None:
-        if self.ack_seq is None or seq > self.ack_seq:
-            self.ack_seq = seq
+        if seq > self.acked:
+            self.acked = self.ack_seq = seq
             self._kick()
 
     def request_close(self, code: int, reason: str) -> None:

@@ -245,9 +245,10 @@ class IngestService:
         if conn.shape is None and shape is not None:
             conn.shape = shape
         items = message.items if isinstance(message, Batch) else (message,)
+        batched = isinstance(message, Batch)
         conn.tokens -= float(len(items))  # float: compiled, a float minus an int is boxed
         if conn.tokens < 0.0 or len(items) > YIELD_EVERY:
-            return self._apply(conn, items, 0, [], None)
+            return self._apply(conn, items, batched, 0, [], None)
         # One time for a frame. The wall clock is called directly: through the `clock` attribute
         # it goes through Python's call protocol (650 instructions, callgrind; directly 250).
         clock = self.clock
@@ -256,15 +257,16 @@ class IngestService:
         for index, item in enumerate(items):
             if conn.taken_over:
                 break
-            register = self._item(conn, item, writes, now)
+            register = self._item(conn, item, writes, now, index if batched else -1)
             if register is not None:
-                return self._apply(conn, items, index + 1, writes, register)
+                return self._apply(conn, items, batched, index + 1, writes, register)
         return self._handed_over(conn, writes)
 
     async def _apply(
         self,
         conn: AgentConnection,
         items: Sequence[ClientMessage | ProtocolError],
+        batched: bool,
         start: int,
         writes: list[WriteOp],
         register: tuple[Register, int | None] | None,
@@ -285,7 +287,7 @@ class IngestService:
                 now = self.clock()
             if conn.taken_over:
                 break
-            register = self._item(conn, items[index], writes, now)
+            register = self._item(conn, items[index], writes, now, index if batched else -1)
             if register is not None:
                 await self._registered(conn, register, writes)
         rest = self._handed_over(conn, writes)
@@ -306,8 +308,10 @@ class IngestService:
         item: ClientMessage | ProtocolError,
         writes: list[WriteOp],
         now: int,
+        index: int,
     ) -> tuple[Register, int | None] | None:
-        """Apply one message; a registration is returned instead, with its sequence number.
+        """Apply one message (item `index` of a batch, or -1); a registration is returned
+        instead, with its sequence number.
 
         A registration may wait for the writer: the caller runs it with `_registered`.
         """
@@ -324,7 +328,7 @@ class IngestService:
         if isinstance(item, Event) and conn.key is None and item.agent_id in conn.agents:
             pass  # the common case: an event for an agent this connection already carries
         elif not isinstance(item, (ProtocolError, Ping)):
-            refusal = self._refusal(conn, item)
+            refusal = self._refusal(conn, item, None if index < 0 else index)
             if refusal is not None:
                 self.stats.refused += 1
                 item = refusal
@@ -402,7 +406,9 @@ class IngestService:
             )
         await asyncio.sleep(wait)
 
-    def _refusal(self, conn: AgentConnection, item: ClientMessage) -> ProtocolError | None:
+    def _refusal(
+        self, conn: AgentConnection, item: ClientMessage, index: int | None
+    ) -> ProtocolError | None:
         """Policy checks: the key's agent scope and the per-connection caps."""
         agent_id = getattr(item, "agent_id", None)
         if agent_id is not None and conn.key is not None and agent_id not in conn.allowed:
@@ -412,6 +418,7 @@ class IngestService:
                     f"this agent key may not write for agent '{agent_id[:64]}'",
                     "agent_id",
                     item.seq,
+                    index,
                 )
             conn.allowed.add(agent_id)
         if (
@@ -425,6 +432,7 @@ class IngestService:
                 f"a connection may carry at most {self.policy.max_agents} agents",
                 "agent_id",
                 item.seq,
+                index,
             )
         if isinstance(item, RegisterSession) and item.session_id not in conn.sessions:
             if len(conn.sessions) >= self.policy.max_sessions:
@@ -433,6 +441,7 @@ class IngestService:
                     f"a connection may register at most {self.policy.max_sessions} sessions",
                     "session_id",
                     item.seq,
+                    index,
                 )
             conn.sessions.add(item.session_id)
         return None

@@ -171,6 +171,16 @@ def test_register_name_falls_back_to_metadata_name() -> None:
     assert result.name == "meta"
 
 
+def test_envelope_register_takes_its_model_from_metadata() -> None:
+    """The envelope's register has no `model` field: without it the usage went unpriced."""
+    metadata = {"name": "writer", "model": "claude-3-5-sonnet"}
+    result = message({"type": "register", "payload": {"agent_id": "a1", "metadata": metadata}})
+    assert isinstance(result, Register) and result.model == "claude-3-5-sonnet"
+    explicit = {"id": "a", "model": "gpt-4o", "metadata": {"model": "other"}}
+    result = message({"type": "register", "agent": explicit})
+    assert isinstance(result, Register) and result.model == "gpt-4o"
+
+
 def test_register_explicit_name_beats_metadata_name() -> None:
     body = {"id": "a", "name": "explicit", "metadata": {"name": "meta"}}
     result = message({"type": "register", "agent": body})

@@ -147,6 +147,11 @@ def parse_timestamp_ms(value: Any) -> int | None:
     return None
 
 
+def _metadata_string(metadata: dict[str, Any], key: str, max_len: int) -> str | None:
+    value = metadata.get(key)
+    return (value[:max_len] or None) if isinstance(value, str) else None
+
+
 def _string(
     obj: dict[str, Any], key: str, path: str, max_len: int, *, required: bool = False
 ) -> str | None:
@@ -224,8 +229,8 @@ def _register(msg: dict[str, Any], shape: Shape, limits: Limits, seq: int | None
     agent_id = _string(body, id_key, prefix + id_key, limits.max_id_length, required=True)
     assert agent_id is not None
     name = _string(body, "name", prefix + "name", limits.max_name_length)
-    if name is None and isinstance(metadata.get("name"), str):
-        name = metadata["name"][: limits.max_name_length]
+    if name is None:
+        name = _metadata_string(metadata, "name", limits.max_name_length)
     producer = _string(msg, "producer_id", "producer_id", limits.max_id_length)
     if producer is None:
         producer = _string(body, "producer_id", prefix + "producer_id", limits.max_id_length)
@@ -233,7 +238,9 @@ def _register(msg: dict[str, Any], shape: Shape, limits: Limits, seq: int | None
         agent_id=agent_id,
         name=name,
         status=_string(body, "status", prefix + "status", limits.max_type_length),
-        model=_string(body, "model", prefix + "model", limits.max_name_length),
+        # The envelope's register has no `model`: its clients put it with the name, in metadata.
+        model=_string(body, "model", prefix + "model", limits.max_name_length)
+        or _metadata_string(metadata, "model", limits.max_name_length),
         template_id=_string(body, "template_id", prefix + "template_id", limits.max_name_length),
         capabilities=_capabilities(body.get("capabilities"), prefix + "capabilities", limits),
         metadata=metadata,
