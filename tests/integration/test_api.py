@@ -199,10 +199,24 @@ def test_overview_counts_real_data(seeded: StudioProcess) -> None:
     assert data["error_count"] == 1  # the warning is not an error
     assert data["error_rate"] == 0.5
     assert data["avg_latency_ms"] == 812
-    assert data["active_sessions"] == 1
+    assert data["active_sessions"] == 0  # s-a was never ended, but its agent went away
     assert data["latest_errors"][0]["event"]["message"] == "just a warning"
     assert data["period"] == "1h"
     assert data["events_total"] == 39
+
+
+def test_active_sessions_are_those_of_connected_agents(studio: StudioProcess) -> None:
+    """The original document has no end_session: a session whose agent left stayed "active"
+    for ever, and the overview counted 30 of them with no agent online."""
+    with RawAgent(studio.agent_url) as agent:
+        agent.request(register("live"))
+        for sid in ("open", "ended"):
+            agent.request({"type": "register_session", "session": {"id": sid, "agent_id": "live"}})
+        agent.send({"type": "end_session", "session_id": "ended"})
+        assert agent.request({"type": "ping"}) == {"type": "pong"}
+        overview = "/v1/dashboard/overview"
+        wait_for(lambda: get(studio.http_url, overview)["active_sessions"], lambda n: n == 1)
+    wait_for(lambda: get(studio.http_url, overview)["active_sessions"], lambda n: n == 0)
 
 
 def test_overview_counts_events_not_cursors_after_a_crash(tmp_path: Path) -> None:

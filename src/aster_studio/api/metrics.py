@@ -162,8 +162,14 @@ def router(studio: Studio) -> APIRouter:
         durations = [
             d for d in (_num(orjson.loads(e.payload).get("duration_ms")) for e in steps) if d
         ]
-        _, active_sessions = await studio.run_sync(
-            lambda: store.list_sessions(status="active", agent_id=None, limit=1, offset=0)
+        # Active: not ended, and its agent is connected. An agent that went away without
+        # ending its sessions (the original document has no end_session) has none running.
+        by_agent = await studio.run_sync(store.active_sessions_by_agent)
+        online = studio.registry.agents
+        active_sessions = sum(
+            n
+            for agent_id, n in by_agent.items()
+            if (a := online.get(agent_id)) is not None and a.connection is not None
         )
         latest = await studio.run_sync(
             store.events_before, EventFilter(event_types=("error",)), None, 10

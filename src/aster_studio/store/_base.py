@@ -181,6 +181,10 @@ class Store(Protocol):
 
     def prices(self) -> list[Price]: ...
 
+    def active_sessions_by_agent(self) -> dict[str, int]:
+        """How many sessions of each agent are active (neither ended nor failed)."""
+        ...
+
     def list_sessions(
         self, *, status: str | None, agent_id: str | None, limit: int, offset: int
     ) -> tuple[list[SessionRecord], int]: ...

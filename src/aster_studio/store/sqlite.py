@@ -1247,6 +1247,15 @@ class SqliteStore:
             r[0], r[1], r[2], r[3], max(r[4], last), r[5], orjson.loads(r[6]), r[7] + n
         )
 
+    def active_sessions_by_agent(self) -> dict[str, int]:
+        with self._read() as conn:
+            rows = _all(
+                conn,
+                "SELECT agent_id, count(*) FROM sessions WHERE status = 'active' GROUP BY agent_id",
+                (),
+            )
+        return {str(r[0]): int(r[1]) for r in rows}
+
     @contextmanager
     def _sessions_read(self) -> Iterator[tuple[apsw.Connection, SessionCounts]]:
         """A read of sessions in one snapshot, with the counts its rows do not include yet."""
