@@ -49,6 +49,7 @@ class Studio:
     generated_console_token: str | None = None
     pipeline: WritePipeline | None = None
     dashboard_connections: int = 0
+    stream_dropped: int = 0  # events dropped for live-stream clients too slow to take them
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:

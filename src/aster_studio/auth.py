@@ -58,6 +58,7 @@ class Auth:
         self._stored_hash: str | None = None
         self._keys: dict[str, AgentKey] = {}
         self._sessions: dict[str, ConsoleSession] = {}
+        self.refused = 0  # requests and handshakes refused for want of a credential or origin
 
     # ---- state ----
 

@@ -414,6 +414,10 @@ def test_working_agent_that_goes_silent_is_stalled(tmp_path: Path) -> None:
             assert time.monotonic() - started >= 0.4
             assert view["health"] == "stalled"
             assert get(server.http_url, "/v1/dashboard/overview")["agents"]["stalled"] == 1
+            # Stalled is not working, in the list's filter as in the overview's counts.
+            listed = "/v1/dashboard/agents?status="
+            assert get(server.http_url, listed + "working")["total"] == 0
+            assert get(server.http_url, listed + "stalled")["total"] == 1
             agent.send(event("slow", "text_chunk", delta="alive"))
             wait_for(
                 lambda: get(server.http_url, "/v1/dashboard/agents/slow"),
@@ -504,3 +508,36 @@ def test_every_error_count_agrees_and_traces_filter_before_paging(tmp_path: Path
         assert sorted(t["id"] for t in fine["traces"]) == ["s0", "s1", "s6", "s7", "s8"]
     finally:
         server.stop()
+
+
+def test_remote_agent_stats_have_the_original_shape(studio: StudioProcess) -> None:
+    with RawAgent(studio.agent_url) as agent:
+        agent.request(register("r1", name="writer", status="working", metadata={"team": "docs"}))
+        agent.send(event("r1", "x"))
+        assert agent.request({"type": "ping"}) == {"type": "pong"}
+        stats = wait_for(
+            lambda: get(studio.http_url, "/v1/remote-agents/stats"),
+            lambda s: s["agents"] and s["agents"][0]["status"]["cursor"] == 1,
+        )
+    assert stats["remote_agents_count"] == 1
+    (entry,) = stats["agents"]
+    assert entry["agent_id"] == "r1"
+    assert entry["status"] == {
+        "agent_id": "r1",
+        "state": "working",
+        "step_count": 0,
+        "last_sfp_index": 0,
+        "last_bookmark": None,
+        "cursor": 1,
+        "breakpoint": {"enabled": False},
+    }
+    assert entry["metadata"] == {
+        "team": "docs",
+        "name": "writer",
+        "remote": True,
+        "source": "remote_agent",
+    }
+    gone = wait_for(
+        lambda: get(studio.http_url, "/v1/remote-agents/stats"), lambda s: not s["agents"]
+    )
+    assert gone["remote_agents_count"] == 0

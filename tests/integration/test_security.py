@@ -77,6 +77,11 @@ def locked(tmp_path: Path) -> Iterator[tuple[StudioProcess, str, str]]:
         server.stop()
 
 
+def metrics_text(server: StudioProcess) -> str:
+    with urllib.request.urlopen(f"{server.http_url}/metrics") as response:
+        return str(response.read().decode())
+
+
 def ws_status(url: str, headers: dict[str, str] | None = None) -> int:
     try:
         with connect(url, additional_headers=headers, open_timeout=5 * UNIT):
@@ -188,6 +193,7 @@ def test_open_studio_refuses_the_console_stream_to_other_sites(studio: StudioPro
     assert ws_status(stream, {"Origin": own}) == 101
     assert ws_status(stream, {"Origin": "https://evil.example"}) == 403
     assert ws_status(studio.agent_url, {"Origin": "https://evil.example"}) == 101
+    assert "aster_auth_refusals_total 1\n" in metrics_text(studio)
 
 
 def test_session_endpoint_reports_auth_state(locked: tuple[StudioProcess, str, str]) -> None:
@@ -314,6 +320,7 @@ def test_too_many_agents_on_one_connection(tmp_path: Path) -> None:
         refused = agent.recv()
         assert (refused["code"], refused["index"]) == ("too_many_agents", 1)
         assert agent.request({"type": "ping"}) == {"type": "pong"}
+        assert "aster_agent_refusals_total 2\n" in metrics_text(server)
 
 
 def test_a_connection_whose_first_message_came_in_time_stays_open(tmp_path: Path) -> None:

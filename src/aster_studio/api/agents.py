@@ -40,8 +40,8 @@ def router(studio: Studio) -> APIRouter:
                 for v in views
                 if v["health"] == wanted
                 or v["status"] == wanted
-                or (
-                    wanted == "working" and v["status"] == "online" and v["state"] in WORKING_STATES
+                or (  # working and not stalled, as the overview counts them
+                    wanted == "working" and v["health"] == "online" and v["state"] in WORKING_STATES
                 )
             ]
         if q:

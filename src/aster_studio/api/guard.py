@@ -92,7 +92,6 @@ class Guard:
     def __init__(self, app: ASGIApp, auth: Auth) -> None:
         self.app = app
         self.auth = auth
-        self.refused = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -156,7 +155,7 @@ class Guard:
     async def _deny(
         self, kind: str, receive: Receive, send: Send, status: int, code: str, message: str
     ) -> None:
-        self.refused += 1
+        self.auth.refused += 1
         body = orjson.dumps({"success": False, "error": {"code": code, "message": message}})
         headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
         if status == 401:

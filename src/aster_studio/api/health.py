@@ -62,6 +62,8 @@ def router(studio: Studio) -> APIRouter:
         ingest = studio.ingest.stats
         pipe = studio.pipeline.stats if studio.pipeline else None
         counts = studio.registry.counts(studio.clock(), studio.stall_after_ms)
+        open_ones = studio.ingest.connections.values()
+        dropped_replies = ingest.dropped_replies + sum(c.dropped_replies for c in open_ones)
         lines = [
             "# TYPE aster_agents gauge",
             *(f'aster_agents{{status="{k}"}} {v}' for k, v in counts.items() if k != "total"),
@@ -79,6 +81,16 @@ def router(studio: Studio) -> APIRouter:
             f"aster_protocol_errors_total {ingest.errors}",
             "# TYPE aster_duplicates_skipped_total counter",
             f"aster_duplicates_skipped_total {ingest.duplicates}",
+            "# TYPE aster_agent_refusals_total counter",
+            f"aster_agent_refusals_total {ingest.refused}",
+            "# TYPE aster_auth_refusals_total counter",
+            f"aster_auth_refusals_total {studio.auth.refused}",
+            "# TYPE aster_throttled_seconds_total counter",
+            f"aster_throttled_seconds_total {ingest.throttled_s:.6f}",
+            "# TYPE aster_replies_dropped_total counter",
+            f"aster_replies_dropped_total {dropped_replies}",
+            "# TYPE aster_stream_events_dropped_total counter",
+            f"aster_stream_events_dropped_total {studio.stream_dropped}",
             "# TYPE aster_write_queue_depth gauge",
             f"aster_write_queue_depth {studio.pipeline.depth if studio.pipeline else 0}",
         ]

@@ -70,8 +70,15 @@ def _num(value: Any) -> float | None:
 
 
 def tool_spans(events: list[StoredEvent]) -> list[dict[str, Any]]:
-    """Pair `tool:start` with its end (`tool:end`, `tool:error`, `tool:canceled`) by call id."""
+    """Pair `tool:start` with its end (`tool:end`, `tool:error`, `tool:canceled`) by call id.
+
+    A span starts when its start was received. Its length is the agent's own measure where it
+    gave one: the end's `duration_ms`, else the difference of the two events' own times. Only
+    without either is it the difference of their receive times, which a batch or a slow link
+    shrinks or stretches.
+    """
     spans: dict[str, dict[str, Any]] = {}
+    client_starts: dict[str, int | None] = {}  # the agent's own time of each start
     order: list[str] = []
     for event in events:
         if not event.event_type.startswith("tool:"):
@@ -94,10 +101,20 @@ def tool_spans(events: list[StoredEvent]) -> list[dict[str, Any]]:
                 "error": None,
             }
             spans[call_id] = span
+            client_starts[call_id] = event.client_ts
             order.append(call_id)
         kind = event.event_type
         if kind in ("tool:end", "tool:error", "tool:canceled"):
-            span["end_ms"] = event.ts
+            measured = _num(body.get("duration_ms"))
+            if measured is None:
+                measured = _num(call.get("duration_ms"))
+            started = client_starts[call_id]
+            if measured is None and started is not None and event.client_ts is not None:
+                measured = float(event.client_ts - started)
+            ended = event.ts
+            if measured is not None and measured >= 0:
+                ended = span["start_ms"] + round(measured)
+            span["end_ms"] = ended
             span["state"] = {"tool:error": "failed", "tool:canceled": "canceled"}.get(
                 kind, str(call.get("state") or "completed")
             )

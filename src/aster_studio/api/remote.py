@@ -92,6 +92,8 @@ def router(studio: Studio) -> APIRouter:
                         "agent_id": agent.id,
                         "state": agent.state,
                         "step_count": 0,
+                        "last_sfp_index": 0,
+                        "last_bookmark": None,
                         "cursor": agent.event_count,
                         "breakpoint": {"enabled": False},
                     },

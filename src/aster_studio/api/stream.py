@@ -150,6 +150,7 @@ def router(studio: Studio) -> APIRouter:
                 async with lock:
                     events, updates, dropped = sub.take()
                     busy = len(events) >= BUSY_SEND
+                    studio.stream_dropped += dropped
                     if dropped:
                         await ws.send_text(
                             _frame(

@@ -83,6 +83,7 @@ class IngestStats:
     duplicates: int = 0
     refused: int = 0  # messages refused by policy (key scope, agent/session caps)
     throttled_s: float = 0.0  # time connections were held back by their rate limit
+    dropped_replies: int = 0  # replies to clients that never read, of connections closed
 
 
 class RateMeter:
@@ -196,6 +197,7 @@ class IngestService:
     def close_connection(self, conn: AgentConnection) -> None:
         """Mark the connection's agents offline; their history stays."""
         self.connections.pop(conn.id, None)
+        self.stats.dropped_replies += conn.dropped_replies
         now = self.clock()
         writes: list[WriteOp] = []
         for agent_id in conn.agents:

@@ -459,8 +459,12 @@ class LiveBus:
         change at each view interval, and every console gets each of them.
         """
         frame: bytes | None = None
+        agent_id = view["id"] if kind == "agent" else view.get("agent_id")
         for sub in self._subscribers.values():
             if sub.active and sub.batch:
+                agents = sub.filter.agent_ids
+                if agents and agent_id not in agents:
+                    continue  # a console that follows some agents hears of those only
                 if frame is None:
                     frame = stream_frame(kind, view)
                 sub.updates[(kind, view["id"])] = frame

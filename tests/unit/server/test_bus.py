@@ -105,6 +105,19 @@ def test_agent_changes_reach_batch_subscribers_only_and_coalesce() -> None:
     assert legacy.take()[1] == {}
 
 
+def test_a_console_following_some_agents_hears_of_those_agents_only() -> None:
+    bus = LiveBus()
+    narrow, wide = bus.subscribe(), bus.subscribe()
+    narrow.active = narrow.batch = wide.active = wide.batch = True
+    narrow.filter = StreamFilter(agent_ids=frozenset({"a"}))
+    bus.changed("agent", {"id": "a"})
+    bus.changed("agent", {"id": "b"})
+    bus.changed("request", {"id": "r1", "agent_id": "b"})
+    bus.changed("request", {"id": "r2", "agent_id": "a"})
+    assert set(narrow.take()[1]) == {("agent", "a"), ("request", "r2")}
+    assert len(wide.take()[1]) == 4
+
+
 def test_a_changed_view_is_serialized_once_for_every_console() -> None:
     bus = LiveBus()
     first, second = bus.subscribe(), bus.subscribe()

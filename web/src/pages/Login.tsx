@@ -29,8 +29,8 @@ export function LoginPage({ onDone }: { onDone: () => void }) {
           </span>
         </div>
         <p className="muted">
-          This Studio asks for its console token. It was printed when the Studio first started;{' '}
-          <code className="mono">aster-studio console-token</code> makes a new one.
+          This Studio asks for its console token: the one it was started with, or the one it
+          printed when it first started; <code className="mono">aster-studio console-token</code> makes a new one.
         </p>
         <input
           className="input"
