@@ -305,6 +305,12 @@ def test_openapi_schema_lists_the_routes(seeded: StudioProcess) -> None:
     assert status == 200
     assert "/v1/dashboard/events" in schema["paths"]
     assert "/v1/dashboard/pricing" in schema["paths"]
+    # Bad input is a 400 with the envelope, as the API answers it, never the framework's 422.
+    listing = schema["paths"]["/v1/dashboard/events"]["get"]["responses"]
+    assert "422" not in listing and listing["400"]["content"]["application/json"]
+    assert "HTTPValidationError" not in schema["components"]["schemas"]
+    status, body = call(seeded.http_url, "/v1/dashboard/events?limit=many")
+    assert status == 400 and body["success"] is False
 
 
 def test_metrics_endpoint_is_prometheus_text(seeded: StudioProcess) -> None:
