@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from tests.support.agent import RawAgent, event, register
@@ -229,6 +231,27 @@ def test_end_session_by_its_id_alone_closes_the_current_session(
     assert get(studio.http_url, "/v1/dashboard/agents/e-1")["current_session_id"] is None
     # "" names no session: none was made up for it.
     assert [s["id"] for s in get(studio.http_url, "/v1/dashboard/sessions")["sessions"]] == ["es"]
+
+
+def test_a_second_connection_leaving_does_not_take_the_agent_offline(
+    studio: StudioProcess,
+) -> None:
+    """A forked worker registers its parent's agent on a connection of its own: when it left,
+    the agent showed offline (and "ready") while its parent was still connected."""
+    agent_view = "/v1/dashboard/agents/p"
+    with RawAgent(studio.agent_url) as parent:
+        parent.request(register("p", status="working"))
+        with RawAgent(studio.agent_url) as child:
+            child.request({"type": "register", "agent": {"id": "p"}, "producer_id": "child-1"})
+            child.send(event("p", "x"))
+            assert child.request({"type": "ping"}) == {"type": "pong"}
+            assert get(studio.http_url, agent_view)["state"] == "working"
+        time.sleep(0.3)  # the child's close is handled
+        view = get(studio.http_url, agent_view)
+        assert (view["status"], view["state"]) == ("online", "working")
+        parent.send(event("p", "y"))
+        assert parent.request({"type": "ping"}) == {"type": "pong"}
+    wait_for(lambda: get(studio.http_url, agent_view), lambda v: v["status"] == "offline")
 
 
 def test_event_session_id_beside_agent_id_creates_the_session(studio: StudioProcess) -> None:

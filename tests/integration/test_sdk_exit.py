@@ -65,6 +65,45 @@ def _child_reports(client: StudioClient) -> None:
     # no flush: multiprocessing ends the child with os._exit; the SDK still delivers
 
 
+MANY = textwrap.dedent(
+    """
+    import gc, sys, time
+    from aster_studio_sdk import StudioClient
+
+    clients = [StudioClient(f"c{i}", url=sys.argv[1], enabled=True) for i in range(5)]
+    for client in clients:
+        client.text("pending")
+    forgotten = StudioClient("gone", url=sys.argv[1], enabled=True)
+    forgotten.text("pending")
+    del forgotten
+    started = time.monotonic()
+    gc.collect()
+    print(f"collect {time.monotonic() - started:.3f}")
+    # no close(): exit closes all six at once, within one shutdown_timeout (2 s)
+    """
+)
+
+
+def test_exit_closes_every_unclosed_client_at_once_and_collection_never_waits() -> None:
+    """Each unclosed client's exit handler waited its 2 s in turn (ten clients: 20 s), and a
+    client collected unclosed froze the collecting thread 2 s, an event loop's among them."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    start = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-c", MANY, f"ws://127.0.0.1:{port}"],
+        capture_output=True,
+        text=True,
+        timeout=60 * UNIT,
+    )
+    took = time.monotonic() - start
+    assert done.returncode == 0, done.stderr
+    collect = float(done.stdout.split()[-1])
+    assert collect < 0.5 * UNIT, done.stdout
+    assert took < 2.0 + 3 * UNIT, took  # one shutdown_timeout, not six
+
+
 def test_multiprocessing_fork_child_delivers_before_it_exits(studio: StudioProcess) -> None:
     client = StudioClient("forker", url=studio.url, enabled=True, strict=True)
     try:

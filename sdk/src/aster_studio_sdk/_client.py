@@ -1098,10 +1098,12 @@ class StudioClient(_Emitter):
             self._settings, self._info, self._queue, self._transport, self._diag, self._control
         )
         self._worker = worker
-        # Closes the worker when the client is garbage-collected, or at exit (atexit=True).
-        self._finalizer = weakref.finalize(
-            self, _shutdown, worker, self._settings.delivery.shutdown_timeout
-        )
+        timeout = self._settings.delivery.shutdown_timeout
+        # Garbage-collected unclosed, the client lets its worker finish on its own thread;
+        # exit closes what is left, every worker at once (`_lifecycle`).
+        self._finalizer = weakref.finalize(self, _release, worker, timeout)
+        self._finalizer.atexit = False
+        _lifecycle.close_at_exit(worker, timeout)
         worker.start()
 
     def _enqueue(self, item: Item) -> None:
@@ -1173,6 +1175,7 @@ class StudioClient(_Emitter):
             return None
         if first and self._finalizer is not None:
             self._finalizer.detach()
+        _lifecycle.closed(worker)
         worker.request_close(time.monotonic() + max(timeout, 0.0))
         return worker
 
@@ -1219,12 +1222,21 @@ class StudioClient(_Emitter):
             capabilities=self._info.capabilities,
             metadata=self._info.metadata,
             producer_id=uuid.uuid4().hex,
+            forked=True,
         )
         self._put = self._start_after_fork
 
 
+def _release(worker: Worker, timeout: float) -> None:
+    """The client was garbage-collected unclosed: its worker delivers what it holds for up to
+    `timeout` more, then stops. Nothing waits here: the collector runs on whatever thread
+    allocated last, the agent's own or its event loop's (it froze them for 2 s a client)."""
+    if worker.started and not worker.done.is_set():
+        worker.request_close(time.monotonic() + timeout)
+
+
 def _shutdown(worker: Worker, timeout: float) -> None:
-    """Close a worker whose client is gone (garbage-collected or interpreter exit)."""
+    """Close a worker at a multiprocessing child's exit, waiting for it up to `timeout`."""
     if not worker.started or worker.done.is_set():
         return
     worker.request_close(time.monotonic() + timeout)

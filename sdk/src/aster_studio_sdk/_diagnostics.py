@@ -64,5 +64,11 @@ class Diagnostics:
             raise InternalError(f"aster-studio-sdk internal error: {first!r}") from first
 
     def reset_after_fork(self) -> None:
-        """Replace the lock, which another thread may have held at fork time."""
+        """Start the child afresh: a new lock (another thread may have held the parent's at
+        fork time), and none of the parent's drops and errors, which are the parent's to
+        report (the child reported them as its own)."""
         self._lock = threading.Lock()
+        self.dropped = 0
+        self.internal_errors = 0
+        self._first_error = None
+        self._last_logged = {}

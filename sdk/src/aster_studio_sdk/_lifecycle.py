@@ -1,26 +1,66 @@
 """Process-wide hooks: fork handling for every live client, and multiprocessing exits.
 
-Fork hooks are process-wide by nature, so this module keeps the one registry the SDK has: a
-WeakSet, so a client that is no longer used can still be garbage-collected. (Exit handling needs
-no registry: each client's `weakref.finalize` runs at exit.)
+Fork hooks and exit are process-wide by nature, so this module keeps the SDK's registries,
+weak ones, so that a client no longer used can still be garbage-collected: the live clients
+(for fork handling) and the workers their clients did not close (closed together at exit).
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import sys
 import threading
+import time
 import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from ._client import StudioClient
+    from ._worker import Worker
 
 _clients: weakref.WeakSet[StudioClient] = weakref.WeakSet()
 _install_lock = threading.Lock()
 _installed = False
+# Workers whose client has not closed them, with the client's shutdown timeout. A worker runs
+# on its own thread, which keeps it alive until it is done; then it leaves on its own.
+_unclosed: weakref.WeakKeyDictionary[Worker, float] = weakref.WeakKeyDictionary()
+_exit_registered = False
+
+
+def close_at_exit(worker: Worker, timeout: float) -> None:
+    """Have the interpreter's exit close `worker` if its client has not by then."""
+    global _exit_registered
+    with _install_lock:
+        if not _exit_registered:
+            atexit.register(_close_all_at_exit)
+            _exit_registered = True
+        _unclosed[worker] = timeout
+
+
+def closed(worker: Worker) -> None:
+    """Its client closes it: exit has nothing to do for it."""
+    with _install_lock:
+        _unclosed.pop(worker, None)
+
+
+def _close_all_at_exit() -> None:
+    """Close every worker still running, all at once, against one deadline: ten forgotten
+    clients take one shutdown timeout at exit, not ten in turn."""
+    with _install_lock:
+        pending = [(w, t) for w, t in list(_unclosed.items()) if w.started and not w.done.is_set()]
+        _unclosed.clear()
+    if not pending:
+        return
+    now = time.monotonic()
+    for worker, timeout in pending:
+        worker.request_close(now + max(timeout, 0.0))
+    deadline = now + max(max(timeout for _, timeout in pending), 0.0)
+    for worker, _ in pending:
+        if not worker.done.wait(max(deadline - time.monotonic(), 0.0)):
+            worker.abort()
 
 
 def track(client: StudioClient) -> None:
@@ -37,6 +77,7 @@ def track(client: StudioClient) -> None:
 def _after_fork_in_child() -> None:
     global _install_lock
     _install_lock = threading.Lock()
+    _unclosed.clear()  # the parent's workers: their threads did not come along
     for client in list(_clients):
         with contextlib.suppress(Exception):  # never break the child over reporting
             client._after_fork_in_child()

@@ -27,6 +27,7 @@ from ._diagnostics import Diagnostics
 from ._errors import ConnectionClosed, TransportError
 from ._transport import Connection, Transport
 from .protocol import (
+    DEFAULT_LIMITS,
     Ack,
     CloseCode,
     Control,
@@ -79,6 +80,9 @@ class AgentInfo:
     capabilities: tuple[str, ...]
     metadata: Mapping[str, Any]
     producer_id: str
+    # A forked child's client speaks for the agent beside its parent: it leaves the agent's
+    # state and presence to the parent (no status on register, no unregister at close).
+    forked: bool = False
 
 
 class FlushWaiter:
@@ -148,22 +152,49 @@ def encode(msg: dict[str, Any]) -> bytes | None:
             return b"%b" % (dumps(msg),)
         except Exception:
             pass  # odd keys, huge ints, lone surrogates, a dict changed meanwhile: go slow
-    for value in (msg, _finite(msg)):
+    for attempt in range(2):
         try:  # also catches a dict the agent changes while we read it (RuntimeError)
             text = json.dumps(
-                value,
+                # Copied with NaN as null only once json.dumps found no cycle in it (below).
+                msg if attempt == 0 else _finite(msg),
                 separators=(",", ":"),
                 ensure_ascii=False,
                 default=_json_default,
                 allow_nan=False,
                 skipkeys=True,
             )
-        except ValueError:
+        except ValueError as exc:
+            if "ircular" in str(exc):  # a value that holds itself: no JSON for it
+                return None
             continue  # NaN or infinity: retry with them as null, as orjson writes them
         except Exception:
             return None
         return text.encode("utf-8", "replace")  # a lone surrogate becomes "?"
     return None
+
+
+# A message rides in a batch frame, two levels below its top; the Studio refuses a frame that
+# nests deeper than its limit whole, with every message in it (docs/security.md).
+MAX_MESSAGE_DEPTH = DEFAULT_LIMITS.max_depth - 2
+_NESTING = (dict, list, tuple, set, frozenset)  # what JSON writes as an object or an array
+
+
+def too_deep(value: Any, limit: int = MAX_MESSAGE_DEPTH) -> bool:
+    """Whether `value`'s JSON nests objects and arrays more than `limit` levels (no recursion:
+    one level at a time)."""
+    level = [value] if isinstance(value, _NESTING) else []
+    depth = 1
+    while level:
+        if depth > limit:
+            return True
+        below: list[Any] = []
+        for container in level:
+            for child in container.values() if isinstance(container, dict) else container:
+                if isinstance(child, _NESTING):
+                    below.append(child)
+        level = below
+        depth += 1
+    return False
 
 
 def _json_default(obj: Any) -> Any:
@@ -175,7 +206,11 @@ def _json_default(obj: Any) -> Any:
 
 
 def _finite(value: Any, depth: int = 0) -> Any:
-    """Return a copy with NaN and infinities as None (JSON has no such numbers)."""
+    """Return a copy with NaN and infinities as None (JSON has no such numbers).
+
+    Only for values without cycles (json.dumps found none): a cycle copied as a tree would be
+    as deep as the limit and as wide as two to the power of it.
+    """
     if depth > 100:
         return None
     if isinstance(value, float):
@@ -214,7 +249,7 @@ class Worker:
         register = register_message(
             agent.agent_id,
             name=agent.name,
-            status=agent.status,
+            status=None if agent.forked else agent.status,
             model=agent.model,
             # "control": this connection wants the Studio's decisions (docs/control.md).
             capabilities=[*(c for c in agent.capabilities if c != "control"), "control"],
@@ -442,7 +477,8 @@ class Worker:
             return
         for session_id in list(self._sessions):
             self._end_session(session_id, SessionStatus.INTERRUPTED)
-        self._add({"type": "unregister", "agent_id": self._agent.agent_id})
+        if not self._agent.forked:
+            self._add({"type": "unregister", "agent_id": self._agent.agent_id})
         self._close_barrier = self._outbox.last_seq
         self._flush_now = True
 
@@ -451,6 +487,15 @@ class Worker:
         seq = outbox.reserve()
         msg["seq"] = seq
         data = encode(msg)
+        # JSON shorter than twice the limit cannot nest past it: most messages skip the walk.
+        if data is not None and len(data) > 2 * MAX_MESSAGE_DEPTH + 1 and too_deep(msg):
+            self.counters.unencodable += 1
+            self._diag.warn(
+                "unencodable",
+                "an event nests deeper than %d levels, which the Studio refuses; dropped",
+                MAX_MESSAGE_DEPTH,
+            )
+            return
         if data is None:
             self.counters.unencodable += 1
             self._diag.warn("unencodable", "an event could not be encoded as JSON; dropped")

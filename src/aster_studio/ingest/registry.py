@@ -29,6 +29,9 @@ class LiveAgent:
     error_count: int = 0
     usage: UsageTotals = field(default_factory=UsageTotals)
     connection: int | None = None
+    # Every open connection that registered it, oldest first; `connection` is the newest. A
+    # forked worker registers its parent's agent: when it leaves, the parent still carries it.
+    carriers: list[int] = field(default_factory=list)
     connected_at: int | None = None
     reported_status: AgentStatus | None = None
     view_slot: int = -1  # which of the ingest service's view slots it was dealt, once it is

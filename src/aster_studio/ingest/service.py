@@ -202,11 +202,8 @@ class IngestService:
         writes: list[WriteOp] = []
         for agent_id in conn.agents:
             agent = self.registry.agents.get(agent_id)
-            if agent is not None and agent.connection == conn.id:
-                agent.connection = None
-                agent.last_seen = now
-                writes.append(self._state_op(agent))
-                self._changed(agent)
+            if agent is not None:
+                self._let_go(agent, conn, now, writes)
         if conn.producer_id is not None:
             producer = self.registry.producers.get(conn.producer_id)
             if producer is not None and producer.connection == conn.id:
@@ -522,6 +519,7 @@ class IngestService:
             writes.append(ops.UpsertAgent(agent_id, now, implicit=True))
         if agent.connection is None:
             agent.connection = conn.id
+            agent.carriers.append(conn.id)
             agent.connected_at = now
             conn.agents.add(agent_id)
             self._changed(agent)
@@ -547,12 +545,17 @@ class IngestService:
         agent.template_id = msg.template_id or agent.template_id
         agent.capabilities = msg.capabilities or agent.capabilities
         agent.metadata = msg.metadata or agent.metadata
-        if not resumed or not agent.state:
-            # A producer that sent before is the same run reconnecting (after a network cut
-            # or the Studio's restart): it is still in the state it last reported.
+        # A producer that sent before is the same run reconnecting (after a network cut or the
+        # Studio's restart): it is still in the state it last reported. A register without a
+        # status beside a connection that carries the agent (a forked worker's) leaves the
+        # state to that one.
+        carried = agent.connection is not None and agent.connection != conn.id
+        if not ((resumed and agent.state) or (carried and not msg.status)):
             agent.state = msg.status or "ready"
         agent.implicit = False
         agent.connection = conn.id  # a re-register (a reconnect) takes the agent over
+        if conn.id not in agent.carriers:
+            agent.carriers.append(conn.id)
         agent.connected_at = now
         agent.last_seen = now
         conn.agents.add(msg.agent_id)
@@ -642,11 +645,24 @@ class IngestService:
     def _unregister(self, conn: AgentConnection, msg: Unregister, writes: list[WriteOp]) -> None:
         agent = self.registry.agents.get(msg.agent_id)
         conn.agents.discard(msg.agent_id)
-        if agent is not None and agent.connection == conn.id:
-            agent.connection = None
-            agent.last_seen = self.clock()
+        if agent is not None:
+            self._let_go(agent, conn, self.clock(), writes)
+
+    def _let_go(
+        self, agent: LiveAgent, conn: AgentConnection, now: int, writes: list[WriteOp]
+    ) -> None:
+        """`conn` no longer carries `agent`: another connection that registered it takes it
+        on (the newest), else it is offline."""
+        carriers = agent.carriers
+        if conn.id in carriers:
+            carriers.remove(conn.id)
+        if agent.connection != conn.id:
+            return
+        agent.connection = carriers[-1] if carriers else None
+        if agent.connection is None:
+            agent.last_seen = now
             writes.append(self._state_op(agent))
-            self._changed(agent)
+        self._changed(agent)
 
     def _event(self, conn: AgentConnection, msg: Event, writes: list[WriteOp], now: int) -> None:
         self.stats.events += 1

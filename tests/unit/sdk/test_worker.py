@@ -271,6 +271,32 @@ def test_oversized_and_unencodable_events_are_dropped_and_counted(
     assert memory.events[0].event["data"] == {"1": "a"}
 
 
+def test_a_cycle_or_nesting_past_the_studios_limit_drops_that_event_only(
+    memory: InMemoryStudio, make_client: MakeClient
+) -> None:
+    """A value holding itself twice was copied as a tree of 2**100 nodes (delivery stopped
+    for good, a core burnt); one nested past 126 levels made the Studio refuse its whole
+    batch, and the ack after it counted the batch delivered."""
+    client = make_client()
+    node: dict[str, object] = {}
+    node["parent"] = node
+    node["self"] = node
+    client.event("progress", "cycle", node=node)
+    for name, levels in (("deep", 140), ("shallow", 100)):
+        value: dict[str, object] = {}
+        current = value
+        for _ in range(levels):
+            current["d"] = {}
+            current = current["d"]  # type: ignore[assignment]
+        client.event("progress", name, value=value)
+    client.text("after")
+    started = time.monotonic()
+    assert client.flush(5 * UNIT)
+    assert time.monotonic() - started < 2 * UNIT
+    assert client.stats().unencodable == 2
+    assert [e.event_type for e in memory.events] == ["shallow", "text_chunk"]
+
+
 def test_server_rejection_counts_and_does_not_block_flush(
     memory: InMemoryStudio, make_client: MakeClient
 ) -> None:
