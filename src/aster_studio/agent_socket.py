@@ -275,7 +275,9 @@ class AgentSocket(asyncio.Protocol):
 
     def _keep_tcp_alive(self) -> None:
         """Let the kernel tell whether a peer that never reads is still there: its own TCP
-        stack answers keepalive probes, where a ping needs its client to read."""
+        stack answers keepalive probes, where a ping needs its client to read. Linux probes
+        only an idle connection: one with data unacknowledged (our pings) is bounded by the
+        user timeout instead, else it would wait out some 15 minutes of retransmissions."""
         interval, timeout = self.keepalive.interval_s, self.keepalive.timeout_s
         sock = self.transport.get_extra_info("socket")
         if interval <= 0 or timeout <= 0 or sock is None or not hasattr(socket, "TCP_KEEPIDLE"):
@@ -285,6 +287,11 @@ class AgentSocket(asyncio.Protocol):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, max(1, round(interval)))
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, max(1, round(timeout / 4)))
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 4)
+            if hasattr(socket, "TCP_USER_TIMEOUT"):
+                user_timeout = max(60.0, 3 * (interval + timeout))
+                sock.setsockopt(
+                    socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, round(user_timeout * 1000)
+                )
         except OSError:  # not TCP (a test's transport): pings alone, then
             pass
 

@@ -179,5 +179,5 @@ def create_app(
     )
     app.state.studio = studio
     mount_routes(app, studio, STATIC_DIR)
-    app.add_middleware(Guard, auth=studio.auth)
+    app.add_middleware(Guard, auth=studio.auth, loopback=settings.loopback)
     return app

@@ -238,6 +238,9 @@ class UsageRow:
     def money(self) -> dict[str, Any]:
         return money(self.cost, self.input + self.output, self.unpriced_tokens)
 
+    def tokens(self) -> dict[str, int]:
+        return {"input": self.input, "output": self.output, "total": self.input + self.output}
+
 
 @dataclass(frozen=True, slots=True)
 class UsageQuery:
@@ -258,7 +261,10 @@ MINOR_SEVERITIES = ("debug", "info", "notice", "warn", "warning")
 
 
 def counts_as_error(event_type: str, severity: str | None) -> bool:
-    return event_type == "error" and (severity is None or severity.lower() not in MINOR_SEVERITIES)
+    """Types match whatever their case, as the filters do: `Error` is an error event."""
+    return (event_type == "error" or event_type.lower() == "error") and (
+        severity is None or severity.lower() not in MINOR_SEVERITIES
+    )
 
 
 # The largest integer SQLite stores: cursors, times and offsets past it are refused with a 400,
@@ -269,7 +275,7 @@ INT64_MAX = (1 << 63) - 1
 def parse_time_ms(value: str, name: str) -> int:
     """Read an API time (ISO 8601, or epoch milliseconds); raise BadRequest naming `name`."""
     text = value.strip()
-    if text.isdigit():
+    if text.isascii() and text.isdigit():  # not `²` or `①`: int() refuses those
         if len(text) > 18 and int(text) > INT64_MAX:
             raise BadRequest(f"'{name}' is out of range: at most {INT64_MAX} ms")
         return int(text)

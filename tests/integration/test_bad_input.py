@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from websockets.exceptions import ConnectionClosed
 
 from tests.support.agent import RawAgent, event, register
-from tests.support.api import call, events, wait_for
+from tests.support.api import call, events, get, wait_for
 from tests.support.server import StudioProcess
 
 BAD_FRAMES: list[tuple[str, str | bytes, str]] = [
@@ -159,3 +160,51 @@ def test_times_out_of_range_or_without_zone_lose_nothing(studio: StudioProcess) 
     assert created["naive"] == "2024-01-01T12:00:00.000Z"
     assert created["far"][:4] == created["zero"][:4] == "2026"  # the receive time
     assert call(studio.http_url, "/v1/dashboard/traces")[0] == 200
+
+
+def test_hostile_numbers_neither_break_reads_nor_a_restart(tmp_path: Path) -> None:
+    """Two token counts of 5e18 overflowed the store's sums: the overview and metrics
+    answered 503, and the Studio could not start again on its database. A duration of 1e25
+    broke the overview with a bare 500; a timeout of 1e20 kept a request out of the store; a
+    numeric call id made no request at all, and the agent waited for ever."""
+    server = StudioProcess(tmp_path / "h.db").start()
+    try:
+        with RawAgent(server.agent_url) as agent:
+            agent.request({"type": "register", "agent": {"id": "big", "capabilities": ["control"]}})
+            for tokens in (5_000_000_000_000_000_000, 5_000_000_000_000_000_000, 2**70, 1e25):
+                agent.send(
+                    event(
+                        "big", "token_usage", input_tokens=tokens, output_tokens=0, model="gpt-4o"
+                    )
+                )
+            agent.send(event("big", "step_complete", duration_ms=1e25))
+            agent.send(event("big", "tool:end", call={"id": "t", "name": "x"}, duration_ms=1e25))
+            ask = {"id": 7, "name": "write_file", "arguments": {}}
+            agent.send(
+                event("big", "permission_required", channel="control", call=ask, timeout_ms=1e20)
+            )
+            assert agent.request({"type": "ping"}) == {"type": "pong"}
+            wait_for(
+                lambda: get(server.http_url, "/v1/dashboard/requests?status=pending"),
+                lambda d: d["pending"] == 1,
+            )
+        for path in (
+            "overview",
+            "metrics/tokens",
+            "metrics/costs",
+            "metrics/performance",
+            "insights",
+            "agents",
+            "agents/big",
+        ):
+            status, body = call(server.http_url, f"/v1/dashboard/{path}")
+            assert status == 200, (path, body)
+        tokens = get(server.http_url, "/v1/dashboard/agents/big")["token_usage"]["input"]
+        assert tokens == 4 * 10_000_000_000  # each report bounded at ten billion
+        server.restart()
+        assert get(server.http_url, "/v1/dashboard/agents/big")["token_usage"]["input"] == tokens
+        assert get(server.http_url, "/v1/dashboard/requests?status=pending")["pending"] == 1
+        status, body = call(server.http_url, "/v1/dashboard/events?start=%C2%B2")  # "²"
+        assert status == 400, body
+    finally:
+        server.stop()

@@ -196,6 +196,29 @@ def test_open_studio_refuses_the_console_stream_to_other_sites(studio: StudioPro
     assert "aster_auth_refusals_total 1\n" in metrics_text(studio)
 
 
+def test_open_studio_on_loopback_answers_to_loopback_names_only(studio: StudioProcess) -> None:
+    """DNS rebinding: a page whose own name resolves to 127.0.0.1 is same-origin to itself,
+    and could read everything and decide requests through an open Studio."""
+    import http.client
+
+    def status(host: str, path: str = "/v1/dashboard/overview") -> int:
+        conn = http.client.HTTPConnection("127.0.0.1", studio.port, timeout=5 * UNIT)
+        try:
+            conn.putrequest("GET", path, skip_host=True)
+            conn.putheader("Host", host)
+            conn.endheaders()
+            return conn.getresponse().status
+        finally:
+            conn.close()
+
+    port = studio.port
+    assert status(f"attacker.example:{port}") == 403
+    assert status(f"127.0.0.1.nip.io:{port}") == 403
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"studio.localhost:{port}", "[::1]"):
+        assert status(host) == 200, host
+    assert status(f"attacker.example:{port}", "/studio/") == 403
+
+
 def test_session_endpoint_reports_auth_state(locked: tuple[StudioProcess, str, str]) -> None:
     server, _, token = locked
     anonymous = request(server.http_url, "/v1/auth/session")[2]["data"]

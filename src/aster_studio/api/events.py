@@ -156,7 +156,13 @@ def router(studio: Studio) -> APIRouter:
     return api
 
 
+def _cell(text: str) -> str:
+    """A cell a spreadsheet shows as text: agent-supplied text starting `=`, `+`, `-`, `@`
+    (or a tab or return) would be run as a formula (`=HYPERLINK(...)`), so it gets a `'`."""
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
 def _csv_line(fields: list[str]) -> bytes:
     buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerow(fields)
+    csv.writer(buffer, lineterminator="\n").writerow([_cell(f) for f in fields])
     return buffer.getvalue().encode()

@@ -69,6 +69,23 @@ def same_origin(headers: dict[bytes, bytes]) -> bool:
     return bool(host) and netloc == host
 
 
+def loopback_host(headers: dict[bytes, bytes]) -> bool:
+    """True when the Host header is absent or a loopback name (any port)."""
+    host = headers.get(b"host")
+    if host is None:
+        return True
+    name = host.decode("latin-1").lower()
+    if name.startswith("[") and "]" in name:
+        name = name[: name.index("]") + 1]
+    else:
+        name = name.split(":")[0]
+    return (
+        name in ("localhost", "[::1]")
+        or name.endswith(".localhost")
+        or (name.startswith("127.") and name.replace(".", "").isdigit())
+    )
+
+
 def agent_credential(
     auth: Auth, headers: dict[bytes, bytes], query_string: bytes
 ) -> tuple[AgentKey | None, str | None]:
@@ -89,9 +106,10 @@ def agent_credential(
 class Guard:
     """Enforce auth when it is on; always add security headers to HTTP responses."""
 
-    def __init__(self, app: ASGIApp, auth: Auth) -> None:
+    def __init__(self, app: ASGIApp, auth: Auth, loopback: bool = False) -> None:
         self.app = app
         self.auth = auth
+        self.loopback = loopback  # bound to a loopback address: asked by loopback names only
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -105,7 +123,13 @@ class Guard:
             # Open: everything is readable, but not by another site's page in the operator's
             # browser. Its fetches get no CORS header; a WebSocket has no such protection, so
             # the console's (not an agent's: agents may run in pages of their own) checks Origin.
-            if kind == "websocket" and path != AGENT_PATH and not same_origin(headers_of(scope)):
+            # A page that rebinds its own name to 127.0.0.1 is same-origin to itself, and asks
+            # by that name: a Studio on loopback answers only to loopback names.
+            headers = headers_of(scope)
+            if self.loopback and not loopback_host(headers):
+                await self._deny(kind, receive, send, 403, "bad_host", "Unknown Host refused")
+                return
+            if kind == "websocket" and path != AGENT_PATH and not same_origin(headers):
                 await self._deny(
                     kind, receive, send, 403, "bad_origin", "Cross-origin request refused"
                 )

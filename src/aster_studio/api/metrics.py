@@ -10,6 +10,8 @@ import orjson
 from fastapi import APIRouter, Query
 from starlette.responses import Response
 
+from aster_studio_sdk.protocol import parse_timestamp_ms
+
 from ..app import Studio
 from ..errors import BadRequest, NotFound
 from ..live.bus import event_items
@@ -63,22 +65,30 @@ def percentiles(values: list[float]) -> dict[str, int]:
     }
 
 
+# A duration (ms) past this, about three years, is no duration: an agent's garbage must not
+# reach the percentiles, which the API writes as integers.
+MAX_DURATION_MS = 1e11
+
+
 def _num(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    return float(value)
+    number = float(value)
+    return number if abs(number) <= MAX_DURATION_MS else None
 
 
 def tool_spans(events: list[StoredEvent]) -> list[dict[str, Any]]:
     """Pair `tool:start` with its end (`tool:end`, `tool:error`, `tool:canceled`) by call id.
 
     A span starts when its start was received. Its length is the agent's own measure where it
-    gave one: the end's `duration_ms`, else the difference of the two events' own times. Only
-    without either is it the difference of their receive times, which a batch or a slow link
-    shrinks or stretches.
+    gave one: the end's `duration_ms`, else its call's `started_at` to `updated_at` (as the
+    event catalogue has them), else the difference of the two events' own times. Only without
+    any is it the difference of their receive times, which a batch or a slow link shrinks or
+    stretches.
     """
     spans: dict[str, dict[str, Any]] = {}
     client_starts: dict[str, int | None] = {}  # the agent's own time of each start
+    call_starts: dict[str, int | None] = {}  # the call's `started_at` at its start
     order: list[str] = []
     for event in events:
         if not event.event_type.startswith("tool:"):
@@ -102,12 +112,17 @@ def tool_spans(events: list[StoredEvent]) -> list[dict[str, Any]]:
             }
             spans[call_id] = span
             client_starts[call_id] = event.client_ts
+            call_starts[call_id] = parse_timestamp_ms(call.get("started_at"))
             order.append(call_id)
         kind = event.event_type
         if kind in ("tool:end", "tool:error", "tool:canceled"):
             measured = _num(body.get("duration_ms"))
             if measured is None:
                 measured = _num(call.get("duration_ms"))
+            begun = parse_timestamp_ms(call.get("started_at")) or call_starts[call_id]
+            finished = parse_timestamp_ms(call.get("updated_at"))
+            if measured is None and begun is not None and finished is not None:
+                measured = float(finished - begun)
             started = client_starts[call_id]
             if measured is None and started is not None and event.client_ts is not None:
                 measured = float(event.client_ts - started)
@@ -231,7 +246,7 @@ def router(studio: Studio) -> APIRouter:
         if start_ms is None:
             start_ms = max(0, (end_ms or 0) - window)
         if end_ms is None:
-            end_ms = start_ms + window
+            end_ms = min(start_ms + window, INT64_MAX)
         if end_ms <= start_ms:
             raise BadRequest("'end' must be after 'start'")
         span = end_ms - start_ms
@@ -306,8 +321,8 @@ def router(studio: Studio) -> APIRouter:
                 "total": _money(b.total),
                 "by_agent": {str(r.key): r.money() for r in b.by_agent},
                 "by_model": {str(r.key or "(unknown)"): r.money() for r in b.by_model},
-                "trend": [
-                    {"timestamp": iso_ms(int(r.key or 0)), "amount": round(r.cost, 10)}
+                "trend": [  # an hour of unpriced tokens only has no amount, not $0
+                    {"timestamp": iso_ms(int(r.key or 0)), "amount": r.money()["amount"]}
                     for r in b.trend
                 ],
                 "unpriced_tokens": b.total.unpriced_tokens if b.total else 0,

@@ -139,6 +139,7 @@ def router(studio: Studio) -> APIRouter:
         # Each model's cost as priced when its tokens came: the console shows these, never a
         # price of its own making.
         view["cost_by_model"] = {str(r.key or "(unknown)"): r.money() for r in by_model}
+        view["tokens_by_model"] = {str(r.key or "(unknown)"): r.tokens() for r in by_model}
         return ok(view)
 
     return api

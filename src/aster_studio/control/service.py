@@ -49,7 +49,14 @@ class Expired(StudioError):
     """The request's deadline passed before a decision (REST 410)."""
 
 
+MAX_TIMEOUT_MS = 365 * 86_400_000
+
+
 def _str(value: Any) -> str | None:
+    """An id as a string: numbers are ids too (`"call": {"id": 7}`), as the protocol reads
+    agent and session ids; they went unrecognised, and the agent waited for ever."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
     return value if isinstance(value, str) and value else None
 
 
@@ -228,6 +235,8 @@ class ControlService:
         """
         timeout = body.get("timeout_ms")
         if isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and timeout > 0:
+            # Past a year is no deadline a person keeps, and past 64 bits none the store can.
+            timeout = min(timeout, MAX_TIMEOUT_MS)
             asked = event.client_ts
             if asked is None or not event.ts - timeout <= asked <= event.ts:
                 asked = event.ts

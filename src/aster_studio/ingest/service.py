@@ -107,13 +107,18 @@ class RateMeter:
         return total / window_s
 
 
+# Token counts past this in one report are taken as this: no model reads ten billion tokens
+# at once, and sums of such counts must stay within the store's 64-bit integers.
+MAX_TOKENS = 10_000_000_000
+
+
 def _int(value: Any) -> int:
     if isinstance(value, bool):
         return 0
     if isinstance(value, int):
-        return max(value, 0)
+        return min(max(value, 0), MAX_TOKENS)
     if isinstance(value, float) and value == value and value not in (float("inf"), float("-inf")):
-        return max(int(value), 0)
+        return min(max(int(value), 0), MAX_TOKENS)
     return 0
 
 
@@ -712,7 +717,7 @@ class IngestService:
             asyncio.get_running_loop().call_soon(self._publish)
         self._fresh.append(stored)
         agent.event_count += 1
-        if etype == "error" and counts_as_error(etype, stored[5]):
+        if etype[:1] in "eE" and counts_as_error(etype, stored[5]):
             agent.error_count += 1
         agent.last_event_at = now
         agent.last_seen = now

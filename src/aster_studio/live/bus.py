@@ -152,7 +152,7 @@ class StreamFilter:
         return not (
             self.min_level
             and severity is not None
-            and LEVELS.get(severity.lower(), 1) < self.min_level
+            and LEVELS.get(severity.lower(), 3) < self.min_level  # `critical`: an error
         )
 
 

@@ -289,10 +289,12 @@ NO_ID = 1 << 62  # above every event id
 # but not yet committed at any time (the write queue holds at most tens of thousands).
 ID_BLOCK = 1_000_000
 
-# Sums of a group of usage rows, in UsageTotals/UsageRow order after the key.
+# Sums of a group of usage rows, in UsageTotals/UsageRow order after the key. `total` adds in
+# floating point and the cast saturates, where `sum` fails the whole read past 64 bits (rows
+# stored before counts were bounded at ingest can get there).
 _USAGE_SUMS = (
-    "sum(input), sum(output), coalesce(sum(cost), 0), "
-    "sum(CASE WHEN cost IS NULL THEN input + output ELSE 0 END), count(*)"
+    "CAST(total(input) AS INTEGER), CAST(total(output) AS INTEGER), total(cost), "
+    "CAST(total(CASE WHEN cost IS NULL THEN input + output ELSE 0 END) AS INTEGER), count(*)"
 )
 
 _SEED_PRICES = "INSERT OR IGNORE INTO prices VALUES (?, ?, ?, ?, 0)"
@@ -378,7 +380,7 @@ def _agent_counts(
     # Most commits hold no error: no second Counter then. `get`, because a Counter's own
     # lookup of a missing key calls its `__missing__` in Python (1,200 instructions).
     errors: dict[str, int] = {}
-    if "error" in types:
+    if "error" in types or any(t[:1] in "eE" and t.lower() == "error" for t in types):
         errors = Counter(
             a for a, t, s in zip(agent_ids, types, severities, strict=True) if counts_as_error(t, s)
         )

@@ -273,8 +273,18 @@ const MODEL_COLORS = ['#38bdf8', '#a78bfa', '#34d399', '#fbbf24', '#f472b6', '#f
  * tokens came (by model family too, and at the price of that moment): never priced here.
  */
 export function UsagePanel({ transcript, revision, sessionId }: { transcript: Transcript; revision: number; sessionId: string | null }) {
-  const session = useApi<{ cost_by_model?: Record<string, CostAmount> }>(sessionId ? `/sessions/${encodeURIComponent(sessionId)}` : null, undefined, 5000)
   const models = [...transcript.usage.values()]
+  const session = useApi<{ cost_by_model?: Record<string, CostAmount>; tokens_by_model?: Record<string, { input: number; output: number; total: number }> }>(
+    sessionId ? `/sessions/${encodeURIComponent(sessionId)}` : null,
+    undefined,
+    5000,
+  )
+  // The table is the Studio's, by the model it priced (an event without one is its agent's
+  // model); the stream's own tally stands in until that has loaded, or without a session.
+  const stored = session.data?.tokens_by_model
+  const rows = stored
+    ? Object.entries(stored).map(([model, t]) => ({ model, input: t.input, output: t.output, total: t.total }))
+    : models.map((m) => ({ model: m.model, input: m.input, output: m.output, total: m.total }))
   const data = useMemo(() => {
     const times = new Set<number>()
     for (const m of models) for (const [ts] of m.points) times.add(ts)
@@ -308,7 +318,7 @@ export function UsagePanel({ transcript, revision, sessionId }: { transcript: Tr
           </tr>
         </thead>
         <tbody>
-          {models.map((m, i) => {
+          {rows.map((m, i) => {
             const cost = session.data?.cost_by_model?.[m.model]
             return (
               <tr key={m.model}>

@@ -58,7 +58,7 @@ const MINOR_SEVERITIES = new Set(['debug', 'info', 'notice', 'warn', 'warning'])
 
 /** An `error` event of no severity or one above warning: what the Studio counts as an error. */
 export function isError(event: StudioEvent): boolean {
-  if (event.type !== 'error') return false
+  if (event.type.toLowerCase() !== 'error') return false
   return !MINOR_SEVERITIES.has(severityOf(event).toLowerCase())
 }
 
