@@ -200,7 +200,8 @@ class IngestService:
         return conn
 
     def close_connection(self, conn: AgentConnection) -> None:
-        """Mark the connection's agents offline; their history stays."""
+        """Let the connection's agents go: offline, unless another connection that registered
+        them is still open; their history stays."""
         self.connections.pop(conn.id, None)
         self.stats.dropped_replies += conn.dropped_replies
         now = self.clock()
