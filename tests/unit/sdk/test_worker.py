@@ -92,6 +92,24 @@ def test_full_queue_drops_newest_and_counts(
     assert deltas(memory) == [str(i) for i in range(110)]
 
 
+def test_a_half_full_queue_wakes_the_worker_while_the_studio_is_down(
+    memory: InMemoryStudio, make_client: MakeClient
+) -> None:
+    """Down, the worker looked at the queue every 0.1 s: a small queue filled up in between
+    and dropped events while the resend buffer still had room (18,700 of 40,000 at 20,000/s
+    with `max_queue_size=1000`). Half full, it now wakes the worker."""
+    memory.down = True
+    client = make_client(options=replace(FAST, max_queue_size=1_000))
+    worker = client._worker
+    assert worker is not None
+    worker._pump = lambda: None  # type: ignore[method-assign]  # the queue stays as filled
+    woken = []
+    worker.wake = lambda: woken.append(len(client._queue))  # type: ignore[method-assign]
+    for i in range(800):
+        client.text(str(i))
+    assert woken == [501]  # once, as the queue passed half its 1,000
+
+
 def test_full_queue_drops_oldest_when_asked(
     memory: InMemoryStudio, make_client: MakeClient
 ) -> None:
