@@ -13,7 +13,7 @@ function PriceRow({ price, onSaved }: { price: ModelPricing; onSaved: () => void
     try {
       await request('/pricing', {
         method: 'PUT',
-        body: { model: price.model, input_price_per_m: Number(input), output_price_per_m: Number(output), currency: price.currency || 'USD' },
+        body: { model: price.model, input_price_per_m: Number(input), output_price_per_m: Number(output), currency: 'USD' }, // the only currency: a row an older release kept in another is saved as what totals count it in
       })
       setEditing(false)
       setError(null)
