@@ -124,6 +124,16 @@ def test_time_range_filter(seeded: StudioProcess) -> None:
     assert 1 <= len(events(seeded.http_url, later)) <= 39
 
 
+def test_a_limit_that_is_no_positive_number_is_the_default(seeded: StudioProcess) -> None:
+    """As the original (DASHBOARD-API.md): `abc`, 0 or -5 give the default page, not a 400."""
+    for limit in ("abc", "0", "-5", "", "1e3"):
+        page = get(seeded.http_url, f"/v1/dashboard/events?limit={limit}")
+        assert len(page["events"]) == 39 and page["has_more"] is False, limit
+    assert len(get(seeded.http_url, "/v1/dashboard/events?limit=7")["events"]) == 7
+    assert get(seeded.http_url, "/v1/dashboard/sessions?limit=abc")["total"] >= 1
+    assert get(seeded.http_url, "/v1/dashboard/traces?limit=abc")["traces"]
+
+
 def test_bad_time_is_a_clear_400(seeded: StudioProcess) -> None:
     status, body = call(seeded.http_url, "/v1/dashboard/events?start=yesterday")
     assert status == 400
@@ -309,7 +319,7 @@ def test_openapi_schema_lists_the_routes(seeded: StudioProcess) -> None:
     listing = schema["paths"]["/v1/dashboard/events"]["get"]["responses"]
     assert "422" not in listing and listing["400"]["content"]["application/json"]
     assert "HTTPValidationError" not in schema["components"]["schemas"]
-    status, body = call(seeded.http_url, "/v1/dashboard/events?limit=many")
+    status, body = call(seeded.http_url, "/v1/dashboard/events?before=many")
     assert status == 400 and body["success"] is False
 
 

@@ -146,7 +146,13 @@ def period_ms(period: str | None) -> int:
     return PERIODS_MS.get((period or "24h").lower(), 86_400_000)
 
 
-def clamp_limit(limit: int | None, default: int = 100, maximum: int = 1000) -> int:
+def clamp_limit(limit: int | str | None, default: int = 100, maximum: int = 1000) -> int:
+    """A page size. As in the original (DASHBOARD-API.md), one that is not a positive number,
+    `abc` included, is the default; past `maximum` it is `maximum`."""
+    if isinstance(limit, str):
+        text = limit.strip()
+        number = text.removeprefix("-")
+        limit = int(text) if number.isascii() and number.isdigit() and len(number) < 19 else None
     if limit is None or limit <= 0:
         return default
     return min(limit, maximum)

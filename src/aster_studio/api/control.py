@@ -37,7 +37,7 @@ def router(studio: Studio) -> APIRouter:
         status: str = Query("pending", pattern="^(pending|decided|expired|all)$"),
         agent_id: str | None = None,
         kind: str | None = Query(None, pattern="^(permission|question|tool_control)$"),
-        limit: int | None = Query(100),
+        limit: str | None = Query(None, description="1..1000, default 100"),
     ) -> Response:
         records = await studio.run_sync(
             lambda: studio.store.list_requests(
@@ -111,7 +111,7 @@ def router(studio: Studio) -> APIRouter:
     async def audit(
         agent_id: str | None = None,
         request_id: str | None = None,
-        limit: int | None = Query(100),
+        limit: str | None = Query(None, description="1..1000, default 100"),
     ) -> Response:
         rows = await studio.run_sync(
             lambda: studio.store.audit(

@@ -55,7 +55,7 @@ def router(studio: Studio) -> APIRouter:
     @api.get("/v1/dashboard/events", summary="Stored events, newest first")
     async def list_events(
         flt: Annotated[EventFilter, Depends(filters)],
-        limit: int | None = Query(100, description="1..1000, default 100"),
+        limit: str | None = Query(None, description="1..1000, default 100"),
         before: int | None = Query(
             None, ge=0, le=INT64_MAX, description="only events with a smaller cursor"
         ),
@@ -71,7 +71,7 @@ def router(studio: Studio) -> APIRouter:
     async def events_since(
         cursor: str,
         flt: Annotated[EventFilter, Depends(filters)],
-        limit: int | None = Query(100, description="1..1000, default 100"),
+        limit: str | None = Query(None, description="1..1000, default 100"),
     ) -> Response:
         try:
             after = int(cursor)

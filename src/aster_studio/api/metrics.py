@@ -408,7 +408,7 @@ def router(studio: Studio) -> APIRouter:
 
     @api.get("/v1/dashboard/traces", summary="One trace per session, newest activity first")
     async def traces(
-        limit: int | None = Query(50),
+        limit: str | None = Query(None, description="1..1000, default 50"),
         offset: int = Query(0, ge=0, le=INT64_MAX),
         status: str | None = Query(None, description="ok, error or running"),
         agent_id: str | None = None,

@@ -96,7 +96,7 @@ def router(studio: Studio) -> APIRouter:
 
     @api.get("/v1/dashboard/sessions", summary="Sessions, most recently active first")
     async def list_sessions(
-        limit: int | None = Query(50),
+        limit: str | None = Query(None, description="1..1000, default 50"),
         offset: int = Query(0, ge=0, le=INT64_MAX),
         status: str | None = Query(None, description="active, completed, failed, interrupted"),
         agent_id: str | None = None,
