@@ -177,8 +177,24 @@ def money(cost: float, tokens: int, unpriced_tokens: int) -> dict[str, Any]:
     return {"amount": amount, "currency": "USD", "unpriced_tokens": unpriced_tokens}
 
 
+class UsageFigures:
+    """Tokens and money as the API shows them, for a running total or an aggregated row."""
+
+    __slots__ = ()
+    input: int
+    output: int
+    cost: float
+    unpriced_tokens: int
+
+    def tokens(self) -> dict[str, int]:
+        return {"input": self.input, "output": self.output, "total": self.input + self.output}
+
+    def money(self) -> dict[str, Any]:
+        return money(self.cost, self.input + self.output, self.unpriced_tokens)
+
+
 @dataclass(slots=True)
-class UsageTotals:
+class UsageTotals(UsageFigures):
     """Accumulated tokens and cost; unpriced tokens are kept apart, never costed as $0."""
 
     input: int = 0
@@ -195,12 +211,6 @@ class UsageTotals:
             self.unpriced_tokens += usage.total
         else:
             self.cost += usage.cost
-
-    def tokens(self) -> dict[str, int]:
-        return {"input": self.input, "output": self.output, "total": self.input + self.output}
-
-    def money(self) -> dict[str, Any]:
-        return money(self.cost, self.input + self.output, self.unpriced_tokens)
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,7 +235,7 @@ class Price:
 
 
 @dataclass(frozen=True, slots=True)
-class UsageRow:
+class UsageRow(UsageFigures):
     """One aggregated usage figure (by model, agent or time bucket)."""
 
     key: str | int | None
@@ -234,12 +244,6 @@ class UsageRow:
     cost: float
     unpriced_tokens: int
     requests: int
-
-    def money(self) -> dict[str, Any]:
-        return money(self.cost, self.input + self.output, self.unpriced_tokens)
-
-    def tokens(self) -> dict[str, int]:
-        return {"input": self.input, "output": self.output, "total": self.input + self.output}
 
 
 @dataclass(frozen=True, slots=True)

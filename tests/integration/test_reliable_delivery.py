@@ -55,13 +55,18 @@ def test_acks_are_coalesced(studio: StudioProcess) -> None:
     assert acks == sorted(acks)
 
 
-def test_resent_duplicates_get_one_ack(studio: StudioProcess) -> None:
-    """Each duplicate acked the durable sequence again: `ack 15, ack 15, ack 18`."""
+def store_through(studio: StudioProcess, last: int) -> None:
+    """A producer's messages 1 to `last`, stored (acked) on a connection closed afterwards."""
     with RawAgent(studio.agent_url) as agent:
         register_producer(agent)
-        agent.send(numbered(1, 16))
-        while agent.recv_until("ack")["seq"] < 15:
+        agent.send(numbered(1, last + 1))
+        while agent.recv_until("ack")["seq"] < last:
             pass
+
+
+def test_resent_duplicates_get_one_ack(studio: StudioProcess) -> None:
+    """Each duplicate acked the durable sequence again: `ack 15, ack 15, ack 18`."""
+    store_through(studio, 15)
     with RawAgent(studio.agent_url) as agent:
         assert register_producer(agent) == 15
         for seq in range(12, 19):
@@ -112,11 +117,7 @@ def test_a_registration_inside_a_numbered_batch_is_applied_in_order_and_acked(
 
 
 def test_registered_reports_last_durable_seq(studio: StudioProcess) -> None:
-    with RawAgent(studio.agent_url) as agent:
-        register_producer(agent)
-        agent.send(numbered(1, 51))
-        while agent.recv_until("ack")["seq"] < 50:
-            pass
+    store_through(studio, 50)
     with RawAgent(studio.agent_url) as agent:
         assert register_producer(agent) == 50
 

@@ -21,12 +21,12 @@ from ..models import (
     EventFilter,
     SessionRecord,
     StoredEvent,
+    UsageFigures,
     UsageQuery,
     UsageRow,
     UsageTotals,
     counts_as_error,
     iso_ms,
-    money,
     parse_time_ms,
 )
 from ._common import BUCKETS_MS, clamp_limit, ok, ok_raw, period_ms
@@ -36,14 +36,12 @@ TRACE_SCAN = 5_000  # sessions read at most for a page of traces filtered by ok 
 TOOL_EVENT_TYPES = ("tool:start", "tool:end", "tool:error", "tool:canceled")
 
 
-def _money(row: UsageRow | UsageTotals | None) -> dict[str, Any]:
-    return row.money() if row is not None else money(0.0, 0, 0)
+def _money(row: UsageFigures | None) -> dict[str, Any]:
+    return (row or UsageTotals()).money()
 
 
-def _tokens(row: UsageRow | None) -> dict[str, int]:
-    if row is None:
-        return {"input": 0, "output": 0, "total": 0}
-    return {"input": row.input, "output": row.output, "total": row.input + row.output}
+def _tokens(row: UsageFigures | None) -> dict[str, int]:
+    return (row or UsageTotals()).tokens()
 
 
 def percentiles(values: list[float]) -> dict[str, int]:

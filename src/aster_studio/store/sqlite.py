@@ -380,7 +380,9 @@ def _agent_counts(
     # Most commits hold no error: no second Counter then. `get`, because a Counter's own
     # lookup of a missing key calls its `__missing__` in Python (1,200 instructions).
     errors: dict[str, int] = {}
-    if "error" in types or any(t[:1] in "eE" and t.lower() == "error" for t in types):
+    # Whatever their case (`Error`): checked over the commit's few distinct types, not each
+    # event's, which is the writer's time per event.
+    if "error" in types or any(t.lower() == "error" for t in set(types)):
         errors = Counter(
             a for a, t, s in zip(agent_ids, types, severities, strict=True) if counts_as_error(t, s)
         )
