@@ -353,6 +353,8 @@ def test_metrics_and_settings_pages(studio: StudioProcess, page: Page) -> None:
     expect(page.get_by_test_id("by-model")).to_contain_text("my-local-model")
     expect(page.get_by_test_id("by-agent")).to_contain_text("metered")
     expect(page.get_by_test_id("metrics-tokens")).to_contain_text("171k")
+    # No step_complete was sent: no latency to show, rather than "0 ms".
+    expect(page.get_by_test_id("metrics-step-latency")).to_contain_text("no steps reported")
     page.get_by_test_id("metrics-period").get_by_text("1h").click()
     expect(page.get_by_test_id("metrics-tokens")).to_contain_text("171k")
     screenshot(page, "metrics")

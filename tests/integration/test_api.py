@@ -287,8 +287,14 @@ def test_token_metrics_by_model_and_agent(seeded: StudioProcess) -> None:
 def test_performance_reports_tool_latency_and_steps(seeded: StudioProcess) -> None:
     data = get(seeded.http_url, "/v1/dashboard/metrics/performance?period=24h")
     assert data["ttft"]["p50"] == 812
+    assert data["ttft"]["count"] == 1
     assert "read_file" in data["tool_latency"]
     assert isinstance(data["avg_loop_count"], float)
+
+
+def test_performance_without_steps_counts_none(seeded: StudioProcess) -> None:
+    data = get(seeded.http_url, "/v1/dashboard/metrics/performance?period=24h&agent_id=beta")
+    assert data["ttft"] == {"p50": 0, "p95": 0, "p99": 0, "avg": 0, "max": 0, "count": 0}
 
 
 def test_traces_are_sessions_with_tool_spans(seeded: StudioProcess) -> None:

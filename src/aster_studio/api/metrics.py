@@ -45,9 +45,13 @@ def _tokens(row: UsageFigures | None) -> dict[str, int]:
 
 
 def percentiles(values: list[float]) -> dict[str, int]:
-    """p50/p95/p99/avg/max in whole ms; the sorted value at index n*p/100, as the original."""
+    """p50/p95/p99/avg/max in whole ms; the sorted value at index n*p/100, as the original.
+
+    With no values these are 0, as the original's console needs numbers; `count` (ours) tells
+    that apart from measured zeros.
+    """
     if not values:
-        return {"p50": 0, "p95": 0, "p99": 0, "avg": 0, "max": 0}
+        return {"p50": 0, "p95": 0, "p99": 0, "avg": 0, "max": 0, "count": 0}
     ordered = sorted(values)
     n = len(ordered)
 
@@ -60,6 +64,7 @@ def percentiles(values: list[float]) -> dict[str, int]:
         "p99": at(99),
         "avg": round(sum(ordered) / n),
         "max": round(ordered[-1]),
+        "count": n,
     }
 
 

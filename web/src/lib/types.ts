@@ -141,6 +141,8 @@ export interface Percentiles {
   p99: number
   avg: number
   max: number
+  /** How many values were measured (ours; absent from the original Studio). */
+  count?: number
 }
 
 export interface PerformanceStats {

@@ -67,6 +67,8 @@ export function MetricsPage() {
   const tokens = useApi<TokenStats>('/metrics/tokens', query, 10_000)
   const costs = useApi<CostStats>('/metrics/costs', query, 10_000)
   const perf = useApi<PerformanceStats>('/metrics/performance', query, 10_000)
+  // A Studio that counts (ours) says when no step was reported; zeros are not a latency.
+  const noSteps = perf.data?.ttft.count === 0
 
   const tokenTrend = useMemo(() => {
     const t = tokens.data?.trend ?? []
@@ -106,8 +108,17 @@ export function MetricsPage() {
         <Stat label="Cost" value={formatCostOf(costs.data?.total)} testId="metrics-cost" />
         <Stat label="Requests" value={formatCount(perf.data?.request_count ?? 0)} />
         <Stat label="Errors" value={formatCount(perf.data?.error_count ?? 0)} hint={formatPercent(perf.data?.error_rate ?? 0)} tone={(perf.data?.error_rate ?? 0) > 0.05 ? 'bad' : undefined} />
-        <Stat label="Step latency p95" value={formatDuration(perf.data?.ttft.p95 ?? 0)} hint={`p50 ${formatDuration(perf.data?.ttft.p50 ?? 0)}`} />
-        <Stat label="Avg. steps per run" value={(perf.data?.avg_loop_count ?? 0).toFixed(1)} />
+        {noSteps ? (
+          <>
+            <Stat label="Step latency p95" value="–" hint="no steps reported" testId="metrics-step-latency" />
+            <Stat label="Avg. steps per run" value="–" />
+          </>
+        ) : (
+          <>
+            <Stat label="Step latency p95" value={formatDuration(perf.data?.ttft.p95 ?? 0)} hint={`p50 ${formatDuration(perf.data?.ttft.p50 ?? 0)}`} testId="metrics-step-latency" />
+            <Stat label="Avg. steps per run" value={(perf.data?.avg_loop_count ?? 0).toFixed(1)} />
+          </>
+        )}
       </div>
       <div className="grid-2">
         <Card title="Tokens over time" testId="chart-metrics-tokens">
