@@ -247,6 +247,25 @@ def test_events_filters_inspector_and_export(studio: StudioProcess, page: Page) 
     assert all("chunk 1" in json.dumps(r) for r in rows)
 
 
+def test_live_tail_opens_with_stored_events_then_follows(studio: StudioProcess, page: Page) -> None:
+    client = sdk_agent(studio.url, "early", name="Early")
+    table = page.get_by_test_id("events-table")
+    try:
+        with client.session("s-early") as s:
+            s.text("sent before the console opened")
+            assert client.flush(5 * UNIT)
+            open_console(page, studio.http_url, "events")
+            expect(table).to_contain_text("sent before the console opened")
+            s.text("sent while it is open")
+            expect(table).to_contain_text("sent while it is open")
+        assert client.flush(5 * UNIT)
+        # Each event once: the stored ones and the live ones do not overlap.
+        expect(table.get_by_test_id("row").filter(has_text="sent before")).to_have_count(1)
+        expect(table.get_by_test_id("row").filter(has_text="sent while")).to_have_count(1)
+    finally:
+        client.close(timeout=5 * UNIT)
+
+
 def test_live_tail_pauses_and_resumes(studio: StudioProcess, page: Page) -> None:
     open_console(page, studio.http_url, "events")
     client = sdk_agent(studio.url, "tailer", name="Tailer")

@@ -163,9 +163,30 @@ export function EventsPage() {
       if (e && matchesFilter(e, filter)) ring.push(e)
     }
     live.current = ring
-    return hub.onEvents((batch) => {
-      for (const e of batch) if (matchesFilter(e, filter)) ring.push(e)
+    let closed = false
+    // The tail opens with the newest stored events, so a console opened after they came is
+    // not empty; those older than the first live one go before it.
+    request<EventsData>('/events', { query: { ...filter, limit: HISTORY_PAGE } })
+      .then((data) => {
+        const current = live.current
+        if (closed || current.size >= LIVE_CAPACITY) return
+        const oldest = current.size > 0 ? (current.at(0) as StudioEvent).cursor : Infinity
+        const stored = (data.events ?? []).map(normalizeEvent).filter((e) => e.cursor < oldest)
+        if (stored.length === 0) return
+        const seeded = new Ring<StudioEvent>(LIVE_CAPACITY)
+        seeded.pushAll(stored.reverse())
+        seeded.pushAll(current.toArray())
+        live.current = seeded
+        hub.changed()
+      })
+      .catch(() => undefined)
+    const off = hub.onEvents((batch) => {
+      for (const e of batch) if (matchesFilter(e, filter)) live.current.push(e)
     })
+    return () => {
+      closed = true
+      off()
+    }
     // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [hub, filterKey])
 
@@ -234,15 +255,6 @@ export function EventsPage() {
     setSelected(null)
     if (paused) resume()
   }
-
-  useEffect(() => {
-    if (!selected) return
-    const onKey = (e: KeyboardEvent) => {
-      if (e.key === 'Escape') setSelected(null)
-    }
-    window.addEventListener('keydown', onKey)
-    return () => window.removeEventListener('keydown', onKey)
-  }, [selected])
 
   useEffect(() => {
     if (!selected) return
