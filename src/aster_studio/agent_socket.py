@@ -49,7 +49,7 @@ try:  # the C version that ships with websockets' wheels
 except ImportError:  # pragma: no cover
     from websockets.utils import apply_mask
 
-from .api.guard import AGENT_PATH, agent_credential
+from .api.guard import AGENT_PATH, agent_credential, is_agent_path
 from .api.remote import GREETING
 from .ingest.frames import DONE, FAILED, OTHER, WAITS, TextFrames, frame_at, frame_header
 from .ws_protocol import AgentWebSocketProtocol
@@ -224,7 +224,7 @@ class AgentSocket(asyncio.Protocol):
         if parsed is not None and parsed[0] == b"GET" and not config.root_path:
             path, _, query = parsed[1].partition(b"?")
             headers = parsed[2]
-            if unquote(path.decode("latin-1")) == AGENT_PATH:
+            if is_agent_path(unquote(path.decode("latin-1"))):
                 accept = accept_key(headers)
         compression = None
         if accept is not None and settings.per_message_deflate:
@@ -389,12 +389,26 @@ class AgentSocket(asyncio.Protocol):
                     self._feed(b"")
                     return
             elif first == 0x89:
-                self.transport.write(frame(0x8A, payload))
+                self._ping(payload)
             else:
                 self._pong(payload)
             pos = end
         if pos < size:
             text_frames.partial = buf[pos:]
+
+    def _ping(self, payload: bytes) -> None:
+        """Answer a WebSocket ping, unless our writes wait on a peer that does not read: its
+        pongs would pile up without bound (RFC 6455 lets an endpoint answer only the latest
+        ping). A ping is a message for the first-message deadline, as a JSON ping is."""
+        self.first_by = 0.0
+        if self.writable is None:
+            self.transport.write(frame(0x8A, payload))
+        else:
+            self._drop_reply()
+
+    def _drop_reply(self) -> None:
+        if self.conn is not None:
+            self.conn.dropped_replies += 1
 
     def _websockets(self) -> Protocol:
         """websockets' parser for the rest of the connection, fed what the fast path holds."""
@@ -426,6 +440,8 @@ class AgentSocket(asyncio.Protocol):
                 if event.fin:
                     whole, self.fragments = b"".join(self.fragments), None
                     self._message(whole, self.fragment_text)
+            elif opcode is Opcode.PING:
+                self.first_by = 0.0  # websockets queued the pong; `_flush` may drop it
             elif opcode is Opcode.PONG:
                 self._pong(bytes(event.data))
             elif opcode is Opcode.CLOSE:
@@ -438,6 +454,10 @@ class AgentSocket(asyncio.Protocol):
         out = ws.data_to_send()
         for chunk in out:
             if chunk:
+                # One frame a chunk; 0x8A starts a pong (ours are unmasked, unfragmented).
+                if chunk[0] == 0x8A and self.writable is not None:
+                    self._drop_reply()
+                    continue
                 self.transport.write(chunk)
         if ws.state is State.CLOSED:
             self.transport.close()

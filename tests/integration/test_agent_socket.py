@@ -211,3 +211,51 @@ def test_every_way_a_connection_ends_releases_it_and_keeps_what_it_sent(tmp_path
             assert [e["event"]["n"] for e in stored] == list(range(30))
         with RawAgent(server.agent_url) as agent:
             assert agent.request({"type": "ping"}) == {"type": "pong"}
+
+
+def test_pings_of_a_client_that_never_reads_do_not_pile_up(tmp_path: Path) -> None:
+    """Pongs are dropped (and counted) while our writes wait on the peer: they grew the
+    server's memory by the size of every ping sent."""
+    with StudioProcess(tmp_path / "p.db") as server:
+        sock = handshake(server.port, rcvbuf=4096)
+        try:
+            sock.sendall(frame(1, orjson.dumps(register("pinger"))))
+            pings = frame(9, b"x" * 125) * 500  # 500 pings of 125 bytes, 65 KB
+            dropped = 0
+            deadline = time.monotonic() + 30 * UNIT
+            for _ in range(400):  # at most 200,000 pings, 26 MB
+                sock.sendall(pings)
+                dropped = replies_dropped(server)
+                if dropped or time.monotonic() > deadline:
+                    break
+            assert dropped > 0
+        finally:
+            sock.close()
+
+
+def replies_dropped(server: StudioProcess) -> int:
+    with urllib.request.urlopen(f"{server.http_url}/metrics", timeout=5 * UNIT) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith("aster_replies_dropped_total "):
+                return int(float(line.split()[1]))
+    raise AssertionError("no aster_replies_dropped_total in /metrics")
+
+
+def test_a_client_that_only_pings_is_not_closed_as_silent(tmp_path: Path) -> None:
+    """WebSocket pings keep a connection alive as JSON pings do (PROTOCOL.md), the first
+    message's deadline included."""
+    env = {"ASTER_STUDIO_HANDSHAKE_TIMEOUT": "0.5"}
+    with StudioProcess(tmp_path / "h.db", env=env) as server, RawAgent(server.agent_url) as agent:
+        for _ in range(8):  # 1.2 s, past the deadline
+            assert agent.ws.ping().wait(5 * UNIT)
+            time.sleep(0.15)
+        assert agent.request({"type": "ping"}) == {"type": "pong"}  # still open
+
+
+def test_agent_path_with_an_empty_segment_is_the_agent_endpoint(studio: StudioProcess) -> None:
+    """A Studio URL ending in "/" joined with the document's path gives "//v1/...": 403 before."""
+    url = f"ws://127.0.0.1:{studio.port}//v1/remote-agents/connect"
+    with connect(url, open_timeout=5 * UNIT) as ws:
+        assert orjson.loads(ws.recv(5 * UNIT))["type"] == "connected"
+        ws.send(orjson.dumps(register("slashed")).decode())
+        assert orjson.loads(ws.recv(5 * UNIT))["type"] == "registered"

@@ -563,3 +563,31 @@ def test_remote_agent_stats_have_the_original_shape(studio: StudioProcess) -> No
         lambda: get(studio.http_url, "/v1/remote-agents/stats"), lambda s: not s["agents"]
     )
     assert gone["remote_agents_count"] == 0
+
+
+def test_ids_holding_slashes_are_addressable(studio: StudioProcess) -> None:
+    """The socket takes any id; the console asks for it URL-encoded (`%2F`): every route was a
+    404 for `team/writer`."""
+    with RawAgent(studio.agent_url) as agent:
+        agent.request(register("team/writer", name="Writer"))
+        session = {"id": "user/42/conv/7", "agent_id": "team/writer"}
+        agent.request({"type": "register_session", "session": session})
+        agent.send(event("team/writer", "text_chunk", delta="hi", session_id="user/42/conv/7"))
+        assert agent.request({"type": "ping"}) == {"type": "pong"}
+    wait_for(lambda: events(studio.http_url), lambda e: len(e) == 1)
+    agent_path, session_path = "team%2Fwriter", "user%2F42%2Fconv%2F7"
+    assert get(studio.http_url, f"/v1/dashboard/agents/{agent_path}")["id"] == "team/writer"
+    assert get(studio.http_url, f"/v1/agents/{agent_path}")["id"] == "team/writer"
+    assert get(studio.http_url, f"/v1/dashboard/sessions/{session_path}")["id"] == session["id"]
+    assert get(studio.http_url, f"/v1/dashboard/traces/{session_path}")["id"] == session["id"]
+    status, body = call(studio.http_url, f"/v1/agents/{agent_path}", "PATCH", {"name": "W2"})
+    assert (status, body["data"]["metadata"]["name"]) == (200, "W2")
+    status, _ = call(
+        studio.http_url,
+        f"/v1/dashboard/agents/{agent_path}/tools/c1/control",
+        "POST",
+        {"action": "pause"},
+    )
+    assert status != 404
+    assert call(studio.http_url, f"/v1/agents/{agent_path}", "DELETE")[0] == 204
+    assert call(studio.http_url, f"/v1/agents/{agent_path}")[0] == 404

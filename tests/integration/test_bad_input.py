@@ -35,7 +35,6 @@ BAD_FRAMES: list[tuple[str, str | bytes, str]] = [
         '{"type":"batch","messages":[{"type":"batch","messages":[]}]}',
         "nested_batch",
     ),
-    ("bad_seq", '{"type":"ping","seq":-1}', "invalid_field"),
 ]
 
 
@@ -153,7 +152,9 @@ def test_times_out_of_range_or_without_zone_lose_nothing(studio: StudioProcess) 
         live = stream.events(3)
     assert [e["data"]["timestamp"] for e in live] == stamps
     assert [e["client_timestamp"] for e in live] == [None, None, "2024-01-01T12:00:00.000Z"]
-    assert [e["event"]["timestamp"] for e in events(studio.http_url, "agent_id=clock")] == stamps
+    # Live before stored (write-behind): wait for the commit.
+    stored = wait_for(lambda: events(studio.http_url, "agent_id=clock"), lambda e: len(e) == 3)
+    assert [e["event"]["timestamp"] for e in stored] == stamps
     status, body = call(studio.http_url, "/v1/dashboard/sessions")
     assert status == 200, body
     created = {s["id"]: s["created_at"] for s in body["data"]["sessions"]}
@@ -208,3 +209,65 @@ def test_hostile_numbers_neither_break_reads_nor_a_restart(tmp_path: Path) -> No
         assert status == 400, body
     finally:
         server.stop()
+
+
+def test_lone_surrogate_from_a_javascript_client_is_stored_as_replacement(
+    studio: StudioProcess,
+) -> None:
+    """`JSON.stringify` of chunks cut inside an emoji: each frame was refused, events lost."""
+    with RawAgent(studio.agent_url) as agent:
+        agent.request(register("js"))
+        agent.send_raw('{"type":"event","agent_id":"js","event":{"delta":"Hello \\ud83d"}}')
+        batch = '{"type":"event","agent_id":"js","event":{"delta":"\\ude00 world"}}'
+        agent.send_raw('{"type":"batch","messages":[' + batch + "]}")
+        assert agent.request({"type": "ping"}) == {"type": "pong"}  # no error before it
+    stored = wait_for(lambda: events(studio.http_url), lambda e: len(e) == 2)
+    assert [e["event"]["delta"] for e in stored] == ["Hello \ufffd", "\ufffd world"]
+
+
+def test_flat_messages_with_a_null_payload_are_flat(studio: StudioProcess) -> None:
+    """Clients that write every field of a struct (Go without omitempty, Jackson) send
+    `"payload": null`: each message was read as the envelope and refused."""
+    with RawAgent(studio.agent_url) as agent:
+        reply = agent.request({**register("go-agent"), "payload": None})
+        assert (reply["type"], reply["agent_id"]) == ("registered", "go-agent")
+        assert "payload" not in reply  # answered in the client's (flat) shape
+        agent.send({**event("go-agent", "text_chunk", delta="hi"), "payload": None})
+        assert agent.request({"type": "ping"}) == {"type": "pong"}
+    stored = wait_for(lambda: events(studio.http_url), lambda e: len(e) == 1)
+    assert stored[0]["agent_id"] == "go-agent"
+
+
+@pytest.mark.parametrize("seq", [0, -1, "7", 1.5])
+def test_seq_of_a_client_that_does_not_number_its_messages_is_ignored(
+    studio: StudioProcess, seq: object
+) -> None:
+    """`seq` is ours, opt-in: a Go client's `seq: 0` (a zero value) lost every message."""
+    with RawAgent(studio.agent_url) as agent:
+        assert agent.request({**register("plain"), "seq": seq})["type"] == "registered"
+        agent.send({**event("plain", "text_chunk", delta="kept"), "seq": seq})
+        assert agent.request({"type": "ping", "seq": seq}) == {"type": "pong"}
+    wait_for(lambda: events(studio.http_url), lambda e: len(e) == 1)
+
+
+def test_bad_seq_of_a_numbering_client_gets_invalid_field(studio: StudioProcess) -> None:
+    with RawAgent(studio.agent_url) as agent:
+        reply = agent.request({**register("numbered"), "producer_id": "p-1"})
+        assert reply["type"] == "registered"
+        reply = agent.request({"type": "ping", "seq": -1})
+        assert (reply["type"], reply["code"], reply["field"]) == ("error", "invalid_field", "seq")
+        assert agent.request({"type": "ping"}) == {"type": "pong"}
+
+
+def test_token_counts_written_as_strings_are_counted(studio: StudioProcess) -> None:
+    """protobuf's JSON writes an int64 as a string: "100" was counted as 0 tokens."""
+    with RawAgent(studio.agent_url) as agent:
+        agent.request(register("proto", model="gpt-4o"))
+        agent.send(event("proto", "token_usage", input_tokens="100", output_tokens="20"))
+        agent.send(event("proto", "token_usage", input_tokens="-5", output_tokens="1e3"))
+        assert agent.request({"type": "ping"}) == {"type": "pong"}
+    usage = wait_for(
+        lambda: get(studio.http_url, "/v1/dashboard/metrics/tokens?period=1h"),
+        lambda d: d["total"]["total"] >= 120,
+    )
+    assert (usage["total"]["input"], usage["total"]["output"]) == (100, 20)

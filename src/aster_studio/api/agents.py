@@ -56,7 +56,7 @@ def router(studio: Studio) -> APIRouter:
         views.sort(key=lambda v: (v["status"] != "online", v["id"]))
         return ok({"agents": views[:limit], "total": len(views)})
 
-    @api.get("/v1/dashboard/agents/{agent_id}", summary="One agent's live view")
+    @api.get("/v1/dashboard/agents/{agent_id:path}", summary="One agent's live view")
     async def get_agent(agent_id: str) -> Response:
         return ok(get(agent_id).view(studio.clock(), studio.stall_after_ms))
 
@@ -88,11 +88,11 @@ def router(studio: Studio) -> APIRouter:
     async def list_records() -> Response:
         return ok([record(a) for a in registry.agents.values()])
 
-    @api.get("/v1/agents/{agent_id}", summary="One agent record (original console shape)")
+    @api.get("/v1/agents/{agent_id:path}", summary="One agent record (original console shape)")
     async def get_record(agent_id: str) -> Response:
         return ok(record(get(agent_id)))
 
-    @api.patch("/v1/agents/{agent_id}", summary="Rename an agent or merge metadata")
+    @api.patch("/v1/agents/{agent_id:path}", summary="Rename an agent or merge metadata")
     async def patch_record(
         agent_id: str, body: dict[str, Any] = Body(..., examples=[{"name": "writer"}])
     ) -> Response:
@@ -112,7 +112,9 @@ def router(studio: Studio) -> APIRouter:
             await studio.pipeline.barrier()
         return ok(record(agent))
 
-    @api.delete("/v1/agents/{agent_id}", status_code=204, summary="Forget an agent (events stay)")
+    @api.delete(
+        "/v1/agents/{agent_id:path}", status_code=204, summary="Forget an agent (events stay)"
+    )
     async def delete_record(agent_id: str) -> Response:
         agent = get(agent_id)
         if agent.connection is not None:

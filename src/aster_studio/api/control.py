@@ -93,7 +93,7 @@ def router(studio: Studio) -> APIRouter:
         return ok(view(record))
 
     @api.post(
-        "/v1/dashboard/agents/{agent_id}/tools/{call_id}/control",
+        "/v1/dashboard/agents/{agent_id:path}/tools/{call_id}/control",
         summary="Pause, resume or cancel a running tool call",
     )
     async def tool_control(

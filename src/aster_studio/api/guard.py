@@ -15,6 +15,15 @@ from ..models import AgentKey
 COOKIE = "aster_session"
 CSRF_HEADER = b"x-csrf-token"
 AGENT_PATH = "/v1/remote-agents/connect"
+
+
+def is_agent_path(path: str) -> bool:
+    """Whether `path` names the agent endpoint, empty segments aside: a client that joins a
+    Studio URL ending in `/` with the document's "/v1/remote-agents/connect" asks for
+    "//v1/remote-agents/connect"."""
+    return path == AGENT_PATH or "/" + "/".join(filter(None, path.split("/"))) == AGENT_PATH
+
+
 PUBLIC_PATHS = frozenset({"/healthz", "/health", "/v1/auth/login", "/v1/auth/session"})
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 UNSAFE_FOR_CSP = ("/docs", "/redoc")  # the API browser loads its own scripts

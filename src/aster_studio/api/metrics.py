@@ -448,7 +448,9 @@ def router(studio: Studio) -> APIRouter:
         # The matches found: all of them unless more follow (then at least these).
         return ok({"traces": items, "total": len(matched), "has_more": more})
 
-    @api.get("/v1/dashboard/traces/{trace_id}", summary="A session's trace with tool-call spans")
+    @api.get(
+        "/v1/dashboard/traces/{trace_id:path}", summary="A session's trace with tool-call spans"
+    )
     async def trace(trace_id: str) -> Response:
         summary, events = await trace_summary(trace_id)
         start_ms = int(summary["duration_ms"])

@@ -116,7 +116,7 @@ def router(studio: Studio) -> APIRouter:
             }
         )
 
-    @api.get("/v1/dashboard/sessions/{session_id}", summary="A session with its messages")
+    @api.get("/v1/dashboard/sessions/{session_id:path}", summary="A session with its messages")
     async def get_session(session_id: str) -> Response:
         record = await studio.run_sync(store.get_session, session_id)
         if record is None:

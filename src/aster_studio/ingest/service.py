@@ -8,7 +8,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
 import orjson
@@ -119,6 +119,8 @@ def _int(value: Any) -> int:
         return min(max(value, 0), MAX_TOKENS)
     if isinstance(value, float) and value == value and value not in (float("inf"), float("-inf")):
         return min(max(int(value), 0), MAX_TOKENS)
+    if isinstance(value, str) and 0 < len(value) <= 20 and value.isascii() and value.isdigit():
+        return min(int(value), MAX_TOKENS)  # protobuf's JSON writes an int64 as a string
     return 0
 
 
@@ -164,6 +166,8 @@ class IngestService:
         self.bus = bus
         self.clock = clock
         self.limits = limits
+        # For connections that did not opt into numbered delivery: their `seq` means nothing.
+        self.unnumbered_limits = replace(limits, check_seq=False)
         self.stall_after_ms = stall_after_ms
         self.outbox_max = outbox_max
         self.policy = policy or ConnectionLimits()
@@ -246,7 +250,8 @@ class IngestService:
         """
         self.stats.frames += 1
         conn.received += 1
-        shape, message = decode_pair(text, self.limits)
+        limits = self.limits if conn.producer_id is not None else self.unnumbered_limits
+        shape, message = decode_pair(text, limits)
         if conn.shape is None and shape is not None:
             conn.shape = shape
         items = message.items if isinstance(message, Batch) else (message,)

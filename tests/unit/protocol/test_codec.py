@@ -458,6 +458,9 @@ def test_event_without_session_id_has_none() -> None:
         (1_704_110_400.5, NOON_2024_MS + 500),
         (NOON_2024_MS, NOON_2024_MS),
         (float(NOON_2024_MS), NOON_2024_MS),
+        ("2024-01-01t12:00:00z", NOON_2024_MS),  # RFC 3339 allows lower case
+        ("1704110400", NOON_2024_MS),  # an int64 as protobuf's JSON writes it
+        (str(NOON_2024_MS), NOON_2024_MS),
     ],
     ids=[
         "iso-z",
@@ -470,6 +473,9 @@ def test_event_without_session_id_has_none() -> None:
         "unix-s-float",
         "ms",
         "ms-float",
+        "iso-lower-case",
+        "unix-s-string",
+        "ms-string",
     ],
 )
 def test_client_timestamp_is_read_as_epoch_ms(value: object, expected: int) -> None:
@@ -497,6 +503,8 @@ def test_client_timestamp_is_read_as_epoch_ms(value: object, expected: int) -> N
         "2024-01-01T12:00:00Z" + " " * 64,
         [],
         {},
+        "0",
+        "9" * 30,
     ],
     ids=[
         "none",
@@ -517,6 +525,8 @@ def test_client_timestamp_is_read_as_epoch_ms(value: object, expected: int) -> N
         "too-long",
         "list",
         "object",
+        "zero-string",
+        "huge-digits",
     ],
 )
 def test_garbage_client_timestamp_is_none(value: object) -> None:
@@ -554,6 +564,23 @@ def test_flat_unregister_decodes() -> None:
 
 def test_envelope_unregister_decodes() -> None:
     assert message(ENV_UNREGISTER) == Unregister(agent_id="a1")
+
+
+@pytest.mark.parametrize("agent", [{"id": "a1"}, {"agent_id": "a1"}])
+def test_unregister_naming_its_agent_as_register_does_decodes(agent: dict[str, str]) -> None:
+    assert message({"type": "unregister", "agent": agent}) == Unregister(agent_id="a1")
+
+
+def test_flat_message_with_null_payload_is_flat() -> None:
+    """Clients that write every field of a struct send `"payload": null` beside the flat ones."""
+    for doc in (DOC_REGISTER, DOC_REGISTER_SESSION, DOC_EVENT):
+        result = decoded({**doc, "payload": None})
+        assert result.shape is Shape.FLAT
+        assert result.message == message(doc)
+
+
+def test_envelope_ping_with_null_payload_is_envelope() -> None:
+    assert decoded({"type": "ping", "payload": None}).shape is Shape.ENVELOPE
 
 
 def test_flat_end_session_decodes_with_status() -> None:

@@ -438,3 +438,55 @@ def test_every_code_the_codec_produces_is_in_the_docs_table() -> None:
 def test_register_metadata_nested_past_max_depth_is_invalid_json() -> None:
     agent = {"id": "a", "metadata": {"x": nested(DEFAULT_LIMITS.max_depth)}}
     assert error({"type": "register", "agent": agent}).code is ErrorCode.INVALID_JSON
+
+
+@pytest.mark.parametrize("seq", [0, -1, 1.5, "1", True, [1], 2**63])
+def test_seq_that_is_not_a_positive_integer_is_ignored_when_seq_is_not_checked(seq: Any) -> None:
+    unnumbered = Limits(check_seq=False)
+    assert decode(frame({"type": "ping", "seq": seq}), unnumbered).message == Ping(seq=None)
+    result = decode(frame({**EVENT, "seq": seq}), unnumbered).message
+    assert isinstance(result, Event) and result.seq is None
+
+
+def test_valid_seq_is_kept_when_seq_is_not_checked() -> None:
+    result = decode(frame({**EVENT, "seq": 7}), Limits(check_seq=False)).message
+    assert isinstance(result, Event) and result.seq == 7
+
+
+def test_lone_surrogate_is_read_as_replacement_character() -> None:
+    # JSON.stringify of a string cut inside an emoji's surrogate pair.
+    result = decode('{"type":"event","agent_id":"a","event":{"delta":"Hello \\ud83d"}}').message
+    assert isinstance(result, Event)
+    assert result.event["delta"] == "Hello \ufffd"
+    assert dumps(result.event)  # storable: valid UTF-8
+
+
+def test_lone_surrogate_in_a_key_and_a_batch_is_replaced() -> None:
+    text = (
+        '{"type":"batch","messages":[{"type":"event","agent_id":"a",'
+        '"event":{"\\udc00k":["\\ude00 world"]}},{"type":"ping"}]}'
+    )
+    result = decode(text).message
+    assert isinstance(result, Batch)
+    first = result.items[0]
+    assert isinstance(first, Event)
+    assert first.event["\ufffdk"] == ["\ufffd world"]
+
+
+def test_surrogate_pair_escapes_stay_one_character() -> None:
+    result = decode('{"type":"event","agent_id":"a","event":{"delta":"\\ud83d\\ude00"}}').message
+    assert isinstance(result, Event) and result.event["delta"] == "\U0001f600"
+
+
+def test_lone_surrogate_in_text_that_is_not_json_is_invalid_json() -> None:
+    assert frame_error('{"delta":"\\ud83d", oops}').code is ErrorCode.INVALID_JSON
+
+
+def test_lone_surrogate_does_not_admit_nan() -> None:
+    assert frame_error('{"type":"ping","x":"\\ud83d","y":NaN}').code is ErrorCode.INVALID_JSON
+
+
+def test_lone_surrogate_nested_too_deeply_is_refused() -> None:
+    deep = "[" * 200 + '"\\ud83d"' + "]" * 200
+    err = frame_error('{"type":"event","agent_id":"a","event":{"x":' + deep + "}}")
+    assert err.code is ErrorCode.INVALID_JSON

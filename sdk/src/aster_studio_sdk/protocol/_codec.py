@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -46,6 +47,45 @@ _parse: Final[Callable[[str | bytes], Any]] = _orjson.loads if _orjson is not No
 def loads(data: str | bytes) -> Any:
     """Parse JSON text; raise ValueError when it is not JSON."""
     return _parse(data)
+
+
+_LONE_SURROGATE: Final = re.compile("[\ud800-\udfff]")
+_UNPARSED: Final = object()  # what `_parse_lone_surrogates` returns for text that is not JSON
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _parse_lone_surrogates(text: str, max_depth: int) -> Any:
+    """Parse JSON text whose strings escape lone UTF-16 surrogates, each read as U+FFFD.
+
+    JavaScript writes them (`JSON.stringify` of a string cut inside a surrogate pair: an
+    emoji split between two streamed chunks) and JSON parsers accept them, but they are not
+    Unicode: no UTF-8 text, and so no stored event, can hold them. The fast codec refuses the
+    frame; this reads it with the standard library's parser instead. `_UNPARSED` when the
+    text is not JSON.
+    """
+    try:
+        return _replace_surrogates(json.loads(text, parse_constant=_no_constant), max_depth)
+    except (ValueError, RecursionError):
+        return _UNPARSED
+
+
+def _replace_surrogates(value: Any, depth: int) -> Any:
+    # Past the depth limit the value is left as it is: the depth check refuses it next.
+    if isinstance(value, str):
+        return _LONE_SURROGATE.sub("\ufffd", value)
+    if depth < 0:
+        return value
+    if isinstance(value, dict):
+        return {
+            _LONE_SURROGATE.sub("\ufffd", k): _replace_surrogates(v, depth - 1)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_replace_surrogates(v, depth - 1) for v in value]
+    return value
 
 
 def dumps(obj: Any) -> bytes:
@@ -136,8 +176,11 @@ def parse_timestamp_ms(value: Any) -> int | None:
         ms = value if value > 1e10 else value * 1000
         return int(ms) if ms < 1e14 else None
     if isinstance(value, str) and 0 < len(value) <= 64:
+        if value.isdigit():  # epoch seconds or ms written as a string (protobuf's int64)
+            return parse_timestamp_ms(int(value))
         try:
-            parsed = datetime.fromisoformat(value)
+            # RFC 3339 allows a lower-case `t` and `z`; fromisoformat does not.
+            parsed = datetime.fromisoformat(value.upper())
             if parsed.tzinfo is None:
                 parsed = parsed.replace(tzinfo=UTC)
             ms = int(parsed.timestamp() * 1000)
@@ -194,6 +237,26 @@ def _object(obj: dict[str, Any], key: str, path: str, *, required: bool = False)
 
 
 _SEQ_END: Final = 2**63  # a `seq` is a positive signed 64-bit integer
+
+
+def _valid_seq(obj: dict[str, Any]) -> int | None:
+    """`seq` when it is a valid one, else None: for a client that does not number messages."""
+    value = obj.get("seq")
+    return value if type(value) is int and 0 < value < _SEQ_END else None
+
+
+_ENVELOPE_ONLY: Final = frozenset(("type", "payload", "seq"))
+
+
+def _shape(msg: dict[str, Any]) -> Shape:
+    """The envelope carries its fields in `payload`. A flat message may hold `"payload": null`
+    beside its own fields (clients that write every field of a struct); a null payload with
+    nothing beside it (`{"type":"ping","payload":null}`) is still the envelope."""
+    if "payload" not in msg:
+        return Shape.FLAT
+    if msg["payload"] is not None or msg.keys() <= _ENVELOPE_ONLY:
+        return Shape.ENVELOPE
+    return Shape.FLAT
 
 
 def _seq(obj: dict[str, Any]) -> int | None:
@@ -355,8 +418,16 @@ def _event(msg: dict[str, Any], shape: Shape, limits: Limits, seq: int | None) -
 
 
 def _unregister(msg: dict[str, Any], shape: Shape, limits: Limits, seq: int | None) -> Unregister:
-    body = _object(msg, "payload", "payload", required=True) if shape is Shape.ENVELOPE else msg
-    prefix = "payload." if shape is Shape.ENVELOPE else ""
+    if shape is Shape.ENVELOPE:
+        body, prefix = _object(msg, "payload", "payload", required=True), "payload."
+    elif "agent_id" not in msg and isinstance(msg.get("agent"), dict):
+        body, prefix = msg["agent"], "agent."  # as `register` names its agent
+    else:
+        body, prefix = msg, ""
+    if body is not msg and "agent_id" not in body and "id" in body:
+        agent_id = _string(body, "id", prefix + "id", limits.max_id_length, required=True)
+        assert agent_id is not None
+        return Unregister(agent_id=agent_id, seq=seq)
     agent_id = _string(body, "agent_id", prefix + "agent_id", limits.max_id_length, required=True)
     assert agent_id is not None
     return Unregister(agent_id=agent_id, seq=seq)
@@ -413,11 +484,11 @@ def _decode_one(
             ErrorCode.NOT_AN_OBJECT,
             f"a message must be a JSON object, got {_json_kind(msg)}",
         )
-    shape = Shape.ENVELOPE if "payload" in msg else Shape.FLAT
+    shape = _shape(msg)
     seq: int | None = None
     try:
         if msg.get("seq") is not None:
-            seq = _seq(msg)
+            seq = _seq(msg) if limits.check_seq else _valid_seq(msg)
         raw_type = msg.get("type")
         if raw_type is None:
             raise _fail(ErrorCode.MISSING_TYPE, "missing required field 'type'", "type")
@@ -529,14 +600,17 @@ def decode_pair(
             return None, ProtocolError(
                 ErrorCode.INVALID_UTF8, f"frame is not valid UTF-8: {exc.reason}"
             )
+    max_depth = limits.max_depth
     try:
         parsed = _parse(data)
     except (ValueError, RecursionError) as exc:
         detail = str(exc).splitlines()[0][:200] if str(exc) else "parse error"
-        return None, ProtocolError(ErrorCode.INVALID_JSON, f"invalid JSON: {detail}")
+        # Only then: any other bad frame is parsed once.
+        parsed = _parse_lone_surrogates(data, max_depth) if "surrogate" in detail else _UNPARSED
+        if parsed is _UNPARSED:
+            return None, ProtocolError(ErrorCode.INVALID_JSON, f"invalid JSON: {detail}")
     except Exception as exc:  # a codec must never take the caller down
         return None, ProtocolError(ErrorCode.INVALID_JSON, f"invalid JSON: {exc!r}"[:200])
-    max_depth = limits.max_depth
     # Nesting past max_depth takes that many brackets and as many closing ones: a shorter frame
     # cannot, so most single messages are spared the walk. Each array or object takes two
     # characters at least, which bounds them. (Counting the text's brackets for a closer bound

@@ -111,6 +111,10 @@ class Limits:
     max_batch_messages: int = 10_000
     # orjson cannot encode values nested past 254 levels; what we accept must be storable.
     max_depth: int = 128
+    # False: a `seq` that is not a positive integer is ignored, not an error. For a client
+    # that did not opt into numbered delivery, whose `seq` (a struct's zero value, say) means
+    # nothing to the server.
+    check_seq: bool = True
 
 
 @dataclass(frozen=True, slots=True)
