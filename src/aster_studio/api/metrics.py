@@ -221,7 +221,7 @@ def router(studio: Studio) -> APIRouter:
             "pending_requests": studio.control.pending_count,
             "events_per_second": round(studio.ingest.rate.per_second(), 2),
             # Not the newest cursor: cursors skip ahead after a crash.
-            "events_total": sum(a.event_count for a in studio.registry.agents.values()),
+            "events_total": studio.registry.events_total(),
             "windows": {
                 "1h": await window_summary(now - 3_600_000, now),
                 "24h": await window_summary(now - 86_400_000, now),

@@ -175,6 +175,14 @@ class Store(Protocol):
 
     def load_agents(self) -> list[AgentRecord]: ...
 
+    def forgotten_events(self) -> int:
+        """How many stored events have no agent's row to count them: their agent was deleted.
+
+        Read at start-up, beside `load_agents`: with the agents' counts it makes every stored
+        event, without counting them.
+        """
+        ...
+
     def usage_by_agent(self) -> dict[str, UsageTotals]: ...
 
     def producer_seq(self, producer_id: str) -> int: ...

@@ -263,6 +263,16 @@ MIGRATIONS: tuple[str, ...] = (
     UPDATE meta SET value = (SELECT coalesce(max(id), 0) FROM events)
     WHERE name = 'counted_through';
     """,
+    # Version 10 keeps the events of deleted agents counted: a deleted row took its count
+    # with it, and the overview's total of stored events dropped. `forgotten_events` counts
+    # the events whose agent has no row; it starts with those counted until now (those past
+    # `counted_through` are counted at each open). A deleted agent that came back since has
+    # a row again, and the events of its first life stay uncounted.
+    """
+    INSERT OR IGNORE INTO meta SELECT 'forgotten_events', count(*) FROM events
+    WHERE id <= (SELECT value FROM meta WHERE name = 'counted_through')
+        AND agent_id NOT IN (SELECT id FROM agents);
+    """,
 )
 
 # The writer gives way between statements in commits of at most this many ops (see
@@ -693,6 +703,7 @@ class SqliteStore:
             "last_event_at = max(coalesce(last_event_at, 0), ?) WHERE id = ?",
             agents,
         )
+        self._forget_rowless(conn)
         self._give_way()
         sessions = [
             (n, last, session_id) for session_id, (n, last) in self._pending_sessions[1].items()
@@ -707,6 +718,22 @@ class SqliteStore:
             "UPDATE meta SET value = max(value, ?) WHERE name = 'counted_through'", (through,)
         )
         return len(agents) + len(sessions)
+
+    def _forget_rowless(self, conn: apsw.Connection) -> None:
+        """Add the pending events of agents without a row (deleted: `DeleteAgent`) to
+        `forgotten_events`, for the `UPDATE` of their counts found no row to add them to."""
+        if not self._uncounted:
+            return
+        rowless = _all(
+            conn,
+            f"SELECT value FROM {_ID_LIST} WHERE value NOT IN (SELECT id FROM agents)",
+            (orjson.dumps(list(self._uncounted)).decode(),),
+        )
+        if rowless:
+            forgotten = sum(self._uncounted[r[0]][0] for r in rowless)
+            conn.execute(
+                "UPDATE meta SET value = value + ? WHERE name = 'forgotten_events'", (forgotten,)
+            )
 
     def _stepped(self, step: _Step) -> None:
         """After the commit of a `_posting_step`: what it wrote leaves the writer's lists."""
@@ -1021,6 +1048,14 @@ class SqliteStore:
             conn.execute("DELETE FROM prices WHERE model = ?", (op.model,))
             self._prices.remove(op.model)
         elif isinstance(op, DeleteAgent):
+            # Its events stay stored, and counted: what its row counted goes to the events
+            # without an agent (its pending events follow with the postings: `_write_counts`).
+            conn.execute(
+                "UPDATE meta SET value = value + "
+                "coalesce((SELECT event_count FROM agents WHERE id = ?), 0) "
+                "WHERE name = 'forgotten_events'",
+                (op.id,),
+            )
             conn.execute("DELETE FROM agents WHERE id = ?", (op.id,))
         elif isinstance(op, SaveRequest):
             r = op.record
@@ -1220,6 +1255,22 @@ class SqliteStore:
                 )
             )
         return records
+
+    def forgotten_events(self) -> int:
+        uncounted = dict(self._uncounted)  # events committed, not yet in their agents' rows
+        with self._read() as conn, conn:
+            forgotten = int(
+                _scalar(
+                    conn,
+                    "SELECT coalesce(max(value), 0) FROM meta WHERE name = 'forgotten_events'",
+                )
+            )
+            rowless = _all(
+                conn,
+                f"SELECT value FROM {_ID_LIST} WHERE value NOT IN (SELECT id FROM agents)",
+                (orjson.dumps(list(uncounted)).decode(),),
+            )
+        return forgotten + sum(uncounted[r[0]][0] for r in rowless)
 
     def usage_by_agent(self) -> dict[str, UsageTotals]:
         with self._read() as conn:

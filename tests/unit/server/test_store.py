@@ -370,6 +370,71 @@ def test_a_migration_does_not_count_again_what_an_earlier_release_counted(
         new.close()
 
 
+def test_a_deleted_agents_events_stay_counted_across_postings_reopening_and_its_return(
+    tmp_path: Path,
+) -> None:
+    """Deleting an agent deleted its row and the count in it, though its events stay stored:
+    the agents' counts and `forgotten_events` together are every stored event, whether the
+    deleted agent's events were counted in its row or still pending, across a posting round
+    and reopening, and after the agent comes back."""
+    path = tmp_path / "f.db"
+
+    def check(store: SqliteStore) -> None:
+        counted = sum(a.event_count for a in store.load_agents())
+        assert counted + store.forgotten_events() == store.count_events(EventFilter())
+
+    store = SqliteStore(path, posting_events=4)
+    store.open()
+    try:
+        store.write([ops.UpsertAgent("a", 1), ops.UpsertAgent("b", 1)])
+        store.write([*(ev("a") for _ in range(5)), ev("b")])
+        store.write([ev("b")])  # a posting round: a's 5 in its row
+        store.write([ev("a"), ev("a")])  # pending: not in a's row yet
+        store.write([ops.DeleteAgent("a")])
+        assert [a.id for a in store.load_agents()] == ["b"]
+        check(store)
+    finally:
+        store.close()
+    store = SqliteStore(path, posting_events=4)
+    store.open()
+    try:
+        check(store)  # a's pending events counted again from the events, without a row
+        store.write([ev("b"), ev("b")])
+        store.write([ev("b")])  # a posting round, a's pending events in it
+        assert store.forgotten_events() == 5 + 2
+        check(store)
+        store.write([ops.UpsertAgent("a", 9, implicit=True), ev("a")])
+        check(store)
+        assert {a.id: a.event_count for a in store.load_agents()}["a"] == 1
+    finally:
+        store.close()
+
+
+def test_schema_10_counts_the_events_of_agents_deleted_before_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aster_studio.store import sqlite as backend
+
+    path = tmp_path / "v9.db"
+    monkeypatch.setattr(backend, "MIGRATIONS", backend.MIGRATIONS[:9])
+    old = SqliteStore(path, posting_events=2)
+    old.open()
+    old.write([ops.UpsertAgent("a", 1), ops.UpsertAgent("b", 1)])
+    old.write([ev("a"), ev("a"), ev("b")])
+    old.write([ev("b")])  # a posting round: a's two in its row
+    old.write([ops.DeleteAgent("a")])
+    old.close()
+    monkeypatch.undo()
+
+    new = SqliteStore(path)
+    new.open()
+    try:
+        assert new.forgotten_events() == 2
+        assert [(a.id, a.event_count) for a in new.load_agents()] == [("b", 2)]
+    finally:
+        new.close()
+
+
 def test_implicit_agent_does_not_overwrite_registered_one(store: Store) -> None:
     store.write([ops.UpsertAgent("a", 1, name="Alpha")])
     store.write([ops.UpsertAgent("a", 2, implicit=True)])
