@@ -222,6 +222,11 @@ class Price:
     output_per_m: float
     currency: str = "USD"
 
+    @property
+    def in_usd(self) -> bool:
+        """Whether costs may be figured from it: they are added up in US dollars."""
+        return self.currency.upper() == "USD"
+
     def cost(self, input_tokens: int, output_tokens: int) -> float:
         return (input_tokens * self.input_per_m + output_tokens * self.output_per_m) / 1e6
 

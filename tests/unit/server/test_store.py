@@ -197,6 +197,29 @@ def test_usage_is_priced_at_write_time(store: Store) -> None:
     assert (by_agent.input, by_agent.output, by_agent.requests) == (2_000_000, 1_000_000, 2)
 
 
+def test_usage_of_a_model_priced_in_another_currency_is_unpriced(tmp_path: Path) -> None:
+    """A price row an older release kept in EUR (the API takes USD only now) was added to the
+    dollar totals as if in dollars: its model's tokens are unpriced, before and after
+    reopening."""
+    path = tmp_path / "eur.db"
+    store = SqliteStore(path)
+    store.open()
+    try:
+        store.write([ops.SetPrice(Price("house", 2.0, 4.0, "EUR"), 1)])
+        store.write(usage_event("house", 10, (1_000_000, 0)))
+    finally:
+        store.close()
+    store = SqliteStore(path)
+    store.open()
+    try:
+        store.write(usage_event("house", 11, (0, 1_000_000)))
+        (row,) = store.usage_rows(UsageQuery(0, 100))
+        assert (row.cost, row.unpriced_tokens) == (0.0, 2_000_000)
+        assert row.money() == {"amount": None, "currency": "USD", "unpriced_tokens": 2_000_000}
+    finally:
+        store.close()
+
+
 def test_usage_groups_by_model_and_bucket(store: Store) -> None:
     store.write(
         usage_event("gpt-4o", 0, (10, 1))
