@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -202,6 +204,22 @@ class UsageTotals(UsageFigures):
     cost: float = 0.0
     unpriced_tokens: int = 0
     requests: int = 0
+
+    @classmethod
+    def of(cls, rows: Iterable[UsageRow]) -> UsageTotals:
+        """Return the totals of aggregated rows (a session's by model, say), as one row over
+        the same usage would give them."""
+        totals = cls()
+        costs = []
+        for row in rows:
+            totals.input += row.input
+            totals.output += row.output
+            totals.unpriced_tokens += row.unpriced_tokens
+            totals.requests += row.requests
+            costs.append(row.cost)
+        # SQLite's `total` adds with error compensation: so does `fsum`, not `sum`.
+        totals.cost = math.fsum(costs)
+        return totals
 
     def add(self, usage: Usage) -> None:
         self.input += usage.input
