@@ -66,7 +66,7 @@ class AgentRecord:
 
 @dataclass(frozen=True, slots=True)
 class SessionRecord:
-    """A session as stored, with its event count."""
+    """A session as stored, with its counts of events and of errors among them."""
 
     id: str
     agent_id: str
@@ -76,6 +76,15 @@ class SessionRecord:
     ended_at: int | None
     metadata: dict[str, Any]
     event_count: int
+    error_count: int = 0
+
+
+def session_outcome(status: str, error_count: int) -> str:
+    """Return a session's trace status: `running` while it is active, `ok` once completed
+    without an error (`counts_as_error`), else `error` (failed, interrupted, or errors)."""
+    if status == "active":
+        return "running"
+    return "ok" if status == "completed" and not error_count else "error"
 
 
 class StoredEvent(NamedTuple):

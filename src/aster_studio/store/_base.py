@@ -194,8 +194,20 @@ class Store(Protocol):
         ...
 
     def list_sessions(
-        self, *, status: str | None, agent_id: str | None, limit: int, offset: int
-    ) -> tuple[list[SessionRecord], int]: ...
+        self,
+        *,
+        status: str | None,
+        agent_id: str | None,
+        limit: int,
+        offset: int,
+        outcome: str | None = None,
+    ) -> tuple[list[SessionRecord], int]:
+        """A page of sessions, most recently active first, and how many match in all.
+
+        `outcome` keeps the sessions of one trace status (`session_outcome`: running, ok or
+        error), filtered before paging.
+        """
+        ...
 
     def get_session(self, session_id: str) -> SessionRecord | None: ...
 

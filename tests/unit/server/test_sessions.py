@@ -4,16 +4,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
 from aster_studio import store as ops
-from aster_studio.app import create_app
-from aster_studio.config import Settings
 from aster_studio.models import INT64_MAX, Usage, UsageQuery, UsageRow, UsageTotals
 from aster_studio.store import SqliteStore
+from tests.support.api import data_of, in_process
 from tests.support.events import Numberer
 
 # Priced by the table, by a family rule, not at all, and with no model.
@@ -59,17 +57,8 @@ async def client(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, Count
     path = tmp_path / "s.db"
     seed(path)
     store = CountingStore(path)
-    app = create_app(Settings(db=str(path)), store=store)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
-            yield http, store
-
-
-async def data(http: httpx.AsyncClient, path: str) -> Any:
-    response = await http.get(path)
-    assert response.status_code == 200, response.text
-    return response.json()["data"]
+    async with in_process(store) as http:
+        yield http, store
 
 
 async def test_session_detail_reads_its_usage_once(
@@ -77,7 +66,7 @@ async def test_session_detail_reads_its_usage_once(
 ) -> None:
     """The totals were one query and the figures by model another, over the same rows."""
     http, store = client
-    await data(http, "/v1/dashboard/sessions/s")
+    await data_of(http, "/v1/dashboard/sessions/s")
     assert store.usage_reads == ["usage_rows"]
 
 
@@ -88,10 +77,10 @@ async def test_session_detail_usage_is_what_the_two_queries_gave(
     """Its totals are the session's as the list reads them (its own query, the detail's
     before), to the last digit, and its figures by model are each model's rows."""
     http, store = client
-    detail = await data(http, f"/v1/dashboard/sessions/{session_id}")
+    detail = await data_of(http, f"/v1/dashboard/sessions/{session_id}")
     (listed,) = [
         s
-        for s in (await data(http, "/v1/dashboard/sessions?limit=10"))["sessions"]
+        for s in (await data_of(http, "/v1/dashboard/sessions?limit=10"))["sessions"]
         if s["id"] == session_id
     ]
     totals = store.session_usage([session_id]).get(session_id, UsageTotals())
