@@ -91,7 +91,8 @@ class Studio:
             )
         records = await loop.run_in_executor(None, self.store.load_agents)
         usage = await loop.run_in_executor(None, self.store.usage_by_agent)
-        self.registry.load(records, usage)
+        forgotten = await loop.run_in_executor(None, self.store.forgotten_events)
+        self.registry.load(records, usage, forgotten)
         self.control.load(await loop.run_in_executor(None, self.store.open_requests))
         self.pipeline = WritePipeline(
             self.store,

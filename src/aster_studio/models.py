@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -64,7 +66,7 @@ class AgentRecord:
 
 @dataclass(frozen=True, slots=True)
 class SessionRecord:
-    """A session as stored, with its event count."""
+    """A session as stored, with its counts of events and of errors among them."""
 
     id: str
     agent_id: str
@@ -74,6 +76,15 @@ class SessionRecord:
     ended_at: int | None
     metadata: dict[str, Any]
     event_count: int
+    error_count: int = 0
+
+
+def session_outcome(status: str, error_count: int) -> str:
+    """Return a session's trace status: `running` while it is active, `ok` once completed
+    without an error (`counts_as_error`), else `error` (failed, interrupted, or errors)."""
+    if status == "active":
+        return "running"
+    return "ok" if status == "completed" and not error_count else "error"
 
 
 class StoredEvent(NamedTuple):
@@ -203,6 +214,22 @@ class UsageTotals(UsageFigures):
     unpriced_tokens: int = 0
     requests: int = 0
 
+    @classmethod
+    def of(cls, rows: Iterable[UsageRow]) -> UsageTotals:
+        """Return the totals of aggregated rows (a session's by model, say), as one row over
+        the same usage would give them."""
+        totals = cls()
+        costs = []
+        for row in rows:
+            totals.input += row.input
+            totals.output += row.output
+            totals.unpriced_tokens += row.unpriced_tokens
+            totals.requests += row.requests
+            costs.append(row.cost)
+        # SQLite's `total` adds with error compensation: so does `fsum`, not `sum`.
+        totals.cost = math.fsum(costs)
+        return totals
+
     def add(self, usage: Usage) -> None:
         self.input += usage.input
         self.output += usage.output
@@ -221,6 +248,11 @@ class Price:
     input_per_m: float
     output_per_m: float
     currency: str = "USD"
+
+    @property
+    def in_usd(self) -> bool:
+        """Whether costs may be figured from it: they are added up in US dollars."""
+        return self.currency.upper() == "USD"
 
     def cost(self, input_tokens: int, output_tokens: int) -> float:
         return (input_tokens * self.input_per_m + output_tokens * self.output_per_m) / 1e6

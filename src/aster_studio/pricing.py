@@ -46,7 +46,7 @@ def undated(model: str) -> str:
 class PriceTable:
     """Resolve a model name to a price: exact entry, then an entry for another release of the
     same model (`gpt-4o` and `gpt-4o-2024-08-06`, not `gpt-4o-mini`), then a family rule,
-    else None (unpriced)."""
+    else None (unpriced); an entry in a currency other than USD prices nothing."""
 
     def __init__(self, prices: Iterable[Price]) -> None:
         self._prices: dict[str, Price] = {p.model: p for p in prices}
@@ -85,6 +85,11 @@ class PriceTable:
         except KeyError:
             pass
         price = self._prices.get(model) or self._by_family(model)
+        if price is not None and not price.in_usd:
+            # A row an older release kept in another currency: costs are added up in US
+            # dollars, with no exchange rate. Its model is unpriced, neither summed as dollars
+            # nor costed at its family's rate, until its price is saved in USD.
+            price = None
         if len(self._cache) < 10_000:
             self._cache[model] = price
         return price

@@ -250,6 +250,39 @@ def test_overview_counts_events_not_cursors_after_a_crash(tmp_path: Path) -> Non
         server.stop()
 
 
+def test_events_total_keeps_the_events_of_a_deleted_agent(tmp_path: Path) -> None:
+    """The total summed the known agents' counts: deleting an agent took its events out of
+    it, though they stay stored. They stay counted after restarts, beside the events of the
+    agent come back (implicitly, by sending again)."""
+    server = StudioProcess(tmp_path / "d.db").start()
+    overview = "/v1/dashboard/overview"
+    try:
+        with RawAgent(server.agent_url) as agent:
+            agent.request(register("gone"))
+            agent.request(register("kept"))
+            for i in range(3):
+                agent.send(event("gone", "x", i=i))
+            agent.send(event("kept", "x"))
+            assert agent.request({"type": "ping"}) == {"type": "pong"}
+        wait_for(
+            lambda: get(server.http_url, "/v1/dashboard/agents/gone"),
+            lambda v: v["status"] == "offline" and v["event_count"] == 3,
+        )
+        assert call(server.http_url, "/v1/agents/gone", "DELETE")[0] == 204
+        assert get(server.http_url, overview)["events_total"] == 4
+        server.restart()
+        assert get(server.http_url, overview)["events_total"] == 4
+        with RawAgent(server.agent_url) as agent:
+            agent.send(event("gone", "x", i=3))
+            assert agent.request({"type": "ping"}) == {"type": "pong"}
+        wait_for(lambda: events(server.http_url), lambda e: len(e) == 5)
+        assert get(server.http_url, overview)["events_total"] == 5
+        server.restart()
+        assert get(server.http_url, overview)["events_total"] == 5
+    finally:
+        server.stop()
+
+
 def test_token_and_cost_metrics_take_start_and_end(seeded: StudioProcess) -> None:
     """The original's `start` and `end` were accepted and ignored: the last 24 h came back."""
     for route in ("tokens", "costs", "performance"):

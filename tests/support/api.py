@@ -5,7 +5,15 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
+
+import httpx
+
+from aster_studio.app import create_app
+from aster_studio.config import Settings
+from aster_studio.store import SqliteStore
 
 
 def call(base: str, path: str, method: str = "GET", body: Any = None) -> tuple[int, Any]:
@@ -55,3 +63,22 @@ def events(base: str, query: str = "") -> list[dict[str, Any]]:
         if not page["has_more"]:
             return found
         cursor = page["next_cursor"]
+
+
+@asynccontextmanager
+async def in_process(store: SqliteStore) -> AsyncIterator[httpx.AsyncClient]:
+    """Start a Studio over `store` in this process and yield a client of its REST API."""
+    app = create_app(Settings(db=str(store.path)), store=store)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
+            yield http
+
+
+async def data_of(http: httpx.AsyncClient, path: str) -> Any:
+    """GET a route in process and return its `data`; fail loudly on an error envelope."""
+    response = await http.get(path)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["success"] is True, body
+    return body["data"]

@@ -4,6 +4,7 @@ import {
   countOf,
   formatCost,
   formatCostOf,
+  formatCostTicks,
   formatCount,
   formatDuration,
   formatPercent,
@@ -36,8 +37,29 @@ describe('format', () => {
   it('formats money with enough digits for small amounts', () => {
     expect(formatCost(0)).toBe('$0.00')
     expect(formatCost(0.00123)).toBe('$0.0012')
+    expect(formatCost(0.0000029)).toBe('$0.0000029') // a chart's legend read $0.0000
     expect(formatCost(12.345)).toBe('$12.35')
     expect(formatCost(5, 'EUR')).toBe('5.00 EUR')
+  })
+
+  it('labels cost axis ticks with the digits their step needs', () => {
+    // Rounded to cents (and to 4 decimals below one), small costs read $0.00 or $0.0000.
+    expect(formatCostTicks([0, 0.001, 0.002, 0.003, 0.004], 0.001)).toEqual(['$0.000', '$0.001', '$0.002', '$0.003', '$0.004'])
+    expect(formatCostTicks([0, 0.00002, 0.00004], 0.00002)).toEqual(['$0.00000', '$0.00002', '$0.00004'])
+    expect(formatCostTicks([0, 0.005, 0.01, 0.015], 0.005)).toEqual(['$0.000', '$0.005', '$0.010', '$0.015'])
+    expect(formatCostTicks([0, 0.5, 1, 1.5], 0.5)).toEqual(['$0.00', '$0.50', '$1.00', '$1.50'])
+    expect(formatCostTicks([0, 500, 1000, 1500], 500)).toEqual(['$0', '$500', '$1,000', '$1,500'])
+  })
+
+  it('never gives two cost axis ticks the same label', () => {
+    for (let exponent = -8; exponent <= 3; exponent += 1) {
+      for (const mantissa of [1, 2, 2.5, 5]) {
+        const step = mantissa * 10 ** exponent
+        const ticks = [0, 1, 2, 3, 4, 5].map((i) => i * step)
+        const labels = formatCostTicks(ticks, step)
+        expect(new Set(labels).size, `step ${step}: ${labels.join(' ')}`).toBe(ticks.length)
+      }
+    }
   })
 
   it('never shows unpriced tokens as $0', () => {

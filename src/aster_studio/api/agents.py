@@ -119,7 +119,7 @@ def router(studio: Studio) -> APIRouter:
         agent = get(agent_id)
         if agent.connection is not None:
             raise BadRequest("agent is connected; it can be deleted once offline")
-        del registry.agents[agent_id]
+        registry.forget(agent_id)
         if studio.pipeline is not None:
             studio.pipeline.submit([ops.DeleteAgent(agent_id)])
             await studio.pipeline.barrier()

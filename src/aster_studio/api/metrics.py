@@ -28,11 +28,11 @@ from ..models import (
     counts_as_error,
     iso_ms,
     parse_time_ms,
+    session_outcome,
 )
 from ._common import BUCKETS_MS, clamp_limit, ok, ok_raw, period_ms
 
 SCAN_LIMIT = 50_000
-TRACE_SCAN = 5_000  # sessions read at most for a page of traces filtered by ok or error
 TOOL_EVENT_TYPES = ("tool:start", "tool:end", "tool:error", "tool:canceled")
 
 
@@ -226,7 +226,7 @@ def router(studio: Studio) -> APIRouter:
             "pending_requests": studio.control.pending_count,
             "events_per_second": round(studio.ingest.rate.per_second(), 2),
             # Not the newest cursor: cursors skip ahead after a crash.
-            "events_total": sum(a.event_count for a in studio.registry.agents.values()),
+            "events_total": studio.registry.events_total(),
             "windows": {
                 "1h": await window_summary(now - 3_600_000, now),
                 "24h": await window_summary(now - 86_400_000, now),
@@ -375,10 +375,8 @@ def router(studio: Studio) -> APIRouter:
             }
         )
 
-    async def trace_summary(session_id: str) -> tuple[dict[str, Any], list[StoredEvent]]:
-        record = await studio.run_sync(store.get_session, session_id)
-        if record is None:
-            raise NotFound("Trace not found")
+    async def trace_summary(record: SessionRecord) -> tuple[dict[str, Any], list[StoredEvent]]:
+        session_id = record.id
         events = await scan(
             EventFilter(
                 session_ids=(session_id,),
@@ -389,9 +387,8 @@ def router(studio: Studio) -> APIRouter:
         totals = usage_by.get(session_id)
         errors = [e for e in events if counts_as_error(e.event_type, e.severity)]
         end = record.ended_at or record.updated_at
-        status = {"active": "running", "completed": "ok"}.get(record.status, "error")
-        if errors and status == "ok":
-            status = "error"
+        # From the session's count of errors, as the list filters by it.
+        status = session_outcome(record.status, record.error_count)
         agent = studio.registry.agents.get(record.agent_id)
         summary: dict[str, Any] = {
             "id": record.id,
@@ -417,42 +414,25 @@ def router(studio: Studio) -> APIRouter:
         agent_id: str | None = None,
     ) -> Response:
         size = clamp_limit(limit, default=50)
-        session_status = {"running": "active", "ok": "completed"}.get(status or "")
-
-        async def page(start: int, count: int) -> tuple[list[SessionRecord], int]:
-            return await studio.run_sync(
-                lambda: store.list_sessions(
-                    status=session_status, agent_id=agent_id, limit=count, offset=start
-                )
+        # Filtered in the store's query, before paging; any other status filters nothing.
+        outcome = status if status in ("running", "ok", "error") else None
+        records, total = await studio.run_sync(
+            lambda: store.list_sessions(
+                status=None, agent_id=agent_id, limit=size, offset=offset, outcome=outcome
             )
-
-        if status not in ("ok", "error"):  # the session's status says it all
-            records, total = await page(offset, size)
-            items = [(await trace_summary(r.id))[0] for r in records]
-            return ok({"traces": items, "total": total, "has_more": offset + len(records) < total})
-        # "ok" and "error" depend on a session's error events too: read sessions, newest first,
-        # until the page and one more match are found (at most TRACE_SCAN of them).
-        matched: list[dict[str, Any]] = []
-        read = 0
-        while len(matched) <= offset + size and read < TRACE_SCAN:
-            records, _ = await page(read, min(200, TRACE_SCAN - read))
-            if not records:
-                break
-            read += len(records)
-            for record in records:
-                summary, _ = await trace_summary(record.id)
-                if summary["status"] == status:
-                    matched.append(summary)
-        items = matched[offset : offset + size]
-        more = len(matched) > offset + size
-        # The matches found: all of them unless more follow (then at least these).
-        return ok({"traces": items, "total": len(matched), "has_more": more})
+        )
+        # Each summary from the record listed, so that its status is the one filtered by.
+        items = [(await trace_summary(r))[0] for r in records]
+        return ok({"traces": items, "total": total, "has_more": offset + len(records) < total})
 
     @api.get(
         "/v1/dashboard/traces/{trace_id:path}", summary="A session's trace with tool-call spans"
     )
     async def trace(trace_id: str) -> Response:
-        summary, events = await trace_summary(trace_id)
+        record = await studio.run_sync(store.get_session, trace_id)
+        if record is None:
+            raise NotFound("Trace not found")
+        summary, events = await trace_summary(record)
         start_ms = int(summary["duration_ms"])
         children = []
         for span in tool_spans(events):

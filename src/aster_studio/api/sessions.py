@@ -121,7 +121,6 @@ def router(studio: Studio) -> APIRouter:
         record = await studio.run_sync(store.get_session, session_id)
         if record is None:
             raise NotFound("Session not found")
-        usage = await studio.run_sync(store.session_usage, [session_id])
         events = await studio.run_sync(
             store.events_after,
             EventFilter(
@@ -134,7 +133,8 @@ def router(studio: Studio) -> APIRouter:
         by_model = await studio.run_sync(
             store.usage_rows, UsageQuery(0, INT64_MAX, session_id=session_id, group_by="model")
         )
-        view = session_view(record, usage.get(session_id), name_of(record.agent_id))
+        # One read: the session's totals are the sum of its models' rows.
+        view = session_view(record, UsageTotals.of(by_model), name_of(record.agent_id))
         view["messages"] = assemble_messages(events)
         # Each model's cost as priced when its tokens came: the console shows these, never a
         # price of its own making.

@@ -122,12 +122,29 @@ class Registry:
     def __init__(self) -> None:
         self.agents: dict[str, LiveAgent] = {}
         self.producers: dict[str, Producer] = {}
+        # Stored events of agents no longer known (deleted): no agent's count holds them.
+        self.forgotten_events = 0
 
-    def load(self, records: list[AgentRecord], usage: dict[str, UsageTotals]) -> None:
+    def load(
+        self,
+        records: list[AgentRecord],
+        usage: dict[str, UsageTotals],
+        forgotten_events: int = 0,
+    ) -> None:
         for record in records:
             agent = LiveAgent.from_record(record)
             agent.usage = usage.get(record.id, UsageTotals())
             self.agents[record.id] = agent
+        self.forgotten_events = forgotten_events
+
+    def forget(self, agent_id: str) -> None:
+        """Drop an agent, keeping its events in `events_total` (they stay stored)."""
+        agent = self.agents.pop(agent_id)
+        self.forgotten_events += agent.event_count
+
+    def events_total(self) -> int:
+        """Return how many events are stored, or numbered and about to be, without counting."""
+        return self.forgotten_events + sum(a.event_count for a in self.agents.values())
 
     def counts(self, now_ms: int, stall_after_ms: int) -> dict[str, int]:
         online = working = stalled = offline = 0

@@ -175,6 +175,14 @@ class Store(Protocol):
 
     def load_agents(self) -> list[AgentRecord]: ...
 
+    def forgotten_events(self) -> int:
+        """How many stored events have no agent's row to count them: their agent was deleted.
+
+        Read at start-up, beside `load_agents`: with the agents' counts it makes every stored
+        event, without counting them.
+        """
+        ...
+
     def usage_by_agent(self) -> dict[str, UsageTotals]: ...
 
     def producer_seq(self, producer_id: str) -> int: ...
@@ -186,8 +194,20 @@ class Store(Protocol):
         ...
 
     def list_sessions(
-        self, *, status: str | None, agent_id: str | None, limit: int, offset: int
-    ) -> tuple[list[SessionRecord], int]: ...
+        self,
+        *,
+        status: str | None,
+        agent_id: str | None,
+        limit: int,
+        offset: int,
+        outcome: str | None = None,
+    ) -> tuple[list[SessionRecord], int]:
+        """A page of sessions, most recently active first, and how many match in all.
+
+        `outcome` keeps the sessions of one trace status (`session_outcome`: running, ok or
+        error), filtered before paging.
+        """
+        ...
 
     def get_session(self, session_id: str) -> SessionRecord | None: ...
 

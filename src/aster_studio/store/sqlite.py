@@ -32,6 +32,7 @@ from ..models import (
     UsageRow,
     UsageTotals,
     counts_as_error,
+    session_outcome,
 )
 from ..pricing import DEFAULT_PRICES, PriceTable
 from . import _postings
@@ -263,6 +264,33 @@ MIGRATIONS: tuple[str, ...] = (
     UPDATE meta SET value = (SELECT coalesce(max(id), 0) FROM events)
     WHERE name = 'counted_through';
     """,
+    # Version 10 keeps the events of deleted agents counted: a deleted row took its count
+    # with it, and the overview's total of stored events dropped. `forgotten_events` counts
+    # the events whose agent has no row; it starts with those counted until now (those past
+    # `counted_through` are counted at each open). A deleted agent that came back since has
+    # a row again, and the events of its first life stay uncounted.
+    """
+    INSERT OR IGNORE INTO meta SELECT 'forgotten_events', count(*) FROM events
+    WHERE id <= (SELECT value FROM meta WHERE name = 'counted_through')
+        AND agent_id NOT IN (SELECT id FROM agents);
+    """,
+    # Version 11 counts each session's errors (`counts_as_error`), with its events, so that
+    # the traces list filters by status (ok: completed without an error) in its query. The
+    # sessions' rows get the errors counted until now; those past `counted_through` are
+    # counted at each open.
+    """
+    ALTER TABLE sessions ADD COLUMN error_count INTEGER NOT NULL DEFAULT 0;
+    UPDATE sessions SET error_count = c.n
+    FROM (
+        SELECT session_id, count(*) AS n FROM events
+        WHERE id <= (SELECT value FROM meta WHERE name = 'counted_through')
+            AND session_id IS NOT NULL AND lower(event_type) = 'error'
+            AND (severity IS NULL
+                OR lower(severity) NOT IN ('debug', 'info', 'notice', 'warn', 'warning'))
+        GROUP BY session_id
+    ) AS c
+    WHERE sessions.id = c.session_id;
+    """,
 )
 
 # The writer gives way between statements in commits of at most this many ops (see
@@ -298,6 +326,19 @@ _USAGE_SUMS = (
 )
 
 _SEED_PRICES = "INSERT OR IGNORE INTO prices VALUES (?, ?, ?, ?, 0)"
+
+# A session's trace status (`session_outcome`) as a condition on its row, which counts its
+# errors (the pending ones aside: `list_sessions`).
+_OUTCOMES = {
+    "running": "status = 'active'",
+    "ok": "status = 'completed' AND error_count = 0",
+    "error": "status <> 'active' AND (status <> 'completed' OR error_count > 0)",
+}
+
+
+def _where_all(conditions: Sequence[str]) -> str:
+    """A WHERE clause of all `conditions`, or none."""
+    return f" WHERE {' AND '.join(conditions)}" if conditions else ""
 
 
 def _json(value: Any) -> str:
@@ -348,24 +389,47 @@ def _newest(keys: Sequence[Any], times: Sequence[int], ascending: bool) -> dict[
     return newest
 
 
+def _erring(types: Sequence[str]) -> bool:
+    """Whether any of `types` is `error`, whatever its case (`Error`): checked over the
+    commit's few distinct types, not each event's, which is the writer's time per event."""
+    return "error" in types or any(t.lower() == "error" for t in set(types))
+
+
 def _session_counts(
-    session_ids: Sequence[str | None], times: Sequence[int], ascending: bool
-) -> list[tuple[str, int, int]]:
-    """(session id, events, newest receive time) for events given column by column."""
+    session_ids: Sequence[str | None],
+    times: Sequence[int],
+    types: Sequence[str],
+    severities: Sequence[str | None],
+    ascending: bool,
+    erring: bool,
+) -> list[tuple[str, int, int, int]]:
+    """(session id, events, newest receive time, errors) for events given column by column;
+    `erring`: `_erring(types)`."""
     last = _newest(session_ids, times, ascending)
-    return [(s, n, last[s]) for s, n in Counter(session_ids).items() if s is not None]
+    counts = Counter(session_ids).items()
+    if not erring:  # most commits: no lookup of errors per session
+        return [(s, n, last[s], 0) for s, n in counts if s is not None]
+    errors = Counter(
+        s for s, t, v in zip(session_ids, types, severities, strict=True) if counts_as_error(t, v)
+    )
+    return [(s, n, last[s], errors.get(s, 0)) for s, n in counts if s is not None]
 
 
-# Committed events not yet in their sessions' rows, per session: (events, newest receive time).
-SessionCounts = dict[str, tuple[int, int]]
+# Committed events not yet in their sessions' rows, per session: (events, newest receive time,
+# errors).
+SessionCounts = dict[str, tuple[int, int, int]]
 
 
-def _add_session_counts(into: SessionCounts, counts: Iterable[tuple[str, int, int]]) -> None:
-    """Add (session id, events, newest receive time) to `into`, replacing each entry whole,
-    never changing one in place, so that a reader's copy of `into` is consistent."""
-    for session_id, n, last in counts:
+def _add_session_counts(into: SessionCounts, counts: Iterable[tuple[str, int, int, int]]) -> None:
+    """Add (session id, events, newest receive time, errors) to `into`, replacing each entry
+    whole, never changing one in place, so that a reader's copy of `into` is consistent."""
+    for session_id, n, last, errors in counts:
         entry = into.get(session_id)
-        into[session_id] = (n, last) if entry is None else (entry[0] + n, max(entry[1], last))
+        into[session_id] = (
+            (n, last, errors)
+            if entry is None
+            else (entry[0] + n, max(entry[1], last), entry[2] + errors)
+        )
 
 
 def _agent_counts(
@@ -374,15 +438,15 @@ def _agent_counts(
     types: Sequence[str],
     severities: Sequence[str | None],
     ascending: bool,
+    erring: bool,
 ) -> list[tuple[str, int, int, int]]:
-    """(agent id, events, errors, newest receive time) for events given column by column."""
+    """(agent id, events, errors, newest receive time) for events given column by column;
+    `erring`: `_erring(types)`."""
     last = _newest(agent_ids, times, ascending)
     # Most commits hold no error: no second Counter then. `get`, because a Counter's own
     # lookup of a missing key calls its `__missing__` in Python (1,200 instructions).
     errors: dict[str, int] = {}
-    # Whatever their case (`Error`): checked over the commit's few distinct types, not each
-    # event's, which is the writer's time per event.
-    if "error" in types or any(t.lower() == "error" for t in set(types)):
+    if erring:
         errors = Counter(
             a for a, t, s in zip(agent_ids, types, severities, strict=True) if counts_as_error(t, s)
         )
@@ -607,14 +671,23 @@ class SqliteStore:
             self._unpost(ids, agents, sessions, times)
             # Events an earlier run counted are not counted again (all of them before version 8).
             start = bisect.bisect_right(ids, counted_through)
-            times_left = times[start:]
+            times_left, types_left, severities_left = (
+                times[start:],
+                types[start:],
+                severities[start:],
+            )
             ascending = _ascending(times_left)
+            erring = _erring(types_left)
             self._uncount(
                 _agent_counts(
-                    agents[start:], times_left, types[start:], severities[start:], ascending
+                    agents[start:], times_left, types_left, severities_left, ascending, erring
                 )
             )
-            self._uncount_sessions(_session_counts(sessions[start:], times_left, ascending))
+            self._uncount_sessions(
+                _session_counts(
+                    sessions[start:], times_left, types_left, severities_left, ascending, erring
+                )
+            )
             if len(self._unposted_ids) >= self._posting_events:
                 posted += len(self._unposted_ids)
                 with conn:
@@ -693,13 +766,15 @@ class SqliteStore:
             "last_event_at = max(coalesce(last_event_at, 0), ?) WHERE id = ?",
             agents,
         )
+        self._forget_rowless(conn)
         self._give_way()
         sessions = [
-            (n, last, session_id) for session_id, (n, last) in self._pending_sessions[1].items()
+            (n, errors, last, session_id)
+            for session_id, (n, last, errors) in self._pending_sessions[1].items()
         ]
         conn.executemany(
-            "UPDATE sessions SET event_count = event_count + ?, updated_at = max(updated_at, ?) "
-            "WHERE id = ?",
+            "UPDATE sessions SET event_count = event_count + ?, error_count = error_count + ?, "
+            "updated_at = max(updated_at, ?) WHERE id = ?",
             sessions,
         )
         self._give_way()
@@ -707,6 +782,22 @@ class SqliteStore:
             "UPDATE meta SET value = max(value, ?) WHERE name = 'counted_through'", (through,)
         )
         return len(agents) + len(sessions)
+
+    def _forget_rowless(self, conn: apsw.Connection) -> None:
+        """Add the pending events of agents without a row (deleted: `DeleteAgent`) to
+        `forgotten_events`, for the `UPDATE` of their counts found no row to add them to."""
+        if not self._uncounted:
+            return
+        rowless = _all(
+            conn,
+            f"SELECT value FROM {_ID_LIST} WHERE value NOT IN (SELECT id FROM agents)",
+            (orjson.dumps(list(self._uncounted)).decode(),),
+        )
+        if rowless:
+            forgotten = sum(self._uncounted[r[0]][0] for r in rowless)
+            conn.execute(
+                "UPDATE meta SET value = value + ? WHERE name = 'forgotten_events'", (forgotten,)
+            )
 
     def _stepped(self, step: _Step) -> None:
         """After the commit of a `_posting_step`: what it wrote leaves the writer's lists."""
@@ -863,8 +954,11 @@ class SqliteStore:
             )
             self._unpost(ids, agent_ids, session_ids, times)
             ascending = _ascending(times)
-            self._uncount(_agent_counts(agent_ids, times, types, severities, ascending))
-            self._uncount_sessions(_session_counts(session_ids, times, ascending))
+            erring = _erring(types)
+            self._uncount(_agent_counts(agent_ids, times, types, severities, ascending, erring))
+            self._uncount_sessions(
+                _session_counts(session_ids, times, types, severities, ascending, erring)
+            )
         return result
 
     def _give_way(self) -> None:
@@ -919,7 +1013,7 @@ class SqliteStore:
                 entry[1] += errors
                 entry[2] = max(entry[2], last)
 
-    def _uncount_sessions(self, counts: Iterable[tuple[str, int, int]]) -> None:
+    def _uncount_sessions(self, counts: Iterable[tuple[str, int, int, int]]) -> None:
         """Add committed events' session counts (from `_session_counts`) to those pending.
 
         Sessions used to be counted with one `UPDATE` each in every commit: 226 µs a commit
@@ -1021,6 +1115,14 @@ class SqliteStore:
             conn.execute("DELETE FROM prices WHERE model = ?", (op.model,))
             self._prices.remove(op.model)
         elif isinstance(op, DeleteAgent):
+            # Its events stay stored, and counted: what its row counted goes to the events
+            # without an agent (its pending events follow with the postings: `_write_counts`).
+            conn.execute(
+                "UPDATE meta SET value = value + "
+                "coalesce((SELECT event_count FROM agents WHERE id = ?), 0) "
+                "WHERE name = 'forgotten_events'",
+                (op.id,),
+            )
             conn.execute("DELETE FROM agents WHERE id = ?", (op.id,))
         elif isinstance(op, SaveRequest):
             r = op.record
@@ -1221,6 +1323,22 @@ class SqliteStore:
             )
         return records
 
+    def forgotten_events(self) -> int:
+        uncounted = dict(self._uncounted)  # events committed, not yet in their agents' rows
+        with self._read() as conn, conn:
+            forgotten = int(
+                _scalar(
+                    conn,
+                    "SELECT coalesce(max(value), 0) FROM meta WHERE name = 'forgotten_events'",
+                )
+            )
+            rowless = _all(
+                conn,
+                f"SELECT value FROM {_ID_LIST} WHERE value NOT IN (SELECT id FROM agents)",
+                (orjson.dumps(list(uncounted)).decode(),),
+            )
+        return forgotten + sum(uncounted[r[0]][0] for r in rowless)
+
     def usage_by_agent(self) -> dict[str, UsageTotals]:
         with self._read() as conn:
             rows = _all(conn, f"SELECT agent_id, {_USAGE_SUMS} FROM usage GROUP BY agent_id")
@@ -1242,13 +1360,23 @@ class SqliteStore:
         )
         return [Price(r[0], r[1], r[2], r[3]) for r in rows]
 
-    _SESSION_COLS = "id, agent_id, status, created_at, updated_at, ended_at, metadata, event_count"
+    _SESSION_COLS = (
+        "id, agent_id, status, created_at, updated_at, ended_at, metadata, event_count, error_count"
+    )
 
     @staticmethod
     def _session(r: tuple[Any, ...], pending: SessionCounts) -> SessionRecord:
-        n, last = pending.get(r[0], (0, r[4]))
+        n, last, errors = pending.get(r[0], (0, r[4], 0))
         return SessionRecord(
-            r[0], r[1], r[2], r[3], max(r[4], last), r[5], orjson.loads(r[6]), r[7] + n
+            r[0],
+            r[1],
+            r[2],
+            r[3],
+            max(r[4], last),
+            r[5],
+            orjson.loads(r[6]),
+            r[7] + n,
+            r[8] + errors,
         )
 
     def active_sessions_by_agent(self) -> dict[str, int]:
@@ -1292,12 +1420,22 @@ class SqliteStore:
         if mark != previous_mark:  # two postings since the snapshot began
             return None
         merged = dict(previous)
-        _add_session_counts(merged, [(s, n, last) for s, (n, last) in list(current.items())])
+        _add_session_counts(
+            merged, [(s, n, last, errors) for s, (n, last, errors) in list(current.items())]
+        )
         return merged
 
     def list_sessions(
-        self, *, status: str | None, agent_id: str | None, limit: int, offset: int
+        self,
+        *,
+        status: str | None,
+        agent_id: str | None,
+        limit: int,
+        offset: int,
+        outcome: str | None = None,
     ) -> tuple[list[SessionRecord], int]:
+        if outcome is not None and outcome not in _OUTCOMES:
+            raise ValueError(f"unknown outcome {outcome!r}")
         where, args = [], []
         if status:
             where.append("status = ?")
@@ -1305,36 +1443,45 @@ class SqliteStore:
         if agent_id:
             where.append("agent_id = ?")
             args.append(agent_id)
-        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        # An outcome depends on the errors too: the rows' for sessions without pending events.
+        matching = [*where, f"({_OUTCOMES[outcome]})"] if outcome is not None else where
         order = "ORDER BY updated_at DESC, id"
         with self._sessions_read() as (conn, pending):
-            total = _scalar(conn, f"SELECT count(*) FROM sessions{clause}", args)
             if not pending:
+                total = _scalar(conn, f"SELECT count(*) FROM sessions{_where_all(matching)}", args)
                 rows = _all(
                     conn,
-                    f"SELECT {self._SESSION_COLS} FROM sessions{clause} {order} LIMIT ? OFFSET ?",
+                    f"SELECT {self._SESSION_COLS} FROM sessions{_where_all(matching)} {order} "
+                    "LIMIT ? OFFSET ?",
                     [*args, limit, offset],
                 )
                 return [self._session(r, pending) for r in rows], int(total)
-            # Sessions with pending events may move up the order: read them apart, and the
-            # others down to the page's end, then merge.
+            # Sessions with pending events may move up the order, and their pending errors
+            # change their outcome: read them apart and filter them here, and the others down
+            # to the page's end, then merge.
             ids = orjson.dumps(list(pending)).decode()
-            joined = " AND " if where else " WHERE "
+            others = _where_all([*matching, f"id NOT IN {_ID_LIST}"])
+            total = _scalar(conn, f"SELECT count(*) FROM sessions{others}", [*args, ids])
             rows = _all(
                 conn,
-                f"SELECT {self._SESSION_COLS} FROM sessions{clause}{joined}"
-                f"id NOT IN {_ID_LIST} {order} LIMIT ?",
+                f"SELECT {self._SESSION_COLS} FROM sessions{others} {order} LIMIT ?",
                 [*args, ids, limit + offset],
             )
-            rows += _all(
-                conn,
-                f"SELECT {self._SESSION_COLS} FROM sessions{clause}{joined}id IN {_ID_LIST}",
-                [*args, ids],
-            )
-        records = [self._session(r, pending) for r in rows]
+            apart = [
+                self._session(r, pending)
+                for r in _all(
+                    conn,
+                    f"SELECT {self._SESSION_COLS} FROM sessions"
+                    f"{_where_all([*where, f'id IN {_ID_LIST}'])}",
+                    [*args, ids],
+                )
+            ]
+        if outcome is not None:
+            apart = [r for r in apart if session_outcome(r.status, r.error_count) == outcome]
+        records = [self._session(r, pending) for r in rows] + apart
         records.sort(key=lambda r: r.id)
         records.sort(key=lambda r: r.updated_at, reverse=True)
-        return records[offset : offset + limit], int(total)
+        return records[offset : offset + limit], int(total) + len(apart)
 
     def get_session(self, session_id: str) -> SessionRecord | None:
         with self._sessions_read() as (conn, pending):

@@ -1,11 +1,17 @@
-"""Tool spans: paired by call id, timed by the agent's own measure where it gave one."""
+"""Tool spans, paired by call id and timed by the agent's own measure where it gave one; traces
+filtered by status."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import orjson
 
+from aster_studio import store as ops
 from aster_studio.api.metrics import tool_spans
 from aster_studio.models import StoredEvent
+from aster_studio.store import SqliteStore
+from tests.support.api import data_of, in_process
 
 
 def tool(
@@ -47,3 +53,37 @@ def test_a_span_lasts_what_the_agent_measured() -> None:
     states = ["completed", "failed", "completed", "executing", "completed"]
     assert [s["state"] for s in spans] == states
     assert all(set(s) == set(spans[0]) for s in spans)
+
+
+async def test_traces_filter_by_status_over_every_session_before_paging(tmp_path: Path) -> None:
+    """`traces?status=ok|error` read the newest 5,000 sessions at most, 200 at a time, and
+    filtered them for a page: error traces further down were never found, a page past the
+    5,000th match was empty, and `total` counted the matches read so far."""
+    path = tmp_path / "t.db"
+    failed = [f"e{i:02d}" for i in range(30)]  # the oldest
+    completed = [f"k{i:04d}" for i in range(5_020)]
+    store = SqliteStore(path, synchronous="NORMAL")
+    store.open()
+    try:
+        store.write([ops.UpsertAgent("a", 1)])
+        store.write([ops.UpsertSession(s, "a", 1) for s in failed + completed])
+        store.write(
+            [ops.EndSession(s, "failed", 100 + i) for i, s in enumerate(failed)]
+            + [ops.EndSession(s, "completed", 1_000 + i) for i, s in enumerate(completed)]
+        )
+    finally:
+        store.close()
+    async with in_process(SqliteStore(path, synchronous="NORMAL")) as http:
+        seen: list[str] = []
+        for offset in range(0, 30, 7):
+            page = await data_of(http, f"/v1/dashboard/traces?status=error&limit=7&offset={offset}")
+            assert (page["total"], page["has_more"]) == (30, offset + 7 < 30)
+            assert {t["status"] for t in page["traces"]} == {"error"}
+            seen += [t["id"] for t in page["traces"]]
+        assert seen == failed[::-1]  # newest activity first
+        page = await data_of(http, "/v1/dashboard/traces?status=ok&limit=10&offset=5000")
+        assert (page["total"], page["has_more"]) == (5_020, True)
+        assert [t["id"] for t in page["traces"]] == completed[19:9:-1]
+        assert {t["status"] for t in page["traces"]} == {"ok"}
+        running = await data_of(http, "/v1/dashboard/traces?status=running")
+        assert (running["traces"], running["total"], running["has_more"]) == ([], 0, False)

@@ -72,3 +72,18 @@ def test_an_edited_price_covers_the_dated_releases(table: PriceTable) -> None:
         assert price is not None and (price.input_per_m, price.output_per_m) == (5.0, 20.0)
     mini = table.lookup("gpt-4o-mini-2024-07-18")
     assert mini is not None and mini.input_per_m == 0.15
+
+
+def test_a_price_in_another_currency_prices_nothing(table: PriceTable) -> None:
+    """A row an older release kept in EUR was summed as dollars: its model is unpriced, and
+    so are its other releases, rather than costed at the family's dollar rate."""
+    table.set(Price("gpt-4o", 2.0, 8.0, "EUR"))
+    table.set(Price("house-model", 1.0, 1.0, "EUR"))
+    for model in ("gpt-4o", "gpt-4o-2024-08-06", "house-model"):
+        assert table.lookup(model) is None, model
+
+
+def test_a_price_in_usd_of_any_case_applies(table: PriceTable) -> None:
+    table.set(Price("house-model", 1.0, 2.0, "usd"))
+    price = table.lookup("house-model")
+    assert price is not None and price.cost(1_000_000, 0) == 1.0

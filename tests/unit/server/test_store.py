@@ -21,6 +21,7 @@ from aster_studio.models import (
     StoredEvent,
     Usage,
     UsageQuery,
+    session_outcome,
 )
 from aster_studio.store import SqliteStore, Store
 from aster_studio.store.sqlite import ID_BLOCK, _scalar
@@ -197,6 +198,29 @@ def test_usage_is_priced_at_write_time(store: Store) -> None:
     assert (by_agent.input, by_agent.output, by_agent.requests) == (2_000_000, 1_000_000, 2)
 
 
+def test_usage_of_a_model_priced_in_another_currency_is_unpriced(tmp_path: Path) -> None:
+    """A price row an older release kept in EUR (the API takes USD only now) was added to the
+    dollar totals as if in dollars: its model's tokens are unpriced, before and after
+    reopening."""
+    path = tmp_path / "eur.db"
+    store = SqliteStore(path)
+    store.open()
+    try:
+        store.write([ops.SetPrice(Price("house", 2.0, 4.0, "EUR"), 1)])
+        store.write(usage_event("house", 10, (1_000_000, 0)))
+    finally:
+        store.close()
+    store = SqliteStore(path)
+    store.open()
+    try:
+        store.write(usage_event("house", 11, (0, 1_000_000)))
+        (row,) = store.usage_rows(UsageQuery(0, 100))
+        assert (row.cost, row.unpriced_tokens) == (0.0, 2_000_000)
+        assert row.money() == {"amount": None, "currency": "USD", "unpriced_tokens": 2_000_000}
+    finally:
+        store.close()
+
+
 def test_usage_groups_by_model_and_bucket(store: Store) -> None:
     store.write(
         usage_event("gpt-4o", 0, (10, 1))
@@ -314,6 +338,99 @@ def test_sessions_list_pages_and_filters_with_counts_pending(tmp_path: Path) -> 
         store.close()
 
 
+def test_sessions_filter_by_trace_outcome_in_the_query_with_errors_pending_or_counted(
+    tmp_path: Path,
+) -> None:
+    """A session's trace is running while it is active, ok once completed without an error
+    event, else error. The list filters by it in its query, with the errors in the rows or
+    still pending, so that every page and total is the filter's over every session."""
+    path = tmp_path / "o.db"
+    expected = {
+        "running": ["s7", "s11", "s10", "s9", "s8"],  # s7 has an error, and still runs
+        "ok": ["s5", "s4", "s2", "s0"],  # s2's `error` is a warning
+        "error": ["s6", "s3", "s1"],  # failed, or completed with an error
+    }
+
+    def check(store: SqliteStore) -> None:
+        everything, _ = store.list_sessions(status=None, agent_id=None, limit=100, offset=0)
+        for outcome, ids in expected.items():
+            assert [
+                r.id for r in everything if session_outcome(r.status, r.error_count) == outcome
+            ] == ids
+            for agent_id in (None, "a"):
+                wanted = [
+                    r
+                    for r in everything
+                    if session_outcome(r.status, r.error_count) == outcome
+                    and agent_id in (None, r.agent_id)
+                ]
+                for offset in range(len(wanted) + 1):
+                    page, total = store.list_sessions(
+                        status=None, agent_id=agent_id, limit=2, offset=offset, outcome=outcome
+                    )
+                    assert (page, total) == (wanted[offset : offset + 2], len(wanted))
+
+    store = SqliteStore(path, posting_events=6)
+    store.open()
+    try:
+        store.write([ops.UpsertAgent(a, 1) for a in "ab"])
+        store.write([ops.UpsertSession(f"s{i}", "ab"[i % 2], 10 + i) for i in range(12)])
+        ended = [ops.EndSession(f"s{i}", "completed", 40 + i) for i in range(6)]
+        store.write([*ended, ops.EndSession("s6", "failed", 50)])
+        store.write(
+            [
+                ev("b", "error", 20, session="s1"),
+                ev("a", "error", 21, session="s2", severity="warn"),
+                ev("b", "Error", 22, session="s3", severity="fatal"),
+                ev("b", "error", 23, session="s7"),
+            ]
+        )
+        assert store._pending_sessions[1]  # not in the rows yet
+        check(store)
+        store.write([ev("a", "x", 24), ev("a", "x", 25), ev("a", "x", 26)])
+        store.write([ev("a", "x", 27)])  # a posting round: the errors in the rows
+        assert not store._pending_sessions[1]
+        check(store)
+        counted = {"s1": 1, "s2": 0, "s3": 1, "s7": 1}
+        assert {s: store.get_session(s).error_count for s in counted} == counted  # type: ignore[union-attr]
+    finally:
+        store.close()
+    store = SqliteStore(path, posting_events=6)
+    store.open()
+    try:
+        check(store)
+    finally:
+        store.close()
+
+
+def test_schema_11_counts_the_errors_of_sessions_before_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aster_studio.store import sqlite as backend
+
+    path = tmp_path / "v10.db"
+    monkeypatch.setattr(backend, "MIGRATIONS", backend.MIGRATIONS[:10])
+    old = SqliteStore(path)
+    old.open()
+    old.write([ops.UpsertAgent("a", 1), ops.UpsertSession("s", "a", 1)])
+    old.write([ev("a", "error", 5, session="s"), ev("a", "ERROR", 6, session="s")])
+    old.write([ev("a", "error", 7, session="s", severity="info")])
+    old.write([ev("a", "error", 8, session="s")])
+    old.close()
+    with closing(apsw.Connection(str(path))) as conn:  # as that release counted the first 3
+        conn.execute("UPDATE sessions SET event_count = 3, updated_at = 7")
+        conn.execute("UPDATE meta SET value = 3 WHERE name = 'counted_through'")
+    monkeypatch.undo()
+
+    new = SqliteStore(path)
+    new.open()
+    try:
+        session = new.get_session("s")
+        assert session is not None and (session.event_count, session.error_count) == (4, 3)
+    finally:
+        new.close()
+
+
 def test_a_read_begun_before_postings_adds_what_they_wrote(tmp_path: Path) -> None:
     """A sessions read whose snapshot began before a posting committed sees rows without
     those counts, and adds them from the previous pending state; one begun after, not."""
@@ -323,12 +440,12 @@ def test_a_read_begun_before_postings_adds_what_they_wrote(tmp_path: Path) -> No
         store.write([ops.UpsertAgent("a", 1), ops.UpsertSession("s", "a", 1)])
         store.write([ev("a", "x", 5, session="s"), ev("a", "x", 6, session="s")])
         mark_before = store._pending_sessions[0]
-        assert store._session_overlay(mark_before) == {"s": (2, 6)}
+        assert store._session_overlay(mark_before) == {"s": (2, 6, 0)}
         store.write([ev("a", "x", 7, session="s")])  # posts the first two, counts this one
         mark_after = store._pending_sessions[0]
         assert mark_after > mark_before
-        assert store._session_overlay(mark_before) == {"s": (3, 7)}
-        assert store._session_overlay(mark_after) == {"s": (1, 7)}
+        assert store._session_overlay(mark_before) == {"s": (3, 7, 0)}
+        assert store._session_overlay(mark_after) == {"s": (1, 7, 0)}
         assert store._session_overlay(mark_after + 1) == {}  # posted, not yet let go of
         store.write([ev("a", "x", 8, session="s")])
         store.write([ev("a", "x", 9, session="s")])  # posts 7 and 8
@@ -366,6 +483,71 @@ def test_a_migration_does_not_count_again_what_an_earlier_release_counted(
         assert (_agent_counts(new), _session_counts(new)) == ({"a": (2, 1, 6)}, [("s", 2, 6)])
         new.write([ev("a", "x", 7, session="s")])
         assert (_agent_counts(new), _session_counts(new)) == ({"a": (3, 1, 7)}, [("s", 3, 7)])
+    finally:
+        new.close()
+
+
+def test_a_deleted_agents_events_stay_counted_across_postings_reopening_and_its_return(
+    tmp_path: Path,
+) -> None:
+    """Deleting an agent deleted its row and the count in it, though its events stay stored:
+    the agents' counts and `forgotten_events` together are every stored event, whether the
+    deleted agent's events were counted in its row or still pending, across a posting round
+    and reopening, and after the agent comes back."""
+    path = tmp_path / "f.db"
+
+    def check(store: SqliteStore) -> None:
+        counted = sum(a.event_count for a in store.load_agents())
+        assert counted + store.forgotten_events() == store.count_events(EventFilter())
+
+    store = SqliteStore(path, posting_events=4)
+    store.open()
+    try:
+        store.write([ops.UpsertAgent("a", 1), ops.UpsertAgent("b", 1)])
+        store.write([*(ev("a") for _ in range(5)), ev("b")])
+        store.write([ev("b")])  # a posting round: a's 5 in its row
+        store.write([ev("a"), ev("a")])  # pending: not in a's row yet
+        store.write([ops.DeleteAgent("a")])
+        assert [a.id for a in store.load_agents()] == ["b"]
+        check(store)
+    finally:
+        store.close()
+    store = SqliteStore(path, posting_events=4)
+    store.open()
+    try:
+        check(store)  # a's pending events counted again from the events, without a row
+        store.write([ev("b"), ev("b")])
+        store.write([ev("b")])  # a posting round, a's pending events in it
+        assert store.forgotten_events() == 5 + 2
+        check(store)
+        store.write([ops.UpsertAgent("a", 9, implicit=True), ev("a")])
+        check(store)
+        assert {a.id: a.event_count for a in store.load_agents()}["a"] == 1
+    finally:
+        store.close()
+
+
+def test_schema_10_counts_the_events_of_agents_deleted_before_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aster_studio.store import sqlite as backend
+
+    path = tmp_path / "v9.db"
+    monkeypatch.setattr(backend, "MIGRATIONS", backend.MIGRATIONS[:9])
+    old = SqliteStore(path, posting_events=2)
+    old.open()
+    old.write([ops.UpsertAgent("a", 1), ops.UpsertAgent("b", 1)])
+    old.write([ev("a"), ev("a"), ev("b")])
+    old.write([ev("b")])  # a posting round: a's two in its row
+    old.write([ops.DeleteAgent("a")])
+    old.close()
+    monkeypatch.undo()
+
+    new = SqliteStore(path)
+    new.open()
+    try:
+        assert new.forgotten_events() == 2
+        assert [(a.id, a.event_count) for a in new.load_agents()] == [("b", 2)]
     finally:
         new.close()
 

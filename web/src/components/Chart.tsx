@@ -10,9 +10,14 @@ export interface SeriesSpec {
   bars?: boolean
   /** How values show in the legend (and on the right axis, for a right-hand series). */
   format?: (value: number) => string
+  /** Labels for the right axis's ticks, given all of them and their step (over `format`). */
+  ticks?: TickLabels
   /** Draw against a second y axis on the right (e.g. cost beside tokens). */
   right?: boolean
 }
+
+/** Labels for an axis's ticks, given all of them and the step between them. */
+export type TickLabels = (ticks: number[], step: number) => string[]
 
 interface ChartProps {
   /** [xs (unix seconds), ...ys] */
@@ -20,6 +25,8 @@ interface ChartProps {
   series: SeriesSpec[]
   height?: number
   yFormat?: (value: number) => string
+  /** Labels for the left axis's ticks, given all of them and their step (over `yFormat`). */
+  yTicks?: TickLabels
   /** A fixed x range in unix seconds (otherwise it fits the data). */
   xRange?: [number, number]
   testId?: string
@@ -37,7 +44,7 @@ function withAlpha(hex: string, alpha: number): string {
   return `rgba(${(n >> 16) & 255},${(n >> 8) & 255},${n & 255},${alpha})`
 }
 
-export function Chart({ data, series, height = 180, yFormat, xRange, testId }: ChartProps) {
+export function Chart({ data, series, height = 180, yFormat, yTicks, xRange, testId }: ChartProps) {
   const range = useRef(xRange)
   range.current = xRange
   const box = useRef<HTMLDivElement>(null)
@@ -66,7 +73,8 @@ export function Chart({ data, series, height = 180, yFormat, xRange, testId }: C
         {
           ...AXIS,
           size: 56,
-          values: (_u, ticks) => ticks.map((t) => (yFormat ? yFormat(t) : String(t))),
+          values: (_u, ticks, _axis, _space, step) =>
+            yTicks ? yTicks(ticks, step) : ticks.map((t) => (yFormat ? yFormat(t) : String(t))),
         },
         ...series
           .filter((s) => s.right)
@@ -77,7 +85,8 @@ export function Chart({ data, series, height = 180, yFormat, xRange, testId }: C
             side: 1 as const,
             size: 56,
             grid: { show: false },
-            values: (_u: uPlot, ticks: number[]) => ticks.map((t) => (s.format ? s.format(t) : String(t))),
+            values: (_u: uPlot, ticks: number[], _axis: number, _space: number, step: number) =>
+              s.ticks ? s.ticks(ticks, step) : ticks.map((t) => (s.format ? s.format(t) : String(t))),
           })),
       ],
       series: [

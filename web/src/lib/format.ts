@@ -48,10 +48,36 @@ export function formatCost(amount: number | null | undefined, currency = 'USD'):
   const abs = Math.abs(amount)
   let text: string
   if (abs === 0) text = '0.00'
+  else if (abs < 0.0001) text = amount.toFixed(Math.min(12, 1 - Math.floor(Math.log10(abs)))) // two significant digits, not $0.0000
   else if (abs < 0.01) text = amount.toFixed(4)
   else if (abs < 1000) text = amount.toFixed(2)
   else text = Math.round(amount).toLocaleString('en-US')
   return `${symbol}${text}${suffix}`
+}
+
+/** The decimals that show `step` exactly (0.0005 -> 4, 0.25 -> 2, 500 -> 0), at most 12. */
+function decimalsOf(step: number): number {
+  for (let digits = 0; digits < 12; digits += 1) {
+    const scaled = step * 10 ** digits
+    if (Math.abs(scaled - Math.round(scaled)) < 1e-6 * scaled) return digits
+  }
+  return 12
+}
+
+/**
+ * Labels for the ticks of a cost axis `step` apart (the chart's tick increment): as many
+ * decimals as the step needs, never fewer than cents below $1,000, so that small costs do not
+ * all read $0.00 (formatCost's two decimals, or four below a cent, made every tick of a
+ * $0.00002 step $0.0000) and no two ticks read the same.
+ */
+export function formatCostTicks(ticks: number[], step: number): string[] {
+  const top = Math.max(0, ...ticks.map(Math.abs))
+  const needed = step > 0 && Number.isFinite(step) ? decimalsOf(step) : 2
+  const digits = top >= 1000 ? needed : Math.max(2, needed)
+  return ticks.map((t) => {
+    const text = t.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits })
+    return text.startsWith('-') ? `-$${text.slice(1)}` : `$${text}`
+  })
 }
 
 export function formatPercent(fraction: number | null | undefined): string {

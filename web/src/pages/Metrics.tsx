@@ -1,7 +1,7 @@
 import { useMemo, useState } from 'react'
 import { AgentLink, Card, Empty, ErrorNote, PageHeader, Segmented, Stat } from '../components/common'
 import { Chart } from '../components/Chart'
-import { formatCost, formatCostOf, formatCount, formatDuration, formatPercent, truncate } from '../lib/format'
+import { formatCost, formatCostOf, formatCostTicks, formatCount, formatDuration, formatPercent, truncate } from '../lib/format'
 import { useApi, useHub } from '../lib/hooks'
 import { PERIODS, type CostAmount, type CostStats, type PerformanceStats, type Period, type TokenCount, type TokenStats } from '../lib/types'
 
@@ -141,7 +141,7 @@ export function MetricsPage() {
           {costTrend[0].length === 0 ? (
             <Empty>No cost in this period.</Empty>
           ) : (
-            <Chart data={costTrend} series={[{ label: 'cost', color: '#fbbf24', bars: true, format: (v) => formatCost(v) }]} height={220} xRange={xRange} yFormat={(v) => formatCost(v)} />
+            <Chart data={costTrend} series={[{ label: 'cost', color: '#fbbf24', bars: true, format: (v) => formatCost(v) }]} height={220} xRange={xRange} yTicks={formatCostTicks} />
           )}
         </Card>
       </div>

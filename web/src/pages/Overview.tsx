@@ -5,7 +5,7 @@ import { AgentLink, AgentStatus, Badge, Card, ConnectHelp, Empty, ErrorNote, Pag
 import { countAgents, displayName, sortAgents } from '../lib/agents'
 import { normalizeEvent } from '../lib/api'
 import { isError } from '../lib/events'
-import { countOf, formatClock, formatCost, formatCostOf, formatCount, formatPercent, formatRate, formatRelative } from '../lib/format'
+import { countOf, formatClock, formatCost, formatCostOf, formatCostTicks, formatCount, formatPercent, formatRate, formatRelative } from '../lib/format'
 import { useApi, useLiveThrottled, useNow, useRequestStore } from '../lib/hooks'
 import type { OverviewStats, StudioEvent, TokenStats, CostStats } from '../lib/types'
 
@@ -172,7 +172,7 @@ export function OverviewPage() {
               series={[
                 { label: 'input', color: '#38bdf8', bars: true, format: formatCount },
                 { label: 'output', color: '#34d399', bars: true, format: formatCount },
-                { label: 'cost', color: '#fbbf24', format: (v) => formatCost(v), right: true },
+                { label: 'cost', color: '#fbbf24', format: (v) => formatCost(v), ticks: formatCostTicks, right: true },
               ]}
               xRange={dayRange}
               height={190}
