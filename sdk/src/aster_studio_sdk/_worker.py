@@ -38,8 +38,10 @@ from .protocol import (
     dumps,
     end_session_message,
     event_message,
+    loads,
     register_message,
     register_session_message,
+    too_deep,
 )
 
 try:
@@ -176,25 +178,20 @@ def encode(msg: dict[str, Any]) -> bytes | None:
 # A message rides in a batch frame, two levels below its top; the Studio refuses a frame that
 # nests deeper than its limit whole, with every message in it (docs/security.md).
 MAX_MESSAGE_DEPTH = DEFAULT_LIMITS.max_depth - 2
-_NESTING = (dict, list, tuple, set, frozenset)  # what JSON writes as an object or an array
 
 
-def too_deep(value: Any, limit: int = MAX_MESSAGE_DEPTH) -> bool:
-    """Whether `value`'s JSON nests objects and arrays more than `limit` levels (no recursion:
-    one level at a time)."""
-    level = [value] if isinstance(value, _NESTING) else []
-    depth = 1
-    while level:
-        if depth > limit:
-            return True
-        below: list[Any] = []
-        for container in level:
-            for child in container.values() if isinstance(container, dict) else container:
-                if isinstance(child, _NESTING):
-                    below.append(child)
-        level = below
-        depth += 1
-    return False
+def nests_too_deep(data: bytes) -> bool:
+    """Return whether the Studio would find an encoded message nested too deeply.
+
+    The protocol's own check, on the JSON as the Studio parses it: a walk of the Python value
+    would miss what the encoder writes as objects and arrays (orjson writes a dataclass as an
+    object).
+    """
+    try:
+        parsed = loads(data)
+    except (ValueError, RecursionError):  # past the parser's own depth limit: deeper still
+        return True
+    return too_deep(parsed, MAX_MESSAGE_DEPTH, len(data) // 2)
 
 
 def _json_default(obj: Any) -> Any:
@@ -487,8 +484,8 @@ class Worker:
         seq = outbox.reserve()
         msg["seq"] = seq
         data = encode(msg)
-        # JSON shorter than twice the limit cannot nest past it: most messages skip the walk.
-        if data is not None and len(data) > 2 * MAX_MESSAGE_DEPTH + 1 and too_deep(msg):
+        # JSON shorter than twice the limit cannot nest past it: most messages skip the check.
+        if data is not None and len(data) > 2 * MAX_MESSAGE_DEPTH + 1 and nests_too_deep(data):
             self.counters.unencodable += 1
             self._diag.warn(
                 "unencodable",

@@ -9,7 +9,7 @@ import os
 import threading
 import time
 import warnings
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import pytest
 
@@ -313,6 +313,29 @@ def test_a_cycle_or_nesting_past_the_studios_limit_drops_that_event_only(
     assert time.monotonic() - started < 2 * UNIT
     assert client.stats().unencodable == 2
     assert [e.event_type for e in memory.events] == ["shallow", "text_chunk"]
+
+
+@dataclass(frozen=True)
+class Holder:
+    value: object
+
+
+def test_nesting_past_the_limit_inside_a_dataclass_drops_that_event_only(
+    memory: InMemoryStudio, make_client: MakeClient
+) -> None:
+    """orjson writes a dataclass as an object, which the SDK's own walk of the value did not
+    enter: the Studio refused every batch carrying the event, and delivery stalled."""
+    client = make_client()
+    value: dict[str, object] = {}
+    current = value
+    for _ in range(140):
+        current["d"] = {}
+        current = current["d"]  # type: ignore[assignment]
+    client.event("progress", "deep", holder=Holder(value))
+    client.text("after")
+    assert client.flush(5 * UNIT)
+    assert client.stats().unencodable == 1
+    assert [e.event_type for e in memory.events] == ["text_chunk"]
 
 
 def test_server_rejection_counts_and_does_not_block_flush(
