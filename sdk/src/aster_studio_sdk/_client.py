@@ -1001,7 +1001,8 @@ class StudioClient(_Emitter):
         """Deliver what is pending, end open sessions, close the connection; always returns.
 
         Returns True when everything reported before the call was stored within `timeout` s.
-        Later events are ignored. Runs at interpreter exit with `shutdown_timeout`.
+        Later events are ignored (counted as dropped). Runs at interpreter exit with
+        `shutdown_timeout`.
         """
         try:
             worker = self._begin_close(timeout)
@@ -1127,9 +1128,10 @@ class StudioClient(_Emitter):
         if self._settings.delivery.drop_policy is DropPolicy.DROP_OLDEST:
             try:
                 oldest = queue.popleft()
-            except IndexError:
-                oldest = None
-            if oldest is not None and oldest[0] >= OP_OPEN:
+            except IndexError:  # the worker emptied the queue meanwhile: room, no drop
+                queue.append(item)
+                return
+            if oldest[0] >= OP_OPEN:
                 queue.appendleft(oldest)  # sessions and flushes are never dropped
             else:
                 queue.append(item)
@@ -1140,7 +1142,7 @@ class StudioClient(_Emitter):
     def _put_control(self, item: Item) -> None:
         """Queue a session or flush item; never dropped (it may exceed the bound a little)."""
         try:
-            if self._put == self._discard:
+            if self._closed or not self._settings.enabled:
                 return
             if self._put == self._start_after_fork:
                 self._start_after_fork(item)
@@ -1151,6 +1153,14 @@ class StudioClient(_Emitter):
 
     def _discard(self, item: Item) -> None:
         pass
+
+    def _ignore(self, item: Item) -> None:
+        """Count an event reported after `close`: it is not sent."""
+        self._diag.drop()
+        self._diag.warn(
+            "after-close",
+            "an event was reported after close(); ignored (counted in stats().dropped)",
+        )
 
     def _request_flush(self) -> FlushWaiter | None:
         worker = self._worker
@@ -1177,7 +1187,8 @@ class StudioClient(_Emitter):
         with self._lock:
             first = not self._closed
             self._closed = True
-            self._put = self._discard
+            # A disabled client stays free; a closed one counts what it no longer sends.
+            self._put = self._ignore if self._settings.enabled else self._discard
         self._control.close()  # whoever still waits for a person gets the default now
         worker = self._worker
         if worker is None or not worker.started:

@@ -274,7 +274,7 @@ class Worker:
         self._busy_at = 0.0
         self._flush_now = False
         self._connected_once = False
-        self._reported_drops = 0
+        self._reported_drops = (0, 0, 0)  # queue full, oversized, unencodable: last logged
         self._next_report = 0.0
         self._thread = threading.Thread(target=self._run, name="aster-studio-sdk", daemon=True)
         if control is not None:
@@ -727,30 +727,41 @@ class Worker:
                 pending.append(waiter)
         self._waiters = pending
 
-    def _report_drops(self) -> None:
-        dropped = self._diag.dropped
-        if dropped == self._reported_drops:
+    def _report_drops(self, *, final: bool = False) -> None:
+        """Log the events dropped since the last report, by cause, at most once per interval;
+        the `final` report at shutdown logs whatever is left, however recent the last one."""
+        counters = self.counters
+        drops = (self._diag.dropped, counters.oversized, counters.unencodable)
+        last = self._reported_drops
+        if drops == last:
             return
         now = time.monotonic()
-        if now < self._next_report:
+        if now < self._next_report and not final:
             return
+        total = sum(drops)
         logger.warning(
-            "dropped %d events because the queue was full (%s); %d dropped in total",
-            dropped - self._reported_drops,
+            "dropped %d events: %d because the queue was full (%s), %d larger than "
+            "max_message_bytes, %d not encodable as JSON; %d dropped in total",
+            total - sum(last),
+            drops[0] - last[0],
             self._opts.drop_policy,
-            dropped,
+            drops[1] - last[1],
+            drops[2] - last[2],
+            total,
         )
-        self._reported_drops = dropped
+        self._reported_drops = drops
         self._next_report = now + self._opts.log_interval
 
     def _finish(self) -> None:
         try:
-            self._report_drops()
+            self._report_drops(final=True)
             self.delivered_all = self._closing_done()
             conn, self._conn = self._conn, None
             if conn is not None:
                 conn.close()
-            left = len(self._outbox) + len(self._queue)
+            # Queued flushes and closes are requests, not messages (a copy: producers may
+            # still append while we count).
+            left = len(self._outbox) + sum(1 for item in list(self._queue) if item[0] < OP_FLUSH)
             if left:
                 self.counters.undelivered += left
                 logger.warning("%d messages were not delivered to the Studio before shutdown", left)

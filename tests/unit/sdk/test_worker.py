@@ -6,6 +6,7 @@ import gc
 import json
 import logging
 import os
+import re
 import threading
 import time
 import warnings
@@ -14,12 +15,14 @@ from dataclasses import dataclass, replace
 import pytest
 
 from aster_studio_sdk import DropPolicy, StudioClient
+from aster_studio_sdk._worker import OP_TEXT
 from aster_studio_sdk.testing import InMemoryStudio
 from tests.support.timing import UNIT
 
 from .conftest import FAST, MakeClient, wait_until
 
 SLACK = 0.25 * UNIT  # scheduling delay allowed past a timeout on a busy machine
+DROP_TOTAL = re.compile(r"^dropped \d+ events\b.*; (\d+) dropped in total$")
 
 
 def deltas(studio: InMemoryStudio) -> list[str]:
@@ -441,6 +444,83 @@ def test_drops_are_logged_once_per_interval(
     drop_logs = [r for r in caplog.records if "because the queue was full" in r.message]
     assert len(drop_logs) == 1
     assert client.stats().dropped >= 180
+
+
+def logged_drop_totals(caplog: pytest.LogCaptureFixture) -> list[int]:
+    """Return the running totals the drop reports logged, in order."""
+    found = (DROP_TOTAL.search(r.getMessage()) for r in caplog.records)
+    return [int(m.group(1)) for m in found if m is not None]
+
+
+def test_drops_since_the_last_report_are_logged_at_close(
+    memory: InMemoryStudio, make_client: MakeClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The report at shutdown waited for the log interval like any other: the drops after the
+    last report were never logged (90 of 190)."""
+    memory.down = True
+    opts = replace(FAST, max_queue_size=10, max_unacked_messages=1, log_interval=60.0)
+    client = make_client(options=opts)
+    with caplog.at_level(logging.WARNING, logger="aster_studio_sdk"):
+        for _ in range(100):
+            client.text("x")
+        assert wait_until(lambda: len(logged_drop_totals(caplog)) == 1)
+        for _ in range(100):
+            client.text("x")
+        assert client.close(0.2 * UNIT) is False
+        worker = client._worker
+        assert worker is not None and worker.done.wait(2 * UNIT)  # it reports as it ends
+    dropped = client.stats().dropped
+    assert dropped >= 180
+    assert logged_drop_totals(caplog)[-1] == dropped
+
+
+def test_oversized_and_unencodable_events_count_in_the_drop_report(
+    make_client: MakeClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    opts = replace(FAST, max_message_bytes=1_000, max_batch_bytes=2_000)
+    client = make_client(options=opts)
+    node: dict[str, object] = {}
+    node["self"] = node
+    with caplog.at_level(logging.WARNING, logger="aster_studio_sdk"):
+        for _ in range(3):
+            client.event("progress", "big", blob="x" * 5_000)
+        for _ in range(2):
+            client.event("progress", "cycle", node=node)
+        assert client.close(5 * UNIT)
+    assert logged_drop_totals(caplog)[-1] == 5
+
+
+def test_undelivered_counts_messages_not_queued_flushes_and_closes(
+    memory: InMemoryStudio, make_client: MakeClient
+) -> None:
+    memory.down = True
+    client = make_client(options=replace(FAST, max_unacked_messages=1))
+    for i in range(5):
+        client.text(str(i))
+    assert wait_until(lambda: client.stats().unacked == 1)
+    assert client.flush(0.05 * UNIT) is False  # its flush item stays queued behind the events
+    assert client.close(0.1 * UNIT) is False
+    worker = client._worker
+    assert worker is not None and worker.done.wait(2 * UNIT)
+    assert client.stats().undelivered == 5
+
+
+def test_drop_oldest_counts_no_drop_when_the_queue_emptied_meanwhile(
+    make_client: MakeClient,
+) -> None:
+    """A producer saw the queue full, then the worker took every item before it could take
+    the oldest: nothing was dropped, but one drop was counted."""
+    client = make_client(drop_policy=DropPolicy.DROP_OLDEST)
+    client._overflow((OP_TEXT, None, time.time(), "x", None))
+    assert client.stats().dropped == 0
+
+
+def test_events_reported_after_close_are_counted_as_dropped(make_client: MakeClient) -> None:
+    client = make_client()
+    assert client.close(5 * UNIT)
+    client.text("late")
+    client.event("progress", "late")
+    assert client.stats().dropped == 2
 
 
 def test_connection_failures_are_logged_once_per_interval(
