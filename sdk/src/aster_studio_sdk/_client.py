@@ -11,6 +11,7 @@ import asyncio
 import contextvars
 import functools
 import inspect
+import os
 import threading
 import time
 import uuid
@@ -96,6 +97,11 @@ class Stats:
     disconnects: int = 0
     control_messages: int = 0
     internal_errors: int = 0
+
+
+def _new_id(prefix: str) -> str:
+    """Return `prefix` and 20 random hex digits (os.urandom: a fifth of uuid4's cost)."""
+    return prefix + os.urandom(10).hex()
 
 
 def _check_id(value: object, what: str) -> str:
@@ -285,7 +291,7 @@ class _Emitter:
         With `on_decision` it returns a `Request` at once and calls `on_decision(decision)` on
         the SDK's control thread. Raises `ControlError` when called, blocking, on an SDK thread.
         """
-        if on_decision is None:
+        if on_decision is None and self._client._settings.enabled:
             self._client._control.check_may_block()
         request = self._ask_permission(call, timeout, default, on_decision)
         return request if on_decision is not None else request.result()
@@ -337,7 +343,7 @@ class _Emitter:
         the result holds `default` (empty) with `source` "default". `on_answer` works like
         `request_permission`'s `on_decision`.
         """
-        if on_answer is None:
+        if on_answer is None and self._client._settings.enabled:
             self._client._control.check_may_block()
         request = self._ask_user(questions, timeout, default, request_id, on_answer)
         return request if on_answer is not None else request.result()
@@ -364,13 +370,21 @@ class _Emitter:
             fallback = Permission(default)
         except ValueError:
             raise ConfigError(f"default must be 'allow' or 'deny', not {default!r}") from None
-        call_id = "call_" + uuid.uuid4().hex[:20]
+        call_id = ""
 
         def make_default(reason: Reason) -> Decision:
             return Decision(call_id, fallback, Source.DEFAULT, reason)
 
         hub = self._client._control
         try:
+            if not self._client._settings.enabled:
+                # Nobody can answer a disabled client: its default at once, and no snapshot.
+                given = call.id if isinstance(call, ToolCall) else call.get("id")
+                call_id = given if isinstance(given, str) and given else _new_id("call_")
+                return hub.resolved(
+                    PERMISSION, call_id, self, make_default(Reason.DISABLED), callback
+                )
+            call_id = _new_id("call_")
             if isinstance(call, ToolCall):
                 snapshot = call.snapshot()
             else:
@@ -384,6 +398,7 @@ class _Emitter:
             return request
         except Exception as exc:
             self._client._internal("request_permission", exc)
+            call_id = call_id or _new_id("call_")
             return hub.resolved(PERMISSION, call_id, self, make_default(Reason.ERROR), callback)
 
     def _ask_user(
@@ -394,13 +409,15 @@ class _Emitter:
         request_id: str | None,
         callback: Callable[[Answers], object] | None,
     ) -> Request[Answers]:
-        key = request_id or "q_" + uuid.uuid4().hex[:20]
+        key = request_id or _new_id("q_")
         fallback = dict(default or {})
 
         def make_default(reason: Reason) -> Answers:
             return Answers(key, dict(fallback), Source.DEFAULT, reason)
 
         hub = self._client._control
+        if not self._client._settings.enabled:  # nobody can answer: the default, no questions
+            return hub.resolved(QUESTION, key, self, make_default(Reason.DISABLED), callback)
         try:
             body = question_dicts(questions)
             request = hub.open(QUESTION, key, self, timeout, make_default, callback)
@@ -449,11 +466,14 @@ class ToolCall(_AsyncWith):
 
     A `pausable` or `cancelable` call also takes the Studio's pause, resume and cancel while
     it runs: check `cancelled`, call `wait_if_paused()`, or register `on_control` handlers.
+    On a disabled client it keeps its `state`, `result` and `error` but reports, times and
+    snapshots nothing and never reads its arguments (`arguments` stays empty).
     """
 
     __slots__ = (
         "_ctl",
         "_emitter",
+        "_off",
         "_t0",
         "_token",
         "arguments",
@@ -480,8 +500,10 @@ class ToolCall(_AsyncWith):
     ) -> None:
         self._emitter = emitter
         self.name = name
-        self.arguments: dict[str, Any] = dict(arguments) if arguments else {}
-        self.id = call_id or "call_" + uuid.uuid4().hex[:20]
+        # A disabled client reports nothing: it has no use for a copy of the arguments.
+        self._off = off = not emitter._client._settings.enabled
+        self.arguments: dict[str, Any] = dict(arguments) if not off and arguments else {}
+        self.id = call_id or _new_id("call_")
         self.state = "pending"
         self.result: Any = None
         self.error: str | None = None
@@ -490,7 +512,10 @@ class ToolCall(_AsyncWith):
         self._t0 = 0.0
         self.pausable = pausable
         self.cancelable = cancelable
-        self._ctl: CallControl | None = CallControl() if pausable or cancelable else None
+        # Nothing can pause or cancel a disabled client's call: the Studio never hears of it.
+        self._ctl: CallControl | None = (
+            CallControl() if (pausable or cancelable) and not off else None
+        )
         self._token: contextvars.Token[ToolCall | None] | None = None
 
     def snapshot(self) -> dict[str, Any]:
@@ -520,6 +545,8 @@ class ToolCall(_AsyncWith):
     def start(self) -> ToolCall:
         """Report `tool:start` (and, if controllable, take the Studio's controls from now on)."""
         self.state = "executing"
+        if self._off:
+            return self
         self.started_at = _time()
         self._t0 = time.perf_counter()
         if self._ctl is not None:
@@ -621,6 +648,8 @@ class ToolCall(_AsyncWith):
     def progress(self, progress: float, message: str | None = None, **fields: Any) -> None:
         """Report `tool:progress` (progress from 0 to 1)."""
         self.progress_value = progress
+        if self._off:
+            return
         if message is not None:
             fields["message"] = message
         self._emitter.event(
@@ -629,6 +658,8 @@ class ToolCall(_AsyncWith):
 
     def intermediate(self, data: Any, *, label: str | None = None) -> None:
         """Report an intermediate result (`tool:intermediate`)."""
+        if self._off:
+            return
         self._emitter.event(
             "progress", "tool:intermediate", call=self.snapshot(), label=label, data=data
         )
@@ -640,7 +671,8 @@ class ToolCall(_AsyncWith):
         self.state = "completed"
         self.progress_value = 1.0
         self._finished()
-        self._emitter.event("progress", "tool:end", call=self.snapshot())
+        if not self._off:
+            self._emitter.event("progress", "tool:end", call=self.snapshot())
 
     def fail(self, error: BaseException | str) -> None:
         """Report `tool:error`."""
@@ -650,13 +682,15 @@ class ToolCall(_AsyncWith):
         else:
             self.error = str(error)
         self._finished()
-        self._emitter.event("progress", "tool:error", call=self.snapshot(), error=self.error)
+        if not self._off:
+            self._emitter.event("progress", "tool:error", call=self.snapshot(), error=self.error)
 
     def cancel(self, reason: str | None = None) -> None:
         """Report `tool:canceled`."""
         self.state = "canceled"
         self._finished()
-        self._emitter.event("progress", "tool:canceled", call=self.snapshot(), reason=reason)
+        if not self._off:
+            self._emitter.event("progress", "tool:canceled", call=self.snapshot(), reason=reason)
 
     def __enter__(self) -> ToolCall:
         self._token = _current_call.set(self)
@@ -724,8 +758,12 @@ def _wrap_tool(
 
         @functools.wraps(fn)
         async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
-            call = emitter().tool_call(
-                name, _bound_arguments(fn, args, kwargs), pausable=pausable, cancelable=cancelable
+            target = emitter()
+            call = target.tool_call(
+                name,
+                _bound_arguments(fn, args, kwargs) if target._client._settings.enabled else None,
+                pausable=pausable,
+                cancelable=cancelable,
             )
             with call:
                 result = await fn(*args, **kwargs)
@@ -736,8 +774,13 @@ def _wrap_tool(
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        call = emitter().tool_call(
-            name, _bound_arguments(fn, args, kwargs), pausable=pausable, cancelable=cancelable
+        target = emitter()
+        # Binding arguments to the signature is the costly part: not for a disabled client.
+        call = target.tool_call(
+            name,
+            _bound_arguments(fn, args, kwargs) if target._client._settings.enabled else None,
+            pausable=pausable,
+            cancelable=cancelable,
         )
         with call:
             result = fn(*args, **kwargs)
@@ -760,7 +803,10 @@ class Session(_Emitter, _AsyncWith):
         self.id = session_id
         self._ended = False
         self._tokens: list[contextvars.Token[Session | None]] = []
-        client._put_control((OP_OPEN, session_id, _time(), dict(metadata) if metadata else None))
+        if client._settings.enabled:  # a disabled client has no use for a copy of the metadata
+            client._put_control(
+                (OP_OPEN, session_id, _time(), dict(metadata) if metadata else None)
+            )
 
     @property
     def ended(self) -> bool:
