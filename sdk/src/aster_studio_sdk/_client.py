@@ -40,6 +40,7 @@ from ._control import (
     ToolAction,
     ToolControl,
     question_dicts,
+    unbounded,
 )
 from ._diagnostics import Diagnostics
 from ._errors import ConfigError, InternalError, ToolCancelled
@@ -260,7 +261,7 @@ class _Emitter:
         self,
         call: ToolCall | Mapping[str, Any],
         *,
-        timeout: float = DEFAULT_TIMEOUT,
+        timeout: float | None = DEFAULT_TIMEOUT,
         default: Permission | str = Permission.DENY,
         on_decision: None = None,
     ) -> Decision: ...
@@ -270,7 +271,7 @@ class _Emitter:
         self,
         call: ToolCall | Mapping[str, Any],
         *,
-        timeout: float = DEFAULT_TIMEOUT,
+        timeout: float | None = DEFAULT_TIMEOUT,
         default: Permission | str = Permission.DENY,
         on_decision: Callable[[Decision], object],
     ) -> Request[Decision]: ...
@@ -279,7 +280,7 @@ class _Emitter:
         self,
         call: ToolCall | Mapping[str, Any],
         *,
-        timeout: float = DEFAULT_TIMEOUT,
+        timeout: float | None = DEFAULT_TIMEOUT,
         default: Permission | str = Permission.DENY,
         on_decision: Callable[[Decision], object] | None = None,
     ) -> Decision | Request[Decision]:
@@ -288,6 +289,9 @@ class _Emitter:
         Reports `permission_required` and waits for the Studio's `permission_decided`. When
         nobody decides in time (or the Studio cannot be reached, has no control channel, or the
         client is disabled or closed) the result is `default` (deny) with `source` "default".
+        `timeout=None` sets no deadline (nor does one past `threading.TIMEOUT_MAX`): it waits
+        until a person decides, the request is cancelled, or the client closes, through
+        reconnects; the Studio then keeps the request pending until decided.
         With `on_decision` it returns a `Request` at once and calls `on_decision(decision)` on
         the SDK's control thread. Raises `ControlError` when called, blocking, on an SDK thread.
         """
@@ -300,7 +304,7 @@ class _Emitter:
         self,
         call: ToolCall | Mapping[str, Any],
         *,
-        timeout: float = DEFAULT_TIMEOUT,
+        timeout: float | None = DEFAULT_TIMEOUT,
         default: Permission | str = Permission.DENY,
     ) -> Decision:
         """Like `request_permission`, waiting without blocking the running event loop."""
@@ -311,7 +315,7 @@ class _Emitter:
         self,
         questions: Questions,
         *,
-        timeout: float = DEFAULT_TIMEOUT,
+        timeout: float | None = DEFAULT_TIMEOUT,
         default: Mapping[str, Any] | None = None,
         request_id: str | None = None,
         on_answer: None = None,
@@ -322,7 +326,7 @@ class _Emitter:
         self,
         questions: Questions,
         *,
-        timeout: float = DEFAULT_TIMEOUT,
+        timeout: float | None = DEFAULT_TIMEOUT,
         default: Mapping[str, Any] | None = None,
         request_id: str | None = None,
         on_answer: Callable[[Answers], object],
@@ -332,7 +336,7 @@ class _Emitter:
         self,
         questions: Questions,
         *,
-        timeout: float = DEFAULT_TIMEOUT,
+        timeout: float | None = DEFAULT_TIMEOUT,
         default: Mapping[str, Any] | None = None,
         request_id: str | None = None,
         on_answer: Callable[[Answers], object] | None = None,
@@ -340,8 +344,8 @@ class _Emitter:
         """Ask a person questions (choices or free text); return the answers within `timeout` s.
 
         Reports `ask_user` and waits for the Studio's `user_answer`; without an answer in time
-        the result holds `default` (empty) with `source` "default". `on_answer` works like
-        `request_permission`'s `on_decision`.
+        the result holds `default` (empty) with `source` "default". `timeout=None` and
+        `on_answer` work like `request_permission`'s `timeout=None` and `on_decision`.
         """
         if on_answer is None and self._client._settings.enabled:
             self._client._control.check_may_block()
@@ -352,7 +356,7 @@ class _Emitter:
         self,
         questions: Questions,
         *,
-        timeout: float = DEFAULT_TIMEOUT,
+        timeout: float | None = DEFAULT_TIMEOUT,
         default: Mapping[str, Any] | None = None,
         request_id: str | None = None,
     ) -> Answers:
@@ -362,7 +366,7 @@ class _Emitter:
     def _ask_permission(
         self,
         call: ToolCall | Mapping[str, Any],
-        timeout: float,
+        timeout: float | None,
         default: Permission | str,
         callback: Callable[[Decision], object] | None,
     ) -> Request[Decision]:
@@ -393,7 +397,7 @@ class _Emitter:
                     snapshot["id"] = call_id
             call_id = snapshot["id"]
             request = hub.open(PERMISSION, call_id, self, timeout, make_default, callback)
-            self.event("control", "permission_required", call=snapshot, timeout_ms=_millis(timeout))
+            self.event("control", "permission_required", call=snapshot, **_timeout_ms(timeout))
             hub.claim(request)
             return request
         except Exception as exc:
@@ -404,7 +408,7 @@ class _Emitter:
     def _ask_user(
         self,
         questions: Questions,
-        timeout: float,
+        timeout: float | None,
         default: Mapping[str, Any] | None,
         request_id: str | None,
         callback: Callable[[Answers], object] | None,
@@ -422,11 +426,7 @@ class _Emitter:
             body = question_dicts(questions)
             request = hub.open(QUESTION, key, self, timeout, make_default, callback)
             self.event(
-                "control",
-                "ask_user",
-                request_id=key,
-                questions=body,
-                timeout_ms=_millis(timeout),
+                "control", "ask_user", request_id=key, questions=body, **_timeout_ms(timeout)
             )
             hub.claim(request)
             return request
@@ -435,9 +435,13 @@ class _Emitter:
             return hub.resolved(QUESTION, key, self, make_default(Reason.ERROR), callback)
 
 
-def _millis(timeout: float) -> int:
+def _timeout_ms(timeout: float | None) -> dict[str, int]:
+    """Return the request's `timeout_ms` field: none for no deadline (the Studio keeps the
+    request until someone decides)."""
+    if timeout is None or unbounded(timeout):
+        return {}
     # The Studio expires the request by itself; 0 would mean "never", so at least 1 ms.
-    return max(int(timeout * 1000), 1)
+    return {"timeout_ms": max(int(timeout * 1000), 1) if timeout > 0 else 1}
 
 
 class _With(Protocol):
@@ -575,7 +579,8 @@ class ToolCall(_AsyncWith):
         return ctl.note if ctl is not None else None
 
     def wait_if_paused(self, timeout: float | None = None) -> bool:
-        """Block while paused (at most `timeout` s); return False once cancelled, else True."""
+        """Block while paused (at most `timeout` s; None: no limit); return False once
+        cancelled, else True."""
         ctl = self._ctl
         if ctl is None:
             return True
@@ -611,7 +616,7 @@ class ToolCall(_AsyncWith):
     def request_permission(
         self,
         *,
-        timeout: float = DEFAULT_TIMEOUT,
+        timeout: float | None = DEFAULT_TIMEOUT,
         default: Permission | str = Permission.DENY,
     ) -> Decision:
         """Ask a person to allow this call (see `Session.request_permission`)."""
@@ -620,7 +625,7 @@ class ToolCall(_AsyncWith):
     async def arequest_permission(
         self,
         *,
-        timeout: float = DEFAULT_TIMEOUT,
+        timeout: float | None = DEFAULT_TIMEOUT,
         default: Permission | str = Permission.DENY,
     ) -> Decision:
         """Like `request_permission`, without blocking the running event loop."""
