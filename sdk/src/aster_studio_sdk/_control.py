@@ -38,6 +38,11 @@ _REMEMBER = 1024  # finished requests and handled controls remembered (repeat de
 _UNCLAIMED = 256  # decisions kept for a request this process has not made (yet)
 
 
+class SdkThread(threading.Thread):
+    """A thread of the SDK's own (worker, connect, control): a blocking control call made on
+    one would stall the SDK, so it is refused there."""
+
+
 def unbounded(timeout: float | None) -> bool:
     """Return whether `timeout` sets no deadline: None, or longer than a thread can wait
     (threading.TIMEOUT_MAX, about 292 years: a longer wait raises OverflowError)."""
@@ -344,9 +349,7 @@ class Dispatcher:
 
     def _ensure_started(self) -> None:
         if self._thread is None and not self._stopping:
-            self._thread = threading.Thread(
-                target=self._run, name="aster-studio-sdk-control", daemon=True
-            )
+            self._thread = SdkThread(target=self._run, name="aster-studio-sdk-control", daemon=True)
             self._thread.start()
 
     def _run(self) -> None:
@@ -426,7 +429,6 @@ class ControlHub:
         self._calls: dict[str, Controllable] = {}
         self._handled: OrderedDict[str, None] = OrderedDict()
         self._dispatcher = Dispatcher(diag)
-        self.worker_thread: threading.Thread | None = None
 
     @property
     def mode(self) -> Mode:
@@ -437,8 +439,7 @@ class ControlHub:
 
     def check_may_block(self) -> None:
         """Refuse a blocking wait on a thread that must never block (it would stall the SDK)."""
-        current = threading.current_thread()
-        if current is self.worker_thread or current is self._dispatcher.thread:
+        if isinstance(threading.current_thread(), SdkThread):
             raise ControlError(
                 "a blocking control call (request_permission, ask_user, result()) was made on "
                 "the SDK's own thread, which would stall it: use the callback form "

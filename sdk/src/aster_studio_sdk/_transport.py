@@ -31,7 +31,8 @@ _TEXT_FLAG = "text" in _parameters("send")  # 14+: bytes may go out as a text fr
 
 
 class Connection(Protocol):
-    """One open connection to a Studio; used by the worker thread only."""
+    """One open connection to a Studio; used by one SDK thread at a time (the one that
+    opened it and registered, then the worker)."""
 
     def send(self, frame: bytes) -> None:
         """Write one JSON text frame; raise TransportError when the connection is gone."""
@@ -47,7 +48,10 @@ class Connection(Protocol):
 
 
 class Transport(Protocol):
-    """Opens connections; one instance serves one client for its whole life."""
+    """Opens connections; one instance serves one client for its whole life.
+
+    `connect` runs on a short-lived SDK thread of its own, one attempt at a time.
+    """
 
     def connect(self, url: str, headers: Mapping[str, str], timeout: float) -> Connection:
         """Open a connection within timeout or raise TransportError."""

@@ -3,6 +3,9 @@
 Agent threads only append tuples to a bounded deque. This thread turns them into protocol
 messages, numbers and encodes them (`Outbox`), sends them in `batch` frames, reads acks, and
 reconnects with exponential back-off and jitter, re-registering the agent and its open sessions.
+Each connection is opened (connect and `register`) on a short-lived thread of its own, so that a
+connect that hangs for its whole timeout never stops the queue from moving into the resend
+buffer.
 """
 
 from __future__ import annotations
@@ -15,13 +18,13 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from ._config import Settings
-from ._control import ControlHub
+from ._control import ControlHub, SdkThread
 from ._delivery import Outbox, batch_frame
 from ._diagnostics import Diagnostics
 from ._errors import ConnectionClosed, TransportError
@@ -97,6 +100,63 @@ class FlushWaiter:
         self.barrier = -1
         self.ok = False
         self.abandoned = False
+
+
+@dataclass(slots=True)
+class Opened:
+    """What a connection attempt came to: a registered connection, or why there is none."""
+
+    conn: Connection | None = None
+    last_seq: int | None = None  # the server's, None without the reliable-delivery extension
+    early: list[object] = field(default_factory=list)  # server messages before `registered`
+    error: BaseException | None = None
+
+
+class Opening:
+    """One connection attempt, run on its own short-lived daemon thread.
+
+    Opening can hang for its whole timeout (a blackholed address, a server that accepts TCP
+    but never completes the WebSocket handshake or never answers `register`); meanwhile the
+    worker keeps moving the queue into the resend buffer, which holds far more, and still
+    stops on time at close. The attempt touches none of the worker's state: the worker takes
+    its outcome, or abandons it (the connection is then closed by whichever side is last).
+    """
+
+    def __init__(self, run: Callable[[], Opened], wake: threading.Event) -> None:
+        self._lock = threading.Lock()
+        self._outcome: Opened | None = None
+        self._abandoned = False
+        self._wake = wake
+        SdkThread(
+            target=self._run, args=(run,), name="aster-studio-sdk-connect", daemon=True
+        ).start()
+
+    @property
+    def outcome(self) -> Opened | None:
+        """Return the outcome once the attempt ended, else None."""
+        return self._outcome
+
+    def abandon(self) -> None:
+        """Give up on the attempt (the worker is ending): its connection, if any, is closed."""
+        with self._lock:
+            self._abandoned = True
+            outcome = self._outcome
+        if outcome is not None and outcome.conn is not None:
+            with contextlib.suppress(Exception):  # a broken transport must not stop the worker
+                outcome.conn.close()
+
+    def _run(self, run: Callable[[], Opened]) -> None:
+        try:
+            outcome = run()
+        except BaseException as exc:  # the worker reports it, as any failed attempt
+            outcome = Opened(error=exc)
+        with self._lock:
+            self._outcome = outcome
+            abandoned = self._abandoned
+        if abandoned and outcome.conn is not None:
+            with contextlib.suppress(Exception):
+                outcome.conn.close()
+        self._wake.set()
 
 
 class Counters:
@@ -259,6 +319,7 @@ class Worker:
             )
         )
         self._conn: Connection | None = None
+        self._opening: Opening | None = None
         self.reliable: bool | None = None
         self._sessions: dict[str, dict[str, Any]] = {}
         self._waiters: list[FlushWaiter] = []
@@ -276,9 +337,7 @@ class Worker:
         self._connected_once = False
         self._reported_drops = (0, 0, 0)  # queue full, oversized, unencodable: last logged
         self._next_report = 0.0
-        self._thread = threading.Thread(target=self._run, name="aster-studio-sdk", daemon=True)
-        if control is not None:
-            control.worker_thread = self._thread
+        self._thread = SdkThread(target=self._run, name="aster-studio-sdk", daemon=True)
 
     # ---- called from other threads ----
 
@@ -357,7 +416,7 @@ class Worker:
             if deadline is not None and (self._closing_done() or now >= deadline):
                 return
             self._pump()
-            if self._conn is None and now >= self._next_attempt:
+            if self._conn is None:
                 self._connect()
             conn = self._conn
             if conn is not None:
@@ -377,7 +436,9 @@ class Worker:
         opts = self._opts
         now = time.monotonic()
         if self._conn is None:
-            timeout = min(max(self._next_attempt - now, 0.0), 0.1)
+            # An attempt under way wakes us when it ends; the queue, when half full.
+            wait = 0.1 if self._opening is not None else self._next_attempt - now
+            timeout = min(max(wait, 0.0), 0.1)
         elif self._outbox.unsent:
             timeout = max(min(self._last_send + opts.flush_interval - now, opts.poll_interval), 0)
         elif (
@@ -512,31 +573,45 @@ class Worker:
     # ---- connection ----
 
     def _connect(self) -> None:
+        """Start a connection attempt when one is due; take its connection once it is open."""
+        opening = self._opening
+        if opening is not None:
+            outcome = opening.outcome
+            if outcome is not None:
+                self._opening = None
+                self._opened(outcome)
+            return
         opts = self._opts
         now = time.monotonic()
+        if now < self._next_attempt:
+            return
         timeout = opts.connect_timeout
         if self._close_deadline is not None:
             timeout = min(timeout, self._close_deadline - now)
             if timeout <= 0:
                 return
+        frame, handshake = self._register_frame, min(opts.handshake_timeout, timeout)
+        self._opening = Opening(lambda: self._open(frame, timeout, handshake), self._wake)
+
+    def _open(self, frame: bytes, timeout: float, handshake: float) -> Opened:
+        """Connect and register (on the attempt's thread: reads no state the worker changes)."""
+        conn = self._transport.connect(self._settings.url, self._headers, timeout)
         try:
-            conn = self._transport.connect(self._settings.url, self._headers, timeout)
-        except TransportError as exc:
-            self._retry_later(exc)
-            return
-        except Exception as exc:  # a transport bug: count it, retry like any failure
-            self._diag.internal("connect", exc)
-            self._retry_later(exc)
-            return
-        try:
-            last_seq = self._handshake(conn, min(opts.handshake_timeout, timeout))
-        except TransportError as exc:
-            conn.close()
-            self._retry_later(exc)
-            return
-        except Exception:
+            last_seq, early = self._handshake(conn, frame, handshake)
+        except BaseException:
             conn.close()
             raise
+        return Opened(conn, last_seq, early)
+
+    def _opened(self, outcome: Opened) -> None:
+        """Take over the connection an attempt opened, or retry after its failure."""
+        conn, error = outcome.conn, outcome.error
+        if conn is None:
+            if not isinstance(error, TransportError):  # a transport bug: count it, retry
+                self._diag.internal("connect", error or RuntimeError("no connection"))
+            self._retry_later(error or RuntimeError("no connection"))
+            return
+        last_seq = outcome.last_seq
         self._conn = conn
         self.reliable = last_seq is not None
         self._notify_control(self.reliable)
@@ -559,10 +634,16 @@ class Worker:
                 "exactly-once" if self.reliable else "at-most-once",
                 resent,
             )
+        for early in outcome.early:
+            self._dispatch(early)
 
-    def _handshake(self, conn: Connection, timeout: float) -> int | None:
-        """Register the agent; return the server's `last_seq`, or None without the extension."""
-        conn.send(self._register_frame)
+    def _handshake(
+        self, conn: Connection, frame: bytes, timeout: float
+    ) -> tuple[int | None, list[object]]:
+        """Register the agent; return the server's `last_seq` (None without the extension)
+        and the other messages that came first, for the worker to handle."""
+        conn.send(frame)
+        early: list[object] = []
         end = time.monotonic() + timeout
         while True:
             remaining = end - time.monotonic()
@@ -571,13 +652,13 @@ class Worker:
                     "no-registered",
                     "the Studio did not confirm registration; sending at-most-once",
                 )
-                return None
-            frame = conn.recv(remaining)
-            if frame is None:
+                return None, early
+            frame_in = conn.recv(remaining)
+            if frame_in is None:
                 continue
-            msg = decode_server(frame)
+            msg = decode_server(frame_in)
             if isinstance(msg, Registered):
-                return msg.last_seq
+                return msg.last_seq, early
             if isinstance(msg, ServerError):
                 self._diag.warn(
                     "register-error",
@@ -585,8 +666,8 @@ class Worker:
                     msg.code,
                     msg.message,
                 )
-                return None
-            self._dispatch(msg)
+                return None, early
+            early.append(msg)
 
     def _retry_later(self, exc: BaseException) -> None:
         opts = self._opts
@@ -754,6 +835,9 @@ class Worker:
 
     def _finish(self) -> None:
         try:
+            opening, self._opening = self._opening, None
+            if opening is not None:
+                opening.abandon()
             self._report_drops(final=True)
             self.delivered_all = self._closing_done()
             conn, self._conn = self._conn, None

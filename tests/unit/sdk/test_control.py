@@ -401,7 +401,9 @@ def test_async_form_gets_the_decision_without_blocking_the_loop(
         return decision
 
     def decide() -> None:
-        memory.approve(memory.wait_for_request(timeout=5 * UNIT).key)
+        request = memory.wait_for_request(timeout=5 * UNIT)
+        time.sleep(0.05)  # a person takes a while: ten ticks of a loop that is not blocked
+        memory.approve(request.key)
 
     decision = asyncio.run(main())
     assert decision.allowed and decision.from_studio

@@ -113,6 +113,22 @@ def test_a_half_full_queue_wakes_the_worker_while_the_studio_is_down(
     assert woken == [501]  # once, as the queue passed half its 1,000
 
 
+def test_the_queue_moves_to_the_resend_buffer_while_a_connect_hangs(
+    memory: InMemoryStudio, make_client: MakeClient
+) -> None:
+    """The worker connected on its own thread: while a connect hung, nothing moved the queue
+    into the resend buffer, and a small queue dropped events the buffer had room for."""
+    memory.connect_delay = 2 * UNIT
+    client = make_client(options=replace(FAST, max_queue_size=100))
+    for burst in range(4):  # 200 events: twice what the queue holds
+        for i in range(50):
+            client.text(str(burst * 50 + i))
+        assert wait_until(lambda: client.stats().queued == 0, 0.5 * UNIT)
+    assert client.stats().dropped == 0
+    assert client.flush(5 * UNIT)
+    assert deltas(memory) == [str(i) for i in range(200)]
+
+
 def test_full_queue_drops_oldest_when_asked(
     memory: InMemoryStudio, make_client: MakeClient
 ) -> None:
