@@ -98,6 +98,7 @@ class Stats:
     disconnects: int = 0
     control_messages: int = 0
     internal_errors: int = 0
+    refused: int = 0  # connection attempts the Studio refused (credential or registration)
 
 
 def _new_id(prefix: str) -> str:
@@ -858,6 +859,16 @@ class StudioClient(_Emitter):
     Configuration comes from the environment (`ASTER_STUDIO_ENABLED`, default off;
     `ASTER_STUDIO_URL`, default ws://localhost:3032; `ASTER_STUDIO_TOKEN`); arguments win.
     A disabled client is a no-op that opens no connection and starts no thread.
+
+    A Studio that refuses the agent (HTTP 401/403 for its key, or an `error` reply to its
+    `register`, e.g. `forbidden_agent`) gets nothing: the client never falls back to
+    at-most-once, where each event would be refused in turn yet counted delivered. It logs an
+    error (once per `log_interval`), counts the refusal (`stats().refused`), keeps every event
+    for exactly-once delivery (within `max_queue_size` and the resend buffer, beyond which the
+    drop policy applies and is counted) and keeps trying with back-off; `flush` and `close`
+    return False while nothing is stored. A register refused for what it holds (a name over
+    the Studio's limits, metadata over its frame limit) is sent again at once with the agent
+    id alone, so delivery stays exactly-once without those details.
     """
 
     __slots__ = (
@@ -1014,7 +1025,10 @@ class StudioClient(_Emitter):
     # ---- delivery ----
 
     def flush(self, timeout: float = 5.0) -> bool:
-        """Wait until everything reported so far is stored; return False after `timeout` s."""
+        """Wait until everything reported so far is stored; return False after `timeout` s.
+
+        False too while the Studio refuses the agent: nothing is stored then (`stats().refused`).
+        """
         try:
             waiter = self._request_flush()
             if waiter is None:
@@ -1124,6 +1138,7 @@ class StudioClient(_Emitter):
             frames=c.frames,
             connects=c.connects,
             connect_failures=c.connect_failures,
+            refused=c.refused,
             disconnects=c.disconnects,
             control_messages=c.control_messages,
             internal_errors=self._diag.internal_errors,

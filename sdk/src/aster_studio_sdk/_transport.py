@@ -12,7 +12,7 @@ import socket
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from ._errors import ConnectionClosed, TransportError
+from ._errors import ConnectionClosed, Refused, TransportError
 
 
 def _parameters(qualname: str) -> frozenset[str]:
@@ -115,7 +115,7 @@ class WebSocketTransport:
         self._ping_interval = ping_interval
 
     def connect(self, url: str, headers: Mapping[str, str], timeout: float) -> Connection:
-        from websockets.exceptions import WebSocketException
+        from websockets.exceptions import InvalidStatus, WebSocketException
         from websockets.sync.client import connect
 
         options: dict[str, Any] = {
@@ -132,6 +132,13 @@ class WebSocketTransport:
         options["legacy"] = True  # websockets >= 17.1: we use the connection directly
         try:
             conn = connect(url, **{k: v for k, v in options.items() if k in _CONNECT_PARAMETERS})
+        except InvalidStatus as exc:
+            status = getattr(exc.response, "status_code", None)
+            if status in (401, 403):  # reached, and refused: say so, not "cannot reach"
+                raise Refused(
+                    f"HTTP {status} to the WebSocket handshake", f"http_{status}"
+                ) from exc
+            raise TransportError(f"cannot connect to {url}: {exc!r}") from exc
         except (OSError, TimeoutError, WebSocketException, socket.gaierror) as exc:
             raise TransportError(f"cannot connect to {url}: {exc!r}") from exc
         return WebSocketConnection(conn)

@@ -27,13 +27,14 @@ from ._config import Settings
 from ._control import ControlHub, SdkThread
 from ._delivery import Outbox, batch_frame
 from ._diagnostics import Diagnostics
-from ._errors import ConnectionClosed, TransportError
+from ._errors import ConnectionClosed, Refused, TransportError
 from ._transport import Connection, Transport
 from .protocol import (
     DEFAULT_LIMITS,
     Ack,
     CloseCode,
     Control,
+    ErrorCode,
     Registered,
     ServerError,
     SessionStatus,
@@ -72,6 +73,20 @@ _PUMP_LIMIT = 5_000  # items moved per loop turn, so acks are read in between
 _RECV_LIMIT = 1_000
 _END_SESSION_PREFIX = b'{"type":"end_session"'  # end_session_message() puts "type" first
 _IDLE_AFTER = 1.0  # seconds without traffic before the worker polls at the idle interval
+# Error codes that refuse a `register` for what it holds (a name over the Studio's limits, say),
+# not for who sends it: registering with the agent id alone then succeeds.
+_INVALID_REGISTER = frozenset(
+    {
+        ErrorCode.INVALID_UTF8,
+        ErrorCode.INVALID_JSON,
+        ErrorCode.NOT_AN_OBJECT,
+        ErrorCode.MISSING_TYPE,
+        ErrorCode.MISSING_FIELD,
+        ErrorCode.INVALID_FIELD,
+        ErrorCode.STRING_TOO_LONG,
+    }
+)
+_KEY_REFUSALS = frozenset({"http_401", "http_403", ErrorCode.FORBIDDEN_AGENT})
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +186,7 @@ class Counters:
         "disconnects",
         "frames",
         "oversized",
+        "refused",
         "rejected",
         "resent",
         "sent",
@@ -190,6 +206,7 @@ class Counters:
     disconnects: int
     frames: int
     oversized: int
+    refused: int
     rejected: int
     resent: int
     sent: int
@@ -313,11 +330,13 @@ class Worker:
             metadata=dict(agent.metadata) or None,
             producer_id=agent.producer_id,
         )
-        self._register_frame = encode(register) or dumps(
+        # The agent id alone: what the Studio cannot refuse for its content.
+        self._minimal_frame = dumps(
             register_message(
-                agent.agent_id, capabilities=["control"], producer_id=agent.producer_id
+                agent.agent_id, status=None, capabilities=["control"], producer_id=agent.producer_id
             )
         )
+        self._register_frame = encode(register) or self._minimal_frame
         self._conn: Connection | None = None
         self._opening: Opening | None = None
         self.reliable: bool | None = None
@@ -606,6 +625,9 @@ class Worker:
     def _opened(self, outcome: Opened) -> None:
         """Take over the connection an attempt opened, or retry after its failure."""
         conn, error = outcome.conn, outcome.error
+        if isinstance(error, Refused):
+            self._refused(error)
+            return
         if conn is None:
             if not isinstance(error, TransportError):  # a transport bug: count it, retry
                 self._diag.internal("connect", error or RuntimeError("no connection"))
@@ -653,29 +675,71 @@ class Worker:
                     "the Studio did not confirm registration; sending at-most-once",
                 )
                 return None, early
-            frame_in = conn.recv(remaining)
+            try:
+                frame_in = conn.recv(remaining)
+            except ConnectionClosed as exc:
+                if exc.code == CloseCode.MESSAGE_TOO_BIG:  # our register, the only frame sent
+                    raise Refused(
+                        "the register frame is over the Studio's frame limit",
+                        "message_too_big",
+                        invalid=True,
+                    ) from exc
+                raise
             if frame_in is None:
                 continue
             msg = decode_server(frame_in)
             if isinstance(msg, Registered):
                 return msg.last_seq, early
             if isinstance(msg, ServerError):
-                self._diag.warn(
-                    "register-error",
-                    "the Studio refused registration (%s: %s); sending at-most-once",
-                    msg.code,
-                    msg.message,
-                )
-                return None, early
+                if msg.code == ErrorCode.RATE_LIMITED:
+                    continue  # a notice: the Studio slows the frame down, it still handles it
+                # Never at-most-once after a refusal: each event would be refused in turn,
+                # and counted delivered once written.
+                raise Refused(msg.message, msg.code, invalid=msg.code in _INVALID_REGISTER)
             early.append(msg)
 
-    def _retry_later(self, exc: BaseException) -> None:
+    def _refused(self, exc: Refused) -> None:
+        """Keep everything and try again later, loudly: nothing is delivered meanwhile."""
+        self.counters.refused += 1
+        if exc.invalid and self._register_frame != self._minimal_frame:
+            # What the agent reports about itself made the register invalid: register with
+            # the id alone, at once, and keep exactly-once delivery.
+            self._register_frame = self._minimal_frame
+            self._diag.error(
+                "register-invalid",
+                "the Studio refused to register agent %r as given (%s: %s); registering it "
+                "with its id alone (its name, model, status, capabilities and metadata are "
+                "left out)",
+                self._agent.agent_id,
+                exc.code,
+                exc,
+            )
+            self.counters.connect_failures += 1
+            return
+        self._diag.error(
+            "refused",
+            "the Studio at %s refused agent %r (%s: %s)%s; nothing is delivered until it "
+            "accepts it: events are kept (up to max_queue_size and max_unacked_messages, "
+            "then dropped and counted) and the SDK keeps trying in the background",
+            self._settings.url,
+            self._agent.agent_id,
+            exc.code,
+            exc,
+            "; check the agent key (token=, ASTER_STUDIO_TOKEN)"
+            if exc.code in _KEY_REFUSALS
+            else "",
+        )
+        self._retry_later(exc, log=False)
+
+    def _retry_later(self, exc: BaseException, *, log: bool = True) -> None:
         opts = self._opts
         self.counters.connect_failures += 1
         delay = min(opts.backoff_max, opts.backoff_initial * (2 ** min(self._attempt, 30)))
         delay *= random.uniform(0.5, 1.0)
         self._attempt += 1
         self._next_attempt = time.monotonic() + delay
+        if not log:
+            return
         self._diag.warn(
             "connect-failed",
             "cannot reach the Studio at %s (%s); retrying in the background",

@@ -10,13 +10,20 @@ import re
 import threading
 import time
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 import pytest
 
 from aster_studio_sdk import DropPolicy, StudioClient
+from aster_studio_sdk._transport import Connection
 from aster_studio_sdk._worker import OP_TEXT
-from aster_studio_sdk.testing import InMemoryStudio
+from aster_studio_sdk.testing import (
+    IN_MEMORY_URL,
+    InMemoryStudio,
+    MemoryConnection,
+    MemoryTransport,
+)
 from tests.support.timing import UNIT
 
 from .conftest import FAST, MakeClient, wait_until
@@ -241,6 +248,85 @@ def test_legacy_server_gets_plain_messages_at_most_once() -> None:
         assert not any(e["code"] == "unknown_type" for e in legacy.errors)
     finally:
         client.close(5 * UNIT)
+
+
+def test_refused_registration_is_not_reported_as_delivered(
+    memory: InMemoryStudio, make_client: MakeClient
+) -> None:
+    """Refused, the SDK fell back to at-most-once: it wrote every event (each refused in
+    turn), counted them delivered, and flush() returned True."""
+    memory.forbidden.add("agent-1")
+    client = make_client()
+    for i in range(10):
+        client.text(str(i))
+    assert client.flush(0.3 * UNIT) is False
+    stats = client.stats()
+    assert (stats.delivered, stats.reliable, stats.unacked) == (0, None, 10)
+    assert stats.refused >= 1
+
+
+def test_events_are_kept_through_a_refusal_and_delivered_once_accepted(
+    memory: InMemoryStudio, make_client: MakeClient
+) -> None:
+    memory.forbidden.add("agent-1")
+    client = make_client()
+    for i in range(10):
+        client.text(str(i))
+    assert wait_until(lambda: len(memory.errors) >= 2)  # refused, and refused again
+    memory.forbidden.clear()
+    assert client.flush(5 * UNIT)
+    assert deltas(memory) == [str(i) for i in range(10)]
+    assert client.stats().reliable is True
+
+
+def test_refused_registration_is_logged_as_an_error_naming_the_reason(
+    memory: InMemoryStudio, make_client: MakeClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    memory.forbidden.add("agent-1")
+    with caplog.at_level(logging.WARNING, logger="aster_studio_sdk"):
+        make_client()
+        assert wait_until(lambda: any(r.levelno >= logging.ERROR for r in caplog.records))
+        assert wait_until(lambda: len(memory.errors) >= 3)  # refused again, and again
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1  # once per log_interval, not once per attempt
+    assert "forbidden_agent" in errors[0]
+
+
+def test_registration_refused_as_invalid_is_retried_with_the_agent_id_alone(
+    memory: InMemoryStudio, make_client: MakeClient
+) -> None:
+    """A name past the Studio's 1,024 characters had the register refused; the SDK then sent
+    everything at-most-once, without acks or the Studio's decisions."""
+    client = make_client(name="n" * 2_000)
+    client.text("hello")
+    assert client.flush(5 * UNIT)
+    assert client.stats().reliable is True
+    assert memory.agents["agent-1"].name is None
+    assert deltas(memory) == ["hello"]
+
+
+class NoticeFirst(MemoryTransport):
+    """Connections whose first reply is a rate-limit notice, as the Studio sends while it
+    slows a connection down (the frame is still handled, nothing dropped)."""
+
+    def connect(self, url: str, headers: Mapping[str, str], timeout: float) -> Connection:
+        conn = super().connect(url, headers, timeout)
+        assert isinstance(conn, MemoryConnection)
+        notice = {"type": "error", "code": "rate_limited", "message": "over 10 messages/s"}
+        conn.push(notice)
+        return conn
+
+
+def test_a_rate_limit_notice_while_registering_is_not_a_refusal(memory: InMemoryStudio) -> None:
+    client = StudioClient(
+        "agent-1", enabled=True, url=IN_MEMORY_URL, transport=NoticeFirst(memory), strict=True
+    )
+    try:
+        client.text("hello")
+        assert client.flush(5 * UNIT)
+        assert client.stats().reliable is True
+    finally:
+        client.close(2 * UNIT)
 
 
 def test_flush_returns_within_its_timeout_when_the_studio_is_down(
