@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -343,3 +346,67 @@ def test_asyncio_agent_reports_without_blocking_its_loop(studio: StudioProcess) 
     flushed, closed, _ = asyncio.run(agent())
     assert flushed and closed
     assert_exactly_once(stored(studio, "async-agent"), 1, 2_000)
+
+
+@pytest.fixture
+def keyed(tmp_path: Path) -> Iterator[tuple[StudioProcess, str]]:
+    """A Studio with auth on and one agent key, which may write for agents named writer-*."""
+    db = tmp_path / "keyed.db"
+    created = subprocess.run(
+        [sys.executable, "-m", "aster_studio", "keys", "create", "--name", "sdk"]
+        + ["--agents", "writer-*", "--db", str(db)],
+        capture_output=True,
+        text=True,
+        timeout=30 * UNIT,
+        check=True,
+    )
+    key = next(line for line in created.stdout.splitlines() if line.startswith("ask_"))
+    server = StudioProcess(db).start()
+    try:
+        yield server, key
+    finally:
+        server.stop()
+
+
+def test_an_agent_its_key_may_not_write_for_is_refused_not_delivered(
+    keyed: tuple[StudioProcess, str],
+) -> None:
+    """Refused (forbidden_agent), the SDK fell back to at-most-once, wrote each event (each
+    refused in turn) and counted it delivered: flush() said all was well."""
+    server, key = keyed
+    with client_for(server.url, "reader-1", token=key) as client:
+        for i in range(10):
+            client.text(str(i))
+        assert client.flush(1 * UNIT) is False
+        stats = client.stats()
+        assert (stats.delivered, stats.unacked) == (0, 10)
+        assert stats.refused >= 1
+
+
+def test_an_invalid_key_is_refused_with_an_error_naming_it(
+    keyed: tuple[StudioProcess, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    server, _ = keyed
+    with (
+        caplog.at_level(logging.WARNING, logger="aster_studio_sdk"),
+        client_for(server.url, "writer-1", token="ask_nope_nope") as client,
+    ):
+        client.text("x")
+        assert client.flush(0.5 * UNIT) is False
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert any("401" in message for message in errors)
+    assert client.stats().refused >= 1
+
+
+def test_a_register_over_the_frame_limit_is_retried_with_the_agent_id_alone(
+    studio: StudioProcess,
+) -> None:
+    """Metadata past the Studio's 1 MiB frame limit had every register closed with 1009: the
+    SDK sent the same frame again and again and delivered nothing."""
+    metadata = {"blob": "x" * (1 << 20)}
+    with client_for(studio.url, "big-metadata", metadata=metadata) as client:
+        client.text("hello")
+        assert client.flush(10 * UNIT)
+        assert client.stats().reliable is True
+    deltas = [e["event"].get("delta") for e in stored(studio, "big-metadata")]
+    assert deltas == ["hello"]

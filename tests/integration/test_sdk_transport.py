@@ -5,13 +5,29 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from websockets.sync.server import Server, ServerConnection, serve
 
-from aster_studio_sdk import ConnectionClosed, StudioClient, TransportError, WebSocketTransport
+from aster_studio_sdk import (
+    ConnectionClosed,
+    DeliveryOptions,
+    StudioClient,
+    TransportError,
+    WebSocketTransport,
+)
 from tests.support.timing import UNIT
+
+SLACK = 0.25 * UNIT  # scheduling delay allowed past a timeout on a busy machine
+# A connect attempt that outlasts every test below unless the SDK stops waiting for it.
+HANGING = DeliveryOptions(
+    max_queue_size=100,
+    connect_timeout=10 * UNIT,
+    handshake_timeout=10 * UNIT,
+    backoff_initial=0.01,
+    shutdown_timeout=2 * UNIT,
+)
 
 received: list[str | bytes] = []
 headers_seen: list[str | None] = []
@@ -123,3 +139,58 @@ def test_close_aborts_a_send_stuck_on_a_server_that_stopped_reading() -> None:
             stop.set()
             srv.shutdown()
             thread.join(5 * UNIT)
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
+    """Poll `predicate` until it holds or `timeout` passes; return its last value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.002)
+    return predicate()
+
+
+@pytest.fixture
+def silent_url() -> Iterator[str]:
+    """The URL of a listener that accepts TCP and never answers the WebSocket handshake."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        yield f"ws://127.0.0.1:{listener.getsockname()[1]}"
+
+
+def test_events_move_to_the_resend_buffer_while_the_websocket_handshake_hangs(
+    silent_url: str,
+) -> None:
+    client = StudioClient("stuck", url=silent_url, enabled=True, strict=True, options=HANGING)
+    try:
+        for _ in range(4):  # 200 events: twice what the queue holds
+            for i in range(50):
+                client.text(str(i))
+            assert wait_until(lambda: client.stats().queued == 0, 0.5 * UNIT)
+        stats = client.stats()
+        assert (stats.dropped, stats.unacked) == (0, 200)
+    finally:
+        client.close(0.2 * UNIT)
+
+
+def test_flush_returns_on_time_while_the_websocket_handshake_hangs(silent_url: str) -> None:
+    client = StudioClient("stuck", url=silent_url, enabled=True, strict=True, options=HANGING)
+    try:
+        client.text("x")
+        start = time.monotonic()
+        assert client.flush(0.2 * UNIT) is False
+        assert time.monotonic() - start < 0.2 * UNIT + SLACK
+    finally:
+        client.close(0.2 * UNIT)
+
+
+def test_close_returns_on_time_and_the_worker_ends_while_the_handshake_hangs(
+    silent_url: str,
+) -> None:
+    client = StudioClient("stuck", url=silent_url, enabled=True, strict=True, options=HANGING)
+    client.text("x")
+    start = time.monotonic()
+    assert client.close(0.3 * UNIT) is False
+    worker = client._worker
+    assert worker is not None and worker.done.wait(SLACK)
+    assert time.monotonic() - start < 0.3 * UNIT + SLACK

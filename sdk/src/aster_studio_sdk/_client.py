@@ -11,6 +11,7 @@ import asyncio
 import contextvars
 import functools
 import inspect
+import os
 import threading
 import time
 import uuid
@@ -39,6 +40,7 @@ from ._control import (
     ToolAction,
     ToolControl,
     question_dicts,
+    unbounded,
 )
 from ._diagnostics import Diagnostics
 from ._errors import ConfigError, InternalError, ToolCancelled
@@ -96,6 +98,12 @@ class Stats:
     disconnects: int = 0
     control_messages: int = 0
     internal_errors: int = 0
+    refused: int = 0  # connection attempts the Studio refused (credential or registration)
+
+
+def _new_id(prefix: str) -> str:
+    """Return `prefix` and 20 random hex digits (os.urandom: a fifth of uuid4's cost)."""
+    return prefix + os.urandom(10).hex()
 
 
 def _check_id(value: object, what: str) -> str:
@@ -254,7 +262,7 @@ class _Emitter:
         self,
         call: ToolCall | Mapping[str, Any],
         *,
-        timeout: float = DEFAULT_TIMEOUT,
+        timeout: float | None = DEFAULT_TIMEOUT,
         default: Permission | str = Permission.DENY,
         on_decision: None = None,
     ) -> Decision: ...
@@ -264,7 +272,7 @@ class _Emitter:
         self,
         call: ToolCall | Mapping[str, Any],
         *,
-        timeout: float = DEFAULT_TIMEOUT,
+        timeout: float | None = DEFAULT_TIMEOUT,
         default: Permission | str = Permission.DENY,
         on_decision: Callable[[Decision], object],
     ) -> Request[Decision]: ...
@@ -273,7 +281,7 @@ class _Emitter:
         self,
         call: ToolCall | Mapping[str, Any],
         *,
-        timeout: float = DEFAULT_TIMEOUT,
+        timeout: float | None = DEFAULT_TIMEOUT,
         default: Permission | str = Permission.DENY,
         on_decision: Callable[[Decision], object] | None = None,
     ) -> Decision | Request[Decision]:
@@ -282,10 +290,13 @@ class _Emitter:
         Reports `permission_required` and waits for the Studio's `permission_decided`. When
         nobody decides in time (or the Studio cannot be reached, has no control channel, or the
         client is disabled or closed) the result is `default` (deny) with `source` "default".
+        `timeout=None` sets no deadline (nor does one past `threading.TIMEOUT_MAX`): it waits
+        until a person decides, the request is cancelled, or the client closes, through
+        reconnects; the Studio then keeps the request pending until decided.
         With `on_decision` it returns a `Request` at once and calls `on_decision(decision)` on
         the SDK's control thread. Raises `ControlError` when called, blocking, on an SDK thread.
         """
-        if on_decision is None:
+        if on_decision is None and self._client._settings.enabled:
             self._client._control.check_may_block()
         request = self._ask_permission(call, timeout, default, on_decision)
         return request if on_decision is not None else request.result()
@@ -294,7 +305,7 @@ class _Emitter:
         self,
         call: ToolCall | Mapping[str, Any],
         *,
-        timeout: float = DEFAULT_TIMEOUT,
+        timeout: float | None = DEFAULT_TIMEOUT,
         default: Permission | str = Permission.DENY,
     ) -> Decision:
         """Like `request_permission`, waiting without blocking the running event loop."""
@@ -305,7 +316,7 @@ class _Emitter:
         self,
         questions: Questions,
         *,
-        timeout: float = DEFAULT_TIMEOUT,
+        timeout: float | None = DEFAULT_TIMEOUT,
         default: Mapping[str, Any] | None = None,
         request_id: str | None = None,
         on_answer: None = None,
@@ -316,7 +327,7 @@ class _Emitter:
         self,
         questions: Questions,
         *,
-        timeout: float = DEFAULT_TIMEOUT,
+        timeout: float | None = DEFAULT_TIMEOUT,
         default: Mapping[str, Any] | None = None,
         request_id: str | None = None,
         on_answer: Callable[[Answers], object],
@@ -326,7 +337,7 @@ class _Emitter:
         self,
         questions: Questions,
         *,
-        timeout: float = DEFAULT_TIMEOUT,
+        timeout: float | None = DEFAULT_TIMEOUT,
         default: Mapping[str, Any] | None = None,
         request_id: str | None = None,
         on_answer: Callable[[Answers], object] | None = None,
@@ -334,10 +345,10 @@ class _Emitter:
         """Ask a person questions (choices or free text); return the answers within `timeout` s.
 
         Reports `ask_user` and waits for the Studio's `user_answer`; without an answer in time
-        the result holds `default` (empty) with `source` "default". `on_answer` works like
-        `request_permission`'s `on_decision`.
+        the result holds `default` (empty) with `source` "default". `timeout=None` and
+        `on_answer` work like `request_permission`'s `timeout=None` and `on_decision`.
         """
-        if on_answer is None:
+        if on_answer is None and self._client._settings.enabled:
             self._client._control.check_may_block()
         request = self._ask_user(questions, timeout, default, request_id, on_answer)
         return request if on_answer is not None else request.result()
@@ -346,7 +357,7 @@ class _Emitter:
         self,
         questions: Questions,
         *,
-        timeout: float = DEFAULT_TIMEOUT,
+        timeout: float | None = DEFAULT_TIMEOUT,
         default: Mapping[str, Any] | None = None,
         request_id: str | None = None,
     ) -> Answers:
@@ -356,7 +367,7 @@ class _Emitter:
     def _ask_permission(
         self,
         call: ToolCall | Mapping[str, Any],
-        timeout: float,
+        timeout: float | None,
         default: Permission | str,
         callback: Callable[[Decision], object] | None,
     ) -> Request[Decision]:
@@ -364,13 +375,21 @@ class _Emitter:
             fallback = Permission(default)
         except ValueError:
             raise ConfigError(f"default must be 'allow' or 'deny', not {default!r}") from None
-        call_id = "call_" + uuid.uuid4().hex[:20]
+        call_id = ""
 
         def make_default(reason: Reason) -> Decision:
             return Decision(call_id, fallback, Source.DEFAULT, reason)
 
         hub = self._client._control
         try:
+            if not self._client._settings.enabled:
+                # Nobody can answer a disabled client: its default at once, and no snapshot.
+                given = call.id if isinstance(call, ToolCall) else call.get("id")
+                call_id = given if isinstance(given, str) and given else _new_id("call_")
+                return hub.resolved(
+                    PERMISSION, call_id, self, make_default(Reason.DISABLED), callback
+                )
+            call_id = _new_id("call_")
             if isinstance(call, ToolCall):
                 snapshot = call.snapshot()
             else:
@@ -379,37 +398,36 @@ class _Emitter:
                     snapshot["id"] = call_id
             call_id = snapshot["id"]
             request = hub.open(PERMISSION, call_id, self, timeout, make_default, callback)
-            self.event("control", "permission_required", call=snapshot, timeout_ms=_millis(timeout))
+            self.event("control", "permission_required", call=snapshot, **_timeout_ms(timeout))
             hub.claim(request)
             return request
         except Exception as exc:
             self._client._internal("request_permission", exc)
+            call_id = call_id or _new_id("call_")
             return hub.resolved(PERMISSION, call_id, self, make_default(Reason.ERROR), callback)
 
     def _ask_user(
         self,
         questions: Questions,
-        timeout: float,
+        timeout: float | None,
         default: Mapping[str, Any] | None,
         request_id: str | None,
         callback: Callable[[Answers], object] | None,
     ) -> Request[Answers]:
-        key = request_id or "q_" + uuid.uuid4().hex[:20]
+        key = request_id or _new_id("q_")
         fallback = dict(default or {})
 
         def make_default(reason: Reason) -> Answers:
             return Answers(key, dict(fallback), Source.DEFAULT, reason)
 
         hub = self._client._control
+        if not self._client._settings.enabled:  # nobody can answer: the default, no questions
+            return hub.resolved(QUESTION, key, self, make_default(Reason.DISABLED), callback)
         try:
             body = question_dicts(questions)
             request = hub.open(QUESTION, key, self, timeout, make_default, callback)
             self.event(
-                "control",
-                "ask_user",
-                request_id=key,
-                questions=body,
-                timeout_ms=_millis(timeout),
+                "control", "ask_user", request_id=key, questions=body, **_timeout_ms(timeout)
             )
             hub.claim(request)
             return request
@@ -418,9 +436,13 @@ class _Emitter:
             return hub.resolved(QUESTION, key, self, make_default(Reason.ERROR), callback)
 
 
-def _millis(timeout: float) -> int:
+def _timeout_ms(timeout: float | None) -> dict[str, int]:
+    """Return the request's `timeout_ms` field: none for no deadline (the Studio keeps the
+    request until someone decides)."""
+    if timeout is None or unbounded(timeout):
+        return {}
     # The Studio expires the request by itself; 0 would mean "never", so at least 1 ms.
-    return max(int(timeout * 1000), 1)
+    return {"timeout_ms": max(int(timeout * 1000), 1) if timeout > 0 else 1}
 
 
 class _With(Protocol):
@@ -449,11 +471,14 @@ class ToolCall(_AsyncWith):
 
     A `pausable` or `cancelable` call also takes the Studio's pause, resume and cancel while
     it runs: check `cancelled`, call `wait_if_paused()`, or register `on_control` handlers.
+    On a disabled client it keeps its `state`, `result` and `error` but reports, times and
+    snapshots nothing and never reads its arguments (`arguments` stays empty).
     """
 
     __slots__ = (
         "_ctl",
         "_emitter",
+        "_off",
         "_t0",
         "_token",
         "arguments",
@@ -480,8 +505,10 @@ class ToolCall(_AsyncWith):
     ) -> None:
         self._emitter = emitter
         self.name = name
-        self.arguments: dict[str, Any] = dict(arguments) if arguments else {}
-        self.id = call_id or "call_" + uuid.uuid4().hex[:20]
+        # A disabled client reports nothing: it has no use for a copy of the arguments.
+        self._off = off = not emitter._client._settings.enabled
+        self.arguments: dict[str, Any] = dict(arguments) if not off and arguments else {}
+        self.id = call_id or _new_id("call_")
         self.state = "pending"
         self.result: Any = None
         self.error: str | None = None
@@ -490,7 +517,10 @@ class ToolCall(_AsyncWith):
         self._t0 = 0.0
         self.pausable = pausable
         self.cancelable = cancelable
-        self._ctl: CallControl | None = CallControl() if pausable or cancelable else None
+        # Nothing can pause or cancel a disabled client's call: the Studio never hears of it.
+        self._ctl: CallControl | None = (
+            CallControl() if (pausable or cancelable) and not off else None
+        )
         self._token: contextvars.Token[ToolCall | None] | None = None
 
     def snapshot(self) -> dict[str, Any]:
@@ -520,6 +550,8 @@ class ToolCall(_AsyncWith):
     def start(self) -> ToolCall:
         """Report `tool:start` (and, if controllable, take the Studio's controls from now on)."""
         self.state = "executing"
+        if self._off:
+            return self
         self.started_at = _time()
         self._t0 = time.perf_counter()
         if self._ctl is not None:
@@ -548,7 +580,8 @@ class ToolCall(_AsyncWith):
         return ctl.note if ctl is not None else None
 
     def wait_if_paused(self, timeout: float | None = None) -> bool:
-        """Block while paused (at most `timeout` s); return False once cancelled, else True."""
+        """Block while paused (at most `timeout` s; None: no limit); return False once
+        cancelled, else True."""
         ctl = self._ctl
         if ctl is None:
             return True
@@ -584,7 +617,7 @@ class ToolCall(_AsyncWith):
     def request_permission(
         self,
         *,
-        timeout: float = DEFAULT_TIMEOUT,
+        timeout: float | None = DEFAULT_TIMEOUT,
         default: Permission | str = Permission.DENY,
     ) -> Decision:
         """Ask a person to allow this call (see `Session.request_permission`)."""
@@ -593,7 +626,7 @@ class ToolCall(_AsyncWith):
     async def arequest_permission(
         self,
         *,
-        timeout: float = DEFAULT_TIMEOUT,
+        timeout: float | None = DEFAULT_TIMEOUT,
         default: Permission | str = Permission.DENY,
     ) -> Decision:
         """Like `request_permission`, without blocking the running event loop."""
@@ -621,6 +654,8 @@ class ToolCall(_AsyncWith):
     def progress(self, progress: float, message: str | None = None, **fields: Any) -> None:
         """Report `tool:progress` (progress from 0 to 1)."""
         self.progress_value = progress
+        if self._off:
+            return
         if message is not None:
             fields["message"] = message
         self._emitter.event(
@@ -629,6 +664,8 @@ class ToolCall(_AsyncWith):
 
     def intermediate(self, data: Any, *, label: str | None = None) -> None:
         """Report an intermediate result (`tool:intermediate`)."""
+        if self._off:
+            return
         self._emitter.event(
             "progress", "tool:intermediate", call=self.snapshot(), label=label, data=data
         )
@@ -640,7 +677,8 @@ class ToolCall(_AsyncWith):
         self.state = "completed"
         self.progress_value = 1.0
         self._finished()
-        self._emitter.event("progress", "tool:end", call=self.snapshot())
+        if not self._off:
+            self._emitter.event("progress", "tool:end", call=self.snapshot())
 
     def fail(self, error: BaseException | str) -> None:
         """Report `tool:error`."""
@@ -650,13 +688,15 @@ class ToolCall(_AsyncWith):
         else:
             self.error = str(error)
         self._finished()
-        self._emitter.event("progress", "tool:error", call=self.snapshot(), error=self.error)
+        if not self._off:
+            self._emitter.event("progress", "tool:error", call=self.snapshot(), error=self.error)
 
     def cancel(self, reason: str | None = None) -> None:
         """Report `tool:canceled`."""
         self.state = "canceled"
         self._finished()
-        self._emitter.event("progress", "tool:canceled", call=self.snapshot(), reason=reason)
+        if not self._off:
+            self._emitter.event("progress", "tool:canceled", call=self.snapshot(), reason=reason)
 
     def __enter__(self) -> ToolCall:
         self._token = _current_call.set(self)
@@ -724,8 +764,12 @@ def _wrap_tool(
 
         @functools.wraps(fn)
         async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
-            call = emitter().tool_call(
-                name, _bound_arguments(fn, args, kwargs), pausable=pausable, cancelable=cancelable
+            target = emitter()
+            call = target.tool_call(
+                name,
+                _bound_arguments(fn, args, kwargs) if target._client._settings.enabled else None,
+                pausable=pausable,
+                cancelable=cancelable,
             )
             with call:
                 result = await fn(*args, **kwargs)
@@ -736,8 +780,13 @@ def _wrap_tool(
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        call = emitter().tool_call(
-            name, _bound_arguments(fn, args, kwargs), pausable=pausable, cancelable=cancelable
+        target = emitter()
+        # Binding arguments to the signature is the costly part: not for a disabled client.
+        call = target.tool_call(
+            name,
+            _bound_arguments(fn, args, kwargs) if target._client._settings.enabled else None,
+            pausable=pausable,
+            cancelable=cancelable,
         )
         with call:
             result = fn(*args, **kwargs)
@@ -760,7 +809,10 @@ class Session(_Emitter, _AsyncWith):
         self.id = session_id
         self._ended = False
         self._tokens: list[contextvars.Token[Session | None]] = []
-        client._put_control((OP_OPEN, session_id, _time(), dict(metadata) if metadata else None))
+        if client._settings.enabled:  # a disabled client has no use for a copy of the metadata
+            client._put_control(
+                (OP_OPEN, session_id, _time(), dict(metadata) if metadata else None)
+            )
 
     @property
     def ended(self) -> bool:
@@ -807,6 +859,16 @@ class StudioClient(_Emitter):
     Configuration comes from the environment (`ASTER_STUDIO_ENABLED`, default off;
     `ASTER_STUDIO_URL`, default ws://localhost:3032; `ASTER_STUDIO_TOKEN`); arguments win.
     A disabled client is a no-op that opens no connection and starts no thread.
+
+    A Studio that refuses the agent (HTTP 401/403 for its key, or an `error` reply to its
+    `register`, e.g. `forbidden_agent`) gets nothing: the client never falls back to
+    at-most-once, where each event would be refused in turn yet counted delivered. It logs an
+    error (once per `log_interval`), counts the refusal (`stats().refused`), keeps every event
+    for exactly-once delivery (within `max_queue_size` and the resend buffer, beyond which the
+    drop policy applies and is counted) and keeps trying with back-off; `flush` and `close`
+    return False while nothing is stored. A register refused for what it holds (a name over
+    the Studio's limits, metadata over its frame limit) is sent again at once with the agent
+    id alone, so delivery stays exactly-once without those details.
     """
 
     __slots__ = (
@@ -963,7 +1025,10 @@ class StudioClient(_Emitter):
     # ---- delivery ----
 
     def flush(self, timeout: float = 5.0) -> bool:
-        """Wait until everything reported so far is stored; return False after `timeout` s."""
+        """Wait until everything reported so far is stored; return False after `timeout` s.
+
+        False too while the Studio refuses the agent: nothing is stored then (`stats().refused`).
+        """
         try:
             waiter = self._request_flush()
             if waiter is None:
@@ -1001,7 +1066,8 @@ class StudioClient(_Emitter):
         """Deliver what is pending, end open sessions, close the connection; always returns.
 
         Returns True when everything reported before the call was stored within `timeout` s.
-        Later events are ignored. Runs at interpreter exit with `shutdown_timeout`.
+        Later events are ignored (counted as dropped). Runs at interpreter exit with
+        `shutdown_timeout`.
         """
         try:
             worker = self._begin_close(timeout)
@@ -1072,6 +1138,7 @@ class StudioClient(_Emitter):
             frames=c.frames,
             connects=c.connects,
             connect_failures=c.connect_failures,
+            refused=c.refused,
             disconnects=c.disconnects,
             control_messages=c.control_messages,
             internal_errors=self._diag.internal_errors,
@@ -1127,9 +1194,10 @@ class StudioClient(_Emitter):
         if self._settings.delivery.drop_policy is DropPolicy.DROP_OLDEST:
             try:
                 oldest = queue.popleft()
-            except IndexError:
-                oldest = None
-            if oldest is not None and oldest[0] >= OP_OPEN:
+            except IndexError:  # the worker emptied the queue meanwhile: room, no drop
+                queue.append(item)
+                return
+            if oldest[0] >= OP_OPEN:
                 queue.appendleft(oldest)  # sessions and flushes are never dropped
             else:
                 queue.append(item)
@@ -1140,7 +1208,7 @@ class StudioClient(_Emitter):
     def _put_control(self, item: Item) -> None:
         """Queue a session or flush item; never dropped (it may exceed the bound a little)."""
         try:
-            if self._put == self._discard:
+            if self._closed or not self._settings.enabled:
                 return
             if self._put == self._start_after_fork:
                 self._start_after_fork(item)
@@ -1151,6 +1219,14 @@ class StudioClient(_Emitter):
 
     def _discard(self, item: Item) -> None:
         pass
+
+    def _ignore(self, item: Item) -> None:
+        """Count an event reported after `close`: it is not sent."""
+        self._diag.drop()
+        self._diag.warn(
+            "after-close",
+            "an event was reported after close(); ignored (counted in stats().dropped)",
+        )
 
     def _request_flush(self) -> FlushWaiter | None:
         worker = self._worker
@@ -1177,7 +1253,8 @@ class StudioClient(_Emitter):
         with self._lock:
             first = not self._closed
             self._closed = True
-            self._put = self._discard
+            # A disabled client stays free; a closed one counts what it no longer sends.
+            self._put = self._ignore if self._settings.enabled else self._discard
         self._control.close()  # whoever still waits for a person gets the default now
         worker = self._worker
         if worker is None or not worker.started:

@@ -3,8 +3,9 @@
 The worker thread hands every `control` message to the client's `ControlHub`. Blocking, asyncio
 and callback waits all wait on the same `Request`, which resolves exactly once: with the
 Studio's answer, or with a default when the deadline passes, the server has no control channel,
-the client is disabled or closed. Nothing here waits without a deadline, and no user code runs
-on the worker thread: callbacks and tool-control handlers run on one small "control" thread,
+the client is disabled or closed. Nothing here waits without a deadline unless the agent asks
+for none (`timeout=None`), and even then `close()` ends the wait; no user code runs on the
+worker thread: callbacks and tool-control handlers run on one small "control" thread,
 started the first time it is needed.
 """
 
@@ -35,6 +36,24 @@ T = TypeVar("T")
 DEFAULT_TIMEOUT = 300.0  # seconds a person has to answer unless the call says otherwise
 _REMEMBER = 1024  # finished requests and handled controls remembered (repeat deliveries)
 _UNCLAIMED = 256  # decisions kept for a request this process has not made (yet)
+
+
+class SdkThread(threading.Thread):
+    """A thread of the SDK's own (worker, connect, control): a blocking control call made on
+    one would stall the SDK, so it is refused there."""
+
+
+def unbounded(timeout: float | None) -> bool:
+    """Return whether `timeout` sets no deadline: None, or longer than a thread can wait
+    (threading.TIMEOUT_MAX, about 292 years: a longer wait raises OverflowError)."""
+    return timeout is None or timeout >= threading.TIMEOUT_MAX
+
+
+def deadline_after(timeout: float | None) -> float | None:
+    """Return the monotonic time `timeout` s from now (a negative timeout: now); None for none."""
+    if timeout is None or unbounded(timeout):
+        return None
+    return time.monotonic() + (timeout if timeout > 0 else 0.0)  # NaN: now, as 0 would be
 
 
 class Source(StrEnum):
@@ -200,7 +219,7 @@ class Request(Generic[T]):
     """One question to a person, pending until answered or its deadline passes.
 
     The callback forms return it: `done()`, `result()` (waits, never past the deadline) and
-    `cancel()` (resolve now with the default).
+    `cancel()` (resolve now with the default). `deadline` is None when there is none.
     """
 
     __slots__ = (
@@ -222,7 +241,7 @@ class Request(Generic[T]):
         kind: str,
         key: str,
         emitter: Emits,
-        deadline: float,
+        deadline: float | None,
         default: Callable[[Reason], T],
         callback: Callable[[T], object] | None,
     ) -> None:
@@ -247,8 +266,9 @@ class Request(Generic[T]):
         if result is not None:
             return result  # nothing to wait for: fine on any thread
         self._hub.check_may_block()
-        remaining = self.deadline - time.monotonic()
-        if remaining > 0 and self._event.wait(remaining):
+        deadline = self.deadline
+        remaining = None if deadline is None else deadline - time.monotonic()
+        if (remaining is None or remaining > 0) and self._event.wait(remaining):
             assert self._result is not None
             return self._result
         return self._hub.expire(self)
@@ -260,8 +280,10 @@ class Request(Generic[T]):
         if not self._hub.add_future(self, loop, future):
             assert self._result is not None
             return self._result
+        deadline = self.deadline
+        remaining = None if deadline is None else max(deadline - time.monotonic(), 0.0)
         try:
-            return await asyncio.wait_for(future, max(self.deadline - time.monotonic(), 0.0))
+            return await asyncio.wait_for(future, remaining)
         except TimeoutError:
             return self._hub.expire(self)
         except asyncio.CancelledError:
@@ -327,9 +349,7 @@ class Dispatcher:
 
     def _ensure_started(self) -> None:
         if self._thread is None and not self._stopping:
-            self._thread = threading.Thread(
-                target=self._run, name="aster-studio-sdk-control", daemon=True
-            )
+            self._thread = SdkThread(target=self._run, name="aster-studio-sdk-control", daemon=True)
             self._thread.start()
 
     def _run(self) -> None:
@@ -368,7 +388,9 @@ class CallControl:
     def wait_running(self, timeout: float | None) -> bool:
         """Wait while paused (and not cancelled); return whether the call may go on."""
         with self.cond:
-            self.cond.wait_for(lambda: self.cancelled or not self.paused, timeout)
+            self.cond.wait_for(
+                lambda: self.cancelled or not self.paused, None if unbounded(timeout) else timeout
+            )
             return not self.cancelled
 
 
@@ -407,7 +429,6 @@ class ControlHub:
         self._calls: dict[str, Controllable] = {}
         self._handled: OrderedDict[str, None] = OrderedDict()
         self._dispatcher = Dispatcher(diag)
-        self.worker_thread: threading.Thread | None = None
 
     @property
     def mode(self) -> Mode:
@@ -418,8 +439,7 @@ class ControlHub:
 
     def check_may_block(self) -> None:
         """Refuse a blocking wait on a thread that must never block (it would stall the SDK)."""
-        current = threading.current_thread()
-        if current is self.worker_thread or current is self._dispatcher.thread:
+        if isinstance(threading.current_thread(), SdkThread):
             raise ControlError(
                 "a blocking control call (request_permission, ask_user, result()) was made on "
                 "the SDK's own thread, which would stall it: use the callback form "
@@ -438,14 +458,15 @@ class ControlHub:
         kind: str,
         key: str,
         emitter: Emits,
-        timeout: float,
+        timeout: float | None,
         default: Callable[[Reason], T],
         callback: Callable[[T], object] | None,
     ) -> Request[T]:
-        """Register a request before it is reported, so no quick answer can be missed."""
-        request = Request(
-            self, kind, key, emitter, time.monotonic() + max(timeout, 0.0), default, callback
-        )
+        """Register a request before it is reported, so no quick answer can be missed.
+
+        With no deadline (`unbounded(timeout)`) it waits until answered, cancelled or closed.
+        """
+        request = Request(self, kind, key, emitter, deadline_after(timeout), default, callback)
         with self._lock:
             mode = self._mode
             if mode in (Mode.CONNECTING, Mode.CONTROL):
@@ -456,7 +477,7 @@ class ControlHub:
             self._resolve(request, default(Reason.CLOSED))
         elif mode is Mode.NO_CONTROL:
             self._resolve(request, default(Reason.UNSUPPORTED))
-        elif callback is not None:
+        elif callback is not None and request.deadline is not None:
 
             def expire() -> None:
                 self.expire(request)

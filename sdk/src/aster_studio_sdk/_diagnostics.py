@@ -44,6 +44,11 @@ class Diagnostics:
         if self.should_log(key):
             logger.warning(msg, *args)
 
+    def error(self, key: str, msg: str, *args: object) -> None:
+        """Log an error at most once per interval per key (trouble the user must fix)."""
+        if self.should_log(key):
+            logger.error(msg, *args)
+
     def internal(self, where: str, exc: BaseException) -> None:
         """Record an SDK failure: count it, log it (rate-limited), remember the first."""
         with self._lock:

@@ -7,7 +7,8 @@ failures inside the SDK, at its boundaries, and in strict mode (tests) they surf
     StudioError                 root of everything the SDK raises
     ├── ConfigError             invalid options passed in code (also a ValueError)
     ├── TransportError          the connection failed or could not be opened
-    │   └── ConnectionClosed    the peer or the network closed an open connection
+    │   ├── ConnectionClosed    the peer or the network closed an open connection
+    │   └── Refused             the Studio refused the credential or the registration
     ├── InternalError           an SDK bug caught by the guard (strict mode re-raises it)
     ├── ControlError            a blocking control call made where it would stall the SDK
     └── ToolCancelled           raised by `ToolCall.raise_if_cancelled()` after a cancel
@@ -36,6 +37,17 @@ class ConnectionClosed(TransportError):
         self.code = code
 
 
+class Refused(TransportError):
+    """The Studio refused this client: its credential (HTTP 401 or 403 on connecting) or its
+    registration (an `error` reply to `register`); `code` says why (`http_401`, or the error's
+    code, e.g. `forbidden_agent`). `invalid` means the register message itself was at fault."""
+
+    def __init__(self, message: str, code: str, *, invalid: bool = False) -> None:
+        super().__init__(message)
+        self.code = code
+        self.invalid = invalid
+
+
 class InternalError(StudioError):
     """An unexpected failure inside the SDK, recorded instead of raised into the agent."""
 
@@ -53,6 +65,7 @@ __all__ = [
     "ConnectionClosed",
     "ControlError",
     "InternalError",
+    "Refused",
     "StudioError",
     "ToolCancelled",
     "TransportError",

@@ -12,7 +12,7 @@ import socket
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from ._errors import ConnectionClosed, TransportError
+from ._errors import ConnectionClosed, Refused, TransportError
 
 
 def _parameters(qualname: str) -> frozenset[str]:
@@ -31,7 +31,8 @@ _TEXT_FLAG = "text" in _parameters("send")  # 14+: bytes may go out as a text fr
 
 
 class Connection(Protocol):
-    """One open connection to a Studio; used by the worker thread only."""
+    """One open connection to a Studio; used by one SDK thread at a time (the one that
+    opened it and registered, then the worker)."""
 
     def send(self, frame: bytes) -> None:
         """Write one JSON text frame; raise TransportError when the connection is gone."""
@@ -47,7 +48,10 @@ class Connection(Protocol):
 
 
 class Transport(Protocol):
-    """Opens connections; one instance serves one client for its whole life."""
+    """Opens connections; one instance serves one client for its whole life.
+
+    `connect` runs on a short-lived SDK thread of its own, one attempt at a time.
+    """
 
     def connect(self, url: str, headers: Mapping[str, str], timeout: float) -> Connection:
         """Open a connection within timeout or raise TransportError."""
@@ -111,7 +115,7 @@ class WebSocketTransport:
         self._ping_interval = ping_interval
 
     def connect(self, url: str, headers: Mapping[str, str], timeout: float) -> Connection:
-        from websockets.exceptions import WebSocketException
+        from websockets.exceptions import InvalidStatus, WebSocketException
         from websockets.sync.client import connect
 
         options: dict[str, Any] = {
@@ -128,6 +132,13 @@ class WebSocketTransport:
         options["legacy"] = True  # websockets >= 17.1: we use the connection directly
         try:
             conn = connect(url, **{k: v for k, v in options.items() if k in _CONNECT_PARAMETERS})
+        except InvalidStatus as exc:
+            status = getattr(exc.response, "status_code", None)
+            if status in (401, 403):  # reached, and refused: say so, not "cannot reach"
+                raise Refused(
+                    f"HTTP {status} to the WebSocket handshake", f"http_{status}"
+                ) from exc
+            raise TransportError(f"cannot connect to {url}: {exc!r}") from exc
         except (OSError, TimeoutError, WebSocketException, socket.gaierror) as exc:
             raise TransportError(f"cannot connect to {url}: {exc!r}") from exc
         return WebSocketConnection(conn)

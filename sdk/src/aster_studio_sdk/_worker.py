@@ -3,6 +3,9 @@
 Agent threads only append tuples to a bounded deque. This thread turns them into protocol
 messages, numbers and encodes them (`Outbox`), sends them in `batch` frames, reads acks, and
 reconnects with exponential back-off and jitter, re-registering the agent and its open sessions.
+Each connection is opened (connect and `register`) on a short-lived thread of its own, so that a
+connect that hangs for its whole timeout never stops the queue from moving into the resend
+buffer.
 """
 
 from __future__ import annotations
@@ -15,22 +18,23 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from ._config import Settings
-from ._control import ControlHub
+from ._control import ControlHub, SdkThread
 from ._delivery import Outbox, batch_frame
 from ._diagnostics import Diagnostics
-from ._errors import ConnectionClosed, TransportError
+from ._errors import ConnectionClosed, Refused, TransportError
 from ._transport import Connection, Transport
 from .protocol import (
     DEFAULT_LIMITS,
     Ack,
     CloseCode,
     Control,
+    ErrorCode,
     Registered,
     ServerError,
     SessionStatus,
@@ -38,8 +42,10 @@ from .protocol import (
     dumps,
     end_session_message,
     event_message,
+    loads,
     register_message,
     register_session_message,
+    too_deep,
 )
 
 try:
@@ -67,6 +73,20 @@ _PUMP_LIMIT = 5_000  # items moved per loop turn, so acks are read in between
 _RECV_LIMIT = 1_000
 _END_SESSION_PREFIX = b'{"type":"end_session"'  # end_session_message() puts "type" first
 _IDLE_AFTER = 1.0  # seconds without traffic before the worker polls at the idle interval
+# Error codes that refuse a `register` for what it holds (a name over the Studio's limits, say),
+# not for who sends it: registering with the agent id alone then succeeds.
+_INVALID_REGISTER = frozenset(
+    {
+        ErrorCode.INVALID_UTF8,
+        ErrorCode.INVALID_JSON,
+        ErrorCode.NOT_AN_OBJECT,
+        ErrorCode.MISSING_TYPE,
+        ErrorCode.MISSING_FIELD,
+        ErrorCode.INVALID_FIELD,
+        ErrorCode.STRING_TOO_LONG,
+    }
+)
+_KEY_REFUSALS = frozenset({"http_401", "http_403", ErrorCode.FORBIDDEN_AGENT})
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +117,63 @@ class FlushWaiter:
         self.abandoned = False
 
 
+@dataclass(slots=True)
+class Opened:
+    """What a connection attempt came to: a registered connection, or why there is none."""
+
+    conn: Connection | None = None
+    last_seq: int | None = None  # the server's, None without the reliable-delivery extension
+    early: list[object] = field(default_factory=list)  # server messages before `registered`
+    error: BaseException | None = None
+
+
+class Opening:
+    """One connection attempt, run on its own short-lived daemon thread.
+
+    Opening can hang for its whole timeout (a blackholed address, a server that accepts TCP
+    but never completes the WebSocket handshake or never answers `register`); meanwhile the
+    worker keeps moving the queue into the resend buffer, which holds far more, and still
+    stops on time at close. The attempt touches none of the worker's state: the worker takes
+    its outcome, or abandons it (the connection is then closed by whichever side is last).
+    """
+
+    def __init__(self, run: Callable[[], Opened], wake: threading.Event) -> None:
+        self._lock = threading.Lock()
+        self._outcome: Opened | None = None
+        self._abandoned = False
+        self._wake = wake
+        SdkThread(
+            target=self._run, args=(run,), name="aster-studio-sdk-connect", daemon=True
+        ).start()
+
+    @property
+    def outcome(self) -> Opened | None:
+        """Return the outcome once the attempt ended, else None."""
+        return self._outcome
+
+    def abandon(self) -> None:
+        """Give up on the attempt (the worker is ending): its connection, if any, is closed."""
+        with self._lock:
+            self._abandoned = True
+            outcome = self._outcome
+        if outcome is not None and outcome.conn is not None:
+            with contextlib.suppress(Exception):  # a broken transport must not stop the worker
+                outcome.conn.close()
+
+    def _run(self, run: Callable[[], Opened]) -> None:
+        try:
+            outcome = run()
+        except BaseException as exc:  # the worker reports it, as any failed attempt
+            outcome = Opened(error=exc)
+        with self._lock:
+            self._outcome = outcome
+            abandoned = self._abandoned
+        if abandoned and outcome.conn is not None:
+            with contextlib.suppress(Exception):
+                outcome.conn.close()
+        self._wake.set()
+
+
 class Counters:
     """Worker-side counters; written by the worker thread only, read by anyone."""
 
@@ -109,6 +186,7 @@ class Counters:
         "disconnects",
         "frames",
         "oversized",
+        "refused",
         "rejected",
         "resent",
         "sent",
@@ -128,6 +206,7 @@ class Counters:
     disconnects: int
     frames: int
     oversized: int
+    refused: int
     rejected: int
     resent: int
     sent: int
@@ -176,25 +255,20 @@ def encode(msg: dict[str, Any]) -> bytes | None:
 # A message rides in a batch frame, two levels below its top; the Studio refuses a frame that
 # nests deeper than its limit whole, with every message in it (docs/security.md).
 MAX_MESSAGE_DEPTH = DEFAULT_LIMITS.max_depth - 2
-_NESTING = (dict, list, tuple, set, frozenset)  # what JSON writes as an object or an array
 
 
-def too_deep(value: Any, limit: int = MAX_MESSAGE_DEPTH) -> bool:
-    """Whether `value`'s JSON nests objects and arrays more than `limit` levels (no recursion:
-    one level at a time)."""
-    level = [value] if isinstance(value, _NESTING) else []
-    depth = 1
-    while level:
-        if depth > limit:
-            return True
-        below: list[Any] = []
-        for container in level:
-            for child in container.values() if isinstance(container, dict) else container:
-                if isinstance(child, _NESTING):
-                    below.append(child)
-        level = below
-        depth += 1
-    return False
+def nests_too_deep(data: bytes) -> bool:
+    """Return whether the Studio would find an encoded message nested too deeply.
+
+    The protocol's own check, on the JSON as the Studio parses it: a walk of the Python value
+    would miss what the encoder writes as objects and arrays (orjson writes a dataclass as an
+    object).
+    """
+    try:
+        parsed = loads(data)
+    except (ValueError, RecursionError):  # past the parser's own depth limit: deeper still
+        return True
+    return too_deep(parsed, MAX_MESSAGE_DEPTH, len(data) // 2)
 
 
 def _json_default(obj: Any) -> Any:
@@ -256,12 +330,15 @@ class Worker:
             metadata=dict(agent.metadata) or None,
             producer_id=agent.producer_id,
         )
-        self._register_frame = encode(register) or dumps(
+        # The agent id alone: what the Studio cannot refuse for its content.
+        self._minimal_frame = dumps(
             register_message(
-                agent.agent_id, capabilities=["control"], producer_id=agent.producer_id
+                agent.agent_id, status=None, capabilities=["control"], producer_id=agent.producer_id
             )
         )
+        self._register_frame = encode(register) or self._minimal_frame
         self._conn: Connection | None = None
+        self._opening: Opening | None = None
         self.reliable: bool | None = None
         self._sessions: dict[str, dict[str, Any]] = {}
         self._waiters: list[FlushWaiter] = []
@@ -277,11 +354,9 @@ class Worker:
         self._busy_at = 0.0
         self._flush_now = False
         self._connected_once = False
-        self._reported_drops = 0
+        self._reported_drops = (0, 0, 0)  # queue full, oversized, unencodable: last logged
         self._next_report = 0.0
-        self._thread = threading.Thread(target=self._run, name="aster-studio-sdk", daemon=True)
-        if control is not None:
-            control.worker_thread = self._thread
+        self._thread = SdkThread(target=self._run, name="aster-studio-sdk", daemon=True)
 
     # ---- called from other threads ----
 
@@ -360,7 +435,7 @@ class Worker:
             if deadline is not None and (self._closing_done() or now >= deadline):
                 return
             self._pump()
-            if self._conn is None and now >= self._next_attempt:
+            if self._conn is None:
                 self._connect()
             conn = self._conn
             if conn is not None:
@@ -380,7 +455,9 @@ class Worker:
         opts = self._opts
         now = time.monotonic()
         if self._conn is None:
-            timeout = min(max(self._next_attempt - now, 0.0), 0.1)
+            # An attempt under way wakes us when it ends; the queue, when half full.
+            wait = 0.1 if self._opening is not None else self._next_attempt - now
+            timeout = min(max(wait, 0.0), 0.1)
         elif self._outbox.unsent:
             timeout = max(min(self._last_send + opts.flush_interval - now, opts.poll_interval), 0)
         elif (
@@ -487,8 +564,8 @@ class Worker:
         seq = outbox.reserve()
         msg["seq"] = seq
         data = encode(msg)
-        # JSON shorter than twice the limit cannot nest past it: most messages skip the walk.
-        if data is not None and len(data) > 2 * MAX_MESSAGE_DEPTH + 1 and too_deep(msg):
+        # JSON shorter than twice the limit cannot nest past it: most messages skip the check.
+        if data is not None and len(data) > 2 * MAX_MESSAGE_DEPTH + 1 and nests_too_deep(data):
             self.counters.unencodable += 1
             self._diag.warn(
                 "unencodable",
@@ -515,31 +592,48 @@ class Worker:
     # ---- connection ----
 
     def _connect(self) -> None:
+        """Start a connection attempt when one is due; take its connection once it is open."""
+        opening = self._opening
+        if opening is not None:
+            outcome = opening.outcome
+            if outcome is not None:
+                self._opening = None
+                self._opened(outcome)
+            return
         opts = self._opts
         now = time.monotonic()
+        if now < self._next_attempt:
+            return
         timeout = opts.connect_timeout
         if self._close_deadline is not None:
             timeout = min(timeout, self._close_deadline - now)
             if timeout <= 0:
                 return
+        frame, handshake = self._register_frame, min(opts.handshake_timeout, timeout)
+        self._opening = Opening(lambda: self._open(frame, timeout, handshake), self._wake)
+
+    def _open(self, frame: bytes, timeout: float, handshake: float) -> Opened:
+        """Connect and register (on the attempt's thread: reads no state the worker changes)."""
+        conn = self._transport.connect(self._settings.url, self._headers, timeout)
         try:
-            conn = self._transport.connect(self._settings.url, self._headers, timeout)
-        except TransportError as exc:
-            self._retry_later(exc)
-            return
-        except Exception as exc:  # a transport bug: count it, retry like any failure
-            self._diag.internal("connect", exc)
-            self._retry_later(exc)
-            return
-        try:
-            last_seq = self._handshake(conn, min(opts.handshake_timeout, timeout))
-        except TransportError as exc:
-            conn.close()
-            self._retry_later(exc)
-            return
-        except Exception:
+            last_seq, early = self._handshake(conn, frame, handshake)
+        except BaseException:
             conn.close()
             raise
+        return Opened(conn, last_seq, early)
+
+    def _opened(self, outcome: Opened) -> None:
+        """Take over the connection an attempt opened, or retry after its failure."""
+        conn, error = outcome.conn, outcome.error
+        if isinstance(error, Refused):
+            self._refused(error)
+            return
+        if conn is None:
+            if not isinstance(error, TransportError):  # a transport bug: count it, retry
+                self._diag.internal("connect", error or RuntimeError("no connection"))
+            self._retry_later(error or RuntimeError("no connection"))
+            return
+        last_seq = outcome.last_seq
         self._conn = conn
         self.reliable = last_seq is not None
         self._notify_control(self.reliable)
@@ -562,10 +656,16 @@ class Worker:
                 "exactly-once" if self.reliable else "at-most-once",
                 resent,
             )
+        for early in outcome.early:
+            self._dispatch(early)
 
-    def _handshake(self, conn: Connection, timeout: float) -> int | None:
-        """Register the agent; return the server's `last_seq`, or None without the extension."""
-        conn.send(self._register_frame)
+    def _handshake(
+        self, conn: Connection, frame: bytes, timeout: float
+    ) -> tuple[int | None, list[object]]:
+        """Register the agent; return the server's `last_seq` (None without the extension)
+        and the other messages that came first, for the worker to handle."""
+        conn.send(frame)
+        early: list[object] = []
         end = time.monotonic() + timeout
         while True:
             remaining = end - time.monotonic()
@@ -574,30 +674,72 @@ class Worker:
                     "no-registered",
                     "the Studio did not confirm registration; sending at-most-once",
                 )
-                return None
-            frame = conn.recv(remaining)
-            if frame is None:
+                return None, early
+            try:
+                frame_in = conn.recv(remaining)
+            except ConnectionClosed as exc:
+                if exc.code == CloseCode.MESSAGE_TOO_BIG:  # our register, the only frame sent
+                    raise Refused(
+                        "the register frame is over the Studio's frame limit",
+                        "message_too_big",
+                        invalid=True,
+                    ) from exc
+                raise
+            if frame_in is None:
                 continue
-            msg = decode_server(frame)
+            msg = decode_server(frame_in)
             if isinstance(msg, Registered):
-                return msg.last_seq
+                return msg.last_seq, early
             if isinstance(msg, ServerError):
-                self._diag.warn(
-                    "register-error",
-                    "the Studio refused registration (%s: %s); sending at-most-once",
-                    msg.code,
-                    msg.message,
-                )
-                return None
-            self._dispatch(msg)
+                if msg.code == ErrorCode.RATE_LIMITED:
+                    continue  # a notice: the Studio slows the frame down, it still handles it
+                # Never at-most-once after a refusal: each event would be refused in turn,
+                # and counted delivered once written.
+                raise Refused(msg.message, msg.code, invalid=msg.code in _INVALID_REGISTER)
+            early.append(msg)
 
-    def _retry_later(self, exc: BaseException) -> None:
+    def _refused(self, exc: Refused) -> None:
+        """Keep everything and try again later, loudly: nothing is delivered meanwhile."""
+        self.counters.refused += 1
+        if exc.invalid and self._register_frame != self._minimal_frame:
+            # What the agent reports about itself made the register invalid: register with
+            # the id alone, at once, and keep exactly-once delivery.
+            self._register_frame = self._minimal_frame
+            self._diag.error(
+                "register-invalid",
+                "the Studio refused to register agent %r as given (%s: %s); registering it "
+                "with its id alone (its name, model, status, capabilities and metadata are "
+                "left out)",
+                self._agent.agent_id,
+                exc.code,
+                exc,
+            )
+            self.counters.connect_failures += 1
+            return
+        self._diag.error(
+            "refused",
+            "the Studio at %s refused agent %r (%s: %s)%s; nothing is delivered until it "
+            "accepts it: events are kept (up to max_queue_size and max_unacked_messages, "
+            "then dropped and counted) and the SDK keeps trying in the background",
+            self._settings.url,
+            self._agent.agent_id,
+            exc.code,
+            exc,
+            "; check the agent key (token=, ASTER_STUDIO_TOKEN)"
+            if exc.code in _KEY_REFUSALS
+            else "",
+        )
+        self._retry_later(exc, log=False)
+
+    def _retry_later(self, exc: BaseException, *, log: bool = True) -> None:
         opts = self._opts
         self.counters.connect_failures += 1
         delay = min(opts.backoff_max, opts.backoff_initial * (2 ** min(self._attempt, 30)))
         delay *= random.uniform(0.5, 1.0)
         self._attempt += 1
         self._next_attempt = time.monotonic() + delay
+        if not log:
+            return
         self._diag.warn(
             "connect-failed",
             "cannot reach the Studio at %s (%s); retrying in the background",
@@ -730,30 +872,44 @@ class Worker:
                 pending.append(waiter)
         self._waiters = pending
 
-    def _report_drops(self) -> None:
-        dropped = self._diag.dropped
-        if dropped == self._reported_drops:
+    def _report_drops(self, *, final: bool = False) -> None:
+        """Log the events dropped since the last report, by cause, at most once per interval;
+        the `final` report at shutdown logs whatever is left, however recent the last one."""
+        counters = self.counters
+        drops = (self._diag.dropped, counters.oversized, counters.unencodable)
+        last = self._reported_drops
+        if drops == last:
             return
         now = time.monotonic()
-        if now < self._next_report:
+        if now < self._next_report and not final:
             return
+        total = sum(drops)
         logger.warning(
-            "dropped %d events because the queue was full (%s); %d dropped in total",
-            dropped - self._reported_drops,
+            "dropped %d events: %d because the queue was full (%s), %d larger than "
+            "max_message_bytes, %d not encodable as JSON; %d dropped in total",
+            total - sum(last),
+            drops[0] - last[0],
             self._opts.drop_policy,
-            dropped,
+            drops[1] - last[1],
+            drops[2] - last[2],
+            total,
         )
-        self._reported_drops = dropped
+        self._reported_drops = drops
         self._next_report = now + self._opts.log_interval
 
     def _finish(self) -> None:
         try:
-            self._report_drops()
+            opening, self._opening = self._opening, None
+            if opening is not None:
+                opening.abandon()
+            self._report_drops(final=True)
             self.delivered_all = self._closing_done()
             conn, self._conn = self._conn, None
             if conn is not None:
                 conn.close()
-            left = len(self._outbox) + len(self._queue)
+            # Queued flushes and closes are requests, not messages (a copy: producers may
+            # still append while we count).
+            left = len(self._outbox) + sum(1 for item in list(self._queue) if item[0] < OP_FLUSH)
             if left:
                 self.counters.undelivered += left
                 logger.warning("%d messages were not delivered to the Studio before shutdown", left)

@@ -13,8 +13,8 @@ Use it in your agent's tests::
 
 `InMemoryStudio` implements the protocol and the reliable-delivery extension (producer ids,
 `last_seq`, acks, skipping repeated numbers), so it stores each event once like the real server.
-Its fault switches (`down`, `cut_every`, `drop_acks`, ...) let the SDK's own tests exercise
-reconnects without sockets.
+Its fault switches (`down`, `cut_every`, `drop_acks`, `forbidden`, ...) let the SDK's own tests
+exercise reconnects and refusals without sockets.
 
 It also plays the person in the Studio (docs/control.md): it records `permission_required` and
 `ask_user` as `requests`, and a test decides them, by hand or by a standing policy::
@@ -143,6 +143,9 @@ class InMemoryStudio:
         self.cut_every: int | None = None  # after every N-th frame: store it, then drop the link
         self.drop_acks = False  # store, but never acknowledge
         self.stall_sends = False  # block every send until the switch is cleared
+        # Agent ids refused as a key scoped to other agents would be: `register` and every
+        # message naming one get a `forbidden_agent` error and are not applied.
+        self.forbidden: set[str] = set()
         self._high: dict[str, int] = {}
         self._connections: list[MemoryConnection] = []
         # Steering: requests, who can receive control messages, standing policies.
@@ -336,6 +339,18 @@ class InMemoryStudio:
                 if isinstance(item, ProtocolError):
                     item_error = ProtocolError(item.code, item.message, item.field, item.seq, index)
                     self._reply_error(conn, item_error)
+                    acked = acked or self._advance(conn, item.seq)
+                    continue
+                agent_id = getattr(item, "agent_id", None)
+                if agent_id is not None and agent_id in self.forbidden:
+                    refusal = ProtocolError(
+                        ErrorCode.FORBIDDEN_AGENT,
+                        f"this agent key may not write for agent '{agent_id}'",
+                        "agent_id",
+                        item.seq,
+                        index,
+                    )
+                    self._reply_error(conn, refusal)
                     acked = acked or self._advance(conn, item.seq)
                     continue
                 if isinstance(item, Register):

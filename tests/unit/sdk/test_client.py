@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import pytest
 
-from aster_studio_sdk import Connection, InternalError, StudioClient
+from aster_studio_sdk import Connection, InternalError, StudioClient, ToolCall, current_tool_call
+from aster_studio_sdk import _client as client_module
 from aster_studio_sdk.testing import InMemoryStudio
 from tests.support.timing import UNIT
 
@@ -209,6 +211,71 @@ def test_disabled_client_starts_no_thread_and_stores_nothing(memory: InMemoryStu
     assert client.flush(0) and client.close(0)
     assert memory.connects == 0 and not client.enabled
     assert client.stats().queued == 0
+
+
+class Watched(Mapping[str, Any]):
+    """Tool arguments that count every look at them: a client that reports nothing must not."""
+
+    def __init__(self) -> None:
+        self.looks = 0
+
+    def __getitem__(self, key: str) -> Any:
+        self.looks += 1
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        self.looks += 1
+        return iter(())
+
+    def __len__(self) -> int:
+        self.looks += 1
+        return 1
+
+
+def test_disabled_client_tool_call_never_reads_its_arguments(memory: InMemoryStudio) -> None:
+    client = StudioClient("a", enabled=False, transport=memory.transport())
+    arguments = Watched()
+    with client.tool_call("search", arguments) as call:
+        call.progress(0.5, message="half")
+        call.intermediate(arguments)
+    assert arguments.looks == 0
+    assert memory.connects == 0 and memory.events == []
+
+
+def test_disabled_client_builds_no_tool_call_payload(monkeypatch: pytest.MonkeyPatch) -> None:
+    built: list[ToolCall] = []
+
+    def snapshot(call: ToolCall) -> dict[str, Any]:
+        built.append(call)
+        return {"id": call.id}
+
+    monkeypatch.setattr(ToolCall, "snapshot", snapshot)
+    client = StudioClient("a", enabled=False)
+    with client.session("s") as s:
+        with s.tool_call("search", {"q": "cats"}, cancelable=True) as call:
+            call.progress(0.5)
+        with pytest.raises(ValueError), s.tool_call("fetch"):
+            raise ValueError("boom")
+        assert not s.request_permission(s.tool_call("write"), timeout=UNIT)
+    assert built == []
+    assert call.state == "completed"
+
+
+def test_disabled_client_decorated_tool_binds_no_arguments(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    bound: list[object] = []
+    monkeypatch.setattr(client_module, "_bound_arguments", lambda *a: bound.append(a) or {})
+    client = StudioClient("a", enabled=False)
+
+    @client.tool(cancelable=True)
+    def add(a: int, b: int = 2) -> int:
+        call = current_tool_call()
+        assert call is not None and not call.cancelled  # the agent's code runs unchanged
+        return a + b
+
+    assert add(1) == 3
+    assert bound == []
 
 
 def test_disabled_by_default_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:

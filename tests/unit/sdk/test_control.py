@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 import time
 from collections.abc import Mapping
@@ -254,6 +255,86 @@ def test_close_releases_a_waiting_request_with_the_default(make_client: MakeClie
     assert late.reason is Reason.CLOSED
 
 
+# ---- no deadline: timeout=None ----
+
+
+def test_request_without_a_timeout_waits_for_the_decision(
+    memory: InMemoryStudio, make_client: MakeClient
+) -> None:
+    """timeout=None failed inside the SDK (logged as an internal error, raised when strict)
+    and denied at once."""
+    client = make_client()
+    decide_in_thread(lambda: memory.approve(memory.wait_for_request(timeout=5 * UNIT).key))
+    decision = client.request_permission({"id": "c"}, timeout=None)
+    assert decision.allowed and decision.from_studio
+    assert client.stats().internal_errors == 0
+
+
+def test_request_without_a_timeout_gives_the_studio_no_deadline(
+    memory: InMemoryStudio, make_client: MakeClient
+) -> None:
+    memory.decide_permissions("allow")
+    client = make_client()
+    assert client.request_permission({"id": "c"}, timeout=None).allowed
+    assert client.flush(5 * UNIT)
+    (event,) = memory.events_of("permission_required")
+    assert "timeout_ms" not in event.event
+
+
+def test_close_ends_a_wait_without_a_timeout(make_client: MakeClient) -> None:
+    client = make_client()
+    results: list[Decision] = []
+    waiter = decide_in_thread(
+        lambda: results.append(client.request_permission({"id": "c"}, timeout=None))
+    )
+    assert wait_until(lambda: len(client._control._open) == 1)
+    client.close(1 * UNIT)
+    waiter.join(1 * UNIT + SLACK)
+    assert results[0].reason is Reason.CLOSED
+
+
+def test_a_timeout_past_what_a_wait_can_take_waits_without_a_deadline(
+    memory: InMemoryStudio, make_client: MakeClient
+) -> None:
+    """An infinite timeout failed inside the SDK; a finite one past threading.TIMEOUT_MAX
+    (about 292 years) raised OverflowError into the agent once its request was sent."""
+    client = make_client()
+    for timeout in (math.inf, 1e12):
+        decide_in_thread(lambda: memory.approve(memory.wait_for_request(timeout=5 * UNIT).key))
+        decision = client.request_permission({"id": f"c{timeout}"}, timeout=timeout)
+        assert decision.allowed and decision.from_studio
+
+
+def test_callback_form_without_a_timeout_waits_for_the_decision(
+    memory: InMemoryStudio, make_client: MakeClient
+) -> None:
+    client = make_client()
+    got: list[Decision] = []
+    request = client.request_permission({"id": "c"}, timeout=None, on_decision=got.append)
+    memory.approve(memory.wait_for_request(timeout=5 * UNIT).key)
+    assert wait_until(lambda: bool(got))
+    assert got[0].from_studio and request.result() is got[0]
+
+
+def test_async_form_without_a_timeout_waits_for_the_decision(
+    memory: InMemoryStudio, make_client: MakeClient
+) -> None:
+    client = make_client()
+    decide_in_thread(lambda: memory.approve(memory.wait_for_request(timeout=5 * UNIT).key))
+    decision = asyncio.run(client.arequest_permission({"id": "c"}, timeout=None))
+    assert decision.allowed and decision.from_studio
+
+
+def test_ask_user_without_a_timeout_waits_for_the_answers(
+    memory: InMemoryStudio, make_client: MakeClient
+) -> None:
+    client = make_client()
+    person = memory.wait_for_request
+    decide_in_thread(lambda: memory.answer({"Which?": "a"}, person(timeout=5 * UNIT).key))
+    answers = client.ask_user("Which?", timeout=None)
+    assert answers.answered and answers.get("Which?") == "a"
+
+
 # ---- callback and async forms ----
 
 
@@ -320,7 +401,9 @@ def test_async_form_gets_the_decision_without_blocking_the_loop(
         return decision
 
     def decide() -> None:
-        memory.approve(memory.wait_for_request(timeout=5 * UNIT).key)
+        request = memory.wait_for_request(timeout=5 * UNIT)
+        time.sleep(0.05)  # a person takes a while: ten ticks of a loop that is not blocked
+        memory.approve(request.key)
 
     decision = asyncio.run(main())
     assert decision.allowed and decision.from_studio

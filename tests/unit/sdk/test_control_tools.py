@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 import time
 from typing import Any
@@ -63,6 +64,20 @@ def test_pause_then_resume_holds_and_releases_the_call(
     ]
     assert [e.event_type for e in memory.events_of("tool:end")] == ["tool:end"]
     assert [r.stage for r in memory.requests] == ["acknowledged", "acknowledged"]
+
+
+def test_wait_if_paused_without_a_deadline_waits_for_resume(
+    memory: InMemoryStudio, make_client: MakeClient
+) -> None:
+    """An infinite timeout raised OverflowError into the agent (threading's limit)."""
+    client = make_client()
+    with client.tool_call("crawl", pausable=True) as call:
+        started(client, call)
+        memory.control(call.id, "pause")
+        assert wait_until(lambda: call.paused)
+        threading.Timer(0.1, lambda: memory.control(call.id, "resume")).start()
+        assert call.wait_if_paused(timeout=math.inf) is True
+        assert not call.paused
 
 
 def test_cancel_is_seen_by_the_call_and_reported_as_canceled(

@@ -6,20 +6,30 @@ import gc
 import json
 import logging
 import os
+import re
 import threading
 import time
 import warnings
-from dataclasses import replace
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 
 import pytest
 
 from aster_studio_sdk import DropPolicy, StudioClient
-from aster_studio_sdk.testing import InMemoryStudio
+from aster_studio_sdk._transport import Connection
+from aster_studio_sdk._worker import OP_TEXT
+from aster_studio_sdk.testing import (
+    IN_MEMORY_URL,
+    InMemoryStudio,
+    MemoryConnection,
+    MemoryTransport,
+)
 from tests.support.timing import UNIT
 
 from .conftest import FAST, MakeClient, wait_until
 
 SLACK = 0.25 * UNIT  # scheduling delay allowed past a timeout on a busy machine
+DROP_TOTAL = re.compile(r"^dropped \d+ events\b.*; (\d+) dropped in total$")
 
 
 def deltas(studio: InMemoryStudio) -> list[str]:
@@ -108,6 +118,22 @@ def test_a_half_full_queue_wakes_the_worker_while_the_studio_is_down(
     for i in range(800):
         client.text(str(i))
     assert woken == [501]  # once, as the queue passed half its 1,000
+
+
+def test_the_queue_moves_to_the_resend_buffer_while_a_connect_hangs(
+    memory: InMemoryStudio, make_client: MakeClient
+) -> None:
+    """The worker connected on its own thread: while a connect hung, nothing moved the queue
+    into the resend buffer, and a small queue dropped events the buffer had room for."""
+    memory.connect_delay = 2 * UNIT
+    client = make_client(options=replace(FAST, max_queue_size=100))
+    for burst in range(4):  # 200 events: twice what the queue holds
+        for i in range(50):
+            client.text(str(burst * 50 + i))
+        assert wait_until(lambda: client.stats().queued == 0, 0.5 * UNIT)
+    assert client.stats().dropped == 0
+    assert client.flush(5 * UNIT)
+    assert deltas(memory) == [str(i) for i in range(200)]
 
 
 def test_full_queue_drops_oldest_when_asked(
@@ -224,6 +250,85 @@ def test_legacy_server_gets_plain_messages_at_most_once() -> None:
         client.close(5 * UNIT)
 
 
+def test_refused_registration_is_not_reported_as_delivered(
+    memory: InMemoryStudio, make_client: MakeClient
+) -> None:
+    """Refused, the SDK fell back to at-most-once: it wrote every event (each refused in
+    turn), counted them delivered, and flush() returned True."""
+    memory.forbidden.add("agent-1")
+    client = make_client()
+    for i in range(10):
+        client.text(str(i))
+    assert client.flush(0.3 * UNIT) is False
+    stats = client.stats()
+    assert (stats.delivered, stats.reliable, stats.unacked) == (0, None, 10)
+    assert stats.refused >= 1
+
+
+def test_events_are_kept_through_a_refusal_and_delivered_once_accepted(
+    memory: InMemoryStudio, make_client: MakeClient
+) -> None:
+    memory.forbidden.add("agent-1")
+    client = make_client()
+    for i in range(10):
+        client.text(str(i))
+    assert wait_until(lambda: len(memory.errors) >= 2)  # refused, and refused again
+    memory.forbidden.clear()
+    assert client.flush(5 * UNIT)
+    assert deltas(memory) == [str(i) for i in range(10)]
+    assert client.stats().reliable is True
+
+
+def test_refused_registration_is_logged_as_an_error_naming_the_reason(
+    memory: InMemoryStudio, make_client: MakeClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    memory.forbidden.add("agent-1")
+    with caplog.at_level(logging.WARNING, logger="aster_studio_sdk"):
+        make_client()
+        assert wait_until(lambda: any(r.levelno >= logging.ERROR for r in caplog.records))
+        assert wait_until(lambda: len(memory.errors) >= 3)  # refused again, and again
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1  # once per log_interval, not once per attempt
+    assert "forbidden_agent" in errors[0]
+
+
+def test_registration_refused_as_invalid_is_retried_with_the_agent_id_alone(
+    memory: InMemoryStudio, make_client: MakeClient
+) -> None:
+    """A name past the Studio's 1,024 characters had the register refused; the SDK then sent
+    everything at-most-once, without acks or the Studio's decisions."""
+    client = make_client(name="n" * 2_000)
+    client.text("hello")
+    assert client.flush(5 * UNIT)
+    assert client.stats().reliable is True
+    assert memory.agents["agent-1"].name is None
+    assert deltas(memory) == ["hello"]
+
+
+class NoticeFirst(MemoryTransport):
+    """Connections whose first reply is a rate-limit notice, as the Studio sends while it
+    slows a connection down (the frame is still handled, nothing dropped)."""
+
+    def connect(self, url: str, headers: Mapping[str, str], timeout: float) -> Connection:
+        conn = super().connect(url, headers, timeout)
+        assert isinstance(conn, MemoryConnection)
+        notice = {"type": "error", "code": "rate_limited", "message": "over 10 messages/s"}
+        conn.push(notice)
+        return conn
+
+
+def test_a_rate_limit_notice_while_registering_is_not_a_refusal(memory: InMemoryStudio) -> None:
+    client = StudioClient(
+        "agent-1", enabled=True, url=IN_MEMORY_URL, transport=NoticeFirst(memory), strict=True
+    )
+    try:
+        client.text("hello")
+        assert client.flush(5 * UNIT)
+        assert client.stats().reliable is True
+    finally:
+        client.close(2 * UNIT)
+
+
 def test_flush_returns_within_its_timeout_when_the_studio_is_down(
     memory: InMemoryStudio, make_client: MakeClient
 ) -> None:
@@ -313,6 +418,29 @@ def test_a_cycle_or_nesting_past_the_studios_limit_drops_that_event_only(
     assert time.monotonic() - started < 2 * UNIT
     assert client.stats().unencodable == 2
     assert [e.event_type for e in memory.events] == ["shallow", "text_chunk"]
+
+
+@dataclass(frozen=True)
+class Holder:
+    value: object
+
+
+def test_nesting_past_the_limit_inside_a_dataclass_drops_that_event_only(
+    memory: InMemoryStudio, make_client: MakeClient
+) -> None:
+    """orjson writes a dataclass as an object, which the SDK's own walk of the value did not
+    enter: the Studio refused every batch carrying the event, and delivery stalled."""
+    client = make_client()
+    value: dict[str, object] = {}
+    current = value
+    for _ in range(140):
+        current["d"] = {}
+        current = current["d"]  # type: ignore[assignment]
+    client.event("progress", "deep", holder=Holder(value))
+    client.text("after")
+    assert client.flush(5 * UNIT)
+    assert client.stats().unencodable == 1
+    assert [e.event_type for e in memory.events] == ["text_chunk"]
 
 
 def test_server_rejection_counts_and_does_not_block_flush(
@@ -418,6 +546,83 @@ def test_drops_are_logged_once_per_interval(
     drop_logs = [r for r in caplog.records if "because the queue was full" in r.message]
     assert len(drop_logs) == 1
     assert client.stats().dropped >= 180
+
+
+def logged_drop_totals(caplog: pytest.LogCaptureFixture) -> list[int]:
+    """Return the running totals the drop reports logged, in order."""
+    found = (DROP_TOTAL.search(r.getMessage()) for r in caplog.records)
+    return [int(m.group(1)) for m in found if m is not None]
+
+
+def test_drops_since_the_last_report_are_logged_at_close(
+    memory: InMemoryStudio, make_client: MakeClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The report at shutdown waited for the log interval like any other: the drops after the
+    last report were never logged (90 of 190)."""
+    memory.down = True
+    opts = replace(FAST, max_queue_size=10, max_unacked_messages=1, log_interval=60.0)
+    client = make_client(options=opts)
+    with caplog.at_level(logging.WARNING, logger="aster_studio_sdk"):
+        for _ in range(100):
+            client.text("x")
+        assert wait_until(lambda: len(logged_drop_totals(caplog)) == 1)
+        for _ in range(100):
+            client.text("x")
+        assert client.close(0.2 * UNIT) is False
+        worker = client._worker
+        assert worker is not None and worker.done.wait(2 * UNIT)  # it reports as it ends
+    dropped = client.stats().dropped
+    assert dropped >= 180
+    assert logged_drop_totals(caplog)[-1] == dropped
+
+
+def test_oversized_and_unencodable_events_count_in_the_drop_report(
+    make_client: MakeClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    opts = replace(FAST, max_message_bytes=1_000, max_batch_bytes=2_000)
+    client = make_client(options=opts)
+    node: dict[str, object] = {}
+    node["self"] = node
+    with caplog.at_level(logging.WARNING, logger="aster_studio_sdk"):
+        for _ in range(3):
+            client.event("progress", "big", blob="x" * 5_000)
+        for _ in range(2):
+            client.event("progress", "cycle", node=node)
+        assert client.close(5 * UNIT)
+    assert logged_drop_totals(caplog)[-1] == 5
+
+
+def test_undelivered_counts_messages_not_queued_flushes_and_closes(
+    memory: InMemoryStudio, make_client: MakeClient
+) -> None:
+    memory.down = True
+    client = make_client(options=replace(FAST, max_unacked_messages=1))
+    for i in range(5):
+        client.text(str(i))
+    assert wait_until(lambda: client.stats().unacked == 1)
+    assert client.flush(0.05 * UNIT) is False  # its flush item stays queued behind the events
+    assert client.close(0.1 * UNIT) is False
+    worker = client._worker
+    assert worker is not None and worker.done.wait(2 * UNIT)
+    assert client.stats().undelivered == 5
+
+
+def test_drop_oldest_counts_no_drop_when_the_queue_emptied_meanwhile(
+    make_client: MakeClient,
+) -> None:
+    """A producer saw the queue full, then the worker took every item before it could take
+    the oldest: nothing was dropped, but one drop was counted."""
+    client = make_client(drop_policy=DropPolicy.DROP_OLDEST)
+    client._overflow((OP_TEXT, None, time.time(), "x", None))
+    assert client.stats().dropped == 0
+
+
+def test_events_reported_after_close_are_counted_as_dropped(make_client: MakeClient) -> None:
+    client = make_client()
+    assert client.close(5 * UNIT)
+    client.text("late")
+    client.event("progress", "late")
+    assert client.stats().dropped == 2
 
 
 def test_connection_failures_are_logged_once_per_interval(

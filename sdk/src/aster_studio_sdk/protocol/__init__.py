@@ -26,6 +26,7 @@ from ._codec import (
     parse_timestamp_ms,
     register_message,
     register_session_message,
+    too_deep,
 )
 from ._types import (
     CLIENT_TYPES,
@@ -96,4 +97,5 @@ __all__ = [
     "parse_timestamp_ms",
     "register_message",
     "register_session_message",
+    "too_deep",
 ]

@@ -555,12 +555,14 @@ def _json_kind(value: Any) -> str:
     return type(value).__name__
 
 
-def _too_deep(value: Any, max_depth: int, containers: int) -> bool:
-    """Tell whether arrays and objects nest more than `max_depth` levels (without recursion).
+def too_deep(value: Any, max_depth: int, containers: int) -> bool:
+    """Tell whether parsed JSON nests arrays and objects more than `max_depth` levels.
 
-    `containers` bounds the number of arrays and objects, so the walk, one level at a time,
-    stops once the ones not yet reached are too few to go past the limit. Parsed JSON holds
-    plain dicts and lists only, and `type(x) is` is the cheapest test of that.
+    The one check of nesting: the server runs it on every frame, the SDK on each message it
+    encoded, parsed back, so both judge the same JSON. It walks one level at a time (no
+    recursion). `containers` bounds the number of arrays and objects (half the text's length
+    will do), so the walk stops once the ones not yet reached are too few to go past the limit.
+    Parsed JSON holds plain dicts and lists only, and `type(x) is` is the cheapest test of that.
     """
     level = [value] if type(value) is dict or type(value) is list else []
     depth = 1
@@ -615,7 +617,7 @@ def decode_pair(
     # cannot, so most single messages are spared the walk. Each array or object takes two
     # characters at least, which bounds them. (Counting the text's brackets for a closer bound
     # read every character: 2,400 instructions an event in batches, ten times the walk.)
-    if len(data) > 2 * max_depth + 1 and _too_deep(parsed, max_depth, len(data) // 2):
+    if len(data) > 2 * max_depth + 1 and too_deep(parsed, max_depth, len(data) // 2):
         return None, ProtocolError(ErrorCode.INVALID_JSON, "message is nested too deeply")
     try:
         return _decode_one(parsed, limits, in_batch=False)
@@ -795,4 +797,5 @@ __all__ = [
     "parse_timestamp_ms",
     "register_message",
     "register_session_message",
+    "too_deep",
 ]
