@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import resource
 from pathlib import Path
 
 import pytest
 from websockets.exceptions import ConnectionClosed
 
 from tests.support.agent import RawAgent, event
-from tests.support.api import events, get, wait_for
+from tests.support.api import call, events, get, wait_for
 from tests.support.server import StudioProcess
+from tests.support.timing import UNIT
 
 
 def numbered(start: int, stop: int, agent: str = "r-1") -> dict[str, object]:
@@ -246,3 +249,45 @@ def test_a_producer_resuming_after_a_restart_keeps_its_agent_state(tmp_path: Pat
             assert get(server.http_url, "/v1/dashboard/agents/r-1")["state"] == "ready"
     finally:
         server.stop()
+
+
+def test_a_full_disk_loses_nothing_acknowledged(tmp_path: Path) -> None:
+    """Writes the store refused were dropped while later frames' marks acknowledged past
+    them: the client never resent what was lost. Now the producer is closed with 1011, nothing
+    past the loss is acknowledged, `/healthz` says the store fails, and the resend stores
+    every event once."""
+    db = tmp_path / "full.db"
+    with StudioProcess(db) as server:
+        assert server.proc is not None
+        agent = RawAgent(server.agent_url)
+        register_producer(agent)
+        agent.send(numbered(1, 101))
+        wait_for(lambda: agent.recv_until("ack")["seq"], lambda seq: seq == 100)
+        # The disk fills: no file of the server's may grow past what it holds now.
+        wal = Path(f"{db}-wal")
+        size = max(os.path.getsize(db), os.path.getsize(wal) if wal.exists() else 0)
+        _, hard = resource.prlimit(server.proc.pid, resource.RLIMIT_FSIZE)
+        resource.prlimit(server.proc.pid, resource.RLIMIT_FSIZE, (size, hard))
+        acked, closed = 100, None
+        try:
+            for start in range(101, 5101, 100):  # bounded: 5,000 events at most
+                agent.send(numbered(start, start + 100))
+            while closed is None:
+                reply = agent.recv(timeout=20 * UNIT)
+                if reply["type"] == "ack":
+                    acked = max(acked, reply["seq"])
+        except ConnectionClosed as exc:
+            closed = exc.rcvd.code if exc.rcvd is not None else None
+        finally:
+            agent.close()
+        assert closed == 1011
+        status, health = call(server.http_url, "/healthz")
+        assert status == 503 and health["store"]["status"] == "unhealthy"
+        resource.prlimit(server.proc.pid, resource.RLIMIT_FSIZE, (hard, hard))  # space again
+        with RawAgent(server.agent_url) as again:
+            durable = register_producer(again)
+            assert durable >= acked  # nothing acknowledged was lost
+            again.send(numbered(durable + 1, 5101))
+            wait_for(lambda: again.recv_until("ack")["seq"], lambda seq: seq == 5100)
+        stored = [int(e["event"]["delta"]) for e in events(server.http_url, "agent_id=r-1")]
+        assert sorted(stored) == list(range(1, 5101))  # each once

@@ -12,6 +12,9 @@ from ..app import Studio
 from ..errors import StoreError
 from ..models import iso_ms
 
+# How long after the store last refused a write the health check says so.
+WRITE_FAILURE_WINDOW_S = 60.0
+
 
 def router(studio: Studio) -> APIRouter:
     api = APIRouter()
@@ -23,6 +26,15 @@ def router(studio: Studio) -> APIRouter:
         except StoreError as exc:
             return {"status": "unhealthy", "error": str(exc)}
         latency = (time.perf_counter() - started) * 1000
+        pipe = studio.pipeline.stats if studio.pipeline else None
+        # A store that reads but refuses writes (a full disk) is no healthy store.
+        if pipe is not None and time.time() - pipe.last_failure_at < WRITE_FAILURE_WINDOW_S:
+            return {
+                "status": "unhealthy",
+                "error": f"writes are failing: {pipe.failed_ops} ops refused, the last "
+                f"at {iso_ms(int(pipe.last_failure_at * 1000))} (see the log)",
+                "latency_ms": round(latency, 3),
+            }
         return {"status": "healthy", "message": "OK", "latency_ms": round(latency, 3)}
 
     @api.get("/healthz", summary="Is the Studio up, and can it reach its store")

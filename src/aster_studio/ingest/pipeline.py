@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..errors import StoreError
-from ..store import CommitResult, Store, WriteOp
+from ..store import CommitResult, MarkProducer, Store, WriteOp
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +27,8 @@ class PipelineStats:
     commit_seconds: float = 0.0
     failed_ops: int = 0
     write_retries: int = 0
+    fenced_ops: int = 0  # ops of a producer whose earlier writes failed, left for its resend
+    last_failure_at: float = 0.0  # time.time() of the last op the store refused
 
 
 class _Barrier:
@@ -34,6 +36,15 @@ class _Barrier:
 
     def __init__(self, callback: Callable[[], None]) -> None:
         self.callback = callback
+
+
+class _Resume:
+    """Lift the fence of a producer: what it submits past this point is written again."""
+
+    __slots__ = ("producer_id",)
+
+    def __init__(self, producer_id: str) -> None:
+        self.producer_id = producer_id
 
 
 _STOP = object()
@@ -48,6 +59,13 @@ class WritePipeline:
     quiet server commits each event at once and a busy one amortizes each commit over thousands.
     The queue is bounded: when it holds `max_ops`, `wait_for_space()` blocks the producers (the
     agent sockets stop being read) until the writer catches up. Nothing is dropped.
+
+    The ops of one `submit` are one unit: never split between two transactions. A frame of a
+    reliable-delivery producer ends with its `MarkProducer`, so a crash cannot leave its events
+    stored past its stored mark (to be stored again when the producer resends). When the store
+    refuses a unit for good, its producer is fenced: its later units are not written either
+    (a mark past the hole would acknowledge what is lost) until `resume_producer`, which the
+    ingest calls once that producer's connection is closed: it resends from its durable mark.
     """
 
     def __init__(
@@ -68,8 +86,12 @@ class WritePipeline:
         self._commit_interval = commit_interval_s
         self._next_commit_at = 0.0
         self._stopping = False
+        # Units of ops (lists, one per `submit`), barriers, resumes and the stop, in order.
         self._queue: deque[object] = deque()  # shared with the writer thread, under _cond
-        self._pending: list[object] = []  # this loop iteration's ops, not yet handed over
+        self._queue_ops = 0  # ops in `_queue`, under _cond
+        self._pending: list[object] = []  # this loop iteration's items, not yet handed over
+        self._pending_ops = 0
+        self._fenced: set[str] = set()  # producers whose units are not written (writer thread)
         self._hand_over_scheduled = False
         self._cond = threading.Condition()
         self._writer_idle = False  # the writer waits for work (not lingering): wake it
@@ -81,23 +103,31 @@ class WritePipeline:
 
     @property
     def depth(self) -> int:
-        return len(self._queue) + len(self._pending)
+        return self._queue_ops + self._pending_ops
 
     def start(self) -> None:
         self._writer = threading.Thread(target=self._run, name="aster-studio-writer", daemon=True)
         self._writer.start()
 
     def submit(self, ops: list[WriteOp]) -> None:
-        """Queue ops in order; never blocks. Call `wait_for_space()` before reading more input.
+        """Queue ops in order, as one unit; never blocks. Call `wait_for_space()` before
+        reading more input. The list is the pipeline's from then on: the caller must not change
+        it.
 
         Ops collect on the loop and are handed to the writer once per loop iteration, so a burst
         of frames costs one lock and one wake-up, not one per frame.
         """
         if not ops:
             return
-        self._pending.extend(ops)
-        if len(self._queue) + len(self._pending) >= self._max_ops:
+        self._pending.append(ops)
+        self._pending_ops += len(ops)
+        if self._queue_ops + self._pending_ops >= self._max_ops:
             self._space.clear()
+        self._schedule_hand_over()
+
+    def resume_producer(self, producer_id: str) -> None:
+        """Write a fenced producer's units again from here on (see the class docstring)."""
+        self._pending.append(_Resume(producer_id))
         self._schedule_hand_over()
 
     def _schedule_hand_over(self) -> None:
@@ -109,11 +139,13 @@ class WritePipeline:
         self._hand_over_scheduled = False
         pending, self._pending = self._pending, []
         if pending:
+            count, self._pending_ops = self._pending_ops, 0
             with self._cond:
                 self._queue.extend(pending)
+                self._queue_ops += count
                 # A lingering writer commits on its timer: waking it per hand-over would cost a
                 # thread switch and a GIL hand-off per loop iteration for nothing.
-                if self._writer_idle or self._stopping or len(self._queue) >= self._batch_max:
+                if self._writer_idle or self._stopping or self._queue_ops >= self._batch_max:
                     self._cond.notify()
 
     @property
@@ -154,10 +186,14 @@ class WritePipeline:
 
     # ---- writer thread ----
 
-    def _take(self) -> tuple[list[WriteOp], list[_Barrier], bool]:
+    def _take(self) -> tuple[list[WriteOp], list[list[WriteOp]], list[_Barrier], bool]:
+        """The next transaction's ops, the units they come in, its barriers, and whether the
+        stop came."""
         ops: list[WriteOp] = []
+        units: list[list[WriteOp]] = []
         barriers: list[_Barrier] = []
         stop = False
+        taken = 0
         with self._cond:
             while not self._queue:
                 self._writer_idle = True
@@ -165,33 +201,42 @@ class WritePipeline:
             self._writer_idle = False
             # Linger: at most one commit per interval while the queue is short, so a moderate
             # stream of events is written in groups rather than one commit (and fsync) each.
-            while len(self._queue) < self._batch_max and not self._stopping:
+            while self._queue_ops < self._batch_max and not self._stopping:
                 remaining = self._next_commit_at - time.monotonic()
                 if remaining <= 0:
                     break
                 self._cond.wait(remaining)
             queue = self._queue
-            while queue and len(ops) < self._batch_max:
+            fenced = self._fenced
+            while queue and taken < self._batch_max:
                 item = queue.popleft()
-                if item is _STOP:
+                if isinstance(item, list):
+                    taken += len(item)
+                    if fenced and _producer_of(item) in fenced:
+                        self.stats.fenced_ops += len(item)
+                        continue
+                    ops.extend(item)
+                    units.append(item)
+                elif item is _STOP:
                     stop = True
                     break
-                if isinstance(item, _Barrier):
+                elif isinstance(item, _Barrier):
                     # Resolved after this batch commits, which holds every op queued before it.
                     barriers.append(item)
-                    continue
-                ops.append(item)  # type: ignore[arg-type]
-            if not self._space.is_set() and len(queue) < self._max_ops // 2:
+                elif isinstance(item, _Resume):
+                    fenced.discard(item.producer_id)
+            self._queue_ops -= taken
+            if not self._space.is_set() and self._queue_ops < self._max_ops // 2:
                 self._loop.call_soon_threadsafe(self._space.set)
-        return ops, barriers, stop
+        return ops, units, barriers, stop
 
     def _run(self) -> None:
         while True:
-            ops, barriers, stop = self._take()
+            ops, units, barriers, stop = self._take()
             result = None
             if ops:
                 self._next_commit_at = time.monotonic() + self._commit_interval
-                result = self._write(ops)
+                result = self._write(ops, units)
             callbacks = [b.callback for b in barriers]
             if result is not None or callbacks:
                 # One hand-back to the loop per commit: results first, then the barriers.
@@ -209,7 +254,7 @@ class WritePipeline:
             except Exception:  # one failing callback must not starve the others
                 log.exception("a callback after commit failed")
 
-    def _write(self, ops: list[WriteOp]) -> CommitResult | None:
+    def _write(self, ops: list[WriteOp], units: list[list[WriteOp]]) -> CommitResult | None:
         started = time.perf_counter()
         for attempt in range(3):
             try:
@@ -221,21 +266,39 @@ class WritePipeline:
                 continue
             self._count(ops, result, started)
             return result
-        # A batch that keeps failing is written op by op so one bad op cannot sink the rest.
+        # A batch that keeps failing is written unit by unit so one bad op cannot sink the rest:
+        # a reliable-delivery producer's unit whole (its mark must not outlive its events),
+        # any other op by op.
         merged = CommitResult()
-        for op in ops:
-            try:
-                single = self._store.write([op])
-            except StoreError as exc:
-                self.stats.failed_ops += 1
-                log.error("dropping an op the store refuses: %s (%s)", type(op).__name__, exc)
-                continue
-            merged.events.extend(single.events)
-            merged.usage.extend(single.usage)
-            for producer, seq in single.producers.items():
-                merged.producers[producer] = max(seq, merged.producers.get(producer, 0))
+        for unit in units:
+            producer_id = _producer_of(unit)
+            if producer_id is None:
+                for op in unit:
+                    self._write_alone([op], merged)
+            elif producer_id in self._fenced:
+                self.stats.fenced_ops += len(unit)
+            elif not self._write_alone(unit, merged):
+                self._fenced.add(producer_id)
+                merged.failed_producers.append(producer_id)
         self._count(ops, merged, started)
         return merged
+
+    def _write_alone(self, ops: list[WriteOp], into: CommitResult) -> bool:
+        """Write `ops` in a transaction of their own, adding what it made durable `into`;
+        False (logged, counted) if the store refuses them."""
+        try:
+            single = self._store.write(ops)
+        except StoreError as exc:
+            self.stats.failed_ops += len(ops)
+            self.stats.last_failure_at = time.time()
+            kinds = ", ".join(sorted({type(op).__name__ for op in ops}))
+            log.error("dropping %d ops the store refuses (%s): %s", len(ops), kinds, exc)
+            return False
+        into.events.extend(single.events)
+        into.usage.extend(single.usage)
+        for producer, seq in single.producers.items():
+            into.producers[producer] = max(seq, into.producers.get(producer, 0))
+        return True
 
     def _count(self, ops: list[WriteOp], result: CommitResult, started: float) -> None:
         stats = self.stats
@@ -243,6 +306,12 @@ class WritePipeline:
         stats.ops_written += len(ops)
         stats.events_written += len(result.events)
         stats.commit_seconds += time.perf_counter() - started
+
+
+def _producer_of(unit: list[WriteOp]) -> str | None:
+    """The reliable-delivery producer a unit of ops comes from: its last op marks it."""
+    last = unit[-1]
+    return last.producer_id if isinstance(last, MarkProducer) else None
 
 
 def _resolve(future: asyncio.Future[None]) -> None:

@@ -493,8 +493,9 @@ class IngestService:
         if self.pipeline is None:
             conn.reply(mtype, data)
             return
-        self._submit(writes, conn)
+        unit = writes[:]  # the pipeline's from now on; the caller's list goes on empty
         writes.clear()
+        self._submit(unit, conn)
         conn.deferred += 1
 
         def send() -> None:
@@ -595,8 +596,9 @@ class IngestService:
                 old.producer_id = None
                 old.request_close(CloseCode.TAKEN_OVER, "taken over by a newer connection")
         # Everything handed over so far (by any connection) must be durable before answering.
-        self._submit(writes, conn)
+        unit = writes[:]  # the pipeline's from now on; the caller's list goes on empty
         writes.clear()
+        self._submit(unit, conn)
         if self.pipeline is not None:
             await self.pipeline.barrier()
         if producer is None:
@@ -765,6 +767,22 @@ class IngestService:
             conn = self.connections.get(producer.connection or 0)
             if conn is not None:
                 conn.ack(producer.durable_seq)
+        for producer_id in result.failed_producers:
+            self._resend_from_durable(producer_id)
+
+    def _resend_from_durable(self, producer_id: str) -> None:
+        """The store refused a producer's writes: close its connection, so that it reconnects
+        and resends what is not durable (its later writes were not stored either: the
+        pipeline's fence), then let its writes through again."""
+        producer = self.registry.producers.get(producer_id)
+        if producer is not None:
+            producer.accepted_seq = producer.durable_seq
+            conn = self.connections.get(producer.connection or 0)
+            if conn is not None:
+                conn.taken_over = True  # it applies nothing more, as a taken-over connection
+                conn.request_close(CloseCode.INTERNAL_ERROR, "storage failed; reconnect to resend")
+        if self.pipeline is not None:
+            self.pipeline.resume_producer(producer_id)
 
     def check_stalls(self) -> None:
         """Publish agents whose status changed with time alone (working but silent)."""

@@ -145,6 +145,8 @@ class CommitResult:
     events: list[StoredEvent] = field(default_factory=list)
     usage: list[tuple[str, Usage]] = field(default_factory=list)  # (agent id, priced usage)
     producers: dict[str, int] = field(default_factory=dict)
+    # Producers whose writes the store refused (the pipeline's): they must resend.
+    failed_producers: list[str] = field(default_factory=list)
 
 
 class Store(Protocol):

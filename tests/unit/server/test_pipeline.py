@@ -13,7 +13,7 @@ import pytest
 from aster_studio.errors import StoreError
 from aster_studio.ingest.pipeline import WritePipeline
 from aster_studio.models import EventFilter, StoredEvent
-from aster_studio.store import CommitResult, SqliteStore, Store, WriteOp
+from aster_studio.store import CommitResult, MarkProducer, SqliteStore, Store, WriteOp
 from tests.support.events import Numberer
 
 
@@ -80,7 +80,8 @@ async def test_commits_group_everything_queued(store: GatedStore) -> None:
 async def test_full_queue_makes_producers_wait_and_drops_nothing(store: GatedStore) -> None:
     pipeline, _ = await start(store, max_ops=100, batch_max=10)
     store.gate.clear()
-    pipeline.submit([ev(i) for i in range(150)])
+    for i in range(150):
+        pipeline.submit([ev(i)])
     assert pipeline.full
     waiter = asyncio.create_task(pipeline.wait_for_space())
     await asyncio.sleep(0.05)
@@ -127,4 +128,56 @@ async def test_store_outage_is_retried(store: GatedStore) -> None:
     await pipeline.barrier()
     assert store.count_events() == 1
     assert pipeline.stats.write_retries == 1
+    assert await pipeline.stop(5)
+
+
+def marked(producer: str, seq: int, *events: StoredEvent) -> list[WriteOp]:
+    """A reliable-delivery frame's writes: its events, then its producer's mark."""
+    return [*events, MarkProducer(producer, seq)]
+
+
+async def test_a_unit_is_never_split_between_transactions(store: GatedStore) -> None:
+    """A frame's events and its mark commit together: split, a crash between the two left
+    events stored past the stored mark, and the producer's resend stored them twice."""
+    pipeline, _ = await start(store, batch_max=10)
+    store.gate.clear()
+    pipeline.submit([ev(0)])
+    await asyncio.sleep(0.05)  # the writer holds op 0 at the gate
+    for frame in range(5):
+        pipeline.submit(marked("p", frame + 1, *(ev(100 + frame * 7 + i) for i in range(7))))
+    store.gate.set()
+    await pipeline.barrier()
+    assert store.batches[0] == 1
+    assert all(n % 8 == 0 for n in store.batches[1:]), store.batches  # whole frames only
+    assert store.count_events() == 36
+    assert await pipeline.stop(5)
+
+
+async def test_a_producer_whose_writes_fail_is_not_acknowledged_past_them(
+    store: GatedStore,
+) -> None:
+    """Its later frames are not written (their marks would acknowledge what is lost) until it
+    resumes: it was acknowledged up to its last frame with a hole of lost events behind."""
+    pipeline, results = await start(store)
+    store.gate.clear()
+    pipeline.submit(marked("p", 1, ev(1)))
+    await asyncio.sleep(0.05)  # held at the gate: the rest is taken as one batch
+    pipeline.submit(marked("p", 2, ev(2)))
+    pipeline.submit(marked("q", 1, ev(3)))
+    pipeline.submit(marked("p", 3, ev(4)))
+    # The batch of three fails three times, then p's unit fails alone (the disk is full).
+    store.failures = iter([False, True, True, True, True, False, False])
+    store.gate.set()
+    await pipeline.barrier()
+    producers = [r.producers for r in results]
+    assert {"p": 1} in producers and {"q": 1} in producers
+    assert all(d.get("p", 0) < 2 for d in producers)  # never past the lost frame
+    assert [r.failed_producers for r in results if r.failed_producers] == [["p"]]
+    assert pipeline.stats.fenced_ops == 2  # p's frame 3
+    pipeline.submit(marked("p", 4, ev(5)))  # still fenced: before the resume
+    pipeline.resume_producer("p")
+    pipeline.submit(marked("p", 2, ev(2)))  # its resend, on a new connection
+    await pipeline.barrier()
+    assert results[-1].producers == {"p": 2}
+    assert store.count_events() == 3  # 1 and q's 3, then the resent 2
     assert await pipeline.stop(5)
