@@ -120,6 +120,77 @@ def test_key_may_only_write_for_its_agents(locked: tuple[StudioProcess, str, str
     assert stored["events"][0]["agent_id"] == "writer-1"
 
 
+def test_key_may_not_write_into_end_or_take_another_agents_session(tmp_path: Path) -> None:
+    """A key for `writer-*` took `reader-1`'s open session over (`register_session`), ended
+    it (`end_session` by its id alone, or naming its own agent) and wrote events into it."""
+    db = tmp_path / "scoped.db"
+    writer_key, reader_key = create_key(db, "writer-*"), create_key(db, "reader-*")
+    with StudioProcess(db) as server:
+        token = wait_for(
+            lambda: re.search(r"Console token .*: (\S+)", "".join(server.output)),
+            lambda m: m is not None,
+        ).group(1)
+        bearer = {"Authorization": f"Bearer {token}"}
+        victim = RawAgent(f"{server.agent_url}?token={reader_key}")
+        attacker = RawAgent(f"{server.agent_url}?token={writer_key}")
+        try:
+            victim.request(register("reader-1"))
+            opened = {"id": "s-victim", "agent_id": "reader-1"}
+            assert victim.request({"type": "register_session", "session": opened})["type"] == (
+                "session_registered"
+            )
+            attacker.request(register("writer-1"))
+            taken = {"id": "s-victim", "agent_id": "writer-1", "metadata": {"hijacked": True}}
+            for message in (
+                {"type": "register_session", "session": taken},
+                {**event("writer-1", "text_chunk", delta="injected"), "session_id": "s-victim"},
+                {"type": "end_session", "session_id": "s-victim", "status": "failed"},
+                {"type": "end_session", "session_id": "s-victim", "agent_id": "writer-1"},
+            ):
+                reply = attacker.request(message)
+                assert (reply["type"], reply["code"]) == ("error", "forbidden_agent"), message
+            assert attacker.request({"type": "ping"}) == {"type": "pong"}
+            victim.send(event("reader-1", "text_chunk", delta="mine"))
+            assert victim.request({"type": "ping"}) == {"type": "pong"}
+        finally:
+            attacker.close()
+            victim.close()
+        path = "/v1/dashboard/sessions/s-victim"
+        session = wait_for(
+            lambda: request(server.http_url, path, headers=bearer)[2]["data"],
+            lambda d: d["agent_id"] == "reader-1" and "hijacked" not in (d.get("metadata") or {}),
+        )
+        assert session["status"] != "failed"
+        stored = request(
+            server.http_url, "/v1/dashboard/events?session_id=s-victim", headers=bearer
+        )
+        assert [e["agent_id"] for e in stored[2]["data"]["events"]] == ["reader-1"]
+
+
+def test_key_may_not_change_a_stored_session_of_another_agent(tmp_path: Path) -> None:
+    """Not open now (its agent offline, or the Studio restarted): the store keeps its owner."""
+    db = tmp_path / "stored.db"
+    writer_key, reader_key = create_key(db, "writer-*"), create_key(db, "reader-*")
+    with StudioProcess(db) as server:
+        with RawAgent(f"{server.agent_url}?token={reader_key}") as victim:
+            victim.request(register("reader-1"))
+            opened = {"id": "s-old", "agent_id": "reader-1"}
+            victim.request({"type": "register_session", "session": opened})
+            victim.send({"type": "end_session", "session_id": "s-old", "agent_id": "reader-1"})
+            assert victim.request({"type": "ping"}) == {"type": "pong"}
+        with RawAgent(f"{server.agent_url}?token={writer_key}") as attacker:
+            attacker.request(register("writer-1"))
+            taken = {"id": "s-old", "agent_id": "writer-1", "status": "active"}
+            attacker.request({"type": "register_session", "session": taken})
+            attacker.send({"type": "end_session", "session_id": "s-old", "status": "failed"})
+            assert attacker.request({"type": "ping"}) == {"type": "pong"}
+        token = re.search(r"Console token .*: (\S+)", "".join(server.output))
+        assert token is not None
+        bearer = {"Authorization": f"Bearer {token.group(1)}"}
+        data = request(server.http_url, "/v1/dashboard/sessions/s-old", headers=bearer)[2]["data"]
+        assert (data["agent_id"], data["status"]) == ("reader-1", "completed")
+
+
 def test_revoked_key_stops_working(locked: tuple[StudioProcess, str, str]) -> None:
     server, key, _ = locked
     key_id = key.split("_")[1]

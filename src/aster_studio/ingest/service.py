@@ -353,7 +353,7 @@ class IngestService:
         elif isinstance(item, Ping):
             self._reply(conn, MessageType.PONG, None)
         elif isinstance(item, EndSession):
-            self._end_session(item, writes)
+            self._end_session(conn, item, writes)
         elif isinstance(item, Unregister):
             self._unregister(conn, item, writes)
         if seq is not None:
@@ -444,6 +444,17 @@ class IngestService:
                 item.seq,
                 index,
             )
+        if conn.key is not None:
+            session_id = getattr(item, "session_id", None)
+            if session_id and not self._may_use_session(conn, session_id):
+                return ProtocolError(
+                    ErrorCode.FORBIDDEN_AGENT,
+                    f"session '{session_id[:64]}' is another agent's, which this agent key "
+                    "may not write for",
+                    "session_id",
+                    item.seq,
+                    index,
+                )
         if isinstance(item, RegisterSession) and item.session_id not in conn.sessions:
             if len(conn.sessions) >= self.policy.max_sessions:
                 return ProtocolError(
@@ -455,6 +466,24 @@ class IngestService:
                 )
             conn.sessions.add(item.session_id)
         return None
+
+    def _may_use_session(self, conn: AgentConnection, session_id: str) -> bool:
+        """Whether a keyed connection may name `session_id`: not while it is the open session
+        of an agent its key may not write for. (A stored session of such an agent keeps its
+        owner and status: the store's `owners` condition.)"""
+        if session_id in conn.sessions:
+            return True
+        key = conn.key
+        return key is None or not any(
+            a.current_session_id == session_id
+            and a.id not in conn.allowed
+            and not Auth.allows(key, a.id)
+            for a in self.registry.agents.values()
+        )
+
+    def _owners(self, conn: AgentConnection) -> tuple[str, ...] | None:
+        """The agents whose stored sessions a connection may change: any (None) without a key."""
+        return None if conn.key is None else tuple(conn.allowed)
 
     def _submit(self, writes: list[WriteOp], conn: AgentConnection | None = None) -> None:
         """Hand writes to the pipeline; a connection's count in flight drops once they land.
@@ -626,6 +655,7 @@ class IngestService:
                 created_at=msg.created_at_ms,
                 status=msg.status,
                 metadata=msg.metadata,
+                owners=self._owners(conn),
             )
         )
         agent.current_session_id = msg.session_id
@@ -639,15 +669,18 @@ class IngestService:
             {"session_id": msg.session_id, "message": "Session registered successfully"},
         )
 
-    def _end_session(self, msg: EndSession, writes: list[WriteOp]) -> None:
+    def _end_session(self, conn: AgentConnection, msg: EndSession, writes: list[WriteOp]) -> None:
         now = self.clock()
-        writes.append(ops.EndSession(msg.session_id, msg.status, now))
+        allowed = self._owners(conn)
+        writes.append(ops.EndSession(msg.session_id, msg.status, now, owners=allowed))
         if msg.agent_id:
             agent = self.registry.agents.get(msg.agent_id)
             owners = [agent] if agent is not None else []
         else:  # the session id alone is enough: whichever agent has it open lets it go
             owners = [
-                a for a in self.registry.agents.values() if a.current_session_id == msg.session_id
+                a
+                for a in self.registry.agents.values()
+                if a.current_session_id == msg.session_id and (allowed is None or a.id in allowed)
             ]
         for agent in owners:
             if agent.current_session_id == msg.session_id:

@@ -57,6 +57,9 @@ class UpsertSession:
     status: str = "active"
     metadata: dict[str, Any] = field(default_factory=dict)
     implicit: bool = False
+    # A stored session is changed only if one of these agents owns it (None: any). An agent key
+    # writes for its agents only: not into another's session, nor taking it over.
+    owners: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +67,7 @@ class EndSession:
     id: str
     status: str
     ts: int
+    owners: tuple[str, ...] | None = None  # as UpsertSession's
 
 
 class RecordUsage(NamedTuple):

@@ -341,6 +341,16 @@ def _where_all(conditions: Sequence[str]) -> str:
     return f" WHERE {' AND '.join(conditions)}" if conditions else ""
 
 
+def _owned(param: int) -> str:
+    """A session op's `owners` (parameter `param`: a JSON list, or NULL for any) against the
+    stored session's agent."""
+    return f"(?{param} IS NULL OR sessions.agent_id IN (SELECT value FROM json_each(?{param})))"
+
+
+def _owners_json(owners: tuple[str, ...] | None) -> str | None:
+    return None if owners is None else _json(list(owners))
+
+
 def _json(value: Any) -> str:
     return orjson.dumps(value).decode()
 
@@ -1084,7 +1094,7 @@ class SqliteStore:
                     " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
                     "agent_id = excluded.agent_id, status = excluded.status, "
                     "updated_at = excluded.updated_at, metadata = excluded.metadata, "
-                    "ended_at = NULL",
+                    f"ended_at = NULL WHERE {_owned(7)}",
                     (
                         op.id,
                         op.agent_id,
@@ -1092,12 +1102,14 @@ class SqliteStore:
                         op.created_at or op.ts,
                         op.ts,
                         _json(op.metadata),
+                        _owners_json(op.owners),
                     ),
                 )
         elif isinstance(op, EndSession):
             conn.execute(
-                "UPDATE sessions SET status = ?, ended_at = ?, updated_at = ? WHERE id = ?",
-                (op.status, op.ts, op.ts, op.id),
+                "UPDATE sessions SET status = ?, ended_at = ?, updated_at = ? "
+                f"WHERE id = ? AND {_owned(5)}",
+                (op.status, op.ts, op.ts, op.id, _owners_json(op.owners)),
             )
         elif isinstance(op, MarkProducer):
             if op.seq > result.producers.get(op.producer_id, 0):
