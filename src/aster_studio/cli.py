@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import re
 import signal
 import socket
 import sys
@@ -153,6 +154,8 @@ def serve(settings: Settings, *, ready_message: bool = True) -> None:
         ssl_certfile=settings.certfile,
         ssl_keyfile=settings.keyfile,
     )
+    # After the Config: it (re)configures uvicorn's loggers.
+    logging.getLogger("uvicorn.error").addFilter(RedactTokens())
     server = uvicorn.Server(config)
     # uvicorn re-raises the stop signal after its graceful shutdown; a SIGTERM that was handled
     # cleanly (everything flushed) should end the process with status 0, not death by signal.
@@ -161,6 +164,23 @@ def serve(settings: Settings, *, ready_message: bool = True) -> None:
         run_loop(server.serve(sockets=[sock]), settings.event_loop)
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+class RedactTokens(logging.Filter):
+    """Hide credentials in the paths uvicorn logs: a client that cannot set headers sends its
+    agent key as `?token=`, and a refused handshake was logged with it in clear."""
+
+    _TOKEN = re.compile(r"((?:^|[?&])(?:token|access_token)=)[^&\s\"]+", re.IGNORECASE)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                self._TOKEN.sub(r"\1[redacted]", a) if isinstance(a, str) else a
+                for a in record.args
+            )
+        elif isinstance(record.msg, str):
+            record.msg = self._TOKEN.sub(r"\1[redacted]", record.msg)
+        return True
 
 
 def run_loop(main: Coroutine[Any, Any, None], kind: str = "auto") -> None:

@@ -191,6 +191,20 @@ def test_key_may_not_change_a_stored_session_of_another_agent(tmp_path: Path) ->
         assert (data["agent_id"], data["status"]) == ("reader-1", "completed")
 
 
+def test_a_refused_key_is_not_written_to_the_log(tmp_path: Path) -> None:
+    """uvicorn logged the refused handshake's path with `?token=<key>` in clear."""
+    db = tmp_path / "log.db"
+    key = create_key(db, "writer-*")
+    revoked = create_key(db, "writer-*")
+    cli(db, "keys", "revoke", revoked.split("_")[1])
+    with StudioProcess(db, args=("--log-level", "info")) as server:
+        for token in (revoked, key[:-4] + "abcd"):  # revoked, mistyped
+            assert ws_status(f"{server.agent_url}?token={token}") == 401
+        output = wait_for(lambda: "".join(server.output), lambda out: out.count("[redacted]") >= 2)
+    secret = key.split("_")[2]
+    assert secret[:-4] not in output and revoked.split("_")[2] not in output
+
+
 def test_revoked_key_stops_working(locked: tuple[StudioProcess, str, str]) -> None:
     server, key, _ = locked
     key_id = key.split("_")[1]
