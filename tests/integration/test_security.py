@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import re
 import subprocess
@@ -203,6 +204,46 @@ def test_a_refused_key_is_not_written_to_the_log(tmp_path: Path) -> None:
         output = wait_for(lambda: "".join(server.output), lambda out: out.count("[redacted]") >= 2)
     secret = key.split("_")[2]
     assert secret[:-4] not in output and revoked.split("_")[2] not in output
+
+
+def test_a_body_over_the_limit_is_refused_before_it_is_read(
+    locked: tuple[StudioProcess, str, str],
+) -> None:
+    """The public login route read (and parsed) a body of any size: 300 MB took 1 GB."""
+    server, _, token = locked
+    declared = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10 * UNIT)
+    try:
+        declared.putrequest("POST", "/v1/auth/login")
+        declared.putheader("Content-Type", "application/json")
+        declared.putheader("Content-Length", str(2 << 20))
+        declared.endheaders()  # the answer comes before the body is sent
+        response = declared.getresponse()
+        assert response.status == 413
+        assert json.loads(response.read())["error"]["code"] == "body_too_large"
+    finally:
+        declared.close()
+    # Without a length (chunked), the body ends at the limit: the route sees the client gone.
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10 * UNIT)
+    conn.putrequest("POST", "/v1/auth/login")
+    conn.putheader("Content-Type", "application/json")
+    conn.putheader("Transfer-Encoding", "chunked")
+    conn.endheaders()
+    # A valid login, padded with whitespace past the limit: the old code logged it in.
+    chunk = b'{"token": "%s"' % token.encode()
+    status = 0  # closed without an answer: refused too
+    try:
+        for _ in range(40):  # 2.6 MB
+            conn.send(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            chunk = b" " * 65536
+        conn.send(b"1\r\n}\r\n0\r\n\r\n")
+        status = conn.getresponse().status
+    except (ConnectionError, http.client.HTTPException):
+        pass
+    finally:
+        conn.close()
+    assert status != 200
+    small = request(server.http_url, "/v1/auth/login", "POST", {"token": token})
+    assert small[0] == 200
 
 
 def test_revoked_key_stops_working(locked: tuple[StudioProcess, str, str]) -> None:

@@ -26,6 +26,9 @@ def is_agent_path(path: str) -> bool:
 
 PUBLIC_PATHS = frozenset({"/healthz", "/health", "/v1/auth/login", "/v1/auth/session"})
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# No REST route takes more (prices, renames, decisions): a bigger body was read whole, and a
+# public route (login) took 300 MB and a GB of memory.
+MAX_BODY_BYTES = 1 << 20
 UNSAFE_FOR_CSP = ("/docs", "/redoc")  # the API browser loads its own scripts
 
 SECURITY_HEADERS = [
@@ -112,6 +115,23 @@ def agent_credential(
     return key, None
 
 
+def _capped(receive: Receive) -> Receive:
+    """`receive`, ending a body sent without a length (chunked) at MAX_BODY_BYTES: past it the
+    application sees the client gone."""
+    taken = 0
+
+    async def capped() -> Message:
+        nonlocal taken
+        message = await receive()
+        if message["type"] == "http.request":
+            taken += len(message.get("body", b""))
+            if taken > MAX_BODY_BYTES:
+                return {"type": "http.disconnect"}
+        return message
+
+    return capped
+
+
 class Guard:
     """Enforce auth when it is on; always add security headers to HTTP responses."""
 
@@ -124,6 +144,19 @@ class Guard:
         kind = scope["type"]
         if kind == "http":
             send = self._secure_headers(send, scope["path"])
+            declared = headers_of(scope).get(b"content-length", b"0")
+            if not declared.isdigit() or int(declared) > MAX_BODY_BYTES:
+                await self._deny(
+                    kind,
+                    receive,
+                    send,
+                    413,
+                    "body_too_large",
+                    f"request bodies are limited to {MAX_BODY_BYTES} bytes",
+                    refusal=False,
+                )
+                return
+            receive = _capped(receive)
         if kind not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
@@ -186,9 +219,18 @@ class Guard:
         await self.app(scope, receive, send)
 
     async def _deny(
-        self, kind: str, receive: Receive, send: Send, status: int, code: str, message: str
+        self,
+        kind: str,
+        receive: Receive,
+        send: Send,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        refusal: bool = True,  # counted as an auth refusal
     ) -> None:
-        self.auth.refused += 1
+        if refusal:
+            self.auth.refused += 1
         body = orjson.dumps({"success": False, "error": {"code": code, "message": message}})
         headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
         if status == 401:
