@@ -315,3 +315,41 @@ def test_deadline_counts_from_when_the_agent_asked(studio: StudioProcess) -> Non
         request["created_at"]
     )
     assert 0.4 <= span.total_seconds() <= 0.6
+
+
+def test_a_lone_surrogate_in_decided_by_is_replaced_and_the_request_stays_readable(
+    studio: StudioProcess,
+) -> None:
+    with steerable(studio) as agent:
+        ask_permission(agent)
+        (request,) = pending(studio)
+        url = f"/v1/dashboard/requests/{request['id']}"
+        status, body = call(
+            studio.http_url,
+            url + "/decision",
+            "POST",
+            {"decision": "allow", "decided_by": "Zo\ud83d"},
+        )
+        assert status == 200, body
+        assert agent.recv_until("control")["decided_by"] == "Zo\ufffd"
+    assert get(studio.http_url, url)["decided_by"] == "Zo\ufffd"
+    listed = get(studio.http_url, "/v1/dashboard/requests?status=all")["requests"]
+    assert [r["decided_by"] for r in listed] == ["Zo\ufffd"]
+
+
+def test_a_lone_surrogate_in_answers_is_replaced(studio: StudioProcess) -> None:
+    questions = [{"question": "Which file?", "header": "File", "options": []}]
+    with steerable(studio) as agent:
+        agent.send(event("steer", "ask_user", request_id="q-1", questions=questions))
+        (request,) = pending(studio)
+        status, body = call(
+            studio.http_url,
+            f"/v1/dashboard/requests/{request['id']}/answer",
+            "POST",
+            {"answers": {"Which file?": "a\udc00.txt"}},
+        )
+        assert status == 200, body
+        assert agent.recv_until("control")["answers"] == {"Which file?": "a\ufffd.txt"}
+    assert get(studio.http_url, f"/v1/dashboard/requests/{request['id']}")["response"] == {
+        "answers": {"Which file?": "a\ufffd.txt"}
+    }

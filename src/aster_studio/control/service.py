@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import re
 import secrets
 from typing import Any
 
@@ -50,6 +51,22 @@ class Expired(StudioError):
 
 
 MAX_TIMEOUT_MS = 365 * 86_400_000
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _clean(value: Any) -> Any:
+    """Replace lone UTF-16 surrogates with U+FFFD, as the agent protocol does: valid JSON
+    (`"\\ud83d"`) that no UTF-8 encoder accepts, so storing or sending it failed after the
+    decision was already taken in memory."""
+    if isinstance(value, str):
+        return _LONE_SURROGATE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {_clean(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    return value
 
 
 def _str(value: Any) -> str | None:
@@ -325,6 +342,7 @@ class ControlService:
     ) -> RequestRecord:
         if decision not in ("allow", "deny"):
             raise BadRequest("'decision' must be 'allow' or 'deny'")
+        note, by = _clean(note), _clean(by)
         response: dict[str, Any] = {"decision": decision}
         if note:
             response["note"] = note
@@ -334,7 +352,8 @@ class ControlService:
     async def answer(self, request_id: str, answers: Any, by: str) -> RequestRecord:
         if not isinstance(answers, (dict, list)):
             raise BadRequest("'answers' must be an object (question -> answer) or a list")
-        response = {"answers": answers}
+        by = _clean(by)
+        response = {"answers": _clean(answers)}
         record = await self._open_for(request_id, QUESTION, by, response)
         return await self._decided(record, response, by, "answered")
 
@@ -345,6 +364,7 @@ class ControlService:
         record = dataclasses.replace(
             record, status=DECIDED, response=response, decided_by=by, decided_at=self.clock()
         )
+        self._encodable(record)
         record = self._save(record, writes, action, by, response)
         record = self._deliver(record, writes)
         self._commit(writes)
@@ -357,6 +377,7 @@ class ControlService:
     ) -> RequestRecord:
         if action not in TOOL_ACTIONS:
             raise BadRequest("'action' must be pause, resume or cancel")
+        call_id, note, by = _clean(call_id), _clean(note), _clean(by)
         agent = self.ingest.registry.agents.get(agent_id)
         if agent is None:
             raise NotFound(f"no agent {agent_id!r}")
@@ -384,6 +405,7 @@ class ControlService:
             decided_by=by,
             decided_at=now,
         )
+        self._encodable(record)
         writes: list[WriteOp] = []
         # A newer control for the same call replaces an unanswered older one.
         older = self._find(agent_id, TOOL_CONTROL, call_id)
@@ -395,6 +417,14 @@ class ControlService:
         if self.ingest.pipeline is not None:
             await self.ingest.pipeline.barrier()
         return record
+
+    def _encodable(self, record: RequestRecord) -> None:
+        """Refuse (400) what could not be stored or sent, before any state changes."""
+        try:
+            orjson.dumps(view(record))
+            orjson.dumps(self._message(record))
+        except (TypeError, ValueError) as exc:  # orjson.JSONEncodeError is both
+            raise BadRequest(f"the decision cannot be encoded as JSON: {exc}") from None
 
     def _deliver(self, record: RequestRecord, writes: list[WriteOp]) -> RequestRecord:
         """Send the decision to the agent's live connection if it has one that accepts it."""
