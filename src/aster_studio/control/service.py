@@ -170,6 +170,38 @@ class ControlService:
                 return record
         return None
 
+    def _same_ask(
+        self, event: StoredEvent, kind: str, key: str, request: dict[str, Any]
+    ) -> RequestRecord | None:
+        """The open request this ask repeats, if any: the same `ask_id`, or (an agent that
+        sends none) the same session and request while still pending. Anything else is a new
+        ask, which must never inherit a decision made for another one."""
+        ask_id = request.get("ask_id")
+        for record in self.open.values():
+            if (record.agent_id, record.kind, record.key) != (event.agent_id, kind, key):
+                continue
+            if ask_id is not None or record.request.get("ask_id") is not None:
+                if record.request.get("ask_id") == ask_id:
+                    return record
+            elif (
+                record.status == PENDING
+                and record.session_id == event.session_id
+                and record.request == request
+            ):
+                return record
+        return None
+
+    def _supersede(self, new: RequestRecord, writes: list[WriteOp]) -> None:
+        """Close the older open requests for the same key: their answer is not this one's."""
+        for record in list(self.open.values()):
+            if record.id != new.id and (record.agent_id, record.kind, record.key) == (
+                new.agent_id,
+                new.kind,
+                new.key,
+            ):
+                closed = dataclasses.replace(record, status=EXPIRED)
+                self._save(closed, writes, "superseded", "studio", {"by": new.id})
+
     def _get_open(self, request_id: str) -> RequestRecord:
         record = self.open.get(request_id)
         if record is None:
@@ -202,7 +234,10 @@ class ControlService:
             else:
                 req_kind, key = QUESTION, _str(body.get("request_id"))
                 request = {"request_id": key, "questions": body.get("questions") or []}
-            if key is None or self._find(event.agent_id, req_kind, key) is not None:
+            ask_id = _str(body.get("ask_id"))
+            if ask_id is not None:
+                request = {**request, "ask_id": ask_id}
+            if key is None or self._same_ask(event, req_kind, key, request) is not None:
                 return
             record = RequestRecord(
                 id="r_" + secrets.token_hex(6),
@@ -216,6 +251,7 @@ class ControlService:
                 request=request,
                 event_cursor=event.id,
             )
+            self._supersede(record, writes)
             self._save(record, writes, "requested", f"agent:{event.agent_id}", {"key": key})
             return
         key = _str(body.get("call_id")) or _str(body.get("request_id"))
@@ -225,8 +261,9 @@ class ControlService:
             kind, TOOL_CONTROL
         )
         found = self._find(event.agent_id, req_kind, key)
-        if found is None:
-            return
+        ask_id = _str(body.get("ask_id"))
+        if found is None or ask_id not in (None, found.request.get("ask_id")):
+            return  # an acknowledgement of another ask (an earlier run's) for the same key
         record = found
         actor = f"agent:{event.agent_id}"
         if record.status == PENDING:
@@ -275,15 +312,17 @@ class ControlService:
         self._commit(writes)
 
     def expire_due(self) -> None:
-        """Mark requests whose deadline passed before they were decided or delivered."""
+        """Close requests whose deadline passed before they were acknowledged.
+
+        A decision delivered but never acknowledged closes too: the agent no longer waits for
+        it, and an open one would be sent again to whichever process registers next.
+        """
         now = self.clock()
         writes: list[WriteOp] = []
         for record in list(self.open.values()):
             if record.expires_at is None or now < record.expires_at:
                 continue
-            if record.status == PENDING or (
-                record.status == DECIDED and record.delivered_at is None
-            ):
+            if record.status in (PENDING, DECIDED):
                 self._save(dataclasses.replace(record, status=EXPIRED), writes, "expired")
         self._commit(writes)
 
@@ -449,14 +488,17 @@ class ControlService:
             }
             if response.get("note"):
                 message["note"] = response["note"]
-            return message
-        if record.kind == QUESTION:
-            return {
+        elif record.kind == QUESTION:
+            message = {
                 "event_type": "user_answer",
                 "request_id": record.key,
                 "answers": response.get("answers"),
                 "decided_by": record.decided_by,
             }
+        if record.kind in (PERMISSION, QUESTION):
+            if record.request.get("ask_id") is not None:
+                message["ask_id"] = record.request["ask_id"]  # the one ask this answers
+            return message
         return {
             "event_type": "tool_control",
             "request_id": record.id,
