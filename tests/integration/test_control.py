@@ -315,3 +315,128 @@ def test_deadline_counts_from_when_the_agent_asked(studio: StudioProcess) -> Non
         request["created_at"]
     )
     assert 0.4 <= span.total_seconds() <= 0.6
+
+
+def test_a_lone_surrogate_in_decided_by_is_replaced_and_the_request_stays_readable(
+    studio: StudioProcess,
+) -> None:
+    with steerable(studio) as agent:
+        ask_permission(agent)
+        (request,) = pending(studio)
+        url = f"/v1/dashboard/requests/{request['id']}"
+        status, body = call(
+            studio.http_url,
+            url + "/decision",
+            "POST",
+            {"decision": "allow", "decided_by": "Zo\ud83d"},
+        )
+        assert status == 200, body
+        assert agent.recv_until("control")["decided_by"] == "Zo\ufffd"
+    assert get(studio.http_url, url)["decided_by"] == "Zo\ufffd"
+    listed = get(studio.http_url, "/v1/dashboard/requests?status=all")["requests"]
+    assert [r["decided_by"] for r in listed] == ["Zo\ufffd"]
+
+
+def test_a_lone_surrogate_in_answers_is_replaced(studio: StudioProcess) -> None:
+    questions = [{"question": "Which file?", "header": "File", "options": []}]
+    with steerable(studio) as agent:
+        agent.send(event("steer", "ask_user", request_id="q-1", questions=questions))
+        (request,) = pending(studio)
+        status, body = call(
+            studio.http_url,
+            f"/v1/dashboard/requests/{request['id']}/answer",
+            "POST",
+            {"answers": {"Which file?": "a\udc00.txt"}},
+        )
+        assert status == 200, body
+        assert agent.recv_until("control")["answers"] == {"Which file?": "a\ufffd.txt"}
+    assert get(studio.http_url, f"/v1/dashboard/requests/{request['id']}")["response"] == {
+        "answers": {"Which file?": "a\ufffd.txt"}
+    }
+
+
+def requests_for(studio: StudioProcess, agent_id: str = "steer") -> list[dict[str, Any]]:
+    path = f"/v1/dashboard/requests?status=all&agent_id={agent_id}"
+    return list(get(studio.http_url, path)["requests"])
+
+
+def test_asking_for_the_same_call_with_other_arguments_makes_a_new_request(
+    studio: StudioProcess,
+) -> None:
+    with steerable(studio) as agent:
+        ask_permission(agent)
+        (first,) = pending(studio)
+        other = {**CALL, "arguments": {"path": "/etc/passwd"}}
+        agent.send(event("steer", "permission_required", channel="control", call=other))
+        wait_for(lambda: requests_for(studio), lambda rs: len(rs) == 2)
+        (second,) = pending(studio)
+    assert second["id"] != first["id"]
+    assert second["request"]["arguments"] == {"path": "/etc/passwd"}
+    old = get(studio.http_url, f"/v1/dashboard/requests/{first['id']}")
+    assert old["status"] == "expired"  # superseded: nobody can approve it for the new ask
+    refused = call(
+        studio.http_url,
+        f"/v1/dashboard/requests/{first['id']}/decision",
+        "POST",
+        {"decision": "allow"},
+    )
+    assert refused[0] == 410
+
+
+def test_asking_again_after_a_decision_makes_a_new_pending_request(
+    studio: StudioProcess,
+) -> None:
+    with steerable(studio) as agent:
+        ask_permission(agent)
+        (first,) = pending(studio)
+        url = f"/v1/dashboard/requests/{first['id']}/decision"
+        assert call(studio.http_url, url, "POST", {"decision": "allow"})[0] == 200
+        agent.recv_until("control")  # delivered; this agent sends no acknowledgement
+        ask_permission(agent)
+        (second,) = pending(studio)
+    assert second["id"] != first["id"]
+
+
+def test_the_same_ask_sent_again_after_its_decision_makes_no_new_request(
+    studio: StudioProcess,
+) -> None:
+    with steerable(studio) as agent:
+        ask_permission(agent, ask_id="ask-1")
+        (first,) = pending(studio)
+        url = f"/v1/dashboard/requests/{first['id']}/decision"
+        assert call(studio.http_url, url, "POST", {"decision": "allow"})[0] == 200
+        control = agent.recv_until("control")
+        ask_permission(agent, ask_id="ask-1")  # a resend of the very same ask
+        agent.request({"type": "ping"})
+        time.sleep(0.2)
+        assert [r["id"] for r in requests_for(studio)] == [first["id"]]
+    assert control["ask_id"] == "ask-1"
+
+
+def test_a_delivered_but_unacknowledged_decision_closes_at_its_deadline(
+    studio: StudioProcess,
+) -> None:
+    with steerable(studio) as agent:
+        ask_permission(agent, timeout_ms=500)
+        (request,) = pending(studio)
+        url = f"/v1/dashboard/requests/{request['id']}"
+        assert call(studio.http_url, url + "/decision", "POST", {"decision": "allow"})[0] == 200
+        agent.recv_until("control")
+        done = wait_for(
+            lambda: get(studio.http_url, url), lambda r: r["status"] == "expired", timeout=5
+        )
+    assert (done["decided_by"], done["delivered_at"] is not None) == ("console", True)
+
+
+def test_an_acknowledgement_for_another_ask_does_not_close_the_request(
+    studio: StudioProcess,
+) -> None:
+    with steerable(studio) as agent:
+        ask_permission(agent, ask_id="ask-2")
+        (request,) = pending(studio)
+        agent.send(
+            event("steer", "permission_decided", call_id="call_1", decision="deny", ask_id="ask-1")
+        )
+        agent.request({"type": "ping"})
+        time.sleep(0.2)
+        assert get(studio.http_url, f"/v1/dashboard/requests/{request['id']}")["stage"] == "pending"

@@ -291,3 +291,19 @@ def test_expired_request_gives_the_default_and_shows_expired(studio: StudioProce
             {"decision": "deny"},
         )
         assert status == 410, body
+
+
+def test_a_decision_on_an_earlier_runs_request_is_not_applied_to_a_new_ask(
+    studio: StudioProcess,
+) -> None:
+    with agent(studio, "rerun") as first:
+        notes = {"id": "call_1", "name": "write_file", "arguments": {"path": "notes.txt"}}
+        first.request_permission(notes, timeout=60 * UNIT, on_decision=lambda d: None)
+        old = one_pending(studio, "permission")
+    with agent(studio, "rerun") as second:
+        assert second.flush(5 * UNIT)
+        decide(studio, old["id"], "allow", decided_by="alice")  # delivered to this new run
+        request_view(studio, old["id"], "delivered")
+        passwd = {"id": "call_1", "name": "write_file", "arguments": {"path": "/etc/passwd"}}
+        decision = second.request_permission(passwd, timeout=0.5 * UNIT)
+    assert not decision and decision.source is Source.DEFAULT

@@ -397,9 +397,17 @@ class _Emitter:
                 if not isinstance(snapshot.get("id"), str) or not snapshot["id"]:
                     snapshot["id"] = call_id
             call_id = snapshot["id"]
-            request = hub.open(PERMISSION, call_id, self, timeout, make_default, callback)
-            self.event("control", "permission_required", call=snapshot, **_timeout_ms(timeout))
-            hub.claim(request)
+            ask_id = _new_id("ask_")
+            request = hub.open(
+                PERMISSION, call_id, self, timeout, make_default, callback, ask_id, snapshot
+            )
+            self.event(
+                "control",
+                "permission_required",
+                call=snapshot,
+                ask_id=request.ask_id,
+                **_timeout_ms(timeout),
+            )
             return request
         except Exception as exc:
             self._client._internal("request_permission", exc)
@@ -425,11 +433,16 @@ class _Emitter:
             return hub.resolved(QUESTION, key, self, make_default(Reason.DISABLED), callback)
         try:
             body = question_dicts(questions)
-            request = hub.open(QUESTION, key, self, timeout, make_default, callback)
+            ask_id = _new_id("ask_")
+            request = hub.open(QUESTION, key, self, timeout, make_default, callback, ask_id, body)
             self.event(
-                "control", "ask_user", request_id=key, questions=body, **_timeout_ms(timeout)
+                "control",
+                "ask_user",
+                request_id=key,
+                questions=body,
+                ask_id=request.ask_id,
+                **_timeout_ms(timeout),
             )
-            hub.claim(request)
             return request
         except Exception as exc:
             self._client._internal("ask_user", exc)

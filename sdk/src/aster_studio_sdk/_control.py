@@ -35,7 +35,6 @@ T = TypeVar("T")
 
 DEFAULT_TIMEOUT = 300.0  # seconds a person has to answer unless the call says otherwise
 _REMEMBER = 1024  # finished requests and handled controls remembered (repeat deliveries)
-_UNCLAIMED = 256  # decisions kept for a request this process has not made (yet)
 
 
 class SdkThread(threading.Thread):
@@ -229,6 +228,8 @@ class Request(Generic[T]):
         "_futures",
         "_hub",
         "_result",
+        "ask_id",
+        "asked",
         "deadline",
         "emitter",
         "key",
@@ -244,10 +245,14 @@ class Request(Generic[T]):
         deadline: float | None,
         default: Callable[[Reason], T],
         callback: Callable[[T], object] | None,
+        ask_id: str | None = None,
+        asked: Any = None,
     ) -> None:
         self._hub = hub
         self.kind = kind
         self.key = key
+        self.ask_id = ask_id  # this one ask, echoed by the Studio with its answer
+        self.asked = asked  # what was asked (the call, the questions)
         self.emitter = emitter
         self.deadline = deadline
         self._default = default
@@ -421,11 +426,11 @@ class ControlHub:
         self._lock = threading.Lock()
         self._mode = Mode.CONNECTING if enabled else Mode.DISABLED
         self._open: dict[tuple[str, str], list[Request[Any]]] = {}
-        # key -> (result, the asker (weakly), acknowledged since): for repeat and late deliveries
-        self._finished: OrderedDict[tuple[str, str], tuple[Any, weakref.ref[Emits], bool]] = (
-            OrderedDict()
-        )
-        self._unclaimed: OrderedDict[tuple[str, str], Control] = OrderedDict()
+        # key -> (result, the asker (weakly), acknowledged since, ask id): for repeat and late
+        # deliveries
+        self._finished: OrderedDict[
+            tuple[str, str], tuple[Any, weakref.ref[Emits], bool, str | None]
+        ] = OrderedDict()
         self._calls: dict[str, Controllable] = {}
         self._handled: OrderedDict[str, None] = OrderedDict()
         self._dispatcher = Dispatcher(diag)
@@ -461,16 +466,29 @@ class ControlHub:
         timeout: float | None,
         default: Callable[[Reason], T],
         callback: Callable[[T], object] | None,
+        ask_id: str | None = None,
+        asked: Any = None,
     ) -> Request[T]:
         """Register a request before it is reported, so no quick answer can be missed.
 
+        The same question asked again by the same asker while the first waits joins it (same
+        `ask_id`): one request in the Studio, one answer for both.
         With no deadline (`unbounded(timeout)`) it waits until answered, cancelled or closed.
         """
-        request = Request(self, kind, key, emitter, deadline_after(timeout), default, callback)
         with self._lock:
             mode = self._mode
+            group = self._open.setdefault((kind, key), [])
+            for other in group:
+                if other.emitter is emitter and asked is not None and other.asked == asked:
+                    ask_id = other.ask_id
+                    break
+            request = Request(
+                self, kind, key, emitter, deadline_after(timeout), default, callback, ask_id, asked
+            )
             if mode in (Mode.CONNECTING, Mode.CONTROL):
-                self._open.setdefault((kind, key), []).append(request)
+                group.append(request)
+            elif not group:
+                del self._open[(kind, key)]
         if mode is Mode.DISABLED:
             self._resolve(request, default(Reason.DISABLED))
         elif mode is Mode.CLOSED:
@@ -497,16 +515,6 @@ class ControlHub:
         request = Request(self, kind, key, emitter, time.monotonic(), lambda _: result, callback)
         self._resolve(request, result)
         return request
-
-    def claim(self, request: Request[Any]) -> None:
-        """After the request was reported: apply a decision that arrived before it was made.
-
-        (A decision for a request an earlier run of the agent made, delivered on registering.)
-        """
-        with self._lock:
-            early = self._unclaimed.pop((request.kind, request.key), None)
-        if early is not None:
-            self._decided(request.kind, request.key, early)
 
     def add_future(
         self, request: Request[T], loop: asyncio.AbstractEventLoop, future: asyncio.Future[T]
@@ -603,7 +611,11 @@ class ControlHub:
                 if not group:
                     del self._open[key]
             from_studio = getattr(result, "source", None) is Source.STUDIO
-            self._remember(self._finished, key, (result, weakref.ref(request.emitter), from_studio))
+            self._remember(
+                self._finished,
+                key,
+                (result, weakref.ref(request.emitter), from_studio, request.ask_id),
+            )
             futures, request._futures = request._futures, []
         request._event.set()
         for loop, future in futures:
@@ -635,32 +647,44 @@ class ControlHub:
             store.popitem(last=False)
 
     def _decided(self, kind: str, key: str, msg: Control) -> None:
+        """Apply a decision to the ask it was made for, and to no other.
+
+        A Studio names that ask (`ask_id`); one that does not (an older Studio) is matched by
+        key, but only to a request waiting now. A decision for an ask this process did not make
+        (an earlier run's, sent when this one registered) is never kept for a later request
+        with the same key: that request may ask something else entirely.
+        """
+        ask_id = msg.data.get("ask_id")
+        if not isinstance(ask_id, str):
+            ask_id = None
+
+        def same(asked: str | None) -> bool:
+            return ask_id is None or asked == ask_id
+
         with self._lock:
-            waiting = list(self._open.get((kind, key), ()))
+            waiting = [r for r in self._open.get((kind, key), ()) if same(r.ask_id)]
             finished = self._finished.get((kind, key))
-            if not waiting and finished is None:
-                # Not asked by this process (yet): keep it for a request made soon after.
-                self._unclaimed[(kind, key)] = msg
-                while len(self._unclaimed) > _UNCLAIMED:
-                    self._unclaimed.popitem(last=False)
-                return
         if waiting:
             result = _studio_result(kind, key, msg.data)
             applied = [r for r in waiting if self._resolve(r, result) is result]
             if applied:
-                self._acknowledge(applied[0].emitter, kind, result, applied=True)
+                first = applied[0]
+                self._acknowledge(first.emitter, kind, result, applied=True, ask_id=first.ask_id)
                 return
             with self._lock:
                 finished = self._finished.get((kind, key))
-        if finished is None or finished[2]:
+        if finished is None or not same(finished[3]):
+            logger.debug("a decision for %s %r ignored: not asked by this process", kind, key)
+            return
+        if finished[2]:
             return  # a repeat delivery of what was applied: at least once, ignore
         # Decided after the agent went on with its default: say so, once.
-        result, ref, _ = finished
+        result, ref, _, asked = finished
         with self._lock:
-            self._finished[(kind, key)] = (result, ref, True)
+            self._finished[(kind, key)] = (result, ref, True, asked)
         emitter = ref()
         if emitter is not None:
-            self._acknowledge(emitter, kind, result, applied=False, studio=msg.data)
+            self._acknowledge(emitter, kind, result, applied=False, studio=msg.data, ask_id=asked)
 
     def _acknowledge(
         self,
@@ -670,6 +694,7 @@ class ControlHub:
         *,
         applied: bool,
         studio: Mapping[str, Any] | None = None,
+        ask_id: str | None = None,
     ) -> None:
         """Report the event the Studio records as the agent's acknowledgement."""
         if kind == PERMISSION:
@@ -684,6 +709,8 @@ class ControlHub:
             if not applied:
                 fields["reason"] = str(result.reason)
                 fields["decided_by"] = (studio or {}).get("decided_by")
+            if ask_id is not None:
+                fields["ask_id"] = ask_id
             emitter.event("control", "permission_decided", **fields)
         else:
             fields = {
@@ -695,6 +722,8 @@ class ControlHub:
             if not applied:
                 fields["reason"] = str(result.reason)
                 fields["decided_by"] = (studio or {}).get("decided_by")
+            if ask_id is not None:
+                fields["ask_id"] = ask_id
             emitter.event("control", "user_answer", **fields)
 
     def _tool_control(self, data: Mapping[str, Any]) -> None:

@@ -441,8 +441,16 @@ class InMemoryStudio:
                 questions = body.get("questions") or []
                 kind, key = QUESTION, body.get("request_id")
                 request = {"request_id": key, "questions": questions}
-            if not isinstance(key, str) or self._find(msg.agent_id, kind, key, open_only=True):
+            ask_id = body.get("ask_id")
+            if isinstance(ask_id, str):
+                request["ask_id"] = ask_id
+            if not isinstance(key, str):
                 return
+            found = self._find(msg.agent_id, kind, key, open_only=True)
+            if found is not None and found.request.get("ask_id") == request.get("ask_id"):
+                return  # the same ask again
+            if found is not None:
+                found.status = "expired"  # superseded: its answer is not the new ask's
             timeout = body.get("timeout_ms")
             expires = (
                 time.monotonic() + timeout / 1000
@@ -536,6 +544,8 @@ class InMemoryStudio:
             }
         else:
             message = {"event_type": "tool_control", "request_id": request.id, **response}
+        if request.kind in (PERMISSION, QUESTION) and "ask_id" in request.request:
+            message["ask_id"] = request.request["ask_id"]
         conn.push({"type": "control", **message})
         request.delivered = True
 

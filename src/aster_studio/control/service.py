@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import re
 import secrets
 from typing import Any
 
@@ -50,6 +51,22 @@ class Expired(StudioError):
 
 
 MAX_TIMEOUT_MS = 365 * 86_400_000
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _clean(value: Any) -> Any:
+    """Replace lone UTF-16 surrogates with U+FFFD, as the agent protocol does: valid JSON
+    (`"\\ud83d"`) that no UTF-8 encoder accepts, so storing or sending it failed after the
+    decision was already taken in memory."""
+    if isinstance(value, str):
+        return _LONE_SURROGATE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {_clean(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    return value
 
 
 def _str(value: Any) -> str | None:
@@ -153,6 +170,38 @@ class ControlService:
                 return record
         return None
 
+    def _same_ask(
+        self, event: StoredEvent, kind: str, key: str, request: dict[str, Any]
+    ) -> RequestRecord | None:
+        """The open request this ask repeats, if any: the same `ask_id`, or (an agent that
+        sends none) the same session and request while still pending. Anything else is a new
+        ask, which must never inherit a decision made for another one."""
+        ask_id = request.get("ask_id")
+        for record in self.open.values():
+            if (record.agent_id, record.kind, record.key) != (event.agent_id, kind, key):
+                continue
+            if ask_id is not None or record.request.get("ask_id") is not None:
+                if record.request.get("ask_id") == ask_id:
+                    return record
+            elif (
+                record.status == PENDING
+                and record.session_id == event.session_id
+                and record.request == request
+            ):
+                return record
+        return None
+
+    def _supersede(self, new: RequestRecord, writes: list[WriteOp]) -> None:
+        """Close the older open requests for the same key: their answer is not this one's."""
+        for record in list(self.open.values()):
+            if record.id != new.id and (record.agent_id, record.kind, record.key) == (
+                new.agent_id,
+                new.kind,
+                new.key,
+            ):
+                closed = dataclasses.replace(record, status=EXPIRED)
+                self._save(closed, writes, "superseded", "studio", {"by": new.id})
+
     def _get_open(self, request_id: str) -> RequestRecord:
         record = self.open.get(request_id)
         if record is None:
@@ -185,7 +234,10 @@ class ControlService:
             else:
                 req_kind, key = QUESTION, _str(body.get("request_id"))
                 request = {"request_id": key, "questions": body.get("questions") or []}
-            if key is None or self._find(event.agent_id, req_kind, key) is not None:
+            ask_id = _str(body.get("ask_id"))
+            if ask_id is not None:
+                request = {**request, "ask_id": ask_id}
+            if key is None or self._same_ask(event, req_kind, key, request) is not None:
                 return
             record = RequestRecord(
                 id="r_" + secrets.token_hex(6),
@@ -199,6 +251,7 @@ class ControlService:
                 request=request,
                 event_cursor=event.id,
             )
+            self._supersede(record, writes)
             self._save(record, writes, "requested", f"agent:{event.agent_id}", {"key": key})
             return
         key = _str(body.get("call_id")) or _str(body.get("request_id"))
@@ -208,8 +261,9 @@ class ControlService:
             kind, TOOL_CONTROL
         )
         found = self._find(event.agent_id, req_kind, key)
-        if found is None:
-            return
+        ask_id = _str(body.get("ask_id"))
+        if found is None or ask_id not in (None, found.request.get("ask_id")):
+            return  # an acknowledgement of another ask (an earlier run's) for the same key
         record = found
         actor = f"agent:{event.agent_id}"
         if record.status == PENDING:
@@ -258,15 +312,17 @@ class ControlService:
         self._commit(writes)
 
     def expire_due(self) -> None:
-        """Mark requests whose deadline passed before they were decided or delivered."""
+        """Close requests whose deadline passed before they were acknowledged.
+
+        A decision delivered but never acknowledged closes too: the agent no longer waits for
+        it, and an open one would be sent again to whichever process registers next.
+        """
         now = self.clock()
         writes: list[WriteOp] = []
         for record in list(self.open.values()):
             if record.expires_at is None or now < record.expires_at:
                 continue
-            if record.status == PENDING or (
-                record.status == DECIDED and record.delivered_at is None
-            ):
+            if record.status in (PENDING, DECIDED):
                 self._save(dataclasses.replace(record, status=EXPIRED), writes, "expired")
         self._commit(writes)
 
@@ -325,6 +381,7 @@ class ControlService:
     ) -> RequestRecord:
         if decision not in ("allow", "deny"):
             raise BadRequest("'decision' must be 'allow' or 'deny'")
+        note, by = _clean(note), _clean(by)
         response: dict[str, Any] = {"decision": decision}
         if note:
             response["note"] = note
@@ -334,7 +391,8 @@ class ControlService:
     async def answer(self, request_id: str, answers: Any, by: str) -> RequestRecord:
         if not isinstance(answers, (dict, list)):
             raise BadRequest("'answers' must be an object (question -> answer) or a list")
-        response = {"answers": answers}
+        by = _clean(by)
+        response = {"answers": _clean(answers)}
         record = await self._open_for(request_id, QUESTION, by, response)
         return await self._decided(record, response, by, "answered")
 
@@ -345,6 +403,7 @@ class ControlService:
         record = dataclasses.replace(
             record, status=DECIDED, response=response, decided_by=by, decided_at=self.clock()
         )
+        self._encodable(record)
         record = self._save(record, writes, action, by, response)
         record = self._deliver(record, writes)
         self._commit(writes)
@@ -357,6 +416,7 @@ class ControlService:
     ) -> RequestRecord:
         if action not in TOOL_ACTIONS:
             raise BadRequest("'action' must be pause, resume or cancel")
+        call_id, note, by = _clean(call_id), _clean(note), _clean(by)
         agent = self.ingest.registry.agents.get(agent_id)
         if agent is None:
             raise NotFound(f"no agent {agent_id!r}")
@@ -384,6 +444,7 @@ class ControlService:
             decided_by=by,
             decided_at=now,
         )
+        self._encodable(record)
         writes: list[WriteOp] = []
         # A newer control for the same call replaces an unanswered older one.
         older = self._find(agent_id, TOOL_CONTROL, call_id)
@@ -395,6 +456,14 @@ class ControlService:
         if self.ingest.pipeline is not None:
             await self.ingest.pipeline.barrier()
         return record
+
+    def _encodable(self, record: RequestRecord) -> None:
+        """Refuse (400) what could not be stored or sent, before any state changes."""
+        try:
+            orjson.dumps(view(record))
+            orjson.dumps(self._message(record))
+        except (TypeError, ValueError) as exc:  # orjson.JSONEncodeError is both
+            raise BadRequest(f"the decision cannot be encoded as JSON: {exc}") from None
 
     def _deliver(self, record: RequestRecord, writes: list[WriteOp]) -> RequestRecord:
         """Send the decision to the agent's live connection if it has one that accepts it."""
@@ -419,14 +488,17 @@ class ControlService:
             }
             if response.get("note"):
                 message["note"] = response["note"]
-            return message
-        if record.kind == QUESTION:
-            return {
+        elif record.kind == QUESTION:
+            message = {
                 "event_type": "user_answer",
                 "request_id": record.key,
                 "answers": response.get("answers"),
                 "decided_by": record.decided_by,
             }
+        if record.kind in (PERMISSION, QUESTION):
+            if record.request.get("ask_id") is not None:
+                message["ask_id"] = record.request["ask_id"]  # the one ask this answers
+            return message
         return {
             "event_type": "tool_control",
             "request_id": record.id,
