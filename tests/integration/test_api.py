@@ -624,3 +624,17 @@ def test_ids_holding_slashes_are_addressable(studio: StudioProcess) -> None:
     assert status != 404
     assert call(studio.http_url, f"/v1/agents/{agent_path}", "DELETE")[0] == 204
     assert call(studio.http_url, f"/v1/agents/{agent_path}")[0] == 404
+
+
+def test_metadata_nested_too_deeply_is_refused_and_breaks_nothing(studio: StudioProcess) -> None:
+    """300 levels were applied in memory, then the PATCH and every list of agents were 500s."""
+    with RawAgent(studio.agent_url) as agent:
+        agent.request(register("deep"))
+    nested: dict[str, object] = {}
+    for _ in range(300):
+        nested = {"n": nested}
+    status, body = call(studio.http_url, "/v1/agents/deep", "PATCH", {"metadata": nested})
+    assert (status, body["error"]["code"]) == (400, "bad_request")
+    assert get(studio.http_url, "/v1/dashboard/agents")["agents"][0]["id"] == "deep"
+    status, _ = call(studio.http_url, "/v1/agents/deep", "PATCH", {"metadata": {"a": {"b": 1}}})
+    assert status == 200

@@ -7,6 +7,8 @@ from typing import Any
 from fastapi import APIRouter, Body, Query
 from starlette.responses import Response
 
+from aster_studio_sdk.protocol import DEFAULT_LIMITS, too_deep
+
 from .. import store as ops
 from ..app import Studio
 from ..errors import BadRequest, NotFound
@@ -103,6 +105,10 @@ def router(studio: Studio) -> APIRouter:
             raise BadRequest("'name' must be a string")
         if metadata is not None and not isinstance(metadata, dict):
             raise BadRequest("'metadata' must be an object")
+        # As an agent's own metadata: nested past the protocol's limit it could not be written
+        # out again, and every list of agents failed on it.
+        if metadata and too_deep(metadata, DEFAULT_LIMITS.max_depth - 1, 1 << 20):
+            raise BadRequest(f"'metadata' nests more than {DEFAULT_LIMITS.max_depth - 1} levels")
         if name:
             agent.name = name
         if metadata:
