@@ -246,6 +246,40 @@ def test_a_body_over_the_limit_is_refused_before_it_is_read(
     assert small[0] == 200
 
 
+def test_a_key_cannot_claim_another_keys_producer(tmp_path: Path) -> None:
+    """Naming another key's producer id took its connection over (4001) and moved its mark to
+    the attacker's seq: the owner's next messages were acknowledged and never stored."""
+    db = tmp_path / "producer.db"
+    writer_key, reader_key = create_key(db, "writer-*"), create_key(db, "reader-*")
+    with StudioProcess(db) as server:
+        owner = RawAgent(f"{server.agent_url}?token={reader_key}")
+        attacker = RawAgent(f"{server.agent_url}?token={writer_key}")
+        try:
+            hello = {"type": "register", "agent": {"id": "reader-1"}, "producer_id": "host-1"}
+            assert owner.request(hello)["last_seq"] == 0
+            owner.send({**event("reader-1", "step", n=1), "seq": 1})
+            assert owner.recv_until("ack")["seq"] == 1
+            claim = {"type": "register", "agent": {"id": "writer-1"}, "producer_id": "host-1"}
+            assert attacker.request(claim)["last_seq"] == 0  # its own producer of that name
+            attacker.send({**event("writer-1", "step", n=0), "seq": 1_000_000})
+            assert attacker.recv_until("ack")["seq"] == 1_000_000
+            for n in (2, 3):
+                owner.send({**event("reader-1", "step", n=n), "seq": n})
+            wait_for(lambda: owner.recv_until("ack")["seq"], lambda seq: seq == 3)
+        finally:
+            attacker.close()
+            owner.close()
+        token = re.search(r"Console token .*: (\S+)", "".join(server.output))
+        assert token is not None
+        bearer = {"Authorization": f"Bearer {token.group(1)}"}
+        path = "/v1/dashboard/events?agent_id=reader-1"
+        stored = wait_for(
+            lambda: request(server.http_url, path, headers=bearer)[2]["data"]["events"],
+            lambda e: len(e) == 3,
+        )
+        assert sorted(e["event"]["n"] for e in stored) == [1, 2, 3]
+
+
 def test_revoked_key_stops_working(locked: tuple[StudioProcess, str, str]) -> None:
     server, key, _ = locked
     key_id = key.split("_")[1]

@@ -574,7 +574,13 @@ class IngestService:
         }
         resumed = False
         if msg.producer_id is not None:
-            last_seq = await self._claim_producer(conn, msg.producer_id, writes)
+            # A producer id is the client's word: under a key, it is that key's, so that a
+            # client of another key naming it can neither take it over nor move its mark
+            # (acknowledging, then skipping, the owner's messages).
+            producer_id = (
+                msg.producer_id if conn.key is None else f"{conn.key.id}/{msg.producer_id}"
+            )
+            last_seq = await self._claim_producer(conn, producer_id, writes)
             reply["last_seq"] = last_seq
             resumed = last_seq > 0
         agent = self.registry.agents.get(msg.agent_id)
