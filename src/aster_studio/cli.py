@@ -23,6 +23,7 @@ from .app import Studio, create_app
 from .auth import CONSOLE_SECRET, hash_secret, new_agent_key, new_console_token
 from .config import DEFAULT_PORT, Settings
 from .errors import ConfigError, DatabaseInUse, StudioError
+from .http_protocol import head_limited_http
 from .store import SqliteStore
 
 log = logging.getLogger("aster_studio")
@@ -144,6 +145,7 @@ def serve(settings: Settings, *, ready_message: bool = True) -> None:
         app,
         log_level=settings.log_level,
         access_log=False,
+        http=head_limited_http(settings.handshake_timeout_s),
         ws=agent_socket_factory(studio),  # type: ignore[arg-type]
         ws_max_size=settings.max_frame_bytes,
         ws_ping_interval=settings.ws_ping_interval_s,

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -522,3 +524,34 @@ def test_silent_connection_is_closed_after_handshake_timeout(tmp_path: Path) -> 
             agent.recv(timeout=5)
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
         agent.close()
+
+
+def test_a_request_head_that_never_ends_is_closed(tmp_path: Path) -> None:
+    """One header line now and then held a connection for ever (hundreds starved the server)."""
+    env = {"ASTER_STUDIO_HANDSHAKE_TIMEOUT": "0.5"}
+    with StudioProcess(tmp_path / "slow.db", env=env) as server:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10 * UNIT) as sock:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+            started = time.monotonic()
+            for _ in range(4):  # a line every 0.3 s: never idle, never done
+                time.sleep(0.3)
+                with contextlib.suppress(OSError):
+                    sock.sendall(b"X-Slow: 1\r\n")
+            answer = sock.recv(4096)
+            assert answer.startswith(b"HTTP/1.1 408"), answer
+            assert time.monotonic() - started < 5 * UNIT
+        # A request that comes in time is answered, on a kept-alive connection twice.
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10 * UNIT) as sock:
+            for _ in range(2):
+                sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+
+
+def test_a_request_head_over_the_limit_is_refused_with_431(studio: StudioProcess) -> None:
+    """A head of 200 MB was kept whole."""
+    with socket.create_connection(("127.0.0.1", studio.port), timeout=10 * UNIT) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        with contextlib.suppress(OSError):  # it may close while we still send
+            for _ in range(64):  # 1 MB of headers at most
+                sock.sendall(b"X-Big: " + b"a" * 16_000 + b"\r\n")
+        assert sock.recv(4096).startswith(b"HTTP/1.1 431")
