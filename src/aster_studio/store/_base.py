@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
@@ -111,6 +112,14 @@ class SaveRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class MarkObserved:
+    """Record that the control service has written what every event up to `through` asks
+    for (its requests and their acknowledgements): a restart replays only the events past it."""
+
+    through: int
+
+
+@dataclass(frozen=True, slots=True)
 class AddAudit:
     """Append one row to the audit log."""
 
@@ -134,6 +143,7 @@ WriteOp = (
     | DeletePrice
     | DeleteAgent
     | SaveRequest
+    | MarkObserved
     | AddAudit
 )
 
@@ -240,6 +250,15 @@ class Store(Protocol):
     def set_secret(self, name: str, value: str, ts: int) -> None: ...
 
     def open_requests(self) -> list[RequestRecord]: ...
+
+    def unobserved_events(self, event_types: Collection[str]) -> list[StoredEvent]:
+        """The stored events of `event_types` past the last `MarkObserved`, oldest first.
+
+        The control service writes a request after its event commits, in a later transaction:
+        a crash in between leaves the event without its request, and these are the events
+        whose requests may be missing.
+        """
+        ...
 
     def get_request(self, request_id: str) -> RequestRecord | None: ...
 

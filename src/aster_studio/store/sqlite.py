@@ -8,7 +8,7 @@ import operator
 import os
 import threading
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from itertools import islice
 from pathlib import Path
@@ -43,6 +43,7 @@ from ._base import (
     DeleteAgent,
     DeletePrice,
     EndSession,
+    MarkObserved,
     MarkProducer,
     RecordUsage,
     SaveRequest,
@@ -290,6 +291,13 @@ MIGRATIONS: tuple[str, ...] = (
         GROUP BY session_id
     ) AS c
     WHERE sessions.id = c.session_id;
+    """,
+    # Version 12 marks the events whose control requests are written (`MarkObserved`): those
+    # past the mark are replayed at start, since a crash between an event's commit and its
+    # request's lost the request. What is stored already counts as written: a request lost
+    # by an earlier release is not raised again from history.
+    """
+    INSERT OR IGNORE INTO meta SELECT 'observed_through', coalesce(max(id), 0) FROM events;
     """,
 )
 
@@ -1148,6 +1156,11 @@ class SqliteStore:
                     r.event_cursor,
                 ),
             )
+        elif isinstance(op, MarkObserved):
+            conn.execute(
+                "UPDATE meta SET value = max(value, ?) WHERE name = 'observed_through'",
+                (op.through,),
+            )
         elif isinstance(op, AddAudit):
             conn.execute(
                 "INSERT INTO audit (ts, actor, action, request_id, agent_id, detail) "
@@ -1265,6 +1278,18 @@ class SqliteStore:
                 "OR (status = 'decided' AND acknowledged_at IS NULL) ORDER BY created_at",
             )
         return [self._request(r) for r in rows]
+
+    def unobserved_events(self, event_types: Collection[str]) -> list[StoredEvent]:
+        types = list(event_types)
+        with self._read() as conn:
+            rows = _all(
+                conn,
+                f"SELECT {self._EVENT_COLS} FROM events WHERE id > coalesce("
+                "(SELECT value FROM meta WHERE name = 'observed_through'), 0) "
+                f"AND event_type IN ({','.join('?' * len(types))}) ORDER BY id",
+                types,
+            )
+        return [self._event(r) for r in rows]
 
     def get_request(self, request_id: str) -> RequestRecord | None:
         with self._read() as conn:
