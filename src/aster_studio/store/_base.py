@@ -183,7 +183,10 @@ class Store(Protocol):
 
     def describe(self) -> str: ...
 
-    def load_agents(self) -> list[AgentRecord]: ...
+    def load_agents(self) -> list[AgentRecord]:
+        """Every agent, with its counts and its last contact: `last_seen` is the later of the
+        stored one and its newest event (an event is contact, but writes no `last_seen`)."""
+        ...
 
     def forgotten_events(self) -> int:
         """How many stored events have no agent's row to count them: their agent was deleted.

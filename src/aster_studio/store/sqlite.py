@@ -1328,6 +1328,7 @@ class SqliteStore:
         records = []
         for r in rows:
             n, errors, last = uncounted.get(r[0], (0, 0, r[9]))
+            last_event_at = last if r[9] is None else max(r[9], last)
             records.append(
                 AgentRecord(
                     r[0],
@@ -1338,8 +1339,10 @@ class SqliteStore:
                     orjson.loads(r[5]),
                     r[6],
                     r[7],
-                    r[8],
-                    last if r[9] is None else max(r[9], last),
+                    # The row's `last_seen` is written with state changes and disconnects, not
+                    # per event: after a crash its newest event is later contact.
+                    r[8] if last_event_at is None else max(r[8], last_event_at),
+                    last_event_at,
                     r[10],
                     bool(r[11]),
                     r[12] + n,
