@@ -40,6 +40,16 @@ class UpsertAgent:
 
 
 @dataclass(frozen=True, slots=True)
+class EditAgent:
+    """Rename an agent or replace its metadata (a person's edit): nothing else of its row,
+    neither its last contact nor whether it registered, changes."""
+
+    id: str
+    name: str | None
+    metadata: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
 class AgentState:
     """Record an agent's current state, last contact and open session."""
 
@@ -133,6 +143,7 @@ class AddAudit:
 
 WriteOp = (
     UpsertAgent
+    | EditAgent
     | AgentState
     | UpsertSession
     | EndSession

@@ -42,6 +42,7 @@ from ._base import (
     CommitResult,
     DeleteAgent,
     DeletePrice,
+    EditAgent,
     EndSession,
     MarkObserved,
     MarkProducer,
@@ -1074,6 +1075,11 @@ class SqliteStore:
                         op.ts,
                     ),
                 )
+        elif isinstance(op, EditAgent):
+            conn.execute(
+                "UPDATE agents SET name = coalesce(?, name), metadata = ? WHERE id = ?",
+                (op.name, _json(op.metadata), op.id),
+            )
         elif isinstance(op, AgentState):
             conn.execute(
                 "UPDATE agents SET state = ?, last_seen = ?, current_session_id = ? WHERE id = ?",

@@ -248,6 +248,20 @@ def test_agent_upsert_keeps_known_fields_and_counts_events(store: Store) -> None
     assert (agent.event_count, agent.error_count) == (2, 1)
 
 
+def test_editing_an_agent_changes_only_its_name_and_metadata(store: Store) -> None:
+    store.write([ops.UpsertAgent("a", 1_000, implicit=True)])
+    store.write([ops.AgentState("a", "working", 2_000, "s1")])
+    store.write([ops.EditAgent("a", "Alpha", {"team": "docs"})])
+    (agent,) = store.load_agents()
+    assert (agent.name, agent.metadata) == ("Alpha", {"team": "docs"})
+    assert (agent.state, agent.last_seen, agent.current_session_id, agent.implicit) == (
+        "working",
+        2_000,
+        "s1",
+        True,
+    )
+
+
 def test_an_agents_last_seen_after_reopening_is_its_newest_event_if_later(tmp_path: Path) -> None:
     """`last_seen` is written with state changes and disconnects only: after a crash it fell
     back to the registration, before the agent's last events."""
