@@ -21,7 +21,7 @@ from .agent_socket import agent_socket_factory
 from .app import Studio, create_app
 from .auth import CONSOLE_SECRET, hash_secret, new_agent_key, new_console_token
 from .config import DEFAULT_PORT, Settings
-from .errors import ConfigError, DatabaseInUse, StudioError
+from .errors import ConfigError, DatabaseInUse, DatabaseInUseElsewhere, StoreError, StudioError
 from .store import SqliteStore
 
 log = logging.getLogger("aster_studio")
@@ -188,6 +188,9 @@ def admin(args: argparse.Namespace) -> int:
     store = SqliteStore(settings.db_path)
     try:
         store.open()
+    except DatabaseInUseElsewhere as exc:
+        # Its write-ahead log is named after its own path: writes from here would miss it.
+        raise StoreError(f"{exc}; or run this command with the path that Studio was given") from exc
     except DatabaseInUse:  # a running Studio writes to it: only our own connections then
         store.open_beside_studio()
     now = int(time.time() * 1000)

@@ -603,6 +603,7 @@ class SqliteStore:
             connections = [*self._readers, self._writer]
             self._readers.clear()
             self._writer = None
+        left = False
         for conn in connections:
             if conn is None:
                 continue
@@ -612,7 +613,8 @@ class SqliteStore:
                 # apsw refuses to close a connection another thread is using (a read still
                 # running, or a writer past the stop timeout); SQLite closes it once it is freed.
                 log.warning("a database connection still in use at close: left to finish")
-        self._lock.release()
+                left = True
+        self._lock.release(file_in_use=left)
 
     def _migrate(self, conn: apsw.Connection) -> None:
         current = _scalar(conn, "PRAGMA user_version")
