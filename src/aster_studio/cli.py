@@ -13,6 +13,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 import uvicorn
+from uvicorn.lifespan.on import LifespanOn
 
 from aster_studio_sdk._native import describe as describe_code
 
@@ -104,6 +105,27 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+class _Server(uvicorn.Server):
+    """uvicorn's server, whose second Ctrl-C still runs the app's shutdown.
+
+    A second SIGINT makes uvicorn stop waiting for connections (good: the user is in a hurry),
+    and skip the app's shutdown too: the loop's end then cancelled the app, whose `finally`
+    still flushed the storage, and uvicorn logged that CancelledError as a traceback. The
+    flush is bounded by its own timeout, so it runs here as after one signal.
+    """
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().shutdown(sockets)
+        lifespan = self.lifespan
+        if (
+            self.force_exit
+            and isinstance(lifespan, LifespanOn)
+            and not lifespan.shutdown_event.is_set()
+        ):
+            log.warning("interrupted again: not waiting for connections; storage is still flushed")
+            await lifespan.shutdown()
+
+
 def _has_credentials(studio: Studio) -> bool:
     """Whether any credential exists (read before serving, so auth state is known)."""
     studio.store.open()
@@ -153,7 +175,7 @@ def serve(settings: Settings, *, ready_message: bool = True) -> None:
         ssl_certfile=settings.certfile,
         ssl_keyfile=settings.keyfile,
     )
-    server = uvicorn.Server(config)
+    server = _Server(config)
     # uvicorn re-raises the stop signal after its graceful shutdown; a SIGTERM that was handled
     # cleanly (everything flushed) should end the process with status 0, not death by signal.
     previous = signal.signal(signal.SIGTERM, lambda *_: None)
