@@ -339,6 +339,22 @@ def test_a_database_from_a_newer_release_stops_the_start_before_it_listens(
     assert "listening" not in result.stdout and "Traceback" not in result.stderr
 
 
+def test_a_database_path_under_a_file_stops_the_start_before_it_listens(tmp_path: Path) -> None:
+    """The folder could not be made: the start failed inside uvicorn, with a traceback and
+    status 3."""
+    (tmp_path / "notes").write_text("a file, not a folder")
+    db = tmp_path / "notes" / "studio.db"
+    result = subprocess.run(
+        [sys.executable, "-m", "aster_studio", "serve", "--port", "0", "--db", str(db)],
+        capture_output=True,
+        text=True,
+        timeout=30 * UNIT,
+    )
+    assert result.returncode == 2
+    assert f"cannot open database {db}" in result.stderr
+    assert "listening" not in result.stdout and "Traceback" not in result.stderr
+
+
 def test_security_headers(studio: StudioProcess) -> None:
     _, headers, _ = request(studio.http_url, "/v1/dashboard/agents")
     csp = headers["content-security-policy"]

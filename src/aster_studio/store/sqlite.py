@@ -525,16 +525,19 @@ class SqliteStore:
 
         Raises DatabaseInUse while another process has it open as its writer (`_lock`).
         """
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StoreError(f"cannot open database {self.path}: {exc}") from exc
+        self._make_folder()
         self._lock.acquire()
         try:
             self._open_writer()
         except BaseException:
             self.close()  # the writer's connection, if it got that far, and the lock
             raise
+
+    def _make_folder(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot open database {self.path}: {exc}") from exc
 
     def _open_writer(self) -> None:
         try:
@@ -555,11 +558,11 @@ class SqliteStore:
 
     def check_startable(self) -> None:
         """Raise what `open` would for the likeliest reasons a server cannot start: another
-        Studio holds the database (DatabaseInUse), or its schema is newer than this release
-        (MigrationError). A server checks before it listens, to say so plainly rather than
-        from inside its start-up."""
-        if not self.path.parent.is_dir():
-            return  # a first start: nothing there yet to hold or to read
+        Studio holds the database (DatabaseInUse), its schema is newer than this release
+        (MigrationError), or its folder cannot be made (StoreError: a file where a folder
+        should be, say). A server checks before it listens, to say so plainly rather than
+        from inside its start-up (a traceback and status 3)."""
+        self._make_folder()  # as `open` does next, on a first start
         self._lock.acquire()
         try:
             if self.path.exists():
