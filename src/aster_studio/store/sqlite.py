@@ -544,14 +544,18 @@ class SqliteStore:
             conn = apsw.Connection(str(self.path))
         except apsw.Error as exc:
             raise StoreError(f"cannot open database {self.path}: {exc}") from exc
-        conn.execute("PRAGMA journal_mode=WAL")
+        self._writer = conn  # closed by `open` if what follows fails
+        try:
+            # The first statement reads the file: one that is not SQLite fails here.
+            conn.execute("PRAGMA journal_mode=WAL")
+        except apsw.Error as exc:
+            raise StoreError(f"cannot open database {self.path}: {exc}") from exc
         conn.execute(f"PRAGMA synchronous={self._synchronous}")
         conn.execute("PRAGMA busy_timeout=5000")
         # Checkpoint every ~40 MB of WAL rather than 4 MB: a page rewritten often (the agents'
         # and sessions' rows) is copied to the database once per checkpoint. The writer's CPU
         # per event: 10.5-10.8 against 11.2-11.8 µs at 50 events a commit (bench_store).
         conn.execute("PRAGMA wal_autocheckpoint=10000")
-        self._writer = conn
         self._migrate(conn)
         self._load_unposted(conn)
         self._prices = PriceTable(self.prices())
