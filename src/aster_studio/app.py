@@ -18,7 +18,7 @@ from aster_studio_sdk.protocol import Limits
 from . import __version__
 from .auth import Auth
 from .config import Settings
-from .control.service import ControlService
+from .control.service import WATCHED_TYPES, ControlService
 from .ingest.connection import ConnectionLimits
 from .ingest.pipeline import WritePipeline
 from .ingest.registry import Registry
@@ -94,6 +94,12 @@ class Studio:
         forgotten = await loop.run_in_executor(None, self.store.forgotten_events)
         self.registry.load(records, usage, forgotten)
         self.control.load(await loop.run_in_executor(None, self.store.open_requests))
+        # Requests a crash lost between their events' commit and their own: written before
+        # the pipeline starts, so they are durable before any agent is served.
+        lost = await loop.run_in_executor(None, self.store.unobserved_events, WATCHED_TYPES)
+        recovered = self.control.recover(lost)
+        if recovered:
+            await loop.run_in_executor(None, self.store.write, recovered)
         self.pipeline = WritePipeline(
             self.store,
             loop,

@@ -14,6 +14,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 import uvicorn
+from uvicorn.lifespan.on import LifespanOn
 
 from aster_studio_sdk._native import describe as describe_code
 
@@ -22,7 +23,7 @@ from .agent_socket import agent_socket_factory
 from .app import Studio, create_app
 from .auth import CONSOLE_SECRET, hash_secret, new_agent_key, new_console_token
 from .config import DEFAULT_PORT, Settings
-from .errors import ConfigError, DatabaseInUse, StudioError
+from .errors import ConfigError, DatabaseInUse, DatabaseInUseElsewhere, StoreError, StudioError
 from .http_protocol import head_limited_http
 from .store import SqliteStore
 
@@ -106,6 +107,27 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+class _Server(uvicorn.Server):
+    """uvicorn's server, whose second Ctrl-C still runs the app's shutdown.
+
+    A second SIGINT makes uvicorn stop waiting for connections (good: the user is in a hurry),
+    and skip the app's shutdown too: the loop's end then cancelled the app, whose `finally`
+    still flushed the storage, and uvicorn logged that CancelledError as a traceback. The
+    flush is bounded by its own timeout, so it runs here as after one signal.
+    """
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().shutdown(sockets)
+        lifespan = self.lifespan
+        if (
+            self.force_exit
+            and isinstance(lifespan, LifespanOn)
+            and not lifespan.shutdown_event.is_set()
+        ):
+            log.warning("interrupted again: not waiting for connections; storage is still flushed")
+            await lifespan.shutdown()
+
+
 def _has_credentials(studio: Studio) -> bool:
     """Whether any credential exists (read before serving, so auth state is known)."""
     studio.store.open()
@@ -158,7 +180,7 @@ def serve(settings: Settings, *, ready_message: bool = True) -> None:
     )
     # After the Config: it (re)configures uvicorn's loggers.
     logging.getLogger("uvicorn.error").addFilter(RedactTokens())
-    server = uvicorn.Server(config)
+    server = _Server(config)
     # uvicorn re-raises the stop signal after its graceful shutdown; a SIGTERM that was handled
     # cleanly (everything flushed) should end the process with status 0, not death by signal.
     previous = signal.signal(signal.SIGTERM, lambda *_: None)
@@ -210,6 +232,9 @@ def admin(args: argparse.Namespace) -> int:
     store = SqliteStore(settings.db_path)
     try:
         store.open()
+    except DatabaseInUseElsewhere as exc:
+        # Its write-ahead log is named after its own path: writes from here would miss it.
+        raise StoreError(f"{exc}; or run this command with the path that Studio was given") from exc
     except DatabaseInUse:  # a running Studio writes to it: only our own connections then
         store.open_beside_studio()
     now = int(time.time() * 1000)

@@ -5,6 +5,7 @@ StudioError
  +-- StoreError          the storage backend failed
  |    +-- MigrationError the database schema is newer than this release or broken
  |    +-- DatabaseInUse  another Studio writes to this database
+ |         +-- DatabaseInUseElsewhere  ... through another path to its file (a hard link)
  +-- NotFound            a requested record does not exist (REST 404)
  +-- BadRequest          a REST request is malformed (REST 400)
 """
@@ -30,6 +31,12 @@ class MigrationError(StoreError):
 
 class DatabaseInUse(StoreError):
     """Another process, a running Studio, holds the database's writer lock."""
+
+
+class DatabaseInUseElsewhere(DatabaseInUse):
+    """A running Studio holds the database through another path to its file (a hard link,
+    a bind mount). SQLite names the write-ahead log after the path, so a connection through
+    this one would not see that Studio's log: nothing may write beside it from here."""
 
 
 class NotFound(StudioError):

@@ -8,7 +8,11 @@
    load, see docs/benchmarks.md). Here reading pauses only when a connection has many messages
    or bytes waiting, and resumes when the app has drained most of them; back-pressure to a
    flooding client still holds, with a bounded backlog per connection.
-3. Text frames from bytes: the live stream sends one JSON document to many consoles. The ASGI
+3. A stop does not wait for clients that stopped reading: closing a transport waits until its
+   buffer is sent, so a live-stream client in a frozen tab kept its connection, and the stop
+   waited uvicorn's whole graceful timeout (10 s), then logged an error. It is cut off after
+   SHUTDOWN_DRAIN_S instead.
+4. Text frames from bytes: the live stream sends one JSON document to many consoles. The ASGI
    path would decode it to `str` per connection, encode it back, and frame it in Python; the
    ASGI extension `aster.text_frames` takes the UTF-8 bytes and writes the frame directly (and
    offers `receive` without Starlette's per-message checks, for the agent endpoint's loop).
@@ -34,6 +38,9 @@ TEXT_FRAMES = "aster.text_frames"
 HIGH_MESSAGES = 512
 HIGH_BYTES = 1 << 20
 LOW_MESSAGES = 128
+# At a stop, how long a client has to take our close frame, behind whatever it has not read
+# yet, before its connection is cut: a console that reads takes it in milliseconds.
+SHUTDOWN_DRAIN_S = 1.0
 
 
 class AgentWebSocketProtocol(WebSocketsSansIOProtocol):
@@ -78,6 +85,17 @@ class AgentWebSocketProtocol(WebSocketsSansIOProtocol):
             self.read_paused = False
             self.transport.resume_reading()
         return message
+
+    def shutdown(self) -> None:
+        """The server is stopping: close as uvicorn does (1012), and cut the connection off if
+        it is still open SHUTDOWN_DRAIN_S later (its client does not read: point 3 above)."""
+        super().shutdown()
+        if not self.disconnected:
+            self.loop.call_later(SHUTDOWN_DRAIN_S, self._cut_off)
+
+    def _cut_off(self) -> None:
+        if not self.disconnected:
+            self.transport.abort()  # what it has not read is dropped; connection_lost follows
 
     def handle_connect(self, event: Request) -> None:
         super().handle_connect(event)

@@ -250,6 +250,50 @@ def test_overview_counts_events_not_cursors_after_a_crash(tmp_path: Path) -> Non
         server.stop()
 
 
+def test_an_agents_last_seen_after_a_crash_is_its_last_event(tmp_path: Path) -> None:
+    """Only state changes and disconnects write `last_seen`: after a kill it showed the
+    registration time."""
+    server = StudioProcess(tmp_path / "seen.db").start()
+    try:
+        with RawAgent(server.agent_url) as agent:
+            agent.request(register("seen"))
+            time.sleep(0.05)  # the event's time differs from the registration's
+            agent.send(event("seen", "x"))
+            assert agent.request({"type": "ping"}) == {"type": "pong"}
+            wait_for(lambda: events(server.http_url), lambda e: len(e) == 1)  # stored
+            before = get(server.http_url, "/v1/dashboard/agents/seen")
+            server.kill()
+        server.start()
+        after = get(server.http_url, "/v1/dashboard/agents/seen")
+        assert after["status"] == "offline"
+        assert after["last_seen"] == before["last_event_at"] > before["registered_at"]
+    finally:
+        server.stop()
+
+
+def test_renaming_an_offline_agent_changes_only_its_name_and_metadata(tmp_path: Path) -> None:
+    """The rename stored the agent's registration again: its last contact became the time of
+    the rename, and an implicit agent a registered one, from the next start on."""
+    server = StudioProcess(tmp_path / "rename.db").start()
+    try:
+        with RawAgent(server.agent_url) as agent:
+            agent.send(event("unnamed", "x"))
+            assert agent.request({"type": "ping"}) == {"type": "pong"}
+        before = wait_for(
+            lambda: get(server.http_url, "/v1/dashboard/agents/unnamed"),
+            lambda v: v["status"] == "offline",
+        )
+        time.sleep(0.05)  # a rename's time differs from the last contact's
+        body = {"name": "renamed", "metadata": {"team": "docs"}}
+        assert call(server.http_url, "/v1/agents/unnamed", "PATCH", body)[0] == 200
+        server.restart()
+        after = get(server.http_url, "/v1/dashboard/agents/unnamed")
+        assert (after["name"], after["metadata"]) == ("renamed", {"team": "docs"})
+        assert (after["last_seen"], after["implicit"]) == (before["last_seen"], True)
+    finally:
+        server.stop()
+
+
 def test_events_total_keeps_the_events_of_a_deleted_agent(tmp_path: Path) -> None:
     """The total summed the known agents' counts: deleting an agent took its events out of
     it, though they stay stored. They stay counted after restarts, beside the events of the

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import os
+import socket
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from tests.support.agent import RawAgent, event, register
@@ -201,3 +205,56 @@ def test_replay_of_more_than_a_hundred_thousand_events_leaves_no_gap(
             )
             got = stream.events(total + 500, timeout=60 * UNIT)
     assert [p["data"]["i"] for p in got] == list(range(total + 500))
+
+
+def stuck_viewer(studio: StudioProcess, *, batch: bool) -> socket.socket:
+    """A live-stream client that subscribes to everything and then never reads: a console in a
+    frozen tab. Its receive buffer is small, so the server's soon holds unsent frames."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(10 * UNIT)
+    sock.connect(("127.0.0.1", studio.port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        f"GET /v1/dashboard/events/stream HTTP/1.1\r\nHost: 127.0.0.1:{studio.port}\r\n"
+        f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    assert sock.recv(1024).startswith(b"HTTP/1.1 101")
+    data = json.dumps({"action": "subscribe", "filters": {}, "batch": batch}).encode()
+    assert len(data) < 126  # one byte of length
+    mask = os.urandom(4)
+    sock.sendall(
+        bytes([0x81, 0x80 | len(data)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(data))
+    )
+    return sock
+
+
+def test_a_stop_does_not_wait_for_stream_clients_that_stopped_reading(tmp_path: Path) -> None:
+    """Their unsent frames kept their sockets open: a SIGTERM waited the whole graceful timeout
+    (10 s) and ended with `Cancel 0 running task(s), timeout graceful shutdown exceeded`."""
+    server = StudioProcess(tmp_path / "stuck.db").start()
+    viewers = [stuck_viewer(server, batch=batch) for batch in (False, True)]
+    try:
+        with RawAgent(server.agent_url) as agent:
+            messages = [event("busy", "text_chunk", delta="x" * 500) for _ in range(1_000)]
+            for _ in range(20):  # 10 MB of events: far more than the viewers' buffers take
+                agent.send({"type": "batch", "messages": messages})
+            assert agent.request({"type": "ping"}, timeout=30 * UNIT) == {"type": "pong"}
+        wait_for(
+            lambda: get(server.http_url, "/v1/dashboard/overview"),
+            lambda o: o["events_total"] == 20_000,
+        )
+        started = time.monotonic()
+        assert server.stop() == 0
+        took = time.monotonic() - started
+    finally:
+        server.stop()
+        for viewer in viewers:
+            viewer.close()
+    output = "".join(server.output)
+    assert "graceful shutdown exceeded" not in output
+    assert took < 5 * UNIT, output
+    # Storage was flushed before the end, as always.
+    with StudioProcess(tmp_path / "stuck.db") as again:
+        assert get(again.http_url, "/v1/dashboard/events/count?agent_id=busy")["count"] == 20_000

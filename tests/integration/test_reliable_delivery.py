@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import resource
+import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -199,6 +201,28 @@ def test_graceful_stop_flushes_everything_received(tmp_path: Path) -> None:
             assert server.stop() == 0
         server.start()
         assert get(server.http_url, "/v1/dashboard/events/count?agent_id=g")["count"] == 20_000
+    finally:
+        server.stop()
+
+
+def test_a_second_interrupt_stops_without_a_traceback_and_still_flushes(tmp_path: Path) -> None:
+    """Ctrl-C twice made uvicorn skip the app's shutdown: the loop's end cancelled it, which
+    still flushed but logged a CancelledError traceback at ERROR."""
+    server = StudioProcess(tmp_path / "i.db").start()
+    try:
+        with RawAgent(server.agent_url) as agent:
+            agent.send({"type": "batch", "messages": [event("i", "x", i=i) for i in range(500)]})
+            assert agent.request({"type": "ping"}) == {"type": "pong"}
+            assert server.proc is not None
+            server.proc.send_signal(signal.SIGINT)
+            time.sleep(0.05)  # within the stop, as a second Ctrl-C is
+            server.proc.send_signal(signal.SIGINT)
+            server.proc.wait(20 * UNIT)
+        server.stop()
+        output = "".join(server.output)
+        assert "Traceback" not in output and "CancelledError" not in output, output
+        server.start()
+        assert get(server.http_url, "/v1/dashboard/events/count?agent_id=i")["count"] == 500
     finally:
         server.stop()
 

@@ -443,6 +443,47 @@ def test_a_second_studio_on_the_same_database_is_refused(studio: StudioProcess) 
     assert call(studio.http_url, "/healthz")[0] == 200
 
 
+@pytest.mark.parametrize("link", ["symlink", "hard link"])
+def test_a_second_studio_through_another_path_to_the_database_is_refused(
+    studio: StudioProcess, tmp_path: Path, link: str
+) -> None:
+    """Two Studios wrote one file, through a symlink to it, and damaged it."""
+    other = tmp_path / "other" / "studio.db"
+    other.parent.mkdir()
+    if link == "symlink":
+        other.symlink_to(studio.db_path)
+    else:
+        other.hardlink_to(studio.db_path)
+    result = subprocess.run(
+        [sys.executable, "-m", "aster_studio", "serve", "--port", "0", "--db", str(other)],
+        capture_output=True,
+        text=True,
+        timeout=30 * UNIT,
+    )
+    assert result.returncode == 2
+    assert "in use by another Aster Studio" in result.stderr
+    assert "listening" not in result.stdout and "Traceback" not in result.stderr
+    assert call(studio.http_url, "/healthz")[0] == 200
+
+
+def test_the_command_line_through_a_hard_link_to_a_running_studios_database_is_refused(
+    studio: StudioProcess, tmp_path: Path
+) -> None:
+    """SQLite names the write-ahead log after the path: a key written through a hard link
+    would go to a log of its own beside the Studio's, which does not read it."""
+    link = tmp_path / "link.db"
+    link.hardlink_to(studio.db_path)
+    result = subprocess.run(
+        [sys.executable, "-m", "aster_studio", "keys", "create", "--name", "x", "--db", str(link)],
+        capture_output=True,
+        text=True,
+        timeout=30 * UNIT,
+    )
+    assert result.returncode == 2
+    assert "through another path to the file" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "link.db-wal").exists()
+
+
 def test_a_database_from_a_newer_release_stops_the_start_before_it_listens(
     tmp_path: Path,
 ) -> None:
@@ -457,6 +498,22 @@ def test_a_database_from_a_newer_release_stops_the_start_before_it_listens(
     )
     assert result.returncode == 2
     assert "has schema version 99, newer than this release" in result.stderr
+    assert "listening" not in result.stdout and "Traceback" not in result.stderr
+
+
+def test_a_database_path_under_a_file_stops_the_start_before_it_listens(tmp_path: Path) -> None:
+    """The folder could not be made: the start failed inside uvicorn, with a traceback and
+    status 3."""
+    (tmp_path / "notes").write_text("a file, not a folder")
+    db = tmp_path / "notes" / "studio.db"
+    result = subprocess.run(
+        [sys.executable, "-m", "aster_studio", "serve", "--port", "0", "--db", str(db)],
+        capture_output=True,
+        text=True,
+        timeout=30 * UNIT,
+    )
+    assert result.returncode == 2
+    assert f"cannot open database {db}" in result.stderr
     assert "listening" not in result.stdout and "Traceback" not in result.stderr
 
 

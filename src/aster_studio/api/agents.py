@@ -114,7 +114,9 @@ def router(studio: Studio) -> APIRouter:
         if metadata:
             agent.metadata = {**agent.metadata, **metadata}
         if studio.pipeline is not None:
-            studio.pipeline.submit([agent.upsert_op(studio.clock())])
+            # Only what was edited: storing the registration again moved the agent's last
+            # contact to now and made an implicit agent a registered one.
+            studio.pipeline.submit([ops.EditAgent(agent.id, agent.name, agent.metadata)])
             await studio.pipeline.barrier()
         return ok(record(agent))
 

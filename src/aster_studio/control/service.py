@@ -36,6 +36,9 @@ WATCHED_TYPES = frozenset(
 )
 MAX_NOTE = 4_000
 MAX_ACTOR = 256
+# Events between two marks of what is observed (`MarkObserved`) when none asks for anything:
+# one small write per this many, and at most this many events scanned at start.
+MARK_EVERY = 10_000
 
 
 class Conflict(StudioError):
@@ -123,9 +126,32 @@ class ControlService:
         self.bus = bus
         self.clock = clock
         self.open: dict[str, RequestRecord] = {}
+        self._marked = 0  # the last event id `observe` marked as observed
 
     def load(self, records: list[RequestRecord]) -> None:
         self.open = {r.id: r for r in records}
+
+    def recover(self, events: list[StoredEvent]) -> list[WriteOp]:
+        """Apply the stored events whose effects a crash may have lost; return their writes.
+
+        At start, after `load`, with the store's `unobserved_events`: a request is written
+        after its event commits, so a crash in between left the event stored (and acked to
+        a reliable client) without its request. Replayed in order, each event makes what it
+        would have made then, at its own times (deadlines count from when the agent asked);
+        one whose effect was written finds its request open and changes nothing.
+        """
+        writes: list[WriteOp] = []
+        for event in events:
+            self._apply_event(event, writes, event.ts)
+        if writes:
+            log.warning(
+                "rebuilt %d control request changes that an earlier run stored the events of "
+                "but stopped before writing",
+                sum(isinstance(w, ops.SaveRequest) for w in writes),
+            )
+        if events:
+            writes.append(ops.MarkObserved(events[-1].id))
+        return writes
 
     @property
     def pending_count(self) -> int:
@@ -211,20 +237,37 @@ class ControlService:
     # ---- what agents send ----
 
     def observe(self, events: list[StoredEvent]) -> None:
-        """Runs after each commit: create, acknowledge or answer requests from agent events."""
+        """Runs after each commit: create, acknowledge or answer requests from agent events.
+
+        Their writes carry a mark of the events observed (`MarkObserved`), which a commit
+        without any carries only every MARK_EVERY events: what a crash loses past the mark,
+        `recover` replays at the next start.
+        """
         writes: list[WriteOp] = []
+        now = 0
         for event in events:
             if event.event_type in WATCHED_TYPES:
-                try:
-                    body = orjson.loads(event.payload)
-                    self._observe(event, body, writes)
-                except Exception:  # one odd event must not stop the rest
-                    log.exception("could not apply control event %s", event.id)
+                now = now or self.clock()
+                self._apply_event(event, writes, now)
+        if events:
+            last = events[-1].id
+            if writes or last - self._marked >= MARK_EVERY:
+                # Behind this commit's requests in the queue: durable only once they are.
+                writes.append(ops.MarkObserved(last))
+                self._marked = last
         self._commit(writes)
 
-    def _observe(self, event: StoredEvent, body: dict[str, Any], writes: list[WriteOp]) -> None:
+    def _apply_event(self, event: StoredEvent, writes: list[WriteOp], now: int) -> None:
+        try:
+            body = orjson.loads(event.payload)
+            self._observe(event, body, writes, now)
+        except Exception:  # one odd event must not stop the rest
+            log.exception("could not apply control event %s", event.id)
+
+    def _observe(
+        self, event: StoredEvent, body: dict[str, Any], writes: list[WriteOp], now: int
+    ) -> None:
         kind = event.event_type
-        now = self.clock()
         if kind in ("permission_required", "ask_user"):
             raw_call = body.get("call")
             call: dict[str, Any] = raw_call if isinstance(raw_call, dict) else {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
@@ -36,6 +37,16 @@ class UpsertAgent:
     metadata: dict[str, Any] = field(default_factory=dict)
     state: str | None = None
     implicit: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class EditAgent:
+    """Rename an agent or replace its metadata (a person's edit): nothing else of its row,
+    neither its last contact nor whether it registered, changes."""
+
+    id: str
+    name: str | None
+    metadata: dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +126,14 @@ class SaveRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class MarkObserved:
+    """Record that the control service has written what every event up to `through` asks
+    for (its requests and their acknowledgements): a restart replays only the events past it."""
+
+    through: int
+
+
+@dataclass(frozen=True, slots=True)
 class AddAudit:
     """Append one row to the audit log."""
 
@@ -128,6 +147,7 @@ class AddAudit:
 
 WriteOp = (
     UpsertAgent
+    | EditAgent
     | AgentState
     | UpsertSession
     | EndSession
@@ -138,6 +158,7 @@ WriteOp = (
     | DeletePrice
     | DeleteAgent
     | SaveRequest
+    | MarkObserved
     | AddAudit
 )
 
@@ -179,7 +200,10 @@ class Store(Protocol):
 
     def describe(self) -> str: ...
 
-    def load_agents(self) -> list[AgentRecord]: ...
+    def load_agents(self) -> list[AgentRecord]:
+        """Every agent, with its counts and its last contact: `last_seen` is the later of the
+        stored one and its newest event (an event is contact, but writes no `last_seen`)."""
+        ...
 
     def forgotten_events(self) -> int:
         """How many stored events have no agent's row to count them: their agent was deleted.
@@ -246,6 +270,15 @@ class Store(Protocol):
     def set_secret(self, name: str, value: str, ts: int) -> None: ...
 
     def open_requests(self) -> list[RequestRecord]: ...
+
+    def unobserved_events(self, event_types: Collection[str]) -> list[StoredEvent]:
+        """The stored events of `event_types` past the last `MarkObserved`, oldest first.
+
+        The control service writes a request after its event commits, in a later transaction:
+        a crash in between leaves the event without its request, and these are the events
+        whose requests may be missing.
+        """
+        ...
 
     def get_request(self, request_id: str) -> RequestRecord | None: ...
 

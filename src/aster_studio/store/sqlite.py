@@ -8,7 +8,7 @@ import operator
 import os
 import threading
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from itertools import islice
 from pathlib import Path
@@ -42,7 +42,9 @@ from ._base import (
     CommitResult,
     DeleteAgent,
     DeletePrice,
+    EditAgent,
     EndSession,
+    MarkObserved,
     MarkProducer,
     RecordUsage,
     SaveRequest,
@@ -291,6 +293,13 @@ MIGRATIONS: tuple[str, ...] = (
     ) AS c
     WHERE sessions.id = c.session_id;
     """,
+    # Version 12 marks the events whose control requests are written (`MarkObserved`): those
+    # past the mark are replayed at start, since a crash between an event's commit and its
+    # request's lost the request. What is stored already counts as written: a request lost
+    # by an earlier release is not raised again from history.
+    """
+    INSERT OR IGNORE INTO meta SELECT 'observed_through', coalesce(max(id), 0) FROM events;
+    """,
 )
 
 # The writer gives way between statements in commits of at most this many ops (see
@@ -526,10 +535,7 @@ class SqliteStore:
 
         Raises DatabaseInUse while another process has it open as its writer (`_lock`).
         """
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StoreError(f"cannot open database {self.path}: {exc}") from exc
+        self._make_folder()
         self._lock.acquire()
         try:
             self._open_writer()
@@ -537,30 +543,40 @@ class SqliteStore:
             self.close()  # the writer's connection, if it got that far, and the lock
             raise
 
+    def _make_folder(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot open database {self.path}: {exc}") from exc
+
     def _open_writer(self) -> None:
         try:
             conn = apsw.Connection(str(self.path))
         except apsw.Error as exc:
             raise StoreError(f"cannot open database {self.path}: {exc}") from exc
-        conn.execute("PRAGMA journal_mode=WAL")
+        self._writer = conn  # closed by `open` if what follows fails
+        try:
+            # The first statement reads the file: one that is not SQLite fails here.
+            conn.execute("PRAGMA journal_mode=WAL")
+        except apsw.Error as exc:
+            raise StoreError(f"cannot open database {self.path}: {exc}") from exc
         conn.execute(f"PRAGMA synchronous={self._synchronous}")
         conn.execute("PRAGMA busy_timeout=5000")
         # Checkpoint every ~40 MB of WAL rather than 4 MB: a page rewritten often (the agents'
         # and sessions' rows) is copied to the database once per checkpoint. The writer's CPU
         # per event: 10.5-10.8 against 11.2-11.8 µs at 50 events a commit (bench_store).
         conn.execute("PRAGMA wal_autocheckpoint=10000")
-        self._writer = conn
         self._migrate(conn)
         self._load_unposted(conn)
         self._prices = PriceTable(self.prices())
 
     def check_startable(self) -> None:
         """Raise what `open` would for the likeliest reasons a server cannot start: another
-        Studio holds the database (DatabaseInUse), or its schema is newer than this release
-        (MigrationError). A server checks before it listens, to say so plainly rather than
-        from inside its start-up."""
-        if not self.path.parent.is_dir():
-            return  # a first start: nothing there yet to hold or to read
+        Studio holds the database (DatabaseInUse), its schema is newer than this release
+        (MigrationError), or its folder cannot be made (StoreError: a file where a folder
+        should be, say). A server checks before it listens, to say so plainly rather than
+        from inside its start-up (a traceback and status 3)."""
+        self._make_folder()  # as `open` does next, on a first start
         self._lock.acquire()
         try:
             if self.path.exists():
@@ -604,6 +620,7 @@ class SqliteStore:
             connections = [*self._readers, self._writer]
             self._readers.clear()
             self._writer = None
+        left = False
         for conn in connections:
             if conn is None:
                 continue
@@ -613,7 +630,8 @@ class SqliteStore:
                 # apsw refuses to close a connection another thread is using (a read still
                 # running, or a writer past the stop timeout); SQLite closes it once it is freed.
                 log.warning("a database connection still in use at close: left to finish")
-        self._lock.release()
+                left = True
+        self._lock.release(file_in_use=left)
 
     def _migrate(self, conn: apsw.Connection) -> None:
         current = _scalar(conn, "PRAGMA user_version")
@@ -1076,6 +1094,11 @@ class SqliteStore:
                         op.ts,
                     ),
                 )
+        elif isinstance(op, EditAgent):
+            conn.execute(
+                "UPDATE agents SET name = coalesce(?, name), metadata = ? WHERE id = ?",
+                (op.name, _json(op.metadata), op.id),
+            )
         elif isinstance(op, AgentState):
             conn.execute(
                 "UPDATE agents SET state = ?, last_seen = ?, current_session_id = ? WHERE id = ?",
@@ -1159,6 +1182,11 @@ class SqliteStore:
                     _json(r.agent_response) if r.agent_response is not None else None,
                     r.event_cursor,
                 ),
+            )
+        elif isinstance(op, MarkObserved):
+            conn.execute(
+                "UPDATE meta SET value = max(value, ?) WHERE name = 'observed_through'",
+                (op.through,),
             )
         elif isinstance(op, AddAudit):
             conn.execute(
@@ -1278,6 +1306,18 @@ class SqliteStore:
             )
         return [self._request(r) for r in rows]
 
+    def unobserved_events(self, event_types: Collection[str]) -> list[StoredEvent]:
+        types = list(event_types)
+        with self._read() as conn:
+            rows = _all(
+                conn,
+                f"SELECT {self._EVENT_COLS} FROM events WHERE id > coalesce("
+                "(SELECT value FROM meta WHERE name = 'observed_through'), 0) "
+                f"AND event_type IN ({','.join('?' * len(types))}) ORDER BY id",
+                types,
+            )
+        return [self._event(r) for r in rows]
+
     def get_request(self, request_id: str) -> RequestRecord | None:
         with self._read() as conn:
             row = _one(
@@ -1315,6 +1355,7 @@ class SqliteStore:
         records = []
         for r in rows:
             n, errors, last = uncounted.get(r[0], (0, 0, r[9]))
+            last_event_at = last if r[9] is None else max(r[9], last)
             records.append(
                 AgentRecord(
                     r[0],
@@ -1325,8 +1366,10 @@ class SqliteStore:
                     orjson.loads(r[5]),
                     r[6],
                     r[7],
-                    r[8],
-                    last if r[9] is None else max(r[9], last),
+                    # The row's `last_seen` is written with state changes and disconnects, not
+                    # per event: after a crash its newest event is later contact.
+                    r[8] if last_event_at is None else max(r[8], last_event_at),
+                    last_event_at,
                     r[10],
                     bool(r[11]),
                     r[12] + n,

@@ -248,6 +248,40 @@ def test_agent_upsert_keeps_known_fields_and_counts_events(store: Store) -> None
     assert (agent.event_count, agent.error_count) == (2, 1)
 
 
+def test_editing_an_agent_changes_only_its_name_and_metadata(store: Store) -> None:
+    store.write([ops.UpsertAgent("a", 1_000, implicit=True)])
+    store.write([ops.AgentState("a", "working", 2_000, "s1")])
+    store.write([ops.EditAgent("a", "Alpha", {"team": "docs"})])
+    (agent,) = store.load_agents()
+    assert (agent.name, agent.metadata) == ("Alpha", {"team": "docs"})
+    assert (agent.state, agent.last_seen, agent.current_session_id, agent.implicit) == (
+        "working",
+        2_000,
+        "s1",
+        True,
+    )
+
+
+def test_an_agents_last_seen_after_reopening_is_its_newest_event_if_later(tmp_path: Path) -> None:
+    """`last_seen` is written with state changes and disconnects only: after a crash it fell
+    back to the registration, before the agent's last events."""
+    path = tmp_path / "seen.db"
+    store = SqliteStore(path, posting_events=4)
+    store.open()
+    store.write([ops.UpsertAgent(a, 1_000) for a in ("counted", "pending", "quiet")])
+    store.write([ev("counted", "x", 5_000) for _ in range(4)])
+    store.write([ev("pending", "x", 7_000)])  # begins a round: the four above reach their row
+    store.write([ops.AgentState("quiet", "ready", 9_000, None), ev("quiet", "x", 8_000)])
+    store.close()  # as a crash leaves it: no disconnect written
+    reopened = SqliteStore(path, posting_events=4)
+    reopened.open()
+    try:
+        seen = {a.id: a.last_seen for a in reopened.load_agents()}
+    finally:
+        reopened.close()
+    assert seen == {"counted": 5_000, "pending": 7_000, "quiet": 9_000}
+
+
 def _agent_counts(store: Store) -> dict[str, tuple[int, int, int | None]]:
     return {a.id: (a.event_count, a.error_count, a.last_event_at) for a in store.load_agents()}
 

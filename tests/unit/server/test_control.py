@@ -1,0 +1,167 @@
+"""Control requests across a crash: every stored request-creating event has its request."""
+
+from __future__ import annotations
+
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import apsw
+import orjson
+
+from aster_studio import store as ops
+from aster_studio.app import Studio
+from aster_studio.config import Settings
+from aster_studio.control.service import MARK_EVERY
+from aster_studio.models import RequestRecord, StoredEvent
+from aster_studio.store import SqliteStore
+
+ASKED = 1_700_000_000_000  # when the agent asked (the event's own timestamp)
+TIMEOUT_MS = 60_000
+
+
+def permission_event(event_id: int, call_id: str, **body: Any) -> StoredEvent:
+    payload = {"event_type": "permission_required", "call": {"id": call_id, "name": "write"}}
+    return StoredEvent(
+        event_id,
+        "a1",
+        "s1",
+        "control",
+        "permission_required",
+        None,
+        ASKED + 20,  # received
+        ASKED,
+        orjson.dumps({**payload, **body}),
+    )
+
+
+def crash_after_the_event(path: Path, *events: StoredEvent) -> None:
+    """Store the events as the writer does, and stop there: the requests the control service
+    would have written after the commit are never written (the process died in between)."""
+    store = SqliteStore(path)
+    store.open()
+    store.write([ops.UpsertAgent("a1", ASKED, implicit=True), *events])
+    store.close()
+
+
+async def restart(path: Path, now: int) -> list[RequestRecord]:
+    """Start a Studio on the database at `now`, and return its open requests; stop it."""
+    studio = Studio(settings=Settings(), store=SqliteStore(path), clock=lambda: now)
+    await studio.start()
+    try:
+        studio.control.expire_due()  # as its periodic check would, within a second
+        return list(studio.control.open.values())
+    finally:
+        await studio.stop()
+
+
+def stored_requests(path: Path) -> list[RequestRecord]:
+    store = SqliteStore(path)
+    store.open()
+    try:
+        return store.list_requests(status=None, agent_id=None, kind=None, limit=100)
+    finally:
+        store.close()
+
+
+async def test_a_request_whose_write_a_crash_lost_is_pending_after_a_restart(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "c.db"
+    crash_after_the_event(path, permission_event(1, "call-1", timeout_ms=TIMEOUT_MS))
+    (record,) = await restart(path, now=ASKED + 5_000)
+    assert (record.kind, record.key, record.status, record.event_cursor) == (
+        "permission",
+        "call-1",
+        "pending",
+        1,
+    )
+    assert record.request == {"id": "call-1", "name": "write"}
+    # Counted from when the agent asked, as it would have been before the crash.
+    assert (record.created_at, record.expires_at) == (ASKED + 20, ASKED + TIMEOUT_MS)
+
+
+async def test_a_rebuilt_request_is_stored_once_across_restarts(tmp_path: Path) -> None:
+    path = tmp_path / "c.db"
+    crash_after_the_event(path, permission_event(1, "call-1"))
+    (first,) = await restart(path, now=ASKED + 5_000)
+    (again,) = await restart(path, now=ASKED + 6_000)
+    assert again.id == first.id
+    assert [r.id for r in stored_requests(path)] == [first.id]
+
+
+async def test_a_rebuilt_request_whose_deadline_passed_while_down_is_expired(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "c.db"
+    crash_after_the_event(path, permission_event(1, "call-1", timeout_ms=TIMEOUT_MS))
+    assert await restart(path, now=ASKED + 2 * TIMEOUT_MS) == []
+    (record,) = stored_requests(path)
+    assert (record.key, record.status, record.expires_at) == (
+        "call-1",
+        "expired",
+        ASKED + TIMEOUT_MS,
+    )
+
+
+async def test_an_acknowledgement_a_crash_lost_is_applied_at_the_restart(tmp_path: Path) -> None:
+    """The agent's answer to a decision was stored, its effect on the request was not."""
+    path = tmp_path / "c.db"
+    crash_after_the_event(path, permission_event(1, "call-1"))
+    (request,) = await restart(path, now=ASKED + 1_000)
+    decided = StoredEvent(
+        2,
+        "a1",
+        "s1",
+        "control",
+        "permission_decided",
+        None,
+        ASKED + 2_000,
+        None,
+        orjson.dumps({"event_type": "permission_decided", "call_id": "call-1", "decision": "deny"}),
+    )
+    store = SqliteStore(path)
+    store.open()
+    first = store.reserve_event_ids()
+    store.write([decided._replace(id=first)])
+    store.close()
+    assert await restart(path, now=ASKED + 3_000) == []
+    (record,) = stored_requests(path)
+    assert (record.id, record.status, record.response) == (
+        request.id,
+        "decided",
+        {"decision": "deny"},
+    )
+    assert (record.decided_by, record.acknowledged_at) == ("agent:a1", ASKED + 2_000)
+
+
+def observed_through(path: Path) -> int:
+    with closing(apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READONLY)) as conn:
+        row = conn.execute("SELECT value FROM meta WHERE name = 'observed_through'").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def test_commits_without_control_events_write_the_mark_only_every_mark_every_events(
+    tmp_path: Path,
+) -> None:
+    """The event path pays nothing per event for the mark: one write per MARK_EVERY events."""
+    path = tmp_path / "c.db"
+    studio = Studio(settings=Settings(), store=SqliteStore(path), clock=lambda: ASKED)
+    await studio.start()
+    try:
+        pipeline = studio.pipeline
+        assert pipeline is not None
+        plain = [
+            StoredEvent(i, "a1", None, "progress", "text_chunk", None, ASKED, None, b"{}")
+            for i in range(1, MARK_EVERY + 1)
+        ]
+        for start in range(0, MARK_EVERY - 1, 100):  # commits of 100 events
+            studio.control.observe(plain[start : min(start + 100, MARK_EVERY - 1)])
+        await pipeline.barrier()
+        assert observed_through(path) == 0
+        studio.control.observe(plain[-1:])
+        await pipeline.barrier()
+        assert observed_through(path) == MARK_EVERY
+    finally:
+        await studio.stop()
