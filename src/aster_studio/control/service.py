@@ -5,13 +5,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import re
 import secrets
 from typing import Any
 
 import orjson
 
-from aster_studio_sdk.protocol import MessageType, parse_timestamp_ms
+from aster_studio_sdk.protocol import MessageType, parse_timestamp_ms, replace_surrogates
 
 from .. import store as ops
 from ..errors import BadRequest, NotFound, StudioError
@@ -56,20 +55,11 @@ class Expired(StudioError):
 MAX_TIMEOUT_MS = 365 * 86_400_000
 
 
-_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
 def _clean(value: Any) -> Any:
     """Replace lone UTF-16 surrogates with U+FFFD, as the agent protocol does: valid JSON
     (`"\\ud83d"`) that no UTF-8 encoder accepts, so storing or sending it failed after the
     decision was already taken in memory."""
-    if isinstance(value, str):
-        return _LONE_SURROGATE.sub("\ufffd", value)
-    if isinstance(value, dict):
-        return {_clean(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_clean(v) for v in value]
-    return value
+    return replace_surrogates(value)
 
 
 def _str(value: Any) -> str | None:

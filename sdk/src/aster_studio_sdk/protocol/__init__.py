@@ -26,6 +26,7 @@ from ._codec import (
     parse_timestamp_ms,
     register_message,
     register_session_message,
+    replace_surrogates,
     too_deep,
 )
 from ._types import (
@@ -97,5 +98,6 @@ __all__ = [
     "parse_timestamp_ms",
     "register_message",
     "register_session_message",
+    "replace_surrogates",
     "too_deep",
 ]

@@ -49,7 +49,8 @@ def loads(data: str | bytes) -> Any:
     return _parse(data)
 
 
-_LONE_SURROGATE: Final = re.compile("[\ud800-\udfff]")
+# chr(): mypyc compiles no string literal holding a surrogate.
+_LONE_SURROGATE: Final = re.compile(f"[{chr(0xD800)}-{chr(0xDFFF)}]")
 _UNPARSED: Final = object()  # what `_parse_lone_surrogates` returns for text that is not JSON
 
 
@@ -67,24 +68,27 @@ def _parse_lone_surrogates(text: str, max_depth: int) -> Any:
     text is not JSON.
     """
     try:
-        return _replace_surrogates(json.loads(text, parse_constant=_no_constant), max_depth)
+        return replace_surrogates(json.loads(text, parse_constant=_no_constant), max_depth)
     except (ValueError, RecursionError):
         return _UNPARSED
 
 
-def _replace_surrogates(value: Any, depth: int) -> Any:
-    # Past the depth limit the value is left as it is: the depth check refuses it next.
+def replace_surrogates(value: Any, depth: int = Limits().max_depth) -> Any:
+    """Return parsed JSON with each lone UTF-16 surrogate in its strings and keys as U+FFFD.
+
+    Values nested past `depth` are left as they are (a depth check refuses them next).
+    """
     if isinstance(value, str):
         return _LONE_SURROGATE.sub("\ufffd", value)
     if depth < 0:
         return value
     if isinstance(value, dict):
         return {
-            _LONE_SURROGATE.sub("\ufffd", k): _replace_surrogates(v, depth - 1)
+            _LONE_SURROGATE.sub("\ufffd", k): replace_surrogates(v, depth - 1)
             for k, v in value.items()
         }
     if isinstance(value, list):
-        return [_replace_surrogates(v, depth - 1) for v in value]
+        return [replace_surrogates(v, depth - 1) for v in value]
     return value
 
 
