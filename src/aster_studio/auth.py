@@ -43,10 +43,12 @@ def new_console_token() -> str:
 
 @dataclass(frozen=True, slots=True)
 class ConsoleSession:
-    """A logged-in browser: its CSRF token and when it expires."""
+    """A logged-in browser: its CSRF token, when it expires, and the credential it logged in
+    with (the token's hash): a session outlives neither."""
 
     csrf: str
     expires_at: float
+    credential: str = ""
 
 
 class Auth:
@@ -109,29 +111,43 @@ class Auth:
     # ---- people ----
 
     def console_token_ok(self, presented: str | None) -> bool:
-        if not presented:
-            return False
-        if self._configured is not None and hmac.compare_digest(
-            presented.encode(), self._configured.encode()
-        ):
-            return True
-        stored = self._stored_hash
-        return stored is not None and hmac.compare_digest(stored, hash_secret(presented))
+        """The console token: the configured one when there is one (it replaces a generated
+        one), else the one stored (generated, or made with `aster-studio console-token`)."""
+        current = self._credential()
+        return (
+            bool(presented)
+            and current is not None
+            and (hmac.compare_digest(current, hash_secret(presented or "")))
+        )
+
+    def _credential(self) -> str | None:
+        """The hash of the console token in force."""
+        if self._configured is not None:
+            return hash_secret(self._configured)
+        return self._stored_hash
 
     def login(self, presented: str | None) -> tuple[str, ConsoleSession] | None:
         if not self.console_token_ok(presented):
             return None
         self._expire()
         session_id = secrets.token_urlsafe(32)
-        session = ConsoleSession(secrets.token_urlsafe(24), time.time() + SESSION_TTL_S)
+        session = ConsoleSession(
+            secrets.token_urlsafe(24), time.time() + SESSION_TTL_S, self._credential() or ""
+        )
         self._sessions[session_id] = session
         return session_id, session
 
     def session(self, session_id: str | None) -> ConsoleSession | None:
+        """The live session of this id: not expired, and logged in with the token in force
+        (a new console token ends the sessions of the old one)."""
         if not session_id:
             return None
         session = self._sessions.get(session_id)
-        if session is None or session.expires_at < time.time():
+        if (
+            session is None
+            or session.expires_at < time.time()
+            or session.credential != self._credential()
+        ):
             self._sessions.pop(session_id, None)
             return None
         return session
