@@ -63,6 +63,20 @@ def request(
         return exc.code, dict(exc.headers), json.loads(raw) if raw else None
 
 
+def console_token(server: StudioProcess) -> str:
+    """The console token a Studio generated (auth on by agent keys) and logged once."""
+    match = wait_for(
+        lambda: re.search(r"Console token .*: (\S+)", "".join(server.output)),
+        lambda m: m is not None,
+    )
+    assert match is not None
+    return match.group(1)
+
+
+def console_bearer(server: StudioProcess) -> dict[str, str]:
+    return {"Authorization": f"Bearer {console_token(server)}"}
+
+
 @pytest.fixture
 def locked(tmp_path: Path) -> Iterator[tuple[StudioProcess, str, str]]:
     """A Studio with one agent key for `writer-*`: auth is on; its console token is logged."""
@@ -70,12 +84,7 @@ def locked(tmp_path: Path) -> Iterator[tuple[StudioProcess, str, str]]:
     key = create_key(db, "writer-*")
     server = StudioProcess(db).start()
     try:
-        match = wait_for(
-            lambda: re.search(r"Console token .*: (\S+)", "".join(server.output)),
-            lambda m: m is not None,
-        )
-        assert match is not None
-        yield server, key, match.group(1)
+        yield server, key, console_token(server)
     finally:
         server.stop()
 
@@ -129,11 +138,7 @@ def test_key_may_not_write_into_end_or_take_another_agents_session(tmp_path: Pat
     db = tmp_path / "scoped.db"
     writer_key, reader_key = create_key(db, "writer-*"), create_key(db, "reader-*")
     with StudioProcess(db) as server:
-        token = wait_for(
-            lambda: re.search(r"Console token .*: (\S+)", "".join(server.output)),
-            lambda m: m is not None,
-        ).group(1)
-        bearer = {"Authorization": f"Bearer {token}"}
+        bearer = console_bearer(server)
         victim = RawAgent(f"{server.agent_url}?token={reader_key}")
         attacker = RawAgent(f"{server.agent_url}?token={writer_key}")
         try:
@@ -187,9 +192,7 @@ def test_key_may_not_change_a_stored_session_of_another_agent(tmp_path: Path) ->
             attacker.request({"type": "register_session", "session": taken})
             attacker.send({"type": "end_session", "session_id": "s-old", "status": "failed"})
             assert attacker.request({"type": "ping"}) == {"type": "pong"}
-        token = re.search(r"Console token .*: (\S+)", "".join(server.output))
-        assert token is not None
-        bearer = {"Authorization": f"Bearer {token.group(1)}"}
+        bearer = console_bearer(server)
         data = request(server.http_url, "/v1/dashboard/sessions/s-old", headers=bearer)[2]["data"]
         assert (data["agent_id"], data["status"]) == ("reader-1", "completed")
 
@@ -271,9 +274,7 @@ def test_a_key_cannot_claim_another_keys_producer(tmp_path: Path) -> None:
         finally:
             attacker.close()
             owner.close()
-        token = re.search(r"Console token .*: (\S+)", "".join(server.output))
-        assert token is not None
-        bearer = {"Authorization": f"Bearer {token.group(1)}"}
+        bearer = console_bearer(server)
         path = "/v1/dashboard/events?agent_id=reader-1"
         stored = wait_for(
             lambda: request(server.http_url, path, headers=bearer)[2]["data"]["events"],
