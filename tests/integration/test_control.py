@@ -243,6 +243,86 @@ def test_tool_control_reaches_the_agent_and_its_response_is_shown(studio: Studio
     assert done["agent_response"]["ok"] is True
 
 
+def send_tool_control(studio: StudioProcess, action: str, call_id: str = "call_9") -> str:
+    status, body = call(
+        studio.http_url,
+        f"/v1/dashboard/agents/steer/tools/{call_id}/control",
+        "POST",
+        {"action": action},
+    )
+    assert status == 200, body
+    return str(body["data"]["id"])
+
+
+def answered(studio: StudioProcess, request_id: str) -> dict[str, Any]:
+    """The request once the agent's response is recorded on it."""
+    return dict(
+        wait_for(
+            lambda: get(studio.http_url, f"/v1/dashboard/requests/{request_id}"),
+            lambda r: r["agent_response"] is not None,
+        )
+    )
+
+
+def test_a_late_response_is_credited_to_the_control_of_its_action(
+    studio: StudioProcess,
+) -> None:
+    """Pause then cancel: the pause's refusal was shown as the cancel's, the cancel's lost."""
+    with steerable(studio) as agent:
+        pause, cancel = send_tool_control(studio, "pause"), send_tool_control(studio, "cancel")
+        for fields in ({"action": "pause", "ok": False, "reason": "busy"}, {"action": "cancel"}):
+            agent.send(
+                event("steer", "tool_control_response", call_id="call_9", **{"ok": True, **fields})
+            )
+        paused = answered(studio, pause)["agent_response"]
+        cancelled = answered(studio, cancel)["agent_response"]
+    assert (paused["action"], paused["ok"], paused["reason"]) == ("pause", False, "busy")
+    assert (cancelled["action"], cancelled["ok"]) == ("cancel", True)
+
+
+def test_a_superseded_control_answered_late_is_shown_acknowledged(
+    studio: StudioProcess,
+) -> None:
+    with steerable(studio) as agent:
+        pause = send_tool_control(studio, "pause")
+        send_tool_control(studio, "cancel")
+        agent.send(
+            event("steer", "tool_control_response", call_id="call_9", action="pause", ok=True)
+        )
+        paused = answered(studio, pause)
+    assert (paused["status"], paused["stage"]) == ("decided", "acknowledged")
+
+
+def test_a_response_naming_its_control_is_credited_to_that_control(
+    studio: StudioProcess,
+) -> None:
+    with steerable(studio) as agent:
+        first, second = send_tool_control(studio, "pause"), send_tool_control(studio, "pause")
+        for request_id, ok in ((second, False), (first, True)):
+            agent.send(
+                event(
+                    "steer",
+                    "tool_control_response",
+                    request_id=request_id,
+                    call_id="call_9",
+                    action="pause",
+                    ok=ok,
+                )
+            )
+        assert answered(studio, first)["agent_response"]["ok"] is True
+        assert answered(studio, second)["agent_response"]["ok"] is False
+
+
+def test_a_control_superseded_before_its_response_is_closed(studio: StudioProcess) -> None:
+    with steerable(studio):
+        pause, cancel = send_tool_control(studio, "pause"), send_tool_control(studio, "cancel")
+        closed = get(studio.http_url, f"/v1/dashboard/requests/{pause}")
+        audit = get(studio.http_url, f"/v1/dashboard/audit?request_id={pause}")["entries"]
+    assert (closed["status"], closed["stage"]) == ("expired", "expired")
+    (superseded,) = [e for e in audit if e["action"] == "superseded"]
+    assert superseded["detail"] == {"by": cancel}
+
+
 def test_tool_control_for_offline_agent_is_a_conflict(studio: StudioProcess) -> None:
     with steerable(studio):
         pass

@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import logging
 import secrets
+from collections import OrderedDict
 from typing import Any
 
 import orjson
@@ -38,6 +39,9 @@ MAX_ACTOR = 256
 # Events between two marks of what is observed (`MarkObserved`) when none asks for anything:
 # one small write per this many, and at most this many events scanned at start.
 MARK_EVERY = 10_000
+# Tool controls closed because a newer one for the same call was sent before the agent
+# answered: remembered (this many, in memory) so the agent's late response still reaches them.
+SUPERSEDED_KEPT = 1_024
 
 
 class Conflict(StudioError):
@@ -116,6 +120,7 @@ class ControlService:
         self.bus = bus
         self.clock = clock
         self.open: dict[str, RequestRecord] = {}
+        self._superseded: OrderedDict[str, RequestRecord] = OrderedDict()
         self._marked = 0  # the last event id `observe` marked as observed
 
     def load(self, records: list[RequestRecord]) -> None:
@@ -217,6 +222,10 @@ class ControlService:
             ):
                 closed = dataclasses.replace(record, status=EXPIRED)
                 self._save(closed, writes, "superseded", "studio", {"by": new.id})
+                if closed.kind == TOOL_CONTROL and closed.acknowledged_at is None:
+                    self._superseded[closed.id] = closed
+                    while len(self._superseded) > SUPERSEDED_KEPT:
+                        self._superseded.popitem(last=False)
 
     def _get_open(self, request_id: str) -> RequestRecord:
         record = self.open.get(request_id)
@@ -287,12 +296,25 @@ class ControlService:
             self._supersede(record, writes)
             self._save(record, writes, "requested", f"agent:{event.agent_id}", {"key": key})
             return
+        if kind == "tool_control_response":
+            found = self._answered_control(event.agent_id, body)
+            if found is not None:
+                # Answered after all: a superseded control is no longer closed unanswered.
+                if self._superseded.pop(found.id, None) is not None:
+                    found = dataclasses.replace(found, status=DECIDED)
+                record = dataclasses.replace(found, acknowledged_at=now, agent_response=body)
+                self._save(
+                    record,
+                    writes,
+                    "acknowledged",
+                    f"agent:{event.agent_id}",
+                    {"event_cursor": event.id},
+                )
+            return
         key = _str(body.get("call_id")) or _str(body.get("request_id"))
         if key is None:
             return
-        req_kind = {"permission_decided": PERMISSION, "user_answer": QUESTION}.get(
-            kind, TOOL_CONTROL
-        )
+        req_kind = PERMISSION if kind == "permission_decided" else QUESTION
         found = self._find(event.agent_id, req_kind, key)
         ask_id = _str(body.get("ask_id"))
         if found is None or ask_id not in (None, found.request.get("ask_id")):
@@ -311,6 +333,31 @@ class ControlService:
             )
         record = dataclasses.replace(record, acknowledged_at=now, agent_response=body)
         self._save(record, writes, "acknowledged", actor, {"event_cursor": event.id})
+
+    def _answered_control(self, agent_id: str, body: dict[str, Any]) -> RequestRecord | None:
+        """The tool control a `tool_control_response` answers, open or superseded.
+
+        The one its `request_id` names (the SDK sends it); without one (older agents), the
+        newest for the same call and action. By call alone, a late answer to an earlier
+        control (a pause refused just as a cancel was sent) was credited to the newer one.
+        """
+        candidates = [*self.open.values(), *self._superseded.values()]
+        request_id = _str(body.get("request_id"))
+        if request_id is not None:
+            match = [r for r in candidates if r.id == request_id]
+        else:
+            call_id, action = _str(body.get("call_id")), body.get("action")
+            match = [
+                r for r in candidates if r.key == call_id and r.request.get("action") == action
+            ]
+        match = [
+            r
+            for r in match
+            if r.kind == TOOL_CONTROL and r.agent_id == agent_id and r.acknowledged_at is None
+        ]
+        still_open = [r for r in match if r.status != EXPIRED]
+        newest = still_open or match  # an open one before a superseded one
+        return newest[-1] if newest else None
 
     @staticmethod
     def _deadline(body: dict[str, Any], event: StoredEvent) -> int | None:
@@ -479,10 +526,9 @@ class ControlService:
         )
         self._encodable(record)
         writes: list[WriteOp] = []
-        # A newer control for the same call replaces an unanswered older one.
-        older = self._find(agent_id, TOOL_CONTROL, call_id)
-        if older is not None:
-            self.open.pop(older.id, None)
+        # A newer control for the same call closes an unanswered older one (audit
+        # `superseded`); the agent's late response to it, if any, is still recorded.
+        self._supersede(record, writes)
         self._save(record, writes, "tool_control", by, request)
         record = self._deliver(record, writes)
         self._commit(writes)
