@@ -134,6 +134,67 @@ def test_questions_are_answered(studio: StudioProcess) -> None:
     }
 
 
+def question(text: str) -> dict[str, Any]:
+    return {"question": text, "header": text[:40], "multi_select": False, "options": []}
+
+
+def answer(studio: StudioProcess, agent: RawAgent, answers: Any, *texts: str) -> Any:
+    """Ask `texts` as one request, answer it with `answers`; return (status, body)."""
+    questions = [question(t) for t in texts or ("Which file?",)]
+    agent.send(event("steer", "ask_user", request_id="q-1", questions=questions))
+    (request,) = pending(studio)
+    return call(studio.http_url, f"/v1/dashboard/requests/{request['id']}/answer", "POST", answers)
+
+
+def test_answers_that_answer_no_question_are_400(studio: StudioProcess) -> None:
+    with steerable(studio) as agent:
+        status, body = answer(studio, agent, {"answers": {}})
+        assert status == 400 and "Which file?" in body["error"]["message"]
+        assert pending(studio)[0]["status"] == "pending"
+
+
+def test_an_answer_to_a_question_not_asked_is_400(studio: StudioProcess) -> None:
+    with steerable(studio) as agent:
+        status, body = answer(studio, agent, {"answers": {"Which file?": "a", "Other?": "b"}})
+    assert status == 400 and "Other?" in body["error"]["message"]
+
+
+def test_a_question_left_unanswered_is_400(studio: StudioProcess) -> None:
+    with steerable(studio) as agent:
+        status, body = answer(studio, agent, {"answers": {"One?": "a"}}, "One?", "Two?")
+    assert status == 400 and "Two?" in body["error"]["message"]
+
+
+def test_a_list_of_answers_is_keyed_by_the_questions_in_order(studio: StudioProcess) -> None:
+    with steerable(studio) as agent:
+        status, body = answer(studio, agent, {"answers": ["a", ["b", "c"]]}, "One?", "Two?")
+        assert status == 200, body
+        delivered = agent.recv_until("control")["answers"]
+    assert body["data"]["response"]["answers"] == {"One?": "a", "Two?": ["b", "c"]}
+    assert delivered == {"One?": "a", "Two?": ["b", "c"]}
+
+
+def test_a_list_of_answers_of_another_length_is_400(studio: StudioProcess) -> None:
+    with steerable(studio) as agent:
+        status, _ = answer(studio, agent, {"answers": ["a", "b"]}, "One?")
+    assert status == 400
+
+
+def test_an_answer_over_the_size_limit_is_400(studio: StudioProcess) -> None:
+    with steerable(studio) as agent:
+        status, body = answer(studio, agent, {"answers": {"Which file?": "x" * 4_001}})
+        assert status == 400 and "at most" in body["error"]["message"]
+        assert pending(studio)[0]["status"] == "pending"
+
+
+def test_answers_over_the_total_size_limit_are_400(studio: StudioProcess) -> None:
+    texts = [f"Question {i}?" for i in range(40)]
+    answers = {t: "x" * 3_000 for t in texts}  # each under the limit of one answer
+    with steerable(studio) as agent:
+        status, body = answer(studio, agent, {"answers": answers}, *texts)
+    assert status == 400 and "in all" in body["error"]["message"]
+
+
 def test_decision_made_while_offline_is_delivered_on_reconnect(studio: StudioProcess) -> None:
     with steerable(studio) as agent:
         ask_permission(agent)

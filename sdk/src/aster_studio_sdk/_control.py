@@ -665,7 +665,7 @@ class ControlHub:
             waiting = [r for r in self._open.get((kind, key), ()) if same(r.ask_id)]
             finished = self._finished.get((kind, key))
         if waiting:
-            result = _studio_result(kind, key, msg.data)
+            result = _studio_result(kind, key, msg.data, waiting[0].asked)
             applied = [r for r in waiting if self._resolve(r, result) is result]
             if applied:
                 first = applied[0]
@@ -829,7 +829,9 @@ def _text(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def _studio_result(kind: str, key: str, data: Mapping[str, Any]) -> Decision | Answers:
+def _studio_result(
+    kind: str, key: str, data: Mapping[str, Any], asked: Any = None
+) -> Decision | Answers:
     if kind == PERMISSION:
         # Anything but an explicit allow denies: a garbled decision must not run a tool.
         decision = Permission.ALLOW if data.get("decision") == "allow" else Permission.DENY
@@ -844,7 +846,12 @@ def _studio_result(kind: str, key: str, data: Mapping[str, Any]) -> Decision | A
         )
     answers = data.get("answers")
     if isinstance(answers, list):
-        answers = {str(i): a for i, a in enumerate(answers)}
+        # Answers in the order of the questions (the Studio keys them; older ones did not).
+        texts = [q.get("question") for q in asked if isinstance(q, Mapping)] if asked else []
+        if len(texts) == len(answers) and all(isinstance(t, str) for t in texts):
+            answers = dict(zip(texts, answers, strict=True))
+        else:
+            answers = {str(i): a for i, a in enumerate(answers)}
     return Answers(
         request_id=key,
         answers=dict(answers) if isinstance(answers, dict) else {},
