@@ -134,6 +134,67 @@ def test_questions_are_answered(studio: StudioProcess) -> None:
     }
 
 
+def question(text: str) -> dict[str, Any]:
+    return {"question": text, "header": text[:40], "multi_select": False, "options": []}
+
+
+def answer(studio: StudioProcess, agent: RawAgent, answers: Any, *texts: str) -> Any:
+    """Ask `texts` as one request, answer it with `answers`; return (status, body)."""
+    questions = [question(t) for t in texts or ("Which file?",)]
+    agent.send(event("steer", "ask_user", request_id="q-1", questions=questions))
+    (request,) = pending(studio)
+    return call(studio.http_url, f"/v1/dashboard/requests/{request['id']}/answer", "POST", answers)
+
+
+def test_answers_that_answer_no_question_are_400(studio: StudioProcess) -> None:
+    with steerable(studio) as agent:
+        status, body = answer(studio, agent, {"answers": {}})
+        assert status == 400 and "Which file?" in body["error"]["message"]
+        assert pending(studio)[0]["status"] == "pending"
+
+
+def test_an_answer_to_a_question_not_asked_is_400(studio: StudioProcess) -> None:
+    with steerable(studio) as agent:
+        status, body = answer(studio, agent, {"answers": {"Which file?": "a", "Other?": "b"}})
+    assert status == 400 and "Other?" in body["error"]["message"]
+
+
+def test_a_question_left_unanswered_is_400(studio: StudioProcess) -> None:
+    with steerable(studio) as agent:
+        status, body = answer(studio, agent, {"answers": {"One?": "a"}}, "One?", "Two?")
+    assert status == 400 and "Two?" in body["error"]["message"]
+
+
+def test_a_list_of_answers_is_keyed_by_the_questions_in_order(studio: StudioProcess) -> None:
+    with steerable(studio) as agent:
+        status, body = answer(studio, agent, {"answers": ["a", ["b", "c"]]}, "One?", "Two?")
+        assert status == 200, body
+        delivered = agent.recv_until("control")["answers"]
+    assert body["data"]["response"]["answers"] == {"One?": "a", "Two?": ["b", "c"]}
+    assert delivered == {"One?": "a", "Two?": ["b", "c"]}
+
+
+def test_a_list_of_answers_of_another_length_is_400(studio: StudioProcess) -> None:
+    with steerable(studio) as agent:
+        status, _ = answer(studio, agent, {"answers": ["a", "b"]}, "One?")
+    assert status == 400
+
+
+def test_an_answer_over_the_size_limit_is_400(studio: StudioProcess) -> None:
+    with steerable(studio) as agent:
+        status, body = answer(studio, agent, {"answers": {"Which file?": "x" * 4_001}})
+        assert status == 400 and "at most" in body["error"]["message"]
+        assert pending(studio)[0]["status"] == "pending"
+
+
+def test_answers_over_the_total_size_limit_are_400(studio: StudioProcess) -> None:
+    texts = [f"Question {i}?" for i in range(40)]
+    answers = {t: "x" * 3_000 for t in texts}  # each under the limit of one answer
+    with steerable(studio) as agent:
+        status, body = answer(studio, agent, {"answers": answers}, *texts)
+    assert status == 400 and "in all" in body["error"]["message"]
+
+
 def test_decision_made_while_offline_is_delivered_on_reconnect(studio: StudioProcess) -> None:
     with steerable(studio) as agent:
         ask_permission(agent)
@@ -241,6 +302,86 @@ def test_tool_control_reaches_the_agent_and_its_response_is_shown(studio: Studio
             lambda r: r["stage"] == "acknowledged",
         )
     assert done["agent_response"]["ok"] is True
+
+
+def send_tool_control(studio: StudioProcess, action: str, call_id: str = "call_9") -> str:
+    status, body = call(
+        studio.http_url,
+        f"/v1/dashboard/agents/steer/tools/{call_id}/control",
+        "POST",
+        {"action": action},
+    )
+    assert status == 200, body
+    return str(body["data"]["id"])
+
+
+def answered(studio: StudioProcess, request_id: str) -> dict[str, Any]:
+    """The request once the agent's response is recorded on it."""
+    return dict(
+        wait_for(
+            lambda: get(studio.http_url, f"/v1/dashboard/requests/{request_id}"),
+            lambda r: r["agent_response"] is not None,
+        )
+    )
+
+
+def test_a_late_response_is_credited_to_the_control_of_its_action(
+    studio: StudioProcess,
+) -> None:
+    """Pause then cancel: the pause's refusal was shown as the cancel's, the cancel's lost."""
+    with steerable(studio) as agent:
+        pause, cancel = send_tool_control(studio, "pause"), send_tool_control(studio, "cancel")
+        for fields in ({"action": "pause", "ok": False, "reason": "busy"}, {"action": "cancel"}):
+            agent.send(
+                event("steer", "tool_control_response", call_id="call_9", **{"ok": True, **fields})
+            )
+        paused = answered(studio, pause)["agent_response"]
+        cancelled = answered(studio, cancel)["agent_response"]
+    assert (paused["action"], paused["ok"], paused["reason"]) == ("pause", False, "busy")
+    assert (cancelled["action"], cancelled["ok"]) == ("cancel", True)
+
+
+def test_a_superseded_control_answered_late_is_shown_acknowledged(
+    studio: StudioProcess,
+) -> None:
+    with steerable(studio) as agent:
+        pause = send_tool_control(studio, "pause")
+        send_tool_control(studio, "cancel")
+        agent.send(
+            event("steer", "tool_control_response", call_id="call_9", action="pause", ok=True)
+        )
+        paused = answered(studio, pause)
+    assert (paused["status"], paused["stage"]) == ("decided", "acknowledged")
+
+
+def test_a_response_naming_its_control_is_credited_to_that_control(
+    studio: StudioProcess,
+) -> None:
+    with steerable(studio) as agent:
+        first, second = send_tool_control(studio, "pause"), send_tool_control(studio, "pause")
+        for request_id, ok in ((second, False), (first, True)):
+            agent.send(
+                event(
+                    "steer",
+                    "tool_control_response",
+                    request_id=request_id,
+                    call_id="call_9",
+                    action="pause",
+                    ok=ok,
+                )
+            )
+        assert answered(studio, first)["agent_response"]["ok"] is True
+        assert answered(studio, second)["agent_response"]["ok"] is False
+
+
+def test_a_control_superseded_before_its_response_is_closed(studio: StudioProcess) -> None:
+    with steerable(studio):
+        pause, cancel = send_tool_control(studio, "pause"), send_tool_control(studio, "cancel")
+        closed = get(studio.http_url, f"/v1/dashboard/requests/{pause}")
+        audit = get(studio.http_url, f"/v1/dashboard/audit?request_id={pause}")["entries"]
+    assert (closed["status"], closed["stage"]) == ("expired", "expired")
+    (superseded,) = [e for e in audit if e["action"] == "superseded"]
+    assert superseded["detail"] == {"by": cancel}
 
 
 def test_tool_control_for_offline_agent_is_a_conflict(studio: StudioProcess) -> None:

@@ -228,6 +228,42 @@ def test_cancel_of_a_running_tool_reaches_it_and_its_response_is_shown(
     assert canceled["event"]["reason"] == "enough"
 
 
+def test_pause_then_cancel_each_get_the_agents_own_response(studio: StudioProcess) -> None:
+    """Sent in quick succession, the pause's response was credited to the cancel."""
+    with (
+        agent(studio, "tooler") as client,
+        client.session("s1") as s,
+        s.tool_call("crawl", cancelable=True, pausable=True) as tool,
+    ):
+        assert client.flush(5 * UNIT)
+        wait_for(lambda: events_of(studio, "tooler", "tool:start"), lambda found: len(found) == 1)
+        sent: dict[str, str] = {}
+        for action in ("pause", "cancel"):
+            status, body = call(
+                studio.http_url,
+                f"/v1/dashboard/agents/tooler/tools/{tool.id}/control",
+                "POST",
+                {"action": action},
+            )
+            assert status == 200, body
+            sent[action] = body["data"]["id"]
+        assert wait_for(lambda: tool.cancelled, bool, timeout=5 * UNIT)
+        assert client.flush(5 * UNIT)
+        responses = {
+            action: wait_for(
+                lambda rid=rid: get(studio.http_url, f"/v1/dashboard/requests/{rid}"),
+                lambda r: r["agent_response"] is not None,
+                timeout=10 * UNIT,
+            )["agent_response"]
+            for action, rid in sent.items()
+        }
+    assert {a: (r["action"], r["ok"]) for a, r in responses.items()} == {
+        "pause": ("pause", True),
+        "cancel": ("cancel", True),
+    }
+    assert {a: r["request_id"] for a, r in responses.items()} == sent
+
+
 def test_decision_made_while_offline_arrives_after_the_agent_reconnects(
     studio: StudioProcess,
 ) -> None:

@@ -665,7 +665,7 @@ class ControlHub:
             waiting = [r for r in self._open.get((kind, key), ()) if same(r.ask_id)]
             finished = self._finished.get((kind, key))
         if waiting:
-            result = _studio_result(kind, key, msg.data)
+            result = _studio_result(kind, key, msg.data, waiting[0].asked)
             applied = [r for r in waiting if self._resolve(r, result) is result]
             if applied:
                 first = applied[0]
@@ -728,33 +728,36 @@ class ControlHub:
 
     def _tool_control(self, data: Mapping[str, Any]) -> None:
         call_id = data.get("call_id")
-        request_id = data.get("request_id")
-        if isinstance(request_id, str):
+        raw_id = data.get("request_id")
+        request_id = raw_id if isinstance(raw_id, str) else None
+        if request_id is not None:
             with self._lock:
                 if request_id in self._handled:
                     return  # a repeat delivery
                 self._remember(self._handled, request_id, None)
         if not isinstance(call_id, str):
             return
+
+        def respond(emitter: Emits, action: str, ok: bool, reason: str | None) -> None:
+            self._respond(emitter, request_id, call_id, action, ok, reason)
+
         try:
             action = ToolAction(str(data.get("action")))
         except ValueError:
-            self._respond(
-                self._fallback(), call_id, str(data.get("action")), False, "unknown action"
-            )
+            respond(self._fallback(), str(data.get("action")), False, "unknown action")
             return
         note = data.get("note") if isinstance(data.get("note"), str) else None
         with self._lock:
             call = self._calls.get(call_id)
         if call is None:
-            self._respond(self._fallback(), call_id, action, False, "no such running tool call")
+            respond(self._fallback(), action, False, "no such running tool call")
             return
         emitter = call.control_emitter
         state = call.control_state
         allowed = call.cancelable if action is ToolAction.CANCEL else call.pausable
         if state is None or not allowed:
             what = "cancelable" if action is ToolAction.CANCEL else "pausable"
-            self._respond(emitter, call_id, action, False, f"the tool call is not {what}")
+            respond(emitter, action, False, f"the tool call is not {what}")
             return
         with state.cond:
             if state.cancelled:
@@ -769,35 +772,44 @@ class ControlHub:
                     state.paused = action is ToolAction.PAUSE
                 state.cond.notify_all()
         if not ok or reason:
-            self._respond(emitter, call_id, action, ok, reason or None)
+            respond(emitter, action, ok, reason or None)
             return
         call._controlled(action, note)
         handlers = list(state.handlers)
         if not handlers:
-            self._respond(emitter, call_id, action, True, None)
+            respond(emitter, action, True, None)
             return
-        control = ToolControl(
-            call_id, action, note, request_id if isinstance(request_id, str) else None
-        )
+        control = ToolControl(call_id, action, note, request_id)
 
         def run_handlers() -> None:
             for handler in handlers:
                 try:
                     handler(control)
                 except Exception as exc:
-                    self._respond(emitter, call_id, action, False, f"{type(exc).__name__}: {exc}")
+                    respond(emitter, action, False, f"{type(exc).__name__}: {exc}")
                     return
-            self._respond(emitter, call_id, action, True, None)
+            respond(emitter, action, True, None)
 
         if not self._dispatcher.submit(run_handlers):  # closing: no user code on the worker
-            self._respond(emitter, call_id, action, True, "handlers skipped: client closing")
+            respond(emitter, action, True, "handlers skipped: client closing")
 
     def _fallback(self) -> Emits:
         return self._fallback_ref() or _NOWHERE
 
     @staticmethod
-    def _respond(emitter: Emits, call_id: str, action: str, ok: bool, reason: str | None) -> None:
+    def _respond(
+        emitter: Emits,
+        request_id: str | None,
+        call_id: str,
+        action: str,
+        ok: bool,
+        reason: str | None,
+    ) -> None:
+        """Report the agent's response to one tool control; `request_id` names that control
+        (a pause and a cancel sent together are answered separately, maybe out of order)."""
         fields: dict[str, Any] = {"call_id": call_id, "action": str(action), "ok": ok}
+        if request_id is not None:
+            fields["request_id"] = request_id
         if reason:
             fields["reason"] = reason
         emitter.event("control", "tool_control_response", **fields)
@@ -817,7 +829,9 @@ def _text(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def _studio_result(kind: str, key: str, data: Mapping[str, Any]) -> Decision | Answers:
+def _studio_result(
+    kind: str, key: str, data: Mapping[str, Any], asked: Any = None
+) -> Decision | Answers:
     if kind == PERMISSION:
         # Anything but an explicit allow denies: a garbled decision must not run a tool.
         decision = Permission.ALLOW if data.get("decision") == "allow" else Permission.DENY
@@ -832,7 +846,12 @@ def _studio_result(kind: str, key: str, data: Mapping[str, Any]) -> Decision | A
         )
     answers = data.get("answers")
     if isinstance(answers, list):
-        answers = {str(i): a for i, a in enumerate(answers)}
+        # Answers in the order of the questions (the Studio keys them; older ones did not).
+        texts = [q.get("question") for q in asked if isinstance(q, Mapping)] if asked else []
+        if len(texts) == len(answers) and all(isinstance(t, str) for t in texts):
+            answers = dict(zip(texts, answers, strict=True))
+        else:
+            answers = {str(i): a for i, a in enumerate(answers)}
     return Answers(
         request_id=key,
         answers=dict(answers) if isinstance(answers, dict) else {},

@@ -470,14 +470,35 @@ class InMemoryStudio:
             self._to_decide.append(record)
             return
         kind = _ACKS[msg.event_type]
-        key = body.get("call_id") if kind != QUESTION else body.get("request_id")
-        found = self._find(msg.agent_id, kind, key, open_only=False) if key else None
+        if kind == TOOL_CONTROL:
+            found = self._answered_control(msg.agent_id, body)
+        else:
+            key = body.get("call_id") if kind != QUESTION else body.get("request_id")
+            found = self._find(msg.agent_id, kind, key, open_only=False) if key else None
         if found is None:
             return
         if found.status == "pending":  # the agent decided by itself
             found.status = "decided"
             found.decided_by = f"agent:{msg.agent_id}"
         found.acknowledgement = dict(body)
+
+    def _answered_control(self, agent_id: str, body: dict[str, Any]) -> MemoryRequest | None:
+        """The tool control a response answers: the one its `request_id` names, else the
+        newest unanswered one for the same call and action (as the Studio matches them)."""
+        request_id = body.get("request_id")
+        for request in reversed(self.requests):
+            if (request.agent_id, request.kind) != (agent_id, TOOL_CONTROL):
+                continue
+            if request_id is not None:
+                if request.id == request_id:
+                    return request
+            elif (
+                request.acknowledgement is None
+                and request.key == body.get("call_id")
+                and request.request.get("action") == body.get("action")
+            ):
+                return request
+        return None
 
     def _find(self, agent_id: str, kind: str, key: Any, *, open_only: bool) -> MemoryRequest | None:
         for request in reversed(self.requests):

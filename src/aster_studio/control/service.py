@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import logging
 import secrets
+from collections import OrderedDict
 from typing import Any
 
 import orjson
@@ -35,9 +36,15 @@ WATCHED_TYPES = frozenset(
 )
 MAX_NOTE = 4_000
 MAX_ACTOR = 256
+# Characters of text in one answer (as in a note) and in all the answers to one request.
+MAX_ANSWER = MAX_NOTE
+MAX_ANSWERS = 64_000
 # Events between two marks of what is observed (`MarkObserved`) when none asks for anything:
 # one small write per this many, and at most this many events scanned at start.
 MARK_EVERY = 10_000
+# Tool controls closed because a newer one for the same call was sent before the agent
+# answered: remembered (this many, in memory) so the agent's late response still reaches them.
+SUPERSEDED_KEPT = 1_024
 
 
 class Conflict(StudioError):
@@ -68,6 +75,70 @@ def _str(value: Any) -> str | None:
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
     return value if isinstance(value, str) and value else None
+
+
+def _answer_size(value: Any) -> int:
+    """The characters of text in one answer: text, a number or a yes/no, or a list of them
+    (several choices); anything else (null, an object, a list of lists) is no answer."""
+    if isinstance(value, list):
+        if not all(isinstance(v, (str, int, float)) for v in value):
+            raise BadRequest("an answer must be text, a number, or a list of them")
+        return sum(len(str(v)) for v in value)
+    if not isinstance(value, (str, int, float)):
+        raise BadRequest("an answer must be text, a number, or a list of them")
+    return len(str(value))
+
+
+def _bounded_answers(answers: Any) -> None:
+    """Refuse (400) answers of a wrong shape or size: an object or a list of answers, each at
+    most MAX_ANSWER characters and MAX_ANSWERS in all (a 2 MB answer was stored and sent)."""
+    if not isinstance(answers, (dict, list)):
+        raise BadRequest("'answers' must be an object (question -> answer) or a list")
+    values = answers.values() if isinstance(answers, dict) else answers
+    total = 0
+    for value in values:
+        size = _answer_size(value)
+        if size > MAX_ANSWER:
+            raise BadRequest(f"an answer must be at most {MAX_ANSWER} characters")
+        total += size
+    if total > MAX_ANSWERS:
+        raise BadRequest(f"the answers must be at most {MAX_ANSWERS} characters in all")
+
+
+def _question_texts(record: RequestRecord) -> list[str] | None:
+    """The text of each question asked, in order; None when one has no text to key by."""
+    questions = record.request.get("questions")
+    if not isinstance(questions, list) or not questions:
+        return None
+    texts = []
+    for q in questions:
+        text = q if isinstance(q, str) else q.get("question") if isinstance(q, dict) else None
+        if not isinstance(text, str) or not text:
+            return None
+        texts.append(text)
+    return texts
+
+
+def _keyed_answers(record: RequestRecord, answers: dict[str, Any] | list[Any]) -> Any:
+    """The answers as an object keyed by question text, answering every question asked and
+    nothing else (400 otherwise): a list answers the questions in order. Unchecked answers
+    left the agent with `{}` or `{"0": ...}` reported as answered, and its default lost."""
+    texts = _question_texts(record)
+    if texts is None:
+        return answers  # the agent's questions have no text to check against: as sent
+    if isinstance(answers, list):
+        if len(answers) != len(texts):
+            raise BadRequest(
+                f"a list of answers must have one per question ({len(texts)}), not {len(answers)}"
+            )
+        answers = dict(zip(texts, answers, strict=True))
+    unknown = [k for k in answers if k not in texts]
+    if unknown:
+        raise BadRequest(f"answers to questions not asked: {unknown}; asked: {texts}")
+    missing = [t for t in texts if answers.get(t) in (None, "", [])]
+    if missing:
+        raise BadRequest(f"every question needs an answer; none for: {missing}")
+    return answers
 
 
 def stage(record: RequestRecord) -> str:
@@ -116,6 +187,7 @@ class ControlService:
         self.bus = bus
         self.clock = clock
         self.open: dict[str, RequestRecord] = {}
+        self._superseded: OrderedDict[str, RequestRecord] = OrderedDict()
         self._marked = 0  # the last event id `observe` marked as observed
 
     def load(self, records: list[RequestRecord]) -> None:
@@ -217,6 +289,10 @@ class ControlService:
             ):
                 closed = dataclasses.replace(record, status=EXPIRED)
                 self._save(closed, writes, "superseded", "studio", {"by": new.id})
+                if closed.kind == TOOL_CONTROL and closed.acknowledged_at is None:
+                    self._superseded[closed.id] = closed
+                    while len(self._superseded) > SUPERSEDED_KEPT:
+                        self._superseded.popitem(last=False)
 
     def _get_open(self, request_id: str) -> RequestRecord:
         record = self.open.get(request_id)
@@ -287,12 +363,25 @@ class ControlService:
             self._supersede(record, writes)
             self._save(record, writes, "requested", f"agent:{event.agent_id}", {"key": key})
             return
+        if kind == "tool_control_response":
+            found = self._answered_control(event.agent_id, body)
+            if found is not None:
+                # Answered after all: a superseded control is no longer closed unanswered.
+                if self._superseded.pop(found.id, None) is not None:
+                    found = dataclasses.replace(found, status=DECIDED)
+                record = dataclasses.replace(found, acknowledged_at=now, agent_response=body)
+                self._save(
+                    record,
+                    writes,
+                    "acknowledged",
+                    f"agent:{event.agent_id}",
+                    {"event_cursor": event.id},
+                )
+            return
         key = _str(body.get("call_id")) or _str(body.get("request_id"))
         if key is None:
             return
-        req_kind = {"permission_decided": PERMISSION, "user_answer": QUESTION}.get(
-            kind, TOOL_CONTROL
-        )
+        req_kind = PERMISSION if kind == "permission_decided" else QUESTION
         found = self._find(event.agent_id, req_kind, key)
         ask_id = _str(body.get("ask_id"))
         if found is None or ask_id not in (None, found.request.get("ask_id")):
@@ -311,6 +400,31 @@ class ControlService:
             )
         record = dataclasses.replace(record, acknowledged_at=now, agent_response=body)
         self._save(record, writes, "acknowledged", actor, {"event_cursor": event.id})
+
+    def _answered_control(self, agent_id: str, body: dict[str, Any]) -> RequestRecord | None:
+        """The tool control a `tool_control_response` answers, open or superseded.
+
+        The one its `request_id` names (the SDK sends it); without one (older agents), the
+        newest for the same call and action. By call alone, a late answer to an earlier
+        control (a pause refused just as a cancel was sent) was credited to the newer one.
+        """
+        candidates = [*self.open.values(), *self._superseded.values()]
+        request_id = _str(body.get("request_id"))
+        if request_id is not None:
+            match = [r for r in candidates if r.id == request_id]
+        else:
+            call_id, action = _str(body.get("call_id")), body.get("action")
+            match = [
+                r for r in candidates if r.key == call_id and r.request.get("action") == action
+            ]
+        match = [
+            r
+            for r in match
+            if r.kind == TOOL_CONTROL and r.agent_id == agent_id and r.acknowledged_at is None
+        ]
+        still_open = [r for r in match if r.status != EXPIRED]
+        newest = still_open or match  # an open one before a superseded one
+        return newest[-1] if newest else None
 
     @staticmethod
     def _deadline(body: dict[str, Any], event: StoredEvent) -> int | None:
@@ -422,11 +536,10 @@ class ControlService:
         return await self._decided(record, response, by, "decided")
 
     async def answer(self, request_id: str, answers: Any, by: str) -> RequestRecord:
-        if not isinstance(answers, (dict, list)):
-            raise BadRequest("'answers' must be an object (question -> answer) or a list")
-        by = _clean(by)
-        response = {"answers": _clean(answers)}
-        record = await self._open_for(request_id, QUESTION, by, response)
+        _bounded_answers(answers)
+        by, answers = _clean(by), _clean(answers)
+        record = await self._open_for(request_id, QUESTION, by, {"answers": answers})
+        response = {"answers": _keyed_answers(record, answers)}
         return await self._decided(record, response, by, "answered")
 
     async def _decided(
@@ -479,10 +592,9 @@ class ControlService:
         )
         self._encodable(record)
         writes: list[WriteOp] = []
-        # A newer control for the same call replaces an unanswered older one.
-        older = self._find(agent_id, TOOL_CONTROL, call_id)
-        if older is not None:
-            self.open.pop(older.id, None)
+        # A newer control for the same call closes an unanswered older one (audit
+        # `superseded`); the agent's late response to it, if any, is still recorded.
+        self._supersede(record, writes)
         self._save(record, writes, "tool_control", by, request)
         record = self._deliver(record, writes)
         self._commit(writes)

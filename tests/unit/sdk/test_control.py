@@ -656,6 +656,22 @@ def test_ask_user_returns_the_answers_and_acknowledges(
     assert memory.requests[0].stage == "acknowledged"
 
 
+def test_a_list_of_answers_is_keyed_by_the_questions_asked(
+    memory: InMemoryStudio, make_client: MakeClient
+) -> None:
+    """A Studio that sends answers as a list: they were keyed "0", "1", so lookups failed."""
+    client = make_client()
+    request = client.ask_user(
+        ["Which file?", "Why?"], timeout=5 * UNIT, request_id="q-1", on_answer=lambda a: None
+    )
+    assert client.flush(5 * UNIT)
+    message = {"type": "control", "event_type": "user_answer", "request_id": "q-1"}
+    for conn in memory._connections:
+        conn.push({**message, "answers": ["a.txt", "tidy"]})
+    answers = request.result()
+    assert answers.answered and answers.answers == {"Which file?": "a.txt", "Why?": "tidy"}
+
+
 def test_ask_user_timeout_returns_the_default_answers(make_client: MakeClient) -> None:
     answers = make_client().ask_user(
         "Proceed?", timeout=0.05, default={"Proceed?": "no"}, request_id="q-7"

@@ -252,3 +252,44 @@ def test_a_repeated_tool_control_is_applied_once(
         assert wait_until(lambda: client.stats().control_messages == 2)
         assert client.flush(5 * UNIT)
     assert len(responses(memory)) == 1
+
+
+def test_a_tool_control_response_names_the_control_it_answers(
+    memory: InMemoryStudio, make_client: MakeClient
+) -> None:
+    client = make_client()
+    with client.tool_call("crawl", pausable=True) as call:
+        started(client, call)
+        request = memory.control(call.id, "pause")
+        assert wait_until(lambda: len(memory.events_of("tool_control_response")) == 1)
+    (response,) = memory.events_of("tool_control_response")
+    assert response.event["request_id"] == request.id
+
+
+def test_a_refused_tool_control_response_names_the_control_it_answers(
+    memory: InMemoryStudio, make_client: MakeClient
+) -> None:
+    client = make_client()
+    with client.tool_call("done", cancelable=True) as call:
+        pass
+    assert client.flush(5 * UNIT)
+    request = memory.control(call.id, "cancel")
+    assert wait_until(lambda: len(memory.events_of("tool_control_response")) == 1)
+    (response,) = memory.events_of("tool_control_response")
+    assert (response.event["ok"], response.event["request_id"]) == (False, request.id)
+
+
+def test_pause_then_cancel_are_each_acknowledged_with_their_own_response(
+    memory: InMemoryStudio, make_client: MakeClient
+) -> None:
+    client = make_client()
+    with client.tool_call("crawl", pausable=True, cancelable=True) as call:
+        started(client, call)
+        pause, cancel = memory.control(call.id, "pause"), memory.control(call.id, "cancel")
+        assert wait_until(lambda: len(memory.events_of("tool_control_response")) == 2)
+    assert client.flush(5 * UNIT)
+    assert pause.acknowledgement is not None and cancel.acknowledgement is not None
+    assert (pause.acknowledgement["action"], cancel.acknowledgement["action"]) == (
+        "pause",
+        "cancel",
+    )
