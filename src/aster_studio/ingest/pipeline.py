@@ -74,7 +74,7 @@ class WritePipeline:
     producer) are one unit, never split between two transactions: else a crash could leave its
     events stored past its stored mark, to be stored again when the producer resends. (Other
     ops are queued one by one: a unit is a list kept until its commit, which cost the many
-    one-event frames of other clients 5% of their rate.) When the store refuses a unit for
+    one-event frames of other clients 6.5% of their rate.) When the store refuses a unit for
     good, its producer is fenced: its later units are not written either (a mark past the hole
     would acknowledge what is lost) until `resume_producer`, which the ingest calls once that
     producer's connection is closed: it resends from its durable mark.
