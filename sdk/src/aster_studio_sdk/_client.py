@@ -249,7 +249,8 @@ class _Emitter:
         """Return a tool call to use as a context manager or a decorator.
 
         As a context manager it reports `tool:start` on entry, and `tool:end` (with the result
-        and duration) or `tool:error` on exit; the exception still propagates. As a decorator
+        and duration) or `tool:error` on exit, unless the block ended the call itself (`end`,
+        `fail`, `cancel`); the exception still propagates. As a decorator
         each call of the function becomes one tool call with its bound arguments. A
         `pausable`/`cancelable` call is offered pause/resume/cancel in the console while it runs.
         """
@@ -477,6 +478,9 @@ class _AsyncWith:
 
     async def __aexit__(self: _With, *exc_info: Any) -> None:
         self.__exit__(*exc_info)
+
+
+_FINISHED = frozenset(("completed", "failed", "canceled"))
 
 
 class ToolCall(_AsyncWith):
@@ -727,6 +731,8 @@ class ToolCall(_AsyncWith):
                 _current_call.reset(token)
             except ValueError:  # exited in another context than entered
                 _current_call.set(None)
+        if self.state in _FINISHED:
+            return  # the block ended the call itself (`end`, `fail`, `cancel`): reported
         if self.cancelled:
             # The Studio's cancel took effect: the block ended (returned or raised) after it.
             self.cancel(self.control_note or "cancelled from the Studio")

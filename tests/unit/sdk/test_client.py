@@ -125,6 +125,28 @@ def test_tool_call_context_manager_reports_start_and_end(
     assert end["call"]["arguments"] == {"q": "cats"}
 
 
+@pytest.mark.parametrize(
+    ("finish", "reported"),
+    [
+        (lambda call: call.end({"hits": 3}), "tool:end"),
+        (lambda call: call.fail("quota exceeded"), "tool:error"),
+        (lambda call: call.cancel("not needed"), "tool:canceled"),
+    ],
+    ids=["end", "fail", "cancel"],
+)
+def test_a_tool_call_finished_in_its_block_is_reported_once(
+    memory: InMemoryStudio, make_client: MakeClient, finish: Any, reported: str
+) -> None:
+    """The block's exit reported it again: `end()` twice, and `fail()` then a `tool:end` that
+    called the failed call completed."""
+    client = make_client()
+    with client.tool_call("search") as call:
+        finish(call)
+    assert client.flush(5 * UNIT)
+    assert [e.event["event_type"] for e in memory.events] == ["tool:start", reported]
+    assert call.state == memory.events[-1].event["call"]["state"]
+
+
 def test_tool_call_reports_error_and_propagates(
     memory: InMemoryStudio, make_client: MakeClient
 ) -> None:
