@@ -27,14 +27,19 @@ from tests.support.server import StudioProcess
 from tests.support.timing import UNIT
 
 
-def cli(db: Path, *args: str) -> str:
-    result = subprocess.run(
-        [sys.executable, "-m", "aster_studio", *args, "--db", str(db)],
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run `aster-studio ARGS` to its end (bounded), whatever its status."""
+    return subprocess.run(
+        [sys.executable, "-m", "aster_studio", *args],
         capture_output=True,
         text=True,
         timeout=30 * UNIT,
-        check=True,
     )
+
+
+def cli(db: Path, *args: str) -> str:
+    result = run_cli(*args, "--db", str(db))
+    assert result.returncode == 0, result.stderr
     return result.stdout
 
 
@@ -407,23 +412,7 @@ def test_open_on_loopback_without_credentials(studio: StudioProcess) -> None:
 
 
 def test_public_bind_without_auth_refuses_to_start(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "aster_studio",
-            "serve",
-            "--host",
-            "0.0.0.0",
-            "--port",
-            "0",
-            "--db",
-            str(tmp_path / "p.db"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30 * UNIT,
-    )
+    result = run_cli("serve", "--host", "0.0.0.0", "--port", "0", "--db", str(tmp_path / "p.db"))
     assert result.returncode == 2
     assert "refusing to listen on 0.0.0.0" in result.stderr
 
@@ -432,12 +421,7 @@ def test_a_second_studio_on_the_same_database_is_refused(studio: StudioProcess) 
     """One writer per database: a second server names the first and exits; the command line
     still manages keys beside the running one."""
     assert studio.proc is not None
-    result = subprocess.run(
-        [sys.executable, "-m", "aster_studio", "serve", "--port", "0", "--db", str(studio.db_path)],
-        capture_output=True,
-        text=True,
-        timeout=30 * UNIT,
-    )
+    result = run_cli("serve", "--port", "0", "--db", str(studio.db_path))
     assert result.returncode == 2
     assert f"in use by another Aster Studio (pid {studio.proc.pid})" in result.stderr
     assert "created agent key" in cli(studio.db_path, "keys", "create", "--name", "x").lower()
@@ -455,12 +439,7 @@ def test_a_second_studio_through_another_path_to_the_database_is_refused(
         other.symlink_to(studio.db_path)
     else:
         other.hardlink_to(studio.db_path)
-    result = subprocess.run(
-        [sys.executable, "-m", "aster_studio", "serve", "--port", "0", "--db", str(other)],
-        capture_output=True,
-        text=True,
-        timeout=30 * UNIT,
-    )
+    result = run_cli("serve", "--port", "0", "--db", str(other))
     assert result.returncode == 2
     assert "in use by another Aster Studio" in result.stderr
     assert "listening" not in result.stdout and "Traceback" not in result.stderr
@@ -474,12 +453,7 @@ def test_the_command_line_through_a_hard_link_to_a_running_studios_database_is_r
     would go to a log of its own beside the Studio's, which does not read it."""
     link = tmp_path / "link.db"
     link.hardlink_to(studio.db_path)
-    result = subprocess.run(
-        [sys.executable, "-m", "aster_studio", "keys", "create", "--name", "x", "--db", str(link)],
-        capture_output=True,
-        text=True,
-        timeout=30 * UNIT,
-    )
+    result = run_cli("keys", "create", "--name", "x", "--db", str(link))
     assert result.returncode == 2
     assert "through another path to the file" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "link.db-wal").exists()
@@ -491,12 +465,7 @@ def test_a_database_from_a_newer_release_stops_the_start_before_it_listens(
     db = tmp_path / "newer.db"
     with closing(apsw.Connection(str(db))) as conn:
         conn.execute("PRAGMA user_version=99")
-    result = subprocess.run(
-        [sys.executable, "-m", "aster_studio", "serve", "--port", "0", "--db", str(db)],
-        capture_output=True,
-        text=True,
-        timeout=30 * UNIT,
-    )
+    result = run_cli("serve", "--port", "0", "--db", str(db))
     assert result.returncode == 2
     assert "has schema version 99, newer than this release" in result.stderr
     assert "listening" not in result.stdout and "Traceback" not in result.stderr
@@ -507,12 +476,7 @@ def test_a_database_path_under_a_file_stops_the_start_before_it_listens(tmp_path
     status 3."""
     (tmp_path / "notes").write_text("a file, not a folder")
     db = tmp_path / "notes" / "studio.db"
-    result = subprocess.run(
-        [sys.executable, "-m", "aster_studio", "serve", "--port", "0", "--db", str(db)],
-        capture_output=True,
-        text=True,
-        timeout=30 * UNIT,
-    )
+    result = run_cli("serve", "--port", "0", "--db", str(db))
     assert result.returncode == 2
     assert f"cannot open database {db}" in result.stderr
     assert "listening" not in result.stdout and "Traceback" not in result.stderr
