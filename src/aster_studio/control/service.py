@@ -62,13 +62,6 @@ class Expired(StudioError):
 MAX_TIMEOUT_MS = 365 * 86_400_000
 
 
-def _clean(value: Any) -> Any:
-    """Replace lone UTF-16 surrogates with U+FFFD, as the agent protocol does: valid JSON
-    (`"\\ud83d"`) that no UTF-8 encoder accepts, so storing or sending it failed after the
-    decision was already taken in memory."""
-    return replace_surrogates(value)
-
-
 def _str(value: Any) -> str | None:
     """An id as a string: numbers are ids too (`"call": {"id": 7}`), as the protocol reads
     agent and session ids; they went unrecognised, and the agent waited for ever."""
@@ -528,7 +521,8 @@ class ControlService:
     ) -> RequestRecord:
         if decision not in ("allow", "deny"):
             raise BadRequest("'decision' must be 'allow' or 'deny'")
-        note, by = _clean(note), _clean(by)
+        # Valid JSON that no UTF-8 encoder takes: it failed after the decision was taken.
+        note, by = replace_surrogates(note), replace_surrogates(by)
         response: dict[str, Any] = {"decision": decision}
         if note:
             response["note"] = note
@@ -537,7 +531,7 @@ class ControlService:
 
     async def answer(self, request_id: str, answers: Any, by: str) -> RequestRecord:
         _bounded_answers(answers)
-        by, answers = _clean(by), _clean(answers)
+        by, answers = replace_surrogates(by), replace_surrogates(answers)
         record = await self._open_for(request_id, QUESTION, by, {"answers": answers})
         response = {"answers": _keyed_answers(record, answers)}
         return await self._decided(record, response, by, "answered")
@@ -562,7 +556,11 @@ class ControlService:
     ) -> RequestRecord:
         if action not in TOOL_ACTIONS:
             raise BadRequest("'action' must be pause, resume or cancel")
-        call_id, note, by = _clean(call_id), _clean(note), _clean(by)
+        call_id, note, by = (
+            replace_surrogates(call_id),
+            replace_surrogates(note),
+            replace_surrogates(by),
+        )
         agent = self.ingest.registry.agents.get(agent_id)
         if agent is None:
             raise NotFound(f"no agent {agent_id!r}")

@@ -425,13 +425,25 @@ def _session_counts(
     """(session id, events, newest receive time, errors) for events given column by column;
     `erring`: `_erring(types)`."""
     last = _newest(session_ids, times, ascending)
+    errors = _errors_by(session_ids, types, severities, erring)
     counts = Counter(session_ids).items()
-    if not erring:  # most commits: no lookup of errors per session
-        return [(s, n, last[s], 0) for s, n in counts if s is not None]
-    errors = Counter(
-        s for s, t, v in zip(session_ids, types, severities, strict=True) if counts_as_error(t, v)
-    )
     return [(s, n, last[s], errors.get(s, 0)) for s, n in counts if s is not None]
+
+
+def _errors_by(
+    keys: Sequence[Any], types: Sequence[str], severities: Sequence[str | None], erring: bool
+) -> dict[Any, int]:
+    """How many of the events, given column by column, are errors, per key (agent or session).
+
+    Most commits hold no error (`erring` false): no second Counter then. Read it with `get`:
+    a Counter's own lookup of a missing key calls its `__missing__` in Python (1,200
+    instructions).
+    """
+    if not erring:
+        return {}
+    return Counter(
+        k for k, t, s in zip(keys, types, severities, strict=True) if counts_as_error(t, s)
+    )
 
 
 # Committed events not yet in their sessions' rows, per session: (events, newest receive time,
@@ -462,13 +474,7 @@ def _agent_counts(
     """(agent id, events, errors, newest receive time) for events given column by column;
     `erring`: `_erring(types)`."""
     last = _newest(agent_ids, times, ascending)
-    # Most commits hold no error: no second Counter then. `get`, because a Counter's own
-    # lookup of a missing key calls its `__missing__` in Python (1,200 instructions).
-    errors: dict[str, int] = {}
-    if erring:
-        errors = Counter(
-            a for a, t, s in zip(agent_ids, types, severities, strict=True) if counts_as_error(t, s)
-        )
+    errors = _errors_by(agent_ids, types, severities, erring)
     return [(a, n, errors.get(a, 0), last[a]) for a, n in Counter(agent_ids).items()]
 
 
