@@ -181,13 +181,21 @@ def serve(settings: Settings, *, ready_message: bool = True) -> None:
     # After the Config: it (re)configures uvicorn's loggers.
     logging.getLogger("uvicorn.error").addFilter(RedactTokens())
     server = _Server(config)
-    # uvicorn re-raises the stop signal after its graceful shutdown; a SIGTERM that was handled
-    # cleanly (everything flushed) should end the process with status 0, not death by signal.
+
+    # uvicorn re-raises the stop signal after its graceful shutdown. A SIGTERM or Ctrl-C that was
+    # handled cleanly (everything flushed) ends the process with status 0, not death by signal
+    # or KeyboardInterrupt; a Ctrl-C before serving began still interrupts.
+    def interrupt(signum: int, frame: object) -> None:
+        if not server.started:
+            raise KeyboardInterrupt
+
     previous = signal.signal(signal.SIGTERM, lambda *_: None)
+    previous_int = signal.signal(signal.SIGINT, interrupt)
     try:
         run_loop(server.serve(sockets=[sock]), settings.event_loop)
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
 
 
 class RedactTokens(logging.Filter):

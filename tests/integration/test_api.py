@@ -682,3 +682,27 @@ def test_metadata_nested_too_deeply_is_refused_and_breaks_nothing(studio: Studio
     assert get(studio.http_url, "/v1/dashboard/agents")["agents"][0]["id"] == "deep"
     status, _ = call(studio.http_url, "/v1/agents/deep", "PATCH", {"metadata": {"a": {"b": 1}}})
     assert status == 200
+
+
+def test_an_id_holding_a_comma_can_be_filtered_on(tmp_path: Path) -> None:
+    """Filter values are comma-separated lists, so `agent_id=team,writer` looked for agents
+    `team` and `writer` and never found the agent `team,writer` the console was showing."""
+    server = StudioProcess(tmp_path / "c.db").start()
+    try:
+        with RawAgent(server.agent_url) as agent:
+            for name in ("team,writer", "team", "other"):
+                agent.request(register(name))
+                session = {"id": f"{name}/s,1", "agent_id": name}
+                agent.request({"type": "register_session", "session": session})
+                agent.send({**event(name, "text_chunk", delta=name), "session_id": session["id"]})
+            assert agent.request({"type": "ping"}) == {"type": "pong"}
+        wait_for(lambda: len(events(server.http_url)), lambda n: n == 3)
+        for query, wanted in (
+            ("agent_id=team%2Cwriter", {"team,writer", "team"}),  # the id, and a list naming team
+            ("agent_id=other,team", {"other", "team"}),
+            ("session_id=team%2Cwriter%2Fs%2C1", {"team,writer"}),
+        ):
+            found = {e["agent_id"] for e in events(server.http_url, query)}
+            assert found == wanted, query
+    finally:
+        server.stop()

@@ -205,6 +205,24 @@ def test_graceful_stop_flushes_everything_received(tmp_path: Path) -> None:
         server.stop()
 
 
+def test_ctrl_c_stops_gracefully_with_status_0(tmp_path: Path) -> None:
+    """uvicorn re-raised the handled SIGINT after its graceful stop, so a clean Ctrl-C ended
+    with status 130 as if interrupted, where the README promises 0 once everything is flushed."""
+    server = StudioProcess(tmp_path / "c.db").start()
+    try:
+        with RawAgent(server.agent_url) as agent:
+            agent.send({"type": "batch", "messages": [event("c", "x", i=i) for i in range(300)]})
+            assert agent.request({"type": "ping"}) == {"type": "pong"}
+        assert server.proc is not None
+        server.proc.send_signal(signal.SIGINT)
+        assert server.proc.wait(20 * UNIT) == 0, "".join(server.output)
+        server.stop()
+        server.start()
+        assert get(server.http_url, "/v1/dashboard/events/count?agent_id=c")["count"] == 300
+    finally:
+        server.stop()
+
+
 def test_a_second_interrupt_stops_without_a_traceback_and_still_flushes(tmp_path: Path) -> None:
     """Ctrl-C twice made uvicorn skip the app's shutdown: the loop's end cancelled it, which
     still flushed but logged a CancelledError traceback at ERROR."""

@@ -165,6 +165,15 @@ def _csv(value: str | None) -> tuple[str, ...] | None:
     return items or None
 
 
+def _ids(value: str | None) -> tuple[str, ...] | None:
+    """The ids a filter names: each comma-separated one, and the whole value as it came, so
+    that an agent or session whose id holds a comma can be filtered on too."""
+    parts = _csv(value)
+    if parts is None or value is None or (len(parts) == 1 and parts[0] == value):
+        return parts
+    return (value, *parts)
+
+
 def event_filter(
     *,
     agent_id: str | None,
@@ -181,8 +190,8 @@ def event_filter(
     end_ms = parse_time_ms(end, "end") if end else None
     channels = _csv(channel)
     return EventFilter(
-        agent_ids=_csv(agent_id),
-        session_ids=_csv(session_id),
+        agent_ids=_ids(agent_id),
+        session_ids=_ids(session_id),
         channels=tuple(c.lower() for c in channels) if channels else None,
         event_types=_csv(event_type),
         severities=_csv(severity),
