@@ -29,6 +29,7 @@ It also plays the person in the Studio (docs/control.md): it records `permission
 from __future__ import annotations
 
 import itertools
+import logging
 import threading
 import time
 from collections import deque
@@ -54,8 +55,11 @@ from .protocol import (
     error_payload,
     iter_messages,
 )
+from .protocol.answers import AnswerError, check_bounds, keyed_answers, question_texts
 
 IN_MEMORY_URL = "ws://in-memory.invalid"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,7 +207,10 @@ class InMemoryStudio:
             self._answer_policy = policy
         else:
             answers = dict(policy)
-            self._answer_policy = lambda _questions: answers
+            # Each ask is answered the questions it asks: a fixed set may cover several asks.
+            self._answer_policy = lambda questions: {
+                text: answers[text] for text in question_texts(questions) or () if text in answers
+            }
 
     def approve(
         self, call_id: str | None = None, *, note: str | None = None, by: str = "test"
@@ -218,10 +225,20 @@ class InMemoryStudio:
         return self._decide(PERMISSION, call_id, {"decision": "deny", "note": note}, by)
 
     def answer(
-        self, answers: Mapping[str, Any], request_id: str | None = None, *, by: str = "test"
+        self,
+        answers: Mapping[str, Any] | Sequence[Any],
+        request_id: str | None = None,
+        *,
+        by: str = "test",
     ) -> MemoryRequest:
-        """Answer a pending question request (the oldest one when no id is given)."""
-        return self._decide(QUESTION, request_id, {"answers": dict(answers)}, by)
+        """Answer a pending question request (the oldest one when no id is given).
+
+        The answers are checked as the Studio checks them: one for every question asked (keyed
+        by its text, or a list in order), and nothing else; AnswerError (a ValueError) if not.
+        """
+        given = dict(answers) if isinstance(answers, Mapping) else list(answers)
+        check_bounds(given)
+        return self._decide(QUESTION, request_id, {"answers": given}, by)
 
     def control(
         self,
@@ -533,6 +550,9 @@ class InMemoryStudio:
                 last = candidates[-1] if candidates else None
                 state = last.status if last is not None else "missing"
                 raise LookupError(f"no pending {kind} request {key or ''} ({state})")
+            if kind == QUESTION:
+                questions = request.request.get("questions")
+                response = {"answers": keyed_answers(questions, response["answers"])}
             request.status = "decided"
             request.response = {k: v for k, v in response.items() if v is not None}
             request.decided_by = by
@@ -583,6 +603,8 @@ class InMemoryStudio:
                     self._decide(QUESTION, request.key, {"answers": dict(answers)}, "policy")
         except LookupError:
             pass  # decided meanwhile (by hand, or expired)
+        except AnswerError as exc:  # left pending, as the Studio would refuse them
+            log.warning("the answer policy's answers to %s were refused: %s", request.key, exc)
 
     def _reply_error(self, conn: MemoryConnection, error: ProtocolError) -> None:
         body = error_payload(error)

@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 
 from aster_studio_sdk.protocol import MessageType, parse_timestamp_ms, replace_surrogates
+from aster_studio_sdk.protocol.answers import AnswerError, check_bounds, keyed_answers
 
 from .. import store as ops
 from ..errors import BadRequest, NotFound, StudioError
@@ -36,9 +37,6 @@ WATCHED_TYPES = frozenset(
 )
 MAX_NOTE = 4_000
 MAX_ACTOR = 256
-# Characters of text in one answer (as in a note) and in all the answers to one request.
-MAX_ANSWER = MAX_NOTE
-MAX_ANSWERS = 64_000
 # Events between two marks of what is observed (`MarkObserved`) when none asks for anything:
 # one small write per this many, and at most this many events scanned at start.
 MARK_EVERY = 10_000
@@ -68,70 +66,6 @@ def _str(value: Any) -> str | None:
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
     return value if isinstance(value, str) and value else None
-
-
-def _answer_size(value: Any) -> int:
-    """The characters of text in one answer: text, a number or a yes/no, or a list of them
-    (several choices); anything else (null, an object, a list of lists) is no answer."""
-    if isinstance(value, list):
-        if not all(isinstance(v, (str, int, float)) for v in value):
-            raise BadRequest("an answer must be text, a number, or a list of them")
-        return sum(len(str(v)) for v in value)
-    if not isinstance(value, (str, int, float)):
-        raise BadRequest("an answer must be text, a number, or a list of them")
-    return len(str(value))
-
-
-def _bounded_answers(answers: Any) -> None:
-    """Refuse (400) answers of a wrong shape or size: an object or a list of answers, each at
-    most MAX_ANSWER characters and MAX_ANSWERS in all (a 2 MB answer was stored and sent)."""
-    if not isinstance(answers, (dict, list)):
-        raise BadRequest("'answers' must be an object (question -> answer) or a list")
-    values = answers.values() if isinstance(answers, dict) else answers
-    total = 0
-    for value in values:
-        size = _answer_size(value)
-        if size > MAX_ANSWER:
-            raise BadRequest(f"an answer must be at most {MAX_ANSWER} characters")
-        total += size
-    if total > MAX_ANSWERS:
-        raise BadRequest(f"the answers must be at most {MAX_ANSWERS} characters in all")
-
-
-def _question_texts(record: RequestRecord) -> list[str] | None:
-    """The text of each question asked, in order; None when one has no text to key by."""
-    questions = record.request.get("questions")
-    if not isinstance(questions, list) or not questions:
-        return None
-    texts = []
-    for q in questions:
-        text = q if isinstance(q, str) else q.get("question") if isinstance(q, dict) else None
-        if not isinstance(text, str) or not text:
-            return None
-        texts.append(text)
-    return texts
-
-
-def _keyed_answers(record: RequestRecord, answers: dict[str, Any] | list[Any]) -> Any:
-    """The answers as an object keyed by question text, answering every question asked and
-    nothing else (400 otherwise): a list answers the questions in order. Unchecked answers
-    left the agent with `{}` or `{"0": ...}` reported as answered, and its default lost."""
-    texts = _question_texts(record)
-    if texts is None:
-        return answers  # the agent's questions have no text to check against: as sent
-    if isinstance(answers, list):
-        if len(answers) != len(texts):
-            raise BadRequest(
-                f"a list of answers must have one per question ({len(texts)}), not {len(answers)}"
-            )
-        answers = dict(zip(texts, answers, strict=True))
-    unknown = [k for k in answers if k not in texts]
-    if unknown:
-        raise BadRequest(f"answers to questions not asked: {unknown}; asked: {texts}")
-    missing = [t for t in texts if answers.get(t) in (None, "", [])]
-    if missing:
-        raise BadRequest(f"every question needs an answer; none for: {missing}")
-    return answers
 
 
 def stage(record: RequestRecord) -> str:
@@ -530,10 +464,13 @@ class ControlService:
         return await self._decided(record, response, by, "decided")
 
     async def answer(self, request_id: str, answers: Any, by: str) -> RequestRecord:
-        _bounded_answers(answers)
-        by, answers = replace_surrogates(by), replace_surrogates(answers)
-        record = await self._open_for(request_id, QUESTION, by, {"answers": answers})
-        response = {"answers": _keyed_answers(record, answers)}
+        try:
+            check_bounds(answers)
+            by, answers = replace_surrogates(by), replace_surrogates(answers)
+            record = await self._open_for(request_id, QUESTION, by, {"answers": answers})
+            response = {"answers": keyed_answers(record.request.get("questions"), answers)}
+        except AnswerError as exc:
+            raise BadRequest(str(exc)) from None
         return await self._decided(record, response, by, "answered")
 
     async def _decided(

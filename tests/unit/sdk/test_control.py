@@ -21,6 +21,7 @@ from aster_studio_sdk import (
     StudioClient,
 )
 from aster_studio_sdk._transport import Connection
+from aster_studio_sdk.protocol.answers import AnswerError
 from aster_studio_sdk.testing import InMemoryStudio, MemoryTransport
 from tests.support.timing import UNIT
 
@@ -716,3 +717,34 @@ def test_odd_control_messages_are_ignored_without_errors(
     assert not answers.answered
     assert client.flush(5 * UNIT)
     assert client.stats().internal_errors == 0
+
+
+def test_the_in_memory_studio_checks_answers_as_the_studio_does(
+    memory: InMemoryStudio, make_client: MakeClient
+) -> None:
+    """It sent any answers: a test could pass answers the Studio refuses (a question left out,
+    one never asked) and the agent got them as answered."""
+    client = make_client()
+    request = client.ask_user(
+        ["Which file?", "Why?"], timeout=5 * UNIT, request_id="q-1", on_answer=lambda a: None
+    )
+    asked = memory.wait_for_request("question", timeout=5 * UNIT)
+    for wrong in ({"Which file?": "a.txt"}, {"Which file?": "a", "Why?": "b", "How?": "c"}, ["a"]):
+        with pytest.raises(AnswerError):
+            memory.answer(wrong, asked.key)
+    with pytest.raises(AnswerError):
+        memory.answer({"Which file?": "x" * 5_000, "Why?": "b"}, asked.key)
+    assert asked.status == "pending"
+    memory.answer(["a.txt", "tidy"], asked.key)
+    answers = request.result()
+    assert answers.answered and answers.answers == {"Which file?": "a.txt", "Why?": "tidy"}
+
+
+def test_fixed_answers_answer_each_ask_its_own_questions(
+    memory: InMemoryStudio, make_client: MakeClient
+) -> None:
+    memory.answer_questions({"Which file?": "a.txt", "Why?": "tidy"})
+    client = make_client()
+    assert client.ask_user("Why?", timeout=5 * UNIT).answers == {"Why?": "tidy"}
+    unanswerable = client.ask_user("How?", timeout=0.3, default={"How?": "carefully"})
+    assert not unanswerable.answered and unanswerable.answers == {"How?": "carefully"}
