@@ -313,6 +313,27 @@ def test_cancel_on_a_running_tool_call_reaches_the_agent_and_shows_its_response(
     screenshot(page, "tool-control")
 
 
+def test_a_control_replaced_before_the_agent_answered_says_so_live(
+    studio: StudioProcess, agent: SteeredAgent, page: Page
+) -> None:
+    """A pause the agent never answered, then a cancel: the pause is closed by the Studio, but
+    the log kept saying "delivered · no answer yet" until the page was reloaded."""
+    running = {"id": "call_r", "name": "reindex", "state": "executing", "pausable": True}
+    agent.send("tool:start", "progress", call={**running, "cancelable": True})
+    open_console(page, studio.http_url, "sessions/s-deploy")
+    page.get_by_test_id("tool-row").filter(has_text="reindex").locator(".tl-name").click()
+    detail = page.get_by_test_id("tool-detail")
+    detail.get_by_test_id("tool-detail-pause").click()
+    assert agent.control()["action"] == "pause"
+    log = detail.get_by_test_id("tool-control-log")
+    expect(log).to_contain_text("no answer yet")
+    detail.get_by_test_id("tool-detail-cancel").click()
+    assert agent.control()["action"] == "cancel"
+    expect(log.get_by_test_id("tool-control-closed")).to_have_count(1)
+    expect(log.locator("li").filter(has_text="pause")).to_contain_text("closed without an answer")
+    expect(log.locator("li").filter(has_text="cancel")).to_contain_text("no answer yet")
+
+
 def test_refused_tool_control_shows_the_agents_reason(
     studio: StudioProcess, agent: SteeredAgent, page: Page
 ) -> None:

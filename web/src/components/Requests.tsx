@@ -571,6 +571,11 @@ export function ToolControls({ agentId, tool, compact = false }: { agentId: stri
                   · agent: {view.agent_response.ok === true ? 'ok' : 'refused'}
                   {view.agent_response.reason != null ? ` (${str(view.agent_response.reason)})` : ''}
                 </span>
+              ) : view.stage === 'expired' ? (
+                <span className="muted" data-testid="tool-control-closed">
+                  {' '}
+                  · closed without an answer (replaced by a newer control, or out of time)
+                </span>
               ) : (
                 <span className="muted"> · no answer yet</span>
               )}
