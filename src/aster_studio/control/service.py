@@ -276,7 +276,9 @@ class ControlService:
             if key is None or self._same_ask(event, req_kind, key, request) is not None:
                 return
             record = RequestRecord(
-                id="r_" + secrets.token_hex(6),
+                # Named by its event, so that a request rebuilt after a crash (`recover`) has
+                # the id the console was shown; "v" keeps it apart from the random ones.
+                id=f"r_ev{event.id}",
                 kind=req_kind,
                 agent_id=event.agent_id,
                 session_id=event.session_id,

@@ -90,6 +90,22 @@ async def test_a_rebuilt_request_is_stored_once_across_restarts(tmp_path: Path) 
     assert [r.id for r in stored_requests(path)] == [first.id]
 
 
+async def test_a_rebuilt_request_has_the_id_the_first_run_gave_it(tmp_path: Path) -> None:
+    """The console was shown the request (it is published before its write commits); rebuilt
+    under a new random id after a crash, its decision went to an id that no longer existed."""
+    live = Studio(settings=Settings(), store=SqliteStore(tmp_path / "live.db"), clock=lambda: ASKED)
+    await live.start()
+    try:
+        live.control.observe([permission_event(7, "call-1")])
+        (shown,) = live.control.open.values()
+    finally:
+        await live.stop()
+    path = tmp_path / "c.db"
+    crash_after_the_event(path, permission_event(7, "call-1"))
+    (rebuilt,) = await restart(path, now=ASKED + 5_000)
+    assert rebuilt.id == shown.id
+
+
 async def test_a_rebuilt_request_whose_deadline_passed_while_down_is_expired(
     tmp_path: Path,
 ) -> None:
