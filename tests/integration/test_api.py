@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -704,5 +705,30 @@ def test_an_id_holding_a_comma_can_be_filtered_on(tmp_path: Path) -> None:
         ):
             found = {e["agent_id"] for e in events(server.http_url, query)}
             assert found == wanted, query
+    finally:
+        server.stop()
+
+
+def test_text_search_finds_quotes_backslashes_and_line_breaks(tmp_path: Path) -> None:
+    """`q` was matched against the stored JSON, where `"` is written `\\"` and a line break
+    `\\n`: a quoted phrase, a Windows path or a multi-line message was never found."""
+    server = StudioProcess(tmp_path / "q.db").start()
+    messages = ['He said "hello"', "C:\\Users\\bob\\notes.txt", "line one\nline two", "a\tb"]
+    try:
+        with RawAgent(server.agent_url) as agent:
+            agent.request(register("q"))
+            for message in messages:
+                agent.send(event("q", "error", severity="error", message=message))
+            assert agent.request({"type": "ping"}) == {"type": "pong"}
+        wait_for(lambda: len(events(server.http_url)), lambda n: n == 4)
+        for needle, wanted in (
+            ('said "hello"', messages[0]),
+            ("C:\\Users\\bob", messages[1]),
+            ("one\nline", messages[2]),
+            ("a\tb", messages[3]),
+        ):
+            query = urllib.parse.urlencode({"q": needle})
+            found = [e["event"]["message"] for e in events(server.http_url, query)]
+            assert found == [wanted], needle
     finally:
         server.stop()

@@ -1589,7 +1589,13 @@ class SqliteStore:
             where.append("ts < ?")
             args.append(flt.end_ms)
         if flt.text:
-            escaped = flt.text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            # Payloads are stored as orjson writes them: search for the text as it is written
+            # there, so that quotes, backslashes and line breaks in it are found.
+            try:
+                written = orjson.dumps(flt.text)[1:-1].decode()
+            except TypeError:  # a lone surrogate: no stored payload holds one
+                written = flt.text
+            escaped = written.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
             where.append("CAST(payload AS TEXT) LIKE ? ESCAPE '\\'")
             args.append(f"%{escaped}%")
         return where, args
