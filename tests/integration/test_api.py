@@ -193,6 +193,7 @@ def test_sessions_list_with_usage_and_agent_name(seeded: StudioProcess) -> None:
 def test_session_detail_assembles_messages(seeded: StudioProcess) -> None:
     session = get(seeded.http_url, "/v1/dashboard/sessions/s-a")
     assert [m["content"] for m in session["messages"]] == ["all of it"]
+    assert session["messages_truncated"] is False
 
 
 def test_missing_session_is_404(seeded: StudioProcess) -> None:
@@ -730,5 +731,30 @@ def test_text_search_finds_quotes_backslashes_and_line_breaks(tmp_path: Path) ->
             query = urllib.parse.urlencode({"q": needle})
             found = [e["event"]["message"] for e in events(server.http_url, query)]
             assert found == [wanted], needle
+    finally:
+        server.stop()
+
+
+def test_a_long_sessions_detail_keeps_its_newest_messages_whole(tmp_path: Path) -> None:
+    """The detail read the session's oldest 20,000 text events: the newest answer of a long
+    session came back cut in half, and nothing said so."""
+    server = StudioProcess(tmp_path / "long.db").start()
+    try:
+        with RawAgent(server.agent_url) as agent:
+            agent.request(register("long"))
+            agent.request({"type": "register_session", "session": {"id": "s-long"}})
+            messages: list[dict[str, object]] = []
+            for answer, chunks in ((1, 12_000), (2, 9_000)):
+                messages += [event("long", "text_chunk", delta=f"a{answer} ")] * chunks
+                messages.append(event("long", "text_chunk_end"))
+            for start in range(0, len(messages), 1_000):
+                batch = [{**m, "session_id": "s-long"} for m in messages[start : start + 1_000]]
+                agent.send({"type": "batch", "messages": batch})
+            assert agent.request({"type": "ping"}, timeout=30) == {"type": "pong"}
+        count = "/v1/dashboard/events/count?session_id=s-long"
+        wait_for(lambda: get(server.http_url, count)["count"], lambda n: n == 21_002)
+        detail = get(server.http_url, "/v1/dashboard/sessions/s-long")
+        assert [m["content"] for m in detail["messages"]] == ["a2 " * 9_000]  # a1's tail left out
+        assert detail["messages_truncated"] is True
     finally:
         server.stop()

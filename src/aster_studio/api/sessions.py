@@ -22,6 +22,7 @@ from ..models import (
 from ._common import clamp_limit, ok
 
 MESSAGE_SCAN_LIMIT = 20_000
+MESSAGE_TYPES = ("text_chunk", "text_chunk_start", "text_chunk_end", "done")
 
 
 def session_view(
@@ -86,6 +87,22 @@ def assemble_messages(events: list[StoredEvent]) -> list[dict[str, Any]]:
     return messages
 
 
+def whole_messages(events: list[StoredEvent], cut: bool) -> tuple[list[StoredEvent], bool]:
+    """The text events (oldest first) that make whole messages: when older ones were left out
+    (`cut`), those before the first end of a message are its tail, so they go too; the ending
+    itself stays when it carries the message's whole text. One run longer than the scan is
+    all there is of the newest output: its tail stays."""
+    if not cut:
+        return events, False
+    for i, event in enumerate(events):
+        if event.event_type == "text_chunk_end":
+            text = orjson.loads(event.payload).get("text")
+            return events[i if isinstance(text, str) and text else i + 1 :], True
+        if event.event_type != "text_chunk":
+            return events[i:], True
+    return events, True
+
+
 def router(studio: Studio) -> APIRouter:
     api = APIRouter()
     store = studio.store
@@ -121,21 +138,21 @@ def router(studio: Studio) -> APIRouter:
         record = await studio.run_sync(store.get_session, session_id)
         if record is None:
             raise NotFound("Session not found")
-        events = await studio.run_sync(
-            store.events_after,
-            EventFilter(
-                session_ids=(session_id,),
-                event_types=("text_chunk", "text_chunk_start", "text_chunk_end", "done"),
-            ),
-            0,
+        # The newest text events: a long session's latest output is what is looked for.
+        newest = await studio.run_sync(
+            store.events_before,
+            EventFilter(session_ids=(session_id,), event_types=MESSAGE_TYPES),
+            None,
             MESSAGE_SCAN_LIMIT,
         )
+        events, truncated = whole_messages(newest[::-1], len(newest) == MESSAGE_SCAN_LIMIT)
         by_model = await studio.run_sync(
             store.usage_rows, UsageQuery(0, INT64_MAX, session_id=session_id, group_by="model")
         )
         # One read: the session's totals are the sum of its models' rows.
         view = session_view(record, UsageTotals.of(by_model), name_of(record.agent_id))
         view["messages"] = assemble_messages(events)
+        view["messages_truncated"] = truncated
         # Each model's cost as priced when its tokens came: the console shows these, never a
         # price of its own making.
         view["cost_by_model"] = {str(r.key or "(unknown)"): r.money() for r in by_model}
