@@ -758,3 +758,51 @@ def test_a_long_sessions_detail_keeps_its_newest_messages_whole(tmp_path: Path) 
         assert detail["messages_truncated"] is True
     finally:
         server.stop()
+
+
+def test_sessions_of_a_departed_agent_are_suspended_and_unregister_ends_them(
+    tmp_path: Path,
+) -> None:
+    """Clients of the original document never end a session: after they went away, their
+    sessions were listed as active for ever while the overview counted none active."""
+    server = StudioProcess(tmp_path / "s.db").start()
+
+    def status_of(session_id: str) -> str:
+        return str(get(server.http_url, f"/v1/dashboard/sessions/{session_id}")["status"])
+
+    def listed(status: str) -> list[str]:
+        page = get(server.http_url, f"/v1/dashboard/sessions?status={status}")
+        return [s["id"] for s in page["sessions"]]
+
+    try:
+        with RawAgent(server.agent_url) as agent:
+            agent.request(register("doc"))
+            agent.request(
+                {"type": "register_session", "session": {"id": "ss-1", "agent_id": "doc"}}
+            )
+            agent.send({**event("doc", "text_chunk", delta="hi"), "session_id": "ss-1"})
+            assert agent.request({"type": "ping"}) == {"type": "pong"}
+            assert (status_of("ss-1"), listed("active"), listed("suspended")) == (
+                "active",
+                ["ss-1"],
+                [],
+            )
+        wait_for(lambda: status_of("ss-1"), lambda s: s == "suspended")
+        assert (listed("active"), listed("suspended")) == ([], ["ss-1"])
+        assert get(server.http_url, "/v1/dashboard/overview")["active_sessions"] == 0
+        with RawAgent(server.agent_url) as agent:  # back: its session goes on
+            agent.request(register("doc"))
+            wait_for(lambda: status_of("ss-1"), lambda s: s == "active")
+            agent.request(
+                {"type": "register_session", "session": {"id": "ss-2", "agent_id": "doc"}}
+            )
+            agent.send({"type": "unregister", "agent_id": "doc"})
+            assert agent.request({"type": "ping"}) == {"type": "pong"}
+            ended = wait_for(
+                lambda: get(server.http_url, "/v1/dashboard/sessions/ss-2"),
+                lambda s: s["status"] == "completed",
+            )
+            assert ended["ended_at"] is not None
+        assert status_of("ss-1") == "suspended"  # left open by the agent, never ended by it
+    finally:
+        server.stop()

@@ -26,15 +26,18 @@ MESSAGE_TYPES = ("text_chunk", "text_chunk_start", "text_chunk_end", "done")
 
 
 def session_view(
-    record: SessionRecord, usage: UsageTotals | None, agent_name: str | None
+    record: SessionRecord, usage: UsageTotals | None, agent_name: str | None, connected: bool
 ) -> dict[str, Any]:
     totals = usage or UsageTotals()
     count = record.metadata.get("message_count")  # envelope clients report it here
+    # A session not ended whose agent is gone is suspended until the agent is back: clients
+    # of the original document never end their sessions, which stayed active for ever.
+    status = "suspended" if record.status == "active" and not connected else record.status
     return {
         "id": record.id,
         "agent_id": record.agent_id,
         "agent_name": agent_name or record.agent_id,
-        "status": record.status,
+        "status": status,
         "message_count": count if isinstance(count, int) else record.event_count,
         "event_count": record.event_count,
         "token_usage": totals.tokens(),
@@ -111,23 +114,33 @@ def router(studio: Studio) -> APIRouter:
         agent = studio.registry.agents.get(agent_id)
         return (agent.name or agent.metadata.get("name")) if agent else None
 
+    def connected(agent_id: str) -> bool:
+        agent = studio.registry.agents.get(agent_id)
+        return agent is not None and agent.connection is not None
+
+    def view_of(record: SessionRecord, usage: UsageTotals | None) -> dict[str, Any]:
+        return session_view(record, usage, name_of(record.agent_id), connected(record.agent_id))
+
     @api.get("/v1/dashboard/sessions", summary="Sessions, most recently active first")
     async def list_sessions(
         limit: str | None = Query(None, description="1..1000, default 50"),
         offset: int = Query(0, ge=0, le=INT64_MAX),
-        status: str | None = Query(None, description="active, completed, failed, interrupted"),
+        status: str | None = Query(
+            None, description="active, suspended (its agent gone), completed, failed, interrupted"
+        ),
         agent_id: str | None = None,
     ) -> Response:
         size = clamp_limit(limit, default=50)
+        online = [a.id for a in studio.registry.agents.values() if a.connection is not None]
         records, total = await studio.run_sync(
-            lambda: store.list_sessions(status=status, agent_id=agent_id, limit=size, offset=offset)
+            lambda: store.list_sessions(
+                status=status, agent_id=agent_id, limit=size, offset=offset, connected=online
+            )
         )
         usage = await studio.run_sync(store.session_usage, [r.id for r in records])
         return ok(
             {
-                "sessions": [
-                    session_view(r, usage.get(r.id), name_of(r.agent_id)) for r in records
-                ],
+                "sessions": [view_of(r, usage.get(r.id)) for r in records],
                 "total": total,
                 "has_more": offset + len(records) < total,
             }
@@ -150,7 +163,7 @@ def router(studio: Studio) -> APIRouter:
             store.usage_rows, UsageQuery(0, INT64_MAX, session_id=session_id, group_by="model")
         )
         # One read: the session's totals are the sum of its models' rows.
-        view = session_view(record, UsageTotals.of(by_model), name_of(record.agent_id))
+        view = view_of(record, UsageTotals.of(by_model))
         view["messages"] = assemble_messages(events)
         view["messages_truncated"] = truncated
         # Each model's cost as priced when its tokens came: the console shows these, never a

@@ -698,7 +698,15 @@ class IngestService:
         agent = self.registry.agents.get(msg.agent_id)
         conn.agents.discard(msg.agent_id)
         if agent is not None:
-            self._let_go(agent, conn, self.clock(), writes)
+            now = self.clock()
+            if agent.current_session_id is not None and agent.connection == conn.id:
+                # The agent said goodbye: its open session is over (the original document has
+                # no end_session, so its clients' sessions ended nowhere else).
+                session = agent.current_session_id
+                writes.append(ops.EndSession(session, "completed", now, owners=self._owners(conn)))
+                agent.current_session_id = None
+                writes.append(self._state_op(agent))
+            self._let_go(agent, conn, now, writes)
 
     def _let_go(
         self, agent: LiveAgent, conn: AgentConnection, now: int, writes: list[WriteOp]

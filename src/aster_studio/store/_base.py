@@ -231,8 +231,12 @@ class Store(Protocol):
         limit: int,
         offset: int,
         outcome: str | None = None,
+        connected: Collection[str] | None = None,
     ) -> tuple[list[SessionRecord], int]:
         """A page of sessions, most recently active first, and how many match in all.
+
+        With `connected` (the agents connected now), status `active` keeps the sessions not
+        ended whose agent is connected, and `suspended` also those whose agent is not.
 
         `outcome` keeps the sessions of one trace status (`session_outcome`: running, ok or
         error), filtered before paging.

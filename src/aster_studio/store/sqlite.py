@@ -1494,11 +1494,22 @@ class SqliteStore:
         limit: int,
         offset: int,
         outcome: str | None = None,
+        connected: Collection[str] | None = None,
     ) -> tuple[list[SessionRecord], int]:
         if outcome is not None and outcome not in _OUTCOMES:
             raise ValueError(f"unknown outcome {outcome!r}")
-        where, args = [], []
-        if status:
+        where: list[str] = []
+        args: list[Any] = []
+        if status in ("active", "suspended") and connected is not None:
+            # Not ended, and its agent connected (active) or not (suspended: for now).
+            if status == "active":
+                where.append(f"status = 'active' AND agent_id IN {_ID_LIST}")
+            else:
+                where.append(
+                    f"(status = 'suspended' OR status = 'active' AND agent_id NOT IN {_ID_LIST})"
+                )
+            args.append(orjson.dumps(list(connected)).decode())
+        elif status:
             where.append("status = ?")
             args.append(status)
         if agent_id:
