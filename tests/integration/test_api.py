@@ -806,3 +806,21 @@ def test_sessions_of_a_departed_agent_are_suspended_and_unregister_ends_them(
         assert status_of("ss-1") == "suspended"  # left open by the agent, never ended by it
     finally:
         server.stop()
+
+
+def test_errors_without_model_calls_are_a_high_error_rate_in_insights_too(tmp_path: Path) -> None:
+    """The overview said an error rate of 1.0 (the model API failing before any usage came),
+    and insights found nothing: each computed the rate its own way."""
+    server = StudioProcess(tmp_path / "e.db").start()
+    try:
+        with RawAgent(server.agent_url) as agent:
+            agent.request(register("failing"))
+            for _ in range(3):
+                agent.send(event("failing", "error", severity="error", message="model API 503"))
+            assert agent.request({"type": "ping"}) == {"type": "pong"}
+        wait_for(lambda: len(events(server.http_url)), lambda n: n == 3)
+        assert get(server.http_url, "/v1/dashboard/overview")["error_rate"] == 1.0
+        (finding,) = get(server.http_url, "/v1/dashboard/insights")
+        assert (finding["id"], finding["data"]["error_rate"]) == ("high_error_rate", 1.0)
+    finally:
+        server.stop()

@@ -141,6 +141,14 @@ def tool_spans(events: list[StoredEvent]) -> list[dict[str, Any]]:
     return [spans[i] for i in order]
 
 
+def error_rate(errors: int, requests: int) -> float:
+    """Errors per model call; with errors and no calls (the model API failing before any
+    usage came), 1.0: every card and finding reads the same rate."""
+    if not requests:
+        return 1.0 if errors else 0.0
+    return round(errors / requests, 4)
+
+
 def router(studio: Studio) -> APIRouter:
     api = APIRouter()
     store = studio.store
@@ -218,7 +226,7 @@ def router(studio: Studio) -> APIRouter:
             "cost": summary["cost"],
             "unpriced_tokens": summary["unpriced_tokens"],
             "error_count": errors,
-            "error_rate": round(errors / requests, 4) if requests else (1.0 if errors else 0.0),
+            "error_rate": error_rate(errors, requests),
             "avg_latency_ms": round(sum(durations) / len(durations)) if durations else 0,
             "period": period,
             "updated_at": iso_ms(now),
@@ -371,7 +379,7 @@ def router(studio: Studio) -> APIRouter:
                 "avg_loop_count": round(len(steps) / len(sessions), 2) if sessions else 0.0,
                 "request_count": requests,
                 "error_count": errors,
-                "error_rate": round(errors / requests, 4) if requests else (1.0 if errors else 0.0),
+                "error_rate": error_rate(errors, requests),
             }
         )
 
@@ -474,8 +482,8 @@ def router(studio: Studio) -> APIRouter:
         row = rows[0] if rows else None
         requests = row.requests if row else 0
         errors = await error_count(start, now)
-        rate = errors / requests if requests else 0.0
-        if requests and rate > 0.05:
+        rate = error_rate(errors, requests)
+        if rate > 0.05:
             found.append(
                 {
                     "id": "high_error_rate",
@@ -485,7 +493,7 @@ def router(studio: Studio) -> APIRouter:
                     "description": f"{errors} errors for {requests} model calls in 24 h",
                     "suggestion": "Open the Events page filtered on severity=error.",
                     "data": {
-                        "error_rate": round(rate, 4),
+                        "error_rate": rate,
                         "error_count": errors,
                         "request_count": requests,
                     },
