@@ -88,6 +88,28 @@ def test_since_is_oldest_first_and_limited(seeded: StudioProcess) -> None:
     assert page["has_more"] is True
 
 
+def test_has_more_is_false_on_a_last_page_that_is_exactly_full(seeded: StudioProcess) -> None:
+    """39 events in pages of 13: the third page holds the last 13, and says nothing is left
+    (it said `has_more: true`, and the page it pointed to was empty)."""
+    pages = []
+    page = get(seeded.http_url, "/v1/dashboard/events?limit=13")
+    pages.append(page)
+    while page["next_before"] is not None:
+        page = get(seeded.http_url, f"/v1/dashboard/events?limit=13&before={page['next_before']}")
+        pages.append(page)
+    assert [len(p["events"]) for p in pages] == [13, 13, 13]
+    assert [p["has_more"] for p in pages] == [True, True, False]
+    assert pages[1]["next_before"] == pages[1]["events"][-1]["cursor"]
+    since = []
+    page = get(seeded.http_url, "/v1/dashboard/events/since/0?limit=13")
+    since.append(page)
+    while page["has_more"]:
+        page = get(seeded.http_url, f"/v1/dashboard/events/since/{page['next_cursor']}?limit=13")
+        since.append(page)
+    assert [len(p["events"]) for p in since] == [13, 13, 13]
+    assert since[-1]["next_cursor"] == since[-1]["events"][-1]["cursor"]
+
+
 def test_since_with_non_integer_cursor_is_400(seeded: StudioProcess) -> None:
     status, body = call(seeded.http_url, "/v1/dashboard/events/since/abc")
     assert status == 400

@@ -61,9 +61,13 @@ def router(studio: Studio) -> APIRouter:
         ),
     ) -> Response:
         size = clamp_limit(limit)
-        events = await studio.run_sync(store.events_before, flt, before, size)
+        # One more than the page: whether anything is left, without a request for nothing.
+        events = await studio.run_sync(store.events_before, flt, before, size + 1)
+        more = len(events) > size
+        if more:
+            del events[size:]
         newest = events[0].id if events else 0
-        older = events[-1].id if len(events) == size else None
+        older = events[-1].id if more else None
         tail = orjson.dumps({"cursor": newest, "next_before": older, "has_more": older is not None})
         return ok_raw(b'{"events":' + items_json(events) + b"," + tail[1:])
 
@@ -80,11 +84,12 @@ def router(studio: Studio) -> APIRouter:
         if not -INT64_MAX <= after <= INT64_MAX:
             return fail(400, "bad_request", "Invalid cursor: out of range")
         size = clamp_limit(limit)
-        events = await studio.run_sync(store.events_after, flt, after, size)
+        events = await studio.run_sync(store.events_after, flt, after, size + 1)
+        more = len(events) > size
+        if more:
+            del events[size:]
         last = events[-1].id if events else after
-        tail = orjson.dumps(
-            {"cursor": last, "next_cursor": max(last, after), "has_more": len(events) == size}
-        )
+        tail = orjson.dumps({"cursor": last, "next_cursor": max(last, after), "has_more": more})
         return ok_raw(b'{"events":' + items_json(events) + b"," + tail[1:])
 
     @api.get("/v1/dashboard/events/count", summary="How many stored events match the filters")
