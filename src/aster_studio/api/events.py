@@ -100,8 +100,9 @@ def router(studio: Studio) -> APIRouter:
     async def export(
         flt: Annotated[EventFilter, Depends(filters)],
         format: str = Query("jsonl", pattern="^(jsonl|csv)$"),
-        limit: int = Query(EXPORT_MAX, ge=1, le=EXPORT_MAX),
+        limit: str | None = Query(None, description=f"1..{EXPORT_MAX}, default {EXPORT_MAX}"),
     ) -> Response:
+        most = clamp_limit(limit, default=EXPORT_MAX, maximum=EXPORT_MAX)
         if format not in ("jsonl", "csv"):
             raise BadRequest("format must be jsonl or csv")
 
@@ -120,9 +121,9 @@ def router(studio: Studio) -> APIRouter:
                         "event",
                     ]
                 )
-            while sent < limit:
+            while sent < most:
                 page = await studio.run_sync(
-                    store.events_after, flt, after, min(EXPORT_PAGE, limit - sent)
+                    store.events_after, flt, after, min(EXPORT_PAGE, most - sent)
                 )
                 if not page:
                     return
