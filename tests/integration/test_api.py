@@ -567,6 +567,49 @@ def test_working_agent_that_goes_silent_is_stalled(tmp_path: Path) -> None:
         server.stop()
 
 
+def _agents_gauge(base: str) -> dict[str, int]:
+    with urllib.request.urlopen(f"{base}/metrics") as response:
+        lines = response.read().decode().splitlines()
+    prefix = 'aster_agents{status="'
+    return {
+        line[len(prefix) : line.index('"}')]: int(line.rsplit(" ", 1)[1])
+        for line in lines
+        if line.startswith(prefix)
+    }
+
+
+def test_agents_gauge_counts_each_agent_once(tmp_path: Path) -> None:
+    """`aster_agents{status}` is a partition: a working or stalled agent was counted as
+    `online` too, so the series summed to more agents than there were."""
+    server = StudioProcess(tmp_path / "g.db", args=("--stall-after", "2")).start()
+    try:
+        with RawAgent(server.agent_url) as gone:
+            gone.request(register("gone"))
+        with RawAgent(server.agent_url) as agent:
+            agent.request(register("idle"))
+            agent.request(register("slow"))
+            agent.send(event("slow", "state_changed", state="working"))
+            wait_for(
+                lambda: get(server.http_url, "/v1/dashboard/agents/slow")["state"], "working".__eq__
+            )
+            wait_for(
+                lambda: get(server.http_url, "/v1/dashboard/agents/gone")["status"],
+                "offline".__eq__,
+            )
+            assert _agents_gauge(server.http_url) == {
+                "offline": 1,
+                "idle": 1,
+                "working": 1,
+                "stalled": 0,
+            }
+            stalled = wait_for(
+                lambda: _agents_gauge(server.http_url), lambda g: g["stalled"] == 1, timeout=10
+            )
+            assert stalled == {"offline": 1, "idle": 1, "working": 0, "stalled": 1}
+    finally:
+        server.stop()
+
+
 def test_reads_by_agent_and_session_span_postings_and_survive_a_restart(tmp_path: Path) -> None:
     """More events than one posting list takes (2,000): a read by agent or session joins the
     postings written so far with the newest events not yet in one, before and after a restart."""
