@@ -447,6 +447,16 @@ def test_openapi_schema_lists_the_routes(seeded: StudioProcess) -> None:
     assert status == 400 and body["success"] is False
 
 
+@pytest.mark.parametrize("path", ["/healthz", "/health", "/metrics", "/v1/dashboard/overview"])
+def test_head_is_answered_wherever_get_is(seeded: StudioProcess, path: str) -> None:
+    """RFC 9110 9.1: a HEAD health probe got a 405 and saw the Studio down."""
+    request = urllib.request.Request(seeded.http_url + path, method="HEAD")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 200
+        assert response.read() == b""
+        assert response.headers["content-type"]
+
+
 def test_metrics_endpoint_is_prometheus_text(seeded: StudioProcess) -> None:
     with urllib.request.urlopen(f"{seeded.http_url}/metrics") as response:
         text = response.read().decode()
