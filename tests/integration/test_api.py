@@ -14,6 +14,7 @@ import pytest
 
 from tests.support.agent import RawAgent, event, register
 from tests.support.api import call, events, get, wait_for
+from tests.support.openapi import problems, response_schema
 from tests.support.server import StudioProcess
 
 
@@ -445,6 +446,113 @@ def test_openapi_schema_lists_the_routes(seeded: StudioProcess) -> None:
     assert "HTTPValidationError" not in schema["components"]["schemas"]
     status, body = call(seeded.http_url, "/v1/dashboard/events?before=many")
     assert status == 400 and body["success"] is False
+
+
+DOCUMENTED = [
+    ("/v1/dashboard/events?limit=5", "/v1/dashboard/events"),
+    ("/v1/dashboard/events/since/0?limit=5", "/v1/dashboard/events/since/{cursor}"),
+    ("/v1/dashboard/events/count", "/v1/dashboard/events/count"),
+    ("/v1/dashboard/events/stats", "/v1/dashboard/events/stats"),
+    ("/v1/dashboard/agents", "/v1/dashboard/agents"),
+    ("/v1/dashboard/agents/alpha", "/v1/dashboard/agents/{agent_id}"),
+    ("/v1/agents", "/v1/agents"),
+    ("/v1/agents/alpha", "/v1/agents/{agent_id}"),
+    ("/v1/remote-agents/stats", "/v1/remote-agents/stats"),
+    ("/v1/dashboard/sessions", "/v1/dashboard/sessions"),
+    ("/v1/dashboard/sessions/s-a", "/v1/dashboard/sessions/{session_id}"),
+    ("/v1/dashboard/traces", "/v1/dashboard/traces"),
+    ("/v1/dashboard/traces/s-a", "/v1/dashboard/traces/{trace_id}"),
+    ("/v1/dashboard/overview", "/v1/dashboard/overview"),
+    ("/v1/dashboard/metrics/tokens", "/v1/dashboard/metrics/tokens"),
+    ("/v1/dashboard/metrics/costs", "/v1/dashboard/metrics/costs"),
+    ("/v1/dashboard/metrics/performance", "/v1/dashboard/metrics/performance"),
+    ("/v1/dashboard/insights", "/v1/dashboard/insights"),
+    ("/v1/dashboard/pricing", "/v1/dashboard/pricing"),
+    ("/v1/dashboard/requests?status=all", "/v1/dashboard/requests"),
+    ("/v1/dashboard/audit", "/v1/dashboard/audit"),
+    ("/v1/auth/session", "/v1/auth/session"),
+    ("/healthz", "/healthz"),
+    ("/health", "/health"),
+    ("/v1/dashboard/sessions/nope", "/v1/dashboard/sessions/{session_id}"),  # 404
+    ("/v1/dashboard/agents/nope", "/v1/dashboard/agents/{agent_id}"),  # 404
+    ("/v1/dashboard/events?before=many", "/v1/dashboard/events"),  # 400
+    ("/v1/dashboard/events/since/abc", "/v1/dashboard/events/since/{cursor}"),  # 400
+]
+
+
+@pytest.mark.parametrize(("url", "path"), DOCUMENTED)
+def test_responses_match_the_openapi_document(seeded: StudioProcess, url: str, path: str) -> None:
+    """Every success response was `{"schema": {}}` and 404 was documented nowhere: a client
+    generated from /openapi.json had no types, and could not check a response."""
+    _, document = call(seeded.http_url, "/openapi.json")
+    status, body = call(seeded.http_url, url)
+    schema = response_schema(document, "get", path, status, "application/json")
+    assert schema and problems(body, schema, document) == []
+
+
+def test_writes_match_the_openapi_document(seeded: StudioProcess) -> None:
+    _, document = call(seeded.http_url, "/openapi.json")
+    price = {"model": "schema-check", "input_price_per_m": 1, "output_price_per_m": 2}
+    for method, url, path, body in [
+        ("PUT", "/v1/dashboard/pricing", "/v1/dashboard/pricing", price),
+        ("PUT", "/v1/dashboard/pricing", "/v1/dashboard/pricing", {"model": 3}),  # 400
+        ("DELETE", "/v1/dashboard/pricing/schema-check", "/v1/dashboard/pricing/{model}", None),
+        ("DELETE", "/v1/dashboard/pricing/schema-check", "/v1/dashboard/pricing/{model}", None),
+        ("PATCH", "/v1/agents/beta", "/v1/agents/{agent_id}", {"metadata": {"team": "b"}}),
+        ("PATCH", "/v1/agents/nope", "/v1/agents/{agent_id}", {"name": "x"}),  # 404
+    ]:
+        status, answer = call(seeded.http_url, url, method, body)
+        schema = response_schema(document, method.lower(), path, status, "application/json")
+        assert problems(answer, schema, document) == [], (method, url)
+
+
+def test_every_route_documents_its_success_body(seeded: StudioProcess) -> None:
+    _, document = call(seeded.http_url, "/openapi.json")
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            for status, response in operation["responses"].items():
+                if status == "204":
+                    continue
+                for media, content in response["content"].items():
+                    assert content["schema"], (method, path, status, media)
+            if path not in ("/healthz", "/health", "/v1/auth/login", "/v1/auth/session"):
+                assert "401" in operation["responses"], (method, path)
+            for parameter in operation.get("parameters", ()):
+                if parameter["name"] == "limit":
+                    assert parameter["schema"]["type"] == "integer", (method, path)
+
+
+@pytest.mark.parametrize(
+    ("query", "media"), [("format=jsonl", "application/x-ndjson"), ("format=csv", "text/csv")]
+)
+def test_text_responses_have_the_documented_media_type(
+    seeded: StudioProcess, query: str, media: str
+) -> None:
+    _, document = call(seeded.http_url, "/openapi.json")
+    export = "/v1/dashboard/events/export"
+    with urllib.request.urlopen(f"{seeded.http_url}{export}?{query}") as response:
+        sent = response.headers["content-type"].split(";")[0]
+    assert sent == media
+    assert response_schema(document, "get", export, 200, media)["type"] == "string"
+    assert "application/json" not in document["paths"][export]["get"]["responses"]["200"]["content"]
+    with urllib.request.urlopen(f"{seeded.http_url}/metrics") as response:
+        sent = response.headers["content-type"].split(";")[0]
+    assert response_schema(document, "get", "/metrics", 200, sent)["type"] == "string"
+
+
+def test_healthz_documents_its_503(seeded: StudioProcess) -> None:
+    _, document = call(seeded.http_url, "/openapi.json")
+    degraded = {
+        "status": "degraded",
+        "version": "0",
+        "uptime_s": 1.5,
+        "store": {"backend": "sqlite", "status": "unhealthy", "error": "disk full"},
+        "write_queue": 0,
+        "agents_online": 0,
+    }
+    schema = response_schema(document, "get", "/healthz", 503, "application/json")
+    assert problems(degraded, schema, document) == []
+    assert problems({**degraded, "status": "fine"}, schema, document) != []
 
 
 @pytest.mark.parametrize("path", ["/healthz", "/health", "/metrics", "/v1/dashboard/overview"])
