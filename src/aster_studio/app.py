@@ -158,6 +158,7 @@ def create_app(
     """
     from .api import mount_routes
     from .api.guard import Guard
+    from .api.head import HeadAsGet
 
     studio = Studio(
         settings=settings,
@@ -186,5 +187,6 @@ def create_app(
     )
     app.state.studio = studio
     mount_routes(app, studio, STATIC_DIR)
+    app.add_middleware(HeadAsGet)  # inside the guard: a HEAD is checked as what it is
     app.add_middleware(Guard, auth=studio.auth, loopback=settings.loopback)
     return app

@@ -15,6 +15,7 @@ import pytest
 
 from tests.support.agent import RawAgent, event, register
 from tests.support.api import call, events, get, wait_for
+from tests.support.openapi import problems, response_schema
 from tests.support.server import StudioProcess
 
 
@@ -89,6 +90,28 @@ def test_since_is_oldest_first_and_limited(seeded: StudioProcess) -> None:
     assert page["has_more"] is True
 
 
+def test_has_more_is_false_on_a_last_page_that_is_exactly_full(seeded: StudioProcess) -> None:
+    """39 events in pages of 13: the third page holds the last 13, and says nothing is left
+    (it said `has_more: true`, and the page it pointed to was empty)."""
+    pages = []
+    page = get(seeded.http_url, "/v1/dashboard/events?limit=13")
+    pages.append(page)
+    while page["next_before"] is not None:
+        page = get(seeded.http_url, f"/v1/dashboard/events?limit=13&before={page['next_before']}")
+        pages.append(page)
+    assert [len(p["events"]) for p in pages] == [13, 13, 13]
+    assert [p["has_more"] for p in pages] == [True, True, False]
+    assert pages[1]["next_before"] == pages[1]["events"][-1]["cursor"]
+    since = []
+    page = get(seeded.http_url, "/v1/dashboard/events/since/0?limit=13")
+    since.append(page)
+    while page["has_more"]:
+        page = get(seeded.http_url, f"/v1/dashboard/events/since/{page['next_cursor']}?limit=13")
+        since.append(page)
+    assert [len(p["events"]) for p in since] == [13, 13, 13]
+    assert since[-1]["next_cursor"] == since[-1]["events"][-1]["cursor"]
+
+
 def test_since_with_non_integer_cursor_is_400(seeded: StudioProcess) -> None:
     status, body = call(seeded.http_url, "/v1/dashboard/events/since/abc")
     assert status == 400
@@ -133,6 +156,25 @@ def test_a_limit_that_is_no_positive_number_is_the_default(seeded: StudioProcess
     assert len(get(seeded.http_url, "/v1/dashboard/events?limit=7")["events"]) == 7
     assert get(seeded.http_url, "/v1/dashboard/sessions?limit=abc")["total"] >= 1
     assert get(seeded.http_url, "/v1/dashboard/traces?limit=abc")["traces"]
+
+
+@pytest.mark.parametrize("limit", ["abc", "0", "-1", ""])
+def test_agents_and_export_take_a_limit_that_is_no_positive_number_as_the_default(
+    seeded: StudioProcess, limit: str
+) -> None:
+    """The rule docs/api.md gives every paged route: these were 400s on these two routes."""
+    assert get(seeded.http_url, f"/v1/dashboard/agents?limit={limit}")["total"] == 2
+    assert len(get(seeded.http_url, f"/v1/dashboard/agents?limit={limit}")["agents"]) == 2
+    url = f"{seeded.http_url}/v1/dashboard/events/export?format=jsonl&limit={limit}"
+    with urllib.request.urlopen(url) as response:
+        assert len(response.read().splitlines()) == 39
+
+
+def test_agents_and_export_limits_still_limit(seeded: StudioProcess) -> None:
+    assert len(get(seeded.http_url, "/v1/dashboard/agents?limit=1")["agents"]) == 1
+    url = f"{seeded.http_url}/v1/dashboard/events/export?format=csv&limit=5"
+    with urllib.request.urlopen(url) as response:
+        assert len(response.read().splitlines()) == 6  # the header and 5 rows
 
 
 def test_bad_time_is_a_clear_400(seeded: StudioProcess) -> None:
@@ -408,6 +450,123 @@ def test_openapi_schema_lists_the_routes(seeded: StudioProcess) -> None:
     assert status == 400 and body["success"] is False
 
 
+DOCUMENTED = [
+    ("/v1/dashboard/events?limit=5", "/v1/dashboard/events"),
+    ("/v1/dashboard/events/since/0?limit=5", "/v1/dashboard/events/since/{cursor}"),
+    ("/v1/dashboard/events/count", "/v1/dashboard/events/count"),
+    ("/v1/dashboard/events/stats", "/v1/dashboard/events/stats"),
+    ("/v1/dashboard/agents", "/v1/dashboard/agents"),
+    ("/v1/dashboard/agents/alpha", "/v1/dashboard/agents/{agent_id}"),
+    ("/v1/agents", "/v1/agents"),
+    ("/v1/agents/alpha", "/v1/agents/{agent_id}"),
+    ("/v1/remote-agents/stats", "/v1/remote-agents/stats"),
+    ("/v1/dashboard/sessions", "/v1/dashboard/sessions"),
+    ("/v1/dashboard/sessions/s-a", "/v1/dashboard/sessions/{session_id}"),
+    ("/v1/dashboard/traces", "/v1/dashboard/traces"),
+    ("/v1/dashboard/traces/s-a", "/v1/dashboard/traces/{trace_id}"),
+    ("/v1/dashboard/overview", "/v1/dashboard/overview"),
+    ("/v1/dashboard/metrics/tokens", "/v1/dashboard/metrics/tokens"),
+    ("/v1/dashboard/metrics/costs", "/v1/dashboard/metrics/costs"),
+    ("/v1/dashboard/metrics/performance", "/v1/dashboard/metrics/performance"),
+    ("/v1/dashboard/insights", "/v1/dashboard/insights"),
+    ("/v1/dashboard/pricing", "/v1/dashboard/pricing"),
+    ("/v1/dashboard/requests?status=all", "/v1/dashboard/requests"),
+    ("/v1/dashboard/audit", "/v1/dashboard/audit"),
+    ("/v1/auth/session", "/v1/auth/session"),
+    ("/healthz", "/healthz"),
+    ("/health", "/health"),
+    ("/v1/dashboard/sessions/nope", "/v1/dashboard/sessions/{session_id}"),  # 404
+    ("/v1/dashboard/agents/nope", "/v1/dashboard/agents/{agent_id}"),  # 404
+    ("/v1/dashboard/events?before=many", "/v1/dashboard/events"),  # 400
+    ("/v1/dashboard/events/since/abc", "/v1/dashboard/events/since/{cursor}"),  # 400
+]
+
+
+@pytest.mark.parametrize(("url", "path"), DOCUMENTED)
+def test_responses_match_the_openapi_document(seeded: StudioProcess, url: str, path: str) -> None:
+    """Every success response was `{"schema": {}}` and 404 was documented nowhere: a client
+    generated from /openapi.json had no types, and could not check a response."""
+    _, document = call(seeded.http_url, "/openapi.json")
+    status, body = call(seeded.http_url, url)
+    schema = response_schema(document, "get", path, status, "application/json")
+    assert schema and problems(body, schema, document) == []
+
+
+def test_writes_match_the_openapi_document(seeded: StudioProcess) -> None:
+    _, document = call(seeded.http_url, "/openapi.json")
+    price = {"model": "schema-check", "input_price_per_m": 1, "output_price_per_m": 2}
+    for method, url, path, body in [
+        ("PUT", "/v1/dashboard/pricing", "/v1/dashboard/pricing", price),
+        ("PUT", "/v1/dashboard/pricing", "/v1/dashboard/pricing", {"model": 3}),  # 400
+        ("DELETE", "/v1/dashboard/pricing/schema-check", "/v1/dashboard/pricing/{model}", None),
+        ("DELETE", "/v1/dashboard/pricing/schema-check", "/v1/dashboard/pricing/{model}", None),
+        ("PATCH", "/v1/agents/beta", "/v1/agents/{agent_id}", {"metadata": {"team": "b"}}),
+        ("PATCH", "/v1/agents/nope", "/v1/agents/{agent_id}", {"name": "x"}),  # 404
+    ]:
+        status, answer = call(seeded.http_url, url, method, body)
+        schema = response_schema(document, method.lower(), path, status, "application/json")
+        assert problems(answer, schema, document) == [], (method, url)
+
+
+def test_every_route_documents_its_success_body(seeded: StudioProcess) -> None:
+    _, document = call(seeded.http_url, "/openapi.json")
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            for status, response in operation["responses"].items():
+                if status == "204":
+                    continue
+                for media, content in response["content"].items():
+                    assert content["schema"], (method, path, status, media)
+            if path not in ("/healthz", "/health", "/v1/auth/login", "/v1/auth/session"):
+                assert "401" in operation["responses"], (method, path)
+            for parameter in operation.get("parameters", ()):
+                if parameter["name"] == "limit":
+                    assert parameter["schema"]["type"] == "integer", (method, path)
+
+
+@pytest.mark.parametrize(
+    ("query", "media"), [("format=jsonl", "application/x-ndjson"), ("format=csv", "text/csv")]
+)
+def test_text_responses_have_the_documented_media_type(
+    seeded: StudioProcess, query: str, media: str
+) -> None:
+    _, document = call(seeded.http_url, "/openapi.json")
+    export = "/v1/dashboard/events/export"
+    with urllib.request.urlopen(f"{seeded.http_url}{export}?{query}") as response:
+        sent = response.headers["content-type"].split(";")[0]
+    assert sent == media
+    assert response_schema(document, "get", export, 200, media)["type"] == "string"
+    assert "application/json" not in document["paths"][export]["get"]["responses"]["200"]["content"]
+    with urllib.request.urlopen(f"{seeded.http_url}/metrics") as response:
+        sent = response.headers["content-type"].split(";")[0]
+    assert response_schema(document, "get", "/metrics", 200, sent)["type"] == "string"
+
+
+def test_healthz_documents_its_503(seeded: StudioProcess) -> None:
+    _, document = call(seeded.http_url, "/openapi.json")
+    degraded = {
+        "status": "degraded",
+        "version": "0",
+        "uptime_s": 1.5,
+        "store": {"backend": "sqlite", "status": "unhealthy", "error": "disk full"},
+        "write_queue": 0,
+        "agents_online": 0,
+    }
+    schema = response_schema(document, "get", "/healthz", 503, "application/json")
+    assert problems(degraded, schema, document) == []
+    assert problems({**degraded, "status": "fine"}, schema, document) != []
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/health", "/metrics", "/v1/dashboard/overview"])
+def test_head_is_answered_wherever_get_is(seeded: StudioProcess, path: str) -> None:
+    """RFC 9110 9.1: a HEAD health probe got a 405 and saw the Studio down."""
+    request = urllib.request.Request(seeded.http_url + path, method="HEAD")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 200
+        assert response.read() == b""
+        assert response.headers["content-type"]
+
+
 def test_metrics_endpoint_is_prometheus_text(seeded: StudioProcess) -> None:
     with urllib.request.urlopen(f"{seeded.http_url}/metrics") as response:
         text = response.read().decode()
@@ -524,6 +683,49 @@ def test_working_agent_that_goes_silent_is_stalled(tmp_path: Path) -> None:
                 lambda: get(server.http_url, "/v1/dashboard/agents/slow"),
                 lambda v: not v["stalled"],
             )
+    finally:
+        server.stop()
+
+
+def _agents_gauge(base: str) -> dict[str, int]:
+    with urllib.request.urlopen(f"{base}/metrics") as response:
+        lines = response.read().decode().splitlines()
+    prefix = 'aster_agents{status="'
+    return {
+        line[len(prefix) : line.index('"}')]: int(line.rsplit(" ", 1)[1])
+        for line in lines
+        if line.startswith(prefix)
+    }
+
+
+def test_agents_gauge_counts_each_agent_once(tmp_path: Path) -> None:
+    """`aster_agents{status}` is a partition: a working or stalled agent was counted as
+    `online` too, so the series summed to more agents than there were."""
+    server = StudioProcess(tmp_path / "g.db", args=("--stall-after", "2")).start()
+    try:
+        with RawAgent(server.agent_url) as gone:
+            gone.request(register("gone"))
+        with RawAgent(server.agent_url) as agent:
+            agent.request(register("idle"))
+            agent.request(register("slow"))
+            agent.send(event("slow", "state_changed", state="working"))
+            wait_for(
+                lambda: get(server.http_url, "/v1/dashboard/agents/slow")["state"], "working".__eq__
+            )
+            wait_for(
+                lambda: get(server.http_url, "/v1/dashboard/agents/gone")["status"],
+                "offline".__eq__,
+            )
+            assert _agents_gauge(server.http_url) == {
+                "offline": 1,
+                "idle": 1,
+                "working": 1,
+                "stalled": 0,
+            }
+            stalled = wait_for(
+                lambda: _agents_gauge(server.http_url), lambda g: g["stalled"] == 1, timeout=10
+            )
+            assert stalled == {"offline": 1, "idle": 1, "working": 0, "stalled": 1}
     finally:
         server.stop()
 

@@ -11,7 +11,8 @@ from starlette.responses import FileResponse, RedirectResponse, Response
 
 from ..app import Studio
 from . import agents, control, events, health, login, metrics, pricing, remote, sessions, stream
-from ._common import describe_errors, fail, install_error_handlers
+from ._common import fail, install_error_handlers
+from .schemas import describe
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +23,7 @@ def mount_routes(app: FastAPI, studio: Studio, static_dir: Path) -> None:
     modules = (remote, agents, sessions, events, metrics, pricing, control, stream, health, login)
     for module in modules:
         app.include_router(module.router(studio))
-    describe_errors(app)
+    describe(app)
     mount_console(app, static_dir)
 
 

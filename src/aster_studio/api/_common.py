@@ -54,51 +54,6 @@ def fail(status: int, code: str, message: str, **extra: Any) -> Response:
     )
 
 
-_ERROR_ENVELOPE = {
-    "type": "object",
-    "required": ["success", "error"],
-    "properties": {
-        "success": {"type": "boolean", "enum": [False]},
-        "error": {
-            "type": "object",
-            "required": ["code", "message"],
-            "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
-        },
-    },
-}
-
-
-def describe_errors(app: FastAPI) -> None:
-    """Make the schema say what the API answers to bad input: a 400 with the error envelope,
-    not the framework's 422 `HTTPValidationError`, which it never sends."""
-    build = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is not None:
-            return app.openapi_schema
-        schema = build()
-        for operations in schema.get("paths", {}).values():
-            for operation in operations.values():
-                responses = operation.get("responses", {})
-                if responses.pop("422", None) is not None:
-                    responses["400"] = {
-                        "description": "Bad request",
-                        "content": {
-                            "application/json": {
-                                "schema": {"$ref": "#/components/schemas/ErrorEnvelope"}
-                            }
-                        },
-                    }
-        schemas = schema.setdefault("components", {}).setdefault("schemas", {})
-        schemas.pop("HTTPValidationError", None)
-        schemas.pop("ValidationError", None)
-        schemas["ErrorEnvelope"] = _ERROR_ENVELOPE
-        app.openapi_schema = schema
-        return schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
-
-
 def install_error_handlers(app: FastAPI) -> None:
     """Map our exceptions and the framework's to the one REST error shape."""
 

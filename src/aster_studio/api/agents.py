@@ -14,7 +14,7 @@ from ..app import Studio
 from ..errors import BadRequest, NotFound
 from ..ingest.registry import LiveAgent
 from ..models import WORKING_STATES, iso_ms
-from ._common import ok
+from ._common import clamp_limit, ok
 
 
 def router(studio: Studio) -> APIRouter:
@@ -31,8 +31,9 @@ def router(studio: Studio) -> APIRouter:
     async def list_agents(
         status: str | None = Query(None, description="online, offline, stalled or working"),
         q: str | None = Query(None, description="substring of id, name or model"),
-        limit: int = Query(1000, ge=1, le=10_000),
+        limit: str | None = Query(None, description="1..10000, default 1000"),
     ) -> Response:
+        size = clamp_limit(limit, default=1000, maximum=10_000)
         now = studio.clock()
         views = [a.view(now, studio.stall_after_ms) for a in registry.agents.values()]
         if status:
@@ -56,7 +57,7 @@ def router(studio: Studio) -> APIRouter:
                 or needle in str(v["model"] or "").lower()
             ]
         views.sort(key=lambda v: (v["status"] != "online", v["id"]))
-        return ok({"agents": views[:limit], "total": len(views)})
+        return ok({"agents": views[:size], "total": len(views)})
 
     @api.get("/v1/dashboard/agents/{agent_id:path}", summary="One agent's live view")
     async def get_agent(agent_id: str) -> Response:

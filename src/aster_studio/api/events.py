@@ -61,9 +61,13 @@ def router(studio: Studio) -> APIRouter:
         ),
     ) -> Response:
         size = clamp_limit(limit)
-        events = await studio.run_sync(store.events_before, flt, before, size)
+        # One more than the page: whether anything is left, without a request for nothing.
+        events = await studio.run_sync(store.events_before, flt, before, size + 1)
+        more = len(events) > size
+        if more:
+            del events[size:]
         newest = events[0].id if events else 0
-        older = events[-1].id if len(events) == size else None
+        older = events[-1].id if more else None
         tail = orjson.dumps({"cursor": newest, "next_before": older, "has_more": older is not None})
         return ok_raw(b'{"events":' + items_json(events) + b"," + tail[1:])
 
@@ -80,11 +84,12 @@ def router(studio: Studio) -> APIRouter:
         if not -INT64_MAX <= after <= INT64_MAX:
             return fail(400, "bad_request", "Invalid cursor: out of range")
         size = clamp_limit(limit)
-        events = await studio.run_sync(store.events_after, flt, after, size)
+        events = await studio.run_sync(store.events_after, flt, after, size + 1)
+        more = len(events) > size
+        if more:
+            del events[size:]
         last = events[-1].id if events else after
-        tail = orjson.dumps(
-            {"cursor": last, "next_cursor": max(last, after), "has_more": len(events) == size}
-        )
+        tail = orjson.dumps({"cursor": last, "next_cursor": max(last, after), "has_more": more})
         return ok_raw(b'{"events":' + items_json(events) + b"," + tail[1:])
 
     @api.get("/v1/dashboard/events/count", summary="How many stored events match the filters")
@@ -95,8 +100,9 @@ def router(studio: Studio) -> APIRouter:
     async def export(
         flt: Annotated[EventFilter, Depends(filters)],
         format: str = Query("jsonl", pattern="^(jsonl|csv)$"),
-        limit: int = Query(EXPORT_MAX, ge=1, le=EXPORT_MAX),
+        limit: str | None = Query(None, description=f"1..{EXPORT_MAX}, default {EXPORT_MAX}"),
     ) -> Response:
+        most = clamp_limit(limit, default=EXPORT_MAX, maximum=EXPORT_MAX)
         if format not in ("jsonl", "csv"):
             raise BadRequest("format must be jsonl or csv")
 
@@ -115,9 +121,9 @@ def router(studio: Studio) -> APIRouter:
                         "event",
                     ]
                 )
-            while sent < limit:
+            while sent < most:
                 page = await studio.run_sync(
-                    store.events_after, flt, after, min(EXPORT_PAGE, limit - sent)
+                    store.events_after, flt, after, min(EXPORT_PAGE, most - sent)
                 )
                 if not page:
                     return

@@ -74,11 +74,19 @@ def router(studio: Studio) -> APIRouter:
         ingest = studio.ingest.stats
         pipe = studio.pipeline.stats if studio.pipeline else None
         counts = studio.registry.counts(studio.clock(), studio.stall_after_ms)
+        # A partition, so that the series add up to the agents: the registry's `online`
+        # holds the working and the stalled ones too.
+        statuses = {
+            "offline": counts["offline"],
+            "idle": counts["online"] - counts["working"] - counts["stalled"],
+            "working": counts["working"],
+            "stalled": counts["stalled"],
+        }
         open_ones = studio.ingest.connections.values()
         dropped_replies = ingest.dropped_replies + sum(c.dropped_replies for c in open_ones)
         lines = [
             "# TYPE aster_agents gauge",
-            *(f'aster_agents{{status="{k}"}} {v}' for k, v in counts.items() if k != "total"),
+            *(f'aster_agents{{status="{k}"}} {v}' for k, v in statuses.items()),
             "# TYPE aster_agent_connections gauge",
             f"aster_agent_connections {len(studio.ingest.connections)}",
             "# TYPE aster_dashboard_connections gauge",
