@@ -208,6 +208,7 @@ class Message(_Shape):
 
 class SessionDetail(SessionView):
     messages: list[Message]
+    messages_truncated: bool
     cost_by_model: dict[str, Cost]
     tokens_by_model: dict[str, TokenUsage]
 
