@@ -164,7 +164,13 @@ class EventFilter:
 
 @dataclass(frozen=True, slots=True)
 class Usage:
-    """Token counts of one `token_usage` event and its cost (None when unpriced)."""
+    """Token counts of one `token_usage` event and its cost (None when unpriced).
+
+    `input` is the input read fresh, apart from the cache's (`cache_read`, `cache_creation`);
+    `reasoning` is the part of `output` the model spent reasoning (priced with it, counted
+    once). `priceable` is false when the split into kinds is unknown (a total alone): such
+    tokens are counted, as input, but unpriced, since the price depends on the split.
+    """
 
     model: str | None
     input: int
@@ -173,15 +179,23 @@ class Usage:
     cache_creation: int = 0
     reasoning: int = 0
     cost: float | None = None
+    priceable: bool = True
 
     @property
     def total(self) -> int:
-        return self.input + self.output
+        return self.input + self.output + self.cache_read + self.cache_creation
+
+
+# A cost past this (USD) is no cost: ten billion tokens at the largest price the pricing API
+# takes (MAX_PRICE_PER_M) stay below it, and a sum of costs must stay a finite float.
+MAX_COST = 1e15
 
 
 def money(cost: float, tokens: int, unpriced_tokens: int) -> dict[str, Any]:
     """A cost as the API gives it, in USD: `amount` is null when none of the tokens had a price
     (never an unpriced $0), and `unpriced_tokens` says how many had none."""
+    if not math.isfinite(cost):  # rows priced before prices were bounded: the largest sum
+        cost = MAX_COST if cost > 0 else 0.0
     amount = None if tokens and unpriced_tokens >= tokens else round(cost, 10)
     if not unpriced_tokens:
         return {"amount": amount, "currency": "USD"}
@@ -194,14 +208,29 @@ class UsageFigures:
     __slots__ = ()
     input: int
     output: int
+    cache_read: int
+    cache_creation: int
+    reasoning: int
     cost: float
     unpriced_tokens: int
 
+    @property
+    def total(self) -> int:
+        return self.input + self.output + self.cache_read + self.cache_creation
+
     def tokens(self) -> dict[str, int]:
-        return {"input": self.input, "output": self.output, "total": self.input + self.output}
+        """`total` adds every kind once: `reasoning` is a part of `output`."""
+        return {
+            "input": self.input,
+            "output": self.output,
+            "total": self.total,
+            "cache_read": self.cache_read,
+            "cache_creation": self.cache_creation,
+            "reasoning": self.reasoning,
+        }
 
     def money(self) -> dict[str, Any]:
-        return money(self.cost, self.input + self.output, self.unpriced_tokens)
+        return money(self.cost, self.total, self.unpriced_tokens)
 
 
 @dataclass(slots=True)
@@ -213,6 +242,9 @@ class UsageTotals(UsageFigures):
     cost: float = 0.0
     unpriced_tokens: int = 0
     requests: int = 0
+    cache_read: int = 0
+    cache_creation: int = 0
+    reasoning: int = 0
 
     @classmethod
     def of(cls, rows: Iterable[UsageRow]) -> UsageTotals:
@@ -223,6 +255,9 @@ class UsageTotals(UsageFigures):
         for row in rows:
             totals.input += row.input
             totals.output += row.output
+            totals.cache_read += row.cache_read
+            totals.cache_creation += row.cache_creation
+            totals.reasoning += row.reasoning
             totals.unpriced_tokens += row.unpriced_tokens
             totals.requests += row.requests
             costs.append(row.cost)
@@ -233,6 +268,9 @@ class UsageTotals(UsageFigures):
     def add(self, usage: Usage) -> None:
         self.input += usage.input
         self.output += usage.output
+        self.cache_read += usage.cache_read
+        self.cache_creation += usage.cache_creation
+        self.reasoning += usage.reasoning
         self.requests += 1
         if usage.cost is None:
             self.unpriced_tokens += usage.total
@@ -240,28 +278,75 @@ class UsageTotals(UsageFigures):
             self.cost += usage.cost
 
 
+# Rates of cached input, as fractions of the input rate, by provider (the first whose name
+# holds one of the words): what each bills a cache read and a cache write. Anthropic bills a
+# read a tenth of the input rate and a five-minute write 1.25 times it; OpenAI bills cached
+# input at half the input rate and nothing extra to write it; DeepSeek a cache hit at a tenth;
+# Google a cached token at a quarter. A model of none of these pays the input rate for both.
+CACHE_RATES: tuple[tuple[tuple[str, ...], float, float], ...] = (
+    (("claude", "anthropic"), 0.1, 1.25),
+    (("gpt", "openai", "o1", "o3", "o4"), 0.5, 1.0),
+    (("deepseek",), 0.1, 1.0),
+    (("gemini",), 0.25, 1.0),
+)
+
+# The largest price (per million tokens) the pricing API takes: a thousand times the dearest
+# model's. Beyond it a price is a typo, and costs could overflow a float.
+MAX_PRICE_PER_M = 1_000_000.0
+
+
+def cache_rates(model: str) -> tuple[float, float]:
+    """The default (read, write) rates of a model's cached input, as fractions of its input."""
+    lowered = model.lower()
+    for words, read, write in CACHE_RATES:
+        if any(w in lowered for w in words):
+            return read, write
+    return 1.0, 1.0
+
+
 @dataclass(frozen=True, slots=True)
 class Price:
-    """USD (or `currency`) per million tokens for one model."""
+    """USD (or `currency`) per million tokens for one model; the cache rates, when None, are
+    the input rate times the model's provider's factors (`cache_rates`)."""
 
     model: str
     input_per_m: float
     output_per_m: float
     currency: str = "USD"
+    cache_read_per_m: float | None = None
+    cache_write_per_m: float | None = None
 
     @property
     def in_usd(self) -> bool:
         """Whether costs may be figured from it: they are added up in US dollars."""
         return self.currency.upper() == "USD"
 
-    def cost(self, input_tokens: int, output_tokens: int) -> float:
-        return (input_tokens * self.input_per_m + output_tokens * self.output_per_m) / 1e6
+    def cache_prices(self) -> tuple[float, float]:
+        """The (read, write) prices per million cached input tokens in force."""
+        read, write = self.cache_read_per_m, self.cache_write_per_m
+        if read is None or write is None:
+            read_x, write_x = cache_rates(self.model)
+            read = self.input_per_m * read_x if read is None else read
+            write = self.input_per_m * write_x if write is None else write
+        return read, write
+
+    def cost(
+        self, input_tokens: int, output_tokens: int, cache_read: int = 0, cache_creation: int = 0
+    ) -> float:
+        cost = input_tokens * self.input_per_m + output_tokens * self.output_per_m
+        if cache_read or cache_creation:
+            read, write = self.cache_prices()
+            cost += cache_read * read + cache_creation * write
+        return cost / 1e6
 
     def to_api(self) -> dict[str, Any]:
+        read, write = self.cache_prices()
         return {
             "model": self.model,
             "input_price_per_m": self.input_per_m,
             "output_price_per_m": self.output_per_m,
+            "cache_read_price_per_m": read,
+            "cache_write_price_per_m": write,
             "currency": self.currency,
         }
 
@@ -276,6 +361,9 @@ class UsageRow(UsageFigures):
     cost: float
     unpriced_tokens: int
     requests: int
+    cache_read: int = 0
+    cache_creation: int = 0
+    reasoning: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,7 +374,7 @@ class UsageQuery:
     end_ms: int
     agent_id: str | None = None
     session_id: str | None = None
-    model: str | None = None
+    model: str | None = None  # "" selects the usage that names no model
     group_by: str | None = None  # "model", "agent", "session" or None
     bucket_ms: int | None = None  # group by time bucket instead
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 
 from .models import Price
 
@@ -97,7 +98,7 @@ class PriceTable:
     def _by_family(self, model: str) -> Price | None:
         release = self._releases.get(undated(model))
         if release is not None:
-            return Price(model, release.input_per_m, release.output_per_m, release.currency)
+            return replace(release, model=model)
         lowered = model.lower()
         for needles, input_per_m, output_per_m in _FAMILIES:
             if all(n in lowered for n in needles):

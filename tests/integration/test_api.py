@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.agent import RawAgent, event, register
-from tests.support.api import call, events, get, wait_for
+from tests.support.api import call, events, get, tokens, wait_for
 from tests.support.openapi import problems, response_schema
 from tests.support.server import StudioProcess
 
@@ -227,7 +227,7 @@ def test_sessions_list_with_usage_and_agent_name(seeded: StudioProcess) -> None:
     assert data["total"] == 1
     session = data["sessions"][0]
     assert session["agent_name"] == "Alpha"
-    assert session["token_usage"] == {"input": 1000, "output": 100, "total": 1100}
+    assert session["token_usage"] == tokens(1000, 100)
     assert session["event_count"] == 37
     assert get(seeded.http_url, "/v1/dashboard/sessions?status=completed")["total"] == 0
 
@@ -247,7 +247,7 @@ def test_missing_session_is_404(seeded: StudioProcess) -> None:
 def test_overview_counts_real_data(seeded: StudioProcess) -> None:
     data = get(seeded.http_url, "/v1/dashboard/overview?period=1h")
     assert data["total_requests"] == 2
-    assert data["token_usage"] == {"input": 1007, "output": 103, "total": 1110}
+    assert data["token_usage"] == tokens(1007, 103)
     expected = (1000 * 2.5 + 100 * 10) / 1e6 + (7 * 0.15 + 3 * 0.6) / 1e6
     assert abs(data["cost"]["amount"] - expected) < 1e-12
     assert data["error_count"] == 1  # the warning is not an error
@@ -401,7 +401,7 @@ def test_token_metrics_by_model_and_agent(seeded: StudioProcess) -> None:
     data = get(seeded.http_url, "/v1/dashboard/metrics/tokens?period=1h")
     assert data["by_model"]["gpt-4o"]["total"] == 1100
     assert data["by_model"]["gpt-4o-mini"]["total"] == 10
-    assert data["by_agent"]["beta"] == {"input": 7, "output": 3, "total": 10}
+    assert data["by_agent"]["beta"] == tokens(7, 3)
     assert sum(t["input"] + t["output"] for t in data["trend"]) == 1110
 
 

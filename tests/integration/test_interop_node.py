@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.api import get
+from tests.support.api import get, tokens
 from tests.support.server import StudioProcess
 from tests.support.timing import UNIT
 
@@ -165,11 +165,11 @@ def test_token_usage_is_recorded_with_the_registered_models_cost(
 ) -> None:
     server, _ = run
     agent = get(server.http_url, f"/v1/dashboard/agents/{AGENT}")
-    assert agent["token_usage"] == {"input": 100, "output": 50, "total": 150}
+    assert agent["token_usage"] == tokens(100, 50)
     assert agent["cost"]["amount"] == pytest.approx(EXPECTED_COST)
     assert agent["unpriced_tokens"] == 0
-    tokens = get(server.http_url, f"/v1/dashboard/metrics/tokens?agent_id={AGENT}")
-    by_model = tokens["by_model"]["claude-3-5-sonnet"]
+    metrics = get(server.http_url, f"/v1/dashboard/metrics/tokens?agent_id={AGENT}")
+    by_model = metrics["by_model"]["claude-3-5-sonnet"]
     assert (by_model["input"], by_model["output"], by_model["priced"]) == (100, 50, True)
 
 

@@ -82,3 +82,22 @@ async def data_of(http: httpx.AsyncClient, path: str) -> Any:
     body = response.json()
     assert body["success"] is True, body
     return body["data"]
+
+
+def tokens(
+    input: int,
+    output: int,
+    *,
+    cache_read: int = 0,
+    cache_creation: int = 0,
+    reasoning: int = 0,
+) -> dict[str, int]:
+    """The API's token counts object: `total` adds every kind but reasoning (part of output)."""
+    return {
+        "input": input,
+        "output": output,
+        "total": input + output + cache_read + cache_creation,
+        "cache_read": cache_read,
+        "cache_creation": cache_creation,
+        "reasoning": reasoning,
+    }

@@ -10,12 +10,39 @@ import {
   formatPercent,
   formatRelative,
   shortId,
+  tokenCostTrend,
+  formatTokenSplit,
   truncate,
 } from '../src/lib/format'
 import { Ring, RateSeries } from '../src/lib/ring'
 import { matchesFilter, summarize } from '../src/lib/events'
 import { normalizeEvent, queryString } from '../src/lib/api'
 import { ev } from './helpers'
+
+describe('tokenCostTrend', () => {
+  it('leaves an interval whose tokens all had no price without a cost, never $0', () => {
+    const hour = '2026-11-27T15:00:00.000Z'
+    const free = '2026-11-27T16:00:00.000Z'
+    const [xs, input, output, cost] = tokenCostTrend(
+      [
+        { timestamp: hour, input: 40_000, output: 20_000 },
+        { timestamp: free, input: 10, output: 5 },
+      ],
+      [
+        { timestamp: hour, amount: null },
+        { timestamp: free, amount: 0 },
+      ],
+    )
+    expect(xs).toEqual([Date.parse(hour) / 1000, Date.parse(free) / 1000])
+    expect([input, output]).toEqual([[40_000, 10], [20_000, 5]])
+    expect(cost).toEqual([null, 0])
+  })
+
+  it('names the cached input beside the rest only when there is some', () => {
+    expect(formatTokenSplit({ input: 10, output: 100, cache_read: 50_000, cache_creation: 2000 })).toBe('10 in · 52k cached · 100 out')
+    expect(formatTokenSplit({ input: 10, output: 100 })).toBe('10 in · 100 out')
+  })
+})
 
 describe('format', () => {
   it('abbreviates counts', () => {

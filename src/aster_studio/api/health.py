@@ -99,6 +99,8 @@ def router(studio: Studio) -> APIRouter:
             f"aster_events_received_total {ingest.events}",
             "# TYPE aster_protocol_errors_total counter",
             f"aster_protocol_errors_total {ingest.errors}",
+            "# TYPE aster_token_counts_invalid_total counter",
+            f"aster_token_counts_invalid_total {ingest.bad_token_counts}",
             "# TYPE aster_duplicates_skipped_total counter",
             f"aster_duplicates_skipped_total {ingest.duplicates}",
             "# TYPE aster_agent_refusals_total counter",

@@ -33,6 +33,8 @@ from ..models import (
 from ._common import BUCKETS_MS, clamp_limit, ok, ok_raw, period_ms
 
 SCAN_LIMIT = 50_000
+# The key of the usage without a model in `by_model`, and the `model` filter that selects it.
+UNKNOWN_MODEL = "(unknown)"
 TOOL_EVENT_TYPES = ("tool:start", "tool:end", "tool:error", "tool:canceled")
 
 
@@ -281,7 +283,9 @@ def router(studio: Studio) -> APIRouter:
     ) -> Breakdown:
         """The usage of a period: its total, by model, by agent and per time bucket."""
         start, end, bucket = _period(period, start_at, end_at)
-        kw = {"agent_id": agent_id, "model": model}
+        # `?model=` filters nothing; `?model=(unknown)` selects the usage that names no model,
+        # which the store's query takes as the empty name.
+        kw = {"agent_id": agent_id, "model": "" if model == UNKNOWN_MODEL else (model or None)}
         total = await usage(start, end, **kw)
         return Breakdown(
             total[0] if total else None,
@@ -305,7 +309,7 @@ def router(studio: Studio) -> APIRouter:
                 "total": _tokens(b.total),
                 "by_agent": {str(r.key): _tokens(r) for r in b.by_agent},
                 "by_model": {
-                    str(r.key or "(unknown)"): {**_tokens(r), "priced": r.unpriced_tokens == 0}
+                    str(r.key or UNKNOWN_MODEL): {**_tokens(r), "priced": r.unpriced_tokens == 0}
                     for r in b.by_model
                 },
                 "trend": [
@@ -331,14 +335,14 @@ def router(studio: Studio) -> APIRouter:
                 "period": period,
                 "total": _money(b.total),
                 "by_agent": {str(r.key): r.money() for r in b.by_agent},
-                "by_model": {str(r.key or "(unknown)"): r.money() for r in b.by_model},
+                "by_model": {str(r.key or UNKNOWN_MODEL): r.money() for r in b.by_model},
                 "trend": [  # an hour of unpriced tokens only has no amount, not $0
                     {"timestamp": iso_ms(int(r.key or 0)), "amount": r.money()["amount"]}
                     for r in b.trend
                 ],
                 "unpriced_tokens": b.total.unpriced_tokens if b.total else 0,
                 "unpriced_models": sorted(
-                    str(r.key or "(unknown)") for r in b.by_model if r.unpriced_tokens
+                    str(r.key or UNKNOWN_MODEL) for r in b.by_model if r.unpriced_tokens
                 ),
             }
         )
@@ -500,16 +504,16 @@ def router(studio: Studio) -> APIRouter:
                     "created_at": iso_ms(now),
                 }
             )
-        if row is not None and row.cost > 10:
+        if row is not None and row.cost > 10 and (cost := row.money()["amount"]) is not None:
             found.append(
                 {
                     "id": "high_daily_cost",
                     "type": "cost",
                     "severity": "warning",
                     "title": "Daily cost above $10",
-                    "description": f"${row.cost:.2f} in the last 24 h",
+                    "description": f"${cost:,.2f} in the last 24 h",
                     "suggestion": "See Metrics for the agents and models behind it.",
-                    "data": {"cost": round(row.cost, 4)},
+                    "data": {"cost": round(cost, 4)},
                     "created_at": iso_ms(now),
                 }
             )

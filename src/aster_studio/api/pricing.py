@@ -10,19 +10,27 @@ from starlette.responses import Response
 from .. import store as ops
 from ..app import Studio
 from ..errors import BadRequest, NotFound
-from ..models import Price
+from ..models import MAX_PRICE_PER_M, Price
 from ._common import ok
 
 
-def _price_field(body: dict[str, Any], key: str) -> float:
+def _price_field(body: dict[str, Any], key: str, *, required: bool = True) -> float | None:
     value = body.get(key)
     if value is None:
-        raise BadRequest(f"'{key}' is required")
+        if required:
+            raise BadRequest(f"'{key}' is required")
+        return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
         raise BadRequest(f"'{key}' must be a number >= 0 (USD per million tokens)")
-    if value != value or value == float("inf"):
-        raise BadRequest(f"'{key}' must be finite")
+    if not value <= MAX_PRICE_PER_M:  # NaN too
+        raise BadRequest(f"'{key}' must be at most {MAX_PRICE_PER_M:,.0f} USD per million tokens")
     return float(value)
+
+
+def _required(body: dict[str, Any], key: str) -> float:
+    value = _price_field(body, key)
+    assert value is not None
+    return value
 
 
 def router(studio: Studio) -> APIRouter:
@@ -49,6 +57,7 @@ def router(studio: Studio) -> APIRouter:
                     "model": "gpt-4.1",
                     "input_price_per_m": 2,
                     "output_price_per_m": 8,
+                    "cache_read_price_per_m": 0.5,
                     "currency": "USD",
                 }
             ],
@@ -63,9 +72,11 @@ def router(studio: Studio) -> APIRouter:
             raise BadRequest("'currency' must be USD: costs are added up in US dollars")
         price = Price(
             model.strip(),
-            _price_field(body, "input_price_per_m"),
-            _price_field(body, "output_price_per_m"),
+            _required(body, "input_price_per_m"),
+            _required(body, "output_price_per_m"),
             "USD",
+            _price_field(body, "cache_read_price_per_m", required=False),
+            _price_field(body, "cache_write_price_per_m", required=False),
         )
         await apply(ops.SetPrice(price, studio.clock()))
         return ok({"model": price.model, "pricing": price.to_api()})

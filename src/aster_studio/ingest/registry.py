@@ -124,6 +124,10 @@ class Registry:
         self.producers: dict[str, Producer] = {}
         # Stored events of agents no longer known (deleted): no agent's count holds them.
         self.forgotten_events = 0
+        # The usage of agents no longer known, by id: an agent that comes back has it again.
+        # Its rows stay stored under its id, and the metrics filtered by that id sum them, as
+        # the totals loaded at start do: an agent's usage is its id's, deleted or not.
+        self.forgotten_usage: dict[str, UsageTotals] = {}
 
     def load(
         self,
@@ -131,16 +135,27 @@ class Registry:
         usage: dict[str, UsageTotals],
         forgotten_events: int = 0,
     ) -> None:
+        usage = dict(usage)
         for record in records:
             agent = LiveAgent.from_record(record)
-            agent.usage = usage.get(record.id, UsageTotals())
+            agent.usage = usage.pop(record.id, UsageTotals())
             self.agents[record.id] = agent
         self.forgotten_events = forgotten_events
+        self.forgotten_usage = usage
+
+    def add(self, agent: LiveAgent) -> None:
+        """Know a new agent; one deleted before gets its usage back."""
+        usage = self.forgotten_usage.pop(agent.id, None)
+        if usage is not None:
+            agent.usage = usage
+        self.agents[agent.id] = agent
 
     def forget(self, agent_id: str) -> None:
-        """Drop an agent, keeping its events in `events_total` (they stay stored)."""
+        """Drop an agent, keeping its events in `events_total` (they stay stored) and its
+        usage for its return."""
         agent = self.agents.pop(agent_id)
         self.forgotten_events += agent.event_count
+        self.forgotten_usage[agent_id] = agent.usage
 
     def events_total(self) -> int:
         """Return how many events are stored, or numbered and about to be, without counting."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Sequence
@@ -36,7 +37,7 @@ from aster_studio_sdk.protocol import (
 from .. import store as ops
 from ..auth import Auth
 from ..live.bus import LiveBus
-from ..models import StoredEvent, Usage, counts_as_error
+from ..models import StoredEvent, Usage, UsageTotals, counts_as_error
 from ..store import CommitResult, Store, WriteOp
 from .connection import AgentConnection, ConnectionLimits
 from .pipeline import WritePipeline
@@ -84,6 +85,7 @@ class IngestStats:
     refused: int = 0  # messages refused by policy (key scope, agent/session caps)
     throttled_s: float = 0.0  # time connections were held back by their rate limit
     dropped_replies: int = 0  # replies to clients that never read, of connections closed
+    bad_token_counts: int = 0  # token_usage fields that held no count, or one over MAX_TOKENS
 
 
 class RateMeter:
@@ -111,17 +113,109 @@ class RateMeter:
 # at once, and sums of such counts must stay within the store's 64-bit integers.
 MAX_TOKENS = 10_000_000_000
 
+# Usage is filed at the agent's own time (an SDK resends what it held through an outage),
+# unless that time is further ahead of the server's than a clock's skew, or older than the
+# longest period the metrics show: then at the receive time.
+USAGE_SKEW_MS = 60_000
+USAGE_MAX_AGE_MS = 30 * 86_400_000
 
-def _int(value: Any) -> int:
+_TOKEN_FIELDS = (
+    "input_tokens",
+    "output_tokens",
+    "total_tokens",
+    "cache_read_input_tokens",
+    "cache_creation_input_tokens",
+    "reasoning_tokens",
+)
+
+
+def _count(value: Any) -> int | None:
+    """Read a token count: None when it is not one (negative, not a number)."""
     if isinstance(value, bool):
-        return 0
+        return None
     if isinstance(value, int):
-        return min(max(value, 0), MAX_TOKENS)
-    if isinstance(value, float) and value == value and value not in (float("inf"), float("-inf")):
-        return min(max(int(value), 0), MAX_TOKENS)
-    if isinstance(value, str) and 0 < len(value) <= 20 and value.isascii() and value.isdigit():
-        return min(int(value), MAX_TOKENS)  # protobuf's JSON writes an int64 as a string
-    return 0
+        number = value
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            return None
+        number = int(value)
+    elif isinstance(value, str) and 0 < len(value) <= 32 and value.isascii():
+        # Protobuf's JSON writes an int64 as a string; others write "1e3" or pad it.
+        text = value.strip()
+        try:
+            number = int(text)
+        except ValueError:
+            try:
+                parsed = float(text)
+            except ValueError:
+                return None
+            if not math.isfinite(parsed):
+                return None
+            number = int(parsed)
+    else:
+        return None
+    return number if number >= 0 else None
+
+
+def read_usage(event: dict[str, Any], default_model: str | None) -> tuple[Usage, list[str]]:
+    """Read token counts from a `token_usage` event, the agent's model when none is named;
+    return them with the fields that held no count (counted as absent) or were capped.
+
+    The fields mean what they mean at Anthropic, whose names they are: `input_tokens` are
+    read fresh, the cache's `cache_read_input_tokens` and `cache_creation_input_tokens` come
+    on top. Where `total_tokens` is `input_tokens + output_tokens`, as OpenAI counts (its
+    prompt tokens hold the cached ones), the cache's tokens are taken out of `input_tokens`.
+    `reasoning_tokens` are a part of `output_tokens`, as OpenAI counts, unless there are more
+    of them than output tokens (then they came apart, as Gemini's thoughts do). A
+    `total_tokens` above the parts adds the rest to the output (output not given, or
+    reasoning reported apart); a total given alone is counted as input, unpriced: its split,
+    which the price depends on, is unknown.
+    """
+    bad: list[str] = []
+    counts: list[int | None] = []
+    for name in _TOKEN_FIELDS:
+        value = event.get(name)
+        if value is None:
+            counts.append(None)
+            continue
+        number = _count(value)
+        if number is None:
+            bad.append(name)
+        elif number > MAX_TOKENS:
+            bad.append(name)
+            number = MAX_TOKENS
+        counts.append(number)
+    given_input, given_output, total, cache_read, cache_creation, reasoning = counts
+    input_tokens = given_input or 0
+    output_tokens = given_output or 0
+    cached = (cache_read or 0) + (cache_creation or 0)
+    priceable = True
+    if total is not None:
+        if not input_tokens and not output_tokens:
+            input_tokens = max(total - cached, 0)
+            priceable = not input_tokens
+        elif cached and total == input_tokens + output_tokens and cached <= input_tokens:
+            input_tokens -= cached
+        elif total > input_tokens + output_tokens + cached:
+            output_tokens = total - input_tokens - cached
+    if reasoning and reasoning > output_tokens:
+        output_tokens += reasoning
+    model = event.get("model")
+    usage = Usage(
+        model=model if isinstance(model, str) and model else default_model,
+        input=input_tokens,
+        output=output_tokens,
+        cache_read=cache_read or 0,
+        cache_creation=cache_creation or 0,
+        reasoning=reasoning or 0,
+        priceable=priceable,
+    )
+    return usage, bad
+
+
+def usage_of(event: dict[str, Any], default_model: str | None) -> Usage:
+    """Read token counts from a `token_usage` event (`read_usage`, its problems aside)."""
+    return read_usage(event, default_model)[0]
 
 
 def _land(landing: dict[AgentConnection, int]) -> None:
@@ -129,21 +223,21 @@ def _land(landing: dict[AgentConnection, int]) -> None:
         conn.landed(count)
 
 
-def usage_of(event: dict[str, Any], default_model: str | None) -> Usage:
-    """Read token counts from a `token_usage` event; the agent's model when none is named."""
-    model = event.get("model")
-    input_tokens = _int(event.get("input_tokens"))
-    output_tokens = _int(event.get("output_tokens"))
-    if not input_tokens and not output_tokens and event.get("total_tokens") is not None:
-        input_tokens = _int(event.get("total_tokens"))
-    return Usage(
-        model=model if isinstance(model, str) and model else default_model,
-        input=input_tokens,
-        output=output_tokens,
-        cache_read=_int(event.get("cache_read_input_tokens")),
-        cache_creation=_int(event.get("cache_creation_input_tokens")),
-        reasoning=_int(event.get("reasoning_tokens")),
-    )
+# The event types that change their agent's usage or state.
+_EFFECTS: Final = frozenset({"token_usage", "state_changed", "done"})
+# Each event type seen, as the effect it has ("" for none). Types match whatever their case
+# (docs/api.md: `TOKEN_USAGE` counts); one lookup an event, cheaper than three comparisons, and
+# a type is lowered only the first time it comes.
+_KINDS: Final[dict[str, str]] = {kind: kind for kind in _EFFECTS}
+
+
+def _kind_of(event_type: str) -> str:
+    """Return the effect of events of this type ("" for none), and remember it."""
+    lowered = event_type.lower()
+    kind = lowered if lowered in _EFFECTS else ""
+    if len(_KINDS) < 10_000:  # agents may send any number of types: remember the first
+        _KINDS[event_type] = kind
+    return kind
 
 
 class IngestService:
@@ -187,6 +281,7 @@ class IngestService:
         self.next_event_id = 1  # events are numbered here, in the order they are queued
         self._fresh: list[StoredEvent] = []  # numbered this loop iteration, not yet published
         self._landing: dict[AgentConnection, int] = {}  # writes queued this loop iteration
+        self._bad_counts_logged = -60_000
 
     def attach(self, pipeline: WritePipeline, first_event_id: int) -> None:
         self.pipeline = pipeline
@@ -556,7 +651,7 @@ class IngestService:
         now = self.clock()
         if agent is None:
             agent = LiveAgent(id=agent_id, registered_at=now, last_seen=now, implicit=True)
-            self.registry.agents[agent_id] = agent
+            self.registry.add(agent)
             writes.append(ops.UpsertAgent(agent_id, now, implicit=True))
         if agent.connection is None:
             agent.connection = conn.id
@@ -586,7 +681,7 @@ class IngestService:
         agent = self.registry.agents.get(msg.agent_id)
         if agent is None:
             agent = LiveAgent(id=msg.agent_id, registered_at=now, last_seen=now)
-            self.registry.agents[msg.agent_id] = agent
+            self.registry.add(agent)
         agent.name = msg.name or agent.name
         agent.model = msg.model or agent.model
         agent.template_id = msg.template_id or agent.template_id
@@ -736,17 +831,11 @@ class IngestService:
         usage = None
         etype = msg.event_type
         state_changed = False
-        if etype == "token_usage":
-            usage = usage_of(event, agent.model)
-        elif etype == "state_changed":
-            state = event.get("state")
-            if isinstance(state, str) and state and len(state) <= self.limits.max_type_length:
-                state_changed = state != agent.state
-                agent.state = state
-        elif etype == "done":
-            state = "completed" if event.get("reason", "completed") == "completed" else "idle"
-            state_changed = state != agent.state
-            agent.state = state
+        kind = _KINDS.get(etype)
+        if kind is None:
+            kind = _kind_of(etype)
+        if kind:
+            usage, state_changed = self._effect(kind, event, agent)
         severity = event.get("severity")
         event_id = self.next_event_id
         self.next_event_id = event_id + 1
@@ -767,7 +856,10 @@ class IngestService:
         )
         writes.append(stored)
         if usage is not None:
-            writes.append(ops.RecordUsage(event_id, msg.agent_id, session_id, now, usage))
+            used_at = msg.client_ts_ms
+            if used_at is None or not now - USAGE_MAX_AGE_MS <= used_at <= now + USAGE_SKEW_MS:
+                used_at = now
+            writes.append(ops.RecordUsage(event_id, msg.agent_id, session_id, used_at, usage))
         if not self._fresh:
             asyncio.get_running_loop().call_soon(self._publish)
         self._fresh.append(stored)
@@ -780,6 +872,44 @@ class IngestService:
             writes.append(self._state_op(agent))
         if agent.id not in self._dirty:  # else its view is already due to go out
             self._changed(agent)
+
+    def _effect(
+        self, kind: str, event: dict[str, Any], agent: LiveAgent
+    ) -> tuple[Usage | None, bool]:
+        """Apply what an event of one of the types in `_EFFECTS` does to its agent; return
+        its usage, and whether its state changed."""
+        if kind == "token_usage":
+            usage, bad = read_usage(event, agent.model)
+            if bad:
+                self._bad_counts(agent.id, bad)
+            return usage, False
+        if kind == "state_changed":
+            state = event.get("state")
+            if isinstance(state, str) and state and len(state) <= self.limits.max_type_length:
+                changed = state != agent.state
+                agent.state = state
+                return None, changed
+            return None, False
+        state = "completed" if event.get("reason", "completed") == "completed" else "idle"
+        changed = state != agent.state
+        agent.state = state
+        return None, changed
+
+    def _bad_counts(self, agent_id: str, fields: list[str]) -> None:
+        """Count the token counts that could not be read, or were capped; say so in the log
+        at most once a minute."""
+        self.stats.bad_token_counts += len(fields)
+        now = self.clock()
+        if now - self._bad_counts_logged >= 60_000:
+            self._bad_counts_logged = now
+            log.warning(
+                "agent %s sent a token_usage whose %s held no token count (a whole number "
+                "from 0 to %s): counted as absent, or as the cap; "
+                "aster_token_counts_invalid_total counts such fields",
+                agent_id,
+                ", ".join(fields),
+                MAX_TOKENS,
+            )
 
     def _publish(self) -> None:
         """Send this loop iteration's events live, in id order, before they are committed.
@@ -806,6 +936,8 @@ class IngestService:
             if agent is not None:
                 agent.usage.add(usage)
                 self._changed(agent)
+            else:  # deleted while its usage was being written
+                self.registry.forgotten_usage.setdefault(agent_id, UsageTotals()).add(usage)
         for producer_id, seq in result.producers.items():
             producer = self.registry.producers.get(producer_id)
             if producer is None:

@@ -300,6 +300,12 @@ MIGRATIONS: tuple[str, ...] = (
     """
     INSERT OR IGNORE INTO meta SELECT 'observed_through', coalesce(max(id), 0) FROM events;
     """,
+    # Version 13 gives prices their rates of cached input, read and written (per million
+    # tokens); NULL is the input rate times the provider's factors (`models.cache_rates`).
+    """
+    ALTER TABLE prices ADD COLUMN cache_read_per_m REAL;
+    ALTER TABLE prices ADD COLUMN cache_write_per_m REAL;
+    """,
 )
 
 # The writer gives way between statements in commits of at most this many ops (see
@@ -331,8 +337,16 @@ ID_BLOCK = 1_000_000
 # stored before counts were bounded at ingest can get there).
 _USAGE_SUMS = (
     "CAST(total(input) AS INTEGER), CAST(total(output) AS INTEGER), total(cost), "
-    "CAST(total(CASE WHEN cost IS NULL THEN input + output ELSE 0 END) AS INTEGER), count(*)"
+    "CAST(total(CASE WHEN cost IS NULL THEN input + output + cache_read + cache_creation "
+    "ELSE 0 END) AS INTEGER), count(*), CAST(total(cache_read) AS INTEGER), "
+    "CAST(total(cache_creation) AS INTEGER), CAST(total(reasoning) AS INTEGER)"
 )
+
+
+def _totals(row: tuple[Any, ...]) -> UsageTotals:
+    """The UsageTotals of a row of a key and the `_USAGE_SUMS`."""
+    return UsageTotals(row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8])
+
 
 _SEED_PRICES = "INSERT OR IGNORE INTO prices VALUES (?, ?, ?, ?, 0)"
 
@@ -1058,7 +1072,7 @@ class SqliteStore:
 
     def _price(self, usage: Usage) -> Usage:
         price = self._prices.lookup(usage.model)
-        if price is None:
+        if price is None or not usage.priceable:
             return usage
         return Usage(
             usage.model,
@@ -1067,7 +1081,7 @@ class SqliteStore:
             usage.cache_read,
             usage.cache_creation,
             usage.reasoning,
-            price.cost(usage.input, usage.output),
+            price.cost(usage.input, usage.output, usage.cache_read, usage.cache_creation),
         )
 
     def _apply(self, conn: apsw.Connection, op: WriteOp, result: CommitResult) -> None:
@@ -1146,10 +1160,22 @@ class SqliteStore:
         elif isinstance(op, SetPrice):
             p = op.price
             conn.execute(
-                "INSERT INTO prices VALUES (?, ?, ?, ?, ?) ON CONFLICT (model) DO UPDATE SET "
+                "INSERT INTO prices (model, input_per_m, output_per_m, currency, updated_at, "
+                "cache_read_per_m, cache_write_per_m) VALUES (?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (model) DO UPDATE SET "
                 "input_per_m = excluded.input_per_m, output_per_m = excluded.output_per_m, "
-                "currency = excluded.currency, updated_at = excluded.updated_at",
-                (p.model, p.input_per_m, p.output_per_m, p.currency, op.ts),
+                "currency = excluded.currency, updated_at = excluded.updated_at, "
+                "cache_read_per_m = excluded.cache_read_per_m, "
+                "cache_write_per_m = excluded.cache_write_per_m",
+                (
+                    p.model,
+                    p.input_per_m,
+                    p.output_per_m,
+                    p.currency,
+                    op.ts,
+                    p.cache_read_per_m,
+                    p.cache_write_per_m,
+                ),
             )
             self._prices.set(p)
         elif isinstance(op, DeletePrice):
@@ -1403,7 +1429,7 @@ class SqliteStore:
     def usage_by_agent(self) -> dict[str, UsageTotals]:
         with self._read() as conn:
             rows = _all(conn, f"SELECT agent_id, {_USAGE_SUMS} FROM usage GROUP BY agent_id")
-        return {r[0]: UsageTotals(r[1], r[2], r[3], r[4], r[5]) for r in rows}
+        return {r[0]: _totals(r) for r in rows}
 
     def producer_seq(self, producer_id: str) -> int:
         with self._read() as conn:
@@ -1416,10 +1442,10 @@ class SqliteStore:
 
     @staticmethod
     def _read_prices(conn: apsw.Connection) -> list[Price]:
-        rows = _all(
-            conn, "SELECT model, input_per_m, output_per_m, currency FROM prices ORDER BY model"
-        )
-        return [Price(r[0], r[1], r[2], r[3]) for r in rows]
+        # `*`: (model, input_per_m, output_per_m, currency, updated_at), then the cache rates
+        # of version 13, which a test's store stopped at an earlier version lacks.
+        rows = _all(conn, "SELECT * FROM prices ORDER BY model")
+        return [Price(r[0], r[1], r[2], r[3], *r[5:7]) for r in rows]
 
     _SESSION_COLS = (
         "id, agent_id, status, created_at, updated_at, ended_at, metadata, event_count, error_count"
@@ -1573,7 +1599,7 @@ class SqliteStore:
                 f"WHERE session_id IN ({marks}) GROUP BY session_id",
                 session_ids,
             )
-        return {r[0]: UsageTotals(r[1], r[2], r[3], r[4], r[5]) for r in rows}
+        return {r[0]: _totals(r) for r in rows}
 
     @staticmethod
     def _where(flt: EventFilter) -> tuple[list[str], list[Any]]:
@@ -1887,7 +1913,9 @@ class SqliteStore:
             ("session_id", query.session_id),
             ("model", query.model),
         ):
-            if value is not None:
+            if value == "" and column == "model":  # the usage that names no model
+                where.append("model IS NULL")
+            elif value is not None:
                 where.append(f"{column} = ?")
                 args.append(value)
         if query.bucket_ms:
@@ -1903,4 +1931,4 @@ class SqliteStore:
                 f"FROM usage WHERE {' AND '.join(where)} GROUP BY k ORDER BY k",
                 args,
             )
-        return [UsageRow(r[0], r[1] or 0, r[2] or 0, r[3], r[4] or 0, r[5]) for r in rows]
+        return [UsageRow(*r) for r in rows]

@@ -120,7 +120,8 @@ export function Tokens({ value }: { value: number | null | undefined }) {
 }
 
 export function Cost({ amount, currency }: { amount: number | null | undefined; currency?: string }) {
-  return <span className="num">{formatCost(amount ?? 0, currency)}</span>
+  // null: none of its tokens had a price (never an unpriced $0); undefined: not known yet.
+  return <span className="num">{amount === null ? 'unpriced' : formatCost(amount, currency)}</span>
 }
 
 /** A link to an agent page; the id is encoded, the text rendered as text. */

@@ -41,6 +41,29 @@ export function formatCostOf(cost: { amount: number | null; currency?: string; u
   return formatCost(cost.amount, cost.currency) + (cost.unpriced_tokens ? '*' : '')
 }
 
+/**
+ * The tokens-and-cost trend as chart columns: time, input, output and cost, the cost null (no
+ * point, "–" in the legend) for an interval whose tokens all had no price, never $0.
+ */
+export function tokenCostTrend(
+  tokens: { timestamp: string; input: number; output: number }[],
+  costs: { timestamp: string; amount: number | null }[],
+): [number[], number[], number[], (number | null)[]] {
+  const byTime = new Map(costs.map((p) => [p.timestamp, p.amount]))
+  return [
+    tokens.map((p) => Date.parse(p.timestamp) / 1000),
+    tokens.map((p) => p.input),
+    tokens.map((p) => p.output),
+    tokens.map((p) => byTime.get(p.timestamp) ?? null),
+  ]
+}
+
+/** Tokens in and out as a hint: "1.2k in · 50k cached · 300 out" (cached only when some were). */
+export function formatTokenSplit(t: { input: number; output: number; cache_read?: number; cache_creation?: number } | null | undefined): string {
+  const cached = (t?.cache_read ?? 0) + (t?.cache_creation ?? 0)
+  return `${formatCount(t?.input ?? 0)} in${cached ? ` · ${formatCount(cached)} cached` : ''} · ${formatCount(t?.output ?? 0)} out`
+}
+
 export function formatCost(amount: number | null | undefined, currency = 'USD'): string {
   if (amount == null || !Number.isFinite(amount)) return '–'
   const symbol = currency === 'USD' ? '$' : ''

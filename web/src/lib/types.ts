@@ -1,9 +1,15 @@
 /** Wire shapes of the Studio's dashboard API (docs/api.md, DASHBOARD-API.md section 4). */
 
 export interface TokenCount {
+  /** input read fresh, apart from the prompt cache's */
   input: number
   output: number
+  /** input + output + cache_read + cache_creation */
   total: number
+  cache_read?: number
+  cache_creation?: number
+  /** the part of `output` spent reasoning */
+  reasoning?: number
 }
 
 export interface CostAmount {
@@ -132,7 +138,8 @@ export interface CostStats {
   total: CostAmount
   by_agent?: Record<string, CostAmount>
   by_model?: Record<string, CostAmount>
-  trend?: { timestamp: string; amount: number }[]
+  /** amount null: an interval whose tokens all had no price */
+  trend?: { timestamp: string; amount: number | null }[]
 }
 
 export interface Percentiles {

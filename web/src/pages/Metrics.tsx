@@ -1,7 +1,7 @@
 import { useMemo, useState } from 'react'
 import { AgentLink, Card, Empty, ErrorNote, PageHeader, Segmented, Stat } from '../components/common'
 import { Chart } from '../components/Chart'
-import { formatCost, formatCostOf, formatCostTicks, formatCount, formatDuration, formatPercent, truncate } from '../lib/format'
+import { formatCost, formatCostOf, formatCostTicks, formatCount, formatDuration, formatPercent, formatTokenSplit, truncate } from '../lib/format'
 import { useApi, useHub } from '../lib/hooks'
 import { PERIODS, type CostAmount, type CostStats, type PerformanceStats, type Period, type TokenCount, type TokenStats } from '../lib/types'
 
@@ -104,7 +104,7 @@ export function MetricsPage() {
       />
       <ErrorNote error={tokens.error ?? costs.error ?? perf.error} />
       <div className="stats-grid">
-        <Stat label="Tokens" value={formatCount(tokens.data?.total.total ?? 0)} hint={`${formatCount(tokens.data?.total.input ?? 0)} in · ${formatCount(tokens.data?.total.output ?? 0)} out`} testId="metrics-tokens" />
+        <Stat label="Tokens" value={formatCount(tokens.data?.total.total ?? 0)} hint={formatTokenSplit(tokens.data?.total)} testId="metrics-tokens" />
         <Stat label="Cost" value={formatCostOf(costs.data?.total)} testId="metrics-cost" />
         <Stat label="Requests" value={formatCount(perf.data?.request_count ?? 0)} />
         <Stat label="Errors" value={formatCount(perf.data?.error_count ?? 0)} hint={formatPercent(perf.data?.error_rate ?? 0)} tone={(perf.data?.error_rate ?? 0) > 0.05 ? 'bad' : undefined} />

@@ -5,7 +5,7 @@ import { AgentLink, AgentStatus, Badge, Card, ConnectHelp, Empty, ErrorNote, Pag
 import { countAgents, displayName, sortAgents } from '../lib/agents'
 import { normalizeEvent } from '../lib/api'
 import { isError } from '../lib/events'
-import { countOf, formatClock, formatCost, formatCostOf, formatCostTicks, formatCount, formatPercent, formatRate, formatRelative } from '../lib/format'
+import { countOf, formatClock, formatCost, formatCostOf, formatCostTicks, formatCount, formatPercent, formatRate, formatRelative, tokenCostTrend } from '../lib/format'
 import { useApi, useLiveThrottled, useNow, useRequestStore } from '../lib/hooks'
 import type { OverviewStats, StudioEvent, TokenStats, CostStats } from '../lib/types'
 
@@ -65,16 +65,7 @@ export function OverviewPage() {
   }, [now]) // eslint-disable-line react-hooks/exhaustive-deps
   const dayRange: [number, number] = [Math.floor(now / 1000) - 86400, Math.floor(now / 1000)]
 
-  const trend = useMemo(() => {
-    const t = tokens.data?.trend ?? []
-    const c = new Map((costs.data?.trend ?? []).map((p) => [p.timestamp, p.amount]))
-    return [
-      t.map((p) => Date.parse(p.timestamp) / 1000),
-      t.map((p) => p.input),
-      t.map((p) => p.output),
-      t.map((p) => c.get(p.timestamp) ?? 0),
-    ] as [number[], number[], number[], number[]]
-  }, [tokens.data, costs.data])
+  const trend = useMemo(() => tokenCostTrend(tokens.data?.trend ?? [], costs.data?.trend ?? []), [tokens.data, costs.data])
 
   // Latest errors: the stored ones, with live ones merged in as they arrive.
   const latestErrors = useMemo(() => {
