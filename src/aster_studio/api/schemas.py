@@ -28,9 +28,15 @@ class _Shape(BaseModel):
 
 
 class TokenUsage(_Shape):
+    """`total` counts each kind once: input, output and both cache counts; `reasoning` is a
+    part of `output`."""
+
     input: int
     output: int
     total: int
+    cache_read: int
+    cache_creation: int
+    reasoning: int
 
 
 class Cost(_Shape):
@@ -384,6 +390,12 @@ class PriceView(_Shape):
     model: str
     input_price_per_m: float
     output_price_per_m: float
+    cache_read_price_per_m: float = Field(
+        description="set, else the input price times the provider's factor"
+    )
+    cache_write_price_per_m: float = Field(
+        description="set, else the input price times the provider's factor"
+    )
     currency: str
 
 
