@@ -11,6 +11,7 @@ import asyncio
 import contextvars
 import functools
 import inspect
+import math
 import os
 import threading
 import time
@@ -41,6 +42,7 @@ from ._control import (
     ToolControl,
     question_dicts,
     unbounded,
+    wait_seconds,
 )
 from ._diagnostics import Diagnostics
 from ._errors import ConfigError, InternalError, ToolCancelled
@@ -1043,16 +1045,19 @@ class StudioClient(_Emitter):
 
     # ---- delivery ----
 
-    def flush(self, timeout: float = 5.0) -> bool:
+    def flush(self, timeout: float | None = 5.0) -> bool:
         """Wait until everything reported so far is stored; return False after `timeout` s.
 
-        False too while the Studio refuses the agent: nothing is stored then (`stats().refused`).
+        `timeout=None` (or one past `threading.TIMEOUT_MAX`) sets no deadline: it waits until
+        everything is stored or the client closes. False too while the Studio refuses the
+        agent: nothing is stored then (`stats().refused`).
         """
         try:
+            wait = wait_seconds(timeout)
             waiter = self._request_flush()
             if waiter is None:
                 return self._nothing_pending()
-            ok = waiter.event.wait(max(timeout, 0.0)) and waiter.ok
+            ok = waiter.event.wait(wait) and waiter.ok
             if not ok:
                 waiter.abandoned = True
         except Exception as exc:
@@ -1061,16 +1066,17 @@ class StudioClient(_Emitter):
         self._diag.raise_if_strict()
         return ok
 
-    async def aflush(self, timeout: float = 5.0) -> bool:
+    async def aflush(self, timeout: float | None = 5.0) -> bool:
         """Like `flush`, without blocking the running event loop."""
         try:
+            wait = wait_seconds(timeout)
             waiter = self._request_flush()
         except Exception as exc:
             self._internal("flush", exc)
             return False
         if waiter is None:
             return self._nothing_pending()
-        deadline = time.monotonic() + max(timeout, 0.0)
+        deadline = math.inf if wait is None else time.monotonic() + wait
         poll = self._settings.delivery.poll_interval or 0.001
         while not waiter.event.is_set():
             remaining = deadline - time.monotonic()
@@ -1081,20 +1087,22 @@ class StudioClient(_Emitter):
         self._diag.raise_if_strict()
         return waiter.ok
 
-    def close(self, timeout: float = 5.0) -> bool:
+    def close(self, timeout: float | None = 5.0) -> bool:
         """Deliver what is pending, end open sessions, close the connection; always returns.
 
         Returns True when everything reported before the call was stored within `timeout` s.
-        Later events are ignored (counted as dropped). Runs at interpreter exit with
-        `shutdown_timeout`.
+        `timeout=None` (or one past `threading.TIMEOUT_MAX`) sets no deadline: it waits until
+        everything is stored. Later events are ignored (counted as dropped). Runs at
+        interpreter exit with `shutdown_timeout`.
         """
         try:
-            worker = self._begin_close(timeout)
+            wait = wait_seconds(timeout)
+            worker = self._begin_close(wait)
             if worker is None:
                 return self._nothing_pending()
             if threading.current_thread() is worker.thread:
                 return False  # called from the worker itself: waiting would only time out
-            ok = worker.done.wait(max(timeout, 0.0)) and worker.delivered_all
+            ok = worker.done.wait(wait) and worker.delivered_all
             if not worker.done.is_set():
                 worker.abort()  # past the deadline: unblock stuck I/O so the thread can end
         except Exception as exc:
@@ -1103,16 +1111,17 @@ class StudioClient(_Emitter):
         self._diag.raise_if_strict()
         return ok
 
-    async def aclose(self, timeout: float = 5.0) -> bool:
+    async def aclose(self, timeout: float | None = 5.0) -> bool:
         """Like `close`, without blocking the running event loop."""
         try:
-            worker = self._begin_close(timeout)
+            wait = wait_seconds(timeout)
+            worker = self._begin_close(wait)
         except Exception as exc:
             self._internal("close", exc)
             return False
         if worker is None:
             return self._nothing_pending()
-        deadline = time.monotonic() + max(timeout, 0.0)
+        deadline = math.inf if wait is None else time.monotonic() + wait
         poll = self._settings.delivery.poll_interval or 0.001
         while not worker.done.is_set():
             remaining = deadline - time.monotonic()
@@ -1268,7 +1277,8 @@ class StudioClient(_Emitter):
             return worker.delivered_all
         return worker.started and not self._queue and worker.unacked == 0
 
-    def _begin_close(self, timeout: float) -> Worker | None:
+    def _begin_close(self, wait: float | None) -> Worker | None:
+        """Stop reporting and ask the worker to close within `wait` s (None: no deadline)."""
         with self._lock:
             first = not self._closed
             self._closed = True
@@ -1280,8 +1290,9 @@ class StudioClient(_Emitter):
             return None
         if first and self._finalizer is not None:
             self._finalizer.detach()
-        _lifecycle.closed(worker)
-        worker.request_close(time.monotonic() + max(timeout, 0.0))
+        # The exit handler keeps the worker until it is done: a close still under way when the
+        # interpreter exits (no deadline, or called on another thread) is bounded by exit's.
+        worker.request_close(math.inf if wait is None else time.monotonic() + wait)
         return worker
 
     def _internal(self, where: str, exc: BaseException) -> None:
@@ -1337,15 +1348,17 @@ def _release(worker: Worker, timeout: float) -> None:
     `timeout` more, then stops. Nothing waits here: the collector runs on whatever thread
     allocated last, the agent's own or its event loop's (it froze them for 2 s a client)."""
     if worker.started and not worker.done.is_set():
-        worker.request_close(time.monotonic() + timeout)
+        wait = wait_seconds(timeout)
+        worker.request_close(math.inf if wait is None else time.monotonic() + wait)
 
 
 def _shutdown(worker: Worker, timeout: float) -> None:
     """Close a worker at a multiprocessing child's exit, waiting for it up to `timeout`."""
     if not worker.started or worker.done.is_set():
         return
-    worker.request_close(time.monotonic() + timeout)
-    if not worker.done.wait(timeout):
+    wait = wait_seconds(timeout)
+    worker.request_close(math.inf if wait is None else time.monotonic() + wait)
+    if not worker.done.wait(wait):
         worker.abort()
 
 

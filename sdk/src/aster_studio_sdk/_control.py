@@ -48,6 +48,14 @@ def unbounded(timeout: float | None) -> bool:
     return timeout is None or timeout >= threading.TIMEOUT_MAX
 
 
+def wait_seconds(timeout: float | None) -> float | None:
+    """Return how long a wait for `timeout` may last: None for no deadline (as `unbounded`),
+    else the timeout, at least 0 (NaN: 0), so that no wait raises OverflowError."""
+    if timeout is None or unbounded(timeout):
+        return None
+    return timeout if timeout > 0 else 0.0
+
+
 def deadline_after(timeout: float | None) -> float | None:
     """Return the monotonic time `timeout` s from now (a negative timeout: now); None for none."""
     if timeout is None or unbounded(timeout):

@@ -395,3 +395,62 @@ def test_generic_event_accepts_any_field_name(
     client.event("monitor", "custom", event_type_hint="x", channel_name="y", step=1)
     assert client.flush(5 * UNIT)
     assert memory.events[0].event["channel_name"] == "y"
+
+
+@pytest.mark.parametrize("timeout", [None, float("inf"), 1e12])
+def test_close_without_a_deadline_delivers_everything(
+    memory: InMemoryStudio, make_client: MakeClient, timeout: float | None
+) -> None:
+    client = make_client()
+    session = client.session("s")
+    for _ in range(500):
+        session.text("x")
+    assert client.close(timeout) is True
+    assert len(memory.events_of("text_chunk")) == 500
+    assert memory.sessions["s"].status == "interrupted"
+    assert "agent-1" in memory.offline
+
+
+@pytest.mark.parametrize("timeout", [None, float("inf"), 1e12])
+def test_aclose_without_a_deadline_delivers_everything(
+    memory: InMemoryStudio, make_client: MakeClient, timeout: float | None
+) -> None:
+    client = make_client()
+    client.text("x")
+    assert asyncio.run(client.aclose(timeout)) is True
+    assert len(memory.events_of("text_chunk")) == 1
+
+
+@pytest.mark.parametrize("timeout", [None, float("inf"), 1e12])
+def test_flush_without_a_deadline_waits_for_delivery(
+    memory: InMemoryStudio, make_client: MakeClient, timeout: float | None
+) -> None:
+    client = make_client()
+    for _ in range(500):
+        client.text("x")
+    assert client.flush(timeout) is True
+    assert asyncio.run(client.aflush(timeout)) is True
+    assert len(memory.events_of("text_chunk")) == 500
+    assert client.stats().internal_errors == 0
+
+
+def test_flush_without_a_deadline_returns_when_the_client_closes(
+    memory: InMemoryStudio, make_client: MakeClient
+) -> None:
+    memory.down = True
+    client = make_client()
+    client.text("x")
+    results: list[bool] = []
+    waiting = threading.Thread(target=lambda: results.append(client.flush(None)))
+    waiting.start()
+    waiting.join(0.2 * UNIT)
+    assert waiting.is_alive()  # no deadline: still waiting for the Studio
+    client.close(0)
+    waiting.join(5 * UNIT)
+    assert results == [False]
+
+
+def test_close_with_a_nan_timeout_does_not_wait(make_client: MakeClient) -> None:
+    client = make_client()
+    assert client.close(float("nan")) in (True, False)
+    assert client.stats().internal_errors == 0
