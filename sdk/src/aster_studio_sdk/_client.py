@@ -24,7 +24,7 @@ from types import TracebackType
 from typing import Any, ParamSpec, Protocol, Self, TypeVar, overload
 
 from . import _lifecycle
-from ._config import DeliveryOptions, DropPolicy, Settings, resolve
+from ._config import DeliveryOptions, DropPolicy, Settings, redact_url, resolve
 from ._control import (
     DEFAULT_TIMEOUT,
     PERMISSION,
@@ -1185,7 +1185,9 @@ class StudioClient(_Emitter):
         await self.aclose(self._settings.delivery.shutdown_timeout)
 
     def __repr__(self) -> str:
-        state = "disabled" if not self.enabled else ("closed" if self._closed else self.url)
+        state = (
+            "disabled" if not self.enabled else ("closed" if self._closed else redact_url(self.url))
+        )
         return f"StudioClient({self.agent_id!r}, {state})"
 
     # ---- internals ----

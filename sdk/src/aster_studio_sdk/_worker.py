@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from ._config import Settings
+from ._config import Settings, redact_url
 from ._control import ControlHub, SdkThread
 from ._delivery import Outbox, batch_frame
 from ._diagnostics import Diagnostics
@@ -309,6 +309,7 @@ class Worker:
         control: ControlHub | None = None,
     ) -> None:
         self._settings = settings
+        self._shown_url = redact_url(settings.url)  # for logs: no credentials
         self._control = control
         self._opts = settings.delivery
         self._agent = agent
@@ -651,7 +652,7 @@ class Worker:
         if self._diag.should_log("connected"):
             logger.info(
                 "connected to %s as agent %r (%s delivery, %d to resend)",
-                self._settings.url,
+                self._shown_url,
                 self._agent.agent_id,
                 "exactly-once" if self.reliable else "at-most-once",
                 resent,
@@ -721,7 +722,7 @@ class Worker:
             "the Studio at %s refused agent %r (%s: %s)%s; nothing is delivered until it "
             "accepts it: events are kept (up to max_queue_size and max_unacked_messages, "
             "then dropped and counted) and the SDK keeps trying in the background",
-            self._settings.url,
+            self._shown_url,
             self._agent.agent_id,
             exc.code,
             exc,
@@ -743,7 +744,7 @@ class Worker:
         self._diag.warn(
             "connect-failed",
             "cannot reach the Studio at %s (%s); retrying in the background",
-            self._settings.url,
+            self._shown_url,
             exc,
         )
 

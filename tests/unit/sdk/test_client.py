@@ -14,7 +14,7 @@ from aster_studio_sdk import _client as client_module
 from aster_studio_sdk.testing import InMemoryStudio
 from tests.support.timing import UNIT
 
-from .conftest import MakeClient
+from .conftest import MakeClient, wait_until
 
 
 def test_quick_start_example_is_stored(memory: InMemoryStudio, make_client: MakeClient) -> None:
@@ -454,3 +454,17 @@ def test_close_with_a_nan_timeout_does_not_wait(make_client: MakeClient) -> None
     client = make_client()
     assert client.close(float("nan")) in (True, False)
     assert client.stats().internal_errors == 0
+
+
+def test_connection_warnings_do_not_log_url_credentials(
+    memory: InMemoryStudio, make_client: MakeClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    memory.down = True
+    client = make_client(url="ws://user:pw@in-memory.invalid/?token=s3cret")
+    client.text("x")
+    assert wait_until(lambda: client.stats().connect_failures > 0)
+    memory.down = False
+    assert client.flush(5 * UNIT)
+    assert "cannot reach the Studio at ws://***@in-memory.invalid" in caplog.text
+    assert "pw" not in caplog.text and "s3cret" not in caplog.text
+    assert "pw" not in repr(client)
