@@ -1251,12 +1251,20 @@ class StudioClient(_Emitter):
         pass
 
     def _ignore(self, item: Item) -> None:
-        """Count an event reported after `close`: it is not sent."""
+        """Count an event reported after `close` (or the exit handler): it is not sent."""
         self._diag.drop()
         self._diag.warn(
             "after-close",
-            "an event was reported after close(); ignored (counted in stats().dropped)",
+            "an event was reported after close() or the SDK's exit handler; ignored "
+            "(counted in stats().dropped)",
         )
+
+    def _stop_at_exit(self) -> None:
+        """The interpreter exits: report nothing more, as after `close` (the exit handler
+        closes the worker)."""
+        with self._lock:
+            self._closed = True
+            self._put = self._ignore if self._settings.enabled else self._discard
 
     def _request_flush(self) -> FlushWaiter | None:
         worker = self._worker

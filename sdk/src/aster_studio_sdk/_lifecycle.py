@@ -46,6 +46,12 @@ def close_at_exit(worker: Worker, timeout: float) -> None:
 def _close_all_at_exit() -> None:
     """Close every worker still running, all at once, against one deadline: ten forgotten
     clients take one shutdown timeout at exit, not ten in turn."""
+    # From now on the clients report nothing: an event made later (by an exit hook that runs
+    # after this one, or a daemon thread still running) would never be sent, so it is counted
+    # as dropped and logged, as after close().
+    for client in list(_clients):
+        with contextlib.suppress(Exception):  # never break the exit over reporting
+            client._stop_at_exit()
     with _install_lock:
         pending = [(w, t) for w, t in list(_unclosed.items()) if w.started and not w.done.is_set()]
         _unclosed.clear()

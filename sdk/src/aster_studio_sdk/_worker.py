@@ -484,6 +484,10 @@ class Worker:
 
     def _pump(self) -> None:
         queue, outbox, counters = self._queue, self._outbox, self.counters
+        if self._close_barrier is not None:
+            if queue:
+                self._discard_after_close()
+            return
         moved = 0
         if queue:
             self._busy_at = time.monotonic()
@@ -512,8 +516,35 @@ class Worker:
                     self._flush_now = True
                 elif op == OP_CLOSE:
                     self._begin_close()
+                    self._discard_after_close()
+                    return
             except Exception as exc:  # one bad item must not stop delivery of the others
                 self._diag.internal("encode", exc)
+
+    def _discard_after_close(self) -> None:
+        """Drop (and count) what was reported after the close: the agent is unregistered and
+        its sessions are ended; a flush waits for what came before."""
+        queue, dropped = self._queue, 0
+        while queue:
+            try:
+                item = queue.popleft()
+            except IndexError:
+                break
+            op = item[0]
+            if op == OP_FLUSH:
+                waiter: FlushWaiter = item[1]
+                waiter.barrier = self._close_barrier if self._close_barrier is not None else -1
+                self._waiters.append(waiter)
+            elif op != OP_CLOSE:
+                dropped += 1
+        if dropped:
+            self._diag.drop(dropped)
+            self._diag.warn(
+                "after-close",
+                "%d events were reported after close() or the SDK's exit handler; ignored "
+                "(counted in stats().dropped)",
+                dropped,
+            )
 
     def _add_event(self, item: Item) -> None:
         _, session_id, ts, channel, event_type, fields = item
@@ -903,14 +934,25 @@ class Worker:
             opening, self._opening = self._opening, None
             if opening is not None:
                 opening.abandon()
-            self._report_drops(final=True)
             self.delivered_all = self._closing_done()
             conn, self._conn = self._conn, None
             if conn is not None:
                 conn.close()
             # Queued flushes and closes are requests, not messages (a copy: producers may
-            # still append while we count).
-            left = len(self._outbox) + sum(1 for item in list(self._queue) if item[0] < OP_FLUSH)
+            # still append while we count); what came after the close is dropped, not owed.
+            left, late, closed = len(self._outbox), 0, self._close_barrier is not None
+            for item in list(self._queue):
+                op = item[0]
+                if op == OP_CLOSE:
+                    closed = True
+                elif op < OP_FLUSH:
+                    if closed:
+                        late += 1
+                    else:
+                        left += 1
+            if late:
+                self._diag.drop(late)
+            self._report_drops(final=True)
             if left:
                 self.counters.undelivered += left
                 logger.warning("%d messages were not delivered to the Studio before shutdown", left)

@@ -468,3 +468,55 @@ def test_connection_warnings_do_not_log_url_credentials(
     assert "cannot reach the Studio at ws://***@in-memory.invalid" in caplog.text
     assert "pw" not in caplog.text and "s3cret" not in caplog.text
     assert "pw" not in repr(client)
+
+
+def test_events_queued_behind_the_close_are_counted_dropped_not_sent(
+    memory: InMemoryStudio, make_client: MakeClient
+) -> None:
+    # A thread that read the client's enqueue function just before close() switched it (or
+    # the exit handler, which closes the worker directly) queues behind the close.
+    client = make_client()
+    client.session("s").text("before")
+    worker = client._worker
+    assert worker is not None
+    worker.request_close(float("inf"))
+    client._enqueue((client_module.OP_TEXT, "s", 0.0, "after", None))
+    assert worker.done.wait(5 * UNIT)
+    assert [e.event["delta"] for e in memory.events_of("text_chunk")] == ["before"]
+    assert client.stats().dropped == 1
+
+
+LATE_REPORTER = """
+import atexit, logging, sys
+from aster_studio_sdk.testing import InMemoryStudio
+
+logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+memory = InMemoryStudio()
+clients = []
+
+def summary():  # registered before the client: runs after the SDK's exit handler
+    client = clients[0]
+    client.text("late")
+    client.event("progress", "done")
+    print("dropped", client.stats().dropped, "stored", len(memory.events), flush=True)
+
+atexit.register(summary)
+clients.append(memory.client("exiter", strict=True))
+with clients[0].session("s") as s:
+    s.text("early")
+"""
+
+
+def test_events_reported_after_the_exit_handler_are_counted_and_logged() -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", LATE_REPORTER],
+        capture_output=True,
+        text=True,
+        timeout=30 * UNIT,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "dropped 2 stored 1" in done.stdout
+    assert "after close() or the SDK's exit handler" in done.stderr
