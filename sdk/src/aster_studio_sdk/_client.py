@@ -65,7 +65,10 @@ R = TypeVar("R")
 
 _time = time.time
 _MAX_ID = 256
-_CONTROL_SLACK = 10_000  # control items (sessions, flushes) may exceed the queue bound by this
+# Session starts may exceed the queue bound by this much (so that a session still starts while
+# events are being dropped), and flushes by twice as much (to get in behind those starts); no
+# further: beyond it they are dropped too.
+_CONTROL_SLACK = 10_000
 
 _current_session: contextvars.ContextVar[Session | None] = contextvars.ContextVar(
     "aster_studio_session", default=None
@@ -820,7 +823,7 @@ def _wrap_tool(
 class Session(_Emitter, _AsyncWith):
     """One session of the agent: registered on creation, ended on exit of its `with` block."""
 
-    __slots__ = ("__weakref__", "_client", "_ended", "_sid", "_tokens", "id")
+    __slots__ = ("__weakref__", "_client", "_ended", "_started", "_sid", "_tokens", "id")
 
     def __init__(
         self, client: StudioClient, session_id: str, metadata: Mapping[str, Any] | None
@@ -830,9 +833,12 @@ class Session(_Emitter, _AsyncWith):
         self.id = session_id
         self._ended = False
         self._tokens: list[contextvars.Token[Session | None]] = []
+        # Whether its start was queued (not dropped: the queue was over its bound).
+        self._started = False
         if client._settings.enabled:  # a disabled client has no use for a copy of the metadata
-            client._put_control(
-                (OP_OPEN, session_id, _time(), dict(metadata) if metadata else None)
+            self._started = client._put_control(
+                (OP_OPEN, session_id, _time(), dict(metadata) if metadata else None),
+                bounded=True,
             )
 
     @property
@@ -845,7 +851,11 @@ class Session(_Emitter, _AsyncWith):
         if self._ended:
             return
         self._ended = True
-        self._client._put_control((OP_END, self._sid, _time(), str(status)))
+        # The end of a session whose start was dropped is bounded too: it only ends the session
+        # the Studio made of its events, if any got through.
+        self._client._put_control(
+            (OP_END, self._sid, _time(), str(status)), bounded=not self._started
+        )
 
     def __enter__(self) -> Session:
         self._tokens.append(_current_session.set(self))
@@ -1235,17 +1245,30 @@ class StudioClient(_Emitter):
                 return
         self._diag.drop()
 
-    def _put_control(self, item: Item) -> None:
-        """Queue a session or flush item; never dropped (it may exceed the bound a little)."""
+    def _put_control(self, item: Item, *, bounded: bool) -> bool:
+        """Queue a session start or end; return whether it was queued.
+
+        A `bounded` item is dropped (and counted) once the queue holds `max_queue_size` plus
+        `_CONTROL_SLACK` items: a session start, and the end of a session whose start was
+        dropped. The end of a session whose start was queued always is, so the Studio never
+        keeps a session open that the agent ended; there is at most one per session started,
+        so the queue stays bounded by the bound, the slack and the sessions open at once.
+        """
         try:
             if self._closed or not self._settings.enabled:
-                return
+                return False
             if self._put == self._start_after_fork:
                 self._start_after_fork(item)
-                return
-            self._queue.append(item)
+                return True
+            queue = self._queue
+            if bounded and len(queue) >= self._maxsize + _CONTROL_SLACK:
+                self._diag.drop()
+                return False
+            queue.append(item)
+            return True
         except Exception as exc:
             self._internal("session", exc)
+            return False
 
     def _discard(self, item: Item) -> None:
         pass
@@ -1272,7 +1295,8 @@ class StudioClient(_Emitter):
             return None
         if threading.current_thread() is worker.thread:
             raise InternalError("flush() called from the SDK's own worker thread")
-        if len(self._queue) >= self._maxsize + _CONTROL_SLACK:
+        # Past the sessions' share of the slack: a flush still gets in behind a full queue.
+        if len(self._queue) >= self._maxsize + 2 * _CONTROL_SLACK:
             return None
         waiter = FlushWaiter()
         self._queue.append((OP_FLUSH, waiter))

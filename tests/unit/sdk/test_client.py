@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -14,7 +15,7 @@ from aster_studio_sdk import _client as client_module
 from aster_studio_sdk.testing import InMemoryStudio
 from tests.support.timing import UNIT
 
-from .conftest import MakeClient, wait_until
+from .conftest import FAST, MakeClient, wait_until
 
 
 def test_quick_start_example_is_stored(memory: InMemoryStudio, make_client: MakeClient) -> None:
@@ -520,3 +521,24 @@ def test_events_reported_after_the_exit_handler_are_counted_and_logged() -> None
     assert done.returncode == 0, done.stderr
     assert "dropped 2 stored 1" in done.stdout
     assert "after close() or the SDK's exit handler" in done.stderr
+
+
+def test_sessions_stay_within_the_queue_bound_while_the_studio_is_down(
+    memory: InMemoryStudio, make_client: MakeClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(client_module, "_CONTROL_SLACK", 200)
+    memory.down = True
+    options = replace(FAST, max_queue_size=100, max_unacked_messages=10)
+    client = make_client(options=options)
+    for _ in range(5_000):
+        with client.session() as s:
+            s.text("hi")
+    stats = client.stats()
+    # Starts (and ends of sessions whose start was dropped) stop at the bound plus the slack.
+    assert stats.queued <= 100 + 200 + 1
+    assert stats.dropped > 5_000
+    memory.down = False
+    assert client.flush(10 * UNIT)
+    # Every session the Studio heard of was ended: none is left open.
+    assert memory.sessions
+    assert {s.status for s in memory.sessions.values()} == {"completed"}
