@@ -81,6 +81,7 @@ class Reason(StrEnum):
     CLOSED = "closed"  # the client was closed
     CANCELLED = "cancelled"  # the agent gave up waiting (cancel(), or a cancelled task)
     ERROR = "error"  # the SDK failed internally (logged; strict mode raises instead)
+    UNDELIVERABLE = "undeliverable"  # the request could not be sent (too large, not JSON)
 
 
 class Permission(StrEnum):
@@ -586,6 +587,14 @@ class ControlHub:
             self._tool_control(data)
         else:
             logger.debug("control message %r ignored: unknown to this SDK", msg.event_type)
+
+    def undeliverable(self, kind: str, key: str, ask_id: str) -> None:
+        """The request for this ask was dropped unsent: nobody can answer it, so resolve it
+        with its default now."""
+        with self._lock:
+            waiting = [r for r in self._open.get((kind, key), ()) if r.ask_id == ask_id]
+        for request in waiting:
+            self._resolve(request, request._default(Reason.UNDELIVERABLE))
 
     # ---- from the client's close ----
 

@@ -18,13 +18,13 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from ._config import Settings, redact_url
-from ._control import ControlHub, SdkThread
+from ._control import PERMISSION, QUESTION, ControlHub, SdkThread
 from ._delivery import Outbox, batch_frame
 from ._diagnostics import Diagnostics
 from ._errors import ConnectionClosed, Refused, TransportError
@@ -269,6 +269,37 @@ def nests_too_deep(data: bytes) -> bool:
     except (ValueError, RecursionError):  # past the parser's own depth limit: deeper still
         return True
     return too_deep(parsed, MAX_MESSAGE_DEPTH, len(data) // 2)
+
+
+_OMITTED = "[omitted by aster-studio-sdk: too large or not encodable as JSON]"
+
+
+def _without_payload(
+    msg: dict[str, Any], event: dict[str, Any], limit: int
+) -> Iterator[dict[str, Any]]:
+    """Yield a tool call's event with less and less of its bulky parts: without the call's
+    arguments; without its result (an intermediate result's data); without both (its error
+    cut short). Nothing for any other event."""
+    etype = event.get("event_type")
+    call = event.get("call")
+    if not isinstance(etype, str) or not etype.startswith("tool:") or not isinstance(call, dict):
+        return
+    for omit_arguments, omit_result in ((True, False), (False, True), (True, True)):
+        slim_call = dict(call)
+        slim_event = dict(event, call=slim_call)
+        if omit_arguments and "arguments" in slim_call:
+            slim_call["arguments"] = {"omitted": _OMITTED}
+        if omit_result:
+            if "result" in slim_call:
+                slim_call["result"] = _OMITTED
+            if "data" in slim_event:
+                slim_event["data"] = _OMITTED
+        if omit_arguments and omit_result:
+            for holder in (slim_call, slim_event):
+                error = holder.get("error")
+                if isinstance(error, str) and len(error) > limit // 8:
+                    holder["error"] = error[: limit // 8] + "..."
+        yield dict(msg, event=slim_event)
 
 
 def _json_default(obj: Any) -> Any:
@@ -597,29 +628,77 @@ class Worker:
         msg["seq"] = seq
         data = encode(msg)
         # JSON shorter than twice the limit cannot nest past it: most messages skip the check.
-        if data is not None and len(data) > 2 * MAX_MESSAGE_DEPTH + 1 and nests_too_deep(data):
-            self.counters.unencodable += 1
-            self._diag.warn(
-                "unencodable",
-                "an event nests deeper than %d levels, which the Studio refuses; dropped",
-                MAX_MESSAGE_DEPTH,
-            )
-            return
+        if (
+            data is None
+            or len(data) > self._opts.max_message_bytes
+            or (len(data) > 2 * MAX_MESSAGE_DEPTH + 1 and nests_too_deep(data))
+        ):
+            data = self._unsendable(msg, data)
+            if data is None:
+                return
+        outbox.push(seq, data)
+
+    def _unsendable(self, msg: dict[str, Any], data: bytes | None) -> bytes | None:
+        """Handle a message the Studio would not take (too large, not encodable, too deep):
+        a tool call's event goes without its arguments and result (so the call still ends in
+        the Studio); anything else is dropped and counted, and a permission request or
+        question that cannot be sent resolves at once with its default (`undeliverable`)."""
+        limit = self._opts.max_message_bytes
+        event = msg.get("event") if msg.get("type") == "event" else None
+        if isinstance(event, dict):
+            for slim in _without_payload(msg, event, limit):
+                fitted = encode(slim)
+                if fitted is not None and len(fitted) <= limit and not nests_too_deep(fitted):
+                    self._diag.warn(
+                        "tool-payload-omitted",
+                        "a %s event was too large or not encodable; sent with the tool call's "
+                        "arguments or result omitted (limit %d bytes)",
+                        event.get("event_type"),
+                        limit,
+                    )
+                    return fitted
         if data is None:
             self.counters.unencodable += 1
             self._diag.warn("unencodable", "an event could not be encoded as JSON; dropped")
-            return
-        if len(data) > self._opts.max_message_bytes:
+        elif len(data) > limit:
             self.counters.oversized += 1
             self._diag.warn(
                 "oversized",
                 "dropped a %s message of %d bytes (limit %d bytes)",
                 msg.get("type"),
                 len(data),
-                self._opts.max_message_bytes,
+                limit,
             )
+        else:
+            self.counters.unencodable += 1
+            self._diag.warn(
+                "unencodable",
+                "an event nests deeper than %d levels, which the Studio refuses; dropped",
+                MAX_MESSAGE_DEPTH,
+            )
+        if isinstance(event, dict) and self._control is not None:
+            self._request_unsent(event)
+        return None
+
+    def _request_unsent(self, event: dict[str, Any]) -> None:
+        """A permission request or question was dropped: nobody can answer it, so whoever
+        waits for it gets the default now rather than at its timeout."""
+        assert self._control is not None
+        etype = event.get("event_type")
+        ask_id = event.get("ask_id")
+        if etype == "permission_required":
+            call = event.get("call")
+            key = call.get("id") if isinstance(call, dict) else None
+            kind = PERMISSION
+        elif etype == "ask_user":
+            key, kind = event.get("request_id"), QUESTION
+        else:
             return
-        outbox.push(seq, data)
+        if isinstance(key, str) and isinstance(ask_id, str):
+            try:
+                self._control.undeliverable(kind, key, ask_id)
+            except Exception as exc:
+                self._diag.internal("control", exc)
 
     # ---- connection ----
 
