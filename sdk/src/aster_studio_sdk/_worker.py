@@ -748,9 +748,10 @@ class Worker:
         self._conn = conn
         self.reliable = last_seq is not None
         self._notify_control(self.reliable)
-        resent = self._outbox.restart(last_seq or 0)
+        resent, handled = self._outbox.restart(last_seq or 0)
         self.counters.connects += 1
         self.counters.resent += resent
+        self.counters.delivered += handled
         if self._connected_once:
             # The server may have marked our open sessions interrupted when we dropped.
             for msg in self._sessions.values():
@@ -944,6 +945,9 @@ class Worker:
         while outbox.unsent:
             if self.reliable:
                 parts = outbox.take(opts.max_batch_messages, opts.max_batch_bytes)
+                # Counted before the write: one that fails is resent, and counted resent then.
+                counters.sent += len(parts)
+                counters.frames += 1
                 conn.send(parts[0] if len(parts) == 1 else batch_frame(parts))
                 # Read acks between frames: replies left unread would stall the server's writes.
                 self._receive(conn)
@@ -951,12 +955,12 @@ class Worker:
                 # A server without the extensions knows neither `batch` nor `end_session`:
                 # one message per frame, and session ends are not sent.
                 parts = outbox.take(1, opts.max_batch_bytes)
+                counters.sent += 1
+                counters.frames += 1
                 if not parts[0].startswith(_END_SESSION_PREFIX):
                     conn.send(parts[0])
                 outbox.forget_sent()
                 counters.delivered += 1
-            counters.sent += len(parts)
-            counters.frames += 1
         self._last_send = now
         self._flush_now = False
 
