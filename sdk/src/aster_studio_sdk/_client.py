@@ -784,6 +784,10 @@ def _wrap_tool(
     pausable: bool = False,
     cancelable: bool = False,
 ) -> Callable[P, R]:
+    if inspect.isgeneratorfunction(fn):
+        return _wrap_generator(fn, emitter, name, pausable=pausable, cancelable=cancelable)
+    if inspect.isasyncgenfunction(fn):
+        return _wrap_async_generator(fn, emitter, name, pausable=pausable, cancelable=cancelable)
     if inspect.iscoroutinefunction(fn):
 
         @functools.wraps(fn)
@@ -816,6 +820,121 @@ def _wrap_tool(
             result = fn(*args, **kwargs)
             call.result = result
         return result
+
+    return wrapper
+
+
+def _generator_call(
+    fn: Callable[..., Any],
+    emitter: Callable[[], _Emitter],
+    name: str,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    pausable: bool,
+    cancelable: bool,
+) -> ToolCall:
+    target = emitter()
+    return target.tool_call(
+        name,
+        _bound_arguments(fn, args, kwargs) if target._client._settings.enabled else None,
+        pausable=pausable,
+        cancelable=cancelable,
+    )
+
+
+def _wrap_generator(
+    fn: Callable[P, Any],
+    emitter: Callable[[], _Emitter],
+    name: str,
+    *,
+    pausable: bool,
+    cancelable: bool,
+) -> Callable[P, Any]:
+    """Wrap a generator function: the call starts when the caller first iterates, each value
+    it yields is reported as `tool:intermediate`, and it ends when the generator does (its
+    return value as the result), fails with its exception, or is cancelled when the caller
+    stops iterating early (`close()`). `current_tool_call()` is the call only while the
+    generator's own code runs, not in the caller's between two values."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
+        call = _generator_call(fn, emitter, name, args, kwargs, pausable, cancelable)
+        gen = fn(*args, **kwargs)
+        call.start()
+        sent: Any = None
+        thrown: BaseException | None = None
+        try:
+            while True:
+                token = _current_call.set(call)
+                try:
+                    if thrown is not None:
+                        exc, thrown = thrown, None
+                        value = gen.throw(exc)
+                    else:
+                        value = gen.send(sent)
+                finally:
+                    _current_call.reset(token)
+                call.intermediate(value)
+                try:
+                    sent = yield value
+                except GeneratorExit:
+                    gen.close()
+                    raise
+                except BaseException as exc:
+                    thrown = exc
+        except StopIteration as stop:
+            if stop.value is not None:
+                call.result = stop.value
+            call.__exit__(None, None, None)
+            return stop.value
+        except BaseException as exc:
+            call.__exit__(type(exc), exc, exc.__traceback__)
+            raise
+
+    return wrapper
+
+
+def _wrap_async_generator(
+    fn: Callable[P, Any],
+    emitter: Callable[[], _Emitter],
+    name: str,
+    *,
+    pausable: bool,
+    cancelable: bool,
+) -> Callable[P, Any]:
+    """Wrap an async generator function as `_wrap_generator` does a generator function."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
+        call = _generator_call(fn, emitter, name, args, kwargs, pausable, cancelable)
+        agen = fn(*args, **kwargs)
+        call.start()
+        sent: Any = None
+        thrown: BaseException | None = None
+        try:
+            while True:
+                token = _current_call.set(call)
+                try:
+                    if thrown is not None:
+                        exc, thrown = thrown, None
+                        value = await agen.athrow(exc)
+                    else:
+                        value = await agen.asend(sent)
+                finally:
+                    _current_call.reset(token)
+                call.intermediate(value)
+                try:
+                    sent = yield value
+                except GeneratorExit:
+                    await agen.aclose()
+                    raise
+                except BaseException as exc:
+                    thrown = exc
+        except StopAsyncIteration:
+            call.__exit__(None, None, None)
+        except BaseException as exc:
+            call.__exit__(type(exc), exc, exc.__traceback__)
+            raise
 
     return wrapper
 

@@ -542,3 +542,95 @@ def test_sessions_stay_within_the_queue_bound_while_the_studio_is_down(
     # Every session the Studio heard of was ended: none is left open.
     assert memory.sessions
     assert {s.status for s in memory.sessions.values()} == {"completed"}
+
+
+def test_generator_tool_ends_when_the_generator_does(
+    memory: InMemoryStudio, make_client: MakeClient
+) -> None:
+    client = make_client()
+    inside: list[ToolCall | None] = []
+
+    @client.tool
+    def pages(n: int) -> Iterator[str]:
+        for i in range(n):
+            inside.append(current_tool_call())
+            yield f"page {i}"
+        return "all read"  # type: ignore[misc]
+
+    with client.session("s"):
+        gen = pages(2)
+        assert memory.events_of("tool:start") == []  # nothing ran yet
+        assert list(gen) == ["page 0", "page 1"]
+        assert current_tool_call() is None  # the call is current only inside the generator
+    assert client.flush(5 * UNIT)
+    assert [e.event_type for e in memory.events] == [
+        "tool:start",
+        "tool:intermediate",
+        "tool:intermediate",
+        "tool:end",
+    ]
+    assert [e.event["data"] for e in memory.events_of("tool:intermediate")] == ["page 0", "page 1"]
+    end = memory.events_of("tool:end")[0].event["call"]
+    assert end["result"] == "all read" and end["arguments"] == {"n": 2}
+    assert all(call is not None and call.name == "pages" for call in inside)
+
+
+def test_generator_tool_closed_early_is_cancelled_and_one_that_raises_fails(
+    memory: InMemoryStudio, make_client: MakeClient
+) -> None:
+    client = make_client()
+
+    @client.tool
+    def numbers() -> Iterator[int]:
+        yield 1
+        yield 2
+        raise ValueError("boom")
+
+    gen = numbers()
+    assert next(gen) == 1
+    gen.close()
+    with pytest.raises(ValueError, match="boom"):
+        list(numbers())
+    assert client.flush(5 * UNIT)
+    assert len(memory.events_of("tool:canceled")) == 1
+    assert "boom" in memory.events_of("tool:error")[0].event["error"]
+
+
+def test_generator_tool_passes_send_and_throw_through(make_client: MakeClient) -> None:
+    client = make_client()
+
+    @client.tool
+    def echo() -> Iterator[str]:
+        got = yield "ready"
+        try:
+            yield f"got {got}"
+        except KeyError:
+            yield "caught"
+
+    gen = echo()
+    assert next(gen) == "ready"
+    assert gen.send("x") == "got x"
+    assert gen.throw(KeyError("k")) == "caught"
+
+
+def test_async_generator_tool_ends_when_the_generator_does(
+    memory: InMemoryStudio, make_client: MakeClient
+) -> None:
+    client = make_client()
+
+    @client.tool("stream")
+    async def stream(n: int) -> Any:
+        for i in range(n):
+            await asyncio.sleep(0)
+            yield i
+
+    async def main() -> list[int]:
+        return [i async for i in stream(3)]
+
+    assert asyncio.run(main()) == [0, 1, 2]
+    assert client.flush(5 * UNIT)
+    assert [e.event_type for e in memory.events] == [
+        "tool:start",
+        *["tool:intermediate"] * 3,
+        "tool:end",
+    ]
