@@ -302,6 +302,19 @@ def _without_payload(
         yield dict(msg, event=slim_event)
 
 
+def _unparsable_number(data: bytes) -> bool:
+    """Return whether parsing fails on a number rather than on depth (a 400-digit integer:
+    the parser reads it as a float and finds it infinite)."""
+    try:
+        loads(data)
+    except RecursionError:
+        return False
+    except ValueError as exc:
+        text = str(exc).lower()
+        return "number" in text or "digits" in text or "infinity" in text
+    return False
+
+
 def _json_default(obj: Any) -> Any:
     if isinstance(obj, datetime):
         return obj.isoformat()
@@ -668,6 +681,13 @@ class Worker:
                 msg.get("type"),
                 len(data),
                 limit,
+            )
+        elif _unparsable_number(data):
+            self.counters.unencodable += 1
+            self._diag.warn(
+                "unencodable",
+                "an event holds a number the Studio cannot read (an integer too large for "
+                "a 64-bit float, say); dropped",
             )
         else:
             self.counters.unencodable += 1

@@ -743,3 +743,14 @@ def test_sent_minus_resent_counts_each_message_once_when_a_send_fails(
         assert stats.sent - stats.resent == 1000
     finally:
         client.close(UNIT)
+
+
+def test_a_huge_integer_is_dropped_as_unreadable_not_as_too_deep(
+    make_client: MakeClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = make_client()
+    client.event("monitor", "big", v=10**400)
+    assert client.flush(5 * UNIT)
+    assert client.stats().unencodable == 1
+    assert "a number the Studio cannot read" in caplog.text
+    assert "nests deeper" not in caplog.text
