@@ -11,6 +11,7 @@ import asyncio
 import contextvars
 import functools
 import inspect
+import math
 import os
 import threading
 import time
@@ -23,7 +24,7 @@ from types import TracebackType
 from typing import Any, ParamSpec, Protocol, Self, TypeVar, overload
 
 from . import _lifecycle
-from ._config import DeliveryOptions, DropPolicy, Settings, resolve
+from ._config import DeliveryOptions, DropPolicy, Settings, redact_url, resolve
 from ._control import (
     DEFAULT_TIMEOUT,
     PERMISSION,
@@ -41,6 +42,7 @@ from ._control import (
     ToolControl,
     question_dicts,
     unbounded,
+    wait_seconds,
 )
 from ._diagnostics import Diagnostics
 from ._errors import ConfigError, InternalError, ToolCancelled
@@ -63,7 +65,10 @@ R = TypeVar("R")
 
 _time = time.time
 _MAX_ID = 256
-_CONTROL_SLACK = 10_000  # control items (sessions, flushes) may exceed the queue bound by this
+# Session starts may exceed the queue bound by this much (so that a session still starts while
+# events are being dropped), and flushes by twice as much (to get in behind those starts); no
+# further: beyond it they are dropped too.
+_CONTROL_SLACK = 10_000
 
 _current_session: contextvars.ContextVar[Session | None] = contextvars.ContextVar(
     "aster_studio_session", default=None
@@ -779,6 +784,10 @@ def _wrap_tool(
     pausable: bool = False,
     cancelable: bool = False,
 ) -> Callable[P, R]:
+    if inspect.isgeneratorfunction(fn):
+        return _wrap_generator(fn, emitter, name, pausable=pausable, cancelable=cancelable)
+    if inspect.isasyncgenfunction(fn):
+        return _wrap_async_generator(fn, emitter, name, pausable=pausable, cancelable=cancelable)
     if inspect.iscoroutinefunction(fn):
 
         @functools.wraps(fn)
@@ -815,10 +824,125 @@ def _wrap_tool(
     return wrapper
 
 
+def _generator_call(
+    fn: Callable[..., Any],
+    emitter: Callable[[], _Emitter],
+    name: str,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    pausable: bool,
+    cancelable: bool,
+) -> ToolCall:
+    target = emitter()
+    return target.tool_call(
+        name,
+        _bound_arguments(fn, args, kwargs) if target._client._settings.enabled else None,
+        pausable=pausable,
+        cancelable=cancelable,
+    )
+
+
+def _wrap_generator(
+    fn: Callable[P, Any],
+    emitter: Callable[[], _Emitter],
+    name: str,
+    *,
+    pausable: bool,
+    cancelable: bool,
+) -> Callable[P, Any]:
+    """Wrap a generator function: the call starts when the caller first iterates, each value
+    it yields is reported as `tool:intermediate`, and it ends when the generator does (its
+    return value as the result), fails with its exception, or is cancelled when the caller
+    stops iterating early (`close()`). `current_tool_call()` is the call only while the
+    generator's own code runs, not in the caller's between two values."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
+        call = _generator_call(fn, emitter, name, args, kwargs, pausable, cancelable)
+        gen = fn(*args, **kwargs)
+        call.start()
+        sent: Any = None
+        thrown: BaseException | None = None
+        try:
+            while True:
+                token = _current_call.set(call)
+                try:
+                    if thrown is not None:
+                        exc, thrown = thrown, None
+                        value = gen.throw(exc)
+                    else:
+                        value = gen.send(sent)
+                finally:
+                    _current_call.reset(token)
+                call.intermediate(value)
+                try:
+                    sent = yield value
+                except GeneratorExit:
+                    gen.close()
+                    raise
+                except BaseException as exc:
+                    thrown = exc
+        except StopIteration as stop:
+            if stop.value is not None:
+                call.result = stop.value
+            call.__exit__(None, None, None)
+            return stop.value
+        except BaseException as exc:
+            call.__exit__(type(exc), exc, exc.__traceback__)
+            raise
+
+    return wrapper
+
+
+def _wrap_async_generator(
+    fn: Callable[P, Any],
+    emitter: Callable[[], _Emitter],
+    name: str,
+    *,
+    pausable: bool,
+    cancelable: bool,
+) -> Callable[P, Any]:
+    """Wrap an async generator function as `_wrap_generator` does a generator function."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
+        call = _generator_call(fn, emitter, name, args, kwargs, pausable, cancelable)
+        agen = fn(*args, **kwargs)
+        call.start()
+        sent: Any = None
+        thrown: BaseException | None = None
+        try:
+            while True:
+                token = _current_call.set(call)
+                try:
+                    if thrown is not None:
+                        exc, thrown = thrown, None
+                        value = await agen.athrow(exc)
+                    else:
+                        value = await agen.asend(sent)
+                finally:
+                    _current_call.reset(token)
+                call.intermediate(value)
+                try:
+                    sent = yield value
+                except GeneratorExit:
+                    await agen.aclose()
+                    raise
+                except BaseException as exc:
+                    thrown = exc
+        except StopAsyncIteration:
+            call.__exit__(None, None, None)
+        except BaseException as exc:
+            call.__exit__(type(exc), exc, exc.__traceback__)
+            raise
+
+    return wrapper
+
+
 class Session(_Emitter, _AsyncWith):
     """One session of the agent: registered on creation, ended on exit of its `with` block."""
 
-    __slots__ = ("__weakref__", "_client", "_ended", "_sid", "_tokens", "id")
+    __slots__ = ("__weakref__", "_client", "_ended", "_started", "_sid", "_tokens", "id")
 
     def __init__(
         self, client: StudioClient, session_id: str, metadata: Mapping[str, Any] | None
@@ -828,9 +952,12 @@ class Session(_Emitter, _AsyncWith):
         self.id = session_id
         self._ended = False
         self._tokens: list[contextvars.Token[Session | None]] = []
+        # Whether its start was queued (not dropped: the queue was over its bound).
+        self._started = False
         if client._settings.enabled:  # a disabled client has no use for a copy of the metadata
-            client._put_control(
-                (OP_OPEN, session_id, _time(), dict(metadata) if metadata else None)
+            self._started = client._put_control(
+                (OP_OPEN, session_id, _time(), dict(metadata) if metadata else None),
+                bounded=True,
             )
 
     @property
@@ -843,7 +970,11 @@ class Session(_Emitter, _AsyncWith):
         if self._ended:
             return
         self._ended = True
-        self._client._put_control((OP_END, self._sid, _time(), str(status)))
+        # The end of a session whose start was dropped is bounded too: it only ends the session
+        # the Studio made of its events, if any got through.
+        self._client._put_control(
+            (OP_END, self._sid, _time(), str(status)), bounded=not self._started
+        )
 
     def __enter__(self) -> Session:
         self._tokens.append(_current_session.set(self))
@@ -1043,16 +1174,19 @@ class StudioClient(_Emitter):
 
     # ---- delivery ----
 
-    def flush(self, timeout: float = 5.0) -> bool:
+    def flush(self, timeout: float | None = 5.0) -> bool:
         """Wait until everything reported so far is stored; return False after `timeout` s.
 
-        False too while the Studio refuses the agent: nothing is stored then (`stats().refused`).
+        `timeout=None` (or one past `threading.TIMEOUT_MAX`) sets no deadline: it waits until
+        everything is stored or the client closes. False too while the Studio refuses the
+        agent: nothing is stored then (`stats().refused`).
         """
         try:
+            wait = wait_seconds(timeout)
             waiter = self._request_flush()
             if waiter is None:
                 return self._nothing_pending()
-            ok = waiter.event.wait(max(timeout, 0.0)) and waiter.ok
+            ok = waiter.event.wait(wait) and waiter.ok
             if not ok:
                 waiter.abandoned = True
         except Exception as exc:
@@ -1061,16 +1195,17 @@ class StudioClient(_Emitter):
         self._diag.raise_if_strict()
         return ok
 
-    async def aflush(self, timeout: float = 5.0) -> bool:
+    async def aflush(self, timeout: float | None = 5.0) -> bool:
         """Like `flush`, without blocking the running event loop."""
         try:
+            wait = wait_seconds(timeout)
             waiter = self._request_flush()
         except Exception as exc:
             self._internal("flush", exc)
             return False
         if waiter is None:
             return self._nothing_pending()
-        deadline = time.monotonic() + max(timeout, 0.0)
+        deadline = math.inf if wait is None else time.monotonic() + wait
         poll = self._settings.delivery.poll_interval or 0.001
         while not waiter.event.is_set():
             remaining = deadline - time.monotonic()
@@ -1081,20 +1216,22 @@ class StudioClient(_Emitter):
         self._diag.raise_if_strict()
         return waiter.ok
 
-    def close(self, timeout: float = 5.0) -> bool:
+    def close(self, timeout: float | None = 5.0) -> bool:
         """Deliver what is pending, end open sessions, close the connection; always returns.
 
         Returns True when everything reported before the call was stored within `timeout` s.
-        Later events are ignored (counted as dropped). Runs at interpreter exit with
-        `shutdown_timeout`.
+        `timeout=None` (or one past `threading.TIMEOUT_MAX`) sets no deadline: it waits until
+        everything is stored. Later events are ignored (counted as dropped). Runs at
+        interpreter exit with `shutdown_timeout`.
         """
         try:
-            worker = self._begin_close(timeout)
+            wait = wait_seconds(timeout)
+            worker = self._begin_close(wait)
             if worker is None:
                 return self._nothing_pending()
             if threading.current_thread() is worker.thread:
                 return False  # called from the worker itself: waiting would only time out
-            ok = worker.done.wait(max(timeout, 0.0)) and worker.delivered_all
+            ok = worker.done.wait(wait) and worker.delivered_all
             if not worker.done.is_set():
                 worker.abort()  # past the deadline: unblock stuck I/O so the thread can end
         except Exception as exc:
@@ -1103,16 +1240,17 @@ class StudioClient(_Emitter):
         self._diag.raise_if_strict()
         return ok
 
-    async def aclose(self, timeout: float = 5.0) -> bool:
+    async def aclose(self, timeout: float | None = 5.0) -> bool:
         """Like `close`, without blocking the running event loop."""
         try:
-            worker = self._begin_close(timeout)
+            wait = wait_seconds(timeout)
+            worker = self._begin_close(wait)
         except Exception as exc:
             self._internal("close", exc)
             return False
         if worker is None:
             return self._nothing_pending()
-        deadline = time.monotonic() + max(timeout, 0.0)
+        deadline = math.inf if wait is None else time.monotonic() + wait
         poll = self._settings.delivery.poll_interval or 0.001
         while not worker.done.is_set():
             remaining = deadline - time.monotonic()
@@ -1176,7 +1314,9 @@ class StudioClient(_Emitter):
         await self.aclose(self._settings.delivery.shutdown_timeout)
 
     def __repr__(self) -> str:
-        state = "disabled" if not self.enabled else ("closed" if self._closed else self.url)
+        state = (
+            "disabled" if not self.enabled else ("closed" if self._closed else redact_url(self.url))
+        )
         return f"StudioClient({self.agent_id!r}, {state})"
 
     # ---- internals ----
@@ -1224,28 +1364,49 @@ class StudioClient(_Emitter):
                 return
         self._diag.drop()
 
-    def _put_control(self, item: Item) -> None:
-        """Queue a session or flush item; never dropped (it may exceed the bound a little)."""
+    def _put_control(self, item: Item, *, bounded: bool) -> bool:
+        """Queue a session start or end; return whether it was queued.
+
+        A `bounded` item is dropped (and counted) once the queue holds `max_queue_size` plus
+        `_CONTROL_SLACK` items: a session start, and the end of a session whose start was
+        dropped. The end of a session whose start was queued always is, so the Studio never
+        keeps a session open that the agent ended; there is at most one per session started,
+        so the queue stays bounded by the bound, the slack and the sessions open at once.
+        """
         try:
             if self._closed or not self._settings.enabled:
-                return
+                return False
             if self._put == self._start_after_fork:
                 self._start_after_fork(item)
-                return
-            self._queue.append(item)
+                return True
+            queue = self._queue
+            if bounded and len(queue) >= self._maxsize + _CONTROL_SLACK:
+                self._diag.drop()
+                return False
+            queue.append(item)
+            return True
         except Exception as exc:
             self._internal("session", exc)
+            return False
 
     def _discard(self, item: Item) -> None:
         pass
 
     def _ignore(self, item: Item) -> None:
-        """Count an event reported after `close`: it is not sent."""
+        """Count an event reported after `close` (or the exit handler): it is not sent."""
         self._diag.drop()
         self._diag.warn(
             "after-close",
-            "an event was reported after close(); ignored (counted in stats().dropped)",
+            "an event was reported after close() or the SDK's exit handler; ignored "
+            "(counted in stats().dropped)",
         )
+
+    def _stop_at_exit(self) -> None:
+        """The interpreter exits: report nothing more, as after `close` (the exit handler
+        closes the worker)."""
+        with self._lock:
+            self._closed = True
+            self._put = self._ignore if self._settings.enabled else self._discard
 
     def _request_flush(self) -> FlushWaiter | None:
         worker = self._worker
@@ -1253,7 +1414,8 @@ class StudioClient(_Emitter):
             return None
         if threading.current_thread() is worker.thread:
             raise InternalError("flush() called from the SDK's own worker thread")
-        if len(self._queue) >= self._maxsize + _CONTROL_SLACK:
+        # Past the sessions' share of the slack: a flush still gets in behind a full queue.
+        if len(self._queue) >= self._maxsize + 2 * _CONTROL_SLACK:
             return None
         waiter = FlushWaiter()
         self._queue.append((OP_FLUSH, waiter))
@@ -1268,7 +1430,8 @@ class StudioClient(_Emitter):
             return worker.delivered_all
         return worker.started and not self._queue and worker.unacked == 0
 
-    def _begin_close(self, timeout: float) -> Worker | None:
+    def _begin_close(self, wait: float | None) -> Worker | None:
+        """Stop reporting and ask the worker to close within `wait` s (None: no deadline)."""
         with self._lock:
             first = not self._closed
             self._closed = True
@@ -1280,8 +1443,9 @@ class StudioClient(_Emitter):
             return None
         if first and self._finalizer is not None:
             self._finalizer.detach()
-        _lifecycle.closed(worker)
-        worker.request_close(time.monotonic() + max(timeout, 0.0))
+        # The exit handler keeps the worker until it is done: a close still under way when the
+        # interpreter exits (no deadline, or called on another thread) is bounded by exit's.
+        worker.request_close(math.inf if wait is None else time.monotonic() + wait)
         return worker
 
     def _internal(self, where: str, exc: BaseException) -> None:
@@ -1337,15 +1501,17 @@ def _release(worker: Worker, timeout: float) -> None:
     `timeout` more, then stops. Nothing waits here: the collector runs on whatever thread
     allocated last, the agent's own or its event loop's (it froze them for 2 s a client)."""
     if worker.started and not worker.done.is_set():
-        worker.request_close(time.monotonic() + timeout)
+        wait = wait_seconds(timeout)
+        worker.request_close(math.inf if wait is None else time.monotonic() + wait)
 
 
 def _shutdown(worker: Worker, timeout: float) -> None:
     """Close a worker at a multiprocessing child's exit, waiting for it up to `timeout`."""
     if not worker.started or worker.done.is_set():
         return
-    worker.request_close(time.monotonic() + timeout)
-    if not worker.done.wait(timeout):
+    wait = wait_seconds(timeout)
+    worker.request_close(math.inf if wait is None else time.monotonic() + wait)
+    if not worker.done.wait(wait):
         worker.abort()
 
 

@@ -7,7 +7,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ._errors import ConfigError
 
@@ -109,15 +109,54 @@ def parse_bool(value: str | None) -> bool | None:
 
 
 def connect_url(url: str) -> str:
-    """Return the WebSocket endpoint for a Studio URL, adding the connect path when absent."""
-    parts = urlsplit(url.strip())
+    """Return the WebSocket endpoint for a Studio URL, adding the connect path when absent.
+
+    Raises ConfigError for anything the connection could not use: another scheme, no host, a
+    malformed host (an unclosed IPv6 bracket) or a port that is not a number from 1 to 65535.
+    """
+    shown = redact_url(url) if isinstance(url, str) else url
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port  # reads the port: ValueError when not a number or out of range
+    except ValueError as exc:
+        raise ConfigError(f"not a usable ws:// or wss:// URL: {shown!r} ({exc})") from None
     scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
     if scheme not in ("ws", "wss") or not parts.netloc:
-        raise ConfigError(f"not a ws:// or wss:// URL: {url!r}")
+        raise ConfigError(f"not a ws:// or wss:// URL: {shown!r}")
+    if not parts.hostname:
+        raise ConfigError(f"no host in the URL {shown!r}")
+    if port == 0:
+        raise ConfigError(f"port 0 in the URL {shown!r}: use a port from 1 to 65535")
     path = parts.path.rstrip("/")
     if not path.endswith(CONNECT_PATH):
         path += CONNECT_PATH
     return urlunsplit((scheme, parts.netloc, path, parts.query, ""))
+
+
+_SECRET_PARAMS = ("token", "key", "secret", "pass", "auth", "sig")
+
+
+def redact_url(url: str) -> str:
+    """Return `url` fit for a log line: user and password (sent as HTTP Basic credentials) and
+    query values that look like credentials (`?token=`, which the Studio accepts) masked."""
+    try:
+        parts = urlsplit(url)
+        netloc = parts.netloc
+        if "@" in netloc:
+            netloc = "***@" + netloc.rpartition("@")[2]
+        query = parts.query
+        if query:
+            pairs = parse_qsl(query, keep_blank_values=True)
+            query = urlencode(
+                [
+                    (k, "***" if any(s in k.lower() for s in _SECRET_PARAMS) else v)
+                    for k, v in pairs
+                ],
+                safe="*",
+            )
+        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    except ValueError:  # not even a URL: show its scheme at most
+        return url.partition("://")[0] + "://***" if "://" in url else "***"
 
 
 def resolve(
@@ -150,10 +189,8 @@ def resolve(
         raw_url = env.get(ENV_URL) or DEFAULT_URL
         try:
             resolved = connect_url(raw_url)
-        except ConfigError:
+        except ConfigError as exc:
             # A bad environment must not crash the agent: report and stay off.
-            logger.warning(
-                "%s=%r is not a WebSocket URL; Studio reporting is off", ENV_URL, raw_url
-            )
+            logger.warning("%s is not usable (%s); Studio reporting is off", ENV_URL, exc)
             resolved, enabled = connect_url(DEFAULT_URL), False
     return Settings(enabled=enabled, url=resolved, token=token, strict=strict, delivery=delivery)

@@ -48,6 +48,14 @@ def unbounded(timeout: float | None) -> bool:
     return timeout is None or timeout >= threading.TIMEOUT_MAX
 
 
+def wait_seconds(timeout: float | None) -> float | None:
+    """Return how long a wait for `timeout` may last: None for no deadline (as `unbounded`),
+    else the timeout, at least 0 (NaN: 0), so that no wait raises OverflowError."""
+    if timeout is None or unbounded(timeout):
+        return None
+    return timeout if timeout > 0 else 0.0
+
+
 def deadline_after(timeout: float | None) -> float | None:
     """Return the monotonic time `timeout` s from now (a negative timeout: now); None for none."""
     if timeout is None or unbounded(timeout):
@@ -73,6 +81,7 @@ class Reason(StrEnum):
     CLOSED = "closed"  # the client was closed
     CANCELLED = "cancelled"  # the agent gave up waiting (cancel(), or a cancelled task)
     ERROR = "error"  # the SDK failed internally (logged; strict mode raises instead)
+    UNDELIVERABLE = "undeliverable"  # the request could not be sent (too large, not JSON)
 
 
 class Permission(StrEnum):
@@ -578,6 +587,14 @@ class ControlHub:
             self._tool_control(data)
         else:
             logger.debug("control message %r ignored: unknown to this SDK", msg.event_type)
+
+    def undeliverable(self, kind: str, key: str, ask_id: str) -> None:
+        """The request for this ask was dropped unsent: nobody can answer it, so resolve it
+        with its default now."""
+        with self._lock:
+            waiting = [r for r in self._open.get((kind, key), ()) if r.ask_id == ask_id]
+        for request in waiting:
+            self._resolve(request, request._default(Reason.UNDELIVERABLE))
 
     # ---- from the client's close ----
 

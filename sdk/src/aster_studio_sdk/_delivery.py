@@ -141,21 +141,24 @@ class Outbox:
             count += 1
         return count
 
-    def restart(self, last_seq: int) -> int:
+    def restart(self, last_seq: int) -> tuple[int, int]:
         """Prepare a new connection: drop what is stored (`<= last_seq`), resend the rest.
 
-        Returns how many messages written on an earlier connection will be written again.
+        Returns how many messages written on an earlier connection will be written again, and
+        how many were dropped as handled (stored, their acks lost with the connection, or
+        rejected), which count as delivered as an ack's would.
         """
         written = len(self._sent)
         pending = self._sent
         pending.extend(self._unsent)
         self._sent = deque()
         resend: deque[tuple[int, bytes]] = deque()
-        resent = 0
+        resent = handled = 0
         size = 0
         for index, entry in enumerate(pending):
             if entry[0] <= last_seq or entry[0] in self._rejected:
                 self._bytes -= len(entry[1])
+                handled += 1
                 continue
             resend.append(entry)
             size += len(entry[1])
@@ -167,7 +170,7 @@ class Outbox:
         if last_seq >= self._next_seq:
             # The server knows numbers we never handed out (a reused producer id): never reuse them.
             self._next_seq = last_seq + 1
-        return resent
+        return resent, handled
 
     def delivered_through(self, seq: int) -> bool:
         """Return whether no message numbered `seq` or lower is still pending."""

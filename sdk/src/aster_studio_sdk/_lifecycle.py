@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import math
 import os
 import sys
 import threading
@@ -16,6 +17,8 @@ import time
 import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING
+
+from ._control import wait_seconds
 
 if TYPE_CHECKING:
     from ._client import StudioClient
@@ -40,26 +43,30 @@ def close_at_exit(worker: Worker, timeout: float) -> None:
         _unclosed[worker] = timeout
 
 
-def closed(worker: Worker) -> None:
-    """Its client closes it: exit has nothing to do for it."""
-    with _install_lock:
-        _unclosed.pop(worker, None)
-
-
 def _close_all_at_exit() -> None:
     """Close every worker still running, all at once, against one deadline: ten forgotten
     clients take one shutdown timeout at exit, not ten in turn."""
+    # From now on the clients report nothing: an event made later (by an exit hook that runs
+    # after this one, or a daemon thread still running) would never be sent, so it is counted
+    # as dropped and logged, as after close().
+    for client in list(_clients):
+        with contextlib.suppress(Exception):  # never break the exit over reporting
+            client._stop_at_exit()
     with _install_lock:
         pending = [(w, t) for w, t in list(_unclosed.items()) if w.started and not w.done.is_set()]
         _unclosed.clear()
     if not pending:
         return
     now = time.monotonic()
-    for worker, timeout in pending:
-        worker.request_close(now + max(timeout, 0.0))
-    deadline = now + max(max(timeout for _, timeout in pending), 0.0)
+    waits = [wait_seconds(timeout) for _, timeout in pending]
+    for (worker, _), wait in zip(pending, waits, strict=True):
+        worker.request_close(math.inf if wait is None else now + wait)
+    # No deadline (shutdown_timeout=inf) waits for delivery, as close(None) does.
+    longest = None if None in waits else max(w for w in waits if w is not None)
+    deadline = math.inf if longest is None else now + longest
     for worker, _ in pending:
-        if not worker.done.wait(max(deadline - time.monotonic(), 0.0)):
+        left = None if longest is None else max(deadline - time.monotonic(), 0.0)
+        if not worker.done.wait(left):
             worker.abort()
 
 

@@ -12,6 +12,7 @@ import socket
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from ._config import redact_url
 from ._errors import ConnectionClosed, Refused, TransportError
 
 
@@ -138,7 +139,7 @@ class WebSocketTransport:
                 raise Refused(
                     f"HTTP {status} to the WebSocket handshake", f"http_{status}"
                 ) from exc
-            raise TransportError(f"cannot connect to {url}: {exc!r}") from exc
+            raise TransportError(f"cannot connect to {redact_url(url)}: {exc!r}") from exc
         except (OSError, TimeoutError, WebSocketException, socket.gaierror) as exc:
-            raise TransportError(f"cannot connect to {url}: {exc!r}") from exc
+            raise TransportError(f"cannot connect to {redact_url(url)}: {exc!r}") from exc
         return WebSocketConnection(conn)

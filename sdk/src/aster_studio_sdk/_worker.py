@@ -18,13 +18,13 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from ._config import Settings
-from ._control import ControlHub, SdkThread
+from ._config import Settings, redact_url
+from ._control import PERMISSION, QUESTION, ControlHub, SdkThread
 from ._delivery import Outbox, batch_frame
 from ._diagnostics import Diagnostics
 from ._errors import ConnectionClosed, Refused, TransportError
@@ -271,6 +271,50 @@ def nests_too_deep(data: bytes) -> bool:
     return too_deep(parsed, MAX_MESSAGE_DEPTH, len(data) // 2)
 
 
+_OMITTED = "[omitted by aster-studio-sdk: too large or not encodable as JSON]"
+
+
+def _without_payload(
+    msg: dict[str, Any], event: dict[str, Any], limit: int
+) -> Iterator[dict[str, Any]]:
+    """Yield a tool call's event with less and less of its bulky parts: without the call's
+    arguments; without its result (an intermediate result's data); without both (its error
+    cut short). Nothing for any other event."""
+    etype = event.get("event_type")
+    call = event.get("call")
+    if not isinstance(etype, str) or not etype.startswith("tool:") or not isinstance(call, dict):
+        return
+    for omit_arguments, omit_result in ((True, False), (False, True), (True, True)):
+        slim_call = dict(call)
+        slim_event = dict(event, call=slim_call)
+        if omit_arguments and "arguments" in slim_call:
+            slim_call["arguments"] = {"omitted": _OMITTED}
+        if omit_result:
+            if "result" in slim_call:
+                slim_call["result"] = _OMITTED
+            if "data" in slim_event:
+                slim_event["data"] = _OMITTED
+        if omit_arguments and omit_result:
+            for holder in (slim_call, slim_event):
+                error = holder.get("error")
+                if isinstance(error, str) and len(error) > limit // 8:
+                    holder["error"] = error[: limit // 8] + "..."
+        yield dict(msg, event=slim_event)
+
+
+def _unparsable_number(data: bytes) -> bool:
+    """Return whether parsing fails on a number rather than on depth (a 400-digit integer:
+    the parser reads it as a float and finds it infinite)."""
+    try:
+        loads(data)
+    except RecursionError:
+        return False
+    except ValueError as exc:
+        text = str(exc).lower()
+        return "number" in text or "digits" in text or "infinity" in text
+    return False
+
+
 def _json_default(obj: Any) -> Any:
     if isinstance(obj, datetime):
         return obj.isoformat()
@@ -309,6 +353,7 @@ class Worker:
         control: ControlHub | None = None,
     ) -> None:
         self._settings = settings
+        self._shown_url = redact_url(settings.url)  # for logs: no credentials
         self._control = control
         self._opts = settings.delivery
         self._agent = agent
@@ -483,6 +528,10 @@ class Worker:
 
     def _pump(self) -> None:
         queue, outbox, counters = self._queue, self._outbox, self.counters
+        if self._close_barrier is not None:
+            if queue:
+                self._discard_after_close()
+            return
         moved = 0
         if queue:
             self._busy_at = time.monotonic()
@@ -511,8 +560,35 @@ class Worker:
                     self._flush_now = True
                 elif op == OP_CLOSE:
                     self._begin_close()
+                    self._discard_after_close()
+                    return
             except Exception as exc:  # one bad item must not stop delivery of the others
                 self._diag.internal("encode", exc)
+
+    def _discard_after_close(self) -> None:
+        """Drop (and count) what was reported after the close: the agent is unregistered and
+        its sessions are ended; a flush waits for what came before."""
+        queue, dropped = self._queue, 0
+        while queue:
+            try:
+                item = queue.popleft()
+            except IndexError:
+                break
+            op = item[0]
+            if op == OP_FLUSH:
+                waiter: FlushWaiter = item[1]
+                waiter.barrier = self._close_barrier if self._close_barrier is not None else -1
+                self._waiters.append(waiter)
+            elif op != OP_CLOSE:
+                dropped += 1
+        if dropped:
+            self._diag.drop(dropped)
+            self._diag.warn(
+                "after-close",
+                "%d events were reported after close() or the SDK's exit handler; ignored "
+                "(counted in stats().dropped)",
+                dropped,
+            )
 
     def _add_event(self, item: Item) -> None:
         _, session_id, ts, channel, event_type, fields = item
@@ -565,29 +641,84 @@ class Worker:
         msg["seq"] = seq
         data = encode(msg)
         # JSON shorter than twice the limit cannot nest past it: most messages skip the check.
-        if data is not None and len(data) > 2 * MAX_MESSAGE_DEPTH + 1 and nests_too_deep(data):
-            self.counters.unencodable += 1
-            self._diag.warn(
-                "unencodable",
-                "an event nests deeper than %d levels, which the Studio refuses; dropped",
-                MAX_MESSAGE_DEPTH,
-            )
-            return
+        if (
+            data is None
+            or len(data) > self._opts.max_message_bytes
+            or (len(data) > 2 * MAX_MESSAGE_DEPTH + 1 and nests_too_deep(data))
+        ):
+            data = self._unsendable(msg, data)
+            if data is None:
+                return
+        outbox.push(seq, data)
+
+    def _unsendable(self, msg: dict[str, Any], data: bytes | None) -> bytes | None:
+        """Handle a message the Studio would not take (too large, not encodable, too deep):
+        a tool call's event goes without its arguments and result (so the call still ends in
+        the Studio); anything else is dropped and counted, and a permission request or
+        question that cannot be sent resolves at once with its default (`undeliverable`)."""
+        limit = self._opts.max_message_bytes
+        event = msg.get("event") if msg.get("type") == "event" else None
+        if isinstance(event, dict):
+            for slim in _without_payload(msg, event, limit):
+                fitted = encode(slim)
+                if fitted is not None and len(fitted) <= limit and not nests_too_deep(fitted):
+                    self._diag.warn(
+                        "tool-payload-omitted",
+                        "a %s event was too large or not encodable; sent with the tool call's "
+                        "arguments or result omitted (limit %d bytes)",
+                        event.get("event_type"),
+                        limit,
+                    )
+                    return fitted
         if data is None:
             self.counters.unencodable += 1
             self._diag.warn("unencodable", "an event could not be encoded as JSON; dropped")
-            return
-        if len(data) > self._opts.max_message_bytes:
+        elif len(data) > limit:
             self.counters.oversized += 1
             self._diag.warn(
                 "oversized",
                 "dropped a %s message of %d bytes (limit %d bytes)",
                 msg.get("type"),
                 len(data),
-                self._opts.max_message_bytes,
+                limit,
             )
+        elif _unparsable_number(data):
+            self.counters.unencodable += 1
+            self._diag.warn(
+                "unencodable",
+                "an event holds a number the Studio cannot read (an integer too large for "
+                "a 64-bit float, say); dropped",
+            )
+        else:
+            self.counters.unencodable += 1
+            self._diag.warn(
+                "unencodable",
+                "an event nests deeper than %d levels, which the Studio refuses; dropped",
+                MAX_MESSAGE_DEPTH,
+            )
+        if isinstance(event, dict) and self._control is not None:
+            self._request_unsent(event)
+        return None
+
+    def _request_unsent(self, event: dict[str, Any]) -> None:
+        """A permission request or question was dropped: nobody can answer it, so whoever
+        waits for it gets the default now rather than at its timeout."""
+        assert self._control is not None
+        etype = event.get("event_type")
+        ask_id = event.get("ask_id")
+        if etype == "permission_required":
+            call = event.get("call")
+            key = call.get("id") if isinstance(call, dict) else None
+            kind = PERMISSION
+        elif etype == "ask_user":
+            key, kind = event.get("request_id"), QUESTION
+        else:
             return
-        outbox.push(seq, data)
+        if isinstance(key, str) and isinstance(ask_id, str):
+            try:
+                self._control.undeliverable(kind, key, ask_id)
+            except Exception as exc:
+                self._diag.internal("control", exc)
 
     # ---- connection ----
 
@@ -637,9 +768,10 @@ class Worker:
         self._conn = conn
         self.reliable = last_seq is not None
         self._notify_control(self.reliable)
-        resent = self._outbox.restart(last_seq or 0)
+        resent, handled = self._outbox.restart(last_seq or 0)
         self.counters.connects += 1
         self.counters.resent += resent
+        self.counters.delivered += handled
         if self._connected_once:
             # The server may have marked our open sessions interrupted when we dropped.
             for msg in self._sessions.values():
@@ -651,7 +783,7 @@ class Worker:
         if self._diag.should_log("connected"):
             logger.info(
                 "connected to %s as agent %r (%s delivery, %d to resend)",
-                self._settings.url,
+                self._shown_url,
                 self._agent.agent_id,
                 "exactly-once" if self.reliable else "at-most-once",
                 resent,
@@ -721,7 +853,7 @@ class Worker:
             "the Studio at %s refused agent %r (%s: %s)%s; nothing is delivered until it "
             "accepts it: events are kept (up to max_queue_size and max_unacked_messages, "
             "then dropped and counted) and the SDK keeps trying in the background",
-            self._settings.url,
+            self._shown_url,
             self._agent.agent_id,
             exc.code,
             exc,
@@ -743,7 +875,7 @@ class Worker:
         self._diag.warn(
             "connect-failed",
             "cannot reach the Studio at %s (%s); retrying in the background",
-            self._settings.url,
+            self._shown_url,
             exc,
         )
 
@@ -833,6 +965,9 @@ class Worker:
         while outbox.unsent:
             if self.reliable:
                 parts = outbox.take(opts.max_batch_messages, opts.max_batch_bytes)
+                # Counted before the write: one that fails is resent, and counted resent then.
+                counters.sent += len(parts)
+                counters.frames += 1
                 conn.send(parts[0] if len(parts) == 1 else batch_frame(parts))
                 # Read acks between frames: replies left unread would stall the server's writes.
                 self._receive(conn)
@@ -840,12 +975,12 @@ class Worker:
                 # A server without the extensions knows neither `batch` nor `end_session`:
                 # one message per frame, and session ends are not sent.
                 parts = outbox.take(1, opts.max_batch_bytes)
+                counters.sent += 1
+                counters.frames += 1
                 if not parts[0].startswith(_END_SESSION_PREFIX):
                     conn.send(parts[0])
                 outbox.forget_sent()
                 counters.delivered += 1
-            counters.sent += len(parts)
-            counters.frames += 1
         self._last_send = now
         self._flush_now = False
 
@@ -902,14 +1037,25 @@ class Worker:
             opening, self._opening = self._opening, None
             if opening is not None:
                 opening.abandon()
-            self._report_drops(final=True)
             self.delivered_all = self._closing_done()
             conn, self._conn = self._conn, None
             if conn is not None:
                 conn.close()
             # Queued flushes and closes are requests, not messages (a copy: producers may
-            # still append while we count).
-            left = len(self._outbox) + sum(1 for item in list(self._queue) if item[0] < OP_FLUSH)
+            # still append while we count); what came after the close is dropped, not owed.
+            left, late, closed = len(self._outbox), 0, self._close_barrier is not None
+            for item in list(self._queue):
+                op = item[0]
+                if op == OP_CLOSE:
+                    closed = True
+                elif op < OP_FLUSH:
+                    if closed:
+                        late += 1
+                    else:
+                        left += 1
+            if late:
+                self._diag.drop(late)
+            self._report_drops(final=True)
             if left:
                 self.counters.undelivered += left
                 logger.warning("%d messages were not delivered to the Studio before shutdown", left)

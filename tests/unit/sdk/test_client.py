@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -14,7 +15,7 @@ from aster_studio_sdk import _client as client_module
 from aster_studio_sdk.testing import InMemoryStudio
 from tests.support.timing import UNIT
 
-from .conftest import MakeClient
+from .conftest import FAST, MakeClient, wait_until
 
 
 def test_quick_start_example_is_stored(memory: InMemoryStudio, make_client: MakeClient) -> None:
@@ -395,3 +396,241 @@ def test_generic_event_accepts_any_field_name(
     client.event("monitor", "custom", event_type_hint="x", channel_name="y", step=1)
     assert client.flush(5 * UNIT)
     assert memory.events[0].event["channel_name"] == "y"
+
+
+@pytest.mark.parametrize("timeout", [None, float("inf"), 1e12])
+def test_close_without_a_deadline_delivers_everything(
+    memory: InMemoryStudio, make_client: MakeClient, timeout: float | None
+) -> None:
+    client = make_client()
+    session = client.session("s")
+    for _ in range(500):
+        session.text("x")
+    assert client.close(timeout) is True
+    assert len(memory.events_of("text_chunk")) == 500
+    assert memory.sessions["s"].status == "interrupted"
+    assert "agent-1" in memory.offline
+
+
+@pytest.mark.parametrize("timeout", [None, float("inf"), 1e12])
+def test_aclose_without_a_deadline_delivers_everything(
+    memory: InMemoryStudio, make_client: MakeClient, timeout: float | None
+) -> None:
+    client = make_client()
+    client.text("x")
+    assert asyncio.run(client.aclose(timeout)) is True
+    assert len(memory.events_of("text_chunk")) == 1
+
+
+@pytest.mark.parametrize("timeout", [None, float("inf"), 1e12])
+def test_flush_without_a_deadline_waits_for_delivery(
+    memory: InMemoryStudio, make_client: MakeClient, timeout: float | None
+) -> None:
+    client = make_client()
+    for _ in range(500):
+        client.text("x")
+    assert client.flush(timeout) is True
+    assert asyncio.run(client.aflush(timeout)) is True
+    assert len(memory.events_of("text_chunk")) == 500
+    assert client.stats().internal_errors == 0
+
+
+def test_flush_without_a_deadline_returns_when_the_client_closes(
+    memory: InMemoryStudio, make_client: MakeClient
+) -> None:
+    memory.down = True
+    client = make_client()
+    client.text("x")
+    results: list[bool] = []
+    waiting = threading.Thread(target=lambda: results.append(client.flush(None)))
+    waiting.start()
+    waiting.join(0.2 * UNIT)
+    assert waiting.is_alive()  # no deadline: still waiting for the Studio
+    client.close(0)
+    waiting.join(5 * UNIT)
+    assert results == [False]
+
+
+def test_close_with_a_nan_timeout_does_not_wait(make_client: MakeClient) -> None:
+    client = make_client()
+    assert client.close(float("nan")) in (True, False)
+    assert client.stats().internal_errors == 0
+
+
+def test_connection_warnings_do_not_log_url_credentials(
+    memory: InMemoryStudio, make_client: MakeClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    memory.down = True
+    client = make_client(url="ws://user:pw@in-memory.invalid/?token=s3cret")
+    client.text("x")
+    assert wait_until(lambda: client.stats().connect_failures > 0)
+    memory.down = False
+    assert client.flush(5 * UNIT)
+    assert "cannot reach the Studio at ws://***@in-memory.invalid" in caplog.text
+    assert "pw" not in caplog.text and "s3cret" not in caplog.text
+    assert "pw" not in repr(client)
+
+
+def test_events_queued_behind_the_close_are_counted_dropped_not_sent(
+    memory: InMemoryStudio, make_client: MakeClient
+) -> None:
+    # A thread that read the client's enqueue function just before close() switched it (or
+    # the exit handler, which closes the worker directly) queues behind the close.
+    client = make_client()
+    client.session("s").text("before")
+    worker = client._worker
+    assert worker is not None
+    worker.request_close(float("inf"))
+    client._enqueue((client_module.OP_TEXT, "s", 0.0, "after", None))
+    assert worker.done.wait(5 * UNIT)
+    assert [e.event["delta"] for e in memory.events_of("text_chunk")] == ["before"]
+    assert client.stats().dropped == 1
+
+
+LATE_REPORTER = """
+import atexit, logging, sys
+from aster_studio_sdk.testing import InMemoryStudio
+
+logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+memory = InMemoryStudio()
+clients = []
+
+def summary():  # registered before the client: runs after the SDK's exit handler
+    client = clients[0]
+    client.text("late")
+    client.event("progress", "done")
+    print("dropped", client.stats().dropped, "stored", len(memory.events), flush=True)
+
+atexit.register(summary)
+clients.append(memory.client("exiter", strict=True))
+with clients[0].session("s") as s:
+    s.text("early")
+"""
+
+
+def test_events_reported_after_the_exit_handler_are_counted_and_logged() -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", LATE_REPORTER],
+        capture_output=True,
+        text=True,
+        timeout=30 * UNIT,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "dropped 2 stored 1" in done.stdout
+    assert "after close() or the SDK's exit handler" in done.stderr
+
+
+def test_sessions_stay_within_the_queue_bound_while_the_studio_is_down(
+    memory: InMemoryStudio, make_client: MakeClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(client_module, "_CONTROL_SLACK", 200)
+    memory.down = True
+    options = replace(FAST, max_queue_size=100, max_unacked_messages=10)
+    client = make_client(options=options)
+    for _ in range(5_000):
+        with client.session() as s:
+            s.text("hi")
+    stats = client.stats()
+    # Starts (and ends of sessions whose start was dropped) stop at the bound plus the slack.
+    assert stats.queued <= 100 + 200 + 1
+    assert stats.dropped > 5_000
+    memory.down = False
+    assert client.flush(10 * UNIT)
+    # Every session the Studio heard of was ended: none is left open.
+    assert memory.sessions
+    assert {s.status for s in memory.sessions.values()} == {"completed"}
+
+
+def test_generator_tool_ends_when_the_generator_does(
+    memory: InMemoryStudio, make_client: MakeClient
+) -> None:
+    client = make_client()
+    inside: list[ToolCall | None] = []
+
+    @client.tool
+    def pages(n: int) -> Iterator[str]:
+        for i in range(n):
+            inside.append(current_tool_call())
+            yield f"page {i}"
+        return "all read"  # type: ignore[misc]
+
+    with client.session("s"):
+        gen = pages(2)
+        assert memory.events_of("tool:start") == []  # nothing ran yet
+        assert list(gen) == ["page 0", "page 1"]
+        assert current_tool_call() is None  # the call is current only inside the generator
+    assert client.flush(5 * UNIT)
+    assert [e.event_type for e in memory.events] == [
+        "tool:start",
+        "tool:intermediate",
+        "tool:intermediate",
+        "tool:end",
+    ]
+    assert [e.event["data"] for e in memory.events_of("tool:intermediate")] == ["page 0", "page 1"]
+    end = memory.events_of("tool:end")[0].event["call"]
+    assert end["result"] == "all read" and end["arguments"] == {"n": 2}
+    assert all(call is not None and call.name == "pages" for call in inside)
+
+
+def test_generator_tool_closed_early_is_cancelled_and_one_that_raises_fails(
+    memory: InMemoryStudio, make_client: MakeClient
+) -> None:
+    client = make_client()
+
+    @client.tool
+    def numbers() -> Iterator[int]:
+        yield 1
+        yield 2
+        raise ValueError("boom")
+
+    gen = numbers()
+    assert next(gen) == 1
+    gen.close()
+    with pytest.raises(ValueError, match="boom"):
+        list(numbers())
+    assert client.flush(5 * UNIT)
+    assert len(memory.events_of("tool:canceled")) == 1
+    assert "boom" in memory.events_of("tool:error")[0].event["error"]
+
+
+def test_generator_tool_passes_send_and_throw_through(make_client: MakeClient) -> None:
+    client = make_client()
+
+    @client.tool
+    def echo() -> Iterator[str]:
+        got = yield "ready"
+        try:
+            yield f"got {got}"
+        except KeyError:
+            yield "caught"
+
+    gen = echo()
+    assert next(gen) == "ready"
+    assert gen.send("x") == "got x"
+    assert gen.throw(KeyError("k")) == "caught"
+
+
+def test_async_generator_tool_ends_when_the_generator_does(
+    memory: InMemoryStudio, make_client: MakeClient
+) -> None:
+    client = make_client()
+
+    @client.tool("stream")
+    async def stream(n: int) -> Any:
+        for i in range(n):
+            await asyncio.sleep(0)
+            yield i
+
+    async def main() -> list[int]:
+        return [i async for i in stream(3)]
+
+    assert asyncio.run(main()) == [0, 1, 2]
+    assert client.flush(5 * UNIT)
+    assert [e.event_type for e in memory.events] == [
+        "tool:start",
+        *["tool:intermediate"] * 3,
+        "tool:end",
+    ]

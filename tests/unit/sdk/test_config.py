@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from aster_studio_sdk import ConfigError, DeliveryOptions
-from aster_studio_sdk._config import DEFAULT_URL, connect_url, resolve
+from aster_studio_sdk._config import DEFAULT_URL, connect_url, redact_url, resolve
 
 OPTS = DeliveryOptions()
 
@@ -80,3 +80,56 @@ def test_drop_policy_given_by_name_becomes_the_enum() -> None:
     from aster_studio_sdk import DropPolicy
 
     assert DeliveryOptions(drop_policy="drop_oldest").drop_policy is DropPolicy.DROP_OLDEST  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "url", ["ws://[::1", "ws://[studio.internal]:3032", "ws://h:99999", "ws://h:abc", "ws://:3032"]
+)
+def test_malformed_url_in_code_is_a_config_error(url: str) -> None:
+    with pytest.raises(ConfigError):
+        settings({}, url=url)
+
+
+@pytest.mark.parametrize("enabled", ["1", None])
+@pytest.mark.parametrize("url", ["ws://[::1", "ws://h:99999", "ws://h:abc"])
+def test_malformed_url_in_environment_warns_and_leaves_reporting_off(
+    url: str, enabled: str | None, caplog: pytest.LogCaptureFixture
+) -> None:
+    env = {"ASTER_STUDIO_URL": url}
+    if enabled is not None:
+        env["ASTER_STUDIO_ENABLED"] = enabled
+    s = settings(env)
+    assert s.enabled is False  # type: ignore[attr-defined]
+    assert "ASTER_STUDIO_URL" in caplog.text and "reporting is off" in caplog.text
+
+
+def test_client_with_malformed_url_in_environment_runs_with_reporting_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from aster_studio_sdk import StudioClient
+
+    monkeypatch.setenv("ASTER_STUDIO_ENABLED", "1")
+    monkeypatch.setenv("ASTER_STUDIO_URL", "ws://[::1")
+    client = StudioClient("agent-env")
+    assert client.enabled is False
+    client.text("x")
+    assert client.close(0)
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("ws://user:pw@h:1/p", "ws://***@h:1/p"),
+        ("ws://tok@h:1", "ws://***@h:1"),
+        ("ws://h:1/p?token=s3cret&x=1", "ws://h:1/p?token=***&x=1"),
+        ("ws://h:1/p", "ws://h:1/p"),
+    ],
+)
+def test_redact_url_masks_credentials(url: str, shown: str) -> None:
+    assert redact_url(url) == shown
+
+
+def test_config_error_for_a_bad_url_does_not_show_its_password() -> None:
+    with pytest.raises(ConfigError) as info:
+        settings({}, url="ws://user:pw@h:99999")
+    assert "pw" not in str(info.value)

@@ -7,6 +7,7 @@ import math
 import threading
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -25,7 +26,7 @@ from aster_studio_sdk.protocol.answers import AnswerError
 from aster_studio_sdk.testing import InMemoryStudio, MemoryTransport
 from tests.support.timing import UNIT
 
-from .conftest import MakeClient, wait_until
+from .conftest import FAST, MakeClient, wait_until
 
 SLACK = 0.5 * UNIT  # how much later than its timeout a default may come back
 
@@ -748,3 +749,67 @@ def test_fixed_answers_answer_each_ask_its_own_questions(
     assert client.ask_user("Why?", timeout=5 * UNIT).answers == {"Why?": "tidy"}
     unanswerable = client.ask_user("How?", timeout=0.3, default={"How?": "carefully"})
     assert not unanswerable.answered and unanswerable.answers == {"How?": "carefully"}
+
+
+SMALL_FRAMES = replace(FAST, max_message_bytes=10_000, max_batch_bytes=20_000)
+
+
+def test_permission_request_too_large_to_send_resolves_at_once(make_client: MakeClient) -> None:
+    client = make_client(options=SMALL_FRAMES)
+    call = {"name": "write_file", "arguments": {"content": "x" * 50_000}}
+    start = time.monotonic()
+    decision = client.session("s").request_permission(call, timeout=30 * UNIT)
+    assert time.monotonic() - start < 5 * UNIT
+    assert decision.reason is Reason.UNDELIVERABLE
+    assert decision.source is Source.DEFAULT and not decision.allowed
+    assert client.stats().oversized == 1
+
+
+def test_permission_request_not_encodable_resolves_at_once(make_client: MakeClient) -> None:
+    client = make_client(options=SMALL_FRAMES)
+    cyclic: dict[str, Any] = {}
+    cyclic["self"] = cyclic
+    request = client.request_permission(
+        {"name": "loop", "arguments": cyclic}, timeout=30 * UNIT, on_decision=lambda _: None
+    )
+    assert wait_until(request.done)
+    assert request.result().reason is Reason.UNDELIVERABLE
+    assert client.stats().unencodable == 1
+
+
+def test_question_too_large_to_send_resolves_at_once(make_client: MakeClient) -> None:
+    client = make_client(options=SMALL_FRAMES)
+    start = time.monotonic()
+    answers = client.ask_user("y" * 50_000, timeout=30 * UNIT)
+    assert time.monotonic() - start < 5 * UNIT
+    assert answers.reason is Reason.UNDELIVERABLE and not answers.answered
+
+
+def test_tool_result_too_large_still_ends_the_call(
+    memory: InMemoryStudio, make_client: MakeClient
+) -> None:
+    client = make_client(options=SMALL_FRAMES)
+    with client.session("s") as s, s.tool_call("fetch_page", {"url": "u"}) as call:
+        call.result = "<html>" + "z" * 50_000
+    assert client.flush(5 * UNIT)
+    (end,) = control_events(memory, "tool:end")
+    assert end["call"]["state"] == "completed"
+    assert "omitted" in end["call"]["result"]
+    assert end["call"]["arguments"] == {"url": "u"}  # what fits is kept
+    assert client.stats().oversized == 0
+
+
+def test_tool_with_a_large_argument_is_still_reported(
+    memory: InMemoryStudio, make_client: MakeClient
+) -> None:
+    client = make_client(options=SMALL_FRAMES)
+    with client.session("s") as s, s.tool_call("write_file", {"content": "c" * 50_000}) as call:
+        call.progress(0.5)
+        call.intermediate("d" * 50_000)
+        call.result = "ok"
+    assert client.flush(5 * UNIT)
+    kinds = ("tool:start", "tool:progress", "tool:intermediate", "tool:end")
+    assert [len(control_events(memory, k)) for k in kinds] == [1, 1, 1, 1]
+    assert "omitted" in control_events(memory, "tool:intermediate")[0]["data"]
+    (end,) = control_events(memory, "tool:end")
+    assert end["call"]["result"] == "ok" and "omitted" in end["call"]["arguments"]["omitted"]

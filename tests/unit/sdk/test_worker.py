@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 import pytest
 
 from aster_studio_sdk import DropPolicy, StudioClient
+from aster_studio_sdk._errors import ConnectionClosed
 from aster_studio_sdk._transport import Connection
 from aster_studio_sdk._worker import OP_TEXT
 from aster_studio_sdk.testing import (
@@ -669,3 +670,87 @@ def test_encode_without_orjson_matches_orjson_on_odd_values(
         "c": {"1": "x"},
         "d": "2024-01-01T00:00:00+00:00",
     }
+
+
+def test_messages_stored_whose_acks_were_lost_count_as_delivered(
+    memory: InMemoryStudio, make_client: MakeClient
+) -> None:
+    memory.drop_acks = True
+    client = make_client()
+    for i in range(300):
+        client.text(str(i))
+    assert wait_until(lambda: len(memory.events) == 300)
+    memory.drop_acks = False
+    memory.disconnect_all()  # the reconnect learns last_seq: all 300 are stored
+    assert client.flush(5 * UNIT)
+    stats = client.stats()
+    assert stats.delivered == 300
+    assert stats.sent - stats.resent == 300
+
+
+class _FailingSends:
+    """A transport whose connections fail the sends numbered in `fail_at` (counted across
+    connections, the register included), delivering nothing for them."""
+
+    def __init__(self, studio: InMemoryStudio, fail_at: set[int]) -> None:
+        self._inner = MemoryTransport(studio)
+        self.fail_at = fail_at
+        self.sends = 0
+
+    def connect(self, url: str, headers: Mapping[str, str], timeout: float) -> Connection:
+        conn = self._inner.connect(url, headers, timeout)
+        transport = self
+
+        class Failing:
+            def send(self, frame: bytes) -> None:
+                transport.sends += 1
+                if transport.sends in transport.fail_at:
+                    conn.close()
+                    raise ConnectionClosed("send failed")
+                conn.send(frame)
+
+            def recv(self, timeout: float) -> str | bytes | None:
+                return conn.recv(timeout)
+
+            def close(self) -> None:
+                conn.close()
+
+            def abort(self) -> None:
+                conn.abort()
+
+        return Failing()
+
+
+def test_sent_minus_resent_counts_each_message_once_when_a_send_fails(
+    memory: InMemoryStudio,
+) -> None:
+    transport = _FailingSends(memory, {3, 7})
+    client = StudioClient(
+        "agent-1",
+        url=IN_MEMORY_URL,
+        enabled=True,
+        strict=True,
+        transport=transport,
+        options=replace(FAST, max_batch_messages=50),
+    )
+    try:
+        for i in range(1000):
+            client.text(str(i))
+        assert client.flush(10 * UNIT)
+        stats = client.stats()
+        assert transport.sends > 7 and len(memory.events) == 1000
+        assert stats.delivered == 1000
+        assert stats.sent - stats.resent == 1000
+    finally:
+        client.close(UNIT)
+
+
+def test_a_huge_integer_is_dropped_as_unreadable_not_as_too_deep(
+    make_client: MakeClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = make_client()
+    client.event("monitor", "big", v=10**400)
+    assert client.flush(5 * UNIT)
+    assert client.stats().unencodable == 1
+    assert "a number the Studio cannot read" in caplog.text
+    assert "nests deeper" not in caplog.text
