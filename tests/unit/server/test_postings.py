@@ -192,7 +192,9 @@ def test_a_database_posted_before_time_ranges_gets_them_at_open(tmp_path: Path) 
     with closing(apsw.Connection(str(path))) as conn:  # back to schema 6, as it left it
         conn.execute(
             "DROP TABLE posted_times; CREATE INDEX events_by_ts ON events (ts); "
-            "ALTER TABLE sessions DROP COLUMN error_count; PRAGMA user_version = 6"
+            "ALTER TABLE sessions DROP COLUMN error_count; "
+            "ALTER TABLE prices DROP COLUMN cache_read_per_m; "
+            "ALTER TABLE prices DROP COLUMN cache_write_per_m; PRAGMA user_version = 6"
         )
     posted = posted_through(path)
     assert 0 < posted < rows[-1].id
