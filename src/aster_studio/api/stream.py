@@ -187,7 +187,7 @@ def router(studio: Studio) -> APIRouter:
                 sub.filter = flt
                 sub.active = True
                 sub.batch = bool(msg.get("batch"))
-                sub.pending.clear()
+                sub.clear()
                 sub.floor = 0
                 agent_count = len(flt.agent_ids) or len(studio.registry.agents)
                 await ws.send_text(_frame("subscribed", {**echo, "agent_count": agent_count}))
@@ -276,7 +276,7 @@ def router(studio: Studio) -> APIRouter:
                 elif action == "unsubscribe":
                     async with lock:
                         sub.active = False
-                        sub.pending.clear()
+                        sub.clear()
                         await ws.send_text(_frame("unsubscribed", None))
                 elif action == "ping":
                     async with lock:
