@@ -27,6 +27,13 @@ class Stream(RawAgent):
         self.send({"action": "subscribe", **body})
         return self.recv_until("subscribed")
 
+    def until(self, kind: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """The frames before the next `kind` frame, and that frame."""
+        before: list[dict[str, Any]] = []
+        while (frame := self.recv())["type"] != kind:
+            before.append(frame)
+        return before, frame
+
     def events(self, count: int, timeout: float = 10 * UNIT) -> list[dict[str, Any]]:
         """Collect `count` event payloads from `event` or `events` frames."""
         found: list[dict[str, Any]] = []
@@ -258,3 +265,24 @@ def test_a_stop_does_not_wait_for_stream_clients_that_stopped_reading(tmp_path: 
     # Storage was flushed before the end, as always.
     with StudioProcess(tmp_path / "stuck.db") as again:
         assert get(again.http_url, "/v1/dashboard/events/count?agent_id=busy")["count"] == 20_000
+
+
+def test_min_level_counts_events_without_severity_as_info_replayed_and_live(
+    studio: StudioProcess,
+) -> None:
+    """`min_level: "error"` let every text chunk through, as they carry no severity; an
+    `error` event without one is an error, as every error count has it."""
+    with RawAgent(studio.agent_url) as agent, Stream(studio) as stream:
+        agent.send(event("lv", "text_chunk", delta="old"))
+        agent.send(event("lv", "error", message="old"))
+        assert agent.request({"type": "ping"}) == {"type": "pong"}
+        stream.subscribe(filters={"min_level": "error"}, since=0)
+        replayed, _ = stream.until("replayed")
+        agent.send(event("lv", "text_chunk", delta="new"))
+        agent.send(event("lv", "error", severity="warn", message="a warning"))
+        agent.send(event("lv", "error", message="new"))
+        (live,) = stream.events(1)
+    assert [f["payload"]["data"] for f in replayed if f["type"] == "event"] == [
+        {"event_type": "error", "message": "old"}
+    ]
+    assert live["data"] == {"event_type": "error", "message": "new"}

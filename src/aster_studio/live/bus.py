@@ -14,11 +14,27 @@ from typing import Any, Final
 
 import orjson
 
-from ..models import StoredEvent, iso_ms
+from ..models import StoredEvent, counts_as_error, iso_ms
 
 log = logging.getLogger(__name__)
 
 LEVELS = {"debug": 0, "info": 1, "warn": 2, "warning": 2, "error": 3, "fatal": 4}
+# What `min_level` compares: a severity not named here (`critical`) is an error, as in every
+# error count; `notice` is below `warn`.
+_SEVERITY_LEVELS: Final = {**LEVELS, "notice": 1}
+_INFO: Final = 1
+_ERROR: Final = 3
+
+
+def severity_level(event: StoredEvent) -> int:
+    """The level `min_level` compares: the event's severity's, else `info`, or `error` for an
+    `error` event (which every error count counts), so that `min_level: "warn"` passes what
+    the counts call errors and leaves out the text and tool events, which carry none."""
+    severity = event.severity
+    if severity is None:
+        return _ERROR if counts_as_error(event.event_type, None) else _INFO
+    return _SEVERITY_LEVELS.get(severity.lower(), _ERROR)
+
 
 # What waits for the subscribers goes out once per turn of the event loop, after every read of
 # that turn, in one frame each. After a turn that sent many events (the Studio is busy) the next
@@ -148,12 +164,7 @@ class StreamFilter:
             return False
         if self.session_ids and event.session_id not in self.session_ids:
             return False
-        severity = event.severity
-        return not (
-            self.min_level
-            and severity is not None
-            and LEVELS.get(severity.lower(), 3) < self.min_level  # `critical`: an error
-        )
+        return not self.min_level or severity_level(event) >= self.min_level
 
 
 # The most bytes of events (their items' JSON) that wait for one live-stream connection, as

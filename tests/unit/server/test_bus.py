@@ -50,11 +50,27 @@ def test_filter_matches_agent_type_and_level() -> None:
             stored(1, "a"),
             stored(2, "b", severity="warn"),
             stored(3, "b", severity="error"),
-            stored(4, "b"),
+            stored(4, "b", severity="CRITICAL"),
         ]
     )
     assert [c for c, _ in sub.pending] == [3, 4]
     assert (sub.received, sub.filtered) == (4, 2)
+
+
+def test_an_event_without_severity_is_info_for_min_level_and_an_error_event_an_error() -> None:
+    """`min_level: "error"` let every text chunk and tool event through: they carry no
+    severity. An `error` event without one is an error, as in every error count."""
+    events = [
+        stored(1, etype="text_chunk"),
+        stored(2, etype="error"),
+        stored(3, etype="Error", severity="notice"),
+        stored(4, etype="log", severity="debug"),
+    ]
+    passed = {
+        level: [e.id for e in events if StreamFilter(min_level=level).matches(e)]
+        for level in (0, 1, 2, 3)
+    }
+    assert passed == {0: [1, 2, 3, 4], 1: [1, 2, 3], 2: [2], 3: [2]}
 
 
 def test_queue_is_bounded_and_counts_drops() -> None:
