@@ -286,3 +286,28 @@ def test_min_level_counts_events_without_severity_as_info_replayed_and_live(
         {"event_type": "error", "message": "old"}
     ]
     assert live["data"] == {"event_type": "error", "message": "new"}
+
+
+def test_a_since_past_the_newest_cursor_follows_from_now_and_says_so(
+    studio: StudioProcess,
+) -> None:
+    """A client resuming with a cursor of another (or an emptied) database heard nothing more
+    until the cursors passed its own, and was not told."""
+    with RawAgent(studio.agent_url) as agent, Stream(studio) as stream:
+        agent.send(event("reset", "x", i=1))
+        assert agent.request({"type": "ping"}) == {"type": "pong"}
+        reply = stream.subscribe(filters={}, since=10**12)
+        assert reply["payload"]["since_reset"] == {"since": 10**12, "cursor": 1}
+        assert stream.recv_until("replayed")["payload"] == {"cursor": 1, "count": 0}
+        agent.send(event("reset", "x", i=2))
+        (live,) = stream.events(1)
+    assert (live["cursor"], live["data"]["i"]) == (2, 2)
+
+
+def test_a_since_within_the_store_says_nothing_of_a_reset(studio: StudioProcess) -> None:
+    with RawAgent(studio.agent_url) as agent, Stream(studio) as stream:
+        agent.send(event("same", "x", i=1))
+        assert agent.request({"type": "ping"}) == {"type": "pong"}
+        reply = stream.subscribe(filters={}, since=1)
+        assert "since_reset" not in reply["payload"]
+        assert stream.recv_until("replayed")["payload"] == {"cursor": 1, "count": 0}

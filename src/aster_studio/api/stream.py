@@ -190,8 +190,16 @@ def router(studio: Studio) -> APIRouter:
                 sub.clear()
                 sub.floor = 0
                 agent_count = len(flt.agent_ids) or len(studio.registry.agents)
-                await ws.send_text(_frame("subscribed", {**echo, "agent_count": agent_count}))
-                if since is not None:
+                reply: dict[str, Any] = {**echo, "agent_count": agent_count}
+                newest = studio.ingest.next_event_id - 1
+                if since is not None and since > newest:
+                    # A cursor of another (or an emptied) database: replaying after it would
+                    # mute every event until the cursors pass it. Follow from now, and say so.
+                    reply["since_reset"] = {"since": since, "cursor": newest}
+                await ws.send_text(_frame("subscribed", reply))
+                if "since_reset" in reply:
+                    await ws.send_text(_frame("replayed", {"cursor": newest, "count": 0}))
+                elif since is not None:
                     await replay(flt, since)
                 await ws.send_text(stats())
 
