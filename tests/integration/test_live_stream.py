@@ -311,3 +311,22 @@ def test_a_since_within_the_store_says_nothing_of_a_reset(studio: StudioProcess)
         reply = stream.subscribe(filters={}, since=1)
         assert "since_reset" not in reply["payload"]
         assert stream.recv_until("replayed")["payload"] == {"cursor": 1, "count": 0}
+
+
+def test_agent_count_counts_the_connected_agents_the_filter_follows(
+    studio: StudioProcess,
+) -> None:
+    """It counted every agent ever seen, and every id in `agent_ids`, known or not."""
+    for gone in ("gone1", "gone2"):
+        with RawAgent(studio.agent_url) as agent:
+            agent.request(register(gone))
+    with RawAgent(studio.agent_url) as agent, Stream(studio) as stream:
+        agent.request(register("here"))
+        overview = "/v1/dashboard/overview"
+        wait_for(lambda: get(studio.http_url, overview)["agents"], lambda a: a["online"] == 1)
+        counts = []
+        for filters in ({}, {"agent_ids": ["here", "gone1", "nobody"]}, {"agent_ids": ["x"]}):
+            reply = stream.subscribe(filters=filters)
+            stats = stream.recv_until("stats")["stats"]
+            counts.append((reply["payload"]["agent_count"], stats["subscribed_agents"]))
+    assert counts == [(1, 1), (1, 1), (0, 0)]

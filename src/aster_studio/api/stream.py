@@ -98,10 +98,16 @@ def router(studio: Studio) -> APIRouter:
         connected_at = iso_ms(studio.clock())
         lock = asyncio.Lock()
 
+        def agent_count() -> int:
+            """The connected agents the filter follows (the original's current agents)."""
+            agents = studio.registry.agents
+            wanted = sub.filter.agent_ids or agents
+            return sum(1 for a in wanted if a in agents and agents[a].connection is not None)
+
         def stats() -> str:
             body = {
                 "connected_at": connected_at,
-                "subscribed_agents": len(sub.filter.agent_ids) or len(studio.registry.agents),
+                "subscribed_agents": agent_count(),
                 "events_received": sub.received,
                 "events_filtered": sub.filtered,
             }
@@ -189,8 +195,7 @@ def router(studio: Studio) -> APIRouter:
                 sub.batch = bool(msg.get("batch"))
                 sub.clear()
                 sub.floor = 0
-                agent_count = len(flt.agent_ids) or len(studio.registry.agents)
-                reply: dict[str, Any] = {**echo, "agent_count": agent_count}
+                reply: dict[str, Any] = {**echo, "agent_count": agent_count()}
                 newest = studio.ingest.next_event_id - 1
                 if since is not None and since > newest:
                     # A cursor of another (or an emptied) database: replaying after it would
