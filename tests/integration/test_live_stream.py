@@ -330,3 +330,19 @@ def test_agent_count_counts_the_connected_agents_the_filter_follows(
             stats = stream.recv_until("stats")["stats"]
             counts.append((reply["payload"]["agent_count"], stats["subscribed_agents"]))
     assert counts == [(1, 1), (1, 1), (0, 0)]
+
+
+def test_replayed_event_frames_say_replay_and_live_ones_do_not(studio: StudioProcess) -> None:
+    with RawAgent(studio.agent_url) as agent, Stream(studio) as stream:
+        agent.send(event("plain", "x", i=1))
+        agent.send(event("plain", "x", i=2))
+        assert agent.request({"type": "ping"}) == {"type": "pong"}
+        stream.subscribe(filters={}, since=0)
+        replayed, _ = stream.until("replayed")
+        agent.send(event("plain", "x", i=3))
+        live = stream.recv_until("event")
+    assert [(f["payload"]["data"]["i"], f.get("replay")) for f in replayed] == [
+        (1, True),
+        (2, True),
+    ]
+    assert live["payload"]["data"]["i"] == 3 and "replay" not in live

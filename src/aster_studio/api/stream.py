@@ -249,9 +249,8 @@ def router(studio: Studio) -> APIRouter:
                 )
             else:
                 for e in page:
-                    await ws.send_text(
-                        '{"type":"event","payload":' + event_item(e, data_key="data").decode() + "}"
-                    )
+                    item = event_item(e, data_key="data").decode()
+                    await ws.send_text('{"type":"event","payload":' + item + ',"replay":true}')
             return len(page)
 
         async def error(code: str, message: str) -> None:
