@@ -346,3 +346,27 @@ def test_replayed_event_frames_say_replay_and_live_ones_do_not(studio: StudioPro
         (2, True),
     ]
     assert live["payload"]["data"]["i"] == 3 and "replay" not in live
+
+
+def test_a_ping_or_subscribe_during_a_replay_is_answered_at_once(studio: StudioProcess) -> None:
+    """The socket read nothing until a replay had sent everything: a client that asked for too
+    much history could neither ping nor change its mind. A new subscribe ends the replay."""
+    total = 20_000
+    with RawAgent(studio.agent_url) as agent:
+        for start in range(0, total, 1_000):
+            batch = [event("old", "x", i=i) for i in range(start, start + 1_000)]
+            agent.send({"type": "batch", "messages": batch})
+        count = "/v1/dashboard/events/count"
+        wait_for(lambda: get(studio.http_url, count)["count"], lambda n: n == total, 30 * UNIT)
+        with Stream(studio) as stream:
+            stream.subscribe(filters={}, since=0)
+            stream.send({"action": "ping"})
+            stream.send({"action": "subscribe", "filters": {"agent_ids": ["new"]}})
+            before, _ = stream.until("subscribed")
+            agent.send(event("new", "x", i=-1))
+            between, live = stream.until("event")
+    kinds = [f["type"] for f in before]
+    assert "pong" in kinds and "replayed" not in kinds
+    assert kinds.count("event") < total
+    assert [f["type"] for f in between] == ["stats"]
+    assert live["payload"]["agent_id"] == "new"
