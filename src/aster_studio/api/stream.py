@@ -184,6 +184,10 @@ def router(studio: Studio) -> APIRouter:
             nonlocal replaying
             task, replaying = replaying, None
             if task is not None and not task.done():
+                # What waits was published during the replay, past what it has sent: sent
+                # now it would leave a gap. The next subscription starts afresh.
+                sub.active = False
+                sub.clear()
                 task.cancel()
                 await asyncio.wait([task])
             if task is not None and not task.cancelled():
