@@ -361,6 +361,49 @@ def test_the_tail_keeps_what_fits_its_count_and_bytes_and_replays_it_exactly(
         bus_module.RECENT_KEEP, bus_module.RECENT_KEEP_BYTES = original
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.lists(st.integers(10, 400), max_size=6), st.integers(0, 5)),
+        min_size=1,
+        max_size=12,
+    ),
+    st.integers(1, 8),
+    st.integers(10, 1_000),
+)
+def test_a_watched_tail_measured_by_items_keeps_its_bounds(
+    steps: list[tuple[list[int], int]], keep: int, keep_bytes: int
+) -> None:
+    """With an unfiltered subscriber a run is measured by its items (the payloads and a little
+    more), a part of one by its payloads: the tail still holds every event not committed, a
+    contiguous run of the newest, within its bounds."""
+    original = bus_module.RECENT_KEEP, bus_module.RECENT_KEEP_BYTES
+    bus_module.RECENT_KEEP, bus_module.RECENT_KEEP_BYTES = keep, keep_bytes
+    try:
+        bus = bus_module.LiveBus()
+        sub = bus.subscribe()
+        sub.active = True
+        published: list[StoredEvent] = []
+        through = 0
+        for run, commit in steps:
+            events = [big(len(published) + n, size) for n, size in enumerate(run, 1)]
+            bus.publish(events)
+            sub.take()
+            published += events
+            through = min(len(published), through + commit)
+            bus.committed(through)
+            kept = bus.recent_after(bus.trimmed_through) or []
+            assert [e.id for e in kept] == [e.id for e in published[bus.trimmed_through :]]
+            assert bus.trimmed_through <= through
+            committed = [e for e in kept if e.id <= through]
+            assert not committed or (
+                len(kept) <= keep and sum(len(e.payload) for e in kept) <= keep_bytes
+            )
+            assert bus._recent_bytes >= 0
+    finally:
+        bus_module.RECENT_KEEP, bus_module.RECENT_KEEP_BYTES = original
+
+
 async def test_a_turns_offers_go_out_in_one_flush_per_subscriber() -> None:
     """With `flush` set, offers wake no task: each subscriber's flush runs once, after every
     publication of that turn of the loop, and sees all of them."""
