@@ -27,6 +27,13 @@ class Stream(RawAgent):
         self.send({"action": "subscribe", **body})
         return self.recv_until("subscribed")
 
+    def until(self, kind: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """The frames before the next `kind` frame, and that frame."""
+        before: list[dict[str, Any]] = []
+        while (frame := self.recv())["type"] != kind:
+            before.append(frame)
+        return before, frame
+
     def events(self, count: int, timeout: float = 10 * UNIT) -> list[dict[str, Any]]:
         """Collect `count` event payloads from `event` or `events` frames."""
         found: list[dict[str, Any]] = []
@@ -258,3 +265,111 @@ def test_a_stop_does_not_wait_for_stream_clients_that_stopped_reading(tmp_path: 
     # Storage was flushed before the end, as always.
     with StudioProcess(tmp_path / "stuck.db") as again:
         assert get(again.http_url, "/v1/dashboard/events/count?agent_id=busy")["count"] == 20_000
+
+
+def test_min_level_counts_events_without_severity_as_info_replayed_and_live(
+    studio: StudioProcess,
+) -> None:
+    """`min_level: "error"` let every text chunk through, as they carry no severity; an
+    `error` event without one is an error, as every error count has it."""
+    with RawAgent(studio.agent_url) as agent, Stream(studio) as stream:
+        agent.send(event("lv", "text_chunk", delta="old"))
+        agent.send(event("lv", "error", message="old"))
+        assert agent.request({"type": "ping"}) == {"type": "pong"}
+        stream.subscribe(filters={"min_level": "error"}, since=0)
+        replayed, _ = stream.until("replayed")
+        agent.send(event("lv", "text_chunk", delta="new"))
+        agent.send(event("lv", "error", severity="warn", message="a warning"))
+        agent.send(event("lv", "error", message="new"))
+        (live,) = stream.events(1)
+    assert [f["payload"]["data"] for f in replayed if f["type"] == "event"] == [
+        {"event_type": "error", "message": "old"}
+    ]
+    assert live["data"] == {"event_type": "error", "message": "new"}
+
+
+def test_a_since_past_the_newest_cursor_follows_from_now_and_says_so(
+    studio: StudioProcess,
+) -> None:
+    """A client resuming with a cursor of another (or an emptied) database heard nothing more
+    until the cursors passed its own, and was not told."""
+    with RawAgent(studio.agent_url) as agent, Stream(studio) as stream:
+        agent.send(event("reset", "x", i=1))
+        assert agent.request({"type": "ping"}) == {"type": "pong"}
+        reply = stream.subscribe(filters={}, since=10**12)
+        assert reply["payload"]["since_reset"] == {"since": 10**12, "cursor": 1}
+        assert stream.recv_until("replayed")["payload"] == {"cursor": 1, "count": 0}
+        agent.send(event("reset", "x", i=2))
+        (live,) = stream.events(1)
+    assert (live["cursor"], live["data"]["i"]) == (2, 2)
+
+
+def test_a_since_within_the_store_says_nothing_of_a_reset(studio: StudioProcess) -> None:
+    with RawAgent(studio.agent_url) as agent, Stream(studio) as stream:
+        agent.send(event("same", "x", i=1))
+        assert agent.request({"type": "ping"}) == {"type": "pong"}
+        reply = stream.subscribe(filters={}, since=1)
+        assert "since_reset" not in reply["payload"]
+        assert stream.recv_until("replayed")["payload"] == {"cursor": 1, "count": 0}
+
+
+def test_agent_count_counts_the_connected_agents_the_filter_follows(
+    studio: StudioProcess,
+) -> None:
+    """It counted every agent ever seen, and every id in `agent_ids`, known or not."""
+    for gone in ("gone1", "gone2"):
+        with RawAgent(studio.agent_url) as agent:
+            agent.request(register(gone))
+    with RawAgent(studio.agent_url) as agent, Stream(studio) as stream:
+        agent.request(register("here"))
+        overview = "/v1/dashboard/overview"
+        wait_for(lambda: get(studio.http_url, overview)["agents"], lambda a: a["online"] == 1)
+        counts = []
+        for filters in ({}, {"agent_ids": ["here", "gone1", "nobody"]}, {"agent_ids": ["x"]}):
+            reply = stream.subscribe(filters=filters)
+            stats = stream.recv_until("stats")["stats"]
+            counts.append((reply["payload"]["agent_count"], stats["subscribed_agents"]))
+    assert counts == [(1, 1), (1, 1), (0, 0)]
+
+
+def test_replayed_event_frames_say_replay_and_live_ones_do_not(studio: StudioProcess) -> None:
+    with RawAgent(studio.agent_url) as agent, Stream(studio) as stream:
+        agent.send(event("plain", "x", i=1))
+        agent.send(event("plain", "x", i=2))
+        assert agent.request({"type": "ping"}) == {"type": "pong"}
+        stream.subscribe(filters={}, since=0)
+        replayed, _ = stream.until("replayed")
+        agent.send(event("plain", "x", i=3))
+        live = stream.recv_until("event")
+    assert [(f["payload"]["data"]["i"], f.get("replay")) for f in replayed] == [
+        (1, True),
+        (2, True),
+    ]
+    assert live["payload"]["data"]["i"] == 3 and "replay" not in live
+
+
+def test_a_ping_or_subscribe_during_a_replay_is_answered_at_once(studio: StudioProcess) -> None:
+    """The socket read nothing until a replay had sent everything: a client that asked for too
+    much history could neither ping nor change its mind. A new subscribe ends the replay."""
+    total = 20_000
+    with RawAgent(studio.agent_url) as agent:
+        for start in range(0, total, 1_000):
+            batch = [event("old", "x", i=i) for i in range(start, start + 1_000)]
+            agent.send({"type": "batch", "messages": batch})
+        count = "/v1/dashboard/events/count"
+        wait_for(lambda: get(studio.http_url, count)["count"], lambda n: n == total, 30 * UNIT)
+        with Stream(studio) as stream:
+            stream.subscribe(filters={}, since=0)
+            agent.send(event("old", "x", i=total))  # live during the replay: it must wait
+            assert agent.request({"type": "ping"}) == {"type": "pong"}
+            stream.send({"action": "ping"})
+            stream.send({"action": "subscribe", "filters": {"agent_ids": ["new"]}})
+            before, _ = stream.until("subscribed")
+            agent.send(event("new", "x", i=-1))
+            between, live = stream.until("event")
+    kinds = [f["type"] for f in before]
+    assert "pong" in kinds and "replayed" not in kinds
+    cursors = [f["payload"]["cursor"] for f in before if f["type"] == "event"]
+    assert cursors == list(range(1, len(cursors) + 1)) and len(cursors) < total  # no gap
+    assert [f["type"] for f in between] == ["stats"]
+    assert live["payload"]["agent_id"] == "new"

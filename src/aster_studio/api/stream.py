@@ -98,10 +98,16 @@ def router(studio: Studio) -> APIRouter:
         connected_at = iso_ms(studio.clock())
         lock = asyncio.Lock()
 
+        def agent_count() -> int:
+            """The connected agents the filter follows (the original's current agents)."""
+            agents = studio.registry.agents
+            wanted = sub.filter.agent_ids or agents
+            return sum(1 for a in wanted if a in agents and agents[a].connection is not None)
+
         def stats() -> str:
             body = {
                 "connected_at": connected_at,
-                "subscribed_agents": len(sub.filter.agent_ids) or len(studio.registry.agents),
+                "subscribed_agents": agent_count(),
                 "events_received": sub.received,
                 "events_filtered": sub.filtered,
             }
@@ -170,7 +176,25 @@ def router(studio: Studio) -> APIRouter:
                         sub.notice_due = False
                         await ws.send_text(stats())
 
+        replaying: asyncio.Task[None] | None = None
+
+        async def stop_replay() -> None:
+            """End the replay under way, if any: a new subscribe or an unsubscribe replaces it
+            (it held every client message until it had sent all, minutes for a large store)."""
+            nonlocal replaying
+            task, replaying = replaying, None
+            if task is not None and not task.done():
+                # What waits was published during the replay, past what it has sent: sent
+                # now it would leave a gap. The next subscription starts afresh.
+                sub.active = False
+                sub.clear()
+                task.cancel()
+                await asyncio.wait([task])
+            if task is not None and not task.cancelled():
+                task.exception()  # retrieved: a send that failed ends the connection anyway
+
         async def subscribe(msg: dict[str, Any]) -> None:
+            nonlocal replaying
             try:
                 flt, echo = parse_filters(msg.get("filters"))
                 since = msg.get("since")
@@ -183,17 +207,41 @@ def router(studio: Studio) -> APIRouter:
             except ValueError as exc:
                 await error("bad_request", str(exc))
                 return
-            async with lock:
+            await stop_replay()
+            # Held from the reply to the end of the replay, which a task of its own runs: no
+            # live event goes out in between, and client messages are read meanwhile.
+            await lock.acquire()
+            handed_over = False
+            try:
                 sub.filter = flt
                 sub.active = True
                 sub.batch = bool(msg.get("batch"))
-                sub.pending.clear()
+                sub.clear()
                 sub.floor = 0
-                agent_count = len(flt.agent_ids) or len(studio.registry.agents)
-                await ws.send_text(_frame("subscribed", {**echo, "agent_count": agent_count}))
-                if since is not None:
-                    await replay(flt, since)
-                await ws.send_text(stats())
+                reply: dict[str, Any] = {**echo, "agent_count": agent_count()}
+                newest = studio.ingest.next_event_id - 1
+                if since is not None and since > newest:
+                    # A cursor of another (or an emptied) database: replaying after it would
+                    # mute every event until the cursors pass it. Follow from now, and say so.
+                    reply["since_reset"] = {"since": since, "cursor": newest}
+                await ws.send_text(_frame("subscribed", reply))
+                if since is None:
+                    await ws.send_text(stats())
+                elif since > newest:
+                    await ws.send_text(_frame("replayed", {"cursor": newest, "count": 0}))
+                    await ws.send_text(stats())
+                else:
+                    replaying = asyncio.create_task(replay_then_stats(flt, since))
+                    # Released however it ends, even cancelled before it started.
+                    replaying.add_done_callback(lambda _: lock.release())
+                    handed_over = True
+            finally:
+                if not handed_over:
+                    lock.release()
+
+        async def replay_then_stats(flt: StreamFilter, since: int) -> None:
+            await replay(flt, since)
+            await ws.send_text(stats())
 
         async def replay(flt: StreamFilter, since: int) -> None:
             last, sent = since, 0
@@ -236,16 +284,12 @@ def router(studio: Studio) -> APIRouter:
                 )
             else:
                 for e in page:
-                    await ws.send_text(
-                        '{"type":"event","payload":' + event_item(e, data_key="data").decode() + "}"
-                    )
+                    item = event_item(e, data_key="data").decode()
+                    await ws.send_text('{"type":"event","payload":' + item + ',"replay":true}')
             return len(page)
 
         async def error(code: str, message: str) -> None:
-            async with lock:
-                await ws.send_text(
-                    _frame("error", {"code": code, "message": message}, message=message)
-                )
+            await ws.send_text(_frame("error", {"code": code, "message": message}, message=message))
 
         task = asyncio.create_task(sender())
         try:
@@ -274,13 +318,13 @@ def router(studio: Studio) -> APIRouter:
                 if action == "subscribe":
                     await subscribe(msg)
                 elif action == "unsubscribe":
+                    await stop_replay()
                     async with lock:
                         sub.active = False
-                        sub.pending.clear()
+                        sub.clear()
                         await ws.send_text(_frame("unsubscribed", None))
-                elif action == "ping":
-                    async with lock:
-                        await ws.send_text(_frame("pong", None))
+                elif action == "ping":  # not behind a replay: a reply needs no order
+                    await ws.send_text(_frame("pong", None))
                 else:
                     await error("unknown_action", f"Unknown action: {str(action)[:64]}")
         except (WebSocketDisconnect, RuntimeError):
@@ -289,6 +333,7 @@ def router(studio: Studio) -> APIRouter:
             if stats_timer is not None:
                 stats_timer.cancel()
             sub.flush = None
+            await stop_replay()
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task

@@ -14,11 +14,27 @@ from typing import Any, Final
 
 import orjson
 
-from ..models import StoredEvent, iso_ms
+from ..models import StoredEvent, counts_as_error, iso_ms
 
 log = logging.getLogger(__name__)
 
 LEVELS = {"debug": 0, "info": 1, "warn": 2, "warning": 2, "error": 3, "fatal": 4}
+# What `min_level` compares: a severity not named here (`critical`) is an error, as in every
+# error count; `notice` is below `warn`.
+_SEVERITY_LEVELS: Final = {**LEVELS, "notice": 1}
+_INFO: Final = 1
+_ERROR: Final = 3
+
+
+def severity_level(event: StoredEvent) -> int:
+    """The level `min_level` compares: the event's severity's, else `info`, or `error` for an
+    `error` event (which every error count counts), so that `min_level: "warn"` passes what
+    the counts call errors and leaves out the text and tool events, which carry none."""
+    severity = event.severity
+    if severity is None:
+        return _ERROR if counts_as_error(event.event_type, None) else _INFO
+    return _SEVERITY_LEVELS.get(severity.lower(), _ERROR)
+
 
 # What waits for the subscribers goes out once per turn of the event loop, after every read of
 # that turn, in one frame each. After a turn that sent many events (the Studio is busy) the next
@@ -148,12 +164,14 @@ class StreamFilter:
             return False
         if self.session_ids and event.session_id not in self.session_ids:
             return False
-        severity = event.severity
-        return not (
-            self.min_level
-            and severity is not None
-            and LEVELS.get(severity.lower(), 3) < self.min_level  # `critical`: an error
-        )
+        return not self.min_level or severity_level(event) >= self.min_level
+
+
+# The most bytes of events (their items' JSON) that wait for one live-stream connection, as
+# `capacity` is the most events: a console that stops reading loses its oldest first, and is
+# told (`dropped`). Counting events alone let a stalled console hold 10,000 events of 400 KB
+# each, 4 GB.
+SUBSCRIBER_BYTES = 16 << 20
 
 
 @dataclass(eq=False, slots=True)
@@ -162,10 +180,12 @@ class Subscriber:
 
     id: int
     capacity: int
+    max_bytes: int = SUBSCRIBER_BYTES
     filter: StreamFilter = field(default_factory=StreamFilter)
     batch: bool = False
     active: bool = False
     pending: deque[tuple[int, bytes]] = field(default_factory=deque)
+    pending_bytes: int = 0  # the length of the items in `pending`
     updates: dict[tuple[str, str], bytes] = field(default_factory=dict)  # frames, by (kind, id)
     floor: int = 0  # events at or below this cursor were already sent (replay)
     dropped: int = 0
@@ -187,26 +207,47 @@ class Subscriber:
         kept = [(c, item) for c, item in self.pending if c > cursor]
         self.pending.clear()
         self.pending.extend(kept)
+        self.pending_bytes = sum(len(item) for _, item in kept)
 
-    def offer_many(self, chosen: list[tuple[int, bytes]]) -> bool:
-        """Queue a run's matching events at once, oldest dropped past capacity; False if none."""
+    def clear(self) -> None:
+        """Forget the events waiting (a new subscription, or none)."""
+        self.pending.clear()
+        self.pending_bytes = 0
+
+    def offer_many(self, chosen: list[tuple[int, bytes]], size: int) -> bool:
+        """Queue a run's matching events at once, `size` bytes of items, the oldest dropped
+        past capacity or `max_bytes`; False if none."""
         if not chosen:
             return False
         if chosen[0][0] <= self.floor:
             chosen = [c for c in chosen if c[0] > self.floor]
+            size = sum(len(item) for _, item in chosen)
         self.pending.extend(chosen)
-        excess = len(self.pending) - self.capacity
-        if excess > 0:
-            for _ in range(excess):
-                self.dropped_through = self.pending.popleft()[0]
-            self.dropped += excess
+        self.pending_bytes += size
+        if len(self.pending) > self.capacity or self.pending_bytes > self.max_bytes:
+            self._drop_oldest()
         return True
+
+    def _drop_oldest(self) -> None:
+        """Drop the oldest events until both bounds hold; the newest stays, however large."""
+        pending = self.pending
+        size = self.pending_bytes
+        excess = len(pending) - self.capacity
+        dropped = 0
+        while dropped < excess or (size > self.max_bytes and len(pending) > 1):
+            cursor, item = pending.popleft()
+            size -= len(item)
+            dropped += 1
+            self.dropped_through = cursor
+        self.pending_bytes = size
+        self.dropped += dropped
 
     def take(self) -> tuple[list[tuple[int, bytes]], dict[tuple[str, str], bytes], int]:
         """Return and clear what is waiting: events, changed views' frames by (kind, id), and
         the drop count."""
         events = list(self.pending)
         self.pending.clear()
+        self.pending_bytes = 0
         updates, self.updates = self.updates, {}
         dropped, self.dropped = self.dropped, 0
         self.wake.clear()
@@ -215,6 +256,7 @@ class Subscriber:
     def sent(self) -> None:
         """What `flush` read from `pending` and `updates` went out: forget it."""
         self.pending.clear()
+        self.pending_bytes = 0
         self.updates.clear()
         self.wake.clear()
 
@@ -260,7 +302,15 @@ class StreamFlush:
 # timed collection walks the tail's fields (heap.py): at 10,000 events/s, 5,000 of them cost
 # pauses of 1.2-2.9 ms, 1,000 about 0.1 ms (docs/benchmarks.md).
 RECENT_KEEP = 1_000
+# And about this many bytes of committed events' payloads (a run published to an unfiltered
+# subscriber is measured by its items, a little more): 1,000 events of 400 KB held 400 MB.
+RECENT_KEEP_BYTES = 8 << 20
 _ID: Final = operator.itemgetter(0)  # a StoredEvent's id
+_PAYLOAD: Final = operator.itemgetter(8)  # a StoredEvent's payload
+
+
+def _payload_bytes(events: list[StoredEvent]) -> int:
+    return sum(map(len, map(_PAYLOAD, events)))
 
 
 class LiveBus:
@@ -268,11 +318,15 @@ class LiveBus:
 
     Events go live before they are committed (the write queue is a few ms behind), so the bus
     keeps the tail that the store may not show yet: every event not yet committed, and the
-    last `RECENT_KEEP` that are. A replay reads the store, then this tail.
+    last `RECENT_KEEP` that are, or fewer when their payloads pass `RECENT_KEEP_BYTES`. A
+    replay reads the store, then this tail.
     """
 
-    def __init__(self, subscriber_capacity: int = 10_000) -> None:
+    def __init__(
+        self, subscriber_capacity: int = 10_000, subscriber_bytes: int = SUBSCRIBER_BYTES
+    ) -> None:
         self._capacity = subscriber_capacity
+        self._subscriber_bytes = subscriber_bytes
         self._subscribers: dict[int, Subscriber] = {}
         self._ids = itertools.count(1)
         self.published = 0
@@ -282,7 +336,9 @@ class LiveBus:
         # batches; the named tuples held instead are at most RECENT_KEEP more than the write
         # queue holds anyway, and `bench_gc` timed no longer collections (docs/benchmarks.md).
         self._recent: deque[list[StoredEvent]] = deque()
+        self._recent_sizes: deque[int] = deque()  # each run's payload bytes
         self._recent_events = 0
+        self._recent_bytes = 0
         self._trimmed_through = 0  # the tail holds every published event past this id
         # The last `events` frame built for an unfiltered subscriber, by the identity of its
         # first and last items and its length; the others taking the same run reuse it.
@@ -297,7 +353,7 @@ class LiveBus:
         return len(self._subscribers)
 
     def subscribe(self) -> Subscriber:
-        sub = Subscriber(next(self._ids), self._capacity)
+        sub = Subscriber(next(self._ids), self._capacity, self._subscriber_bytes)
         self._subscribers[sub.id] = sub
         return sub
 
@@ -307,22 +363,43 @@ class LiveBus:
     def committed(self, through: int) -> None:
         """Events up to `through` are in the store: the tail may let go of the older ones."""
         excess = self._recent_events - RECENT_KEEP
+        excess_bytes = self._recent_bytes - RECENT_KEEP_BYTES
         recent = self._recent
-        while excess > 0:
+        sizes = self._recent_sizes
+        while (excess > 0 or excess_bytes > 0) and recent:
             run = recent[0]
             if run[0].id > through:  # its oldest event is not committed yet: keep everything
                 return
             count = len(run)
-            drop = min(count, excess)
+            size = sizes[0]
+            if excess_bytes >= size:
+                drop = count
+            else:
+                drop = min(count, max(excess, 0))
+                if excess_bytes > 0:  # as many of the oldest as hold that many bytes
+                    held = _payload_bytes(run[:drop])
+                    while held < excess_bytes and drop < count:  # `size` may count items
+                        held += len(run[drop][8])
+                        drop += 1
             if run[drop - 1].id > through:  # only the committed ones may go
                 drop = bisect.bisect_right(run, through, hi=drop, key=_ID)
             if drop == count:
                 recent.popleft()
+                sizes.popleft()
+                gone = size
             else:
+                # Measure the smaller part: this runs at most once a commit, on one run.
+                if drop <= count // 2:
+                    gone = _payload_bytes(run[:drop])
+                else:
+                    gone = size - _payload_bytes(run[drop:])
                 recent[0] = run[drop:]
+                sizes[0] = size - gone
             self._trimmed_through = run[drop - 1].id
             self._recent_events -= drop
+            self._recent_bytes -= gone
             excess -= drop
+            excess_bytes -= gone
             if drop < count:
                 return
 
@@ -355,23 +432,29 @@ class LiveBus:
         The bus keeps `events` in its tail: the caller hands the list over.
         """
         self.published += len(events)
-        if events:
-            self._recent.append(events)
-            self._recent_events += len(events)
         subs = [s for s in self._subscribers.values() if s.active]
-        if not subs:
-            return
         # Each event is serialized at most once: all of them at once for an unfiltered
         # subscriber (which then takes the whole list), otherwise as a filter first wants it.
         everything: list[tuple[int, bytes]] | None = None
-        if any(sub.filter.everything for sub in subs):
+        everything_bytes = 0
+        if subs and any(sub.filter.everything for sub in subs):
             items = event_items(events, data_key="data")
             everything = list(zip(map(_ID, events), items, strict=True))
+            everything_bytes = sum(map(len, items))
+        if events:
+            self._recent.append(events)
+            # The items hold the payloads and a little more: measured once, not twice.
+            size = everything_bytes if everything is not None else _payload_bytes(events)
+            self._recent_sizes.append(size)
+            self._recent_events += len(events)
+            self._recent_bytes += size
+        if not subs:
+            return
         serialized: dict[int, tuple[int, bytes]] | None = None  # by index, for filtered ones
         for sub in subs:
             if everything is not None and sub.filter.everything:
                 sub.received += len(events)
-                if sub.offer_many(everything):
+                if sub.offer_many(everything, everything_bytes):
                     self._notify(sub)
                 continue
             if serialized is None:
@@ -386,7 +469,7 @@ class LiveBus:
             chosen = [serialized[index] for index in wanted]
             sub.received += len(events)
             sub.filtered += len(events) - len(chosen)
-            if sub.offer_many(chosen):
+            if sub.offer_many(chosen, sum(len(item) for _, item in chosen)):
                 self._notify(sub)
 
     def _notify(self, sub: Subscriber) -> None:

@@ -50,11 +50,27 @@ def test_filter_matches_agent_type_and_level() -> None:
             stored(1, "a"),
             stored(2, "b", severity="warn"),
             stored(3, "b", severity="error"),
-            stored(4, "b"),
+            stored(4, "b", severity="CRITICAL"),
         ]
     )
     assert [c for c, _ in sub.pending] == [3, 4]
     assert (sub.received, sub.filtered) == (4, 2)
+
+
+def test_an_event_without_severity_is_info_for_min_level_and_an_error_event_an_error() -> None:
+    """`min_level: "error"` let every text chunk and tool event through: they carry no
+    severity. An `error` event without one is an error, as in every error count."""
+    events = [
+        stored(1, etype="text_chunk"),
+        stored(2, etype="error"),
+        stored(3, etype="Error", severity="notice"),
+        stored(4, etype="log", severity="debug"),
+    ]
+    passed = {
+        level: [e.id for e in events if StreamFilter(min_level=level).matches(e)]
+        for level in (0, 1, 2, 3)
+    }
+    assert passed == {0: [1, 2, 3, 4], 1: [1, 2, 3], 2: [2], 3: [2]}
 
 
 def test_queue_is_bounded_and_counts_drops() -> None:
@@ -65,6 +81,54 @@ def test_queue_is_bounded_and_counts_drops() -> None:
     events, _, dropped = sub.take()
     assert [c for c, _ in events] == [8, 9, 10]
     assert dropped == 7
+
+
+def big(i: int, size: int) -> StoredEvent:
+    """An event whose payload is `size` bytes."""
+    payload = b'{"i":%d,"s":"' % i
+    payload += b"x" * (size - len(payload) - 2) + b'"}'
+    return StoredEvent(i, "a", None, "progress", "x", None, 1000, None, payload)
+
+
+def test_a_queue_is_bounded_by_bytes_too() -> None:
+    """A console that stopped reading held 10,000 events whatever their size: 4 GB of 400 KB
+    tool results. Past `subscriber_bytes` its oldest are dropped, and it is told how many."""
+    bus = LiveBus(subscriber_capacity=1_000, subscriber_bytes=1_000_000)
+    sub = bus.subscribe()
+    sub.active = True
+    for i in range(1, 51):
+        bus.publish([big(i, 100_000)])
+    assert sub.pending_bytes == sum(len(item) for _, item in sub.pending) <= 1_000_000
+    events, _, dropped = sub.take()
+    assert [c for c, _ in events] == list(range(51 - len(events), 51))
+    assert dropped == 50 - len(events) and len(events) == 9
+    assert sub.pending_bytes == 0
+
+
+def test_an_event_larger_than_the_byte_bound_still_goes_out() -> None:
+    bus = LiveBus(subscriber_bytes=1_000)
+    sub = bus.subscribe()
+    sub.active = True
+    sub.filter = StreamFilter(agent_ids=frozenset({"a"}))  # the filtered path measures too
+    bus.publish([big(1, 5_000), big(2, 5_000)])
+    events, _, dropped = sub.take()
+    assert [c for c, _ in events] == [2] and dropped == 1
+
+
+def test_tail_keeps_committed_events_up_to_its_byte_size(monkeypatch: MonkeyPatch) -> None:
+    """1,000 events of 400 KB kept 400 MB resident with nobody watching."""
+    monkeypatch.setattr(bus_module, "RECENT_KEEP_BYTES", 250_000)
+    bus = LiveBus()
+    bus.publish([big(i, 100_000) for i in range(1, 6)])
+    bus.publish([big(i, 100_000) for i in range(6, 9)])
+    bus.committed(0)
+    assert [e.id for e in bus.recent_after(0) or []] == list(range(1, 9))  # none committed
+    bus.committed(4)
+    assert [e.id for e in bus.recent_after(4) or []] == [5, 6, 7, 8]
+    assert bus.recent_after(3) is None
+    bus.committed(8)  # the newest two fit in 250,000 bytes; the tail lets go of 6
+    assert [e.id for e in bus.recent_after(6) or []] == [7, 8]
+    assert bus.recent_after(5) is None
 
 
 def test_a_replay_past_the_dropped_events_cancels_the_drop_notice() -> None:
@@ -252,6 +316,92 @@ def test_the_tail_keeps_what_the_store_may_lack_and_replays_it_exactly(
             ]
     finally:
         bus_module.RECENT_KEEP = original
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.lists(st.integers(10, 60), max_size=6), st.integers(0, 5)),
+        min_size=1,
+        max_size=12,
+    ),
+    st.integers(1, 8),
+    st.integers(10, 200),
+)
+def test_the_tail_keeps_what_fits_its_count_and_bytes_and_replays_it_exactly(
+    steps: list[tuple[list[int], int]], keep: int, keep_bytes: int
+) -> None:
+    """Events of any size: the tail gives up committed events, oldest first, while it holds
+    more than `RECENT_KEEP` events or `RECENT_KEEP_BYTES` of payloads, and no others."""
+    original = bus_module.RECENT_KEEP, bus_module.RECENT_KEEP_BYTES
+    bus_module.RECENT_KEEP, bus_module.RECENT_KEEP_BYTES = keep, keep_bytes
+    try:
+        bus = bus_module.LiveBus()
+        published: list[int] = []
+        kept: list[tuple[int, int]] = []  # (id, payload bytes) the tail must hold
+        through = 0
+        for run, commit in steps:
+            events = [big(len(published) + n, size) for n, size in enumerate(run, 1)]
+            bus.publish(events)
+            published += [e.id for e in events]
+            kept += [(e.id, len(e.payload)) for e in events]
+            through = min(len(published), through + commit)
+            bus.committed(through)
+            while (
+                kept
+                and kept[0][0] <= through
+                and (len(kept) > keep or sum(s for _, s in kept) > keep_bytes)
+            ):
+                kept.pop(0)
+            oldest = kept[0][0] if kept else len(published) + 1
+            assert bus.recent_after(oldest - 2) is None or oldest == 1
+            assert [e.id for e in bus.recent_after(oldest - 1) or []] == [i for i, _ in kept]
+            assert bus._recent_bytes == sum(s for _, s in kept)
+    finally:
+        bus_module.RECENT_KEEP, bus_module.RECENT_KEEP_BYTES = original
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.lists(st.integers(10, 400), max_size=6), st.integers(0, 5)),
+        min_size=1,
+        max_size=12,
+    ),
+    st.integers(1, 8),
+    st.integers(10, 1_000),
+)
+def test_a_watched_tail_measured_by_items_keeps_its_bounds(
+    steps: list[tuple[list[int], int]], keep: int, keep_bytes: int
+) -> None:
+    """With an unfiltered subscriber a run is measured by its items (the payloads and a little
+    more), a part of one by its payloads: the tail still holds every event not committed, a
+    contiguous run of the newest, within its bounds."""
+    original = bus_module.RECENT_KEEP, bus_module.RECENT_KEEP_BYTES
+    bus_module.RECENT_KEEP, bus_module.RECENT_KEEP_BYTES = keep, keep_bytes
+    try:
+        bus = bus_module.LiveBus()
+        sub = bus.subscribe()
+        sub.active = True
+        published: list[StoredEvent] = []
+        through = 0
+        for run, commit in steps:
+            events = [big(len(published) + n, size) for n, size in enumerate(run, 1)]
+            bus.publish(events)
+            sub.take()
+            published += events
+            through = min(len(published), through + commit)
+            bus.committed(through)
+            kept = bus.recent_after(bus.trimmed_through) or []
+            assert [e.id for e in kept] == [e.id for e in published[bus.trimmed_through :]]
+            assert bus.trimmed_through <= through
+            committed = [e for e in kept if e.id <= through]
+            assert not committed or (
+                len(kept) <= keep and sum(len(e.payload) for e in kept) <= keep_bytes
+            )
+            assert bus._recent_bytes >= 0
+    finally:
+        bus_module.RECENT_KEEP, bus_module.RECENT_KEEP_BYTES = original
 
 
 async def test_a_turns_offers_go_out_in_one_flush_per_subscriber() -> None:
