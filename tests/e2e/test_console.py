@@ -472,3 +472,35 @@ def test_console_follows_a_studio_that_comes_back_with_another_database(
         assert page.evaluate("() => window.__asterHub.storeResets") == 1
     finally:
         fresh.stop()
+
+
+def test_session_page_follows_a_studio_that_comes_back_with_another_database(
+    studio: StudioProcess, page: Page, tmp_path: Path
+) -> None:
+    client = sdk_agent(studio.url, "swap-agent", name="Swap Agent")
+    try:
+        with client.session("s-swap") as s:
+            for i in range(30):
+                s.text(f"old-{i} ")
+        assert client.flush(5 * UNIT)
+    finally:
+        client.close(timeout=5 * UNIT)
+    open_console(page, studio.http_url, "sessions/s-swap")
+    terminal_has(page, "old-29")
+    studio.stop()
+    fresh = StudioProcess(tmp_path / "other.db", port=studio.port).start()
+    try:
+        connection = page.get_by_test_id("connection")
+        expect(connection).to_have_attribute("data-state", "open", timeout=int(20_000 * UNIT))
+        wait_until(lambda: page.evaluate("() => window.__asterHub.storeResets") == 1)
+        # The same session goes on in the new database, whose cursors start again from 1.
+        client = sdk_agent(fresh.url, "swap-agent", name="Swap Agent")
+        try:
+            with client.session("s-swap") as s:
+                s.text("after-the-swap ")
+            assert client.flush(5 * UNIT)
+        finally:
+            client.close(timeout=5 * UNIT)
+        terminal_has(page, "after-the-swap")
+    finally:
+        fresh.stop()
