@@ -83,6 +83,25 @@ describe('Transcript text assembly', () => {
     expect(t.blocks).toHaveLength(3)
     expect(t.droppedBlocks).toBe(2)
   })
+
+  it('keeps the newest text of a block over the limit and counts what it dropped', () => {
+    const t = new Transcript({ maxTextPerBlock: 10 })
+    t.apply(ev('text_chunk', { step: 1, delta: 'start-' }))
+    for (let i = 0; i < 5; i += 1) t.apply(ev('text_chunk', { step: 1, delta: `${i}` }))
+    t.apply(ev('text_chunk', { step: 1, delta: '-THE-END' }))
+    const block = t.blocks[0] as { text: string; cut: number }
+    expect(block.text.endsWith('-THE-END')).toBe(true)
+    expect(block.text.length).toBeLessThanOrEqual(13)
+    expect(block.cut + block.text.length).toBe('start-01234-THE-END'.length)
+    expect(t.cutChars()).toBe(block.cut)
+    expect(t.plainText()).toBe(`[… ${block.cut} earlier characters not kept] ${block.text}`)
+  })
+
+  it('keeps the end of the full text an end event carries', () => {
+    const t = new Transcript({ maxTextPerBlock: 10 })
+    t.applyAll([ev('text_chunk', { step: 1, delta: 'abc' }), ev('text_chunk_end', { step: 1, text: 'abcdefghij-FINAL' })])
+    expect(t.blocks[0]).toMatchObject({ text: 'ghij-FINAL', cut: 6, open: false })
+  })
 })
 
 describe('Transcript tool calls, state, errors, usage', () => {

@@ -149,12 +149,13 @@ export function studioAgentUrl(): string {
   return `${scheme}://${window.location.host}`
 }
 
-export function CopyButton({ text }: { text: string | (() => string) }) {
+export function CopyButton({ text, label = 'Copy', title }: { text: string | (() => string); label?: string; title?: string }) {
   const [done, setDone] = useState(false)
   return (
     <button
       type="button"
       className="btn btn-small"
+      title={title}
       onClick={() => {
         void navigator.clipboard?.writeText(typeof text === 'function' ? text() : text).then(() => {
           setDone(true)
@@ -162,7 +163,7 @@ export function CopyButton({ text }: { text: string | (() => string) }) {
         })
       }}
     >
-      {done ? 'Copied' : 'Copy'}
+      {done ? 'Copied' : label}
     </button>
   )
 }
