@@ -115,6 +115,20 @@ describe('Transcript tool calls, state, errors, usage', () => {
     expect(tool.endedTs! - tool.startedTs).toBe(20)
   })
 
+  it('counts as errors only error events of no severity or above warning, as the Studio does', () => {
+    const t = new Transcript()
+    t.applyAll([
+      ev('error', { severity: 'error', message: 'malformed JSON' }),
+      ev('error', { severity: 'warn', message: 'rate limited' }),
+      ev('error', { severity: 'INFO', message: 'fyi' }),
+      ev('error', { message: 'no severity' }),
+      ev('error', { severity: 'fatal', message: 'down' }),
+    ])
+    expect(t.errorCount).toBe(3)
+    expect(t.minorErrorCount).toBe(2)
+    expect(t.errors).toHaveLength(5)
+  })
+
   it('marks a failed tool call with its error', () => {
     const t = new Transcript()
     t.apply(ev('tool:start', { call: { id: 'c2', name: 'fetch' } }))

@@ -488,7 +488,7 @@ export function SessionLive({
               Tokens &amp; cost
             </button>
             <button type="button" className={tab === 'errors' ? 'active' : ''} onClick={() => setTab('errors')} data-testid="tab-errors">
-              Errors <span className={`count ${transcript.errors.length ? 'bad' : ''}`}>{transcript.errors.length}</span>
+              Errors <span className={`count ${transcript.errorCount ? 'bad' : ''}`}>{transcript.errors.length}</span>
             </button>
           </div>
           <div className="tab-body">

@@ -7,7 +7,7 @@
  * storage reads the same as it did live. Events at or below the last applied cursor are ignored,
  * which makes overlapping history and live batches safe to apply.
  */
-import { callOf } from './events'
+import { callOf, isError } from './events'
 import type { StudioEvent } from './types'
 
 export type Block =
@@ -143,6 +143,10 @@ export class Transcript {
   readonly usage = new Map<string, ModelUsage>()
   lastCursor = 0
   eventCount = 0
+  /** `error` events the Studio counts as errors (no severity, or above warning), all of them. */
+  errorCount = 0
+  /** The other `error` events (debug, info, notice, warn, warning). */
+  minorErrorCount = 0
   /** The agent of the first event (a session belongs to one agent). */
   agentId: string | null = null
   /** Blocks dropped from the front to bound memory. */
@@ -294,6 +298,8 @@ export class Transcript {
           message: str(d.message),
           detail: d.detail,
         }
+        if (isError(event)) this.errorCount += 1
+        else this.minorErrorCount += 1
         this.errors.push(error)
         if (this.errors.length > this.limits.maxErrors) this.errors = this.errors.slice(-this.limits.maxErrors)
         this.closeStreams()

@@ -62,7 +62,13 @@ export function SessionDetailPage() {
           <Stat label="Tokens" value={formatCount(tokensIn + tokensOut)} hint={`${formatCount(tokensIn)} in · ${formatCount(tokensOut)} out`} />
           <Stat label="Cost" value={formatCostOf(s.cost)} />
           <Stat label="Tool calls" value={formatCount(live.transcript.tools.size)} />
-          <Stat label="Errors" value={formatCount(live.transcript.errors.length)} tone={live.transcript.errors.length ? 'bad' : undefined} />
+          <Stat
+            label="Errors"
+            testId="session-errors"
+            value={formatCount(t.errorCount)}
+            tone={t.errorCount ? 'bad' : undefined}
+            hint={t.minorErrorCount ? `${formatCount(t.minorErrorCount)} ${t.minorErrorCount === 1 ? 'warning' : 'warnings'}` : undefined}
+          />
         </div>
       )}
       <Card>
