@@ -504,3 +504,24 @@ def test_session_page_follows_a_studio_that_comes_back_with_another_database(
         terminal_has(page, "after-the-swap")
     finally:
         fresh.stop()
+
+
+@pytest.mark.parametrize("session_id", ["pct-%2F-slash", ".", "..", "~tilde", "a/b %41"])
+def test_session_with_an_awkward_id_opens_from_the_sessions_list(
+    studio: StudioProcess, page: Page, session_id: str
+) -> None:
+    client = sdk_agent(studio.url, "odd-ids")
+    try:
+        with client.session(session_id) as s:
+            s.text("odd-id-output ")
+        assert client.flush(5 * UNIT)
+    finally:
+        client.close(timeout=5 * UNIT)
+    open_console(page, studio.http_url, "sessions")
+    page.get_by_role("link", name=session_id, exact=True).click()
+    expect(page.get_by_test_id("page-session")).to_be_visible()
+    expect(page.locator("h1")).to_contain_text(session_id)
+    terminal_has(page, "odd-id-output")
+    # The address opens the same session when loaded afresh.
+    page.reload()
+    terminal_has(page, "odd-id-output")

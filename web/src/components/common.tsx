@@ -3,6 +3,7 @@ import { useState, type ReactNode } from 'react'
 import { Link } from 'react-router'
 import { authEnabled } from '../lib/auth'
 import { formatCost, formatCount, truncate } from '../lib/format'
+import { agentPath, sessionPath } from '../lib/routes'
 import type { AgentView } from '../lib/types'
 
 export function Card({
@@ -128,7 +129,7 @@ export function AgentLink({ id, name }: { id: string; name?: string | null }) {
   const text = name || id
   const shown = truncate(text, 48)
   return (
-    <Link className="link" to={`/agents/${encodeURIComponent(id)}`} title={shown === text ? undefined : text}>
+    <Link className="link" to={agentPath(id)} title={shown === text ? undefined : text}>
       {shown}
     </Link>
   )
@@ -137,7 +138,7 @@ export function AgentLink({ id, name }: { id: string; name?: string | null }) {
 export function SessionLink({ id }: { id: string | null | undefined }) {
   if (!id) return <span className="muted">–</span>
   return (
-    <Link className="link mono" to={`/sessions/${encodeURIComponent(id)}`} title={id}>
+    <Link className="link mono" to={sessionPath(id)} title={id}>
       {id.length > 14 ? `${id.slice(0, 12)}…` : id}
     </Link>
   )

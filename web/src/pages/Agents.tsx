@@ -5,6 +5,7 @@ import { VirtualTable, type Column } from '../components/VirtualTable'
 import { countAgents, displayName, filterAgents, sortAgents, uptimeMs } from '../lib/agents'
 import { formatCostOf, formatCount, formatDuration, formatRelative } from '../lib/format'
 import { useLive, useNow } from '../lib/hooks'
+import { agentPath } from '../lib/routes'
 import type { AgentView } from '../lib/types'
 
 const BUCKETS = ['all', 'online', 'working', 'stalled', 'offline'] as const
@@ -103,7 +104,7 @@ export function AgentsPage() {
             onSort={(key) =>
               setSort((s) => ({ key, dir: s.key === key ? (s.dir === 'asc' ? 'desc' : 'asc') : key === 'name' || key === 'status' ? 'asc' : 'desc' }))
             }
-            onRowClick={(a) => navigate(`/agents/${encodeURIComponent(a.id)}`)}
+            onRowClick={(a) => navigate(agentPath(a.id))}
             rowClass={(a) => (a.status === 'online' && a.stalled ? 'row-warn' : a.status !== 'online' ? 'row-dim' : '')}
             empty="No agent matches the filter."
           />

@@ -1,4 +1,5 @@
-import { Link, useParams } from 'react-router'
+import { Link } from 'react-router'
+import { useRouteId } from '../lib/routes'
 import { AgentLink, Badge, Card, ErrorNote, PageHeader, Stat } from '../components/common'
 import { SessionLive } from '../components/SessionViews'
 import { formatCostOf, formatCount, formatDateTime, formatDuration } from '../lib/format'
@@ -7,7 +8,7 @@ import { useTranscript } from '../lib/useTranscript'
 import type { SessionDetail } from '../lib/types'
 
 export function SessionDetailPage() {
-  const { id = '' } = useParams()
+  const id = useRouteId('sessions')
   const now = useNow(1000)
   const session = useApi<SessionDetail>(`/sessions/${encodeURIComponent(id)}`, undefined, 5000)
   const live = useTranscript({ sessionId: id })
