@@ -107,11 +107,15 @@ export function AgentState({ agent }: { agent: AgentView }) {
 }
 
 export function AgentStatus({ agent }: { agent: AgentView }) {
-  const status = agent.status === 'online' ? (agent.stalled ? 'stalled' : 'online') : 'offline'
+  const status = agent.status === 'online' ? (agent.stalled ? (agent.waiting ? 'waiting' : 'stalled') : 'online') : 'offline'
   return (
-    <span className={`status status-${status}`} data-testid="agent-status">
+    <span
+      className={`status status-${status}`}
+      data-testid="agent-status"
+      title={status === 'waiting' ? 'Silent since its request to a person: waiting for a decision in the Inbox' : undefined}
+    >
       <span className="dot" />
-      {status}
+      {status === 'waiting' ? 'waiting for you' : status}
     </span>
   )
 }

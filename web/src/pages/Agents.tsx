@@ -2,13 +2,13 @@ import { useState } from 'react'
 import { useNavigate, useSearchParams } from 'react-router'
 import { AgentLink, AgentState, AgentStatus, ConnectHelp, Card, PageHeader, Segmented, SessionLink } from '../components/common'
 import { VirtualTable, type Column } from '../components/VirtualTable'
-import { countAgents, displayName, filterAgents, sortAgents, uptimeMs } from '../lib/agents'
+import { countAgents, displayName, filterAgents, markWaiting, sortAgents, uptimeMs } from '../lib/agents'
 import { formatCostOf, formatCount, formatDuration, formatRelative } from '../lib/format'
 import { useLive, useNow } from '../lib/hooks'
 import { agentPath } from '../lib/routes'
 import type { AgentView } from '../lib/types'
 
-const BUCKETS = ['all', 'online', 'working', 'stalled', 'offline'] as const
+const BUCKETS = ['all', 'online', 'working', 'stalled', 'waiting', 'offline'] as const
 type Bucket = (typeof BUCKETS)[number]
 
 export function AgentsPage() {
@@ -20,7 +20,8 @@ export function AgentsPage() {
   const bucket = (params.get('status') as Bucket) || 'all'
   const [sort, setSort] = useState<{ key: string; dir: 'asc' | 'desc' }>({ key: 'status', dir: 'asc' })
 
-  const all = [...hub.agents.values()]
+  // An agent silent while its request waits in the inbox reads as waiting for you, not stalled.
+  const all = markWaiting(hub.agents.values(), hub.requests.open(now))
   const counts = countAgents(all)
   const rows = sortAgents(filterAgents(all, text, bucket), sort.key, sort.dir, now)
 
@@ -70,7 +71,7 @@ export function AgentsPage() {
     <div className="page" data-testid="page-agents">
       <PageHeader
         title="Agents"
-        subtitle={`${counts.online} online · ${counts.working} working · ${counts.stalled} stalled · ${counts.offline} offline`}
+        subtitle={`${counts.online} online · ${counts.working} working · ${counts.stalled} stalled${counts.waiting ? ` · ${counts.waiting} waiting for you` : ''} · ${counts.offline} offline`}
       />
       {all.length === 0 ? (
         <Card>
