@@ -26,7 +26,7 @@ export function AgentsPage() {
   const rows = sortAgents(filterAgents(all, text, bucket), sort.key, sort.dir, now)
 
   const columns: Column<AgentView>[] = [
-    { key: 'status', header: 'Status', width: '90px', sortable: true, render: (a) => <AgentStatus agent={a} /> },
+    { key: 'status', header: 'Status', width: '128px', sortable: true, render: (a) => <AgentStatus agent={a} /> },
     {
       key: 'name',
       header: 'Agent',
