@@ -525,3 +525,31 @@ def test_session_with_an_awkward_id_opens_from_the_sessions_list(
     # The address opens the same session when loaded afresh.
     page.reload()
     terminal_has(page, "odd-id-output")
+
+
+def test_a_long_agent_id_keeps_the_metrics_cost_column_in_its_card(
+    studio: StudioProcess, page: Page
+) -> None:
+    long_id = "agent-" + "x" * 200
+    client = sdk_agent(studio.url, long_id)
+    try:
+        with client.session("s-long") as s:
+            s.token_usage(1000, 500, model="gpt-4o")
+        assert client.flush(5 * UNIT)
+    finally:
+        client.close(timeout=5 * UNIT)
+    open_console(page, studio.http_url, "metrics")
+    card = page.get_by_test_id("by-agent")
+    expect(card).to_contain_text("$")
+    edges = page.evaluate(
+        """() => {
+          const card = document.querySelector('[data-testid=by-agent]')
+          const table = card.querySelector('table')
+          const cost = table.querySelector('tbody tr td:last-child')
+          return [card.getBoundingClientRect().right, table.getBoundingClientRect().right,
+                  cost.getBoundingClientRect().right]
+        }"""
+    )
+    card_right, table_right, cost_right = edges
+    assert table_right <= card_right and cost_right <= card_right, edges
+    expect(card.locator("td.name-cell span[title]").first).to_have_attribute("title", long_id)

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import {
+  axisSize,
   compactJson,
   countOf,
   formatCost,
@@ -193,5 +194,13 @@ describe('events', () => {
   it('builds query strings from set values only', () => {
     expect(queryString({ a: 'x y', b: '', c: undefined, d: 3 })).toBe('?a=x+y&d=3')
     expect(queryString({})).toBe('')
+  })
+})
+
+describe('chart axes', () => {
+  it('are as wide as their longest label', () => {
+    expect(axisSize(['$0.000', '$0.0075'])).toBeGreaterThanOrEqual(7 * 6.5 + 20)
+    expect(axisSize(['$0.0075'])).toBeGreaterThan(56)
+    expect(axisSize([])).toBe(40)
   })
 })
