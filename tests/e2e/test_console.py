@@ -472,3 +472,84 @@ def test_console_follows_a_studio_that_comes_back_with_another_database(
         assert page.evaluate("() => window.__asterHub.storeResets") == 1
     finally:
         fresh.stop()
+
+
+def test_session_page_follows_a_studio_that_comes_back_with_another_database(
+    studio: StudioProcess, page: Page, tmp_path: Path
+) -> None:
+    client = sdk_agent(studio.url, "swap-agent", name="Swap Agent")
+    try:
+        with client.session("s-swap") as s:
+            for i in range(30):
+                s.text(f"old-{i} ")
+        assert client.flush(5 * UNIT)
+    finally:
+        client.close(timeout=5 * UNIT)
+    open_console(page, studio.http_url, "sessions/s-swap")
+    terminal_has(page, "old-29")
+    studio.stop()
+    fresh = StudioProcess(tmp_path / "other.db", port=studio.port).start()
+    try:
+        connection = page.get_by_test_id("connection")
+        expect(connection).to_have_attribute("data-state", "open", timeout=int(20_000 * UNIT))
+        wait_until(lambda: page.evaluate("() => window.__asterHub.storeResets") == 1)
+        # The same session goes on in the new database, whose cursors start again from 1.
+        client = sdk_agent(fresh.url, "swap-agent", name="Swap Agent")
+        try:
+            with client.session("s-swap") as s:
+                s.text("after-the-swap ")
+            assert client.flush(5 * UNIT)
+        finally:
+            client.close(timeout=5 * UNIT)
+        terminal_has(page, "after-the-swap")
+    finally:
+        fresh.stop()
+
+
+@pytest.mark.parametrize("session_id", ["pct-%2F-slash", ".", "..", "~tilde", "a/b %41"])
+def test_session_with_an_awkward_id_opens_from_the_sessions_list(
+    studio: StudioProcess, page: Page, session_id: str
+) -> None:
+    client = sdk_agent(studio.url, "odd-ids")
+    try:
+        with client.session(session_id) as s:
+            s.text("odd-id-output ")
+        assert client.flush(5 * UNIT)
+    finally:
+        client.close(timeout=5 * UNIT)
+    open_console(page, studio.http_url, "sessions")
+    page.get_by_role("link", name=session_id, exact=True).click()
+    expect(page.get_by_test_id("page-session")).to_be_visible()
+    expect(page.locator("h1")).to_contain_text(session_id)
+    terminal_has(page, "odd-id-output")
+    # The address opens the same session when loaded afresh.
+    page.reload()
+    terminal_has(page, "odd-id-output")
+
+
+def test_a_long_agent_id_keeps_the_metrics_cost_column_in_its_card(
+    studio: StudioProcess, page: Page
+) -> None:
+    long_id = "agent-" + "x" * 200
+    client = sdk_agent(studio.url, long_id)
+    try:
+        with client.session("s-long") as s:
+            s.token_usage(1000, 500, model="gpt-4o")
+        assert client.flush(5 * UNIT)
+    finally:
+        client.close(timeout=5 * UNIT)
+    open_console(page, studio.http_url, "metrics")
+    card = page.get_by_test_id("by-agent")
+    expect(card).to_contain_text("$")
+    edges = page.evaluate(
+        """() => {
+          const card = document.querySelector('[data-testid=by-agent]')
+          const table = card.querySelector('table')
+          const cost = table.querySelector('tbody tr td:last-child')
+          return [card.getBoundingClientRect().right, table.getBoundingClientRect().right,
+                  cost.getBoundingClientRect().right]
+        }"""
+    )
+    card_right, table_right, cost_right = edges
+    assert table_right <= card_right and cost_right <= card_right, edges
+    expect(card.locator("td.name-cell span[title]").first).to_have_attribute("title", long_id)

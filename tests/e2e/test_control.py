@@ -531,3 +531,28 @@ def test_a_decision_that_came_too_late_for_the_agent_says_so(
     expect(permission.get_by_test_id("request-late")).to_have_text(
         "too late for the agent: it had already gone on with deny (timeout)"
     )
+
+
+def test_a_phone_sized_screen_has_a_menu_and_approves_a_request(
+    studio: StudioProcess, agent: SteeredAgent, page: Page
+) -> None:
+    page.set_viewport_size({"width": 390, "height": 844})
+    agent.send("permission_required", call=WRITE, timeout_ms=600_000)
+    [request_id] = pending_ids(studio, 1)
+    open_console(page, studio.http_url)
+    # The sidebar is a top bar: its page links open from the menu, which closes on a choice.
+    nav = page.locator("#main-nav")
+    expect(nav).to_be_hidden()
+    page.get_by_test_id("menu-toggle").click()
+    nav.get_by_text("Inbox").click()
+    expect(page.get_by_test_id("page-inbox")).to_be_visible()
+    expect(nav).to_be_hidden()
+    main_width = page.evaluate("() => document.querySelector('main').getBoundingClientRect().width")
+    assert main_width >= 350, main_width
+    assert page.evaluate("() => document.documentElement.scrollWidth") <= 390
+    title = page.locator(".page-head h1").bounding_box()
+    assert title is not None and title["height"] < 40, title  # one line, not a letter a line
+    screenshot(page, "inbox_phone")
+    card(page, request_id).get_by_test_id("approve").click()
+    control = agent.control()
+    assert (control["call_id"], control["decision"]) == ("call_w1", "allow")

@@ -103,7 +103,7 @@ function RequestSync({ hub }: { hub: LiveHub }) {
 }
 
 /** The live count of requests waiting for a person, beside the Inbox link and in the title. */
-function InboxBadge() {
+function InboxBadge({ testId = 'inbox-count' }: { testId?: string }) {
   const requests = useRequestStore()
   const now = useNow(1000)
   const count = requests.openCount(now)
@@ -112,7 +112,7 @@ function InboxBadge() {
   }, [count])
   if (count === 0) return null
   return (
-    <span className="nav-badge" data-testid="inbox-count" title={`${count} waiting for a decision`}>
+    <span className="nav-badge" data-testid={testId} title={`${count} waiting for a decision`}>
       {count}
     </span>
   )
@@ -172,6 +172,7 @@ function useAuthGate(hub: LiveHub): { gate: Gate; authEnabled: boolean; enter: (
 }
 
 export function App({ hub }: { hub: LiveHub }) {
+  const [menuOpen, setMenuOpen] = useState(false)
   const { gate, authEnabled, enter, leave } = useAuthGate(hub)
   if (gate === 'checking') return <div className="login muted">Loading…</div>
   if (gate === 'login') return <LoginPage onDone={enter} />
@@ -181,16 +182,28 @@ export function App({ hub }: { hub: LiveHub }) {
         <AgentSync hub={hub} />
         <RequestSync hub={hub} />
         <div className="shell">
-          <aside className="sidebar">
+          <aside className={`sidebar ${menuOpen ? 'open' : ''}`}>
             <div className="brand">
               <span className="brand-mark">✦</span>
               <span>
                 Aster <b>Studio</b>
               </span>
+              {/* On a narrow screen the sidebar is a top bar whose menu opens from this button. */}
+              <button
+                type="button"
+                className="btn menu-toggle"
+                aria-expanded={menuOpen}
+                aria-controls="main-nav"
+                data-testid="menu-toggle"
+                onClick={() => setMenuOpen((open) => !open)}
+              >
+                ☰ Menu
+                <InboxBadge testId="menu-inbox-count" />
+              </button>
             </div>
-            <nav>
+            <nav id="main-nav">
               {NAV.map((item) => (
-                <NavLink key={item.to} to={item.to} end={item.end} className="nav-item">
+                <NavLink key={item.to} to={item.to} end={item.end} className="nav-item" onClick={() => setMenuOpen(false)}>
                   <span className="nav-icon">{item.icon}</span>
                   {item.label}
                   {item.to === '/inbox' && <InboxBadge />}

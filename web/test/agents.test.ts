@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { bucketOf, countAgents, filterAgents, sortAgents, uptimeMs } from '../src/lib/agents'
+import { bucketOf, countAgents, filterAgents, markWaiting, sortAgents, uptimeMs } from '../src/lib/agents'
 import type { AgentView } from '../src/lib/types'
 
 function agent(id: string, patch: Partial<AgentView> = {}): AgentView {
@@ -36,7 +36,7 @@ const fleet = [
 describe('agents', () => {
   it('puts each agent in one bucket and counts working and stalled as online', () => {
     expect(fleet.map(bucketOf)).toEqual(['working', 'stalled', 'offline', 'online'])
-    expect(countAgents(fleet)).toEqual({ online: 3, working: 1, stalled: 1, offline: 1, total: 4 })
+    expect(countAgents(fleet)).toEqual({ online: 3, working: 1, stalled: 1, waiting: 0, offline: 1, total: 4 })
   })
 
   it('filters by text over id, name and model, and by bucket', () => {
@@ -57,5 +57,22 @@ describe('agents', () => {
     const now = Date.parse('2026-11-25T11:00:00.000Z')
     expect(uptimeMs(fleet[0], now)).toBe(3600_000)
     expect(uptimeMs(fleet[2], now)).toBeNull()
+  })
+})
+
+describe('agents waiting for a person', () => {
+  it('reads a stalled agent with an open request as waiting for you, not stalled', () => {
+    const agents = markWaiting(
+      [agent('asks', { state: 'working', stalled: true }), agent('stuck', { state: 'working', stalled: true })],
+      [{ agent_id: 'asks' }],
+    )
+    expect(agents.map(bucketOf)).toEqual(['waiting', 'stalled'])
+    expect(countAgents(agents)).toMatchObject({ online: 2, stalled: 1, waiting: 1 })
+    expect(filterAgents(agents, '', 'waiting').map((a) => a.id)).toEqual(['asks'])
+  })
+
+  it('leaves an agent that is not stalled as it is', () => {
+    const [a] = markWaiting([agent('busy', { state: 'working' })], [{ agent_id: 'busy' }])
+    expect(bucketOf(a)).toBe('working')
   })
 })

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import {
+  axisSize,
   compactJson,
   countOf,
   formatCost,
@@ -198,8 +199,35 @@ describe('events', () => {
     expect(matchesFilter(failed, { severity: 'error' })).toBe(false)
   })
 
+  it('reads agent, session, channel and type filters as comma-separated lists', () => {
+    const a = ev('text_chunk', {}, { agent_id: 'ev-a', session_id: 's1', channel: 'progress' })
+    const b = ev('text_chunk', {}, { agent_id: 'ev-b', session_id: 's2', channel: 'monitor' })
+    expect(matchesFilter(a, { agent_id: 'ev-a,ev-b' })).toBe(true)
+    expect(matchesFilter(b, { agent_id: 'ev-a, ev-b' })).toBe(true)
+    expect(matchesFilter(b, { agent_id: 'ev-a,ev-c' })).toBe(false)
+    expect(matchesFilter(b, { session_id: 's1,s2' })).toBe(true)
+    expect(matchesFilter(b, { channel: 'progress,MONITOR' })).toBe(true)
+    expect(matchesFilter(a, { event_type: 'error,text_chunk' })).toBe(true)
+    expect(matchesFilter(a, { event_type: 'error,done' })).toBe(false)
+  })
+
+  it('matches an id that holds a comma as the whole filter value', () => {
+    const e = ev('text_chunk', {}, { agent_id: 'team,alpha', session_id: 'run,1' })
+    expect(matchesFilter(e, { agent_id: 'team,alpha' })).toBe(true)
+    expect(matchesFilter(e, { session_id: 'run,1' })).toBe(true)
+    expect(matchesFilter(e, { agent_id: 'team' })).toBe(false)
+  })
+
   it('builds query strings from set values only', () => {
     expect(queryString({ a: 'x y', b: '', c: undefined, d: 3 })).toBe('?a=x+y&d=3')
     expect(queryString({})).toBe('')
+  })
+})
+
+describe('chart axes', () => {
+  it('are as wide as their longest label', () => {
+    expect(axisSize(['$0.000', '$0.0075'])).toBeGreaterThanOrEqual(7 * 6.5 + 20)
+    expect(axisSize(['$0.0075'])).toBeGreaterThan(56)
+    expect(axisSize([])).toBe(40)
   })
 })

@@ -78,4 +78,68 @@ describe('LiveHub', () => {
     expect(h.requests.get('r_1')?.decided_by).toBe('bob')
     expect(h.requests.openCount(Date.parse('2026-11-25T14:00:01Z'))).toBe(0)
   })
+
+  describe('after a reconnect', () => {
+    function item(e: StudioEvent) {
+      return { cursor: e.cursor, timestamp: e.timestamp, agent_id: e.agent_id, session_id: e.session_id, channel: e.channel, event_type: e.type, event: e.data }
+    }
+
+    function serve(newest: StudioEvent | null, atOurs: StudioEvent | null) {
+      const fetchMock = vi.fn(async (url: string) => {
+        const at = url.includes('/events/since/')
+        const e = at ? atOurs : newest
+        return new Response(JSON.stringify({ success: true, data: { events: e ? [item(e)] : [] } }), { status: 200 })
+      })
+      vi.stubGlobal('fetch', fetchMock)
+      return fetchMock
+    }
+
+    afterEach(() => {
+      vi.unstubAllGlobals()
+    })
+
+    function watched() {
+      const h = hub()
+      const seen = [ev('text_chunk'), ev('text_chunk'), ev('text_chunk')]
+      h.receive(seen)
+      h.stream.seedCursor(3)
+      return { h, last: seen[2] }
+    }
+
+    it('starts over when the Studio came back with fewer events', async () => {
+      const { h } = watched()
+      resetCursor(0)
+      serve(ev('text_chunk'), null)
+      await h.checkStoreReset()
+      expect(h.storeResets).toBe(1)
+      expect(h.stream.lastCursor).toBe(0)
+    })
+
+    it('starts over when the event at its cursor is another one (a bigger new database)', async () => {
+      const { h, last } = watched()
+      resetCursor(10)
+      const newest = ev('text_chunk')
+      serve(newest, { ...last, timestamp: '2030-01-01T00:00:00.000Z', type: 'state_changed' })
+      await h.checkStoreReset()
+      expect(h.storeResets).toBe(1)
+    })
+
+    it('notices a replaced store for events a view loaded from history only', async () => {
+      const h = hub()
+      h.noteSeen([ev('text_chunk'), ev('text_chunk')])
+      resetCursor(0)
+      serve(null, null)
+      await h.checkStoreReset()
+      expect(h.storeResets).toBe(1)
+    })
+
+    it('keeps its cursor when the Studio still holds the events it saw', async () => {
+      const { h, last } = watched()
+      const newest = ev('text_chunk')
+      serve(newest, last)
+      await h.checkStoreReset()
+      expect(h.storeResets).toBe(0)
+      expect(h.stream.lastCursor).toBe(3)
+    })
+  })
 })

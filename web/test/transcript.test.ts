@@ -83,6 +83,25 @@ describe('Transcript text assembly', () => {
     expect(t.blocks).toHaveLength(3)
     expect(t.droppedBlocks).toBe(2)
   })
+
+  it('keeps the newest text of a block over the limit and counts what it dropped', () => {
+    const t = new Transcript({ maxTextPerBlock: 10 })
+    t.apply(ev('text_chunk', { step: 1, delta: 'start-' }))
+    for (let i = 0; i < 5; i += 1) t.apply(ev('text_chunk', { step: 1, delta: `${i}` }))
+    t.apply(ev('text_chunk', { step: 1, delta: '-THE-END' }))
+    const block = t.blocks[0] as { text: string; cut: number }
+    expect(block.text.endsWith('-THE-END')).toBe(true)
+    expect(block.text.length).toBeLessThanOrEqual(13)
+    expect(block.cut + block.text.length).toBe('start-01234-THE-END'.length)
+    expect(t.cutChars()).toBe(block.cut)
+    expect(t.plainText()).toBe(`[… ${block.cut} earlier characters not kept] ${block.text}`)
+  })
+
+  it('keeps the end of the full text an end event carries', () => {
+    const t = new Transcript({ maxTextPerBlock: 10 })
+    t.applyAll([ev('text_chunk', { step: 1, delta: 'abc' }), ev('text_chunk_end', { step: 1, text: 'abcdefghij-FINAL' })])
+    expect(t.blocks[0]).toMatchObject({ text: 'ghij-FINAL', cut: 6, open: false })
+  })
 })
 
 describe('Transcript tool calls, state, errors, usage', () => {
@@ -94,6 +113,20 @@ describe('Transcript tool calls, state, errors, usage', () => {
     const [tool] = t.toolList()
     expect(tool).toMatchObject({ name: 'grep', state: 'completed', progress: 0.5, result: { hits: 3 } })
     expect(tool.endedTs! - tool.startedTs).toBe(20)
+  })
+
+  it('counts as errors only error events of no severity or above warning, as the Studio does', () => {
+    const t = new Transcript()
+    t.applyAll([
+      ev('error', { severity: 'error', message: 'malformed JSON' }),
+      ev('error', { severity: 'warn', message: 'rate limited' }),
+      ev('error', { severity: 'INFO', message: 'fyi' }),
+      ev('error', { message: 'no severity' }),
+      ev('error', { severity: 'fatal', message: 'down' }),
+    ])
+    expect(t.errorCount).toBe(3)
+    expect(t.minorErrorCount).toBe(2)
+    expect(t.errors).toHaveLength(5)
   })
 
   it('marks a failed tool call with its error', () => {

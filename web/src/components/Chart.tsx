@@ -1,5 +1,6 @@
 /** A uPlot time-series chart that resizes with its box and updates data in place. */
 import { useEffect, useRef } from 'react'
+import { axisSize } from '../lib/format'
 import uPlot from 'uplot'
 import 'uplot/dist/uPlot.min.css'
 
@@ -72,7 +73,7 @@ export function Chart({ data, series, height = 180, yFormat, yTicks, xRange, tes
         { ...AXIS },
         {
           ...AXIS,
-          size: 56,
+          size: (_u: uPlot, values: string[]) => axisSize(values),
           values: (_u, ticks, _axis, _space, step) =>
             yTicks ? yTicks(ticks, step) : ticks.map((t) => (yFormat ? yFormat(t) : String(t))),
         },
@@ -83,7 +84,7 @@ export function Chart({ data, series, height = 180, yFormat, yTicks, xRange, tes
             ...AXIS,
             scale: 'right',
             side: 1 as const,
-            size: 56,
+            size: (_u: uPlot, values: string[]) => axisSize(values),
             grid: { show: false },
             values: (_u: uPlot, ticks: number[], _axis: number, _space: number, step: number) =>
               s.ticks ? s.ticks(ticks, step) : ticks.map((t) => (s.format ? s.format(t) : String(t))),

@@ -1,6 +1,7 @@
 /** The live views of a session: terminal output, tool-call timeline, usage per model, errors. */
 import { useVirtualizer } from '@tanstack/react-virtual'
 import { useEffect, useLayoutEffect, useMemo, useRef, useState } from 'react'
+import { Link } from 'react-router'
 import { compactJson, countOf, formatClock, formatCostOf, formatCount, formatDuration } from '../lib/format'
 import { useApi, useHub, useNow, useRequestStore } from '../lib/hooks'
 import { syncRequests } from '../lib/requests'
@@ -47,19 +48,43 @@ function InlineRequest({ block }: { block: Extract<Block, { kind: 'approval' | '
   )
 }
 
+/**
+ * Where the start of a long block was dropped: how much, and where the whole text is (the
+ * session's chunk events in the Events page; the end event carries the whole text).
+ */
+function CutMarker({ block }: { block: Extract<Block, { kind: 'text' | 'think' }> }) {
+  if (block.cut <= 0) return null
+  const prefix = block.kind === 'text' ? 'text_chunk' : 'think_chunk'
+  const query = new URLSearchParams({ mode: 'history', event_type: `${prefix},${prefix}_end` })
+  if (block.sessionId) query.set('session_id', block.sessionId)
+  return (
+    <div className="t-cut" data-testid="t-cut">
+      … {block.cut.toLocaleString('en-US')} earlier characters of this block are not shown (the newest{' '}
+      {block.text.length.toLocaleString('en-US')} are).{' '}
+      <Link className="link" to={`/events?${query.toString()}`}>
+        The whole text is in its events
+      </Link>
+    </div>
+  )
+}
+
 function BlockView({ block, transcript, onTool }: { block: Block; transcript: Transcript; onTool: (id: string) => void }) {
   switch (block.kind) {
     case 'text':
       return (
-        <pre className={`t-text ${block.open ? 'open' : ''}`} data-testid="t-text">
-          {block.text}
-          {block.open && <span className="caret" />}
-        </pre>
+        <>
+          <CutMarker block={block} />
+          <pre className={`t-text ${block.open ? 'open' : ''}`} data-testid="t-text">
+            {block.text}
+            {block.open && <span className="caret" />}
+          </pre>
+        </>
       )
     case 'think':
       return (
         <div className="t-think" data-testid="t-think">
           <span className="t-tag">thinking</span>
+          <CutMarker block={block} />
           <pre>
             {block.text}
             {block.open && <span className="caret" />}
@@ -442,7 +467,15 @@ export function SessionLive({
           <div className="panel-title">
             Output {loading && <span className="muted small">loading history…</span>}
             <span className="muted small right-push">{countOf(transcript.eventCount, 'event')}</span>
-            <CopyButton text={() => transcript.plainText()} />
+            {transcript.cutChars() > 0 ? (
+              <CopyButton
+                text={() => transcript.plainText()}
+                label="Copy shown text"
+                title="Copies the text shown here: the start of blocks over 200,000 characters is not kept (see the marker in the output)"
+              />
+            ) : (
+              <CopyButton text={() => transcript.plainText()} />
+            )}
           </div>
           <Terminal transcript={transcript} revision={revision} onTool={setTool} height="calc(100vh - 320px)" />
         </div>
@@ -455,7 +488,7 @@ export function SessionLive({
               Tokens &amp; cost
             </button>
             <button type="button" className={tab === 'errors' ? 'active' : ''} onClick={() => setTab('errors')} data-testid="tab-errors">
-              Errors <span className={`count ${transcript.errors.length ? 'bad' : ''}`}>{transcript.errors.length}</span>
+              Errors <span className={`count ${transcript.errorCount ? 'bad' : ''}`}>{transcript.errors.length}</span>
             </button>
           </div>
           <div className="tab-body">

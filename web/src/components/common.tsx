@@ -3,6 +3,7 @@ import { useState, type ReactNode } from 'react'
 import { Link } from 'react-router'
 import { authEnabled } from '../lib/auth'
 import { formatCost, formatCount, truncate } from '../lib/format'
+import { agentPath, sessionPath } from '../lib/routes'
 import type { AgentView } from '../lib/types'
 
 export function Card({
@@ -106,11 +107,15 @@ export function AgentState({ agent }: { agent: AgentView }) {
 }
 
 export function AgentStatus({ agent }: { agent: AgentView }) {
-  const status = agent.status === 'online' ? (agent.stalled ? 'stalled' : 'online') : 'offline'
+  const status = agent.status === 'online' ? (agent.stalled ? (agent.waiting ? 'waiting' : 'stalled') : 'online') : 'offline'
   return (
-    <span className={`status status-${status}`} data-testid="agent-status">
+    <span
+      className={`status status-${status}`}
+      data-testid="agent-status"
+      title={status === 'waiting' ? 'Silent since its request to a person: waiting for a decision in the Inbox' : undefined}
+    >
       <span className="dot" />
-      {status}
+      {status === 'waiting' ? 'waiting for you' : status}
     </span>
   )
 }
@@ -129,7 +134,7 @@ export function AgentLink({ id, name }: { id: string; name?: string | null }) {
   const text = name || id
   const shown = truncate(text, 48)
   return (
-    <Link className="link" to={`/agents/${encodeURIComponent(id)}`} title={shown === text ? undefined : text}>
+    <Link className="link" to={agentPath(id)} title={shown === text ? undefined : text}>
       {shown}
     </Link>
   )
@@ -138,7 +143,7 @@ export function AgentLink({ id, name }: { id: string; name?: string | null }) {
 export function SessionLink({ id }: { id: string | null | undefined }) {
   if (!id) return <span className="muted">–</span>
   return (
-    <Link className="link mono" to={`/sessions/${encodeURIComponent(id)}`} title={id}>
+    <Link className="link mono" to={sessionPath(id)} title={id}>
       {id.length > 14 ? `${id.slice(0, 12)}…` : id}
     </Link>
   )
@@ -150,12 +155,13 @@ export function studioAgentUrl(): string {
   return `${scheme}://${window.location.host}`
 }
 
-export function CopyButton({ text }: { text: string | (() => string) }) {
+export function CopyButton({ text, label = 'Copy', title }: { text: string | (() => string); label?: string; title?: string }) {
   const [done, setDone] = useState(false)
   return (
     <button
       type="button"
       className="btn btn-small"
+      title={title}
       onClick={() => {
         void navigator.clipboard?.writeText(typeof text === 'function' ? text() : text).then(() => {
           setDone(true)
@@ -163,7 +169,7 @@ export function CopyButton({ text }: { text: string | (() => string) }) {
         })
       }}
     >
-      {done ? 'Copied' : 'Copy'}
+      {done ? 'Copied' : label}
     </button>
   )
 }

@@ -1,13 +1,14 @@
 /** Derived facts about agents for tables and counters. */
 import type { AgentView } from './types'
 
-export type AgentBucket = 'working' | 'stalled' | 'online' | 'offline'
+export type AgentBucket = 'working' | 'stalled' | 'waiting' | 'online' | 'offline'
 
 const BUSY = new Set(['working', 'running'])
 
 export function bucketOf(agent: AgentView): AgentBucket {
   if (agent.status !== 'online') return 'offline'
-  if (agent.stalled) return 'stalled'
+  // Silent while a person has its request in front of them: waiting for them, not stuck.
+  if (agent.stalled) return agent.waiting ? 'waiting' : 'stalled'
   if (agent.state && BUSY.has(agent.state)) return 'working'
   return 'online'
 }
@@ -16,13 +17,15 @@ export interface AgentCounts {
   online: number
   working: number
   stalled: number
+  /** Stalled agents with a request waiting for a person's decision (not in `stalled`). */
+  waiting: number
   offline: number
   total: number
 }
 
 /** Online counts every connected agent (working and stalled ones included). */
 export function countAgents(agents: Iterable<AgentView>): AgentCounts {
-  const counts = { online: 0, working: 0, stalled: 0, offline: 0, total: 0 }
+  const counts = { online: 0, working: 0, stalled: 0, waiting: 0, offline: 0, total: 0 }
   for (const agent of agents) {
     counts.total += 1
     const bucket = bucketOf(agent)
@@ -30,8 +33,18 @@ export function countAgents(agents: Iterable<AgentView>): AgentCounts {
     else counts.online += 1
     if (bucket === 'working') counts.working += 1
     if (bucket === 'stalled') counts.stalled += 1
+    if (bucket === 'waiting') counts.waiting += 1
   }
   return counts
+}
+
+/** Mark the agents whose requests wait for a person (ids of open requests' agents). */
+export function markWaiting(agents: Iterable<AgentView>, waitingFor: Iterable<{ agent_id: string }>): AgentView[] {
+  const ids = new Set<string>()
+  for (const r of waitingFor) ids.add(r.agent_id)
+  const out: AgentView[] = []
+  for (const agent of agents) out.push(ids.has(agent.id) ? { ...agent, waiting: true } : agent)
+  return out
 }
 
 export function displayName(agent: Pick<AgentView, 'id' | 'name'>): string {
@@ -47,7 +60,7 @@ export function uptimeMs(agent: AgentView, now: number): number | null {
 
 type SortKey = 'status' | 'name' | 'state' | 'model' | 'session' | 'tokens' | 'cost' | 'last_event' | 'uptime' | 'errors'
 
-const BUCKET_ORDER: Record<AgentBucket, number> = { working: 0, stalled: 1, online: 2, offline: 3 }
+const BUCKET_ORDER: Record<AgentBucket, number> = { working: 0, stalled: 1, waiting: 2, online: 3, offline: 4 }
 
 function sortValue(agent: AgentView, key: SortKey, now: number): string | number {
   switch (key) {

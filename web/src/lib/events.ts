@@ -129,22 +129,50 @@ export interface EventFilter {
   q?: string
 }
 
-/** Whether a live event matches the explorer's filters (the server applies the same to history). */
+/** The values of a comma-separated filter, trimmed, empty ones left out (the server's `_csv`). */
+export function filterList(value: string | undefined): string[] {
+  if (!value) return []
+  return value
+    .split(',')
+    .map((v) => v.trim())
+    .filter(Boolean)
+}
+
+/**
+ * The ids an id filter names, as the server reads it (`_ids`): each comma-separated one, and
+ * the whole value as given, so that an id holding a comma can be filtered on too.
+ */
+export function filterIds(value: string | undefined): string[] {
+  const parts = filterList(value)
+  if (value && parts.length > 0 && !(parts.length === 1 && parts[0] === value)) parts.push(value)
+  return parts
+}
+
+function inList(value: string, list: string[], foldCase: boolean): boolean {
+  if (list.length === 0) return true
+  const v = foldCase ? value.toLowerCase() : value
+  return list.some((item) => (foldCase ? item.toLowerCase() : item) === v)
+}
+
+/**
+ * Whether a live event matches the explorer's filters, by the rule the server applies to
+ * history: agent, session, channel, type and severity filters are comma-separated lists.
+ */
 export function matchesFilter(event: StudioEvent, filter: EventFilter): boolean {
-  if (filter.agent_id && event.agent_id !== filter.agent_id) return false
-  if (filter.session_id && event.session_id !== filter.session_id) return false
-  if (filter.channel && event.channel !== filter.channel) return false
+  if (!inList(event.agent_id, filterIds(filter.agent_id), false)) return false
+  if (filter.session_id && !inList(event.session_id ?? '', filterIds(filter.session_id), false)) return false
+  if (!inList(event.channel, filterList(filter.channel), true)) return false
   // As the Studio filters stored events: the type and the `severity` field, whatever their case
   // (a `tool:error` without a severity is shown red, but is not of severity error).
-  if (filter.event_type && event.type.toLowerCase() !== filter.event_type.toLowerCase()) return false
-  if (filter.severity && str(event.data.severity).toLowerCase() !== filter.severity.toLowerCase()) return false
+  if (!inList(event.type, filterList(filter.event_type), true)) return false
+  if (filter.severity && !inList(str(event.data.severity), filterList(filter.severity), true)) return false
   if (filter.start) {
     const start = Date.parse(filter.start)
     if (Number.isFinite(start) && event.ts < start) return false
   }
   if (filter.end) {
     const end = Date.parse(filter.end)
-    if (Number.isFinite(end) && event.ts > end) return false
+    if (Number.isFinite(end) && event.ts >= end) return false
   }
   if (filter.q) {
     const needle = filter.q.toLowerCase()

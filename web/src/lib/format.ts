@@ -184,3 +184,13 @@ export function compactJson(value: unknown, max = 160): string {
   }
   return truncate(text.replace(/\s+/g, ' '), max)
 }
+
+/**
+ * The width of a value axis: its longest label (11 px digits are about 6.5 px wide) plus the tick
+ * and gap, so labels such as `$0.0075` are not clipped at the chart's edge.
+ */
+export function axisSize(values: readonly string[] | null | undefined): number {
+  let longest = 0
+  for (const v of values ?? []) longest = Math.max(longest, String(v).length)
+  return Math.max(40, Math.ceil(longest * 6.5) + 20)
+}

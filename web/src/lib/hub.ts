@@ -5,7 +5,7 @@
  * Events arrive at any rate; views are told at most once per animation frame (with a timer as a
  * fallback in background tabs), with the events of that frame as one batch.
  */
-import { request } from './api'
+import { normalizeEvent, request } from './api'
 import { isError } from './events'
 import { RequestStore, type RequestView } from './requests'
 import { Ring, RateSeries } from './ring'
@@ -45,6 +45,8 @@ export class LiveHub {
   /** Bumped when an event names an agent the table does not know: the table reloads. */
   unknownAgents = 0
 
+  /** The newest event any view saw, live or loaded from history: what a reconnect checks. */
+  private newestSeen: StudioEvent | null = null
   private readonly listeners = new Set<() => void>()
   private readonly batchListeners = new Set<BatchListener>()
   private pending: StudioEvent[] = []
@@ -82,24 +84,42 @@ export class LiveHub {
   }
 
   /**
-   * After a reconnect: if the Studio's newest cursor is below ours, it came back with another
-   * (or an emptied) database, and resuming after our cursor would skip everything new.
+   * After a reconnect: find out whether the Studio came back with another (or an emptied)
+   * database, in which case resuming after our cursor would skip everything new. It did if its
+   * newest cursor is below ours, or if the event it stores at our last cursor is not the one we
+   * saw there (a new database that already holds more events than the old one).
    */
-  async checkStoreReset(): Promise<void> {
-    const ours = this.stream.lastCursor
+  async checkStoreReset(retries = 3): Promise<void> {
+    const seen = this.newestSeen
+    const ours = Math.max(this.stream.lastCursor, seen?.cursor ?? 0)
     if (ours === 0) return
     try {
       const page = await request<EventsPage>('/events', { query: { limit: 1 } })
       const newest = page.events?.[0]?.cursor ?? 0
-      if (newest < ours) {
+      let replaced = newest < ours
+      if (!replaced && seen && seen.cursor === ours) {
+        const at = await request<EventsPage>(`/events/since/${ours - 1}`, { query: { limit: 1 } })
+        const raw = at.events?.[0]
+        const stored = raw ? normalizeEvent(raw) : null
+        replaced =
+          !stored ||
+          stored.cursor !== ours ||
+          stored.timestamp !== seen.timestamp ||
+          stored.type !== seen.type ||
+          stored.agent_id !== seen.agent_id
+      }
+      if (replaced) {
+        this.newestSeen = null
         this.events.clear()
         this.requests.clear()
-        this.stream.resetCursor(0)
+        // A stream that never had an event has nothing to skip: only the views start over.
+        if (this.stream.lastCursor > 0) this.stream.resetCursor(0)
         this.storeResets += 1
         this.schedule()
       }
     } catch {
-      // Not reachable yet or not allowed: the next reconnect checks again.
+      // Not reachable yet (a Studio still starting): ask again shortly, then at the next reconnect.
+      if (retries > 0) setTimeout(() => void this.checkStoreReset(retries - 1), 1000)
     }
   }
 
@@ -124,6 +144,7 @@ export class LiveHub {
   receive(events: StudioEvent[]): void {
     const now = Date.now()
     this.received += events.length
+    this.noteSeen(events)
     this.events.pushAll(events)
     this.eventRate.add(now, events.length)
     let tokens = 0
@@ -165,6 +186,13 @@ export class LiveHub {
 
   receiveRequest(view: RequestView): void {
     if (this.requests.upsert(view)) this.schedule()
+  }
+
+  /** Note events a view loaded from history, so a replaced store is noticed for them too. */
+  noteSeen(events: readonly StudioEvent[]): void {
+    for (const event of events) {
+      if (!this.newestSeen || event.cursor > this.newestSeen.cursor) this.newestSeen = event
+    }
   }
 
   /** Tell views about changes made directly to the hub's stores (REST snapshots). */

@@ -7,11 +7,22 @@
  * storage reads the same as it did live. Events at or below the last applied cursor are ignored,
  * which makes overlapping history and live batches safe to apply.
  */
-import { callOf } from './events'
+import { callOf, isError } from './events'
 import type { StudioEvent } from './types'
 
 export type Block =
-  | { kind: 'text' | 'think'; key: string; step: number | null; text: string; open: boolean; ts: number }
+  | {
+      kind: 'text' | 'think'
+      key: string
+      step: number | null
+      text: string
+      open: boolean
+      ts: number
+      /** Characters dropped from the start to keep the newest `maxTextPerBlock` (0: none). */
+      cut: number
+      /** The session of the block's first event (where the whole text can be found). */
+      sessionId: string | null
+    }
   | { kind: 'tool'; key: string; callId: string; ts: number }
   | { kind: 'state'; key: string; state: string; ts: number }
   | { kind: 'error'; key: string; error: ErrorItem; ts: number }
@@ -132,6 +143,10 @@ export class Transcript {
   readonly usage = new Map<string, ModelUsage>()
   lastCursor = 0
   eventCount = 0
+  /** `error` events the Studio counts as errors (no severity, or above warning), all of them. */
+  errorCount = 0
+  /** The other `error` events (debug, info, notice, warn, warning). */
+  minorErrorCount = 0
   /** The agent of the first event (a session belongs to one agent). */
   agentId: string | null = null
   /** Blocks dropped from the front to bound memory. */
@@ -162,26 +177,33 @@ export class Transcript {
     const d = event.data
     switch (event.type) {
       case 'text_chunk_start':
-        this.openStream('text', numOrNull(d.step), event.ts, true)
+        this.openStream('text', numOrNull(d.step), event, true)
         break
       case 'think_chunk_start':
-        this.openStream('think', numOrNull(d.step), event.ts, true)
+        this.openStream('think', numOrNull(d.step), event, true)
         break
       case 'text_chunk':
       case 'think_chunk': {
         const kind = event.type === 'text_chunk' ? 'text' : 'think'
-        const block = this.openStream(kind, numOrNull(d.step), event.ts, false)
-        const delta = str(d.delta)
-        if (block.text.length < this.limits.maxTextPerBlock) block.text += delta
+        const block = this.openStream(kind, numOrNull(d.step), event, false)
+        block.text += str(d.delta)
+        // Keep the newest text (the agent's conclusion comes last). Trimmed with some slack, so
+        // that a stream of small deltas past the limit does not copy the whole block each time.
+        const max = this.limits.maxTextPerBlock
+        if (block.text.length > max + (max >> 2)) this.trim(block)
         break
       }
       case 'text_chunk_end':
       case 'think_chunk_end': {
         const kind = event.type === 'text_chunk_end' ? 'text' : 'think'
-        const block = this.openStream(kind, numOrNull(d.step), event.ts, false)
+        const block = this.openStream(kind, numOrNull(d.step), event, false)
         // The end event carries the full text: it repairs chunks lost before history began.
         const full = str(d.text)
-        if (full && full.length >= block.text.length) block.text = full.slice(0, this.limits.maxTextPerBlock)
+        if (full && full.length >= block.cut + block.text.length) {
+          block.text = full
+          block.cut = 0
+        }
+        this.trim(block)
         block.open = false
         break
       }
@@ -276,6 +298,8 @@ export class Transcript {
           message: str(d.message),
           detail: d.detail,
         }
+        if (isError(event)) this.errorCount += 1
+        else this.minorErrorCount += 1
         this.errors.push(error)
         if (this.errors.length > this.limits.maxErrors) this.errors = this.errors.slice(-this.limits.maxErrors)
         this.closeStreams()
@@ -297,7 +321,7 @@ export class Transcript {
   }
 
   /** The most recent open text/think block of this kind, or a new one. */
-  private openStream(kind: 'text' | 'think', step: number | null, ts: number, fresh: boolean) {
+  private openStream(kind: 'text' | 'think', step: number | null, event: StudioEvent, fresh: boolean) {
     const last = this.blocks[this.blocks.length - 1]
     if (
       !fresh &&
@@ -312,9 +336,24 @@ export class Transcript {
     if (fresh && last && last.kind === kind && last.open && last.text === '' && last.step === step) return last
     // Interleaved thinking and text: close the other kind's stream before starting this one.
     this.closeStreams()
-    const block = { kind, key: this.key(), step, text: '', open: true, ts }
+    const block = { kind, key: this.key(), step, text: '', open: true, ts: event.ts, cut: 0, sessionId: event.session_id }
     this.push(block)
     return block
+  }
+
+  /** Drop a block's oldest text beyond the limit, counting what was dropped. */
+  private trim(block: { text: string; cut: number }): void {
+    const over = block.text.length - this.limits.maxTextPerBlock
+    if (over <= 0) return
+    block.text = block.text.slice(over)
+    block.cut += over
+  }
+
+  /** Characters dropped from the start of long blocks, over all blocks kept. */
+  cutChars(): number {
+    let total = 0
+    for (const b of this.blocks) if ((b.kind === 'text' || b.kind === 'think') && b.cut > 0) total += b.cut
+    return total
   }
 
   private closeStreams(): void {
@@ -441,11 +480,17 @@ export class Transcript {
     return out
   }
 
-  /** The whole assembled output as plain text (think blocks marked), for tests and copying. */
+  /**
+   * The assembled output as plain text (think blocks marked), for tests and copying: what is
+   * kept, with a marker where the start of a long block was dropped.
+   */
   plainText(): string {
     return this.blocks
       .filter((b): b is Extract<Block, { kind: 'text' | 'think' }> => b.kind === 'text' || b.kind === 'think')
-      .map((b) => (b.kind === 'think' ? `[think] ${b.text}` : b.text))
+      .map((b) => {
+        const text = b.cut > 0 ? `[… ${b.cut} earlier characters not kept] ${b.text}` : b.text
+        return b.kind === 'think' ? `[think] ${text}` : text
+      })
       .join('\n')
   }
 }

@@ -31,6 +31,11 @@ export interface AgentView {
   status: AgentStatus
   state: string | null
   stalled: boolean
+  /**
+   * Console-side (not on the wire): a request of this agent waits for a person's decision, so
+   * a stall is the person's to end (`markWaiting`).
+   */
+  waiting?: boolean
   current_session_id: string | null
   registered_at: string | null
   connected_at: string | null

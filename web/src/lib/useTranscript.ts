@@ -2,8 +2,9 @@
  * Follow one session (or one agent) live: replay its stored events, then keep folding in live
  * events from the hub. Live events that arrive while history loads are held back and applied
  * after it; the transcript drops anything at or below its last cursor, so none shows twice.
+ * When the hub sees the Studio's store replaced (`storeResets`), the view is rebuilt from scratch.
  */
-import { useEffect, useRef, useState } from 'react'
+import { useEffect, useRef, useState, useSyncExternalStore } from 'react'
 import { normalizeEvent, request } from './api'
 import { useHub } from './hooks'
 import { Transcript } from './transcript'
@@ -52,6 +53,9 @@ async function loadHistory(target: TranscriptTarget, signal: AbortSignal): Promi
 export function useTranscript(target: TranscriptTarget): TranscriptState {
   const hub = useHub()
   const key = target.sessionId ? `s:${target.sessionId}` : target.agentId ? `a:${target.agentId}` : ''
+  // A Studio that came back with another database numbers its events from 1 again: the old
+  // transcript would drop them all as already seen, so the view starts over from history.
+  const resets = useSyncExternalStore(hub.subscribe, () => hub.storeResets)
   const [state, setState] = useState<TranscriptState>(() => ({
     transcript: new Transcript(),
     revision: 0,
@@ -84,6 +88,7 @@ export function useTranscript(target: TranscriptTarget): TranscriptState {
     const controller = new AbortController()
     loadHistory(target, controller.signal)
       .then(({ events, truncated }) => {
+        hub.noteSeen(events)
         transcript.applyAll(events)
         transcript.applyAll(held ?? [])
         held = null
@@ -106,7 +111,7 @@ export function useTranscript(target: TranscriptTarget): TranscriptState {
       unsubscribe()
     }
     // eslint-disable-next-line react-hooks/exhaustive-deps
-  }, [hub, key])
+  }, [hub, key, resets])
 
   return state
 }

@@ -1,5 +1,6 @@
 import { useState } from 'react'
-import { Link, useParams } from 'react-router'
+import { Link } from 'react-router'
+import { sessionPath, useRouteId } from '../lib/routes'
 import { AgentState, AgentStatus, Card, ErrorNote, PageHeader, Stat } from '../components/common'
 import { JsonView } from '../components/JsonView'
 import { SessionLive } from '../components/SessionViews'
@@ -10,7 +11,7 @@ import { useTranscript } from '../lib/useTranscript'
 import type { AgentView, SessionList } from '../lib/types'
 
 export function AgentDetailPage() {
-  const { id = '' } = useParams()
+  const id = useRouteId('agents')
   const hub = useLive()
   const now = useNow(1000)
   const rest = useApi<AgentView>(`/agents/${encodeURIComponent(id)}`, undefined, 10_000)
@@ -90,7 +91,7 @@ export function AgentDetailPage() {
               </button>
             )}
             {sessionId && (
-              <Link className="link small" to={`/sessions/${encodeURIComponent(sessionId)}`}>
+              <Link className="link small" to={sessionPath(sessionId)}>
                 open session →
               </Link>
             )}

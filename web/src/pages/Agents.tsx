@@ -2,12 +2,13 @@ import { useState } from 'react'
 import { useNavigate, useSearchParams } from 'react-router'
 import { AgentLink, AgentState, AgentStatus, ConnectHelp, Card, PageHeader, Segmented, SessionLink } from '../components/common'
 import { VirtualTable, type Column } from '../components/VirtualTable'
-import { countAgents, displayName, filterAgents, sortAgents, uptimeMs } from '../lib/agents'
+import { countAgents, displayName, filterAgents, markWaiting, sortAgents, uptimeMs } from '../lib/agents'
 import { formatCostOf, formatCount, formatDuration, formatRelative } from '../lib/format'
 import { useLive, useNow } from '../lib/hooks'
+import { agentPath } from '../lib/routes'
 import type { AgentView } from '../lib/types'
 
-const BUCKETS = ['all', 'online', 'working', 'stalled', 'offline'] as const
+const BUCKETS = ['all', 'online', 'working', 'stalled', 'waiting', 'offline'] as const
 type Bucket = (typeof BUCKETS)[number]
 
 export function AgentsPage() {
@@ -19,12 +20,13 @@ export function AgentsPage() {
   const bucket = (params.get('status') as Bucket) || 'all'
   const [sort, setSort] = useState<{ key: string; dir: 'asc' | 'desc' }>({ key: 'status', dir: 'asc' })
 
-  const all = [...hub.agents.values()]
+  // An agent silent while its request waits in the inbox reads as waiting for you, not stalled.
+  const all = markWaiting(hub.agents.values(), hub.requests.open(now))
   const counts = countAgents(all)
   const rows = sortAgents(filterAgents(all, text, bucket), sort.key, sort.dir, now)
 
   const columns: Column<AgentView>[] = [
-    { key: 'status', header: 'Status', width: '90px', sortable: true, render: (a) => <AgentStatus agent={a} /> },
+    { key: 'status', header: 'Status', width: '128px', sortable: true, render: (a) => <AgentStatus agent={a} /> },
     {
       key: 'name',
       header: 'Agent',
@@ -69,7 +71,7 @@ export function AgentsPage() {
     <div className="page" data-testid="page-agents">
       <PageHeader
         title="Agents"
-        subtitle={`${counts.online} online · ${counts.working} working · ${counts.stalled} stalled · ${counts.offline} offline`}
+        subtitle={`${counts.online} online · ${counts.working} working · ${counts.stalled} stalled${counts.waiting ? ` · ${counts.waiting} waiting for you` : ''} · ${counts.offline} offline`}
       />
       {all.length === 0 ? (
         <Card>
@@ -103,7 +105,7 @@ export function AgentsPage() {
             onSort={(key) =>
               setSort((s) => ({ key, dir: s.key === key ? (s.dir === 'asc' ? 'desc' : 'asc') : key === 'name' || key === 'status' ? 'asc' : 'desc' }))
             }
-            onRowClick={(a) => navigate(`/agents/${encodeURIComponent(a.id)}`)}
+            onRowClick={(a) => navigate(agentPath(a.id))}
             rowClass={(a) => (a.status === 'online' && a.stalled ? 'row-warn' : a.status !== 'online' ? 'row-dim' : '')}
             empty="No agent matches the filter."
           />

@@ -41,7 +41,12 @@ function Breakdown({
               const c = costs?.[k]
               return (
                 <tr key={k}>
-                  <td>{kind === 'agent' ? <AgentLink id={k} /> : <span className="mono small">{k}</span>}</td>
+                  <td className="name-cell">
+                    {/* A long id is cut with an ellipsis (whole in the tooltip): the numbers stay in the card. */}
+                    <span className="ellipsis" title={k}>
+                      {kind === 'agent' ? <AgentLink id={k} /> : <span className="mono small">{k}</span>}
+                    </span>
+                  </td>
                   <td className="right num">{formatCount(t?.input ?? 0)}</td>
                   <td className="right num">{formatCount(t?.output ?? 0)}</td>
                   <td className="right num">{formatCount(t?.total ?? 0)}</td>

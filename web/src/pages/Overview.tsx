@@ -2,7 +2,7 @@ import { useMemo } from 'react'
 import { Link } from 'react-router'
 import { Chart } from '../components/Chart'
 import { AgentLink, AgentStatus, Badge, Card, ConnectHelp, Empty, ErrorNote, PageHeader, Stat } from '../components/common'
-import { countAgents, displayName, sortAgents } from '../lib/agents'
+import { countAgents, displayName, markWaiting, sortAgents } from '../lib/agents'
 import { normalizeEvent } from '../lib/api'
 import { isError } from '../lib/events'
 import { countOf, formatClock, formatCost, formatCostOf, formatCostTicks, formatCount, formatPercent, formatRate, formatRelative, tokenCostTrend } from '../lib/format'
@@ -45,8 +45,9 @@ export function OverviewPage() {
   const tokens = useApi<TokenStats>('/metrics/tokens', { period: '24h' }, 5000)
   const costs = useApi<CostStats>('/metrics/costs', { period: '24h' }, 5000)
 
-  const agents = [...hub.agents.values()]
-  const counts = agents.length > 0 ? countAgents(agents) : day.data?.agents ?? countAgents([])
+  const agents = markWaiting(hub.agents.values(), hub.requests.open(now))
+  const live = countAgents(agents)
+  const counts = agents.length > 0 ? live : day.data?.agents ?? live
   const liveRate = hub.eventRate.rate(now, 3)
   const connected = hub.connection.state === 'open'
   const eventsPerSecond = connected ? liveRate : day.data?.events_per_second ?? 0
@@ -99,7 +100,13 @@ export function OverviewPage() {
       <div className="stats-grid">
         <Stat label="Online" value={counts.online} hint={`of ${countOf(counts.total, 'agent')}`} tone="good" testId="stat-online" />
         <Stat label="Working" value={counts.working} tone="info" testId="stat-working" />
-        <Stat label="Stalled" value={counts.stalled} tone={counts.stalled ? 'warn' : undefined} testId="stat-stalled" />
+        <Stat
+          label="Stalled"
+          value={counts.stalled}
+          tone={counts.stalled ? 'warn' : undefined}
+          hint={live.waiting ? `${live.waiting} more waiting for you` : undefined}
+          testId="stat-stalled"
+        />
         <Stat label="Offline" value={counts.offline} testId="stat-offline" />
         <Stat
           label="Events / s"

@@ -1,4 +1,5 @@
-import { Link, useParams } from 'react-router'
+import { Link } from 'react-router'
+import { useRouteId } from '../lib/routes'
 import { AgentLink, Badge, Card, ErrorNote, PageHeader, Stat } from '../components/common'
 import { SessionLive } from '../components/SessionViews'
 import { formatCostOf, formatCount, formatDateTime, formatDuration } from '../lib/format'
@@ -7,7 +8,7 @@ import { useTranscript } from '../lib/useTranscript'
 import type { SessionDetail } from '../lib/types'
 
 export function SessionDetailPage() {
-  const { id = '' } = useParams()
+  const id = useRouteId('sessions')
   const now = useNow(1000)
   const session = useApi<SessionDetail>(`/sessions/${encodeURIComponent(id)}`, undefined, 5000)
   const live = useTranscript({ sessionId: id })
@@ -62,7 +63,13 @@ export function SessionDetailPage() {
           <Stat label="Tokens" value={formatCount(tokensIn + tokensOut)} hint={`${formatCount(tokensIn)} in · ${formatCount(tokensOut)} out`} />
           <Stat label="Cost" value={formatCostOf(s.cost)} />
           <Stat label="Tool calls" value={formatCount(live.transcript.tools.size)} />
-          <Stat label="Errors" value={formatCount(live.transcript.errors.length)} tone={live.transcript.errors.length ? 'bad' : undefined} />
+          <Stat
+            label="Errors"
+            testId="session-errors"
+            value={formatCount(t.errorCount)}
+            tone={t.errorCount ? 'bad' : undefined}
+            hint={t.minorErrorCount ? `${formatCount(t.minorErrorCount)} ${t.minorErrorCount === 1 ? 'warning' : 'warnings'}` : undefined}
+          />
         </div>
       )}
       <Card>

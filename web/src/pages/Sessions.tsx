@@ -4,6 +4,7 @@ import { AgentLink, Badge, Card, ConnectHelp, ErrorNote, PageHeader, Segmented, 
 import { VirtualTable, type Column } from '../components/VirtualTable'
 import { countOf, formatCostOf, formatCount, formatDuration, formatRelative } from '../lib/format'
 import { useApi, useNow } from '../lib/hooks'
+import { sessionPath } from '../lib/routes'
 import type { SessionList, SessionSummary } from '../lib/types'
 
 const STATUSES = ['all', 'active', 'completed', 'failed', 'interrupted', 'suspended'] as const
@@ -106,7 +107,7 @@ export function SessionsPage() {
             columns={columns}
             rowHeight={40}
             height="calc(100vh - 230px)"
-            onRowClick={(s) => navigate(`/sessions/${encodeURIComponent(s.id)}`)}
+            onRowClick={(s) => navigate(sessionPath(s.id))}
             empty={list.loading ? 'Loading…' : 'No session matches.'}
           />
         </Card>
