@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.support.agent import RawAgent, event, register
-from tests.support.api import get, wait_for
+from tests.support.api import call, get, wait_for
 from tests.support.server import StudioProcess
 from tests.support.timing import UNIT
 
@@ -373,3 +373,24 @@ def test_a_ping_or_subscribe_during_a_replay_is_answered_at_once(studio: StudioP
     assert cursors == list(range(1, len(cursors) + 1)) and len(cursors) < total  # no gap
     assert [f["type"] for f in between] == ["stats"]
     assert live["payload"]["agent_id"] == "new"
+
+
+def test_the_stream_and_healthz_name_the_database(tmp_path: Path) -> None:
+    """A console reconnecting to a Studio that came back on another database kept its views
+    of the old one when it had seen no event: nothing said the database was another."""
+    first = StudioProcess(tmp_path / "one.db").start()
+    try:
+        with Stream(first) as stream:
+            store_id = stream.greeting["payload"]["store_id"]
+        assert call(first.http_url, "/healthz")[1]["store"]["id"] == store_id
+        first.restart()
+        with Stream(first) as stream:
+            assert stream.greeting["payload"]["store_id"] == store_id  # the same database
+    finally:
+        first.stop()
+    second = StudioProcess(tmp_path / "two.db").start()
+    try:
+        with Stream(second) as stream:
+            assert stream.greeting["payload"]["store_id"] not in ("", store_id)
+    finally:
+        second.stop()

@@ -16,9 +16,10 @@ class RawAgent:
     def __init__(self, url: str, *, greeting: bool = True) -> None:
         self._connect = connect(url, open_timeout=10 * UNIT, max_size=None)
         self.ws: ClientConnection = self._connect.__enter__()
+        self.greeting: dict[str, Any] = {}
         if greeting:
-            hello = self.recv()
-            assert hello["type"] == "connected", hello
+            self.greeting = self.recv()
+            assert self.greeting["type"] == "connected", self.greeting
 
     def send(self, message: Any) -> None:
         self.ws.send(json.dumps(message))

@@ -82,6 +82,34 @@ describe('LiveStream', () => {
     expect(stream.connection.state).toBe('open')
   })
 
+  it('tells when the Studio comes back on another database, even before any event', () => {
+    const sockets: FakeSocket[] = []
+    let changes = 0
+    const stream = new LiveStream({
+      url: 'ws://studio/v1/dashboard/events/stream',
+      createSocket: () => {
+        const s = new FakeSocket()
+        sockets.push(s)
+        return s
+      },
+      random: () => 0.5,
+      onStoreChanged: () => (changes += 1),
+    })
+    stream.start()
+    sockets[0].open()
+    sockets[0].frame({ type: 'connected', payload: { store_id: 'aaaa' } })
+    sockets[0].drop()
+    vi.advanceTimersByTime(60_000)
+    sockets[1].open()
+    sockets[1].frame({ type: 'connected', payload: { store_id: 'aaaa' } })
+    expect(changes).toBe(0) // the same database: resume
+    sockets[1].drop()
+    vi.advanceTimersByTime(60_000)
+    sockets[2].open()
+    sockets[2].frame({ type: 'connected', payload: { store_id: 'bbbb' } })
+    expect(changes).toBe(1)
+  })
+
   it('delivers batched and single event frames in cursor order', () => {
     const { stream, sockets, received } = setup()
     stream.start()

@@ -47,7 +47,7 @@ def router(studio: Studio) -> APIRouter:
                 "status": "ok" if healthy else "degraded",
                 "version": __version__,
                 "uptime_s": round(time.time() - studio.started_at, 3),
-                "store": {"backend": studio.store.describe(), **store},
+                "store": {"backend": studio.store.describe(), "id": studio.store.store_id, **store},
                 "write_queue": pipeline.depth if pipeline else 0,
                 "agents_online": sum(
                     1 for a in studio.registry.agents.values() if a.connection is not None

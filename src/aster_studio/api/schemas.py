@@ -485,6 +485,7 @@ class StoreCheck(_Shape):
 
 class StoreHealth(StoreCheck):
     backend: str
+    id: str = Field(description="the database's own id: another after a restart on another one")
 
 
 class Healthz(_Shape):

@@ -299,6 +299,9 @@ def router(studio: Studio) -> APIRouter:
                     {
                         "connection_id": f"dash-ws-{time.time_ns()}",
                         "message": "Connected to Aster Studio event stream",
+                        # Another id after a reconnect: the Studio came back on another
+                        # database, and cursors from before mean nothing here.
+                        "store_id": studio.store.store_id,
                     },
                 )
             )

@@ -200,6 +200,11 @@ class Store(Protocol):
 
     def describe(self) -> str: ...
 
+    @property
+    def store_id(self) -> str:
+        """This database's own id (hex), the same across restarts, another for another one."""
+        ...
+
     def load_agents(self) -> list[AgentRecord]:
         """Every agent, with its counts and its last contact: `last_seen` is the later of the
         stored one and its newest event (an event is contact, but writes no `last_seen`)."""

@@ -6,6 +6,7 @@ import bisect
 import logging
 import operator
 import os
+import secrets
 import threading
 from collections import Counter, defaultdict
 from collections.abc import Collection, Iterable, Iterator, Sequence
@@ -544,6 +545,7 @@ class SqliteStore:
         self._id_ceiling = 0  # ids up to this are reserved durably; 0: this instance numbers none
         self._prices = PriceTable(())
         self._lock = WriterLock(path)  # held from `open` to `close`
+        self.store_id = ""  # this database's own id, set at `open`
 
     # ---- lifecycle ----
 
@@ -589,6 +591,17 @@ class SqliteStore:
         self._migrate(conn)
         self._load_unposted(conn)
         self._prices = PriceTable(self.prices())
+        self.store_id = self._identity(conn)
+
+    @staticmethod
+    def _identity(conn: apsw.Connection) -> str:
+        """The database's id, made at its first open: a console that reconnects tells from it
+        that the Studio came back on another database, or an emptied one."""
+        conn.execute(
+            "INSERT OR IGNORE INTO meta VALUES ('store_id', ?)", (secrets.randbits(62) or 1,)
+        )
+        value = _scalar(conn, "SELECT value FROM meta WHERE name = 'store_id'")
+        return f"{int(value):016x}"
 
     def check_startable(self) -> None:
         """Raise what `open` would for the likeliest reasons a server cannot start: another

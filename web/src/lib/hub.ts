@@ -69,6 +69,7 @@ export class LiveHub {
         this.serverError = message
         this.schedule()
       },
+      onStoreChanged: () => this.resetStore(),
       onConnection: (info) => {
         const reconnected = info.reconnects > this.connection.reconnects
         this.connection = info
@@ -108,19 +109,22 @@ export class LiveHub {
           stored.type !== seen.type ||
           stored.agent_id !== seen.agent_id
       }
-      if (replaced) {
-        this.newestSeen = null
-        this.events.clear()
-        this.requests.clear()
-        // A stream that never had an event has nothing to skip: only the views start over.
-        if (this.stream.lastCursor > 0) this.stream.resetCursor(0)
-        this.storeResets += 1
-        this.schedule()
-      }
+      if (replaced) this.resetStore()
     } catch {
       // Not reachable yet (a Studio still starting): ask again shortly, then at the next reconnect.
       if (retries > 0) setTimeout(() => void this.checkStoreReset(retries - 1), 1000)
     }
+  }
+
+  /** Start over on another database: what we hold came from the one before. */
+  resetStore(): void {
+    this.newestSeen = null
+    this.events.clear()
+    this.requests.clear()
+    // A stream that never had an event has nothing to skip: only the views start over.
+    if (this.stream.lastCursor > 0) this.stream.resetCursor(0)
+    this.storeResets += 1
+    this.schedule()
   }
 
   stop(): void {

@@ -68,6 +68,8 @@ export interface LiveStreamOptions {
   onStats?: (stats: Record<string, unknown>) => void
   onServerError?: (message: string) => void
   onConnection?: (info: ConnectionInfo) => void
+  /** The Studio came back on another database (its `connected` frame names another store). */
+  onStoreChanged?: () => void
 }
 
 export const DEFAULT_BACKOFF: BackoffOptions = { initialMs: 500, maxMs: 10_000, factor: 2, jitter: 0.2 }
@@ -107,6 +109,8 @@ export class LiveStream {
     lastError: null,
   }
   private everOpened = false
+  /** The database the Studio said it serves when we last connected (`connected.store_id`). */
+  private storeId: string | null = null
   /** Set when the server dropped events for us: live frames are ignored until the replay. */
   private recovering = false
   /** Subscribe messages sent on this socket and not yet answered with `subscribed`. */
@@ -270,6 +274,15 @@ export class LiveStream {
       return
     }
     switch (frame.type) {
+      case 'connected': {
+        const id = (frame.payload as { store_id?: unknown } | undefined)?.store_id
+        if (typeof id === 'string' && id) {
+          const changed = this.storeId !== null && id !== this.storeId
+          this.storeId = id
+          if (changed) this.options.onStoreChanged?.()
+        }
+        break
+      }
       case 'events':
         if (!this.recovering && Array.isArray(frame.payload)) this.deliver(frame.payload as Record<string, unknown>[])
         break
