@@ -53,7 +53,7 @@ class Studio:
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.bus = LiveBus(self.settings.subscriber_buffer)
+        self.bus = LiveBus(self.settings.subscriber_buffer, self.settings.subscriber_buffer_bytes)
         self.ingest = IngestService(
             self.store,
             self.registry,

@@ -47,6 +47,7 @@ _NUMERIC_ENV: tuple[tuple[str, str, type[int] | type[float]], ...] = (
     ("ASTER_STUDIO_WS_PING_INTERVAL", "ws_ping_interval_s", float),
     ("ASTER_STUDIO_WS_PING_TIMEOUT", "ws_ping_timeout_s", float),
     ("ASTER_STUDIO_STREAM_BUFFER", "subscriber_buffer", int),
+    ("ASTER_STUDIO_STREAM_BUFFER_BYTES", "subscriber_buffer_bytes", int),
 )
 
 
@@ -63,6 +64,7 @@ class Settings:
     writer_batch_max: int = 5_000
     commit_interval_s: float = 0.005
     subscriber_buffer: int = 10_000
+    subscriber_buffer_bytes: int = 16 << 20
     outbox_max: int = 1_000
     ws_ping_interval_s: float = 20.0
     ws_ping_timeout_s: float = 20.0
@@ -134,6 +136,11 @@ class Settings:
         if settings.subscriber_buffer < 1:
             raise ConfigError(
                 f"ASTER_STUDIO_STREAM_BUFFER must be at least 1, got {settings.subscriber_buffer}"
+            )
+        if settings.subscriber_buffer_bytes < 1 << 16:
+            raise ConfigError(
+                "ASTER_STUDIO_STREAM_BUFFER_BYTES must be at least 65536, "
+                f"got {settings.subscriber_buffer_bytes}"
             )
         if (settings.certfile is None) != (settings.keyfile is None):
             raise ConfigError("TLS needs both --certfile and --keyfile")

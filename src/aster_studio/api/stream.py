@@ -58,7 +58,7 @@ def parse_filters(raw: Any) -> tuple[StreamFilter, dict[str, Any]]:
     sessions = _strings(raw.get("session_ids"), "session_ids")
     level = raw.get("min_level")
     if level is not None and level not in LEVELS:
-        raise ValueError("filters.min_level must be debug, info, warn or error")
+        raise ValueError(f"filters.min_level must be one of {', '.join(LEVELS)}")
     flt = StreamFilter(
         channels=frozenset(c.lower() for c in channels or ()),
         event_types=frozenset(t.lower() for t in types or ()),

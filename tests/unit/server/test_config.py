@@ -35,6 +35,18 @@ def test_stream_buffer_comes_from_the_environment(
         Settings.from_env()
 
 
+def test_stream_buffer_bytes_come_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ASTER_STUDIO_STREAM_BUFFER_BYTES", str(64 << 20))
+    settings = Settings.from_env(db=str(tmp_path / "studio.db"))
+    sub = create_app(settings).state.studio.bus.subscribe()
+    assert sub.max_bytes == 64 << 20
+    monkeypatch.setenv("ASTER_STUDIO_STREAM_BUFFER_BYTES", "1000")
+    with pytest.raises(ConfigError, match="BUFFER_BYTES must be at least 65536"):
+        Settings.from_env()
+
+
 @pytest.mark.parametrize("kind", ["auto", "uvloop", "asyncio"])
 def test_run_loop_runs_on_the_loop_asked_for(kind: str) -> None:
     seen: list[str] = []
