@@ -182,7 +182,8 @@ def create_app(
         version=__version__,
         description="Ingest, store and serve the live events of remote AI agents.",
         lifespan=lifespan,
-        docs_url="/docs",
+        docs_url=None,  # the console serves its own API browser (api/__init__.py)
+        redoc_url=None,
         openapi_url="/openapi.json",
     )
     app.state.studio = studio

@@ -553,3 +553,22 @@ def test_a_long_agent_id_keeps_the_metrics_cost_column_in_its_card(
     card_right, table_right, cost_right = edges
     assert table_right <= card_right and cost_right <= card_right, edges
     expect(card.locator("td.name-cell span[title]").first).to_have_attribute("title", long_id)
+
+
+def test_the_api_browser_works_offline_under_the_content_security_policy(
+    studio: StudioProcess, page: Page
+) -> None:
+    """/docs loaded Swagger UI from a CDN with an inline script, exempt from the CSP: blank on
+    a machine without internet (this one), and the one page without the policy."""
+    outside: list[str] = []
+    console: list[str] = []
+    page.on(
+        "request",
+        lambda r: outside.append(r.url) if not r.url.startswith(studio.http_url) else None,
+    )
+    page.on("console", lambda m: console.append(m.text) if m.type == "error" else None)
+    response = page.goto(f"{studio.http_url}/docs")
+    assert response is not None and response.status == 200
+    assert "script-src 'self'" in response.headers["content-security-policy"]
+    expect(page.get_by_text("/v1/dashboard/events/since/{cursor}")).to_be_visible()
+    assert outside == [] and console == [], (outside, console)

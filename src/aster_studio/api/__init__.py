@@ -7,7 +7,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 from starlette.requests import Request
-from starlette.responses import FileResponse, RedirectResponse, Response
+from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 
 from ..app import Studio
 from . import agents, control, events, health, login, metrics, pricing, remote, sessions, stream
@@ -15,6 +15,18 @@ from ._common import fail, install_error_handlers
 from .schemas import describe
 
 log = logging.getLogger(__name__)
+
+
+API_BROWSER = """<!doctype html>
+<html lang="en">
+<head><meta charset="utf-8"><title>Aster Studio API</title>
+<link rel="icon" href="/studio/favicon.svg">
+<link rel="stylesheet" href="/studio/swagger/swagger-ui.css"></head>
+<body><div id="swagger-ui"></div>
+<script src="/studio/swagger/swagger-ui-bundle.js"></script>
+<script src="/studio/swagger/init.js"></script></body>
+</html>
+"""
 
 
 def mount_routes(app: FastAPI, studio: Studio, static_dir: Path) -> None:
@@ -39,6 +51,14 @@ def mount_console(app: FastAPI, static_dir: Path) -> None:
     @app.get("/", include_in_schema=False)
     async def home() -> Response:
         return RedirectResponse("/studio/")
+
+    @app.get("/docs", include_in_schema=False)
+    async def api_browser() -> Response:
+        """Swagger UI on /openapi.json, from the console's own files (web/vite.config.ts):
+        no CDN, so it works offline, and no inline script, so the CSP holds here too."""
+        if not (static_dir / "swagger" / "swagger-ui-bundle.js").is_file():
+            return fail(503, "console_not_built", "The API browser is built with the console.")
+        return HTMLResponse(API_BROWSER)
 
     @app.get("/studio", include_in_schema=False)
     async def studio_root() -> Response:

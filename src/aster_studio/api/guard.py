@@ -29,7 +29,6 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # No REST route takes more (prices, renames, decisions): a bigger body was read whole, and a
 # public route (login) took 300 MB and a GB of memory.
 MAX_BODY_BYTES = 1 << 20
-UNSAFE_FOR_CSP = ("/docs", "/redoc")  # the API browser loads its own scripts
 
 SECURITY_HEADERS = [
     (
@@ -143,7 +142,7 @@ class Guard:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
-            send = self._secure_headers(send, scope["path"])
+            send = self._secure_headers(send)
             declared = headers_of(scope).get(b"content-length", b"0")
             if not declared.isdigit() or int(declared) > MAX_BODY_BYTES:
                 await self._deny(
@@ -246,12 +245,10 @@ class Guard:
         await send({"type": "http.response.body", "body": body})
 
     @staticmethod
-    def _secure_headers(send: Send, path: str) -> Send:
-        extra = SECURITY_HEADERS[1:] if path.startswith(UNSAFE_FOR_CSP) else SECURITY_HEADERS
-
+    def _secure_headers(send: Send) -> Send:
         async def wrapped(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message = {**message, "headers": [*message.get("headers", ()), *extra]}
+                message = {**message, "headers": [*message.get("headers", ()), *SECURITY_HEADERS]}
             await send(message)
 
         return wrapped
