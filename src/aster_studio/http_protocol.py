@@ -37,14 +37,20 @@ class HeadLimitedHttp(HttpToolsProtocol):
         self._end_head()
         super().connection_lost(exc)
 
+    _tail = b""  # the last bytes of the head so far: its end may come split across reads
+
     def data_received(self, data: bytes) -> None:
-        waiting = self._head_timer is not None
-        super().data_received(data)
-        # Counted after parsing: a read that ends the head may carry a body too.
-        if waiting and self._head_timer is not None:
-            self._head_bytes += len(data)
+        if self._head_timer is not None:
+            # Counted before parsing, up to the head's end (a read may carry a body too): a
+            # head that came whole in one read was parsed and served before it was counted.
+            seen = self._tail + data
+            end = seen.find(b"\r\n\r\n")
+            self._head_bytes += len(data) if end < 0 else max(end + 4 - len(self._tail), 0)
+            self._tail = seen[-3:]
             if self._head_bytes > self.max_head_bytes:
                 self._refuse(431)
+                return
+        super().data_received(data)
 
     def on_headers_complete(self) -> None:
         self._end_head()
@@ -58,6 +64,7 @@ class HeadLimitedHttp(HttpToolsProtocol):
     def _start_head(self) -> None:
         self._end_head()
         self._head_bytes = 0
+        self._tail = b""
         self._head_timer = self.loop.call_later(self.head_timeout_s, self._refuse, 408)
 
     def _end_head(self) -> None:

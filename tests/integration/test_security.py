@@ -577,3 +577,22 @@ def test_a_request_head_over_the_limit_is_refused_with_431(studio: StudioProcess
             for _ in range(64):  # 1 MB of headers at most
                 sock.sendall(b"X-Big: " + b"a" * 16_000 + b"\r\n")
         assert sock.recv(4096).startswith(b"HTTP/1.1 431")
+
+
+@pytest.mark.parametrize("size", [70_000, 66_000])
+def test_a_head_over_the_limit_that_comes_in_one_read_is_refused_too(
+    studio: StudioProcess, size: int
+) -> None:
+    """A head counted only while incomplete: one that came whole in one read was served."""
+    head = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"a" * size + b"\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", studio.port), timeout=10 * UNIT) as sock:
+        sock.sendall(head)
+        assert sock.recv(4096).startswith(b"HTTP/1.1 431")
+    body = b'{"model": "m", "input_price_per_m": 1, "output_price_per_m": 2}' + b" " * 90_000
+    with socket.create_connection(("127.0.0.1", studio.port), timeout=10 * UNIT) as sock:
+        sock.sendall(  # a small head with a big body in the same read is a head under the limit
+            b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        assert sock.recv(4096).startswith(b"HTTP/1.1 200")
