@@ -30,13 +30,13 @@ from .store import SqliteStore
 log = logging.getLogger("aster_studio")
 
 
-def _add_server_options(parser: argparse.ArgumentParser) -> None:
+def _add_server_options(parser: argparse.ArgumentParser, db_default: str = "per-user file") -> None:
     parser.add_argument("--host", help="address to bind (env ASTER_STUDIO_HOST, default 127.0.0.1)")
     parser.add_argument(
         "--port", type=int, help=f"port, 0 for any free one (env ASTER_STUDIO_PORT, {DEFAULT_PORT})"
     )
     parser.add_argument(
-        "--db", help="sqlite:///path or a file path (env ASTER_STUDIO_DB, default per-user file)"
+        "--db", help=f"sqlite:///path or a file path (env ASTER_STUDIO_DB, default {db_default})"
     )
     parser.add_argument(
         "--loop",
@@ -57,7 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the Studio server and console")
     _add_server_options(serve)
     serve.add_argument(
-        "--stall-after", type=float, help="seconds a working agent may be silent (default 60)"
+        "--stall-after",
+        type=float,
+        help="seconds a working agent may be silent (env ASTER_STUDIO_STALL_AFTER, default 60)",
     )
     serve.add_argument(
         "--console-token",
@@ -91,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     token = commands.add_parser("console-token", help="generate a new console token")
     token.add_argument("--db", help="the Studio's database (as for serve)")
     demo = commands.add_parser("demo", help="run a Studio with simulated agents streaming to it")
-    _add_server_options(demo)
+    _add_server_options(demo, db_default="a new temporary one, deleted at exit")
     demo.add_argument("--agents", type=int, default=5, help="how many simulated agents")
     return parser
 

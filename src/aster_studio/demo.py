@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import random
+import shutil
 import socket
 import tempfile
 import threading
@@ -346,6 +347,7 @@ def run_demo(settings: Settings, agents: int = 5) -> None:
     """Serve a Studio in this thread and stream simulated agents to it until interrupted."""
     from .cli import serve  # late: cli imports this module lazily too
 
+    own_db = not settings.db
     settings = demo_settings(settings)
     # The simulated agents share this process with the Studio: on Ctrl-C the Studio stops first
     # and their SDKs would warn about the lost connection, which is expected here.
@@ -374,3 +376,5 @@ def run_demo(settings: Settings, agents: int = 5) -> None:
         stop.set()
         for agent in started:
             agent.join(3)
+        if own_db:  # the demo's own temporary database: every run left one behind
+            shutil.rmtree(Path(settings.db).parent, ignore_errors=True)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -596,3 +598,31 @@ def test_a_head_over_the_limit_that_comes_in_one_read_is_refused_too(
             + body
         )
         assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+
+
+def test_the_demo_deletes_its_own_database_at_exit(tmp_path: Path) -> None:
+    """Every `aster-studio demo` left a database behind in the temporary folder."""
+    env = {**os.environ, "TMPDIR": str(tmp_path), "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "aster_studio", "demo", "--port", "0", "--agents", "1"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        deadline = time.monotonic() + 30 * UNIT
+        for line in proc.stdout:  # until the agents stream
+            if line.startswith("Demo:") or time.monotonic() > deadline:
+                break
+        assert list(tmp_path.glob("aster-studio-demo-*/demo.db"))  # it made one
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30 * UNIT) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        if proc.stdout is not None:
+            proc.stdout.close()
+    assert list(tmp_path.glob("aster-studio-demo-*")) == []
