@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 STATIC_DIR = Path(__file__).parent / "static"
+REQUEST_KEY = "request_ids"  # the secret an agent's request id is made with (`_request_key`)
 
 
 @dataclass(eq=False)
@@ -93,7 +95,10 @@ class Studio:
         usage = await loop.run_in_executor(None, self.store.usage_by_agent)
         forgotten = await loop.run_in_executor(None, self.store.forgotten_events)
         self.registry.load(records, usage, forgotten)
-        self.control.load(await loop.run_in_executor(None, self.store.open_requests))
+        self.control.load(
+            await loop.run_in_executor(None, self.store.open_requests),
+            await loop.run_in_executor(None, self._request_key),
+        )
         # Requests a crash lost between their events' commit and their own: written before
         # the pipeline starts, so they are durable before any agent is served.
         lost = await loop.run_in_executor(None, self.store.unobserved_events, WATCHED_TYPES)
@@ -112,6 +117,14 @@ class Studio:
         self.ingest.attach(self.pipeline, first_event_id)
         self.pipeline.start()
         self._tasks.append(asyncio.create_task(self._watch_stalls(), name="stall-watch"))
+
+    def _request_key(self) -> bytes:
+        """The key request ids are made with, this database's own (made at its first start)."""
+        key = self.store.get_secret(REQUEST_KEY)
+        if key is None:
+            key = secrets.token_hex(32)
+            self.store.set_secret(REQUEST_KEY, key, int(time.time() * 1000))
+        return key.encode()
 
     async def stop(self) -> None:
         """Flush every received event to storage, then close it."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hmac
 import logging
 import secrets
 from collections import OrderedDict
@@ -116,9 +117,11 @@ class ControlService:
         self.open: dict[str, RequestRecord] = {}
         self._superseded: OrderedDict[str, RequestRecord] = OrderedDict()
         self._marked = 0  # the last event id `observe` marked as observed
+        self._request_key = b""  # this database's key for request ids (`load`)
 
-    def load(self, records: list[RequestRecord]) -> None:
+    def load(self, records: list[RequestRecord], request_key: bytes = b"") -> None:
         self.open = {r.id: r for r in records}
+        self._request_key = request_key
 
     def recover(self, events: list[StoredEvent]) -> list[WriteOp]:
         """Apply the stored events whose effects a crash may have lost; return their writes.
@@ -277,8 +280,9 @@ class ControlService:
                 return
             record = RequestRecord(
                 # Named by its event, so that a request rebuilt after a crash (`recover`) has
-                # the id the console was shown; "v" keeps it apart from the random ones.
-                id=f"r_ev{event.id}",
+                # the id the console was shown, through a keyed hash: a cursor in it told an
+                # agent how many events the others had sent.
+                id="r_" + hmac.new(self._request_key, b"%d" % event.id, "sha256").hexdigest()[:12],
                 kind=req_kind,
                 agent_id=event.agent_id,
                 session_id=event.session_id,

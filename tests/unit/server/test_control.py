@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ import apsw
 import orjson
 
 from aster_studio import store as ops
-from aster_studio.app import Studio
+from aster_studio.app import REQUEST_KEY, Studio
 from aster_studio.config import Settings
 from aster_studio.control.service import MARK_EVERY
 from aster_studio.models import RequestRecord, StoredEvent
@@ -102,8 +103,17 @@ async def test_a_rebuilt_request_has_the_id_the_first_run_gave_it(tmp_path: Path
         await live.stop()
     path = tmp_path / "c.db"
     crash_after_the_event(path, permission_event(7, "call-1"))
+    with closing(SqliteStore(tmp_path / "live.db")) as live_store:  # as if the same database
+        live_store.open()
+        key = live_store.get_secret(REQUEST_KEY)
+    with closing(SqliteStore(path)) as store:
+        store.open()
+        assert key is not None
+        store.set_secret(REQUEST_KEY, key, ASKED)
     (rebuilt,) = await restart(path, now=ASKED + 5_000)
     assert rebuilt.id == shown.id
+    # Not the cursor (`r_ev7` told an agent how many events the others had sent): a keyed hash.
+    assert re.fullmatch(r"r_[0-9a-f]{12}", rebuilt.id), rebuilt.id
 
 
 async def test_a_rebuilt_request_whose_deadline_passed_while_down_is_expired(
