@@ -103,11 +103,16 @@ def test_usage_is_filed_at_the_agents_own_time(server: StudioProcess) -> None:
     assert metric(server, "tokens", agent_id="u-late", period="1h")["total"]["input"] == 0
 
 
-def test_usage_stamped_far_ahead_is_filed_at_its_receive_time(server: StudioProcess) -> None:
-    ahead = int(time.time() * 1000) + 86_400_000  # a clock a day fast
-    send(server, "u-ahead", event("u-ahead", "token_usage", input_tokens=3, timestamp=ahead))
-    view(server, "u-ahead", 3)
-    assert metric(server, "tokens", agent_id="u-ahead", period="1h")["total"]["input"] == 3
+@pytest.mark.parametrize("fast_ms", [30_000, 86_400_000])
+def test_usage_stamped_ahead_is_filed_at_its_receive_time(
+    server: StudioProcess, fast_ms: int
+) -> None:
+    """A clock 30 s fast filed the usage 30 s ahead: every window ending now left it out."""
+    agent = f"u-ahead-{fast_ms}"
+    ahead = int(time.time() * 1000) + fast_ms
+    send(server, agent, event(agent, "token_usage", input_tokens=3, timestamp=ahead))
+    view(server, agent, 3)
+    assert metric(server, "tokens", agent_id=agent, period="1h")["total"]["input"] == 3
 
 
 def test_a_deleted_agent_that_returns_shows_the_usage_its_metrics_sum(

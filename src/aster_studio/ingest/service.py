@@ -114,9 +114,8 @@ class RateMeter:
 MAX_TOKENS = 10_000_000_000
 
 # Usage is filed at the agent's own time (an SDK resends what it held through an outage),
-# unless that time is further ahead of the server's than a clock's skew, or older than the
-# longest period the metrics show: then at the receive time.
-USAGE_SKEW_MS = 60_000
+# unless that time is ahead of the server's (a window ending now would leave it out), or older
+# than the longest period the metrics show: then at the receive time.
 USAGE_MAX_AGE_MS = 30 * 86_400_000
 
 _TOKEN_FIELDS = (
@@ -857,7 +856,9 @@ class IngestService:
         writes.append(stored)
         if usage is not None:
             used_at = msg.client_ts_ms
-            if used_at is None or not now - USAGE_MAX_AGE_MS <= used_at <= now + USAGE_SKEW_MS:
+            if used_at is None or not now - USAGE_MAX_AGE_MS <= used_at <= now:
+                # A clock a little fast is now (a window ending now left such usage out until
+                # real time caught up); one far off, or absurdly old, is the receive time too.
                 used_at = now
             writes.append(ops.RecordUsage(event_id, msg.agent_id, session_id, used_at, usage))
         if not self._fresh:
