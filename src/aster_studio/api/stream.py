@@ -31,6 +31,20 @@ from .events import items_json
 log = logging.getLogger(__name__)
 
 REPLAY_PAGE = 1_000
+# A replay page's payloads: pages start small and grow to REPLAY_PAGE events while they stay
+# under this, and shrink when they do not (800 KB events made 800 MB pages, and a client
+# resubscribing in a loop held gigabytes).
+REPLAY_PAGE_BYTES = 4 << 20
+REPLAY_FIRST_PAGE = 16
+
+
+def next_page_size(size: int, page_bytes: int) -> int:
+    """The size of the replay's next page, from the bytes of one of `size` events."""
+    if page_bytes <= REPLAY_PAGE_BYTES // 4:
+        return min(REPLAY_PAGE, size * 4)
+    return max(1, min(REPLAY_PAGE, size * REPLAY_PAGE_BYTES // page_bytes))
+
+
 STATS_EVERY_S = 10.0
 
 
@@ -177,6 +191,9 @@ def router(studio: Studio) -> APIRouter:
                         await ws.send_text(stats())
 
         replaying: asyncio.Task[None] | None = None
+        # The replay's store read under way: it runs in a thread, which cancelling the replay
+        # does not stop, so the next replay waits for it rather than read beside it.
+        reading: asyncio.Future[list[StoredEvent]] | None = None
 
         async def stop_replay() -> None:
             """End the replay under way, if any: a new subscribe or an unsubscribe replaces it
@@ -192,6 +209,10 @@ def router(studio: Studio) -> APIRouter:
                 await asyncio.wait([task])
             if task is not None and not task.cancelled():
                 task.exception()  # retrieved: a send that failed ends the connection anyway
+            if reading is not None:
+                await asyncio.wait([reading])
+                if not reading.cancelled():
+                    reading.exception()
 
         async def subscribe(msg: dict[str, Any]) -> None:
             nonlocal replaying
@@ -244,12 +265,17 @@ def router(studio: Studio) -> APIRouter:
             await ws.send_text(stats())
 
         async def replay(flt: StreamFilter, since: int) -> None:
-            last, sent = since, 0
+            nonlocal reading
+            last, sent, size = since, 0, REPLAY_FIRST_PAGE
             covered = 0  # every event up to this id was committed before the last store read
             query = store_filter(flt)
             while True:  # to the end, however far: stopping short would leave a gap
-                page = await studio.run_sync(studio.store.events_after, query, last, REPLAY_PAGE)
-                full = len(page) == REPLAY_PAGE
+                reading = asyncio.ensure_future(
+                    studio.run_sync(studio.store.events_after, query, last, size)
+                )
+                page = await asyncio.shield(reading)
+                full = len(page) == size
+                size = next_page_size(size, sum(len(e.payload) for e in page))
                 if page:
                     last = page[-1].id  # the store filtered by these ids already
                 if not full:

@@ -540,3 +540,20 @@ async def test_a_stream_flush_sends_events_and_views_in_one_write_or_leaves_them
     bus.publish([stored(11)])
     await asyncio.sleep(0)
     assert len(writes) == 2 and [e["cursor"] for e in orjson.loads(writes[1][0])["payload"]] == [11]
+
+
+def test_replay_pages_grow_while_small_and_shrink_to_their_byte_budget() -> None:
+    from aster_studio.api.stream import (
+        REPLAY_FIRST_PAGE,
+        REPLAY_PAGE,
+        REPLAY_PAGE_BYTES,
+        next_page_size,
+    )
+
+    size = REPLAY_FIRST_PAGE
+    for _ in range(10):  # small events: up to the most a page takes
+        size = next_page_size(size, size * 200)
+    assert size == REPLAY_PAGE
+    for event_bytes in (800_000, 1 << 20, 5 << 20):  # big ones: a page within its budget
+        size = next_page_size(REPLAY_PAGE, REPLAY_PAGE * event_bytes)
+        assert size >= 1 and (size == 1 or size * event_bytes <= REPLAY_PAGE_BYTES)
