@@ -275,7 +275,10 @@ class IngestService:
         self._slots_dealt = 0
         self._waiting_views: list[list[str]] = [[] for _ in range(VIEW_SLOTS)]
         self._views_due = [0.0] * VIEW_SLOTS  # loop time of each waiting slot's tick
-        self._views_timer: asyncio.TimerHandle | None = None
+        # The timer of the next tick, and when it is due: uvloop's `call_at` returns a plain
+        # Handle, without `when()`, for a time already past (a loop held up under load).
+        self._views_timer: asyncio.Handle | None = None
+        self._views_timer_due = 0.0
         self._ids = itertools.count(1)
         self.next_event_id = 1  # events are numbered here, in the order they are queued
         self._fresh: list[StoredEvent] = []  # numbered this loop iteration, not yet published
@@ -999,10 +1002,11 @@ class IngestService:
         due = (k + (slot - k) % VIEW_SLOTS) * tick
         self._views_due[slot] = due
         timer = self._views_timer
-        if timer is None or due < timer.when():
+        if timer is None or due < self._views_timer_due:
             if timer is not None:
                 timer.cancel()
             self._views_timer = loop.call_at(due, self._flush_views)
+            self._views_timer_due = due
 
     def _flush_views(self) -> None:
         """Publish the views of the slots whose tick has come; set the timer for the next."""
@@ -1032,6 +1036,7 @@ class IngestService:
                     self.bus.changed("agent", agent.view(now, self.stall_after_ms))
         if following:
             self._views_timer = loop.call_at(following, self._flush_views)
+            self._views_timer_due = following
 
     def _state_op(self, agent: LiveAgent) -> ops.AgentState:
         return ops.AgentState(agent.id, agent.state, agent.last_seen, agent.current_session_id)

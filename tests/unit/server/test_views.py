@@ -74,3 +74,38 @@ async def test_a_busy_agents_view_goes_out_at_most_once_an_interval(tmp_path: Pa
         assert len(times) >= 2  # still changing: the next view follows
         gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
         assert min(gaps) >= VIEW_INTERVAL_S * 0.95
+
+
+def test_a_views_timer_that_uvloop_made_a_plain_handle_is_no_error(tmp_path: Path) -> None:
+    """uvloop's `call_at` returns a plain Handle (no `when()`) for a time less than half a
+    millisecond away: `_flush_views` sets its next tick after publishing, which under load
+    took longer than the tick was away, and the next agent's change raised AttributeError,
+    which closed its connection with 1011 and lost its events."""
+    import uvloop
+
+    async def main() -> None:
+        studio = Studio(
+            settings=Settings(), store=SqliteStore(tmp_path / "u.db"), clock=wall_clock_ms
+        )
+        ingest = studio.ingest
+        sub = studio.bus.subscribe()
+        sub.active = sub.batch = True
+        conn = ingest.open_connection("test")
+        conn.tokens = float("inf")
+        loop = asyncio.get_running_loop()
+        handle = loop.call_at(loop.time(), lambda: None)
+        assert not hasattr(handle, "when")  # what uvloop hands back for a time that has come
+        await ingest.handle_text(conn, event_frame("first"))  # sets the views' timer
+        ingest._views_timer.cancel()
+        ingest._views_timer = loop.call_at(loop.time(), ingest._flush_views)
+        for i in range(VIEW_SLOTS):  # a change in another slot compares the timers
+            await ingest.handle_text(conn, event_frame(f"next-{i}"))
+        seen: set[str] = set()
+        deadline = time.monotonic() + 2 * VIEW_INTERVAL_S + 1 * UNIT
+        while len(seen) < VIEW_SLOTS + 1 and time.monotonic() < deadline:
+            seen |= {agent_id for _, agent_id in sub.take()[1]}
+            await asyncio.sleep(0.005)
+        assert seen == {"first", *(f"next-{i}" for i in range(VIEW_SLOTS))}
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main())
