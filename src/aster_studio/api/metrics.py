@@ -166,7 +166,10 @@ def router(studio: Studio) -> APIRouter:
         return await studio.run_sync(lambda: store.count_events(flt) - store.count_events(minor))
 
     async def scan(flt: EventFilter) -> list[StoredEvent]:
-        return await studio.run_sync(store.events_after, flt, 0, SCAN_LIMIT)
+        """The newest SCAN_LIMIT matching events, oldest first: a window's latest figures (a
+        slowdown now) are what is looked for; the oldest were read, and it never showed."""
+        newest = await studio.run_sync(store.events_before, flt, None, SCAN_LIMIT)
+        return newest[::-1]
 
     async def tool_latency(
         start: int, end: int, agent_ids: tuple[str, ...] | None

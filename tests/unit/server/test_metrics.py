@@ -3,11 +3,14 @@ filtered by status."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import orjson
+import pytest
 
 from aster_studio import store as ops
+from aster_studio.api import metrics
 from aster_studio.api.metrics import tool_spans
 from aster_studio.models import StoredEvent
 from aster_studio.store import SqliteStore
@@ -87,3 +90,37 @@ async def test_traces_filter_by_status_over_every_session_before_paging(tmp_path
         assert {t["status"] for t in page["traces"]} == {"ok"}
         running = await data_of(http, "/v1/dashboard/traces?status=running")
         assert (running["traces"], running["total"], running["has_more"]) == ([], 0, False)
+
+
+async def test_latency_is_measured_over_the_newest_events_of_the_window(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The scan read the window's oldest events: past its limit, a slowdown now never showed
+    (60,000 steps of 100 ms, then 20,000 of 10 s: 100 ms reported)."""
+    monkeypatch.setattr(metrics, "SCAN_LIMIT", 10)
+    path = tmp_path / "m.db"
+    store = SqliteStore(path, synchronous="NORMAL")
+    store.open()
+    now = int(time.time() * 1000)
+    steps = [
+        StoredEvent(
+            i,
+            "a",
+            "s",
+            "progress",
+            "step_complete",
+            None,
+            now - 60_000 + i,
+            None,
+            orjson.dumps(
+                {"event_type": "step_complete", "duration_ms": 100 if i <= 30 else 10_000}
+            ),
+        )
+        for i in range(1, 41)
+    ]
+    store.write([ops.UpsertAgent("a", now - 60_000), *steps])
+    store.close()
+    async with in_process(SqliteStore(path, synchronous="NORMAL")) as http:
+        performance = await data_of(http, "/v1/dashboard/metrics/performance?period=1h")
+    assert performance["step_latency"]["count"] == 10
+    assert performance["step_latency"]["avg"] == 10_000
