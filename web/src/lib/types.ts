@@ -96,6 +96,8 @@ export interface EventsPage {
   events: RawEventItem[]
   cursor?: number
   next_cursor?: number
+  /** `/events` (newest first): the cursor to read the next, older page before; null at the start. */
+  next_before?: number | null
 }
 
 export interface SessionSummary {

@@ -27,22 +27,26 @@ export interface TranscriptState {
 const PAGE = 1000
 const MAX_PAGES = 50
 
-async function loadHistory(target: TranscriptTarget, signal: AbortSignal): Promise<{ events: StudioEvent[]; truncated: boolean }> {
+export async function loadHistory(
+  target: TranscriptTarget,
+  signal: AbortSignal,
+  maxPages = MAX_PAGES,
+): Promise<{ events: StudioEvent[]; truncated: boolean }> {
   if (target.sessionId) {
-    const events: StudioEvent[] = []
-    let cursor = 0
-    for (let page = 0; page < MAX_PAGES; page += 1) {
-      const data = await request<EventsPage>(`/events/since/${cursor}`, {
-        query: { session_id: target.sessionId, limit: PAGE },
-        signal,
-      })
-      const batch = (data.events ?? []).map(normalizeEvent)
-      events.push(...batch)
-      const next = data.next_cursor ?? batch.at(-1)?.cursor ?? cursor
-      if (batch.length < PAGE || next <= cursor) return { events, truncated: false }
-      cursor = next
+    // Newest first, page by page back to the start or the limit: past it, what is left out
+    // is the oldest part (the newest was: the end of a long session, its answer, went missing).
+    const newest: StudioEvent[] = []
+    let before: number | null = null
+    for (let page = 0; page < maxPages; page += 1) {
+      const query: Record<string, string | number> = { session_id: target.sessionId, limit: PAGE }
+      if (before !== null) query.before = before
+      const data = await request<EventsPage>('/events', { query, signal })
+      newest.push(...(data.events ?? []).map(normalizeEvent))
+      const next = data.next_before ?? null
+      if (next === null || (before !== null && next >= before)) return { events: newest.reverse(), truncated: false }
+      before = next
     }
-    return { events, truncated: true }
+    return { events: newest.reverse(), truncated: true }
   }
   // A whole agent's history can be huge: the newest page is enough for its live view.
   const data = await request<EventsPage>('/events', { query: { agent_id: target.agentId ?? '', limit: PAGE }, signal })
