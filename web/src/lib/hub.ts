@@ -85,12 +85,15 @@ export class LiveHub {
   }
 
   /**
-   * After a reconnect: find out whether the Studio came back with another (or an emptied)
+   * After a reconnect to a Studio that does not name its database (`connected.store_id`, which
+   * `onStoreChanged` follows): find out whether it came back with another (or an emptied)
    * database, in which case resuming after our cursor would skip everything new. It did if its
    * newest cursor is below ours, or if the event it stores at our last cursor is not the one we
    * saw there (a new database that already holds more events than the old one).
    */
   async checkStoreReset(retries = 3): Promise<void> {
+    // A Studio that names its database says so itself, at once (`onStoreChanged`).
+    if (this.stream.storeId !== null) return
     const seen = this.newestSeen
     const ours = Math.max(this.stream.lastCursor, seen?.cursor ?? 0)
     if (ours === 0) return

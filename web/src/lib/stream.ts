@@ -110,7 +110,7 @@ export class LiveStream {
   }
   private everOpened = false
   /** The database the Studio said it serves when we last connected (`connected.store_id`). */
-  private storeId: string | null = null
+  private storeIdSeen: string | null = null
   /** Set when the server dropped events for us: live frames are ignored until the replay. */
   private recovering = false
   /** Subscribe messages sent on this socket and not yet answered with `subscribed`. */
@@ -144,6 +144,11 @@ export class LiveStream {
    * Forget the cursor: the Studio's store was replaced (its newest cursor is below ours), so
    * resume from `cursor` and re-subscribe at once.
    */
+  /** The id of the database the Studio serves, once it said (null from a Studio too old to). */
+  get storeId(): string | null {
+    return this.storeIdSeen
+  }
+
   resetCursor(cursor: number): void {
     this.info = { ...this.info, lastCursor: Math.max(0, cursor) }
     // Replay what the new store already holds (since 0 included), then go live; frames of the
@@ -277,8 +282,8 @@ export class LiveStream {
       case 'connected': {
         const id = (frame.payload as { store_id?: unknown } | undefined)?.store_id
         if (typeof id === 'string' && id) {
-          const changed = this.storeId !== null && id !== this.storeId
-          this.storeId = id
+          const changed = this.storeIdSeen !== null && id !== this.storeIdSeen
+          this.storeIdSeen = id
           if (changed) this.options.onStoreChanged?.()
         }
         break
