@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from fastapi import APIRouter
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -18,11 +20,14 @@ WRITE_FAILURE_WINDOW_S = 60.0
 
 def router(studio: Studio) -> APIRouter:
     api = APIRouter()
+    # The store check has a thread of its own: in the shared pool it waited behind the heavy
+    # reads of a big store (3.1 s with eight of them running), and a probe took that as down.
+    checker = ThreadPoolExecutor(1, thread_name_prefix="health")
 
     async def check_store() -> dict[str, object]:
         started = time.perf_counter()
         try:
-            await studio.run_sync(studio.store.ping)
+            await asyncio.get_running_loop().run_in_executor(checker, studio.store.ping)
         except StoreError as exc:
             return {"status": "unhealthy", "error": str(exc)}
         latency = (time.perf_counter() - started) * 1000
