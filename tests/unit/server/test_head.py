@@ -91,11 +91,11 @@ async def test_healthz_answers_while_every_pool_thread_is_busy(tmp_path: Path) -
     3.1 s with eight of them running, and a probe took the Studio for down."""
     loop = asyncio.get_running_loop()
     async with in_process(_seeded(tmp_path / "h.db")) as http:
-        busy = [loop.run_in_executor(None, time.sleep, 1) for _ in range(40)]  # more than it has
+        busy = [loop.run_in_executor(None, time.sleep, 1) for _ in range(12)]  # twice what it has
         await asyncio.sleep(0.1)
         started = time.monotonic()
         response = await http.get("/healthz")
         took = time.monotonic() - started
         await asyncio.gather(*busy)
     assert response.status_code == 200
-    assert took < 0.8, took  # behind them: 1 s at least, 7 s on a machine of two cores
+    assert took < 0.8, took  # behind them: 1 s at least
