@@ -7,7 +7,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from ._errors import ConfigError
 
@@ -127,13 +127,24 @@ def connect_url(url: str) -> str:
         raise ConfigError(f"no host in the URL {shown!r}")
     if port == 0:
         raise ConfigError(f"port 0 in the URL {shown!r}: use a port from 1 to 65535")
+    if parts.username is not None:  # sent as HTTP Basic credentials, which need both, in UTF-8
+        if parts.password is None:
+            raise ConfigError(
+                f"a user name without a password in the URL {shown!r}: an agent key goes in "
+                "`token=` (or ASTER_STUDIO_TOKEN)"
+            )
+        try:
+            unquote(parts.username, errors="strict")
+            unquote(parts.password, errors="strict")
+        except UnicodeDecodeError:
+            raise ConfigError(f"the user or password in the URL {shown!r} is not UTF-8") from None
     path = parts.path.rstrip("/")
     if not path.endswith(CONNECT_PATH):
         path += CONNECT_PATH
     return urlunsplit((scheme, parts.netloc, path, parts.query, ""))
 
 
-_SECRET_PARAMS = ("token", "key", "secret", "pass", "auth", "sig")
+SECRET_PARAMS = ("token", "key", "secret", "pass", "auth", "sig")
 
 
 def redact_url(url: str) -> str:
@@ -148,10 +159,7 @@ def redact_url(url: str) -> str:
         if query:
             pairs = parse_qsl(query, keep_blank_values=True)
             query = urlencode(
-                [
-                    (k, "***" if any(s in k.lower() for s in _SECRET_PARAMS) else v)
-                    for k, v in pairs
-                ],
+                [(k, "***" if any(s in k.lower() for s in SECRET_PARAMS) else v) for k, v in pairs],
                 safe="*",
             )
         return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))

@@ -11,8 +11,9 @@ import inspect
 import socket
 from collections.abc import Mapping
 from typing import Any, Protocol
+from urllib.parse import parse_qsl, unquote, urlsplit
 
-from ._config import redact_url
+from ._config import SECRET_PARAMS, redact_url
 from ._errors import ConnectionClosed, Refused, TransportError
 
 
@@ -139,7 +140,28 @@ class WebSocketTransport:
                 raise Refused(
                     f"HTTP {status} to the WebSocket handshake", f"http_{status}"
                 ) from exc
-            raise TransportError(f"cannot connect to {redact_url(url)}: {exc!r}") from exc
+            raise TransportError(
+                f"cannot connect to {redact_url(url)}: {_scrub(exc, url)}"
+            ) from exc
         except (OSError, TimeoutError, WebSocketException, socket.gaierror) as exc:
-            raise TransportError(f"cannot connect to {redact_url(url)}: {exc!r}") from exc
+            raise TransportError(
+                f"cannot connect to {redact_url(url)}: {_scrub(exc, url)}"
+            ) from exc
         return WebSocketConnection(conn)
+
+
+def _scrub(exc: BaseException, url: str) -> str:
+    """`repr(exc)` without the URL's credentials: websockets' errors quote the URL whole."""
+    text = repr(exc).replace(url, redact_url(url))
+    try:
+        parts = urlsplit(url)
+        secrets = [parts.username, parts.password]
+        secrets += [
+            v for k, v in parse_qsl(parts.query) if any(s in k.lower() for s in SECRET_PARAMS)
+        ]
+    except ValueError:
+        return text
+    for secret in secrets:
+        if secret and len(secret) >= 4:  # not a one-letter user name in every word
+            text = text.replace(secret, "***").replace(unquote(secret), "***")
+    return text

@@ -83,7 +83,16 @@ def test_drop_policy_given_by_name_becomes_the_enum() -> None:
 
 
 @pytest.mark.parametrize(
-    "url", ["ws://[::1", "ws://[studio.internal]:3032", "ws://h:99999", "ws://h:abc", "ws://:3032"]
+    "url",
+    [
+        "ws://[::1",
+        "ws://[studio.internal]:3032",
+        "ws://h:99999",
+        "ws://h:abc",
+        "ws://:3032",
+        "ws://AGENTKEY@h:3032",  # a user without a password: websockets refused it at each try
+        "ws://u:p%ff@h:3032",  # a password that is not UTF-8: an "internal error" at each try
+    ],
 )
 def test_malformed_url_in_code_is_a_config_error(url: str) -> None:
     with pytest.raises(ConfigError):
@@ -133,3 +142,15 @@ def test_config_error_for_a_bad_url_does_not_show_its_password() -> None:
     with pytest.raises(ConfigError) as info:
         settings({}, url="ws://user:pw@h:99999")
     assert "pw" not in str(info.value)
+
+
+def test_a_connection_error_quoting_the_url_shows_no_credentials() -> None:
+    """websockets' errors quote the URL whole: the key given as its user name was logged."""
+    from websockets.exceptions import InvalidURI
+
+    from aster_studio_sdk._transport import _scrub
+
+    url = "ws://writer:SECRETPASS@studio:3032/v1/remote-agents/connect?token=TOKEN1234&agent=w"
+    text = _scrub(InvalidURI(url, "no"), url)
+    assert "SECRETPASS" not in text and "TOKEN1234" not in text and "writer" not in text
+    assert "studio:3032" in text
