@@ -548,7 +548,7 @@ def test_healthz_documents_its_503(seeded: StudioProcess) -> None:
         "status": "degraded",
         "version": "0",
         "uptime_s": 1.5,
-        "store": {"backend": "sqlite", "status": "unhealthy", "error": "disk full"},
+        "store": {"backend": "sqlite", "id": "0f", "status": "unhealthy", "error": "disk full"},
         "write_queue": 0,
         "agents_online": 0,
     }
