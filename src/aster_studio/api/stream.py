@@ -36,6 +36,7 @@ REPLAY_PAGE = 1_000
 # resubscribing in a loop held gigabytes).
 REPLAY_PAGE_BYTES = 4 << 20
 REPLAY_FIRST_PAGE = 16
+STATS_EVERY_S = 10.0
 
 
 def next_page_size(size: int, page_bytes: int) -> int:
@@ -43,9 +44,6 @@ def next_page_size(size: int, page_bytes: int) -> int:
     if page_bytes <= REPLAY_PAGE_BYTES // 4:
         return min(REPLAY_PAGE, size * 4)
     return max(1, min(REPLAY_PAGE, size * REPLAY_PAGE_BYTES // page_bytes))
-
-
-STATS_EVERY_S = 10.0
 
 
 def _frame(kind: str, payload: Any, **extra: Any) -> str:
