@@ -49,7 +49,7 @@ function payload(cursor: number, extra: Record<string, unknown> = {}) {
   }
 }
 
-function setup() {
+function setup(options: Partial<ConstructorParameters<typeof LiveStream>[0]> = {}) {
   const sockets: FakeSocket[] = []
   const received: StudioEvent[] = []
   const stream = new LiveStream({
@@ -61,6 +61,7 @@ function setup() {
     },
     random: () => 0.5, // no jitter
     onEvents: (events) => received.push(...events),
+    ...options,
   })
   return { stream, sockets, received }
 }
@@ -83,18 +84,8 @@ describe('LiveStream', () => {
   })
 
   it('tells when the Studio comes back on another database, even before any event', () => {
-    const sockets: FakeSocket[] = []
     let changes = 0
-    const stream = new LiveStream({
-      url: 'ws://studio/v1/dashboard/events/stream',
-      createSocket: () => {
-        const s = new FakeSocket()
-        sockets.push(s)
-        return s
-      },
-      random: () => 0.5,
-      onStoreChanged: () => (changes += 1),
-    })
+    const { stream, sockets } = setup({ onStoreChanged: () => (changes += 1) })
     stream.start()
     sockets[0].open()
     sockets[0].frame({ type: 'connected', payload: { store_id: 'aaaa' } })
