@@ -144,7 +144,13 @@ def connect_url(url: str) -> str:
     return urlunsplit((scheme, parts.netloc, path, parts.query, ""))
 
 
-SECRET_PARAMS = ("token", "key", "secret", "pass", "auth", "sig")
+_SECRET_PARAMS = ("token", "key", "secret", "pass", "auth", "sig")
+
+
+def is_secret_param(name: str) -> bool:
+    """Whether a query parameter of that name looks like it holds a credential (`?token=`)."""
+    lowered = name.lower()
+    return any(s in lowered for s in _SECRET_PARAMS)
 
 
 def redact_url(url: str) -> str:
@@ -159,7 +165,7 @@ def redact_url(url: str) -> str:
         if query:
             pairs = parse_qsl(query, keep_blank_values=True)
             query = urlencode(
-                [(k, "***" if any(s in k.lower() for s in SECRET_PARAMS) else v) for k, v in pairs],
+                [(k, "***" if is_secret_param(k) else v) for k, v in pairs],
                 safe="*",
             )
         return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))

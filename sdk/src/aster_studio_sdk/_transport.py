@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from ._config import SECRET_PARAMS, redact_url
+from ._config import is_secret_param, redact_url
 from ._errors import ConnectionClosed, Refused, TransportError
 
 
@@ -156,9 +156,7 @@ def _scrub(exc: BaseException, url: str) -> str:
     try:
         parts = urlsplit(url)
         secrets = [parts.username, parts.password]
-        secrets += [
-            v for k, v in parse_qsl(parts.query) if any(s in k.lower() for s in SECRET_PARAMS)
-        ]
+        secrets += [v for k, v in parse_qsl(parts.query) if is_secret_param(k)]
     except ValueError:
         return text
     for secret in secrets:
