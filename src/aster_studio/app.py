@@ -25,7 +25,7 @@ from .ingest.pipeline import WritePipeline
 from .ingest.registry import Registry
 from .ingest.service import Clock, IngestService, wall_clock_ms
 from .live.bus import LiveBus
-from .store import SqliteStore, Store
+from .store import Store, store_for
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +175,7 @@ def create_app(
 
     studio = Studio(
         settings=settings,
-        store=store or SqliteStore(settings.db_path, synchronous=settings.synchronous),
+        store=store or store_for(settings),
         clock=clock,
     )
 

@@ -25,7 +25,7 @@ from .auth import CONSOLE_SECRET, hash_secret, new_agent_key, new_console_token
 from .config import DEFAULT_PORT, Settings
 from .errors import ConfigError, DatabaseInUse, DatabaseInUseElsewhere, StoreError, StudioError
 from .http_protocol import head_limited_http
-from .store import SqliteStore
+from .store import store_for
 
 log = logging.getLogger("aster_studio")
 
@@ -36,7 +36,9 @@ def _add_server_options(parser: argparse.ArgumentParser, db_default: str = "per-
         "--port", type=int, help=f"port, 0 for any free one (env ASTER_STUDIO_PORT, {DEFAULT_PORT})"
     )
     parser.add_argument(
-        "--db", help=f"sqlite:///path or a file path (env ASTER_STUDIO_DB, default {db_default})"
+        "--db",
+        help="sqlite:///path, a file path, or postgresql://user@host:port/dbname "
+        f"(env ASTER_STUDIO_DB, default {db_default})",
     )
     parser.add_argument(
         "--loop",
@@ -150,8 +152,7 @@ def serve(settings: Settings, *, ready_message: bool = True) -> None:
             "can reach it could read and steer your agents. Create an agent key "
             "(`aster-studio keys create --name ...`) or set --console-token, or pass --insecure."
         )
-    if isinstance(studio.store, SqliteStore):
-        studio.store.check_startable()  # another Studio on it, a newer schema: say so, stop
+    studio.store.check_startable()  # another Studio on it, a newer schema: say so, stop
     sock = bind(settings.host, settings.port)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
@@ -239,7 +240,7 @@ def run_loop(main: Coroutine[Any, Any, None], kind: str = "auto") -> None:
 def admin(args: argparse.Namespace) -> int:
     """Run `keys ...` and `console-token` against the database directly."""
     settings = Settings.from_env(db=args.db)
-    store = SqliteStore(settings.db_path)
+    store = store_for(settings)
     try:
         store.open()
     except DatabaseInUseElsewhere as exc:

@@ -18,6 +18,14 @@ def default_db_path() -> Path:
     return Path(user_data_dir("aster-studio", appauthor=False)) / "studio.db"
 
 
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
+def is_postgres(db: str) -> bool:
+    """Whether `db` names a PostgreSQL database (`postgresql://user@host:port/dbname`)."""
+    return db.lower().startswith(POSTGRES_SCHEMES)
+
+
 def sqlite_path(db: str) -> Path:
     """Turn `sqlite:///path`, `sqlite:path` or a plain path into a filesystem path."""
     if db.startswith("sqlite:///"):
@@ -27,7 +35,11 @@ def sqlite_path(db: str) -> Path:
     if db.startswith("sqlite:"):
         return Path(db[len("sqlite:") :])
     if "://" in db:
-        raise ConfigError(f"unsupported database URL {db!r}: use sqlite:///path or a file path")
+        scheme = db.split("://", 1)[0]
+        raise ConfigError(
+            f"unsupported database URL scheme {scheme!r}: use sqlite:///path, a file path, "
+            "or postgresql://user@host:port/dbname"
+        )
     return Path(db).expanduser()
 
 

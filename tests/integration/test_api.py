@@ -15,14 +15,15 @@ import pytest
 
 from tests.support.agent import RawAgent, event, register
 from tests.support.api import call, events, get, tokens, wait_for
+from tests.support.databases import Databases
 from tests.support.openapi import problems, response_schema
 from tests.support.server import StudioProcess
 
 
 @pytest.fixture(scope="module")
-def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StudioProcess]:
+def seeded(module_db: Databases) -> Iterator[StudioProcess]:
     """A Studio holding two agents' sessions: text, tools, errors and usage."""
-    server = StudioProcess(tmp_path_factory.mktemp("api") / "api.db").start()
+    server = StudioProcess(module_db("api")).start()
     with RawAgent(server.agent_url) as agent:
         agent.request(register("alpha", name="Alpha", model="gpt-4o"))
         agent.request({"type": "register_session", "session": {"id": "s-a", "agent_id": "alpha"}})
@@ -273,9 +274,11 @@ def test_active_sessions_are_those_of_connected_agents(studio: StudioProcess) ->
     wait_for(lambda: get(studio.http_url, overview)["active_sessions"], lambda n: n == 0)
 
 
-def test_overview_counts_events_not_cursors_after_a_crash(tmp_path: Path) -> None:
+def test_overview_counts_events_not_cursors_after_a_crash(
+    tmp_path: Path, new_db: Databases
+) -> None:
     """Cursors skip ahead after a crash (by a million): the total was the newest cursor."""
-    server = StudioProcess(tmp_path / "c.db").start()
+    server = StudioProcess(new_db("c")).start()
     try:
         with RawAgent(server.agent_url) as agent:
             for i in range(3):
@@ -294,10 +297,12 @@ def test_overview_counts_events_not_cursors_after_a_crash(tmp_path: Path) -> Non
         server.stop()
 
 
-def test_an_agents_last_seen_after_a_crash_is_its_last_event(tmp_path: Path) -> None:
+def test_an_agents_last_seen_after_a_crash_is_its_last_event(
+    tmp_path: Path, new_db: Databases
+) -> None:
     """Only state changes and disconnects write `last_seen`: after a kill it showed the
     registration time."""
-    server = StudioProcess(tmp_path / "seen.db").start()
+    server = StudioProcess(new_db("seen")).start()
     try:
         with RawAgent(server.agent_url) as agent:
             agent.request(register("seen"))
@@ -315,10 +320,12 @@ def test_an_agents_last_seen_after_a_crash_is_its_last_event(tmp_path: Path) -> 
         server.stop()
 
 
-def test_renaming_an_offline_agent_changes_only_its_name_and_metadata(tmp_path: Path) -> None:
+def test_renaming_an_offline_agent_changes_only_its_name_and_metadata(
+    tmp_path: Path, new_db: Databases
+) -> None:
     """The rename stored the agent's registration again: its last contact became the time of
     the rename, and an implicit agent a registered one, from the next start on."""
-    server = StudioProcess(tmp_path / "rename.db").start()
+    server = StudioProcess(new_db("rename")).start()
     try:
         with RawAgent(server.agent_url) as agent:
             agent.send(event("unnamed", "x"))
@@ -338,11 +345,13 @@ def test_renaming_an_offline_agent_changes_only_its_name_and_metadata(tmp_path: 
         server.stop()
 
 
-def test_events_total_keeps_the_events_of_a_deleted_agent(tmp_path: Path) -> None:
+def test_events_total_keeps_the_events_of_a_deleted_agent(
+    tmp_path: Path, new_db: Databases
+) -> None:
     """The total summed the known agents' counts: deleting an agent took its events out of
     it, though they stay stored. They stay counted after restarts, beside the events of the
     agent come back (implicitly, by sending again)."""
-    server = StudioProcess(tmp_path / "d.db").start()
+    server = StudioProcess(new_db("d")).start()
     overview = "/v1/dashboard/overview"
     try:
         with RawAgent(server.agent_url) as agent:
@@ -573,8 +582,8 @@ def test_metrics_endpoint_is_prometheus_text(seeded: StudioProcess) -> None:
     assert "aster_events_stored_total 39" in text
 
 
-def test_price_change_applies_from_then_on(tmp_path: Path) -> None:
-    with StudioProcess(tmp_path / "p.db") as server, RawAgent(server.agent_url) as agent:
+def test_price_change_applies_from_then_on(tmp_path: Path, new_db: Databases) -> None:
+    with StudioProcess(new_db("p")) as server, RawAgent(server.agent_url) as agent:
         agent.request(register("p", model="house-model"))
         agent.send(event("p", "token_usage", input_tokens=1_000_000, output_tokens=0))
         wait_for(
@@ -626,8 +635,8 @@ def test_a_price_whose_model_name_has_a_slash_can_be_removed(studio: StudioProce
     assert "openai/gpt-oss-120b" not in get(studio.http_url, "/v1/dashboard/pricing")
 
 
-def test_everything_survives_a_restart(tmp_path: Path) -> None:
-    server = StudioProcess(tmp_path / "r.db").start()
+def test_everything_survives_a_restart(tmp_path: Path, new_db: Databases) -> None:
+    server = StudioProcess(new_db("r")).start()
     try:
         with RawAgent(server.agent_url) as agent:
             agent.request(register("keep", name="Keeper", model="gpt-4o"))
@@ -659,8 +668,8 @@ def test_everything_survives_a_restart(tmp_path: Path) -> None:
         server.stop()
 
 
-def test_working_agent_that_goes_silent_is_stalled(tmp_path: Path) -> None:
-    server = StudioProcess(tmp_path / "st.db", args=("--stall-after", "0.5")).start()
+def test_working_agent_that_goes_silent_is_stalled(tmp_path: Path, new_db: Databases) -> None:
+    server = StudioProcess(new_db("st"), args=("--stall-after", "0.5")).start()
     try:
         with RawAgent(server.agent_url) as agent:
             agent.request(register("slow"))
@@ -698,10 +707,10 @@ def _agents_gauge(base: str) -> dict[str, int]:
     }
 
 
-def test_agents_gauge_counts_each_agent_once(tmp_path: Path) -> None:
+def test_agents_gauge_counts_each_agent_once(tmp_path: Path, new_db: Databases) -> None:
     """`aster_agents{status}` is a partition: a working or stalled agent was counted as
     `online` too, so the series summed to more agents than there were."""
-    server = StudioProcess(tmp_path / "g.db", args=("--stall-after", "2")).start()
+    server = StudioProcess(new_db("g"), args=("--stall-after", "2")).start()
     try:
         with RawAgent(server.agent_url) as gone:
             gone.request(register("gone"))
@@ -730,10 +739,12 @@ def test_agents_gauge_counts_each_agent_once(tmp_path: Path) -> None:
         server.stop()
 
 
-def test_reads_by_agent_and_session_span_postings_and_survive_a_restart(tmp_path: Path) -> None:
+def test_reads_by_agent_and_session_span_postings_and_survive_a_restart(
+    tmp_path: Path, new_db: Databases
+) -> None:
     """More events than one posting list takes (2,000): a read by agent or session joins the
     postings written so far with the newest events not yet in one, before and after a restart."""
-    server = StudioProcess(tmp_path / "p.db").start()
+    server = StudioProcess(new_db("p")).start()
     try:
         agents = ("p0", "p1", "p2")
         with RawAgent(server.agent_url) as agent:
@@ -772,11 +783,13 @@ def test_reads_by_agent_and_session_span_postings_and_survive_a_restart(tmp_path
         server.stop()
 
 
-def test_every_error_count_agrees_and_traces_filter_before_paging(tmp_path: Path) -> None:
+def test_every_error_count_agrees_and_traces_filter_before_paging(
+    tmp_path: Path, new_db: Databases
+) -> None:
     """An agent counted every `error` event, the overview only severities error and fatal, a
     trace turned `error` on an info note; and `traces?status=error` filtered each page after
     reading it, so `limit=1` could return nothing with error traces further on."""
-    server = StudioProcess(tmp_path / "e.db").start()
+    server = StudioProcess(new_db("e")).start()
     try:
         with RawAgent(server.agent_url) as agent:
             agent.request(register("e"))
@@ -888,10 +901,10 @@ def test_metadata_nested_too_deeply_is_refused_and_breaks_nothing(studio: Studio
     assert status == 200
 
 
-def test_an_id_holding_a_comma_can_be_filtered_on(tmp_path: Path) -> None:
+def test_an_id_holding_a_comma_can_be_filtered_on(tmp_path: Path, new_db: Databases) -> None:
     """Filter values are comma-separated lists, so `agent_id=team,writer` looked for agents
     `team` and `writer` and never found the agent `team,writer` the console was showing."""
-    server = StudioProcess(tmp_path / "c.db").start()
+    server = StudioProcess(new_db("c")).start()
     try:
         with RawAgent(server.agent_url) as agent:
             for name in ("team,writer", "team", "other"):
@@ -912,10 +925,12 @@ def test_an_id_holding_a_comma_can_be_filtered_on(tmp_path: Path) -> None:
         server.stop()
 
 
-def test_text_search_finds_quotes_backslashes_and_line_breaks(tmp_path: Path) -> None:
+def test_text_search_finds_quotes_backslashes_and_line_breaks(
+    tmp_path: Path, new_db: Databases
+) -> None:
     """`q` was matched against the stored JSON, where `"` is written `\\"` and a line break
     `\\n`: a quoted phrase, a Windows path or a multi-line message was never found."""
-    server = StudioProcess(tmp_path / "q.db").start()
+    server = StudioProcess(new_db("q")).start()
     messages = ['He said "hello"', "C:\\Users\\bob\\notes.txt", "line one\nline two", "a\tb"]
     try:
         with RawAgent(server.agent_url) as agent:
@@ -937,10 +952,12 @@ def test_text_search_finds_quotes_backslashes_and_line_breaks(tmp_path: Path) ->
         server.stop()
 
 
-def test_a_long_sessions_detail_keeps_its_newest_messages_whole(tmp_path: Path) -> None:
+def test_a_long_sessions_detail_keeps_its_newest_messages_whole(
+    tmp_path: Path, new_db: Databases
+) -> None:
     """The detail read the session's oldest 20,000 text events: the newest answer of a long
     session came back cut in half, and nothing said so."""
-    server = StudioProcess(tmp_path / "long.db").start()
+    server = StudioProcess(new_db("long")).start()
     try:
         with RawAgent(server.agent_url) as agent:
             agent.request(register("long"))
@@ -964,10 +981,11 @@ def test_a_long_sessions_detail_keeps_its_newest_messages_whole(tmp_path: Path) 
 
 def test_sessions_of_a_departed_agent_are_suspended_and_unregister_ends_them(
     tmp_path: Path,
+    new_db: Databases,
 ) -> None:
     """Clients of the original document never end a session: after they went away, their
     sessions were listed as active for ever while the overview counted none active."""
-    server = StudioProcess(tmp_path / "s.db").start()
+    server = StudioProcess(new_db("s")).start()
 
     def status_of(session_id: str) -> str:
         return str(get(server.http_url, f"/v1/dashboard/sessions/{session_id}")["status"])
@@ -1010,10 +1028,12 @@ def test_sessions_of_a_departed_agent_are_suspended_and_unregister_ends_them(
         server.stop()
 
 
-def test_errors_without_model_calls_are_a_high_error_rate_in_insights_too(tmp_path: Path) -> None:
+def test_errors_without_model_calls_are_a_high_error_rate_in_insights_too(
+    tmp_path: Path, new_db: Databases
+) -> None:
     """The overview said an error rate of 1.0 (the model API failing before any usage came),
     and insights found nothing: each computed the rate its own way."""
-    server = StudioProcess(tmp_path / "e.db").start()
+    server = StudioProcess(new_db("e")).start()
     try:
         with RawAgent(server.agent_url) as agent:
             agent.request(register("failing"))

@@ -10,6 +10,7 @@ from websockets.exceptions import ConnectionClosed
 
 from tests.support.agent import RawAgent, event, register
 from tests.support.api import call, events, get, wait_for
+from tests.support.databases import Databases
 from tests.support.server import StudioProcess
 
 BAD_FRAMES: list[tuple[str, str | bytes, str]] = [
@@ -163,12 +164,14 @@ def test_times_out_of_range_or_without_zone_lose_nothing(studio: StudioProcess) 
     assert call(studio.http_url, "/v1/dashboard/traces")[0] == 200
 
 
-def test_hostile_numbers_neither_break_reads_nor_a_restart(tmp_path: Path) -> None:
+def test_hostile_numbers_neither_break_reads_nor_a_restart(
+    tmp_path: Path, new_db: Databases
+) -> None:
     """Two token counts of 5e18 overflowed the store's sums: the overview and metrics
     answered 503, and the Studio could not start again on its database. A duration of 1e25
     broke the overview with a bare 500; a timeout of 1e20 kept a request out of the store; a
     numeric call id made no request at all, and the agent waited for ever."""
-    server = StudioProcess(tmp_path / "h.db").start()
+    server = StudioProcess(new_db("h")).start()
     try:
         with RawAgent(server.agent_url) as agent:
             agent.request({"type": "register", "agent": {"id": "big", "capabilities": ["control"]}})

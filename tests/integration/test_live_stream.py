@@ -13,6 +13,7 @@ from typing import Any
 
 from tests.support.agent import RawAgent, event, register
 from tests.support.api import call, get, wait_for
+from tests.support.databases import Databases
 from tests.support.server import StudioProcess
 from tests.support.timing import UNIT
 
@@ -237,10 +238,12 @@ def stuck_viewer(studio: StudioProcess, *, batch: bool) -> socket.socket:
     return sock
 
 
-def test_a_stop_does_not_wait_for_stream_clients_that_stopped_reading(tmp_path: Path) -> None:
+def test_a_stop_does_not_wait_for_stream_clients_that_stopped_reading(
+    tmp_path: Path, new_db: Databases
+) -> None:
     """Their unsent frames kept their sockets open: a SIGTERM waited the whole graceful timeout
     (10 s) and ended with `Cancel 0 running task(s), timeout graceful shutdown exceeded`."""
-    server = StudioProcess(tmp_path / "stuck.db").start()
+    server = StudioProcess(new_db("stuck")).start()
     viewers = [stuck_viewer(server, batch=batch) for batch in (False, True)]
     try:
         with RawAgent(server.agent_url) as agent:
@@ -263,7 +266,7 @@ def test_a_stop_does_not_wait_for_stream_clients_that_stopped_reading(tmp_path: 
     assert "graceful shutdown exceeded" not in output
     assert took < 5 * UNIT, output
     # Storage was flushed before the end, as always.
-    with StudioProcess(tmp_path / "stuck.db") as again:
+    with StudioProcess(new_db("stuck")) as again:
         assert get(again.http_url, "/v1/dashboard/events/count?agent_id=busy")["count"] == 20_000
 
 
@@ -375,10 +378,10 @@ def test_a_ping_or_subscribe_during_a_replay_is_answered_at_once(studio: StudioP
     assert live["payload"]["agent_id"] == "new"
 
 
-def test_the_stream_and_healthz_name_the_database(tmp_path: Path) -> None:
+def test_the_stream_and_healthz_name_the_database(tmp_path: Path, new_db: Databases) -> None:
     """A console reconnecting to a Studio that came back on another database kept its views
     of the old one when it had seen no event: nothing said the database was another."""
-    first = StudioProcess(tmp_path / "one.db").start()
+    first = StudioProcess(new_db("one")).start()
     try:
         with Stream(first) as stream:
             store_id = stream.greeting["payload"]["store_id"]
@@ -388,7 +391,7 @@ def test_the_stream_and_healthz_name_the_database(tmp_path: Path) -> None:
             assert stream.greeting["payload"]["store_id"] == store_id  # the same database
     finally:
         first.stop()
-    second = StudioProcess(tmp_path / "two.db").start()
+    second = StudioProcess(new_db("two")).start()
     try:
         with Stream(second) as stream:
             assert stream.greeting["payload"]["store_id"] not in ("", store_id)
@@ -398,11 +401,12 @@ def test_the_stream_and_healthz_name_the_database(tmp_path: Path) -> None:
 
 def test_replays_of_big_events_hold_little_memory_however_often_resubscribed(
     tmp_path: Path,
+    new_db: Databases,
 ) -> None:
     """A replay read 1,000 events a page whatever their size, and a new subscribe left the
     running read going beside the next: 800 KB events and a client resubscribing in a loop
     took the server past 4 GB."""
-    server = StudioProcess(tmp_path / "big.db").start()
+    server = StudioProcess(new_db("big")).start()
     try:
         big = "x" * 400_000
         with RawAgent(server.agent_url) as agent:

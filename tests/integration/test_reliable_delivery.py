@@ -13,6 +13,7 @@ from websockets.exceptions import ConnectionClosed
 
 from tests.support.agent import RawAgent, event
 from tests.support.api import call, events, get, wait_for
+from tests.support.databases import Databases
 from tests.support.server import StudioProcess
 from tests.support.timing import UNIT
 
@@ -160,8 +161,8 @@ def test_rejected_numbered_message_is_acked_not_resent(studio: StudioProcess) ->
         assert register_producer(agent) == 1
 
 
-def test_acked_events_survive_kill_9_exactly_once(tmp_path: Path) -> None:
-    server = StudioProcess(tmp_path / "k.db").start()
+def test_acked_events_survive_kill_9_exactly_once(tmp_path: Path, new_db: Databases) -> None:
+    server = StudioProcess(new_db("k")).start()
     try:
         agent = RawAgent(server.agent_url)
         register_producer(agent)
@@ -185,8 +186,8 @@ def test_acked_events_survive_kill_9_exactly_once(tmp_path: Path) -> None:
         server.stop()
 
 
-def test_graceful_stop_flushes_everything_received(tmp_path: Path) -> None:
-    server = StudioProcess(tmp_path / "g.db").start()
+def test_graceful_stop_flushes_everything_received(tmp_path: Path, new_db: Databases) -> None:
+    server = StudioProcess(new_db("g")).start()
     try:
         with RawAgent(server.agent_url) as agent:
             for start in range(0, 20_000, 500):
@@ -205,10 +206,10 @@ def test_graceful_stop_flushes_everything_received(tmp_path: Path) -> None:
         server.stop()
 
 
-def test_ctrl_c_stops_gracefully_with_status_0(tmp_path: Path) -> None:
+def test_ctrl_c_stops_gracefully_with_status_0(tmp_path: Path, new_db: Databases) -> None:
     """uvicorn re-raised the handled SIGINT after its graceful stop, so a clean Ctrl-C ended
     with status 130 as if interrupted, where the README promises 0 once everything is flushed."""
-    server = StudioProcess(tmp_path / "c.db").start()
+    server = StudioProcess(new_db("c")).start()
     try:
         with RawAgent(server.agent_url) as agent:
             agent.send({"type": "batch", "messages": [event("c", "x", i=i) for i in range(300)]})
@@ -223,10 +224,12 @@ def test_ctrl_c_stops_gracefully_with_status_0(tmp_path: Path) -> None:
         server.stop()
 
 
-def test_a_second_interrupt_stops_without_a_traceback_and_still_flushes(tmp_path: Path) -> None:
+def test_a_second_interrupt_stops_without_a_traceback_and_still_flushes(
+    tmp_path: Path, new_db: Databases
+) -> None:
     """Ctrl-C twice made uvicorn skip the app's shutdown: the loop's end cancelled it, which
     still flushed but logged a CancelledError traceback at ERROR."""
-    server = StudioProcess(tmp_path / "i.db").start()
+    server = StudioProcess(new_db("i")).start()
     try:
         with RawAgent(server.agent_url) as agent:
             agent.send({"type": "batch", "messages": [event("i", "x", i=i) for i in range(500)]})
@@ -264,11 +267,13 @@ def test_takeover_while_the_old_connection_is_mid_batch_stores_each_once(
     assert [e["event"]["delta"] for e in stored] == [str(i) for i in range(1, 20_001)]
 
 
-def test_a_producer_resuming_after_a_restart_keeps_its_agent_state(tmp_path: Path) -> None:
+def test_a_producer_resuming_after_a_restart_keeps_its_agent_state(
+    tmp_path: Path, new_db: Databases
+) -> None:
     """The SDK re-registers with status "ready" after every reconnect: once the Studio had
     restarted, every working agent showed "ready" (and so was never marked stalled). The
     same producer resuming is the same run, still in the state it reported; a new one is not."""
-    server = StudioProcess(tmp_path / "s.db").start()
+    server = StudioProcess(new_db("s")).start()
     try:
         working = {**event("r-1", "state_changed", state="working"), "seq": 1}
         with RawAgent(server.agent_url) as agent:

@@ -19,6 +19,7 @@ import pytest
 
 from aster_studio_sdk import DeliveryOptions, StudioClient
 from tests.support.api import get
+from tests.support.databases import Databases
 from tests.support.server import StudioProcess
 from tests.support.timing import UNIT
 
@@ -163,8 +164,10 @@ def test_server_stopped_gracefully_and_restarted_loses_nothing(studio: StudioPro
     assert_exactly_once(stored(studio, "graceful"), 1, count)
 
 
-def test_server_down_at_start_that_comes_up_later_gets_everything(tmp_path: Path) -> None:
-    server = StudioProcess(tmp_path / "late.db", port=free_port())
+def test_server_down_at_start_that_comes_up_later_gets_everything(
+    tmp_path: Path, new_db: Databases
+) -> None:
+    server = StudioProcess(new_db("late"), port=free_port())
     with client_for(server.url, "early-bird") as client:
         emit_ticks(client, 0, 500)
         assert client.flush(0.3 * UNIT) is False

@@ -13,12 +13,13 @@ import pytest
 
 from tests.support.agent import RawAgent, event, register
 from tests.support.api import call, get, tokens, wait_for
+from tests.support.databases import Databases
 from tests.support.server import StudioProcess
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StudioProcess]:
-    studio = StudioProcess(tmp_path_factory.mktemp("usage") / "usage.db").start()
+def server(module_db: Databases) -> Iterator[StudioProcess]:
+    studio = StudioProcess(module_db("usage")).start()
     yield studio
     studio.stop()
 

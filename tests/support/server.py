@@ -22,7 +22,7 @@ class StudioProcess:
 
     def __init__(
         self,
-        db_path: Path,
+        db_path: Path | str,
         *,
         port: int = 0,
         env: dict[str, str] | None = None,

@@ -22,6 +22,7 @@ from ._base import (
     UpsertSession,
     WriteOp,
 )
+from ._select import store_for
 from .sqlite import SqliteStore
 
 __all__ = [
@@ -42,4 +43,5 @@ __all__ = [
     "UpsertAgent",
     "UpsertSession",
     "WriteOp",
+    "store_for",
 ]

@@ -179,6 +179,17 @@ class Store(Protocol):
 
     def open(self) -> None: ...
 
+    def check_startable(self) -> None:
+        """Raise what `open` would for the likeliest reasons a server cannot start (another
+        Studio holds the database: DatabaseInUse; a newer schema: MigrationError), keeping
+        nothing open: a server checks before it listens."""
+        ...
+
+    def open_beside_studio(self) -> None:
+        """Open for the command line's keys and secrets while a running Studio holds the
+        database (`open` raised DatabaseInUse)."""
+        ...
+
     def close(self) -> None: ...
 
     def write(self, ops: list[WriteOp]) -> CommitResult: ...
