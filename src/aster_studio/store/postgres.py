@@ -812,7 +812,7 @@ class PostgresStore:
                     entry[2] = max(entry[2], e.ts)
         cur.execute(
             "WITH c (id, n, errors, last) AS ("
-            "SELECT * FROM unnest(%s::text[], %s::bigint[], %s::bigint[], %s::bigint[])), "
+            "SELECT * FROM unnest(%b::text[], %b::bigint[], %b::bigint[], %b::bigint[])), "
             "counted AS (UPDATE agents SET event_count = agents.event_count + c.n, "
             "error_count = agents.error_count + c.errors, "
             "last_event_at = greatest(coalesce(agents.last_event_at, 0), c.last) "
@@ -826,7 +826,7 @@ class PostgresStore:
                 "UPDATE sessions SET event_count = sessions.event_count + c.n, "
                 "error_count = sessions.error_count + c.errors, "
                 "updated_at = greatest(sessions.updated_at, c.last) "
-                "FROM unnest(%s::text[], %s::bigint[], %s::bigint[], %s::bigint[]) "
+                "FROM unnest(%b::text[], %b::bigint[], %b::bigint[], %b::bigint[]) "
                 "AS c (id, n, errors, last) WHERE sessions.id = c.id",
                 _columns(sessions),
             )

@@ -637,6 +637,24 @@ def test_failed_write_leaves_nothing_behind(store: Store) -> None:
     assert store.write([ev()]).events[0].id == 3
 
 
+def test_a_write_the_database_refuses_is_undone_whole_prices_too(store: Store) -> None:
+    (first,) = store.write([ev()]).events
+    with pytest.raises(StoreError):
+        store.write(
+            [
+                ops.UpsertAgent("z", 1),
+                ops.SetPrice(Price("house", 2.0, 4.0), 1),
+                ev(),
+                first,  # its id is taken
+            ]
+        )
+    assert store.load_agents() == []
+    assert "house" not in {p.model for p in store.prices()}
+    ((_, usage),) = store.write(usage_event("house", 5, (1_000_000, 0))).usage
+    assert usage.cost is None  # the writer's own price table was undone with the rest
+    assert store.count_events(EventFilter()) == 2
+
+
 def test_newer_schema_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "future.db"
     conn = apsw.Connection(str(path))
