@@ -1,10 +1,12 @@
-"""The Store contract, run against every backend (SQLite here; others join the params)."""
+"""The Store contract, run against every backend: SQLite, and PostgreSQL when a server runs
+(tests.support.postgres); then each backend's own behaviour (files, locks, migrations)."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import closing
 from pathlib import Path
 from typing import cast
@@ -26,11 +28,39 @@ from aster_studio.models import (
 from aster_studio.store import SqliteStore, Store
 from aster_studio.store.sqlite import ID_BLOCK, _scalar
 from tests.support.events import Numberer
+from tests.support.postgres import fresh_schema, postgres_dsn
+
+# A new store on one database each call, not yet opened (`posting_events`: SQLite's only).
+Opener = Callable[..., Store]
 
 
-@pytest.fixture(params=["sqlite"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    backend = SqliteStore(tmp_path / "s.db", synchronous="NORMAL")
+@pytest.fixture(params=["sqlite", "postgres"])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener]:
+    """Stores on one database of each backend, for tests that close and reopen it."""
+    if request.param == "sqlite":
+        path = tmp_path / "s.db"
+
+        def sqlite(*, posting_events: int | None = None) -> Store:
+            if posting_events is None:
+                return SqliteStore(path, synchronous="NORMAL")
+            return SqliteStore(path, synchronous="NORMAL", posting_events=posting_events)
+
+        yield sqlite
+        return
+    from aster_studio.store.postgres import PostgresStore
+
+    dsn = postgres_dsn()
+    with fresh_schema(dsn) as schema:
+
+        def postgres(*, posting_events: int | None = None) -> Store:
+            return PostgresStore(dsn, schema=schema)
+
+        yield postgres
+
+
+@pytest.fixture
+def store(database: Opener) -> Iterator[Store]:
+    backend = database()
     backend.open()
     yield backend
     backend.close()
@@ -71,44 +101,43 @@ def test_writes_return_their_events_in_order(store: Store) -> None:
     assert [e.id for e in first.events + second.events] == [1, 2, 3]
 
 
-def reopen(path: Path, *, release: bool) -> tuple[SqliteStore, int]:
-    """Open a store at `path`, reserve ids as the server does, and write two events."""
-    one = SqliteStore(path)
+def reopen(database: Opener, *, release: bool) -> tuple[Store, int]:
+    """Open a store on `database`, reserve ids as the server does, and write two events."""
+    one = database()
     one.open()
     first = one.reserve_event_ids()
     one.write([NUMBERS.event(), NUMBERS.event()])
     if release:
         one.release_event_ids()
     one.close()
-    two = SqliteStore(path)
+    two = database()
     two.open()
     return two, first
 
 
-def test_ids_continue_after_a_clean_stop(tmp_path: Path) -> None:
-    two, first = reopen(tmp_path / "r.db", release=True)
+def test_ids_continue_after_a_clean_stop(database: Opener) -> None:
+    two, first = reopen(database, release=True)
     assert first == 1
     assert two.reserve_event_ids() == 3
     two.close()
 
 
-def test_ids_after_a_crash_pass_every_id_handed_out_before(tmp_path: Path) -> None:
+def test_ids_after_a_crash_pass_every_id_handed_out_before(database: Opener) -> None:
     # Events are shown live before they are committed: after a crash, ids may have been seen
     # that the store never got. The next run starts past the whole reservation.
-    two, _ = reopen(tmp_path / "r.db", release=False)
+    two, _ = reopen(database, release=False)
     assert two.reserve_event_ids() == 1 + ID_BLOCK + 1
     two.close()
 
 
-def test_the_reservation_keeps_ahead_of_the_ids_written(tmp_path: Path) -> None:
-    path = tmp_path / "r.db"
-    one = SqliteStore(path)
+def test_the_reservation_keeps_ahead_of_the_ids_written(database: Opener) -> None:
+    one = database()
     one.open()
     first = one.reserve_event_ids()
     far = Numberer(first + ID_BLOCK)  # more numbered than half the reservation
     one.write([far.event()])
     one.close()  # a crash: no release
-    two = SqliteStore(path)
+    two = database()
     two.open()
     assert two.reserve_event_ids() > first + ID_BLOCK + ID_BLOCK // 2
     two.close()
@@ -198,19 +227,18 @@ def test_usage_is_priced_at_write_time(store: Store) -> None:
     assert (by_agent.input, by_agent.output, by_agent.requests) == (2_000_000, 1_000_000, 2)
 
 
-def test_usage_of_a_model_priced_in_another_currency_is_unpriced(tmp_path: Path) -> None:
+def test_usage_of_a_model_priced_in_another_currency_is_unpriced(database: Opener) -> None:
     """A price row an older release kept in EUR (the API takes USD only now) was added to the
     dollar totals as if in dollars: its model's tokens are unpriced, before and after
     reopening."""
-    path = tmp_path / "eur.db"
-    store = SqliteStore(path)
+    store = database()
     store.open()
     try:
         store.write([ops.SetPrice(Price("house", 2.0, 4.0, "EUR"), 1)])
         store.write(usage_event("house", 10, (1_000_000, 0)))
     finally:
         store.close()
-    store = SqliteStore(path)
+    store = database()
     store.open()
     try:
         store.write(usage_event("house", 11, (0, 1_000_000)))
@@ -262,18 +290,19 @@ def test_editing_an_agent_changes_only_its_name_and_metadata(store: Store) -> No
     )
 
 
-def test_an_agents_last_seen_after_reopening_is_its_newest_event_if_later(tmp_path: Path) -> None:
+def test_an_agents_last_seen_after_reopening_is_its_newest_event_if_later(
+    database: Opener,
+) -> None:
     """`last_seen` is written with state changes and disconnects only: after a crash it fell
     back to the registration, before the agent's last events."""
-    path = tmp_path / "seen.db"
-    store = SqliteStore(path, posting_events=4)
+    store = database(posting_events=4)
     store.open()
     store.write([ops.UpsertAgent(a, 1_000) for a in ("counted", "pending", "quiet")])
     store.write([ev("counted", "x", 5_000) for _ in range(4)])
     store.write([ev("pending", "x", 7_000)])  # begins a round: the four above reach their row
     store.write([ops.AgentState("quiet", "ready", 9_000, None), ev("quiet", "x", 8_000)])
     store.close()  # as a crash leaves it: no disconnect written
-    reopened = SqliteStore(path, posting_events=4)
+    reopened = database(posting_events=4)
     reopened.open()
     try:
         seen = {a.id: a.last_seen for a in reopened.load_agents()}
@@ -295,16 +324,15 @@ def _session_counts(store: Store) -> list[tuple[str, int, int]]:
     return [(r.id, r.event_count, r.updated_at) for r in sessions]
 
 
-def test_counts_are_exact_across_postings_and_reopening(tmp_path: Path) -> None:
+def test_counts_are_exact_across_postings_and_reopening(database: Opener) -> None:
     """Agents' and sessions' counts reach their rows with the postings; until then the reads
     of sessions add what is pending, and what is pending when the store closes (or the
     process dies) is counted again from the events when it opens."""
-    path = tmp_path / "c.db"
     expected = {"a": [0, 0, 0], "b": [0, 0, 0]}
     sessions = {"sa": [0, 1], "sb": [0, 2], "idle": [0, 3]}
     ts = 100
     for round_ in range(4):  # each open writes a few commits, crossing a posting or not
-        store = SqliteStore(path, posting_events=5)
+        store = database(posting_events=5)
         store.open()
         if round_ == 0:
             store.write([ops.UpsertAgent("a", 1), ops.UpsertAgent("b", 1)])
@@ -325,7 +353,7 @@ def test_counts_are_exact_across_postings_and_reopening(tmp_path: Path) -> None:
             newest_first = sorted(sessions.items(), key=lambda kv: -kv[1][1])
             assert _session_counts(store) == [(k, n, t) for k, (n, t) in newest_first]
         store.close()
-    reopened = SqliteStore(path, posting_events=5)
+    reopened = database(posting_events=5)
     reopened.open()
     try:
         assert _agent_counts(reopened) == {k: tuple(v) for k, v in expected.items()}
@@ -335,10 +363,10 @@ def test_counts_are_exact_across_postings_and_reopening(tmp_path: Path) -> None:
         reopened.close()
 
 
-def test_sessions_list_pages_and_filters_with_counts_pending(tmp_path: Path) -> None:
+def test_sessions_list_pages_and_filters_with_counts_pending(database: Opener) -> None:
     """Sessions whose events wait in memory move up the list as their rows would: every
     page, filter and offset gives what the same query over counted rows gives."""
-    store = SqliteStore(tmp_path / "p.db", posting_events=10_000)
+    store = database(posting_events=10_000)
     store.open()
     try:
         store.write([ops.UpsertAgent(a, 1) for a in "ab"])
@@ -349,7 +377,8 @@ def test_sessions_list_pages_and_filters_with_counts_pending(tmp_path: Path) -> 
         store.write([ev("b", "x", 50, session="s3"), ev("a", "x", 45, session="s10")])
         counted = {"s0": (1, 40), "s5": (1, 25), "s3": (1, 50), "s10": (1, 45)}
         full, _ = store.list_sessions(status=None, agent_id=None, limit=100, offset=0)
-        assert store._pending_sessions[1]  # the reads above had counts to add
+        if isinstance(store, SqliteStore):
+            assert store._pending_sessions[1]  # the reads above had counts to add
         updated = {f"s{i}": 10 + i for i in range(12)} | {"s3": 30, "s8": 31}
         for session_id, (_, t) in counted.items():
             updated[session_id] = max(updated[session_id], t)
@@ -373,19 +402,18 @@ def test_sessions_list_pages_and_filters_with_counts_pending(tmp_path: Path) -> 
 
 
 def test_sessions_filter_by_trace_outcome_in_the_query_with_errors_pending_or_counted(
-    tmp_path: Path,
+    database: Opener,
 ) -> None:
     """A session's trace is running while it is active, ok once completed without an error
     event, else error. The list filters by it in its query, with the errors in the rows or
     still pending, so that every page and total is the filter's over every session."""
-    path = tmp_path / "o.db"
     expected = {
         "running": ["s7", "s11", "s10", "s9", "s8"],  # s7 has an error, and still runs
         "ok": ["s5", "s4", "s2", "s0"],  # s2's `error` is a warning
         "error": ["s6", "s3", "s1"],  # failed, or completed with an error
     }
 
-    def check(store: SqliteStore) -> None:
+    def check(store: Store) -> None:
         everything, _ = store.list_sessions(status=None, agent_id=None, limit=100, offset=0)
         for outcome, ids in expected.items():
             assert [
@@ -404,7 +432,7 @@ def test_sessions_filter_by_trace_outcome_in_the_query_with_errors_pending_or_co
                     )
                     assert (page, total) == (wanted[offset : offset + 2], len(wanted))
 
-    store = SqliteStore(path, posting_events=6)
+    store = database(posting_events=6)
     store.open()
     try:
         store.write([ops.UpsertAgent(a, 1) for a in "ab"])
@@ -419,17 +447,19 @@ def test_sessions_filter_by_trace_outcome_in_the_query_with_errors_pending_or_co
                 ev("b", "error", 23, session="s7"),
             ]
         )
-        assert store._pending_sessions[1]  # not in the rows yet
+        if isinstance(store, SqliteStore):
+            assert store._pending_sessions[1]  # not in the rows yet
         check(store)
         store.write([ev("a", "x", 24), ev("a", "x", 25), ev("a", "x", 26)])
         store.write([ev("a", "x", 27)])  # a posting round: the errors in the rows
-        assert not store._pending_sessions[1]
+        if isinstance(store, SqliteStore):
+            assert not store._pending_sessions[1]
         check(store)
         counted = {"s1": 1, "s2": 0, "s3": 1, "s7": 1}
         assert {s: store.get_session(s).error_count for s in counted} == counted  # type: ignore[union-attr]
     finally:
         store.close()
-    store = SqliteStore(path, posting_events=6)
+    store = database(posting_events=6)
     store.open()
     try:
         check(store)
@@ -522,19 +552,18 @@ def test_a_migration_does_not_count_again_what_an_earlier_release_counted(
 
 
 def test_a_deleted_agents_events_stay_counted_across_postings_reopening_and_its_return(
-    tmp_path: Path,
+    database: Opener,
 ) -> None:
     """Deleting an agent deleted its row and the count in it, though its events stay stored:
     the agents' counts and `forgotten_events` together are every stored event, whether the
     deleted agent's events were counted in its row or still pending, across a posting round
     and reopening, and after the agent comes back."""
-    path = tmp_path / "f.db"
 
-    def check(store: SqliteStore) -> None:
+    def check(store: Store) -> None:
         counted = sum(a.event_count for a in store.load_agents())
         assert counted + store.forgotten_events() == store.count_events(EventFilter())
 
-    store = SqliteStore(path, posting_events=4)
+    store = database(posting_events=4)
     store.open()
     try:
         store.write([ops.UpsertAgent("a", 1), ops.UpsertAgent("b", 1)])
@@ -546,7 +575,7 @@ def test_a_deleted_agents_events_stay_counted_across_postings_reopening_and_its_
         check(store)
     finally:
         store.close()
-    store = SqliteStore(path, posting_events=4)
+    store = database(posting_events=4)
     store.open()
     try:
         check(store)  # a's pending events counted again from the events, without a row
@@ -606,6 +635,24 @@ def test_failed_write_leaves_nothing_behind(store: Store) -> None:
         store.write([ev(), ev()._replace(payload=cast(bytes, object()))])
     assert store.count_events(EventFilter()) == 0
     assert store.write([ev()]).events[0].id == 3
+
+
+def test_a_write_the_database_refuses_is_undone_whole_prices_too(store: Store) -> None:
+    (first,) = store.write([ev()]).events
+    with pytest.raises(StoreError):
+        store.write(
+            [
+                ops.UpsertAgent("z", 1),
+                ops.SetPrice(Price("house", 2.0, 4.0), 1),
+                ev(),
+                first,  # its id is taken
+            ]
+        )
+    assert store.load_agents() == []
+    assert "house" not in {p.model for p in store.prices()}
+    ((_, usage),) = store.write(usage_event("house", 5, (1_000_000, 0))).usage
+    assert usage.cost is None  # the writer's own price table was undone with the rest
+    assert store.count_events(EventFilter()) == 2
 
 
 def test_newer_schema_is_refused(tmp_path: Path) -> None:
@@ -875,3 +922,264 @@ def test_the_free_check_passes_a_first_start_before_the_data_folder_exists(
     finally:
         store.close()
     SqliteStore(path).check_startable()
+
+
+# ---- more of the contract, on every backend ----
+
+
+def test_text_search_matches_the_json_text_and_folds_ascii_case_only(store: Store) -> None:
+    store.write([ev(msg='She said "Hi"\nthen left'), ev(msg="héllo"), ev(msg="back\\slash")])
+    assert store.count_events(EventFilter(text='said "hi"\nTHEN')) == 1
+    assert store.count_events(EventFilter(text="HéLLO")) == 1
+    assert store.count_events(EventFilter(text="HÉLLO")) == 0  # é and É are two letters
+    assert store.count_events(EventFilter(text="back\\slash")) == 1
+    store.write([ev(msg="ÉCOLE")])
+    assert store.count_events(EventFilter(text="école")) == 0
+    assert store.count_events(EventFilter(text="Écol")) == 1
+
+
+def test_type_and_severity_filters_match_whatever_the_case(store: Store) -> None:
+    store.write([ev("a", "Error", severity="FATAL"), ev("a", "error"), ev("a", "x")])
+    assert store.count_events(EventFilter(event_types=("ERROR",))) == 2
+    assert store.count_events(EventFilter(severities=("fatal",))) == 1
+    flt = EventFilter(event_types=("error",), agent_ids=("a",), channels=("progress",))
+    assert [e.id for e in store.events_before(flt, None, 10)] == [2, 1]
+    assert store.count_events(EventFilter(channels=("other",))) == 0
+
+
+def test_sessions_active_and_suspended_follow_the_connected_agents(store: Store) -> None:
+    store.write([ops.UpsertAgent(a, 1) for a in "abc"])
+    store.write(
+        [
+            ops.UpsertSession("sa", "a", 10),
+            ops.UpsertSession("sb", "b", 11),
+            ops.UpsertSession("sc", "c", 12, status="suspended"),
+            ops.UpsertSession("done", "a", 13),
+        ]
+    )
+    store.write([ops.EndSession("done", "completed", 14)])
+
+    def ids(status: str, connected: list[str] | None) -> tuple[list[str], int]:
+        page, total = store.list_sessions(
+            status=status, agent_id=None, limit=10, offset=0, connected=connected
+        )
+        return [r.id for r in page], total
+
+    assert ids("active", ["a"]) == (["sa"], 1)
+    assert ids("suspended", ["a"]) == (["sc", "sb"], 2)
+    assert ids("active", None) == (["sb", "sa"], 2)
+    assert ids("active", []) == ([], 0)
+    assert store.active_sessions_by_agent() == {"a": 1, "b": 1}
+
+
+def test_a_session_op_changes_only_the_sessions_of_its_owners(store: Store) -> None:
+    store.write([ops.UpsertAgent(a, 1) for a in "ab"] + [ops.UpsertSession("s", "a", 1)])
+    store.write(
+        [
+            ops.UpsertSession("s", "b", 2, metadata={"taken": True}, owners=("b",)),
+            ops.EndSession("s", "failed", 3, owners=("b",)),
+        ]
+    )
+    session = store.get_session("s")
+    assert session is not None
+    assert (session.agent_id, session.status, session.metadata) == ("a", "active", {})
+    store.write([ops.EndSession("s", "completed", 4, owners=("a",))])
+    ended = store.get_session("s")
+    assert ended is not None and (ended.status, ended.ended_at, ended.updated_at) == (
+        "completed",
+        4,
+        4,
+    )
+
+
+def test_requests_audit_and_unobserved_events(store: Store) -> None:
+    from aster_studio.models import RequestRecord
+
+    asked = ev("a", "permission_request")
+    store.write([asked, ev("a", "x"), ops.MarkObserved(0)])
+    assert store.unobserved_events({"permission_request"}) == [asked]
+    pending = RequestRecord("r1", "permission", "a", None, "c1", "pending", 5, None, {"q": 1})
+    decided = RequestRecord("r2", "question", "a", "s", "c2", "decided", 6, 9, {"q": 2}, {"ok": 1})
+    store.write(
+        [
+            ops.SaveRequest(pending),
+            ops.SaveRequest(decided),
+            ops.MarkObserved(asked.id),
+            ops.AddAudit(7, "console", "decide", "r2", "a", {"why": "ok"}),
+            ops.AddAudit(8, "console", "expire", None, "b"),
+        ]
+    )
+    assert store.unobserved_events({"permission_request"}) == []
+    assert store.get_request("r2") == decided
+    assert store.open_requests() == [pending, decided]
+    assert store.list_requests(status=None, agent_id="a", kind=None, limit=10) == [decided, pending]
+    store.write([ops.SaveRequest(dataclasses.replace(decided, acknowledged_at=10))])
+    assert [r.id for r in store.open_requests()] == ["r1"]
+    entries = store.audit(agent_id=None, request_id=None, limit=10)
+    assert [(e.action, e.detail) for e in entries] == [("expire", {}), ("decide", {"why": "ok"})]
+    assert [e.action for e in store.audit(agent_id=None, request_id="r2", limit=10)] == ["decide"]
+
+
+def test_events_of_an_agent_without_a_row_are_forgotten_events(store: Store) -> None:
+    store.write([ops.UpsertAgent("a", 1), ev("nobody"), ev("a")])
+    store.write([ev("a"), ops.DeleteAgent("a")])  # deleted in the commit of its event
+    assert store.load_agents() == []
+    assert store.forgotten_events() == 3 == store.count_events(EventFilter())
+
+
+def test_keys_and_secrets(store: Store) -> None:
+    store.add_key(AgentKey("k1", "ci", "*", "h1", 5))
+    store.add_key(AgentKey("k2", "bot", "bot-*", "h2", 6))
+    assert store.revoke_key("k1", 9) is True
+    assert store.revoke_key("k1", 10) is False  # revoked already
+    assert [(k.id, k.revoked_at) for k in store.agent_keys()] == [("k1", 9), ("k2", None)]
+    assert store.get_secret("console") is None
+    store.set_secret("console", "one", 1)
+    store.set_secret("console", "two", 2)
+    assert store.get_secret("console") == "two"
+
+
+def test_usage_of_sessions_and_without_a_model(store: Store) -> None:
+    event = ev("a", "token_usage", 10, session="s")
+    store.write([event, ops.RecordUsage(event.id, "a", "s", 10, Usage(None, 5, 1))])
+    store.write(usage_event("gpt-4o", 20, (1_000_000, 0)))
+    totals = store.session_usage(["s", "none"])
+    assert list(totals) == ["s"] and (totals["s"].input, totals["s"].unpriced_tokens) == (5, 6)
+    (unnamed,) = store.usage_rows(UsageQuery(0, 100, model=""))
+    assert (unnamed.key, unnamed.input) == (None, 5)
+    by_model = store.usage_rows(UsageQuery(0, 100, group_by="model"))
+    assert [(r.key, r.cost) for r in by_model] == [(None, 0.0), ("gpt-4o", 2.5)]
+    assert store.event_counts_by_type(0, 15) == {"token_usage": 1}
+
+
+# ---- PostgreSQL's own ----
+
+
+@pytest.fixture
+def pg_schema() -> Iterator[tuple[str, str]]:
+    """(dsn, schema) of a fresh schema on the test server."""
+    dsn = postgres_dsn()
+    with fresh_schema(dsn) as schema:
+        yield dsn, schema
+
+
+def test_postgres_reopened_keeps_everything_and_continues_ids(
+    pg_schema: tuple[str, str],
+) -> None:
+    from aster_studio.store.postgres import ID_BLOCK as PG_ID_BLOCK
+    from aster_studio.store.postgres import PostgresStore
+
+    assert PG_ID_BLOCK == ID_BLOCK
+    dsn, schema = pg_schema
+    one = PostgresStore(dsn, schema=schema)
+    one.open()
+    assert one.reserve_event_ids() == 1
+    written = [ev("a", "x", 5, session="s"), ev("a", "error", 6, session="s")]
+    one.write([ops.UpsertAgent("a", 1, name="Alpha"), ops.UpsertSession("s", "a", 1), *written])
+    one.write([*usage_event("gpt-4o", 7, (10, 1)), ops.MarkProducer("p", 4)])
+    one.add_key(AgentKey("k1", "ci", "*", "hash", 5))
+    one.set_secret("console", "h", 5)
+    store_id = one.store_id
+    one.release_event_ids()
+    one.close()
+    two = PostgresStore(dsn, schema=schema)
+    two.open()
+    try:
+        assert two.store_id == store_id
+        assert two.events_after(EventFilter(), 0, 10)[:2] == written
+        (agent,) = two.load_agents()
+        assert (agent.name, agent.event_count, agent.error_count) == ("Alpha", 3, 1)
+        assert two.get_session("s") is not None
+        assert two.usage_by_agent()["a"].requests == 1
+        assert two.producer_seq("p") == 4
+        assert [k.id for k in two.agent_keys()] == ["k1"]
+        assert two.get_secret("console") == "h"
+        assert two.reserve_event_ids() == 4
+    finally:
+        two.close()
+
+
+def test_postgres_a_second_store_on_the_schema_is_refused_until_the_first_closes(
+    pg_schema: tuple[str, str],
+) -> None:
+    from aster_studio.store.postgres import PostgresStore
+
+    dsn, schema = pg_schema
+    studio = PostgresStore(dsn, schema=schema)
+    studio.check_startable()  # a first start: nothing there yet
+    studio.open()
+    try:
+        second = PostgresStore(dsn, schema=schema)
+        with pytest.raises(
+            DatabaseInUse, match=f"in use by another Aster Studio \\(pid {os.getpid()}"
+        ):
+            second.open()
+        second.close()
+        with pytest.raises(DatabaseInUse, match=f"\\(schema {schema}\\)"):
+            PostgresStore(dsn, schema=schema).check_startable()
+        with fresh_schema(dsn) as other:  # another schema of the same database: a store of its own
+            elsewhere = PostgresStore(dsn, schema=other)
+            elsewhere.open()
+            elsewhere.close()
+    finally:
+        studio.close()
+    studio.close()  # idempotent
+    PostgresStore(dsn, schema=schema).check_startable()  # the lock went with close
+    again = PostgresStore(dsn, schema=schema)
+    again.open()
+    again.close()
+
+
+def test_postgres_the_command_line_beside_a_studio_writes_keys_only(
+    pg_schema: tuple[str, str],
+) -> None:
+    from aster_studio.store.postgres import PostgresStore
+
+    dsn, schema = pg_schema
+    studio = PostgresStore(dsn, schema=schema)
+    studio.open()
+    try:
+        beside = PostgresStore(dsn, schema=schema)
+        beside.open_beside_studio()
+        try:
+            beside.add_key(AgentKey("k1", "ci", "*", "hash", 5))
+            with pytest.raises(StoreError, match="not open"):
+                beside.write([ev()])
+        finally:
+            beside.close()
+        assert [k.id for k in studio.agent_keys()] == ["k1"]
+    finally:
+        studio.close()
+
+
+def test_postgres_newer_schema_is_refused(pg_schema: tuple[str, str]) -> None:
+    import psycopg
+    from psycopg import sql
+
+    from aster_studio.store.postgres import PostgresStore
+
+    dsn, schema = pg_schema
+    store = PostgresStore(dsn, schema=schema)
+    store.open()
+    store.close()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("UPDATE {}.meta SET value = 999 WHERE name = 'schema_version'").format(
+                sql.Identifier(schema)
+            )
+        )
+    with pytest.raises(MigrationError, match="newer than this release"):
+        PostgresStore(dsn, schema=schema).check_startable()
+    with pytest.raises(MigrationError, match="newer than this release"):
+        PostgresStore(dsn, schema=schema).open()
+    with pytest.raises(StoreError, match="another release \\(schema version 999"):
+        PostgresStore(dsn, schema=schema).open_beside_studio()
+
+
+def test_postgres_describe_names_the_database_never_the_password() -> None:
+    from aster_studio.store.postgres import PostgresStore
+
+    store = PostgresStore("postgresql://studio:s3cret@db.example:6543/events", schema="prod")
+    assert store.describe() == "postgresql://studio@db.example:6543/events (schema prod)"
+    keywords = PostgresStore("host=db user=u password=s3cret dbname=d")
+    assert keywords.describe() == "postgresql://u@db:5432/d (schema public)"

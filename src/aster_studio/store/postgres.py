@@ -1,0 +1,1397 @@
+"""The PostgreSQL store: one writer connection holding an advisory lock, a small reader pool.
+
+The SQLite store's tricks (postings, counts pending in memory, id ranges by time) work around
+an embedded engine; here plain tables with B-tree indexes do, and every count is written in
+the commit of its events: one aggregated `UPDATE` for the agents and one for the sessions.
+Events go in with binary `COPY`, the other writes of a commit in one pipeline, so a commit
+costs a handful of round trips whatever its size.
+
+Every table lives in one schema (`schema`, else the connection's own), and one Studio writes
+to it: the writer takes a session-level advisory lock keyed by the schema's OID, so Studios on
+other schemas of the same database do not get in each other's way. Text columns use the "C"
+collation: ids sort byte-wise and `lower()` folds ASCII only, as SQLite does.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import secrets
+import threading
+import time
+from collections.abc import Callable, Collection, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from typing import Any
+
+import orjson
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.pq import TransactionStatus
+
+from ..errors import DatabaseInUse, MigrationError, StoreError
+from ..models import (
+    AgentKey,
+    AgentRecord,
+    AuditRecord,
+    EventFilter,
+    Price,
+    RequestRecord,
+    SessionRecord,
+    StoredEvent,
+    Usage,
+    UsageQuery,
+    UsageRow,
+    UsageTotals,
+    counts_as_error,
+)
+from ..pricing import DEFAULT_PRICES, PriceTable
+from ._base import (
+    AddAudit,
+    AgentState,
+    CommitResult,
+    DeleteAgent,
+    DeletePrice,
+    EditAgent,
+    EndSession,
+    MarkObserved,
+    MarkProducer,
+    RecordUsage,
+    SaveRequest,
+    SetPrice,
+    UpsertAgent,
+    UpsertSession,
+    WriteOp,
+)
+
+log = logging.getLogger(__name__)
+
+# Versioned migrations: index + 1 is the schema version, kept in `meta` ('schema_version').
+# Never edit a released entry.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE meta (
+        name text COLLATE "C" PRIMARY KEY,
+        value bigint NOT NULL
+    );
+    INSERT INTO meta VALUES ('forgotten_events', 0), ('observed_through', 0);
+    CREATE TABLE agents (
+        id text COLLATE "C" PRIMARY KEY,
+        name text COLLATE "C",
+        model text COLLATE "C",
+        template_id text COLLATE "C",
+        capabilities text NOT NULL DEFAULT '[]',
+        metadata text NOT NULL DEFAULT '{}',
+        state text COLLATE "C" NOT NULL DEFAULT 'ready',
+        registered_at bigint NOT NULL,
+        last_seen bigint NOT NULL,
+        last_event_at bigint,
+        current_session_id text COLLATE "C",
+        implicit boolean NOT NULL DEFAULT false,
+        event_count bigint NOT NULL DEFAULT 0,
+        error_count bigint NOT NULL DEFAULT 0,
+        -- The order agents are listed in: their first creation (SQLite's rowid order).
+        seq bigint GENERATED ALWAYS AS IDENTITY
+    );
+    CREATE TABLE sessions (
+        id text COLLATE "C" PRIMARY KEY,
+        agent_id text COLLATE "C" NOT NULL,
+        status text COLLATE "C" NOT NULL,
+        created_at bigint NOT NULL,
+        updated_at bigint NOT NULL,
+        ended_at bigint,
+        metadata text NOT NULL DEFAULT '{}',
+        event_count bigint NOT NULL DEFAULT 0,
+        error_count bigint NOT NULL DEFAULT 0
+    );
+    CREATE INDEX sessions_by_update ON sessions (updated_at DESC, id);
+    CREATE INDEX sessions_by_agent ON sessions (agent_id, updated_at DESC, id);
+    CREATE TABLE events (
+        id bigint PRIMARY KEY,
+        agent_id text COLLATE "C" NOT NULL,
+        session_id text COLLATE "C",
+        channel text COLLATE "C" NOT NULL,
+        event_type text COLLATE "C" NOT NULL,
+        severity text COLLATE "C",
+        ts bigint NOT NULL,
+        client_ts bigint,
+        payload text COLLATE "C" NOT NULL
+    );
+    CREATE INDEX events_by_agent ON events (agent_id, id);
+    CREATE INDEX events_by_session ON events (session_id, id);
+    CREATE INDEX events_by_ts ON events (ts);
+    CREATE TABLE usage (
+        event_id bigint PRIMARY KEY,
+        agent_id text COLLATE "C" NOT NULL,
+        session_id text COLLATE "C",
+        model text COLLATE "C",
+        ts bigint NOT NULL,
+        input bigint NOT NULL,
+        output bigint NOT NULL,
+        cache_read bigint NOT NULL DEFAULT 0,
+        cache_creation bigint NOT NULL DEFAULT 0,
+        reasoning bigint NOT NULL DEFAULT 0,
+        cost double precision
+    );
+    CREATE INDEX usage_by_ts ON usage (ts);
+    CREATE INDEX usage_by_agent ON usage (agent_id, ts);
+    CREATE INDEX usage_by_session ON usage (session_id);
+    CREATE TABLE prices (
+        model text COLLATE "C" PRIMARY KEY,
+        input_per_m double precision NOT NULL,
+        output_per_m double precision NOT NULL,
+        currency text COLLATE "C" NOT NULL,
+        updated_at bigint NOT NULL,
+        cache_read_per_m double precision,
+        cache_write_per_m double precision
+    );
+    CREATE TABLE producers (
+        id text COLLATE "C" PRIMARY KEY,
+        last_seq bigint NOT NULL
+    );
+    CREATE TABLE requests (
+        id text COLLATE "C" PRIMARY KEY,
+        kind text COLLATE "C" NOT NULL,
+        agent_id text COLLATE "C" NOT NULL,
+        session_id text COLLATE "C",
+        key text COLLATE "C" NOT NULL,
+        status text COLLATE "C" NOT NULL,
+        created_at bigint NOT NULL,
+        expires_at bigint,
+        request text NOT NULL,
+        response text,
+        decided_by text COLLATE "C",
+        decided_at bigint,
+        delivered_at bigint,
+        acknowledged_at bigint,
+        agent_response text,
+        event_cursor bigint
+    );
+    CREATE INDEX requests_by_status ON requests (status, created_at);
+    CREATE INDEX requests_by_agent ON requests (agent_id, created_at);
+    CREATE TABLE audit (
+        id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        ts bigint NOT NULL,
+        actor text COLLATE "C" NOT NULL,
+        action text COLLATE "C" NOT NULL,
+        request_id text COLLATE "C",
+        agent_id text COLLATE "C",
+        detail text NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX audit_by_request ON audit (request_id);
+    CREATE INDEX audit_by_agent ON audit (agent_id, id);
+    CREATE TABLE agent_keys (
+        id text COLLATE "C" PRIMARY KEY,
+        name text COLLATE "C" NOT NULL,
+        pattern text COLLATE "C" NOT NULL,
+        hash text COLLATE "C" NOT NULL,
+        created_at bigint NOT NULL,
+        revoked_at bigint
+    );
+    CREATE TABLE secrets (
+        name text COLLATE "C" PRIMARY KEY,
+        value text NOT NULL,
+        updated_at bigint NOT NULL
+    );
+    """,
+)
+
+# Event ids reserved ahead of use (see Store.reserve_event_ids), as the SQLite store does.
+ID_BLOCK = 1_000_000
+
+# The advisory lock of a schema's writer: this prefix ('ASTR') in the high 32 bits, the
+# schema's OID in the low ones. `pg_locks` shows them as `classid` and `objid`.
+LOCK_PREFIX = 0x41535452
+
+# Reader connections kept at most, and how long a read waits for one to be free.
+READERS = 8
+READER_WAIT_S = 30.0
+CONNECT_TIMEOUT_S = 10
+
+_INT64_MAX = (1 << 63) - 1
+
+
+def _bounded_sum(column: str) -> str:
+    """A sum of integers that saturates at 64 bits, as SQLite's `CAST(total(x) AS INTEGER)`."""
+    return f"least(sum({column}), {_INT64_MAX})::bigint"
+
+
+# Sums of a group of usage rows, in UsageTotals/UsageRow order after the key.
+_USAGE_SUMS = ", ".join(
+    [
+        _bounded_sum("input"),
+        _bounded_sum("output"),
+        "coalesce(sum(cost), 0)::float8",
+        _bounded_sum(
+            "CASE WHEN cost IS NULL THEN input::numeric + output + cache_read + cache_creation "
+            "ELSE 0 END"
+        ),
+        "count(*)",
+        _bounded_sum("cache_read"),
+        _bounded_sum("cache_creation"),
+        _bounded_sum("reasoning"),
+    ]
+)
+
+# A session's trace status (`session_outcome`) as a condition on its row.
+_OUTCOMES = {
+    "running": "status = 'active'",
+    "ok": "status = 'completed' AND error_count = 0",
+    "error": "status <> 'active' AND (status <> 'completed' OR error_count > 0)",
+}
+
+_EVENT_COLS = "id, agent_id, session_id, channel, event_type, severity, ts, client_ts, payload"
+_EVENT_TYPES = ("bigint", "text", "text", "text", "text", "text", "bigint", "bigint", "text")
+_USAGE_COLS = (
+    "event_id, agent_id, session_id, model, ts, input, output, cache_read, cache_creation, "
+    "reasoning, cost"
+)
+_USAGE_TYPES = ("bigint", "text", "text", "text", *["bigint"] * 6, "float8")
+_SESSION_COLS = (
+    "id, agent_id, status, created_at, updated_at, ended_at, metadata, event_count, error_count"
+)
+_REQUEST_COLS = (
+    "id, kind, agent_id, session_id, key, status, created_at, expires_at, request, response, "
+    "decided_by, decided_at, delivered_at, acknowledged_at, agent_response, event_cursor"
+)
+
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+# The writer's application name: another Studio refused the lock reads the holder's pid in it.
+_APP_NAME = "aster-studio pid {pid}"
+_APP_PID = re.compile(r"^aster-studio pid (\d+)$")
+
+# Queries return plain tuples, typed loosely: each caller builds its typed record from them.
+Row = tuple[Any, ...]
+Conn = psycopg.Connection[Row]
+Query = str | sql.Composed
+
+
+def describe_dsn(dsn: str) -> str:
+    """`postgresql://user@host:port/db` of a libpq URL or key/value string: never a password."""
+    try:
+        params = conninfo_to_dict(dsn)
+    except psycopg.Error:
+        return "postgresql://(an unreadable connection string)"
+    user = params.get("user")
+    host = str(params.get("host") or params.get("hostaddr") or "localhost")
+    if ":" in host and not host.startswith("["):  # an IPv6 address
+        host = f"[{host}]"
+    port = params.get("port") or 5432
+    dbname = params.get("dbname") or user or ""
+    return f"postgresql://{f'{user}@' if user else ''}{host}:{port}/{dbname}"
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def _payload_text(payload: object) -> str:
+    """An event's payload (JSON bytes as received) as the text stored."""
+    if isinstance(payload, bytes):
+        return payload.decode()
+    if isinstance(payload, bytearray | memoryview):
+        return bytes(payload).decode()
+    if isinstance(payload, str):
+        return payload
+    raise TypeError(f"an event's payload must be JSON bytes, not {type(payload).__name__}")
+
+
+def _limit(n: int) -> int | None:
+    """A LIMIT as SQLite reads it: a negative one is none (PostgreSQL refuses it)."""
+    return n if n >= 0 else None
+
+
+def _where_all(conditions: Sequence[str]) -> str:
+    return f" WHERE {' AND '.join(conditions)}" if conditions else ""
+
+
+def _totals(row: Row) -> UsageTotals:
+    """The UsageTotals of a row of a key and the `_USAGE_SUMS`."""
+    return UsageTotals(row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8])
+
+
+class _Pool:
+    """Reader connections: made as needed up to `size`, each lent to one thread at a time.
+
+    A connection that comes back broken (the server restarted, say) is dropped, and the next
+    read makes a new one. `close` closes the idle ones at once and the lent ones as they come
+    back: closing a connection under a running query would break it mid-flight.
+    """
+
+    def __init__(self, connect: Callable[[], Conn], size: int) -> None:
+        self._connect = connect
+        self._size = size
+        self._idle: list[Conn] = []
+        self._made = 0
+        self._closed = False
+        self._cond = threading.Condition()
+
+    @contextmanager
+    def connection(self) -> Iterator[Conn]:
+        conn = self._take()
+        try:
+            yield conn
+        finally:
+            self._give_back(conn)
+
+    def _take(self) -> Conn:
+        deadline = time.monotonic() + READER_WAIT_S
+        with self._cond:
+            while True:
+                if self._closed:
+                    raise StoreError("store is not open")
+                if self._idle:
+                    return self._idle.pop()
+                if self._made < self._size:
+                    self._made += 1
+                    break
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise StoreError(f"no database connection free within {READER_WAIT_S:.0f} s")
+                self._cond.wait(left)
+        try:
+            return self._connect()
+        except BaseException:
+            with self._cond:
+                self._made -= 1
+                self._cond.notify()
+            raise
+
+    def _give_back(self, conn: Conn) -> None:
+        broken = conn.closed or conn.info.transaction_status != TransactionStatus.IDLE
+        with self._cond:
+            keep = not (self._closed or broken)
+            if keep:
+                self._idle.append(conn)
+            else:
+                self._made -= 1
+            self._cond.notify()
+        if not keep:
+            conn.close()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            idle, self._idle = self._idle, []
+            self._made -= len(idle)
+            self._cond.notify_all()
+        for conn in idle:
+            conn.close()
+
+
+class PostgresStore:
+    """Store events and state in a PostgreSQL schema; see the Store protocol for the contract."""
+
+    def __init__(self, dsn: str, *, schema: str | None = None, readers: int = READERS) -> None:
+        self.dsn = dsn
+        self.schema = schema  # None: the connection's own (`current_schema()`), found at open
+        self._readers_max = readers
+        self._writer: Conn | None = None
+        self._readers: _Pool | None = None
+        self._lock_key: int | None = None  # the advisory lock the writer holds
+        self._id_ceiling = 0  # ids up to this are reserved durably; 0: this instance numbers none
+        self._prices = PriceTable(())
+        self.store_id = ""  # this database's own id, set at `open`
+
+    # ---- lifecycle ----
+
+    def describe(self) -> str:
+        return f"{describe_dsn(self.dsn)} (schema {self.schema or 'public'})"
+
+    def _connect(self, *, writer: bool = False) -> Conn:
+        """A new autocommit connection, its search path on the store's schema (if known)."""
+        extra: dict[str, Any] = {}
+        try:
+            if "connect_timeout" not in conninfo_to_dict(self.dsn):
+                extra["connect_timeout"] = CONNECT_TIMEOUT_S
+        except psycopg.Error as exc:
+            raise StoreError(f"bad PostgreSQL connection string: {exc}") from exc
+        if writer:
+            extra["application_name"] = _APP_NAME.format(pid=os.getpid())
+        try:
+            conn = psycopg.connect(self.dsn, autocommit=True, **extra)
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot connect to {self.describe()}: {exc}") from exc
+        try:
+            if self.schema is not None:
+                conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(self.schema)))
+            # REPEATABLE READ for the transactions of reads that take several queries.
+            conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        except psycopg.Error as exc:
+            conn.close()
+            raise StoreError(f"cannot set up a connection to {self.describe()}: {exc}") from exc
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _reader(self) -> Conn:
+        return self._connect()
+
+    def open(self) -> None:
+        """Create the schema if needed, take the writer lock, migrate, and load prices.
+
+        Raises DatabaseInUse while another Studio writes to the schema, MigrationError if its
+        schema version is newer than this release's.
+        """
+        if self._writer is not None:
+            return
+        conn = self._connect(writer=True)
+        self._writer = conn  # closed by `close` if what follows fails
+        try:
+            oid = self._schema_oid(conn, create=True)
+            assert oid is not None  # made above
+            self._acquire(conn, oid)
+            self._migrate(conn)
+            self._readers = _Pool(self._reader, self._readers_max)
+            self._prices = PriceTable(self._read_prices(conn))
+            self.store_id = self._identity(conn)
+        except psycopg.Error as exc:
+            self.close()
+            raise StoreError(f"cannot open {self.describe()}: {exc}") from exc
+        except BaseException:
+            self.close()
+            raise
+
+    def _schema_oid(self, conn: Conn, *, create: bool) -> int | None:
+        """The OID of the store's schema (created first if `create`); None if there is none.
+
+        With no schema given, the connection's current one becomes the store's, and the
+        connection's search path is pinned to it, as every later connection's is.
+        """
+        if self.schema is None:
+            row = conn.execute("SELECT current_schema()").fetchone()
+            if row is None or row[0] is None:
+                raise StoreError(
+                    f"{describe_dsn(self.dsn)} has no schema to keep tables in: its search "
+                    "path names none that exists; give one"
+                )
+            self.schema = str(row[0])
+            conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(self.schema)))
+        row = conn.execute(
+            "SELECT oid::bigint FROM pg_namespace WHERE nspname = %s", (self.schema,)
+        ).fetchone()
+        if row is not None:
+            return int(row[0])
+        if not create:
+            return None
+        log.info("creating schema %s in %s", self.schema, describe_dsn(self.dsn))
+        # UniqueViolation: another process created it meanwhile.
+        with suppress(psycopg.errors.UniqueViolation):
+            conn.execute(
+                sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema))
+            )
+        row = conn.execute(
+            "SELECT oid::bigint FROM pg_namespace WHERE nspname = %s", (self.schema,)
+        ).fetchone()
+        return None if row is None else int(row[0])
+
+    def _acquire(self, conn: Conn, oid: int) -> None:
+        """Take the schema's writer lock, or raise DatabaseInUse naming its holder."""
+        key = (LOCK_PREFIX << 32) | oid
+        row = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
+        if row is None or not row[0]:
+            raise DatabaseInUse(self._in_use(conn, oid))
+        self._lock_key = key
+
+    def _in_use(self, conn: Conn, oid: int) -> str:
+        holder = conn.execute(
+            "SELECT a.application_name, host(a.client_addr) FROM pg_locks l "
+            "LEFT JOIN pg_stat_activity a ON a.pid = l.pid "
+            "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 "
+            "AND l.classid::bigint = %s AND l.objid::bigint = %s "
+            "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            (LOCK_PREFIX, oid),
+        ).fetchone()
+        by = ""
+        if holder is not None:
+            match = _APP_PID.match(holder[0] or "")
+            if match:
+                by = f" (pid {match[1]}" + (f", connected from {holder[1]})" if holder[1] else ")")
+        return (
+            f"database {self.describe()} is in use by another Aster Studio{by}: stop it, or "
+            "give this one a database or schema of its own"
+        )
+
+    def _release_lock(self, conn: Conn) -> None:
+        if self._lock_key is not None:
+            key, self._lock_key = self._lock_key, None
+            if not conn.closed:
+                try:
+                    conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+                except psycopg.Error:  # the connection's end releases it anyway
+                    log.debug("advisory unlock failed", exc_info=True)
+
+    def check_startable(self) -> None:
+        """Raise what `open` would for the likeliest reasons a server cannot start: another
+        Studio holds the schema (DatabaseInUse), or its schema version is newer than this
+        release (MigrationError). Nothing is created, and nothing stays open."""
+        conn = self._connect(writer=True)
+        try:
+            oid = self._schema_oid(conn, create=False)
+            if oid is None:  # a first start: `open` creates it
+                return
+            self._acquire(conn, oid)
+            try:
+                self._check_version(self._schema_version(conn))
+            finally:
+                self._release_lock(conn)
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot check {self.describe()}: {exc}") from exc
+        finally:
+            conn.close()
+
+    def open_beside_studio(self) -> None:
+        """Open for the command line's administrative reads and writes (agent keys, the
+        console token) while a running Studio holds the schema (`open` raised
+        DatabaseInUse): reader connections only; the schema must be this release's."""
+        conn = self._connect()
+        try:
+            oid = self._schema_oid(conn, create=False)
+            version = 0 if oid is None else self._schema_version(conn)
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot open {self.describe()}: {exc}") from exc
+        finally:
+            conn.close()
+        if version != len(MIGRATIONS):
+            raise StoreError(
+                f"database {self.describe()} is in use by a Studio of another release (schema "
+                f"version {version}, this release's {len(MIGRATIONS)}): stop it first"
+            )
+        if self._readers is None:
+            self._readers = _Pool(self._reader, self._readers_max)
+
+    def close(self) -> None:
+        """Release the writer lock and close every connection; idempotent."""
+        readers, self._readers = self._readers, None
+        if readers is not None:
+            readers.close()
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            self._release_lock(writer)
+            writer.close()
+        self._lock_key = None
+        self._id_ceiling = 0
+
+    @staticmethod
+    def _schema_version(conn: Conn) -> int:
+        """The schema's version as it is, neither created nor migrated (0: no tables yet)."""
+        row = conn.execute("SELECT to_regclass('meta') IS NOT NULL").fetchone()
+        if row is None or not row[0]:
+            return 0
+        row = conn.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()
+        return 0 if row is None else int(row[0])
+
+    def _check_version(self, version: int) -> None:
+        if version > len(MIGRATIONS):
+            raise MigrationError(
+                f"database {self.describe()} has schema version {version}, newer than this "
+                f"release ({len(MIGRATIONS)}); upgrade aster-studio"
+            )
+
+    def _migrate(self, conn: Conn) -> None:
+        current = self._schema_version(conn)
+        self._check_version(current)
+        latest = len(MIGRATIONS)
+        if current == 0:
+            log.info("creating tables in %s (schema version %s)", self.describe(), latest)
+        elif current < latest:
+            log.info("migrating %s from schema version %s to %s", self.describe(), current, latest)
+        for version in range(current + 1, latest + 1):
+            try:
+                with conn.transaction():
+                    conn.execute(MIGRATIONS[version - 1])
+                    if version == 1:
+                        with conn.cursor() as cur:
+                            cur.executemany(
+                                "INSERT INTO prices VALUES (%s, %s, %s, %s, 0) "
+                                "ON CONFLICT (model) DO NOTHING",
+                                [
+                                    (p.model, p.input_per_m, p.output_per_m, p.currency)
+                                    for p in DEFAULT_PRICES
+                                ],
+                            )
+                    conn.execute(
+                        "INSERT INTO meta VALUES ('schema_version', %s) "
+                        "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                        (version,),
+                    )
+            except psycopg.Error as exc:
+                raise MigrationError(f"migration {version} failed: {exc}") from exc
+
+    @staticmethod
+    def _identity(conn: Conn) -> str:
+        """The database's id, made at its first open (see SqliteStore._identity)."""
+        conn.execute(
+            "INSERT INTO meta VALUES ('store_id', %s) ON CONFLICT (name) DO NOTHING",
+            (secrets.randbits(62) or 1,),
+        )
+        row = conn.execute("SELECT value FROM meta WHERE name = 'store_id'").fetchone()
+        if row is None:
+            raise StoreError("no store id after writing it")
+        return f"{int(row[0]):016x}"
+
+    def ping(self) -> None:
+        with self._read() as conn:
+            conn.execute("SELECT 1").fetchone()
+
+    @contextmanager
+    def _read(self, *, snapshot: bool = False) -> Iterator[Conn]:
+        """A reader connection; `snapshot`: its queries in one REPEATABLE READ transaction."""
+        readers = self._readers
+        if readers is None:
+            raise StoreError("store is not open")
+        with readers.connection() as conn:
+            try:
+                if snapshot:
+                    with conn.transaction():
+                        yield conn
+                else:
+                    yield conn
+            except psycopg.Error as exc:
+                raise StoreError(f"read failed: {exc}") from exc
+
+    def _all(self, query: Query, args: Sequence[Any] = ()) -> list[Row]:
+        with self._read() as conn:
+            return conn.execute(query, args).fetchall()
+
+    def _one(self, query: Query, args: Sequence[Any] = ()) -> Row | None:
+        with self._read() as conn:
+            return conn.execute(query, args).fetchone()
+
+    # ---- writes (writer thread only) ----
+
+    def _require_writer(self) -> Conn:
+        if self._writer is None:
+            raise StoreError("store is not open")
+        return self._writer
+
+    def reserve_event_ids(self) -> int:
+        conn = self._require_writer()
+        try:
+            row = conn.execute(
+                "SELECT greatest((SELECT coalesce(max(id), 0) FROM events), "
+                "coalesce((SELECT value FROM meta WHERE name = 'id_ceiling'), 0))"
+            ).fetchone()
+            first = (int(row[0]) if row else 0) + 1
+            self._set_ceiling(conn, first + ID_BLOCK)
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot reserve event ids: {exc}") from exc
+        return first
+
+    def release_event_ids(self) -> None:
+        conn = self._require_writer()
+        if not self._id_ceiling:
+            return
+        try:
+            # The floor for the next run: the last id stored, kept even if that event is
+            # deleted later, so its id is not handed out again.
+            conn.execute(
+                "UPDATE meta SET value = (SELECT coalesce(max(id), 0) FROM events) "
+                "WHERE name = 'id_ceiling'"
+            )
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot release event ids: {exc}") from exc
+        self._id_ceiling = 0
+
+    def _set_ceiling(self, conn: Conn, ceiling: int) -> None:
+        conn.execute(
+            "INSERT INTO meta VALUES ('id_ceiling', %s) "
+            "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            (ceiling,),
+        )
+        self._id_ceiling = ceiling
+
+    def write(self, ops: list[WriteOp]) -> CommitResult:
+        """Apply `ops` in one transaction; return what became durable.
+
+        Events and usage go in by binary COPY; the other ops, in their order, then the
+        agents' and sessions' counts of this commit's events (one statement each), the id
+        reservation and the producers' marks, go in one pipeline. A value the driver or the
+        server refuses rolls everything back and raises StoreError: the pipeline then
+        retries op by op, so only the bad op is lost.
+        """
+        conn = self._require_writer()
+        result = CommitResult()
+        events = result.events
+        usage_rows: list[tuple[Any, ...]] = []
+        statements: list[tuple[str, tuple[Any, ...]]] = []
+        try:
+            for op in ops:
+                if type(op) is StoredEvent:
+                    events.append(op)
+                elif type(op) is RecordUsage:
+                    usage = self._price(op.usage)
+                    result.usage.append((op.agent_id, usage))
+                    usage_rows.append(
+                        (
+                            op.event_id,
+                            op.agent_id,
+                            op.session_id,
+                            usage.model,
+                            op.ts,
+                            usage.input,
+                            usage.output,
+                            usage.cache_read,
+                            usage.cache_creation,
+                            usage.reasoning,
+                            usage.cost,
+                        )
+                    )
+                else:
+                    self._statement(op, statements, result)
+            rows = [(*e[:8], _payload_text(e.payload)) for e in events]
+            with conn.transaction(), conn.cursor() as cur:
+                if rows:
+                    self._copy(cur, "events", _EVENT_COLS, _EVENT_TYPES, rows)
+                if usage_rows:
+                    self._copy(cur, "usage", _USAGE_COLS, _USAGE_TYPES, usage_rows)
+                with conn.pipeline():
+                    for query, args in statements:
+                        cur.execute(query, args)
+                    self._count(cur, events)
+                    if events and self._id_ceiling:
+                        last = events[-1].id
+                        if last > self._id_ceiling - ID_BLOCK // 2:
+                            self._set_ceiling(conn, last + ID_BLOCK)  # durable with them
+                    if result.producers:
+                        cur.executemany(
+                            "INSERT INTO producers (id, last_seq) VALUES (%s, %s) "
+                            "ON CONFLICT (id) DO UPDATE SET "
+                            "last_seq = greatest(producers.last_seq, excluded.last_seq)",
+                            list(result.producers.items()),
+                        )
+        except (psycopg.Error, TypeError, ValueError, OverflowError) as exc:
+            # The transaction is rolled back; the writer's state follows the database again.
+            try:
+                self._prices = PriceTable(self._read_prices(conn))
+                if self._id_ceiling:
+                    self._id_ceiling = self._read_ceiling(conn)
+            except psycopg.Error:
+                log.exception("cannot reread the writer's state after a failed write")
+            raise StoreError(f"write of {len(ops)} operations failed: {exc}") from exc
+        return result
+
+    @staticmethod
+    def _copy(
+        cur: psycopg.Cursor[Row],
+        table: str,
+        columns: str,
+        types: Sequence[str],
+        rows: list[tuple[Any, ...]],
+    ) -> None:
+        with cur.copy(f"COPY {table} ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(list(types))
+            for row in rows:
+                copy.write_row(row)
+
+    @staticmethod
+    def _count(cur: psycopg.Cursor[Row], events: list[StoredEvent]) -> None:
+        """Add a commit's events to their agents' and sessions' rows, one statement each.
+
+        The events of an agent without a row (deleted, in this commit or before) are added
+        to `forgotten_events` instead, so that the agents' counts and it make every event.
+        """
+        if not events:
+            return
+        agents: dict[str, list[int]] = {}  # events, errors, newest receive time
+        sessions: dict[str, list[int]] = {}
+        for e in events:
+            error = int(counts_as_error(e.event_type, e.severity))
+            for counts, key in ((agents, e.agent_id), (sessions, e.session_id)):
+                if key is None:
+                    continue
+                entry = counts.get(key)
+                if entry is None:
+                    counts[key] = [1, error, e.ts]
+                else:
+                    entry[0] += 1
+                    entry[1] += error
+                    entry[2] = max(entry[2], e.ts)
+        cur.execute(
+            "WITH c (id, n, errors, last) AS ("
+            "SELECT * FROM unnest(%b::text[], %b::bigint[], %b::bigint[], %b::bigint[])), "
+            "counted AS (UPDATE agents SET event_count = agents.event_count + c.n, "
+            "error_count = agents.error_count + c.errors, "
+            "last_event_at = greatest(coalesce(agents.last_event_at, 0), c.last) "
+            "FROM c WHERE agents.id = c.id RETURNING agents.id) "
+            "UPDATE meta SET value = value + (SELECT coalesce(sum(c.n), 0) FROM c "
+            "WHERE c.id NOT IN (SELECT id FROM counted)) WHERE name = 'forgotten_events'",
+            _columns(agents),
+        )
+        if sessions:
+            cur.execute(
+                "UPDATE sessions SET event_count = sessions.event_count + c.n, "
+                "error_count = sessions.error_count + c.errors, "
+                "updated_at = greatest(sessions.updated_at, c.last) "
+                "FROM unnest(%b::text[], %b::bigint[], %b::bigint[], %b::bigint[]) "
+                "AS c (id, n, errors, last) WHERE sessions.id = c.id",
+                _columns(sessions),
+            )
+
+    def _read_ceiling(self, conn: Conn) -> int:
+        row = conn.execute("SELECT value FROM meta WHERE name = 'id_ceiling'").fetchone()
+        return int(row[0]) if row else 0
+
+    def _price(self, usage: Usage) -> Usage:
+        price = self._prices.lookup(usage.model)
+        if price is None or not usage.priceable:
+            return usage
+        return Usage(
+            usage.model,
+            usage.input,
+            usage.output,
+            usage.cache_read,
+            usage.cache_creation,
+            usage.reasoning,
+            price.cost(usage.input, usage.output, usage.cache_read, usage.cache_creation),
+        )
+
+    def _statement(
+        self, op: WriteOp, into: list[tuple[str, tuple[Any, ...]]], result: CommitResult
+    ) -> None:
+        """Add the statement of one op (not an event nor usage) to `into`; prices and
+        producers' marks change in memory now, in the ops' order."""
+        if isinstance(op, UpsertAgent):
+            if op.implicit:
+                into.append(
+                    (
+                        "INSERT INTO agents (id, registered_at, last_seen, implicit) "
+                        "VALUES (%s, %s, %s, true) ON CONFLICT (id) DO NOTHING",
+                        (op.id, op.ts, op.ts),
+                    )
+                )
+            else:
+                into.append(
+                    (
+                        "INSERT INTO agents (id, name, model, template_id, capabilities, "
+                        "metadata, state, registered_at, last_seen, implicit) "
+                        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, false) "
+                        "ON CONFLICT (id) DO UPDATE SET "
+                        "name = coalesce(excluded.name, agents.name), "
+                        "model = coalesce(excluded.model, agents.model), "
+                        "template_id = coalesce(excluded.template_id, agents.template_id), "
+                        "capabilities = excluded.capabilities, metadata = excluded.metadata, "
+                        "state = excluded.state, last_seen = excluded.last_seen, implicit = false",
+                        (
+                            op.id,
+                            op.name,
+                            op.model,
+                            op.template_id,
+                            _json(list(op.capabilities)),
+                            _json(op.metadata),
+                            op.state or "ready",
+                            op.ts,
+                            op.ts,
+                        ),
+                    )
+                )
+        elif isinstance(op, EditAgent):
+            into.append(
+                (
+                    "UPDATE agents SET name = coalesce(%s, name), metadata = %s WHERE id = %s",
+                    (op.name, _json(op.metadata), op.id),
+                )
+            )
+        elif isinstance(op, AgentState):
+            into.append(
+                (
+                    "UPDATE agents SET state = %s, last_seen = %s, current_session_id = %s "
+                    "WHERE id = %s",
+                    (op.state, op.last_seen, op.current_session_id, op.id),
+                )
+            )
+        elif isinstance(op, UpsertSession):
+            if op.implicit:
+                into.append(
+                    (
+                        "INSERT INTO sessions (id, agent_id, status, created_at, updated_at) "
+                        "VALUES (%s, %s, 'active', %s, %s) ON CONFLICT (id) DO NOTHING",
+                        (op.id, op.agent_id, op.ts, op.ts),
+                    )
+                )
+            else:
+                owners = None if op.owners is None else list(op.owners)
+                into.append(
+                    (
+                        "INSERT INTO sessions (id, agent_id, status, created_at, updated_at, "
+                        "metadata) VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO UPDATE "
+                        "SET agent_id = excluded.agent_id, status = excluded.status, "
+                        "updated_at = excluded.updated_at, metadata = excluded.metadata, "
+                        "ended_at = NULL "
+                        "WHERE %s::text[] IS NULL OR sessions.agent_id = ANY(%s::text[])",
+                        (
+                            op.id,
+                            op.agent_id,
+                            op.status,
+                            op.created_at or op.ts,
+                            op.ts,
+                            _json(op.metadata),
+                            owners,
+                            owners,
+                        ),
+                    )
+                )
+        elif isinstance(op, EndSession):
+            owners = None if op.owners is None else list(op.owners)
+            into.append(
+                (
+                    "UPDATE sessions SET status = %s, ended_at = %s, updated_at = %s "
+                    "WHERE id = %s AND (%s::text[] IS NULL OR agent_id = ANY(%s::text[]))",
+                    (op.status, op.ts, op.ts, op.id, owners, owners),
+                )
+            )
+        elif isinstance(op, MarkProducer):
+            if op.seq > result.producers.get(op.producer_id, 0):
+                result.producers[op.producer_id] = op.seq
+        elif isinstance(op, SetPrice):
+            p = op.price
+            into.append(
+                (
+                    "INSERT INTO prices (model, input_per_m, output_per_m, currency, updated_at, "
+                    "cache_read_per_m, cache_write_per_m) VALUES (%s, %s, %s, %s, %s, %s, %s) "
+                    "ON CONFLICT (model) DO UPDATE SET "
+                    "input_per_m = excluded.input_per_m, output_per_m = excluded.output_per_m, "
+                    "currency = excluded.currency, updated_at = excluded.updated_at, "
+                    "cache_read_per_m = excluded.cache_read_per_m, "
+                    "cache_write_per_m = excluded.cache_write_per_m",
+                    (
+                        p.model,
+                        p.input_per_m,
+                        p.output_per_m,
+                        p.currency,
+                        op.ts,
+                        p.cache_read_per_m,
+                        p.cache_write_per_m,
+                    ),
+                )
+            )
+            self._prices.set(p)
+        elif isinstance(op, DeletePrice):
+            into.append(("DELETE FROM prices WHERE model = %s", (op.model,)))
+            self._prices.remove(op.model)
+        elif isinstance(op, DeleteAgent):
+            # Its events stay stored, and counted: what its row counted goes to the events
+            # without an agent (this commit's follow in `_count`).
+            into.append(
+                (
+                    "UPDATE meta SET value = value + "
+                    "coalesce((SELECT event_count FROM agents WHERE id = %s), 0) "
+                    "WHERE name = 'forgotten_events'",
+                    (op.id,),
+                )
+            )
+            into.append(("DELETE FROM agents WHERE id = %s", (op.id,)))
+        elif isinstance(op, SaveRequest):
+            r = op.record
+            into.append(
+                (
+                    f"INSERT INTO requests ({_REQUEST_COLS}) VALUES "
+                    "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+                    "ON CONFLICT (id) DO UPDATE SET "
+                    + ", ".join(
+                        f"{c} = excluded.{c}" for c in _REQUEST_COLS.split(", ") if c != "id"
+                    ),
+                    (
+                        r.id,
+                        r.kind,
+                        r.agent_id,
+                        r.session_id,
+                        r.key,
+                        r.status,
+                        r.created_at,
+                        r.expires_at,
+                        _json(r.request),
+                        _json(r.response) if r.response is not None else None,
+                        r.decided_by,
+                        r.decided_at,
+                        r.delivered_at,
+                        r.acknowledged_at,
+                        _json(r.agent_response) if r.agent_response is not None else None,
+                        r.event_cursor,
+                    ),
+                )
+            )
+        elif isinstance(op, MarkObserved):
+            into.append(
+                (
+                    "UPDATE meta SET value = greatest(value, %s) WHERE name = 'observed_through'",
+                    (op.through,),
+                )
+            )
+        elif isinstance(op, AddAudit):
+            into.append(
+                (
+                    "INSERT INTO audit (ts, actor, action, request_id, agent_id, detail) "
+                    "VALUES (%s, %s, %s, %s, %s, %s)",
+                    (op.ts, op.actor, op.action, op.request_id, op.agent_id, _json(op.detail)),
+                )
+            )
+        else:  # pragma: no cover - every WriteOp is handled above
+            raise TypeError(f"unknown write operation {type(op).__name__}")
+
+    # ---- administration (rare writes, on a reader connection; the CLI uses these) ----
+
+    @contextmanager
+    def _admin(self) -> Iterator[Conn]:
+        readers = self._readers
+        if readers is None:
+            raise StoreError("store is not open")
+        with readers.connection() as conn:
+            try:
+                with conn.transaction():
+                    yield conn
+            except psycopg.Error as exc:
+                raise StoreError(f"administrative write failed: {exc}") from exc
+
+    def add_key(self, key: AgentKey) -> None:
+        with self._admin() as conn:
+            conn.execute(
+                "INSERT INTO agent_keys VALUES (%s, %s, %s, %s, %s, %s)",
+                (key.id, key.name, key.pattern, key.hash, key.created_at, key.revoked_at),
+            )
+
+    def revoke_key(self, key_id: str, ts: int) -> bool:
+        with self._admin() as conn:
+            cur = conn.execute(
+                "UPDATE agent_keys SET revoked_at = %s WHERE id = %s AND revoked_at IS NULL",
+                (ts, key_id),
+            )
+            return cur.rowcount > 0
+
+    def agent_keys(self) -> list[AgentKey]:
+        rows = self._all(
+            "SELECT id, name, pattern, hash, created_at, revoked_at FROM agent_keys "
+            "ORDER BY created_at, id"
+        )
+        return [AgentKey(*r) for r in rows]
+
+    def get_secret(self, name: str) -> str | None:
+        row = self._one("SELECT value FROM secrets WHERE name = %s", (name,))
+        return str(row[0]) if row else None
+
+    def set_secret(self, name: str, value: str, ts: int) -> None:
+        with self._admin() as conn:
+            conn.execute(
+                "INSERT INTO secrets VALUES (%s, %s, %s) ON CONFLICT (name) DO UPDATE SET "
+                "value = excluded.value, updated_at = excluded.updated_at",
+                (name, value, ts),
+            )
+
+    # ---- reads (any thread) ----
+
+    @staticmethod
+    def _request(r: Row) -> RequestRecord:
+        return RequestRecord(
+            r[0],
+            r[1],
+            r[2],
+            r[3],
+            r[4],
+            r[5],
+            r[6],
+            r[7],
+            orjson.loads(r[8]),
+            orjson.loads(r[9]) if r[9] is not None else None,
+            r[10],
+            r[11],
+            r[12],
+            r[13],
+            orjson.loads(r[14]) if r[14] is not None else None,
+            r[15],
+        )
+
+    def list_requests(
+        self, *, status: str | None, agent_id: str | None, kind: str | None, limit: int
+    ) -> list[RequestRecord]:
+        where, args = [], []
+        for column, value in (("status", status), ("agent_id", agent_id), ("kind", kind)):
+            if value:
+                where.append(f"{column} = %s")
+                args.append(value)
+        rows = self._all(
+            f"SELECT {_REQUEST_COLS} FROM requests{_where_all(where)} "
+            "ORDER BY created_at DESC, id LIMIT %s",
+            [*args, _limit(limit)],
+        )
+        return [self._request(r) for r in rows]
+
+    def open_requests(self) -> list[RequestRecord]:
+        """Requests still pending, or decided but not yet acknowledged by the agent."""
+        rows = self._all(
+            f"SELECT {_REQUEST_COLS} FROM requests WHERE status = 'pending' "
+            "OR (status = 'decided' AND acknowledged_at IS NULL) ORDER BY created_at, id"
+        )
+        return [self._request(r) for r in rows]
+
+    def unobserved_events(self, event_types: Collection[str]) -> list[StoredEvent]:
+        rows = self._all(
+            f"SELECT {_EVENT_COLS} FROM events WHERE id > coalesce("
+            "(SELECT value FROM meta WHERE name = 'observed_through'), 0) "
+            "AND event_type = ANY(%s::text[]) ORDER BY id",
+            (list(event_types),),
+        )
+        return [self._event(r) for r in rows]
+
+    def get_request(self, request_id: str) -> RequestRecord | None:
+        row = self._one(f"SELECT {_REQUEST_COLS} FROM requests WHERE id = %s", (request_id,))
+        return self._request(row) if row else None
+
+    def audit(
+        self, *, agent_id: str | None, request_id: str | None, limit: int
+    ) -> list[AuditRecord]:
+        where, args = [], []
+        for column, value in (("agent_id", agent_id), ("request_id", request_id)):
+            if value:
+                where.append(f"{column} = %s")
+                args.append(value)
+        rows = self._all(
+            "SELECT id, ts, actor, action, request_id, agent_id, detail FROM audit"
+            f"{_where_all(where)} ORDER BY id DESC LIMIT %s",
+            [*args, _limit(limit)],
+        )
+        return [AuditRecord(r[0], r[1], r[2], r[3], r[4], r[5], orjson.loads(r[6])) for r in rows]
+
+    def load_agents(self) -> list[AgentRecord]:
+        rows = self._all(
+            "SELECT id, name, model, template_id, capabilities, metadata, state, "
+            "registered_at, last_seen, last_event_at, current_session_id, implicit, "
+            "event_count, error_count FROM agents ORDER BY seq"
+        )
+        return [
+            AgentRecord(
+                r[0],
+                r[1],
+                r[2],
+                r[3],
+                tuple(orjson.loads(r[4])),
+                orjson.loads(r[5]),
+                r[6],
+                r[7],
+                # `last_seen` is written with state changes and disconnects, not per event:
+                # after a crash its newest event is later contact.
+                r[8] if r[9] is None else max(r[8], r[9]),
+                r[9],
+                r[10],
+                bool(r[11]),
+                r[12],
+                r[13],
+            )
+            for r in rows
+        ]
+
+    def forgotten_events(self) -> int:
+        row = self._one("SELECT value FROM meta WHERE name = 'forgotten_events'")
+        return int(row[0]) if row else 0
+
+    def usage_by_agent(self) -> dict[str, UsageTotals]:
+        rows = self._all(f"SELECT agent_id, {_USAGE_SUMS} FROM usage GROUP BY agent_id")
+        return {r[0]: _totals(r) for r in rows}
+
+    def producer_seq(self, producer_id: str) -> int:
+        row = self._one("SELECT last_seq FROM producers WHERE id = %s", (producer_id,))
+        return int(row[0]) if row else 0
+
+    def prices(self) -> list[Price]:
+        with self._read() as conn:
+            return self._read_prices(conn)
+
+    @staticmethod
+    def _read_prices(conn: Conn) -> list[Price]:
+        rows = conn.execute(
+            "SELECT model, input_per_m, output_per_m, currency, cache_read_per_m, "
+            "cache_write_per_m FROM prices ORDER BY model"
+        ).fetchall()
+        return [Price(*r) for r in rows]
+
+    @staticmethod
+    def _session(r: Row) -> SessionRecord:
+        return SessionRecord(r[0], r[1], r[2], r[3], r[4], r[5], orjson.loads(r[6]), r[7], r[8])
+
+    def active_sessions_by_agent(self) -> dict[str, int]:
+        rows = self._all(
+            "SELECT agent_id, count(*) FROM sessions WHERE status = 'active' GROUP BY agent_id"
+        )
+        return {str(r[0]): int(r[1]) for r in rows}
+
+    def list_sessions(
+        self,
+        *,
+        status: str | None,
+        agent_id: str | None,
+        limit: int,
+        offset: int,
+        outcome: str | None = None,
+        connected: Collection[str] | None = None,
+    ) -> tuple[list[SessionRecord], int]:
+        if outcome is not None and outcome not in _OUTCOMES:
+            raise ValueError(f"unknown outcome {outcome!r}")
+        where: list[str] = []
+        args: list[Any] = []
+        if status in ("active", "suspended") and connected is not None:
+            # Not ended, and its agent connected (active) or not (suspended: for now).
+            if status == "active":
+                where.append("status = 'active' AND agent_id = ANY(%s::text[])")
+            else:
+                where.append(
+                    "(status = 'suspended' OR status = 'active' AND NOT agent_id = ANY(%s::text[]))"
+                )
+            args.append(list(connected))
+        elif status:
+            where.append("status = %s")
+            args.append(status)
+        if agent_id:
+            where.append("agent_id = %s")
+            args.append(agent_id)
+        if outcome is not None:
+            where.append(f"({_OUTCOMES[outcome]})")
+        clause = _where_all(where)
+        with self._read(snapshot=True) as conn:
+            total_row = conn.execute(f"SELECT count(*) FROM sessions{clause}", args).fetchone()
+            rows = conn.execute(
+                f"SELECT {_SESSION_COLS} FROM sessions{clause} ORDER BY updated_at DESC, id "
+                "LIMIT %s OFFSET %s",
+                [*args, _limit(limit), max(offset, 0)],
+            ).fetchall()
+        total = int(total_row[0]) if total_row else 0
+        return [self._session(r) for r in rows], total
+
+    def get_session(self, session_id: str) -> SessionRecord | None:
+        row = self._one(f"SELECT {_SESSION_COLS} FROM sessions WHERE id = %s", (session_id,))
+        return self._session(row) if row else None
+
+    def session_usage(self, session_ids: list[str]) -> dict[str, UsageTotals]:
+        if not session_ids:
+            return {}
+        rows = self._all(
+            f"SELECT session_id, {_USAGE_SUMS} FROM usage "
+            "WHERE session_id = ANY(%s::text[]) GROUP BY session_id",
+            (list(session_ids),),
+        )
+        return {r[0]: _totals(r) for r in rows}
+
+    @staticmethod
+    def _where(flt: EventFilter) -> tuple[list[str], list[Any]]:
+        """The conditions of `flt`, as SqliteStore._where makes them."""
+        where: list[str] = []
+        args: list[Any] = []
+        for column, values in (
+            ("agent_id", flt.agent_ids),
+            ("session_id", flt.session_ids),
+            ("channel", flt.channels),
+        ):
+            if values:
+                where.append(f"{column} = ANY(%s::text[])")
+                args.append(list(values))
+        # Types and severities match whatever their case, as the live stream's filter does.
+        for column, values in (("event_type", flt.event_types), ("severity", flt.severities)):
+            if values:
+                where.append(f"lower({column}) = ANY(%s::text[])")
+                args.append([v.lower() for v in values])
+        if flt.start_ms is not None:
+            where.append("ts >= %s")
+            args.append(flt.start_ms)
+        if flt.end_ms is not None:
+            where.append("ts < %s")
+            args.append(flt.end_ms)
+        if flt.text:
+            # Search for the text as orjson writes it in the payloads (quotes, backslashes and
+            # line breaks escaped), ASCII letters of either case, as SQLite's LIKE matches: the
+            # payload's "C" collation makes `lower` fold ASCII only.
+            try:
+                written = orjson.dumps(flt.text)[1:-1].decode()
+            except TypeError:  # a lone surrogate: no stored payload holds one
+                written = flt.text
+            escaped = written.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            where.append("lower(payload) LIKE %s ESCAPE '\\'")
+            args.append(f"%{escaped.translate(_ASCII_LOWER)}%")
+        return where, args
+
+    @staticmethod
+    def _event(r: Row) -> StoredEvent:
+        return StoredEvent(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8].encode())
+
+    def events_before(self, flt: EventFilter, before: int | None, limit: int) -> list[StoredEvent]:
+        return self._events(flt, None, before, limit, newest_first=True)
+
+    def events_after(self, flt: EventFilter, after: int, limit: int) -> list[StoredEvent]:
+        return self._events(flt, after, None, limit, newest_first=False)
+
+    def _events(
+        self,
+        flt: EventFilter,
+        after: int | None,
+        before: int | None,
+        limit: int,
+        *,
+        newest_first: bool,
+    ) -> list[StoredEvent]:
+        """Up to `limit` events of `flt` with after < id < before, newest or oldest first."""
+        where, args = self._where(flt)
+        if after is not None:
+            where.append("id > %s")
+            args.append(after)
+        if before is not None:
+            where.append("id < %s")
+            args.append(before)
+        rows = self._all(
+            f"SELECT {_EVENT_COLS} FROM events{_where_all(where)} "
+            f"ORDER BY id {'DESC' if newest_first else 'ASC'} LIMIT %s",
+            [*args, _limit(limit)],
+        )
+        return [self._event(r) for r in rows]
+
+    def count_events(self, flt: EventFilter) -> int:
+        where, args = self._where(flt)
+        row = self._one(f"SELECT count(*) FROM events{_where_all(where)}", args)
+        return int(row[0]) if row else 0
+
+    def event_counts_by_type(self, start_ms: int, end_ms: int) -> dict[str, int]:
+        rows = self._all(
+            "SELECT event_type, count(*) FROM events WHERE ts >= %s AND ts < %s "
+            "GROUP BY event_type",
+            (start_ms, end_ms),
+        )
+        return {r[0]: int(r[1]) for r in rows}
+
+    def usage_rows(self, query: UsageQuery) -> list[UsageRow]:
+        where = ["ts >= %s", "ts < %s"]
+        args: list[Any] = [query.start_ms, query.end_ms]
+        for column, value in (
+            ("agent_id", query.agent_id),
+            ("session_id", query.session_id),
+            ("model", query.model),
+        ):
+            if value == "" and column == "model":  # the usage that names no model
+                where.append("model IS NULL")
+            elif value is not None:
+                where.append(f"{column} = %s")
+                args.append(value)
+        if query.bucket_ms:
+            bucket = int(query.bucket_ms)
+            key = f"(ts / {bucket}) * {bucket}"
+        elif query.group_by in ("model", "agent", "session"):
+            key = {"model": "model", "agent": "agent_id", "session": "session_id"}[query.group_by]
+        else:
+            key = "NULL::text"
+        rows = self._all(
+            f"SELECT {key} AS k, {_USAGE_SUMS} FROM usage WHERE {' AND '.join(where)} "
+            "GROUP BY k ORDER BY k NULLS FIRST",
+            args,
+        )
+        return [UsageRow(*r) for r in rows]
+
+
+def _columns(counts: dict[str, list[int]]) -> tuple[list[str], list[int], list[int], list[int]]:
+    """(keys, events, errors, newest times) of per-key counts, as arrays for `unnest`."""
+    return (
+        list(counts),
+        [c[0] for c in counts.values()],
+        [c[1] for c in counts.values()],
+        [c[2] for c in counts.values()],
+    )
+
+
+__all__ = ["MIGRATIONS", "PostgresStore", "describe_dsn"]
