@@ -3,6 +3,8 @@
 StudioError
  +-- ConfigError         bad settings or command-line options
  +-- StoreError          the storage backend failed
+ |    +-- StoreUnavailable  the database cannot be reached now; the same write may succeed
+ |    |                     later (kept and retried, never dropped)
  |    +-- MigrationError the database schema is newer than this release or broken
  |    +-- DatabaseInUse  another Studio writes to this database
  |         +-- DatabaseInUseElsewhere  ... through another path to its file (a hard link)
@@ -23,6 +25,12 @@ class ConfigError(StudioError):
 
 class StoreError(StudioError):
     """The storage backend failed."""
+
+
+class StoreUnavailable(StoreError):
+    """The database cannot be reached now (its connection was lost, it refuses connections, or
+    another writer holds it meanwhile): nothing was written, and the same write may succeed
+    later. Writers keep what they hold and retry; they drop nothing."""
 
 
 class MigrationError(StoreError):

@@ -10,6 +10,11 @@ Every table lives in one schema (`schema`, else the connection's own), and one S
 to it: the writer takes a session-level advisory lock keyed by the schema's OID, so Studios on
 other schemas of the same database do not get in each other's way. Text columns use the "C"
 collation: ids sort byte-wise and `lower()` folds ASCII only, as SQLite does.
+
+A lost connection (the server restarted, a failover, `pg_terminate_backend`) is no bad value:
+`write` raises StoreUnavailable, and the next `write` connects again, takes the lock again
+(refusing to write if another Studio took it meanwhile) and rereads what the writer keeps in
+memory. A read whose pooled connection turns out broken is retried once on a new one.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import psycopg
@@ -30,7 +35,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.pq import TransactionStatus
 
-from ..errors import DatabaseInUse, MigrationError, StoreError
+from ..errors import DatabaseInUse, MigrationError, StoreError, StoreUnavailable
 from ..models import (
     AgentKey,
     AgentRecord,
@@ -208,6 +213,14 @@ LOCK_PREFIX = 0x41535452
 READERS = 8
 READER_WAIT_S = 30.0
 CONNECT_TIMEOUT_S = 10
+# Connections made once the store is open (a writer's reconnect, new readers) wait less: the
+# pipeline retries a write the database cannot take, and a health check must answer.
+RECONNECT_TIMEOUT_S = 3
+
+# SQLSTATEs of a failure that says nothing about the statement: the server is shutting down
+# or starting (57P01-57P03), or this is a standby now (25006, after a failover). With any
+# class 08 (connection exception) or a broken connection, the same write may succeed later.
+_UNAVAILABLE_STATES = frozenset({"57P01", "57P02", "57P03", "25006"})
 
 _INT64_MAX = (1 << 63) - 1
 
@@ -259,13 +272,34 @@ _REQUEST_COLS = (
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 # The writer's application name: another Studio refused the lock reads the holder's pid in it.
+# The readers' say what they are too, for whoever looks at `pg_stat_activity`.
 _APP_NAME = "aster-studio pid {pid}"
+_READER_APP_NAME = "aster-studio pid {pid} reader"
 _APP_PID = re.compile(r"^aster-studio pid (\d+)$")
 
 # Queries return plain tuples, typed loosely: each caller builds its typed record from them.
 Row = tuple[Any, ...]
 Conn = psycopg.Connection[Row]
 Query = str | sql.Composed
+T = TypeVar("T")
+
+
+def _is_unavailable(exc: BaseException, conn: Conn) -> bool:
+    """Whether `exc`, raised by work on `conn`, is the database's absence, not the work's fault.
+
+    Not every OperationalError: a serialization failure, a full disk or an aborted pipeline
+    (whose cause is a bad value) are of that class too.
+    """
+    if conn.closed or conn.broken:
+        return True
+    if not isinstance(exc, psycopg.Error):
+        return False
+    state = exc.sqlstate
+    if state is None:  # raised by the client: the connection failed under it
+        return isinstance(exc, psycopg.OperationalError) and not isinstance(
+            exc, psycopg.errors.PipelineAborted
+        )
+    return state.startswith("08") or state in _UNAVAILABLE_STATES
 
 
 def describe_dsn(dsn: str) -> str:
@@ -316,8 +350,9 @@ class _Pool:
     """Reader connections: made as needed up to `size`, each lent to one thread at a time.
 
     A connection that comes back broken (the server restarted, say) is dropped, and the next
-    read makes a new one. `close` closes the idle ones at once and the lent ones as they come
-    back: closing a connection under a running query would break it mid-flight.
+    read makes a new one; a `fresh` one drops the idle ones first, which were likely cut off
+    too. `close` closes the idle ones at once and the lent ones as they come back: closing a
+    connection under a running query would break it mid-flight.
     """
 
     def __init__(self, connect: Callable[[], Conn], size: int) -> None:
@@ -329,16 +364,20 @@ class _Pool:
         self._cond = threading.Condition()
 
     @contextmanager
-    def connection(self) -> Iterator[Conn]:
-        conn = self._take()
+    def connection(self, *, fresh: bool = False) -> Iterator[Conn]:
+        conn = self._take(fresh)
         try:
             yield conn
         finally:
             self._give_back(conn)
 
-    def _take(self) -> Conn:
+    def _take(self, fresh: bool) -> Conn:
         deadline = time.monotonic() + READER_WAIT_S
+        stale: list[Conn] = []
         with self._cond:
+            if fresh:
+                stale, self._idle = self._idle, []
+                self._made -= len(stale)
             while True:
                 if self._closed:
                     raise StoreError("store is not open")
@@ -351,6 +390,8 @@ class _Pool:
                 if left <= 0:
                     raise StoreError(f"no database connection free within {READER_WAIT_S:.0f} s")
                 self._cond.wait(left)
+        for conn in stale:
+            conn.close()
         try:
             return self._connect()
         except BaseException:
@@ -391,6 +432,15 @@ class PostgresStore:
         self._writer: Conn | None = None
         self._readers: _Pool | None = None
         self._lock_key: int | None = None  # the advisory lock the writer holds
+        self._writer_key = 0  # the writer's lock, taken at open, taken again at a reconnect
+        self._schema_id = 0  # the schema's OID, found at open
+        # The writer's connection was lost: the next write connects again (None: it was not).
+        self._lost_at: float | None = None
+        self._lost_reason = ""
+        self._refusal_logged = ""  # the last "another writer holds the lock" logged
+        # A write failed with its connection: it may have committed (its COMMIT sent, the
+        # reply lost). The next write of events checks whether they are stored already.
+        self._in_doubt = False
         self._id_ceiling = 0  # ids up to this are reserved durably; 0: this instance numbers none
         self._prices = PriceTable(())
         self.store_id = ""  # this database's own id, set at `open`
@@ -400,35 +450,41 @@ class PostgresStore:
     def describe(self) -> str:
         return f"{describe_dsn(self.dsn)} (schema {self.schema or 'public'})"
 
-    def _connect(self, *, writer: bool = False) -> Conn:
-        """A new autocommit connection, its search path on the store's schema (if known)."""
+    def _connect(self, *, writer: bool = False, timeout: int = CONNECT_TIMEOUT_S) -> Conn:
+        """A new autocommit connection, its search path on the store's schema (if known).
+
+        Raises StoreUnavailable if the server cannot be reached or refuses the connection.
+        """
         extra: dict[str, Any] = {}
         try:
             if "connect_timeout" not in conninfo_to_dict(self.dsn):
-                extra["connect_timeout"] = CONNECT_TIMEOUT_S
+                extra["connect_timeout"] = timeout
         except psycopg.Error as exc:
             raise StoreError(f"bad PostgreSQL connection string: {exc}") from exc
-        if writer:
-            extra["application_name"] = _APP_NAME.format(pid=os.getpid())
+        extra["application_name"] = (_APP_NAME if writer else _READER_APP_NAME).format(
+            pid=os.getpid()
+        )
         try:
             conn = psycopg.connect(self.dsn, autocommit=True, **extra)
         except psycopg.Error as exc:
-            raise StoreError(f"cannot connect to {self.describe()}: {exc}") from exc
+            raise StoreUnavailable(f"cannot connect to {self.describe()}: {exc}") from exc
         try:
             if self.schema is not None:
                 conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(self.schema)))
             # REPEATABLE READ for the transactions of reads that take several queries.
             conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         except psycopg.Error as exc:
+            unavailable = _is_unavailable(exc, conn)
             conn.close()
-            raise StoreError(f"cannot set up a connection to {self.describe()}: {exc}") from exc
+            message = f"cannot set up a connection to {self.describe()}: {exc}"
+            raise (StoreUnavailable if unavailable else StoreError)(message) from exc
         except BaseException:
             conn.close()
             raise
         return conn
 
     def _reader(self) -> Conn:
-        return self._connect()
+        return self._connect(timeout=RECONNECT_TIMEOUT_S)
 
     def open(self) -> None:
         """Create the schema if needed, take the writer lock, migrate, and load prices.
@@ -444,6 +500,8 @@ class PostgresStore:
             oid = self._schema_oid(conn, create=True)
             assert oid is not None  # made above
             self._acquire(conn, oid)
+            self._schema_id = oid
+            self._writer_key = self._lock_key or 0
             self._migrate(conn)
             self._readers = _Pool(self._reader, self._readers_max)
             self._prices = PriceTable(self._read_prices(conn))
@@ -497,6 +555,15 @@ class PostgresStore:
         self._lock_key = key
 
     def _in_use(self, conn: Conn, oid: int) -> str:
+        return (
+            f"database {self.describe()} is in use by another Aster Studio"
+            f"{self._holder(conn, oid)}: stop it, or give this one a database or schema of its own"
+        )
+
+    @staticmethod
+    def _holder(conn: Conn, oid: int) -> str:
+        """` (pid N, connected from H)` of the Studio holding the lock of schema `oid`, if
+        it can be told; else ``."""
         holder = conn.execute(
             "SELECT a.application_name, host(a.client_addr) FROM pg_locks l "
             "LEFT JOIN pg_stat_activity a ON a.pid = l.pid "
@@ -510,10 +577,7 @@ class PostgresStore:
             match = _APP_PID.match(holder[0] or "")
             if match:
                 by = f" (pid {match[1]}" + (f", connected from {holder[1]})" if holder[1] else ")")
-        return (
-            f"database {self.describe()} is in use by another Aster Studio{by}: stop it, or "
-            "give this one a database or schema of its own"
-        )
+        return by
 
     def _release_lock(self, conn: Conn) -> None:
         if self._lock_key is not None:
@@ -574,6 +638,8 @@ class PostgresStore:
             writer.close()
         self._lock_key = None
         self._id_ceiling = 0
+        self._lost_at = None
+        self._in_doubt = False
 
     @staticmethod
     def _schema_version(conn: Conn) -> int:
@@ -634,39 +700,117 @@ class PostgresStore:
         return f"{int(row[0]):016x}"
 
     def ping(self) -> None:
-        with self._read() as conn:
-            conn.execute("SELECT 1").fetchone()
+        """Raise StoreUnavailable if the database cannot be read, or the writer lost its
+        connection and has not got it back (see `write`)."""
+        self._read(lambda conn: conn.execute("SELECT 1").fetchone())
+        lost_at = self._lost_at
+        if lost_at is not None:
+            raise StoreUnavailable(
+                f"the writer lost its connection to {self.describe()} at "
+                f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(lost_at))}Z and has not "
+                f"got it back: {self._lost_reason}"
+            )
 
-    @contextmanager
-    def _read(self, *, snapshot: bool = False) -> Iterator[Conn]:
-        """A reader connection; `snapshot`: its queries in one REPEATABLE READ transaction."""
+    def _read(self, work: Callable[[Conn], T], *, snapshot: bool = False) -> T:
+        """`work` on a reader connection (`snapshot`: in one REPEATABLE READ transaction).
+
+        A pooled connection may have been cut off since its last use (a restarted server):
+        if `work` fails because its connection broke, it runs once more on a new one.
+        """
         readers = self._readers
         if readers is None:
             raise StoreError("store is not open")
-        with readers.connection() as conn:
-            try:
-                if snapshot:
-                    with conn.transaction():
-                        yield conn
-                else:
-                    yield conn
-            except psycopg.Error as exc:
-                raise StoreError(f"read failed: {exc}") from exc
+        for attempt in range(2):
+            with readers.connection(fresh=attempt > 0) as conn:
+                try:
+                    if snapshot:
+                        with conn.transaction():
+                            return work(conn)
+                    return work(conn)
+                except psycopg.Error as exc:
+                    if not _is_unavailable(exc, conn):
+                        raise StoreError(f"read failed: {exc}") from exc
+                    if attempt or not (conn.closed or conn.broken):
+                        raise StoreUnavailable(
+                            f"read failed, {self.describe()} cannot be reached: {exc}"
+                        ) from exc
+                    log.info("a reader connection was cut off (%s); reading on a new one", exc)
+        raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
     def _all(self, query: Query, args: Sequence[Any] = ()) -> list[Row]:
-        with self._read() as conn:
-            return conn.execute(query, args).fetchall()
+        return self._read(lambda conn: conn.execute(query, args).fetchall())
 
     def _one(self, query: Query, args: Sequence[Any] = ()) -> Row | None:
-        with self._read() as conn:
-            return conn.execute(query, args).fetchone()
+        return self._read(lambda conn: conn.execute(query, args).fetchone())
 
     # ---- writes (writer thread only) ----
 
     def _require_writer(self) -> Conn:
-        if self._writer is None:
+        if self._writer is not None:
+            return self._writer
+        if self._lost_at is None:
             raise StoreError("store is not open")
-        return self._writer
+        return self._reconnect()
+
+    def _lose_writer(self, exc: BaseException) -> None:
+        """Drop the writer's connection after `exc` cut it off: the next write connects again."""
+        conn, self._writer = self._writer, None
+        self._lock_key = None  # gone with the session
+        if conn is not None:
+            conn.close()
+        if self._lost_at is None:
+            self._lost_at = time.time()
+            log.warning("the writer lost its connection to %s: %s", self.describe(), exc)
+        self._lost_reason = str(exc).strip() or type(exc).__name__
+
+    def _reconnect(self) -> Conn:
+        """Connect the writer again after its connection was lost: take the schema's lock
+        again (it went with the session) and reread what the writer keeps in memory, since
+        the write that failed was rolled back (or, its reply lost, committed).
+
+        Raises StoreUnavailable if the database cannot be reached yet, or if another Studio
+        took the lock meanwhile: two writers would hand out the same event ids.
+        """
+        try:
+            conn = self._connect(writer=True, timeout=RECONNECT_TIMEOUT_S)
+        except StoreUnavailable as exc:
+            self._lost_reason = str(exc)
+            raise
+        try:
+            row = conn.execute("SELECT pg_try_advisory_lock(%s)", (self._writer_key,)).fetchone()
+            if row is None or not row[0]:
+                message = (
+                    f"the writer's connection to {self.describe()} was lost, and another "
+                    f"Aster Studio{self._holder(conn, self._schema_id)} holds the schema's "
+                    "writer lock now: not writing while it does (stop one of them)"
+                )
+                if message != self._refusal_logged:
+                    self._refusal_logged = message
+                    log.error("%s", message)
+                self._lost_reason = message
+                raise StoreUnavailable(message)
+            self._lock_key = self._writer_key
+            self._prices = PriceTable(self._read_prices(conn))
+            if self._id_ceiling:
+                self._id_ceiling = self._read_ceiling(conn)
+        except psycopg.Error as exc:
+            conn.close()
+            self._lost_reason = str(exc)
+            raise StoreUnavailable(
+                f"cannot take the writer's lock on {self.describe()} again: {exc}"
+            ) from exc
+        except BaseException:
+            conn.close()
+            raise
+        log.warning(
+            "the writer is connected to %s again, after %.1f s",
+            self.describe(),
+            time.time() - (self._lost_at or time.time()),
+        )
+        self._writer = conn
+        self._lost_at = None
+        self._refusal_logged = ""
+        return conn
 
     def reserve_event_ids(self) -> int:
         conn = self._require_writer()
@@ -678,6 +822,9 @@ class PostgresStore:
             first = (int(row[0]) if row else 0) + 1
             self._set_ceiling(conn, first + ID_BLOCK)
         except psycopg.Error as exc:
+            if _is_unavailable(exc, conn):
+                self._lose_writer(exc)
+                raise StoreUnavailable(f"cannot reserve event ids: {exc}") from exc
             raise StoreError(f"cannot reserve event ids: {exc}") from exc
         return first
 
@@ -693,6 +840,9 @@ class PostgresStore:
                 "WHERE name = 'id_ceiling'"
             )
         except psycopg.Error as exc:
+            if _is_unavailable(exc, conn):
+                self._lose_writer(exc)
+                raise StoreUnavailable(f"cannot release event ids: {exc}") from exc
             raise StoreError(f"cannot release event ids: {exc}") from exc
         self._id_ceiling = 0
 
@@ -711,7 +861,8 @@ class PostgresStore:
         agents' and sessions' counts of this commit's events (one statement each), the id
         reservation and the producers' marks, go in one pipeline. A value the driver or the
         server refuses rolls everything back and raises StoreError: the pipeline then
-        retries op by op, so only the bad op is lost.
+        retries op by op, so only the bad op is lost. A lost connection raises
+        StoreUnavailable instead, and the next call connects again (see `_reconnect`).
         """
         conn = self._require_writer()
         result = CommitResult()
@@ -743,6 +894,20 @@ class PostgresStore:
                 else:
                     self._statement(op, statements, result)
             rows = [(*e[:8], _payload_text(e.payload)) for e in events]
+            if self._in_doubt and events:
+                # Ids are unique and a commit all or nothing: if its first event is stored, the
+                # write whose connection was lost committed after all, and this is it again.
+                stored = conn.execute(
+                    "SELECT 1 FROM events WHERE id = %s", (events[0].id,)
+                ).fetchone()
+                self._in_doubt = False
+                if stored is not None:
+                    log.warning(
+                        "a write of %d operations, in doubt when its connection was lost, "
+                        "had committed: not written again",
+                        len(ops),
+                    )
+                    return result
             with conn.transaction(), conn.cursor() as cur:
                 if rows:
                     self._copy(cur, "events", _EVENT_COLS, _EVENT_TYPES, rows)
@@ -764,6 +929,14 @@ class PostgresStore:
                             list(result.producers.items()),
                         )
         except (psycopg.Error, TypeError, ValueError, OverflowError) as exc:
+            if _is_unavailable(exc, conn):
+                # The writer's state is reread from the database at the reconnect.
+                self._lose_writer(exc)
+                self._in_doubt = self._in_doubt or bool(events)
+                raise StoreUnavailable(
+                    f"write of {len(ops)} operations failed, {self.describe()} cannot be "
+                    f"reached: {exc}"
+                ) from exc
             # The transaction is rolled back; the writer's state follows the database again.
             try:
                 self._prices = PriceTable(self._read_prices(conn))
@@ -1044,7 +1217,8 @@ class PostgresStore:
                 with conn.transaction():
                     yield conn
             except psycopg.Error as exc:
-                raise StoreError(f"administrative write failed: {exc}") from exc
+                error = StoreUnavailable if _is_unavailable(exc, conn) else StoreError
+                raise error(f"administrative write failed: {exc}") from exc
 
     def add_key(self, key: AgentKey) -> None:
         with self._admin() as conn:
@@ -1195,8 +1369,7 @@ class PostgresStore:
         return int(row[0]) if row else 0
 
     def prices(self) -> list[Price]:
-        with self._read() as conn:
-            return self._read_prices(conn)
+        return self._read(self._read_prices)
 
     @staticmethod
     def _read_prices(conn: Conn) -> list[Price]:
@@ -1248,13 +1421,17 @@ class PostgresStore:
         if outcome is not None:
             where.append(f"({_OUTCOMES[outcome]})")
         clause = _where_all(where)
-        with self._read(snapshot=True) as conn:
+
+        def read(conn: Conn) -> tuple[Row | None, list[Row]]:
             total_row = conn.execute(f"SELECT count(*) FROM sessions{clause}", args).fetchone()
             rows = conn.execute(
                 f"SELECT {_SESSION_COLS} FROM sessions{clause} ORDER BY updated_at DESC, id "
                 "LIMIT %s OFFSET %s",
                 [*args, _limit(limit), max(offset, 0)],
             ).fetchall()
+            return total_row, rows
+
+        total_row, rows = self._read(read, snapshot=True)
         total = int(total_row[0]) if total_row else 0
         return [self._session(r) for r in rows], total
 

@@ -1183,3 +1183,141 @@ def test_postgres_describe_names_the_database_never_the_password() -> None:
     assert store.describe() == "postgresql://studio@db.example:6543/events (schema prod)"
     keywords = PostgresStore("host=db user=u password=s3cret dbname=d")
     assert keywords.describe() == "postgresql://u@db:5432/d (schema public)"
+
+
+# ---- PostgreSQL: a lost connection (the server restarted, a failover) ----
+
+
+def terminate(dsn: str, application_name: str) -> int:
+    """End this process's store connections named `application_name` (as a restarted server
+    would), waiting for them to go; how many there were."""
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True, connect_timeout=2) as conn:
+        rows = conn.execute(
+            "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity "
+            "WHERE application_name = %s AND datname = current_database() "
+            "AND pid <> pg_backend_pid()",
+            (application_name,),
+        ).fetchall()
+    assert all(ended for (ended,) in rows)
+    return len(rows)
+
+
+def writer_name() -> str:
+    return f"aster-studio pid {os.getpid()}"
+
+
+@pytest.fixture
+def pg_store(pg_schema: tuple[str, str]) -> Iterator[Store]:
+    from aster_studio.store.postgres import PostgresStore
+
+    dsn, schema = pg_schema
+    store = PostgresStore(dsn, schema=schema)
+    store.open()
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def test_postgres_a_lost_writer_fails_one_write_then_reconnects_with_its_lock(
+    pg_schema: tuple[str, str], pg_store: Store
+) -> None:
+    from aster_studio.errors import StoreUnavailable
+    from aster_studio.store.postgres import PostgresStore
+
+    dsn, schema = pg_schema
+    first = pg_store.reserve_event_ids()
+    numbers = Numberer(first)
+    pg_store.write([numbers.event(), numbers.event()])
+    assert terminate(dsn, writer_name()) == 1
+    held = numbers.event()
+    with pytest.raises(StoreUnavailable, match="cannot be reached"):
+        pg_store.write([held])
+    pg_store.write([held])  # the same write again: it connects anew
+    pg_store.write([numbers.event()])
+    ids = [e.id for e in pg_store.events_after(EventFilter(), 0, 10)]
+    assert ids == [first, first + 1, first + 2, first + 3]
+    with pytest.raises(DatabaseInUse):  # the lock was taken again with the new session
+        PostgresStore(dsn, schema=schema).open()
+
+
+def test_postgres_a_reconnected_writer_does_not_write_while_another_holds_the_lock(
+    pg_schema: tuple[str, str], pg_store: Store
+) -> None:
+    from aster_studio.errors import StoreUnavailable
+    from aster_studio.store.postgres import PostgresStore
+
+    dsn, schema = pg_schema
+    pg_store.write([ev()])
+    terminate(dsn, writer_name())
+    with pytest.raises(StoreUnavailable):
+        pg_store.write([ev()])
+    other = PostgresStore(dsn, schema=schema)
+    other.open()  # a second Studio took the schema meanwhile
+    try:
+        with pytest.raises(
+            StoreUnavailable,
+            match=f"another Aster Studio \\(pid {os.getpid()}[,)].* holds the schema",
+        ):
+            pg_store.write([ev()])
+        assert other.count_events(EventFilter()) == 1
+    finally:
+        other.close()
+    pg_store.write([ev()])
+    assert pg_store.count_events(EventFilter()) == 2
+
+
+def test_postgres_a_write_lost_with_its_connection_leaves_the_prices_as_stored(
+    pg_schema: tuple[str, str], pg_store: Store
+) -> None:
+    from aster_studio.errors import StoreUnavailable
+
+    dsn, _ = pg_schema
+    pg_store.write([ev()])
+    terminate(dsn, writer_name())
+    price = ops.SetPrice(Price("model-x", 1_000_000.0, 0.0), 5)
+    with pytest.raises(StoreUnavailable):
+        pg_store.write([price, *usage_event("model-x", 10, (1, 0))])
+    # The price was not stored: the usage of the next write is not priced by it.
+    pg_store.write(usage_event("model-x", 20, (1, 0)))
+    assert [p.model for p in pg_store.prices() if p.model == "model-x"] == []
+    (row,) = pg_store.usage_rows(UsageQuery(0, 100, group_by="model"))
+    assert (row.key, row.cost, row.unpriced_tokens) == ("model-x", 0.0, 1)
+
+
+def test_postgres_a_read_on_a_cut_off_pooled_connection_is_retried_on_a_new_one(
+    pg_schema: tuple[str, str], pg_store: Store
+) -> None:
+    dsn, _ = pg_schema
+    pg_store.write([ev(), ev()])
+    assert pg_store.count_events(EventFilter()) == 2  # a reader connection, pooled now
+    assert terminate(dsn, f"{writer_name()} reader") >= 1
+    assert pg_store.count_events(EventFilter()) == 2
+    pg_store.ping()
+
+
+def test_postgres_ping_reports_a_lost_writer_until_it_is_back(
+    pg_schema: tuple[str, str], pg_store: Store
+) -> None:
+    from aster_studio.errors import StoreUnavailable
+
+    dsn, _ = pg_schema
+    pg_store.write([ev()])
+    terminate(dsn, writer_name())
+    with pytest.raises(StoreUnavailable):
+        pg_store.write([ev()])
+    with pytest.raises(StoreUnavailable, match="writer lost its connection"):
+        pg_store.ping()
+    pg_store.write([ev()])
+    pg_store.ping()
+
+
+def test_postgres_an_unreachable_server_is_unavailable() -> None:
+    from aster_studio.errors import StoreUnavailable
+    from aster_studio.store.postgres import PostgresStore
+
+    # A port nothing listens on: refused at once.
+    with pytest.raises(StoreUnavailable, match="cannot connect"):
+        PostgresStore("postgresql://postgres@127.0.0.1:1/test", schema="x").open()
