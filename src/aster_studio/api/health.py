@@ -12,10 +12,21 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from .. import __version__
 from ..app import Studio
 from ..errors import StoreError
+from ..ingest.pipeline import PipelineStats
 from ..models import iso_ms
 
 # How long after the store last refused a write the health check says so.
 WRITE_FAILURE_WINDOW_S = 60.0
+
+
+def outage(pipe: PipelineStats | None) -> str:
+    """What /healthz says while writes wait for the database to come back; '' if none do."""
+    if pipe is None or not pipe.unavailable_since:
+        return ""
+    return (
+        f"the database cannot be reached since {iso_ms(int(pipe.unavailable_since * 1000))}: "
+        f"writes are held and retried (see the log): {pipe.unavailable_error}"
+    )
 
 
 def router(studio: Studio) -> APIRouter:
@@ -26,12 +37,17 @@ def router(studio: Studio) -> APIRouter:
 
     async def check_store() -> dict[str, object]:
         started = time.perf_counter()
+        pipe = studio.pipeline.stats if studio.pipeline else None
         try:
             await asyncio.get_running_loop().run_in_executor(checker, studio.store.ping)
         except StoreError as exc:
-            return {"status": "unhealthy", "error": str(exc)}
+            return {"status": "unhealthy", "error": outage(pipe) or str(exc)}
         latency = (time.perf_counter() - started) * 1000
-        pipe = studio.pipeline.stats if studio.pipeline else None
+        # The writer may wait for the database while reads get through (another Studio took
+        # its lock, or the database came back a moment ago and the writer retries soon).
+        waiting = outage(pipe)
+        if waiting:
+            return {"status": "unhealthy", "error": waiting, "latency_ms": round(latency, 3)}
         # A store that reads but refuses writes (a full disk) is no healthy store.
         if pipe is not None and time.time() - pipe.last_failure_at < WRITE_FAILURE_WINDOW_S:
             return {
@@ -131,6 +147,10 @@ def router(studio: Studio) -> APIRouter:
                 f"aster_store_commit_seconds_total {pipe.commit_seconds:.6f}",
                 "# TYPE aster_store_failed_ops_total counter",
                 f"aster_store_failed_ops_total {pipe.failed_ops}",
+                "# TYPE aster_store_unavailable_seconds_total counter",
+                f"aster_store_unavailable_seconds_total {pipe.unavailable_seconds:.6f}",
+                "# TYPE aster_store_unavailable gauge",
+                f"aster_store_unavailable {1 if pipe.unavailable_since else 0}",
             ]
         lines += [
             "# TYPE aster_live_events_published_total counter",

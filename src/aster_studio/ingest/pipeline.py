@@ -11,10 +11,16 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..errors import StoreError
+from ..errors import StoreError, StoreUnavailable
 from ..store import CommitResult, MarkProducer, Store, WriteOp
 
 log = logging.getLogger(__name__)
+
+# While the database cannot be reached, a write is tried again after this wait, doubled each
+# time up to the longest; the outage is logged again at most this often.
+UNAVAILABLE_FIRST_WAIT_S = 0.05
+UNAVAILABLE_LONGEST_WAIT_S = 1.0
+UNAVAILABLE_LOG_EVERY_S = 30.0
 
 
 @dataclass(slots=True)
@@ -29,6 +35,11 @@ class PipelineStats:
     write_retries: int = 0
     fenced_ops: int = 0  # ops of a producer whose earlier writes failed, left for its resend
     last_failure_at: float = 0.0  # time.time() of the last op the store refused
+    # Database outages (StoreUnavailable): the writer keeps its batch and waits.
+    unavailable_seconds: float = 0.0  # time spent waiting for the database, in all
+    unavailable_since: float = 0.0  # time.time() the current outage began; 0: none now
+    unavailable_error: str = ""  # what the store said last, in the current outage
+    unwritten_ops: int = 0  # ops given up at stop, the database unreachable until the deadline
 
 
 class _Marker:
@@ -98,6 +109,9 @@ class WritePipeline:
         self._commit_interval = commit_interval_s
         self._next_commit_at = 0.0
         self._stopping = False
+        # Set by `stop`: past this monotonic time the writer gives up waiting for the database.
+        self._give_up_at = 0.0
+        self._given_up = False  # the writer thread's: what is left is counted, not written
         # Units of ops (lists, one per `submit`), barriers, resumes and the stop, in order.
         self._queue: deque[object] = deque()  # shared with the writer thread, under _cond
         self._queue_ops = 0  # ops in `_queue`, under _cond
@@ -187,17 +201,20 @@ class WritePipeline:
         thread = self._writer
         if thread is None:
             return True
+        deadline = time.monotonic() + timeout
+        # The writer stops waiting for an unreachable database a little before the deadline,
+        # to count and log what it could not write while there is time.
+        self._give_up_at = deadline - min(0.25, timeout / 4)
         self._stopping = True
         self._pending.append(_STOP)
         self._hand_over()
-        deadline = time.monotonic() + timeout
         while thread.is_alive() and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
         if thread.is_alive():
             log.error("writer did not finish within %.1fs; %d ops unwritten", timeout, self.depth)
             return False
         self._writer = None
-        return True
+        return not self._given_up
 
     # ---- writer thread ----
 
@@ -253,9 +270,20 @@ class WritePipeline:
         while True:
             ops, units, barriers, stop = self._take()
             result = None
-            if ops:
+            if self._given_up:
+                self.stats.unwritten_ops += len(ops)
+            elif ops:
                 self._next_commit_at = time.monotonic() + self._commit_interval
                 result = self._write(ops, units)
+            if self._given_up:
+                barriers = []  # what they wait for is not durable, and will not be
+            if stop and self._given_up:
+                log.error(
+                    "%d ops were NOT written: the database could not be reached before the "
+                    "shutdown deadline (last error: %s)",
+                    self.stats.unwritten_ops,
+                    self.stats.unavailable_error,
+                )
             callbacks = [b.callback for b in barriers]
             if result is not None or callbacks:
                 # One hand-back to the loop per commit: results first, then the barriers.
@@ -279,12 +307,15 @@ class WritePipeline:
         started = time.perf_counter()
         for attempt in range(3):
             try:
-                result = self._store.write(ops)
+                result = self._write_when_available(ops)
             except StoreError as exc:
                 self.stats.write_retries += 1
                 log.warning("write failed (attempt %d): %s", attempt + 1, exc)
                 time.sleep(0.05 * (attempt + 1))
                 continue
+            if result is None:  # given up: the database was away until the stop's deadline
+                self.stats.unwritten_ops += len(ops)
+                return None
             self._count(ops, result, started)
             return result
         # A batch that keeps failing is written unit by unit so one bad op cannot sink the rest:
@@ -293,7 +324,7 @@ class WritePipeline:
         merged = CommitResult()
         starts = dict(units)
         index = 0
-        while index < len(ops):
+        while index < len(ops) and not self._given_up:
             unit = starts.get(index)
             if unit is None:
                 self._write_alone([ops[index]], merged)
@@ -303,17 +334,88 @@ class WritePipeline:
             producer_id = _producer_of(unit) or ""
             if producer_id in self._fenced:
                 self.stats.fenced_ops += len(unit)
-            elif not self._write_alone(unit, merged):
+            elif not self._write_alone(unit, merged) and not self._given_up:
                 self._fenced.add(producer_id)
                 merged.failed_producers.append(producer_id)
+        if self._given_up:
+            self.stats.unwritten_ops += len(ops) - index
         self._count(ops, merged, started)
         return merged
 
+    def _write_when_available(self, ops: list[WriteOp]) -> CommitResult | None:
+        """Write `ops` in one transaction, waiting while the database cannot be reached
+        (StoreUnavailable): the batch is kept whole and tried again, never split nor dropped,
+        and the queue behind it fills until the producers wait. None once stopping and past
+        the deadline (given up, counted by the caller); any other StoreError is raised."""
+        if self._given_up:
+            return None
+        try:
+            return self._store.write(ops)
+        except StoreUnavailable as exc:
+            first = exc
+        stats = self.stats
+        began = time.monotonic()
+        if not stats.unavailable_since:
+            stats.unavailable_since = time.time()
+        stats.unavailable_error = str(first)
+        log.error(
+            "the database cannot be reached; holding %d ops (the queue pushes back on the "
+            "agents) and retrying: %s",
+            len(ops),
+            first,
+        )
+        wait = UNAVAILABLE_FIRST_WAIT_S
+        logged_at = counted_to = began
+        try:
+            while True:
+                now = time.monotonic()
+                # Counted as it goes, so /metrics shows an outage under way.
+                stats.unavailable_seconds += now - counted_to
+                counted_to = now
+                if self._stopping and now >= self._give_up_at:
+                    self._given_up = True
+                    return None
+                pause = wait
+                if self._stopping:
+                    pause = min(pause, max(self._give_up_at - now, 0.0))
+                time.sleep(pause)
+                wait = min(wait * 2, UNAVAILABLE_LONGEST_WAIT_S)
+                try:
+                    result = self._store.write(ops)
+                except StoreUnavailable as exc:
+                    stats.unavailable_error = str(exc)
+                    if time.monotonic() - logged_at >= UNAVAILABLE_LOG_EVERY_S:
+                        logged_at = time.monotonic()
+                        log.error(
+                            "the database still cannot be reached after %.0f s; %d ops queued: %s",
+                            logged_at - began,
+                            len(ops) + self._queue_ops,
+                            exc,
+                        )
+                    continue
+                except StoreError:  # reached, and refused: no outage, the caller's to handle
+                    stats.unavailable_since = 0.0
+                    stats.unavailable_error = ""
+                    raise
+                log.warning(
+                    "the database is reachable again after %.1f s; writing resumes",
+                    time.monotonic() - began,
+                )
+                stats.unavailable_since = 0.0
+                stats.unavailable_error = ""
+                return result
+        finally:
+            stats.unavailable_seconds += time.monotonic() - counted_to
+
     def _write_alone(self, ops: list[WriteOp], into: CommitResult) -> bool:
         """Write `ops` in a transaction of their own, adding what it made durable `into`;
-        False (logged, counted) if the store refuses them."""
+        False (logged, counted) if the store refuses them, or if the writer gave up waiting
+        for the database."""
         try:
-            single = self._store.write(ops)
+            single = self._write_when_available(ops)
+            if single is None:
+                self.stats.unwritten_ops += len(ops)
+                return False
         except StoreError as exc:
             self.stats.failed_ops += len(ops)
             self.stats.last_failure_at = time.time()

@@ -10,7 +10,7 @@ from typing import cast
 
 import pytest
 
-from aster_studio.errors import StoreError
+from aster_studio.errors import StoreError, StoreUnavailable
 from aster_studio.ingest.pipeline import WritePipeline
 from aster_studio.models import EventFilter, StoredEvent
 from aster_studio.store import CommitResult, MarkProducer, SqliteStore, Store, WriteOp
@@ -30,10 +30,14 @@ class GatedStore:
         self.gate.set()
         self.batches: list[int] = []
         self.failures: Iterator[bool] = iter(())
+        self.outage = 0  # the next writes to fail as with the database away
 
     def write(self, batch: list[WriteOp]) -> CommitResult:
         self.gate.wait(10)
         self.batches.append(len(batch))
+        if self.outage > 0:
+            self.outage -= 1
+            raise StoreUnavailable("connection lost")
         if next(self.failures, False):
             raise StoreError("disk hiccup")
         return self.real.write(batch)
@@ -181,3 +185,63 @@ async def test_a_producer_whose_writes_fail_is_not_acknowledged_past_them(
     assert results[-1].producers == {"p": 2}
     assert store.count_events() == 3  # 1 and q's 3, then the resent 2
     assert await pipeline.stop(5)
+
+
+# ---- the database out of reach (StoreUnavailable): nothing is split, dropped or lost ----
+
+
+async def test_an_outage_keeps_the_batch_whole_until_the_database_is_back(
+    store: GatedStore,
+) -> None:
+    pipeline, results = await start(store)
+    store.outage = 6  # more than three attempts, and the split after them
+    # Submitted in one turn of the loop: handed over, and taken, as one batch.
+    pipeline.submit([ev(i) for i in range(6)])
+    pipeline.submit(marked("p", 1, ev(6), ev(7)))
+    await asyncio.wait_for(pipeline.barrier(), 10)
+    # Tried again and again whole, never op by op; each op written once.
+    assert store.batches == [9] * 7
+    written = [e.id for r in results for e in r.events]
+    assert sorted(written) == sorted(set(written)) and len(written) == 8
+    assert store.count_events() == 8
+    assert {"p": 1} in [r.producers for r in results]
+    assert (pipeline.stats.failed_ops, pipeline.stats.fenced_ops) == (0, 0)
+    assert pipeline.stats.unavailable_seconds > 0.05
+    assert pipeline.stats.unavailable_since == 0.0  # over
+    assert await pipeline.stop(5)
+
+
+async def test_an_outage_holds_the_producers_back(store: GatedStore) -> None:
+    pipeline, _ = await start(store, max_ops=100, batch_max=10)
+    store.outage = 1_000_000
+    for i in range(150):
+        pipeline.submit([ev(i)])
+    await asyncio.sleep(0.6)  # longer than today's retries of a batch
+    waiter = asyncio.create_task(pipeline.wait_for_space())
+    await asyncio.sleep(0.3)
+    assert not waiter.done()  # back-pressure while the writer waits for the database
+    assert pipeline.stats.unavailable_since > 0
+    assert store.count_events() == 0
+    store.outage = 0
+    await asyncio.wait_for(waiter, 5)
+    await asyncio.wait_for(pipeline.barrier(), 5)
+    assert store.count_events() == 150
+    assert pipeline.stats.failed_ops == 0
+    assert await pipeline.stop(5)
+
+
+async def test_stop_in_an_outage_gives_up_at_its_deadline_and_counts_the_unwritten(
+    store: GatedStore,
+) -> None:
+    pipeline, _ = await start(store)
+    store.outage = 1_000_000
+    pipeline.submit([ev(i) for i in range(20)])
+    pipeline.submit([ev(20)])
+    await asyncio.sleep(0.1)  # the writer holds the first 20 and waits
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    assert not await pipeline.stop(1.0)
+    assert 0.5 < loop.time() - began < 1.5
+    assert pipeline.stats.unwritten_ops == 21
+    assert pipeline.stats.failed_ops == 0
+    assert store.count_events() == 0
