@@ -12,7 +12,7 @@ NATIVE_SRC := $(addprefix sdk/src/aster_studio_sdk/protocol/,_codec.py _types.py
 	$(addprefix src/aster_studio/,ingest/service.py ingest/pipeline.py ingest/connection.py \
 	ingest/frames.py ingest/registry.py live/bus.py store/sqlite.py store/_postings.py)
 
-.PHONY: install native run demo test lint typecheck pytest bench soak web browser clean
+.PHONY: install native run demo test test-postgres lint typecheck pytest bench soak web browser clean
 
 install: $(STAMP) $(STATIC)/index.html .native/manifest.json
 
@@ -55,9 +55,18 @@ typecheck: $(STAMP)
 
 # The suite runs the compiled modules when built; the SDK's own tests also run from source,
 # as the SDK ships.
+# The Store contract runs on both backends in the first run; the integration tests of storage
+# run again with their Studios on PostgreSQL (skipped with the reason when it cannot be reached,
+# failed instead under CI). `make test-postgres` runs every integration test on it.
+PG_TESTS := $(addprefix tests/integration/,test_api.py test_usage.py test_reliable_delivery.py \
+	test_postgres.py)
 pytest: install browser
 	$(BIN)/pytest $(PYTEST_ARGS)
+	ASTER_STUDIO_TEST_BACKEND=postgres $(BIN)/pytest -q $(PG_TESTS)
 	ASTER_STUDIO_NATIVE=0 $(BIN)/pytest -q tests/unit/protocol tests/unit/sdk
+
+test-postgres: install
+	ASTER_STUDIO_TEST_BACKEND=postgres $(BIN)/pytest -q tests/integration $(PYTEST_ARGS)
 
 test: lint typecheck pytest
 	@if [ -f web/package.json ]; then cd web && npm test --silent; fi

@@ -218,10 +218,12 @@ def launch(
     relay: bool = False,
     pinned: bool = True,
     extra: tuple[str, ...] = (),
+    db: str | None = None,
 ) -> Server:
-    """Start `studio` (the CLI), `studio-inproc` (settings the CLI lacks) or `raw`."""
+    """Start `studio` (the CLI), `studio-inproc` (settings the CLI lacks) or `raw`; a Studio
+    on `db` (a PostgreSQL URL, say), else on a SQLite file in a temporary folder."""
     db_dir = Path(tempfile.mkdtemp(prefix="aster-bench-")) if kind != "raw" else None
-    db = str(db_dir / "bench.db") if db_dir else ""
+    db = db or (str(db_dir / "bench.db") if db_dir else "")
     if kind == "studio":
         cmd = [sys.executable, "-m", "aster_studio", "serve", "--host", HOST, "--port", "0"]
         cmd += ["--db", db, "--log-level", "warning"]
@@ -688,11 +690,12 @@ async def studio_load(
     extra: tuple[str, ...] = (),
     seconds: float = SECONDS,
     bounded: bool = False,
+    db: str | None = None,
 ) -> dict[str, Any]:
     """One server: a saturation phase, then paced phases (a share of it, or fixed rates;
     `bounded` as `_pace` says)."""
     result: dict[str, Any] = {"scenario": label, "phases": []}
-    with running(kind, deflate=deflate, extra=extra) as server:
+    with running(kind, deflate=deflate, extra=extra, db=db) as server:
         subs = await open_many(lambda i: Subscriber.open(server.port), SUBSCRIBERS)
         agents = await open_many(
             lambda i: Agent.open(server.port, f"bench-{i:03d}", deflate=deflate), CONNECTIONS

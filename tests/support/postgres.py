@@ -54,5 +54,7 @@ def fresh_schema(dsn: str) -> Iterator[str]:
     try:
         yield name
     finally:
+        # Bounded: a Studio left running on the schema fails the drop rather than hanging it.
         with psycopg.connect(dsn, autocommit=True, connect_timeout=2) as conn:
+            conn.execute("SET lock_timeout = '10s'")
             conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))

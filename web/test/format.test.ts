@@ -11,6 +11,7 @@ import {
   formatPercent,
   formatRelative,
   shortId,
+  timeTicks,
   tokenCostTrend,
   formatTokenSplit,
   truncate,
@@ -229,5 +230,26 @@ describe('chart axes', () => {
     expect(axisSize(['$0.000', '$0.0075'])).toBeGreaterThanOrEqual(7 * 6.5 + 20)
     expect(axisSize(['$0.0075'])).toBeGreaterThan(56)
     expect(axisSize([])).toBe(40)
+  })
+})
+
+describe('timeTicks', () => {
+  const at = (day: number, h: number, m: number, sec = 0) => new Date(2026, 10, day, h, m, sec).getTime() / 1000
+
+  it('gives seconds under a minute, the date under the first tick only', () => {
+    const ticks = [at(27, 17, 55, 45), at(27, 17, 55, 50), at(27, 17, 55, 55)]
+    expect(timeTicks(ticks, 5)).toEqual(['17:55:45\nNov 27', '17:55:50', '17:55:55'])
+  })
+
+  it('gives minutes, and the date again where the day changes', () => {
+    const ticks = [at(26, 18, 0), at(26, 21, 0), at(27, 0, 0), at(27, 3, 0)]
+    expect(timeTicks(ticks, 3 * 3600)).toEqual(['18:00\nNov 26', '21:00', '00:00\nNov 27', '03:00'])
+  })
+
+  it('gives dates alone from a day on, every label short enough for the left edge', () => {
+    expect(timeTicks([at(26, 0, 0), at(27, 0, 0)], 86400)).toEqual(['Nov 26', 'Nov 27'])
+    for (const label of timeTicks([at(27, 17, 55, 45)], 1)) {
+      expect(Math.max(...label.split('\n').map((line) => line.length))).toBeLessThanOrEqual(8)
+    }
   })
 })

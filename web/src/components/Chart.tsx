@@ -1,6 +1,6 @@
 /** A uPlot time-series chart that resizes with its box and updates data in place. */
 import { useEffect, useRef } from 'react'
-import { axisSize } from '../lib/format'
+import { axisSize, timeTicks } from '../lib/format'
 import uPlot from 'uplot'
 import 'uplot/dist/uPlot.min.css'
 
@@ -70,7 +70,7 @@ export function Chart({ data, series, height = 180, yFormat, yTicks, xRange, tes
         right: { range: (_u, _min, max) => [0, max > 0 ? max * 1.1 : 1] },
       },
       axes: [
-        { ...AXIS },
+        { ...AXIS, values: (_u: uPlot, ticks: number[], _axis: number, _space: number, step: number) => timeTicks(ticks, step) },
         {
           ...AXIS,
           size: (_u: uPlot, values: string[]) => axisSize(values),

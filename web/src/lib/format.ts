@@ -194,3 +194,24 @@ export function axisSize(values: readonly string[] | null | undefined): number {
   for (const v of values ?? []) longest = Math.max(longest, String(v).length)
   return Math.max(40, Math.ceil(longest * 6.5) + 20)
 }
+
+const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec']
+
+/**
+ * Labels for a time axis's ticks (unix seconds), in local time: "17:55:45" under a minute's
+ * step, "17:55" up to a day's, "Nov 27" from a day's on; the date goes on a second line under
+ * the first tick and wherever the day changes. Short enough for the first label, centred on the
+ * chart's left edge, not to be cut off there (uPlot's own, "11/27/26 5:55pm", was).
+ */
+export function timeTicks(ticks: readonly number[], step: number): string[] {
+  let day = ''
+  return ticks.map((t) => {
+    const d = new Date(t * 1000)
+    const date = `${MONTHS[d.getMonth()]} ${d.getDate()}`
+    if (step >= 86400) return date
+    const time = step < 60 ? formatClock(t * 1000, false) : `${pad(d.getHours())}:${pad(d.getMinutes())}`
+    const label = date === day ? time : `${time}\n${date}`
+    day = date
+    return label
+  })
+}
