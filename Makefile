@@ -55,11 +55,11 @@ typecheck: $(STAMP)
 
 # The suite runs the compiled modules when built; the SDK's own tests also run from source,
 # as the SDK ships.
-# The Store contract runs on both backends in the first run; the integration tests of storage
-# run again with their Studios on PostgreSQL (skipped with the reason when it cannot be reached,
-# failed instead under CI). `make test-postgres` runs every integration test on it.
-PG_TESTS := $(addprefix tests/integration/,test_api.py test_usage.py test_reliable_delivery.py \
-	test_postgres.py)
+# The Store contract runs on both backends in the first run, and so do the PostgreSQL-only tests
+# (test_postgres.py, test_database_outage.py); the integration tests of storage run again with
+# their Studios on PostgreSQL (skipped with the reason when it cannot be reached, failed instead
+# under CI). `make test-postgres` runs every integration test on it.
+PG_TESTS := $(addprefix tests/integration/,test_api.py test_usage.py test_reliable_delivery.py)
 pytest: install browser
 	$(BIN)/pytest $(PYTEST_ARGS)
 	ASTER_STUDIO_TEST_BACKEND=postgres $(BIN)/pytest -q $(PG_TESTS)
