@@ -321,6 +321,30 @@ def _json(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
+_NUL = "\x00"
+
+
+def _no_nul(value: Any) -> Any:
+    """`value`, a string's NUL characters replaced by U+FFFD: PostgreSQL's text cannot hold
+    NUL, and one in an id or a type failed the whole commit (each retry, then the op alone,
+    and a reliable producer's resends for ever). Payloads never hold one: JSON escapes it."""
+    return value.replace(_NUL, "\ufffd") if type(value) is str and _NUL in value else value
+
+
+def _event_row(e: StoredEvent) -> tuple[Any, ...]:
+    """An event's row for COPY, its text columns without NUL (`_no_nul`)."""
+    payload = _payload_text(e.payload)
+    if (
+        _NUL in e.agent_id
+        or _NUL in e.channel
+        or _NUL in e.event_type
+        or (e.session_id is not None and _NUL in e.session_id)
+        or (e.severity is not None and _NUL in e.severity)
+    ):
+        return (e.id, *map(_no_nul, e[1:6]), e.ts, e.client_ts, payload)
+    return (*e[:8], payload)
+
+
 def _payload_text(payload: object) -> str:
     """An event's payload (JSON bytes as received) as the text stored."""
     if isinstance(payload, bytes):
@@ -893,7 +917,7 @@ class PostgresStore:
                     )
                 else:
                     self._statement(op, statements, result)
-            rows = [(*e[:8], _payload_text(e.payload)) for e in events]
+            rows = [_event_row(e) for e in events]
             if self._in_doubt and events:
                 # Ids are unique and a commit all or nothing: if its first event is stored, the
                 # write whose connection was lost committed after all, and this is it again.
@@ -912,10 +936,11 @@ class PostgresStore:
                 if rows:
                     self._copy(cur, "events", _EVENT_COLS, _EVENT_TYPES, rows)
                 if usage_rows:
+                    usage_rows = [tuple(map(_no_nul, row)) for row in usage_rows]
                     self._copy(cur, "usage", _USAGE_COLS, _USAGE_TYPES, usage_rows)
                 with conn.pipeline():
                     for query, args in statements:
-                        cur.execute(query, args)
+                        cur.execute(query, tuple(map(_no_nul, args)))
                     self._count(cur, events)
                     if events and self._id_ceiling:
                         last = events[-1].id
@@ -973,7 +998,7 @@ class PostgresStore:
         sessions: dict[str, list[int]] = {}
         for e in events:
             error = int(counts_as_error(e.event_type, e.severity))
-            for counts, key in ((agents, e.agent_id), (sessions, e.session_id)):
+            for counts, key in ((agents, _no_nul(e.agent_id)), (sessions, _no_nul(e.session_id))):
                 if key is None:
                     continue
                 entry = counts.get(key)
@@ -1461,12 +1486,12 @@ class PostgresStore:
         ):
             if values:
                 where.append(f"{column} = ANY(%s::text[])")
-                args.append(list(values))
+                args.append([_no_nul(v) for v in values])
         # Types and severities match whatever their case, as the live stream's filter does.
         for column, values in (("event_type", flt.event_types), ("severity", flt.severities)):
             if values:
                 where.append(f"lower({column}) = ANY(%s::text[])")
-                args.append([v.lower() for v in values])
+                args.append([_no_nul(v.lower()) for v in values])
         if flt.start_ms is not None:
             where.append("ts >= %s")
             args.append(flt.start_ms)
