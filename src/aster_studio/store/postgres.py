@@ -69,6 +69,7 @@ from ._base import (
     UpsertSession,
     WriteOp,
 )
+from ._rows import request_of, request_row
 
 log = logging.getLogger(__name__)
 
@@ -1198,24 +1199,7 @@ class PostgresStore:
                     + ", ".join(
                         f"{c} = excluded.{c}" for c in _REQUEST_COLS.split(", ") if c != "id"
                     ),
-                    (
-                        r.id,
-                        r.kind,
-                        r.agent_id,
-                        r.session_id,
-                        r.key,
-                        r.status,
-                        r.created_at,
-                        r.expires_at,
-                        _json(r.request),
-                        _json(r.response) if r.response is not None else None,
-                        r.decided_by,
-                        r.decided_at,
-                        r.delivered_at,
-                        r.acknowledged_at,
-                        _json(r.agent_response) if r.agent_response is not None else None,
-                        r.event_cursor,
-                    ),
+                    request_row(r),
                 )
             )
         elif isinstance(op, MarkObserved):
@@ -1287,27 +1271,6 @@ class PostgresStore:
 
     # ---- reads (any thread) ----
 
-    @staticmethod
-    def _request(r: Row) -> RequestRecord:
-        return RequestRecord(
-            r[0],
-            r[1],
-            r[2],
-            r[3],
-            r[4],
-            r[5],
-            r[6],
-            r[7],
-            orjson.loads(r[8]),
-            orjson.loads(r[9]) if r[9] is not None else None,
-            r[10],
-            r[11],
-            r[12],
-            r[13],
-            orjson.loads(r[14]) if r[14] is not None else None,
-            r[15],
-        )
-
     def list_requests(
         self, *, status: str | None, agent_id: str | None, kind: str | None, limit: int
     ) -> list[RequestRecord]:
@@ -1321,7 +1284,7 @@ class PostgresStore:
             "ORDER BY created_at DESC, id LIMIT %s",
             [*args, _limit(limit)],
         )
-        return [self._request(r) for r in rows]
+        return [request_of(r) for r in rows]
 
     def open_requests(self) -> list[RequestRecord]:
         """Requests still pending, or decided but not yet acknowledged by the agent."""
@@ -1329,7 +1292,7 @@ class PostgresStore:
             f"SELECT {_REQUEST_COLS} FROM requests WHERE status = 'pending' "
             "OR (status = 'decided' AND acknowledged_at IS NULL) ORDER BY created_at, id"
         )
-        return [self._request(r) for r in rows]
+        return [request_of(r) for r in rows]
 
     def unobserved_events(self, event_types: Collection[str]) -> list[StoredEvent]:
         rows = self._all(
@@ -1342,7 +1305,7 @@ class PostgresStore:
 
     def get_request(self, request_id: str) -> RequestRecord | None:
         row = self._one(f"SELECT {_REQUEST_COLS} FROM requests WHERE id = %s", (request_id,))
-        return self._request(row) if row else None
+        return request_of(row) if row else None
 
     def audit(
         self, *, agent_id: str | None, request_id: str | None, limit: int

@@ -55,6 +55,7 @@ from ._base import (
     WriteOp,
 )
 from ._lock import WriterLock
+from ._rows import request_of, request_row
 
 log = logging.getLogger(__name__)
 
@@ -1209,24 +1210,7 @@ class SqliteStore:
             conn.execute(
                 "INSERT OR REPLACE INTO requests VALUES "
                 "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    r.id,
-                    r.kind,
-                    r.agent_id,
-                    r.session_id,
-                    r.key,
-                    r.status,
-                    r.created_at,
-                    r.expires_at,
-                    _json(r.request),
-                    _json(r.response) if r.response is not None else None,
-                    r.decided_by,
-                    r.decided_at,
-                    r.delivered_at,
-                    r.acknowledged_at,
-                    _json(r.agent_response) if r.agent_response is not None else None,
-                    r.event_cursor,
-                ),
+                request_row(r),
             )
         elif isinstance(op, MarkObserved):
             conn.execute(
@@ -1302,27 +1286,6 @@ class SqliteStore:
         "decided_by, decided_at, delivered_at, acknowledged_at, agent_response, event_cursor"
     )
 
-    @staticmethod
-    def _request(r: tuple[Any, ...]) -> RequestRecord:
-        return RequestRecord(
-            r[0],
-            r[1],
-            r[2],
-            r[3],
-            r[4],
-            r[5],
-            r[6],
-            r[7],
-            orjson.loads(r[8]),
-            orjson.loads(r[9]) if r[9] is not None else None,
-            r[10],
-            r[11],
-            r[12],
-            r[13],
-            orjson.loads(r[14]) if r[14] is not None else None,
-            r[15],
-        )
-
     def list_requests(
         self, *, status: str | None, agent_id: str | None, kind: str | None, limit: int
     ) -> list[RequestRecord]:
@@ -1339,7 +1302,7 @@ class SqliteStore:
                 "ORDER BY created_at DESC, id LIMIT ?",
                 [*args, limit],
             )
-        return [self._request(r) for r in rows]
+        return [request_of(r) for r in rows]
 
     def open_requests(self) -> list[RequestRecord]:
         """Requests still pending, or decided but not yet acknowledged by the agent."""
@@ -1349,7 +1312,7 @@ class SqliteStore:
                 f"SELECT {self._REQUEST_COLS} FROM requests WHERE status = 'pending' "
                 "OR (status = 'decided' AND acknowledged_at IS NULL) ORDER BY created_at",
             )
-        return [self._request(r) for r in rows]
+        return [request_of(r) for r in rows]
 
     def unobserved_events(self, event_types: Collection[str]) -> list[StoredEvent]:
         types = list(event_types)
@@ -1368,7 +1331,7 @@ class SqliteStore:
             row = _one(
                 conn, f"SELECT {self._REQUEST_COLS} FROM requests WHERE id = ?", (request_id,)
             )
-        return self._request(row) if row else None
+        return request_of(row) if row else None
 
     def audit(
         self, *, agent_id: str | None, request_id: str | None, limit: int
