@@ -6,8 +6,6 @@ PostgreSQL-only ones, run whatever that variable says.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Iterator
 from urllib.parse import urlsplit, urlunsplit
 
@@ -16,8 +14,7 @@ import pytest
 from tests.support.agent import RawAgent, event, register
 from tests.support.api import call, events, get, wait_for
 from tests.support.postgres import fresh_schema, postgres_dsn
-from tests.support.server import StudioProcess
-from tests.support.timing import UNIT
+from tests.support.server import StudioProcess, run_cli
 
 
 @pytest.fixture
@@ -30,15 +27,6 @@ def url() -> Iterator[str]:
     with fresh_schema(dsn) as schema:
         netloc = f"{user}:hunter2-secret@{host}"
         yield urlunsplit(parts._replace(netloc=netloc, query=f"schema={schema}"))
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "aster_studio", *args],
-        capture_output=True,
-        text=True,
-        timeout=30 * UNIT,
-    )
 
 
 def send_text(server: StudioProcess, agent_id: str, count: int) -> None:

@@ -25,18 +25,8 @@ from websockets.sync.client import connect
 
 from tests.support.agent import RawAgent, event, register
 from tests.support.api import call, wait_for
-from tests.support.server import StudioProcess
+from tests.support.server import StudioProcess, run_cli
 from tests.support.timing import UNIT
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    """Run `aster-studio ARGS` to its end (bounded), whatever its status."""
-    return subprocess.run(
-        [sys.executable, "-m", "aster_studio", *args],
-        capture_output=True,
-        text=True,
-        timeout=30 * UNIT,
-    )
 
 
 def cli(db: Path, *args: str) -> str:

@@ -139,3 +139,13 @@ class StudioProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run `aster-studio ARGS` to its end (bounded), whatever its status."""
+    return subprocess.run(
+        [sys.executable, "-m", "aster_studio", *args],
+        capture_output=True,
+        text=True,
+        timeout=30 * UNIT,
+    )
