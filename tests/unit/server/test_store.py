@@ -1314,6 +1314,41 @@ def test_postgres_ping_reports_a_lost_writer_until_it_is_back(
     pg_store.ping()
 
 
+def test_postgres_a_write_whose_commit_reply_was_lost_is_not_written_twice(
+    pg_schema: tuple[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The server committed and the connection was cut before its reply: the write is in
+    doubt. Written again, its events would break their ids' uniqueness (a refused write,
+    dropped op by op): instead the store finds them stored and reports the write done."""
+    from aster_studio.errors import StoreUnavailable
+    from aster_studio.store.postgres import PostgresStore
+    from tests.support.pg_proxy import CommitCutter
+
+    dsn, schema = pg_schema
+    with CommitCutter() as proxy:
+        store = PostgresStore(proxy.dsn(dsn), schema=schema)
+        store.open()
+        try:
+            first = store.reserve_event_ids()
+            numbers = Numberer(first)
+            store.write([numbers.event()])
+            proxy.arm()
+            held: list[ops.WriteOp] = [numbers.event(), numbers.event(), ops.MarkProducer("p", 7)]
+            with pytest.raises(StoreUnavailable):
+                store.write(held)
+            assert proxy.cuts == 1
+            again = store.write(held)  # as the pipeline retries it
+            assert [e.id for e in again.events] == [first + 1, first + 2]
+            assert again.producers == {"p": 7}  # its acks go out
+            store.write([numbers.event()])
+            ids = [e.id for e in store.events_after(EventFilter(), 0, 10)]
+            assert ids == [first, first + 1, first + 2, first + 3]
+            assert store.producer_seq("p") == 7
+            assert "had committed: not written again" in caplog.text
+        finally:
+            store.close()
+
+
 def test_postgres_an_unreachable_server_is_unavailable() -> None:
     from aster_studio.errors import StoreUnavailable
     from aster_studio.store.postgres import PostgresStore
