@@ -13,7 +13,7 @@ from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import apsw
 import orjson
@@ -58,6 +58,23 @@ from ._lock import WriterLock
 from ._rows import request_of, request_row
 
 log = logging.getLogger(__name__)
+
+# The event types indexed by type (schema 14): those read by type alone, in windows of many
+# other events. A read of only these types repeats the index's condition, word for word, so
+# that SQLite sees the index holds every row it asks for. Changing them takes a migration that
+# makes the index again.
+RARE_TYPES: Final = (
+    "error",
+    "step_complete",
+    "tool:start",
+    "tool:end",
+    "tool:error",
+    "tool:canceled",
+)
+_RARE_SET: Final = frozenset(RARE_TYPES)
+# Equal whatever the case as `lower(event_type) = ...` is, without making the lower-case copy
+# (and a list for `IN`, which SQLite built for every row inserted: 1.3 µs a row).
+_RARE: Final = "(" + " OR ".join(f"event_type = '{t}' COLLATE NOCASE" for t in RARE_TYPES) + ")"
 
 # Versioned migrations: index + 1 is the schema version. Never edit a released entry.
 MIGRATIONS: tuple[str, ...] = (
@@ -307,6 +324,13 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE prices ADD COLUMN cache_read_per_m REAL;
     ALTER TABLE prices ADD COLUMN cache_write_per_m REAL;
+    """,
+    # Version 14 indexes the events of the few types the overview and metrics look for by
+    # type alone (errors, finished steps, tools: `RARE_TYPES`): counting a week's errors read
+    # every event of the week (0.47 s at 3,000,000). Partial, so the other events (most of
+    # them: text) cost the writer only the test of their type.
+    f"""
+    CREATE INDEX events_of_rare_types ON events (event_type COLLATE NOCASE, id) WHERE {_RARE};
     """,
 )
 
@@ -1591,10 +1615,19 @@ class SqliteStore:
                 args.extend(values)
         # Types and severities are stored as sent, and match whatever their case, as the live
         # stream's filter does: a replay finds what the stream would have sent.
-        for column, values in (("event_type", flt.event_types), ("severity", flt.severities)):
-            if values:
-                where.append(f"lower({column}) IN ({','.join('?' * len(values))})")
-                args.extend(v.lower() for v in values)
+        types = sorted({t.lower() for t in flt.event_types or ()})
+        if len(types) == 1 and types[0] in _RARE_SET:
+            # The index of these types holds every row asked for, in id order. (Of several
+            # types, SQLite would read each type's rows in the window, then sort them all:
+            # slower than the scan by id it does without the index, which stops at the limit.)
+            where += ["event_type = ? COLLATE NOCASE", _RARE]
+            args += types
+        elif types:
+            where.append(f"lower(event_type) IN ({','.join('?' * len(types))})")
+            args += types
+        if flt.severities:
+            where.append(f"lower(severity) IN ({','.join('?' * len(flt.severities))})")
+            args.extend(v.lower() for v in flt.severities)
         if flt.start_ms is not None:
             where.append("ts >= ?")
             args.append(flt.start_ms)

@@ -495,6 +495,52 @@ def test_schema_11_counts_the_errors_of_sessions_before_it(
         new.close()
 
 
+def test_schema_14_indexes_the_rare_types_whatever_their_case_and_reads_use_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Counting a week's errors read every event of the week: the few types read by type
+    alone are indexed, those stored before the upgrade too, in any case."""
+    from aster_studio.store import sqlite as backend
+
+    path = tmp_path / "v13.db"
+    monkeypatch.setattr(backend, "MIGRATIONS", backend.MIGRATIONS[:13])
+    old = SqliteStore(path)
+    old.open()
+    old.write([ev("a", "error", 5), ev("a", "ERROR", 6), ev("a", "Tool:Start", 7)])
+    old.write([ev("a", "text_chunk", 8), ev("a", "error", 9, severity="info")])
+    old.close()
+    monkeypatch.undo()
+
+    new = SqliteStore(path)
+    new.open()
+    try:
+        new.write([ev("a", "Error", 10), ev("a", "step_complete", 11), ev("a", "text_chunk", 12)])
+        errors = EventFilter(event_types=("error",), start_ms=6, end_ms=11)
+        assert new.count_events(errors) == 3
+        assert [e.ts for e in new.events_before(errors, None, 10)] == [10, 9, 6]
+        tools = EventFilter(event_types=("TOOL:START",))
+        assert [e.event_type for e in new.events_after(tools, 0, 10)] == ["Tool:Start"]
+        minor = EventFilter(event_types=("error",), severities=("INFO",))
+        assert [e.ts for e in new.events_before(minor, None, 10)] == [9]
+        where, args = SqliteStore._where(errors)
+        with closing(apsw.Connection(str(path))) as conn:
+            (indexed,) = conn.execute(
+                f"SELECT count(*) FROM events INDEXED BY events_of_rare_types WHERE {backend._RARE}"
+            ).fetchone()
+            plan = " ".join(
+                str(row[-1])
+                for row in conn.execute(
+                    "EXPLAIN QUERY PLAN SELECT count(*) FROM events WHERE "
+                    + " AND ".join([*where, "id > ? AND id < ?"]),
+                    [*args, 0, 1 << 62],
+                )
+            )
+        assert indexed == 6  # every error, step and tool event; no text
+        assert "events_of_rare_types" in plan
+    finally:
+        new.close()
+
+
 def test_a_read_begun_before_postings_adds_what_they_wrote(tmp_path: Path) -> None:
     """A sessions read whose snapshot began before a posting committed sees rows without
     those counts, and adds them from the previous pending state; one begun after, not."""
@@ -695,11 +741,12 @@ def test_schema_5_drops_autoincrement_keeping_events_and_every_id_used(
             assert conn.execute("PRAGMA user_version").fetchone()[0] == len(backend.MIGRATIONS)
             (sql,) = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'events'").fetchone()
             assert "AUTOINCREMENT" not in sql
-            # Found by id only: by agent and session through postings, by time through theirs.
+            # Found by id: by agent and session through postings, by time through theirs; the
+            # only index is partial, of the few types read by type alone (schema 14).
             indexes = conn.execute(
                 "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'events'"
             ).fetchall()
-            assert indexes == []
+            assert indexes == [("events_of_rare_types",)]
         assert new.events_after(EventFilter(), 0, 10) == written[:2]
         assert new.count_events(EventFilter(session_ids=("s",))) == 2
         assert new.reserve_event_ids() == 4
