@@ -24,7 +24,7 @@ from types import TracebackType
 from typing import Any, ParamSpec, Protocol, Self, TypeVar, overload
 
 from . import _lifecycle
-from ._config import DeliveryOptions, DropPolicy, Settings, redact_url, resolve
+from ._config import DeliveryOptions, DropPolicy, Settings, resolve
 from ._control import (
     DEFAULT_TIMEOUT,
     PERMISSION,
@@ -1112,7 +1112,8 @@ class StudioClient(_Emitter):
 
     @property
     def url(self) -> str:
-        """Return the WebSocket endpoint events go to."""
+        """Return the WebSocket endpoint events go to, credentials masked (`ws://***@host`,
+        `?token=***`): fit for logs and screens. The connection uses the URL as given."""
         return self._settings.url
 
     @property
@@ -1314,9 +1315,7 @@ class StudioClient(_Emitter):
         await self.aclose(self._settings.delivery.shutdown_timeout)
 
     def __repr__(self) -> str:
-        state = (
-            "disabled" if not self.enabled else ("closed" if self._closed else redact_url(self.url))
-        )
+        state = "disabled" if not self.enabled else ("closed" if self._closed else self.url)
         return f"StudioClient({self.agent_id!r}, {state})"
 
     # ---- internals ----

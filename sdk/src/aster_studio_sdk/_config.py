@@ -90,13 +90,24 @@ class DeliveryOptions:
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    """Everything a client needs to know, resolved once at construction."""
+    """Everything a client needs to know, resolved once at construction.
+
+    `url` is the endpoint as shown (in `repr`, logs and errors): a user and password in it,
+    and query values that look like credentials (`?token=`), read `***`. The URL the SDK
+    connects to, credentials included, is kept apart and never shown; the token too.
+    """
 
     enabled: bool
     url: str
-    token: str | None = None
+    token: str | None = field(default=None, repr=False)
     strict: bool = False
     delivery: DeliveryOptions = field(default_factory=DeliveryOptions)
+    _connect_url: str = field(default="", repr=False, compare=False)
+
+
+def target_url(settings: Settings) -> str:
+    """Return the URL the worker connects to, credentials included: never show it."""
+    return settings._connect_url or settings.url
 
 
 def parse_bool(value: str | None) -> bool | None:
@@ -273,4 +284,11 @@ def resolve(
             # A bad environment must not crash the agent: report and stay off.
             logger.warning("%s is not usable (%s); Studio reporting is off", ENV_URL, exc)
             resolved, enabled = connect_url(DEFAULT_URL), False
-    return Settings(enabled=enabled, url=resolved, token=token, strict=strict, delivery=delivery)
+    return Settings(
+        enabled=enabled,
+        url=redact_url(resolved),
+        token=token,
+        strict=strict,
+        delivery=delivery,
+        _connect_url=resolved,
+    )

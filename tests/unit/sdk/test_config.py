@@ -216,6 +216,15 @@ def test_config_error_for_a_malformed_url_never_shows_its_credentials(url: str) 
     assert "s3cr" not in str(info.value) and "cret" not in str(info.value)
 
 
+def test_settings_show_the_url_masked_and_keep_the_real_one_to_connect() -> None:
+    from aster_studio_sdk._config import target_url
+
+    s = settings({}, url="ws://user:s3cret@h:1/?token=t0ken&x=1", token="bearer-t0ken")
+    assert s.url == "ws://***@h:1/v1/remote-agents/connect?token=***&x=1"  # type: ignore[attr-defined]
+    assert target_url(s) == "ws://user:s3cret@h:1/v1/remote-agents/connect?token=t0ken&x=1"  # type: ignore[arg-type]
+    assert "s3cret" not in repr(s) and "t0ken" not in repr(s)
+
+
 @pytest.mark.parametrize(
     ("url", "shown"),
     [
