@@ -707,3 +707,74 @@ def test_debug_logs_of_a_client_with_credentials_show_none(
     assert "studio.invalid" in caplog.text  # the lines name the Studio...
     for secret in ("hunter22", "tok3nvalue"):
         assert secret not in caplog.text  # ...without its credentials
+
+
+def fill_while_down(
+    client: StudioClient, memory: InMemoryStudio, unacked: int, queued: int
+) -> None:
+    """Fill the resend buffer, then the queue, with events while the Studio is down."""
+    assert memory.down
+    for i in range(unacked):
+        client.text(f"buffered {i}")
+    assert wait_until(lambda: client.stats().unacked == unacked), client.stats()
+    for i in range(queued):
+        client.text(f"queued {i}")
+    assert client.stats().queued == queued
+
+
+def test_end_of_a_session_whose_start_was_dropped_is_kept_once_its_event_got_in(
+    memory: InMemoryStudio, make_client: MakeClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(client_module, "_CONTROL_SLACK", 5)
+    options = replace(FAST, max_queue_size=20, max_unacked_messages=10, drop_policy="drop_oldest")
+    memory.down = True
+    client = make_client(options=options)
+    fill_while_down(client, memory, 10, 20)
+    fillers = [client.session(f"filler-{i}") for i in range(5)]  # the queue: bound + slack
+    dropped = client.stats().dropped
+    victim = client.session("victim")  # its start is dropped...
+    assert client.stats().dropped == dropped + 1
+    victim.text("hello")  # ...its event gets in (drop_oldest drops the oldest event)...
+    victim.end()  # ...so its end must, or the Studio shows it active for ever
+    memory.down = False
+    assert client.flush(10 * UNIT)
+    assert [e.event["delta"] for e in memory.events_of("text_chunk", "victim")] == ["hello"]
+    assert memory.sessions["victim"].status == "completed"
+    for filler in fillers:
+        filler.end()
+
+
+def test_end_of_a_session_whose_start_and_events_were_all_dropped_stays_bounded(
+    memory: InMemoryStudio, make_client: MakeClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(client_module, "_CONTROL_SLACK", 5)
+    options = replace(FAST, max_queue_size=20, max_unacked_messages=10)
+    memory.down = True
+    client = make_client(options=options)
+    fill_while_down(client, memory, 10, 20)
+    for i in range(5):
+        client.session(f"filler-{i}")
+    for i in range(100):
+        with client.session(f"gone-{i}") as s:  # drop_newest: nothing of it gets in
+            s.text("lost")
+    assert client.stats().queued == 20 + 5
+    assert client.stats().dropped == 300  # a start, an event and an end each
+    memory.down = False
+    assert client.flush(10 * UNIT)
+    assert not [sid for sid in memory.sessions if sid.startswith("gone-")]
+
+
+def test_close_ends_a_session_whose_start_was_dropped_once_its_event_got_in(
+    memory: InMemoryStudio, make_client: MakeClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(client_module, "_CONTROL_SLACK", 5)
+    options = replace(FAST, max_queue_size=20, max_unacked_messages=10, drop_policy="drop_oldest")
+    memory.down = True
+    client = make_client(options=options)
+    fill_while_down(client, memory, 10, 20)
+    for i in range(5):
+        client.session(f"filler-{i}")
+    client.session("victim").text("hello")  # never ended by the agent
+    memory.down = False
+    assert client.close(10 * UNIT)
+    assert memory.sessions["victim"].status == "interrupted"
