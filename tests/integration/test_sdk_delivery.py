@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from aster_studio_sdk import DeliveryOptions, StudioClient
+from aster_studio_sdk import _client as client_module
 from tests.support.api import get
 from tests.support.databases import Databases
 from tests.support.server import StudioProcess
@@ -175,6 +176,39 @@ def test_server_down_at_start_that_comes_up_later_gets_everything(
         try:
             assert client.flush(20 * UNIT)
             assert_exactly_once(stored(server, "early-bird"), 1, 500)
+        finally:
+            client.close(2 * UNIT)
+            server.stop()
+
+
+def test_session_whose_start_was_dropped_ends_when_the_studio_comes_up(
+    new_db: Databases, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(client_module, "_CONTROL_SLACK", 5)  # session starts past the bound
+    server = StudioProcess(new_db("ends"), port=free_port())
+    options = replace(OPTS, max_queue_size=20, max_unacked_messages=10, drop_policy="drop_oldest")
+    with client_for(server.url, "ender", options=options) as client:
+        for i in range(10):  # the resend buffer fills while the Studio is down...
+            client.text(f"buffered {i}")
+        deadline = time.monotonic() + 5 * UNIT
+        while client.stats().unacked < 10 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        for i in range(20):  # ...then the queue, then the slack for session starts
+            client.text(f"queued {i}")
+        fillers = [client.session(f"filler-{i}") for i in range(5)]
+        assert (client.stats().unacked, client.stats().queued) == (10, 25)
+        victim = client.session("victim")  # its start is dropped...
+        victim.text("hello")  # ...its event gets in, in place of the oldest...
+        victim.end()  # ...and its end must too
+        dropped = client.stats().dropped
+        server.start()
+        try:
+            assert client.flush(20 * UNIT)
+            session = get(server.http_url, "/v1/dashboard/sessions/victim")
+            assert session["status"] == "completed" and session["ended_at"] is not None
+            assert dropped == 2  # the start and the oldest event, not the end
+            for filler in fillers:
+                filler.end()
         finally:
             client.close(2 * UNIT)
             server.stop()

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+import logging
 import socket
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -96,6 +99,53 @@ def test_connection_refused_raises_transport_error() -> None:
         port = sock.getsockname()[1]
     with pytest.raises(TransportError):
         WebSocketTransport().connect(f"ws://127.0.0.1:{port}/x", {}, 2 * UNIT)
+
+
+SECRETS = ("hunter22", "tok3nvalue", "bearer-s3cret")
+
+
+def with_credentials(url: str) -> str:
+    """`url` with a user and password and a `?token=` added."""
+    return url.replace("ws://", "ws://writer:hunter22@") + "?token=tok3nvalue&x=1"
+
+
+def test_debug_log_of_the_handshake_shows_no_credentials(
+    server: Server, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    url = url_of(server)
+    for target, headers in (
+        (with_credentials(url), {}),  # HTTP Basic from the URL
+        (url + "?token=tok3nvalue&x=1", {"Authorization": "Bearer bearer-s3cret"}),
+    ):
+        conn = WebSocketTransport().connect(target, headers, 5 * UNIT)
+        conn.send(b'{"type":"ping"}')
+        assert conn.recv(5 * UNIT) == '{"type":"ping"}'
+        conn.close()
+    basic = base64.b64encode(b"writer:hunter22").decode()
+    assert headers_seen == [f"Basic {basic}", "Bearer bearer-s3cret"]  # sent...
+    ours = [r for r in caplog.records if not r.name.startswith("websockets.server")]
+    text = "\n".join(r.getMessage() for r in ours)
+    assert "> GET /v1/remote-agents/connect?token=***&x=1 HTTP/1.1" in text
+    assert "> Authorization: ***" in text
+    for secret in (*SECRETS, basic):
+        assert secret not in text  # ...and none was logged
+
+
+def test_a_failed_connect_shows_no_credentials() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = with_credentials(f"ws://127.0.0.1:{port}/x")
+    with pytest.raises(TransportError) as info:
+        WebSocketTransport().connect(url, {"Authorization": "Bearer bearer-s3cret"}, 2 * UNIT)
+    shown, error = "", info.value
+    while error is not None:  # the error and what it was raised from, as a traceback shows
+        shown += "".join(traceback.format_exception_only(error))
+        error = error.__cause__ or (None if error.__suppress_context__ else error.__context__)
+    assert f"127.0.0.1:{port}" in shown
+    for secret in SECRETS:
+        assert secret not in shown
 
 
 def test_connect_times_out_on_a_silent_listener() -> None:

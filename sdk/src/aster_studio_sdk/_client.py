@@ -24,7 +24,7 @@ from types import TracebackType
 from typing import Any, ParamSpec, Protocol, Self, TypeVar, overload
 
 from . import _lifecycle
-from ._config import DeliveryOptions, DropPolicy, Settings, redact_url, resolve
+from ._config import DeliveryOptions, DropPolicy, Settings, resolve
 from ._control import (
     DEFAULT_TIMEOUT,
     PERMISSION,
@@ -970,11 +970,12 @@ class Session(_Emitter, _AsyncWith):
         if self._ended:
             return
         self._ended = True
-        # The end of a session whose start was dropped is bounded too: it only ends the session
-        # the Studio made of its events, if any got through.
-        self._client._put_control(
-            (OP_END, self._sid, _time(), str(status)), bounded=not self._started
-        )
+        # The end of a session whose start was dropped is kept too once any of its events was
+        # queued (the Studio makes the session of them); otherwise nothing of the session can
+        # reach the Studio, and its end is bounded like a start.
+        client = self._client
+        keep = self._started or client._forget_startless(self.id)
+        client._put_control((OP_END, self._sid, _time(), str(status)), bounded=not keep)
 
     def __enter__(self) -> Session:
         self._tokens.append(_current_session.set(self))
@@ -1036,6 +1037,8 @@ class StudioClient(_Emitter):
         "_queue",
         "_settings",
         "_sid",
+        "_startless",
+        "_startless_seen",
         "_transport",
         "_worker",
         "agent_id",
@@ -1080,6 +1083,9 @@ class StudioClient(_Emitter):
         self._maxsize = delivery.max_queue_size
         self._half = delivery.max_queue_size // 2
         self._queue: deque[Item] = deque()
+        # Open sessions whose start was dropped, and those of them with an event queued since.
+        self._startless: set[str] = set()
+        self._startless_seen: set[str] = set()
         self._transport: Transport = transport or WebSocketTransport()
         self._info = AgentInfo(
             agent_id=self.agent_id,
@@ -1112,7 +1118,8 @@ class StudioClient(_Emitter):
 
     @property
     def url(self) -> str:
-        """Return the WebSocket endpoint events go to."""
+        """Return the WebSocket endpoint events go to, credentials masked (`ws://***@host`,
+        `?token=***`): fit for logs and screens. The connection uses the URL as given."""
         return self._settings.url
 
     @property
@@ -1314,9 +1321,7 @@ class StudioClient(_Emitter):
         await self.aclose(self._settings.delivery.shutdown_timeout)
 
     def __repr__(self) -> str:
-        state = (
-            "disabled" if not self.enabled else ("closed" if self._closed else redact_url(self.url))
-        )
+        state = "disabled" if not self.enabled else ("closed" if self._closed else self.url)
         return f"StudioClient({self.agent_id!r}, {state})"
 
     # ---- internals ----
@@ -1368,10 +1373,11 @@ class StudioClient(_Emitter):
         """Queue a session start or end; return whether it was queued.
 
         A `bounded` item is dropped (and counted) once the queue holds `max_queue_size` plus
-        `_CONTROL_SLACK` items: a session start, and the end of a session whose start was
-        dropped. The end of a session whose start was queued always is, so the Studio never
-        keeps a session open that the agent ended; there is at most one per session started,
-        so the queue stays bounded by the bound, the slack and the sessions open at once.
+        `_CONTROL_SLACK` items: a session start, and the end of a session nothing of which was
+        queued. The end of a session whose start or any event was queued always is, so the
+        Studio never keeps a session open that the agent ended; there is at most one per
+        session open, so the queue stays bounded by the bound, the slack and the sessions open
+        at once.
         """
         try:
             if self._closed or not self._settings.enabled:
@@ -1382,12 +1388,64 @@ class StudioClient(_Emitter):
             queue = self._queue
             if bounded and len(queue) >= self._maxsize + _CONTROL_SLACK:
                 self._diag.drop()
+                if item[0] == OP_OPEN:
+                    self._track_startless(item[1])
+                self._diag.warn(
+                    "session-dropped",
+                    "the queue is full (the Studio is down or slow): a session %s was dropped "
+                    "(counted in stats().dropped); the end of a session any of whose events "
+                    "is queued is kept",
+                    "start" if item[0] == OP_OPEN else "end",
+                )
                 return False
             queue.append(item)
             return True
         except Exception as exc:
             self._internal("session", exc)
             return False
+
+    def _track_startless(self, session_id: str) -> None:
+        """Remember a session whose start was dropped, and watch for its events being queued:
+        should one get in, the Studio makes the session of it, and the session's end must
+        follow. Only while such a session is open do events pay for the look-up."""
+        with self._lock:
+            self._startless.add(session_id)
+            if self._put == self._enqueue:
+                self._put = self._enqueue_watching
+
+    def _enqueue_watching(self, item: Item) -> None:
+        """Queue an event as `_enqueue`, noting which sessions without a start got one in."""
+        session_id = item[1]
+        # It gets in when the queue has room, or (drop_oldest) in place of the oldest event;
+        # when that may have happened, the session's end is kept.
+        if session_id in self._startless and (
+            len(self._queue) < self._maxsize
+            or self._settings.delivery.drop_policy is DropPolicy.DROP_OLDEST
+        ):
+            self._startless_seen.add(session_id)
+        self._enqueue(item)
+
+    def _forget_startless(self, session_id: str) -> bool:
+        """The session ends: stop watching it; return whether any of its events was queued."""
+        if session_id not in self._startless:
+            return False
+        with self._lock:
+            seen = session_id in self._startless_seen
+            self._startless.discard(session_id)
+            self._startless_seen.discard(session_id)
+            if not self._startless and self._put == self._enqueue_watching:
+                self._put = self._enqueue
+        return seen
+
+    def _end_startless(self) -> None:
+        """At close: end the open sessions without a start of which the Studio has events, as
+        the worker ends the ones it registered (before the close item, which follows)."""
+        with self._lock:
+            seen, self._startless_seen = self._startless_seen, set()
+            self._startless = set()
+        now = _time()
+        for session_id in seen:
+            self._queue.append((OP_END, session_id, now, str(SessionStatus.INTERRUPTED)))
 
     def _discard(self, item: Item) -> None:
         pass
@@ -1407,6 +1465,7 @@ class StudioClient(_Emitter):
         with self._lock:
             self._closed = True
             self._put = self._ignore if self._settings.enabled else self._discard
+        self._end_startless()
 
     def _request_flush(self) -> FlushWaiter | None:
         worker = self._worker
@@ -1438,6 +1497,8 @@ class StudioClient(_Emitter):
             # A disabled client stays free; a closed one counts what it no longer sends.
             self._put = self._ignore if self._settings.enabled else self._discard
         self._control.close()  # whoever still waits for a person gets the default now
+        if first:
+            self._end_startless()
         worker = self._worker
         if worker is None or not worker.started:
             return None
@@ -1476,6 +1537,7 @@ class StudioClient(_Emitter):
             self._finalizer.detach()
             self._finalizer = None
         self._queue = deque()
+        self._startless, self._startless_seen = set(), set()  # the parent's queue had them
         self._worker = None
         # The parent's requests and tool calls stay with the parent.
         self._control = ControlHub(self._diag, self, enabled=self._settings.enabled)

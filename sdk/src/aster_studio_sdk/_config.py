@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
+import re
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import unquote, unquote_plus, urlsplit, urlunsplit
 
 from ._errors import ConfigError
 
@@ -87,13 +90,24 @@ class DeliveryOptions:
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    """Everything a client needs to know, resolved once at construction."""
+    """Everything a client needs to know, resolved once at construction.
+
+    `url` is the endpoint as shown (in `repr`, logs and errors): a user and password in it,
+    and query values that look like credentials (`?token=`), read `***`. The URL the SDK
+    connects to, credentials included, is kept apart and never shown; the token too.
+    """
 
     enabled: bool
     url: str
-    token: str | None = None
+    token: str | None = field(default=None, repr=False)
     strict: bool = False
     delivery: DeliveryOptions = field(default_factory=DeliveryOptions)
+    _connect_url: str = field(default="", repr=False, compare=False)
+
+
+def target_url(settings: Settings) -> str:
+    """Return the URL the worker connects to, credentials included: never show it."""
+    return settings._connect_url or settings.url
 
 
 def parse_bool(value: str | None) -> bool | None:
@@ -108,23 +122,75 @@ def parse_bool(value: str | None) -> bool | None:
     return None
 
 
+# What a host name may hold (RFC 3986 reg-name without percent-escapes and sub-delimiters, which
+# no resolver accepts); non-ASCII names must encode as IDNA, as websockets does on connecting.
+_HOST_NAME = re.compile(r"[A-Za-z0-9._~-]+")
+
+
+def _bad_character(text: str) -> str | None:
+    """Name the first space or control character in `text`, None when there is none."""
+    for char in text:
+        if char == " ":
+            return "a space"
+        if char.isspace() or unicodedata.category(char) == "Cc":
+            return f"a control character ({char!r})"
+    return None
+
+
+def _check_host(host: str, bracketed: bool, shown: str) -> None:
+    if bracketed:
+        try:
+            ipaddress.IPv6Address(host.partition("%")[0])
+        except ValueError:
+            raise ConfigError(f"the host in the URL {shown!r} is not an IPv6 address") from None
+        return
+    if _HOST_NAME.fullmatch(host):
+        return
+    if host.isascii():
+        raise ConfigError(
+            f"the host {host!r} in the URL {shown!r} holds characters a host name cannot "
+            "(letters, digits, '-', '.', '_' and '~' only)"
+        )
+    try:
+        host.encode("idna")
+    except UnicodeError:
+        raise ConfigError(f"the host {host!r} in the URL {shown!r} is not a valid name") from None
+
+
 def connect_url(url: str) -> str:
     """Return the WebSocket endpoint for a Studio URL, adding the connect path when absent.
 
-    Raises ConfigError for anything the connection could not use: another scheme, no host, a
-    malformed host (an unclosed IPv6 bracket) or a port that is not a number from 1 to 65535.
+    Raises ConfigError, naming the problem and never the URL's credentials, for anything the
+    connection could not use: another scheme, a space or control character anywhere (surrounding
+    whitespace is ignored), no host, a malformed host (an unclosed IPv6 bracket, characters no
+    host name has), or a port that is not a number from 1 to 65535.
     """
-    shown = redact_url(url) if isinstance(url, str) else url
+    if not isinstance(url, str):
+        raise ConfigError(f"the URL must be a string, not {type(url).__name__}")
+    text = url.strip()
+    shown = redact_url(text)
+    bad = _bad_character(text)
+    if bad is not None:
+        raise ConfigError(f"the URL {shown!r} contains {bad}: percent-encode it (a space is %20)")
     try:
-        parts = urlsplit(url.strip())
-        port = parts.port  # reads the port: ValueError when not a number or out of range
-    except ValueError as exc:
-        raise ConfigError(f"not a usable ws:// or wss:// URL: {shown!r} ({exc})") from None
+        parts = urlsplit(text)
+    except ValueError:  # urllib's message quotes the host, which may hold the credentials
+        raise ConfigError(
+            f"a malformed host in the URL {shown!r} (an IPv6 address goes in brackets: "
+            "ws://[::1]:3032)"
+        ) from None
     scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
     if scheme not in ("ws", "wss") or not parts.netloc:
         raise ConfigError(f"not a ws:// or wss:// URL: {shown!r}")
+    try:
+        port = parts.port  # ValueError when not a number or out of range
+    except ValueError:  # its message quotes the port, which may be part of a password
+        raise ConfigError(
+            f"the port in the URL {shown!r} is not a number from 1 to 65535"
+        ) from None
     if not parts.hostname:
         raise ConfigError(f"no host in the URL {shown!r}")
+    _check_host(parts.hostname, "[" in parts.netloc.rpartition("@")[2], shown)
     if port == 0:
         raise ConfigError(f"port 0 in the URL {shown!r}: use a port from 1 to 65535")
     if parts.username is not None:  # sent as HTTP Basic credentials, which need both, in UTF-8
@@ -153,24 +219,35 @@ def is_secret_param(name: str) -> bool:
     return any(s in lowered for s in _SECRET_PARAMS)
 
 
+def redact_query(query: str) -> str:
+    """Return a query string with the values of parameters that look like credentials masked."""
+    pairs = []
+    for pair in query.split("&"):
+        name, eq, _ = pair.partition("=")
+        pairs.append(name + eq + "***" if eq and is_secret_param(unquote_plus(name)) else pair)
+    return "&".join(pairs)
+
+
 def redact_url(url: str) -> str:
-    """Return `url` fit for a log line: user and password (sent as HTTP Basic credentials) and
-    query values that look like credentials (`?token=`, which the Studio accepts) masked."""
-    try:
-        parts = urlsplit(url)
-        netloc = parts.netloc
-        if "@" in netloc:
-            netloc = "***@" + netloc.rpartition("@")[2]
-        query = parts.query
-        if query:
-            pairs = parse_qsl(query, keep_blank_values=True)
-            query = urlencode(
-                [(k, "***" if is_secret_param(k) else v) for k, v in pairs],
-                safe="*",
-            )
-        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-    except ValueError:  # not even a URL: show its scheme at most
-        return url.partition("://")[0] + "://***" if "://" in url else "***"
+    """Return `url` fit for a log line or an error message.
+
+    Everything before the last `@` (after the scheme) is masked: the user and password, sent as
+    HTTP Basic credentials, even when a character in them (`/`, `?`, `#`) or a missing `//`
+    keeps urllib from reading them as such. Query values that look like credentials (`?token=`,
+    which the Studio accepts) are masked too.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    if "@" in rest:
+        rest = "***@" + rest.rpartition("@")[2]
+    rest, hashsign, fragment = rest.partition("#")
+    base, question, query = rest.partition("?")
+    if query:
+        query = redact_query(query)
+    if fragment:
+        fragment = redact_query(fragment)
+    return f"{scheme}{sep}{base}{question}{query}{hashsign}{fragment}"
 
 
 def resolve(
@@ -207,4 +284,11 @@ def resolve(
             # A bad environment must not crash the agent: report and stay off.
             logger.warning("%s is not usable (%s); Studio reporting is off", ENV_URL, exc)
             resolved, enabled = connect_url(DEFAULT_URL), False
-    return Settings(enabled=enabled, url=resolved, token=token, strict=strict, delivery=delivery)
+    return Settings(
+        enabled=enabled,
+        url=redact_url(resolved),
+        token=token,
+        strict=strict,
+        delivery=delivery,
+        _connect_url=resolved,
+    )

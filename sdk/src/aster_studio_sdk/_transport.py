@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import logging
 import socket
 from collections.abc import Mapping
 from typing import Any, Protocol
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from ._config import is_secret_param, redact_url
+from ._config import is_secret_param, redact_query, redact_url
 from ._errors import ConnectionClosed, Refused, TransportError
 
 
@@ -132,6 +133,8 @@ class WebSocketTransport:
             "user_agent_header": "aster-studio-sdk",
         }
         options["legacy"] = True  # websockets >= 17.1: we use the connection directly
+        # websockets logs the request line and headers at DEBUG: `?token=` and Authorization.
+        options["logger"] = _RedactingLogger(logging.getLogger("websockets.client"), _secrets(url))
         try:
             conn = connect(url, **{k: v for k, v in options.items() if k in _CONNECT_PARAMETERS})
         except InvalidStatus as exc:
@@ -140,14 +143,60 @@ class WebSocketTransport:
                 raise Refused(
                     f"HTTP {status} to the WebSocket handshake", f"http_{status}"
                 ) from exc
-            raise TransportError(
-                f"cannot connect to {redact_url(url)}: {_scrub(exc, url)}"
-            ) from exc
+            raise _failure(exc, url) from exc
         except (OSError, TimeoutError, WebSocketException, socket.gaierror) as exc:
-            raise TransportError(
-                f"cannot connect to {redact_url(url)}: {_scrub(exc, url)}"
-            ) from exc
+            error = _failure(exc, url)
+            # An error quoting the URL (InvalidURI) must not travel on as the cause either.
+            raise error from (None if repr(exc) != _scrub(exc, url) else exc)
         return WebSocketConnection(conn)
+
+
+def _failure(exc: BaseException, url: str) -> TransportError:
+    return TransportError(f"cannot connect to {redact_url(url)}: {_scrub(exc, url)}")
+
+
+def _secrets(url: str) -> tuple[str, ...]:
+    """Return the credentials in `url` (user, password, `?token=` values), raw and decoded."""
+    try:
+        parts = urlsplit(url)
+        found = [parts.username, parts.password]
+        found += [v for k, v in parse_qsl(parts.query) if is_secret_param(k)]
+    except ValueError:
+        return ()
+    return tuple({s for secret in found if secret for s in (secret, unquote(secret))})
+
+
+class _RedactingLogger(logging.LoggerAdapter[logging.Logger]):
+    """websockets' logger for one connection, with its credentials masked in every line."""
+
+    def __init__(self, logger: logging.Logger, secrets: tuple[str, ...]) -> None:
+        super().__init__(logger, {})
+        self._secrets = secrets
+
+    def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
+        if not self.isEnabledFor(level):
+            return
+        try:
+            text = str(msg) % args if args else str(msg)
+        except (TypeError, ValueError):
+            text = " ".join(str(part) for part in (msg, *args))
+        text = _mask_line(text, self._secrets)
+        kwargs.setdefault("stacklevel", 2)
+        self.logger.log(level, "%s", text, **kwargs)
+
+
+def _mask_line(text: str, secrets: tuple[str, ...]) -> str:
+    head, sep, value = text.partition(": ")
+    if sep and head.lstrip("<> ").lower() in ("authorization", "proxy-authorization"):
+        return f"{head}: ***"
+    if text.startswith("> GET ") and "?" in text:
+        target, space, version = text[6:].rpartition(" ")
+        path, _, query = target.partition("?")
+        text = f"> GET {path}?{redact_query(query)}{space}{version}"
+    for secret in secrets:
+        if len(secret) >= 4:  # not a one-letter user name in every word
+            text = text.replace(secret, "***")
+    return text
 
 
 def _scrub(exc: BaseException, url: str) -> str:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from ._config import Settings, redact_url
+from ._config import Settings, redact_url, target_url
 from ._control import PERMISSION, QUESTION, ControlHub, SdkThread
 from ._delivery import Outbox, batch_frame
 from ._diagnostics import Diagnostics
@@ -353,7 +353,7 @@ class Worker:
         control: ControlHub | None = None,
     ) -> None:
         self._settings = settings
-        self._shown_url = redact_url(settings.url)  # for logs: no credentials
+        self._shown_url = redact_url(settings.url)  # masked already, unless built by hand
         self._control = control
         self._opts = settings.delivery
         self._agent = agent
@@ -745,7 +745,7 @@ class Worker:
 
     def _open(self, frame: bytes, timeout: float, handshake: float) -> Opened:
         """Connect and register (on the attempt's thread: reads no state the worker changes)."""
-        conn = self._transport.connect(self._settings.url, self._headers, timeout)
+        conn = self._transport.connect(target_url(self._settings), self._headers, timeout)
         try:
             last_seq, early = self._handshake(conn, frame, handshake)
         except BaseException:

@@ -428,6 +428,9 @@ class InMemoryStudio:
                     msg.seq,
                 )
             )
+            if msg.session_id and msg.session_id not in self.sessions:
+                # As the Studio does: an event naming a session nobody registered makes it.
+                self.sessions[msg.session_id] = StoredSession(msg.session_id, msg.agent_id)
             if msg.event_type in ("permission_required", "ask_user") or msg.event_type in _ACKS:
                 self._observe(msg)
                 self._changed.notify_all()
@@ -436,6 +439,8 @@ class InMemoryStudio:
             if session is None:
                 session = StoredSession(msg.session_id, msg.agent_id, metadata=dict(msg.metadata))
                 self.sessions[msg.session_id] = session
+            elif not session.registrations:  # made by an event: the registration completes it
+                session.metadata = dict(msg.metadata)
             session.status = "active"
             session.registrations += 1
         elif isinstance(msg, EndSession):

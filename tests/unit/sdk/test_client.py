@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import replace
@@ -12,7 +13,7 @@ import pytest
 
 from aster_studio_sdk import Connection, InternalError, StudioClient, ToolCall, current_tool_call
 from aster_studio_sdk import _client as client_module
-from aster_studio_sdk.testing import InMemoryStudio
+from aster_studio_sdk.testing import InMemoryStudio, MemoryTransport
 from tests.support.timing import UNIT
 
 from .conftest import FAST, MakeClient, wait_until
@@ -634,3 +635,146 @@ def test_async_generator_tool_ends_when_the_generator_does(
         *["tool:intermediate"] * 3,
         "tool:end",
     ]
+
+
+class RecordingTransport(MemoryTransport):
+    """The in-memory transport, remembering the URLs it was asked to connect to."""
+
+    def __init__(self, studio: InMemoryStudio) -> None:
+        super().__init__(studio)
+        self.urls: list[str] = []
+
+    def connect(self, url: str, headers: Mapping[str, str], timeout: float) -> Connection:
+        self.urls.append(url)
+        return super().connect(url, headers, timeout)
+
+
+SECRET_URL = "ws://writer:hunter22@studio.invalid:3032/base?token=tok3nvalue&x=1"
+
+
+def test_url_repr_and_settings_show_no_credentials(memory: InMemoryStudio) -> None:
+    client = StudioClient(
+        "a", enabled=True, url=SECRET_URL, token="bearer-s3cret", transport=memory.transport()
+    )
+    try:
+        assert (
+            client.url == "ws://***@studio.invalid:3032/base/v1/remote-agents/connect?token=***&x=1"
+        )
+        shown = " ".join(
+            [
+                client.url,
+                repr(client),
+                repr(client.settings),
+                str(client.settings),
+                repr(client.stats()),
+            ]
+        )
+        for secret in ("writer", "hunter22", "tok3nvalue", "bearer-s3cret"):
+            assert secret not in shown
+        assert client.flush(5 * UNIT)
+    finally:
+        client.close(5 * UNIT)
+
+
+def test_the_connection_uses_the_url_with_its_credentials(memory: InMemoryStudio) -> None:
+    transport = RecordingTransport(memory)
+    client = StudioClient("a", enabled=True, url=SECRET_URL, transport=transport, strict=True)
+    try:
+        client.text("x")
+        assert client.flush(5 * UNIT)
+        assert transport.urls[0] == (
+            "ws://writer:hunter22@studio.invalid:3032/base/v1/remote-agents/connect"
+            "?token=tok3nvalue&x=1"
+        )
+    finally:
+        client.close(5 * UNIT)
+
+
+def test_debug_logs_of_a_client_with_credentials_show_none(
+    memory: InMemoryStudio, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    memory.down = True
+    client = StudioClient("a", enabled=True, url=SECRET_URL, transport=memory.transport())
+    try:
+        with client.session("s") as s:
+            s.text("x")
+        assert wait_until(lambda: client.stats().connect_failures > 0)
+        memory.down = False
+        assert client.flush(5 * UNIT)
+    finally:
+        client.close(5 * UNIT)
+    assert "studio.invalid" in caplog.text  # the lines name the Studio...
+    for secret in ("hunter22", "tok3nvalue"):
+        assert secret not in caplog.text  # ...without its credentials
+
+
+def fill_while_down(
+    client: StudioClient, memory: InMemoryStudio, unacked: int, queued: int
+) -> None:
+    """Fill the resend buffer, then the queue, with events while the Studio is down."""
+    assert memory.down
+    for i in range(unacked):
+        client.text(f"buffered {i}")
+    assert wait_until(lambda: client.stats().unacked == unacked), client.stats()
+    for i in range(queued):
+        client.text(f"queued {i}")
+    assert client.stats().queued == queued
+
+
+def test_end_of_a_session_whose_start_was_dropped_is_kept_once_its_event_got_in(
+    memory: InMemoryStudio, make_client: MakeClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(client_module, "_CONTROL_SLACK", 5)
+    options = replace(FAST, max_queue_size=20, max_unacked_messages=10, drop_policy="drop_oldest")
+    memory.down = True
+    client = make_client(options=options)
+    fill_while_down(client, memory, 10, 20)
+    fillers = [client.session(f"filler-{i}") for i in range(5)]  # the queue: bound + slack
+    dropped = client.stats().dropped
+    victim = client.session("victim")  # its start is dropped...
+    assert client.stats().dropped == dropped + 1
+    victim.text("hello")  # ...its event gets in (drop_oldest drops the oldest event)...
+    victim.end()  # ...so its end must, or the Studio shows it active for ever
+    memory.down = False
+    assert client.flush(10 * UNIT)
+    assert [e.event["delta"] for e in memory.events_of("text_chunk", "victim")] == ["hello"]
+    assert memory.sessions["victim"].status == "completed"
+    for filler in fillers:
+        filler.end()
+
+
+def test_end_of_a_session_whose_start_and_events_were_all_dropped_stays_bounded(
+    memory: InMemoryStudio, make_client: MakeClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(client_module, "_CONTROL_SLACK", 5)
+    options = replace(FAST, max_queue_size=20, max_unacked_messages=10)
+    memory.down = True
+    client = make_client(options=options)
+    fill_while_down(client, memory, 10, 20)
+    for i in range(5):
+        client.session(f"filler-{i}")
+    for i in range(100):
+        with client.session(f"gone-{i}") as s:  # drop_newest: nothing of it gets in
+            s.text("lost")
+    assert client.stats().queued == 20 + 5
+    assert client.stats().dropped == 300  # a start, an event and an end each
+    memory.down = False
+    assert client.flush(10 * UNIT)
+    assert not [sid for sid in memory.sessions if sid.startswith("gone-")]
+
+
+def test_close_ends_a_session_whose_start_was_dropped_once_its_event_got_in(
+    memory: InMemoryStudio, make_client: MakeClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(client_module, "_CONTROL_SLACK", 5)
+    options = replace(FAST, max_queue_size=20, max_unacked_messages=10, drop_policy="drop_oldest")
+    memory.down = True
+    client = make_client(options=options)
+    fill_while_down(client, memory, 10, 20)
+    for i in range(5):
+        client.session(f"filler-{i}")
+    client.session("victim").text("hello")  # never ended by the agent
+    memory.down = False
+    assert client.close(10 * UNIT)
+    assert memory.sessions["victim"].status == "interrupted"

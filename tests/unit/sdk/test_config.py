@@ -154,3 +154,84 @@ def test_a_connection_error_quoting_the_url_shows_no_credentials() -> None:
     text = _scrub(InvalidURI(url, "no"), url)
     assert "SECRETPASS" not in text and "TOKEN1234" not in text and "writer" not in text
     assert "studio:3032" in text
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("ws://exa mple:3032/v1", "a space"),
+        ("ws://example:3032/a b", "a space"),
+        ("ws://example:3032/?x=a b", "a space"),
+        ("ws://example:3032/a\tb", "a control character"),
+        ("ws://exa\nmple:3032", "a control character"),
+        ("ws://example\x00:3032", "a control character"),
+        ("ws://exa<mple:3032", "characters a host name cannot"),
+        ("ws://exa%20mple:3032", "characters a host name cannot"),
+        ("ws://[::zz]:3032", "malformed host"),
+        ("ws://[::1:3032", "malformed host"),
+    ],
+)
+def test_malformed_url_in_code_is_a_config_error_naming_the_problem(url: str, problem: str) -> None:
+    with pytest.raises(ConfigError, match=problem):
+        settings({}, url=url)
+
+
+def test_client_with_a_space_in_its_url_fails_at_construction() -> None:
+    from aster_studio_sdk import StudioClient
+
+    with pytest.raises(ConfigError, match="a space"):
+        StudioClient("a", enabled=True, url="ws://exa mple:3032/v1/remote-agents/connect")
+
+
+def test_url_in_environment_with_a_space_leaves_reporting_off(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    s = settings({"ASTER_STUDIO_ENABLED": "1", "ASTER_STUDIO_URL": "ws://exa mple:3032"})
+    assert s.enabled is False  # type: ignore[attr-defined]
+    assert "a space" in caplog.text
+
+
+def test_surrounding_whitespace_is_not_part_of_the_url() -> None:
+    assert connect_url(" ws://h:1\n") == "ws://h:1/v1/remote-agents/connect"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ws://user:s3cr/et@h:3032",  # an unescaped / in the password: read as the port
+        "ws://user:s3cr?et@h:3032",
+        "ws:user:s3cret@h:3032",  # no //: not read as a user and password at all
+        "ws//user:s3cret@h:3032",
+        "user:s3cret@h:3032",
+        "ws://user:s3 cret@h:3032",  # a space in the password
+        "ws://user:s3cret@exa mple:3032",
+        "ws://user:s3cret@[::1:3032",
+        "ftp://user:s3cret@h",
+        "ws://h:3032/a b?token=s3cret",
+    ],
+)
+def test_config_error_for_a_malformed_url_never_shows_its_credentials(url: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        settings({}, url=url)
+    assert "s3cr" not in str(info.value) and "cret" not in str(info.value)
+
+
+def test_settings_show_the_url_masked_and_keep_the_real_one_to_connect() -> None:
+    from aster_studio_sdk._config import target_url
+
+    s = settings({}, url="ws://user:s3cret@h:1/?token=t0ken&x=1", token="bearer-t0ken")
+    assert s.url == "ws://***@h:1/v1/remote-agents/connect?token=***&x=1"  # type: ignore[attr-defined]
+    assert target_url(s) == "ws://user:s3cret@h:1/v1/remote-agents/connect?token=t0ken&x=1"  # type: ignore[arg-type]
+    assert "s3cret" not in repr(s) and "t0ken" not in repr(s)
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("ws://user:p/w@h:1/p", "ws://***@h:1/p"),
+        ("ws:user:pw@h:1", "***@h:1"),
+        ("ws://h:1/p?x=1&Token=abc&api_key=k#frag", "ws://h:1/p?x=1&Token=***&api_key=***#frag"),
+    ],
+)
+def test_redact_url_masks_credentials_urllib_does_not_read_as_such(url: str, shown: str) -> None:
+    assert redact_url(url) == shown
