@@ -207,7 +207,9 @@ MIGRATIONS: tuple[str, ...] = (
 ID_BLOCK = 1_000_000
 
 # The advisory lock of a schema's writer: this prefix ('ASTR') in the high 32 bits, the
-# schema's OID in the low ones. `pg_locks` shows them as `classid` and `objid`.
+# schema's OID in the low ones. `pg_locks` shows them as `classid` and `objid`. The Studios of
+# a cluster hold it shared, a Studio alone exclusively. The next prefix is the lock the
+# Studios of a cluster migrate under, one at a time.
 LOCK_PREFIX = 0x41535452
 
 # Reader connections kept at most, and how long a read waits for one to be free.
@@ -450,9 +452,23 @@ class _Pool:
 class PostgresStore:
     """Store events and state in a PostgreSQL schema; see the Store protocol for the contract."""
 
-    def __init__(self, dsn: str, *, schema: str | None = None, readers: int = READERS) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        schema: str | None = None,
+        readers: int = READERS,
+        shared: bool = False,
+    ) -> None:
         self.dsn = dsn
         self.schema = schema  # None: the connection's own (`current_schema()`), found at open
+        # One of a cluster's Studios: the writer lock is shared, and each commit numbers its
+        # events itself (`_number`), so that ids follow the order of the commits of them all.
+        self.shared = shared
+        # A write of a shared store whose connection was lost as it committed: (its
+        # transaction's id, what it made durable if it did). The next write asks the server.
+        self._doubt: tuple[int, CommitResult] | None = None
+        self._prices_version = -1
         self._readers_max = readers
         self._writer: Conn | None = None
         self._readers: _Pool | None = None
@@ -533,7 +549,26 @@ class PostgresStore:
             self._acquire(conn, oid)
             self._schema_id = oid
             self._writer_key = self._lock_key or 0
-            self._migrate(conn)
+            if self.shared:
+                # The cluster's Studios migrate one at a time, and number events past every
+                # id handed out (`_number`), a Studio's alone before included.
+                migrating = (LOCK_PREFIX + 1 << 32) | oid
+                conn.execute("SELECT pg_advisory_lock(%s)", (migrating,))
+                try:
+                    self._migrate(conn)
+                    conn.execute(
+                        "INSERT INTO meta SELECT 'id_ceiling', coalesce(max(id), 0) FROM events "
+                        "ON CONFLICT (name) DO UPDATE "
+                        "SET value = greatest(meta.value, excluded.value)"
+                    )
+                    conn.execute(
+                        "INSERT INTO meta VALUES ('prices_version', 0) "
+                        "ON CONFLICT (name) DO NOTHING"
+                    )
+                finally:
+                    conn.execute("SELECT pg_advisory_unlock(%s)", (migrating,))
+            else:
+                self._migrate(conn)
             self._readers = _Pool(self._reader, self._readers_max)
             self._prices = PriceTable(self._read_prices(conn))
             self.store_id = self._identity(conn)
@@ -580,15 +615,22 @@ class PostgresStore:
     def _acquire(self, conn: Conn, oid: int) -> None:
         """Take the schema's writer lock, or raise DatabaseInUse naming its holder."""
         key = (LOCK_PREFIX << 32) | oid
-        row = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
+        row = conn.execute(self._try_lock, (key,)).fetchone()
         if row is None or not row[0]:
             raise DatabaseInUse(self._in_use(conn, oid))
         self._lock_key = key
 
+    @property
+    def _try_lock(self) -> str:
+        shared = "_shared" if self.shared else ""
+        return f"SELECT pg_try_advisory_lock{shared}(%s)"
+
     def _in_use(self, conn: Conn, oid: int) -> str:
         return (
-            f"database {self.describe()} is in use by another Aster Studio"
-            f"{self._holder(conn, oid)}: stop it, or give this one a database or schema of its own"
+            f"database {self.describe()} is in use by "
+            + ("an Aster Studio outside the cluster" if self.shared else "another Aster Studio")
+            + f"{self._holder(conn, oid)}: stop it, or give this one a database or schema of "
+            "its own" + ("" if self.shared else ", or run each Studio on it with --cluster")
         )
 
     @staticmethod
@@ -615,7 +657,8 @@ class PostgresStore:
             key, self._lock_key = self._lock_key, None
             if not conn.closed:
                 try:
-                    conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+                    shared = "_shared" if self.shared else ""
+                    conn.execute(f"SELECT pg_advisory_unlock{shared}(%s)", (key,))
                 except psycopg.Error:  # the connection's end releases it anyway
                     log.debug("advisory unlock failed", exc_info=True)
 
@@ -671,6 +714,7 @@ class PostgresStore:
         self._id_ceiling = 0
         self._lost_at = None
         self._in_doubt = False
+        self._doubt = None
 
     @staticmethod
     def _schema_version(conn: Conn) -> int:
@@ -808,7 +852,7 @@ class PostgresStore:
             self._lost_reason = str(exc)
             raise
         try:
-            row = conn.execute("SELECT pg_try_advisory_lock(%s)", (self._writer_key,)).fetchone()
+            row = conn.execute(self._try_lock, (self._writer_key,)).fetchone()
             if row is None or not row[0]:
                 message = (
                     f"the writer's connection to {self.describe()} was lost, and another "
@@ -844,6 +888,9 @@ class PostgresStore:
         return conn
 
     def reserve_event_ids(self) -> int:
+        if self.shared:
+            # Its ids are the commits' (`_number`): those of the loop are only provisional.
+            return 1
         conn = self._require_writer()
         try:
             row = conn.execute(
@@ -896,15 +943,24 @@ class PostgresStore:
         StoreUnavailable instead, and the next call connects again (see `_reconnect`).
         """
         conn = self._require_writer()
+        if self._doubt is not None:
+            done = self._resolve_doubt(conn)
+            if done is not None:
+                return done
         result = CommitResult()
         events = result.events
         usage_rows: list[tuple[Any, ...]] = []
         statements: list[tuple[str, tuple[Any, ...]]] = []
+        xid: int | None = None
+        priced = not self.shared
         try:
             for op in ops:
                 if type(op) is StoredEvent:
                     events.append(op)
                 elif type(op) is RecordUsage:
+                    if not priced:  # another Studio of the cluster may have changed prices
+                        self._refresh_prices(conn)
+                        priced = True
                     usage = self._price(op.usage)
                     result.usage.append((op.agent_id, usage))
                     usage_rows.append(
@@ -940,6 +996,8 @@ class PostgresStore:
                     )
                     return result
             with conn.transaction(), conn.cursor() as cur:
+                if self.shared and rows:
+                    rows, usage_rows, xid = self._number(cur, events, rows, usage_rows)
                 if rows:
                     self._copy(cur, "events", _EVENT_COLS, _EVENT_TYPES, rows)
                 if usage_rows:
@@ -964,7 +1022,10 @@ class PostgresStore:
             if _is_unavailable(exc, conn):
                 # The writer's state is reread from the database at the reconnect.
                 self._lose_writer(exc)
-                self._in_doubt = self._in_doubt or bool(events)
+                if xid is not None:
+                    self._doubt = (xid, result)
+                elif not self.shared:
+                    self._in_doubt = self._in_doubt or bool(events)
                 raise StoreUnavailable(
                     f"write of {len(ops)} operations failed, {self.describe()} cannot be "
                     f"reached: {exc}"
@@ -978,6 +1039,66 @@ class PostgresStore:
                 log.exception("cannot reread the writer's state after a failed write")
             raise StoreError(f"write of {len(ops)} operations failed: {exc}") from exc
         return result
+
+    def _number(
+        self,
+        cur: psycopg.Cursor[Row],
+        events: list[StoredEvent],
+        rows: list[tuple[Any, ...]],
+        usage_rows: list[tuple[Any, ...]],
+    ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], int]:
+        """Number a shared store's commit of events past every id handed out before, in
+        place; return their rows and usage rows renumbered, and the transaction's id.
+
+        The counter's row stays locked until this transaction ends, so the cluster's commits
+        of events take turns from here on, and ids follow the order of their commits: a
+        reader paging by cursor never finds a lower id committed after a higher one.
+        """
+        n = len(events)
+        row = cur.execute(
+            "UPDATE meta SET value = value + %s WHERE name = 'id_ceiling' "
+            "RETURNING value, txid_current()",
+            (n,),
+        ).fetchone()
+        assert row is not None  # made at open
+        first = int(row[0]) - n + 1
+        ids = {e.id: first + i for i, e in enumerate(events)}
+        events[:] = [e._replace(id=first + i) for i, e in enumerate(events)]
+        rows = [(first + i, *r[1:]) for i, r in enumerate(rows)]
+        usage_rows = [(ids.get(r[0], r[0]), *r[1:]) for r in usage_rows]
+        return rows, usage_rows, int(row[1])
+
+    def _resolve_doubt(self, conn: Conn) -> CommitResult | None:
+        """What the write in doubt made durable, if it committed after all; None if not."""
+        assert self._doubt is not None
+        xid, result = self._doubt
+        try:
+            row = conn.execute("SELECT txid_status(%s)", (xid,)).fetchone()
+        except psycopg.Error as exc:
+            if _is_unavailable(exc, conn):
+                self._lose_writer(exc)
+                raise StoreUnavailable(f"cannot ask {self.describe()}: {exc}") from exc
+            raise StoreError(f"cannot ask whether a write committed: {exc}") from exc
+        status = None if row is None else row[0]
+        if status == "in progress":  # the server has not seen its connection go yet
+            raise StoreUnavailable(f"a write in doubt is still in progress on {self.describe()}")
+        self._doubt = None
+        if status != "committed":
+            return None
+        log.warning(
+            "a write of %d events, in doubt when its connection was lost, had committed: "
+            "not written again",
+            len(result.events),
+        )
+        return result
+
+    def _refresh_prices(self, conn: Conn) -> None:
+        """Reread the price table if a Studio of the cluster changed it since it was read."""
+        row = conn.execute("SELECT value FROM meta WHERE name = 'prices_version'").fetchone()
+        version = -1 if row is None else int(row[0])
+        if version != self._prices_version:
+            self._prices = PriceTable(self._read_prices(conn))
+            self._prices_version = version
 
     @staticmethod
     def _copy(
@@ -1173,6 +1294,8 @@ class PostgresStore:
                     ),
                 )
             )
+            if self.shared:
+                into.append(("UPDATE meta SET value = value + 1 WHERE name = 'prices_version'", ()))
             self._prices.set(p)
         elif isinstance(op, DeletePrice):
             into.append(("DELETE FROM prices WHERE model = %s", (op.model,)))
