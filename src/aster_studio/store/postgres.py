@@ -1645,15 +1645,24 @@ class PostgresStore:
         newest_first: bool,
     ) -> list[Row]:
         """The events whose `column` is one of `values` and that meet `where`: each key's own
-        in order through its index (`= ANY` of even one value kept it from giving them in
-        order: 5,000 rows read and sorted), at most `limit` of each, merged."""
+        in order through its index on `(column, id)`, at most `limit` of each, merged.
+
+        With `= ANY` the index could not give them in order (one agent's 5,000 events of
+        1,000,000 were read and sorted, or the primary key walked). With `column = key` the
+        planner, thinking a key's events spread evenly over the ids, still walked the primary
+        key from the newest event when it guessed the key common: for an agent gone quiet,
+        past every newer event. So the key is pinned by a range (`>=` and `<=`, the same as
+        `=` in the "C" collation) and the order is `(column, id)`, which only that index
+        gives.
+        """
         keys = sorted({_no_nul(v) for v in values})
         cond, cond_args = _with_bounds(where, args, low, high)
         order = "DESC" if newest_first else "ASC"
+        pinned = [f"{column} >= k.key", f"{column} <= k.key", *cond]
         return conn.execute(
             f"SELECT e.* FROM unnest(%s::text[]) AS k (key) CROSS JOIN LATERAL ("
-            f"SELECT {_EVENT_COLS} FROM events WHERE {' AND '.join([f'{column} = k.key', *cond])} "
-            f"ORDER BY id {order} LIMIT %s) AS e ORDER BY e.id {order} LIMIT %s",
+            f"SELECT {_EVENT_COLS} FROM events WHERE {' AND '.join(pinned)} "
+            f"ORDER BY {column} {order}, id {order} LIMIT %s) AS e ORDER BY e.id {order} LIMIT %s",
             [keys, *cond_args, limit, limit],
         ).fetchall()
 
