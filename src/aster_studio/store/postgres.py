@@ -987,7 +987,6 @@ class PostgresStore:
                     for query, args in statements:
                         cur.execute(query, tuple(map(_no_nul, args)))
                     self._count(cur, events)
-                    self._span(cur, events)
                     if events and self._id_ceiling:
                         last = events[-1].id
                         if last > self._id_ceiling - ID_BLOCK // 2:
@@ -1033,7 +1032,8 @@ class PostgresStore:
 
     @staticmethod
     def _count(cur: psycopg.Cursor[Row], events: list[StoredEvent]) -> None:
-        """Add a commit's events to their agents' and sessions' rows, one statement each.
+        """Add a commit's events to their agents' and sessions' rows, one statement each, and
+        their receive times to their blocks of ids (`event_spans`, with the agents').
 
         The events of an agent without a row (deleted, in this commit or before) are added
         to `forgotten_events` instead, so that the agents' counts and it make every event.
@@ -1055,7 +1055,12 @@ class PostgresStore:
                     entry[1] += error
                     entry[2] = max(entry[2], e.ts)
         cur.execute(
-            "WITH c (id, n, errors, last) AS ("
+            "WITH spans AS (INSERT INTO event_spans (block, min_ts, max_ts) "
+            "SELECT * FROM unnest(%b::bigint[], %b::bigint[], %b::bigint[]) "
+            "ON CONFLICT (block) DO UPDATE SET "
+            "min_ts = least(event_spans.min_ts, excluded.min_ts), "
+            "max_ts = greatest(event_spans.max_ts, excluded.max_ts)), "
+            "c (id, n, errors, last) AS ("
             "SELECT * FROM unnest(%b::text[], %b::bigint[], %b::bigint[], %b::bigint[])), "
             "counted AS (UPDATE agents SET event_count = agents.event_count + c.n, "
             "error_count = agents.error_count + c.errors, "
@@ -1063,7 +1068,7 @@ class PostgresStore:
             "FROM c WHERE agents.id = c.id RETURNING agents.id) "
             "UPDATE meta SET value = value + (SELECT coalesce(sum(c.n), 0) FROM c "
             "WHERE c.id NOT IN (SELECT id FROM counted)) WHERE name = 'forgotten_events'",
-            _columns(agents),
+            (*_spans(events), *_columns(agents)),
         )
         if sessions:
             cur.execute(
@@ -1074,31 +1079,6 @@ class PostgresStore:
                 "AS c (id, n, errors, last) WHERE sessions.id = c.id",
                 _columns(sessions),
             )
-
-    @staticmethod
-    def _span(cur: psycopg.Cursor[Row], events: list[StoredEvent]) -> None:
-        """Widen the receive times of the id blocks of a commit's events (`event_spans`): one
-        statement, about one row a commit."""
-        if not events:
-            return
-        spans: dict[int, list[int]] = {}  # block: [lowest, highest receive time]
-        for e in events:
-            ts = e.ts
-            span = spans.get(e.id // SPAN_IDS)
-            if span is None:
-                spans[e.id // SPAN_IDS] = [ts, ts]
-            elif ts < span[0]:
-                span[0] = ts
-            elif ts > span[1]:
-                span[1] = ts
-        cur.execute(
-            "INSERT INTO event_spans (block, min_ts, max_ts) "
-            "SELECT * FROM unnest(%b::bigint[], %b::bigint[], %b::bigint[]) "
-            "ON CONFLICT (block) DO UPDATE SET "
-            "min_ts = least(event_spans.min_ts, excluded.min_ts), "
-            "max_ts = greatest(event_spans.max_ts, excluded.max_ts)",
-            (list(spans), [s[0] for s in spans.values()], [s[1] for s in spans.values()]),
-        )
 
     def _read_ceiling(self, conn: Conn) -> int:
         row = conn.execute("SELECT value FROM meta WHERE name = 'id_ceiling'").fetchone()
@@ -1768,6 +1748,23 @@ class PostgresStore:
             args,
         )
         return [UsageRow(*r) for r in rows]
+
+
+def _spans(events: list[StoredEvent]) -> tuple[list[int], list[int], list[int]]:
+    """(blocks, lowest, highest receive times) of `events`' blocks of ids, for `unnest`."""
+    ids = [e.id for e in events]
+    times = [e.ts for e in events]
+    block = ids[0] // SPAN_IDS
+    if min(ids) // SPAN_IDS == block == max(ids) // SPAN_IDS:  # all in one: most commits
+        return [block], [min(times)], [max(times)]
+    spans: dict[int, list[int]] = {}
+    for i, ts in zip(ids, times, strict=True):
+        span = spans.setdefault(i // SPAN_IDS, [ts, ts])
+        if ts < span[0]:
+            span[0] = ts
+        elif ts > span[1]:
+            span[1] = ts
+    return list(spans), [s[0] for s in spans.values()], [s[1] for s in spans.values()]
 
 
 def _columns(counts: dict[str, list[int]]) -> tuple[list[str], list[int], list[int], list[int]]:
