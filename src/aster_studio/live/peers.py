@@ -281,8 +281,8 @@ class ClusterLink:
             return  # another Studio's agent, or one this Studio never had
         self._say({"k": "agent", "a": _snapshot(agent)})
 
-    def request_view(self, view: dict[str, Any]) -> None:
-        self._say({"k": "request", "v": view})
+    def request_saved(self, record: RequestRecord) -> None:
+        self._say({"k": "request", "r": list(request_row(record))})
 
     async def forward(self, op: str, args: dict[str, Any]) -> RequestRecord | None:
         """Have the Studio holding what `op` acts on do it (ControlPeers)."""
@@ -367,7 +367,7 @@ class ClusterLink:
         elif kind == "agent":
             self._agent(origin, message["a"])
         elif kind == "request":
-            self.bus.changed("request", message["v"])
+            self.control.saved_elsewhere(request_of(tuple(message["r"])))
         elif kind == "hello" or (kind == "beat" and not known):
             # A Studio (re)joined: tell it of the agents connected here.
             for agent in self.registry.agents.values():
@@ -557,7 +557,9 @@ class ClusterLink:
         reply: dict[str, Any] = {"k": "reply", "to": origin, "id": message.get("id")}
         try:
             record: RequestRecord | None = None
-            if op in ("decide", "answer") and args.get("request_id") in self.control.open:
+            agent = self.registry.agents.get(args.get("agent_id", ""))
+            here = agent is not None and agent.connection is not None and agent.connection > 0
+            if op in ("decide", "answer") and here:
                 if op == "decide":
                     record = await self.control.decide(
                         args["request_id"], args["decision"], args.get("note"), args["by"]
@@ -566,16 +568,14 @@ class ClusterLink:
                     record = await self.control.answer(
                         args["request_id"], args.get("answers"), args["by"]
                     )
-            elif op == "tool":
-                agent = self.registry.agents.get(args.get("agent_id", ""))
-                if agent is not None and agent.connection is not None and agent.connection > 0:
-                    record = await self.control.control_tool(
-                        args["agent_id"],
-                        args["call_id"],
-                        args["action"],
-                        args.get("note"),
-                        args["by"],
-                    )
+            elif op == "tool" and here:
+                record = await self.control.control_tool(
+                    args["agent_id"],
+                    args["call_id"],
+                    args["action"],
+                    args.get("note"),
+                    args["by"],
+                )
             if record is not None:
                 reply["r"] = list(request_row(record))
         except StudioError as exc:
