@@ -146,7 +146,7 @@ class ClusterLink:
         self._held: dict[int, tuple[list[StoredEvent], bool, list[tuple[str, Usage]]]] = {}
         self._held_since = 0.0
         self._owner: dict[str, str] = {}  # agent id: the Studio that last told of it
-        self._out: deque[bytes] = deque()
+        self._out: deque[tuple[str, bytes]] = deque()  # (kind, message)
         self._out_ready = asyncio.Event()
         self._dropped_out = 0
         self._calls: dict[str, tuple[asyncio.Future[dict[str, Any]], set[str]]] = {}
@@ -235,7 +235,7 @@ class ClusterLink:
         if len(self._out) >= OUT_MAX:
             self._out.popleft()  # the others read what they miss of events from the database
             self._dropped_out += 1
-        self._out.append(orjson.dumps(message))
+        self._out.append((message["k"], orjson.dumps(message)))
         self._out_ready.set()
 
     async def _send(self) -> None:
@@ -246,7 +246,7 @@ class ClusterLink:
                 if not self.connected or self._redis is None:
                     await asyncio.sleep(0.1)
                     continue
-                data = self._out[0]
+                _, data = self._out[0]
                 try:
                     await self._redis.publish(self.channel, data)
                 except Exception as exc:  # Redis went away: the receiver reconnects
@@ -320,10 +320,7 @@ class ClusterLink:
             try:
                 message = await pubsub.get_message(timeout=1.0)
                 if not self.connected:
-                    self.connected = True
-                    log.warning("cluster: Redis is back")
-                    self._say({"k": "hello"})
-                    self._fill_soon()
+                    self._rejoin()
                 wait = RECONNECT_S[0]
                 if message is not None and message.get("type") == "message":
                     self._take(orjson.loads(message["data"]))
@@ -347,6 +344,17 @@ class ClusterLink:
                     pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
                     await pubsub.subscribe(self.channel)
 
+    def _rejoin(self) -> None:
+        """Redis is back: what was said meanwhile is stale but the commits (the others may
+        not notice what they miss of them otherwise); take again what was missed."""
+        self.connected = True
+        log.warning("cluster: Redis is back")
+        kept = [item for item in self._out if item[0] == "commit"]
+        self._dropped_out += len(self._out) - len(kept)
+        self._out = deque(kept)
+        self._say({"k": "hello"})  # the others tell of their agents and open requests again
+        self._fill_soon()
+
     def _take(self, message: dict[str, Any]) -> None:
         origin = message.get("o")
         if not isinstance(origin, str) or origin == self.instance:
@@ -369,10 +377,14 @@ class ClusterLink:
         elif kind == "request":
             self.control.saved_elsewhere(request_of(tuple(message["r"])))
         elif kind == "hello" or (kind == "beat" and not known):
-            # A Studio (re)joined: tell it of the agents connected here.
-            for agent in self.registry.agents.values():
-                if agent.connection is not None and agent.connection > 0:
-                    self._say({"k": "agent", "a": _snapshot(agent)})
+            # A Studio (re)joined: tell it of the agents connected here, and their requests.
+            agents = self.registry.agents
+            here = {a.id for a in agents.values() if a.connection is not None and a.connection > 0}
+            for agent_id in here:
+                self._say({"k": "agent", "a": _snapshot(agents[agent_id])})
+            for record in list(self.control.open.values()):
+                if record.agent_id in here:
+                    self.request_saved(record)
         elif kind == "call":
             asyncio.get_running_loop().create_task(self._answer(origin, message))
         elif kind == "reply" and message.get("to") == self.instance:
