@@ -49,6 +49,11 @@ BEAT_S = 1.0  # how often a Studio says it is alive
 PEER_TIMEOUT_S = 5.0  # silent this long, a Studio is gone, and its agents offline
 GAP_S = 0.25  # a hole in the ids this old is read from the database
 CALL_TIMEOUT_S = 5.0  # a call no Studio answers by then is taken here
+# A producer's claim waits less, and only for the Studios heard from in the last two beats: a
+# client's registration is answered after it (the SDK waits 5 s), and a Studio that died a
+# moment ago holds nothing unwritten.
+CLAIM_TIMEOUT_S = 2.0
+CLAIM_HEARD_S = 2.5
 RECONNECT_S = (0.1, 2.0)  # the first and the longest wait between tries to reach Redis
 FILL_MAX = 5_000  # events read from the database per step of filling a hole
 OUT_MAX = 100_000  # messages waiting for Redis, at most (the database fills what is dropped)
@@ -301,13 +306,23 @@ class ClusterLink:
     async def claim_producer(self, producer_id: str) -> None:
         """A producer connects here: have any other Studio that has it let go of it, and
         wait until what that one took of it is durable (the ingest service's `on_claim`)."""
-        await self._call("producer", {"producer_id": producer_id})
+        await self._call(
+            "producer", {"producer_id": producer_id}, CLAIM_TIMEOUT_S, heard=CLAIM_HEARD_S
+        )
 
-    async def _call(self, op: str, args: dict[str, Any]) -> dict[str, Any]:
-        """Ask the other Studios; the first answer that did something, or {} once each has
-        said it had nothing to do (or none answered within CALL_TIMEOUT_S)."""
+    async def _call(
+        self,
+        op: str,
+        args: dict[str, Any],
+        timeout: float = CALL_TIMEOUT_S,
+        *,
+        heard: float = PEER_TIMEOUT_S,
+    ) -> dict[str, Any]:
+        """Ask the other Studios heard from in the last `heard` seconds; the first answer
+        that did something, or {} once each has said it had nothing to do (or none answered
+        within `timeout`)."""
         now = time.monotonic()
-        waiting = {p for p, seen in self.peers.items() if now - seen < PEER_TIMEOUT_S}
+        waiting = {p for p, seen in self.peers.items() if now - seen < heard}
         if not waiting or not self.connected:
             return {}
         call = secrets.token_hex(8)
@@ -315,9 +330,9 @@ class ClusterLink:
         self._calls[call] = (future, waiting)
         self._say({"k": "call", "id": call, "op": op, "args": args})
         try:
-            return await asyncio.wait_for(future, CALL_TIMEOUT_S)
+            return await asyncio.wait_for(future, timeout)
         except TimeoutError:
-            log.warning("cluster: no Studio answered a %s call in %.0f s", op, CALL_TIMEOUT_S)
+            log.warning("cluster: no Studio answered a %s call in %.0f s", op, timeout)
             return {}
         finally:
             self._calls.pop(call, None)
