@@ -48,6 +48,9 @@ log = logging.getLogger(__name__)
 BEAT_S = 1.0  # how often a Studio says it is alive
 PEER_TIMEOUT_S = 5.0  # silent this long, a Studio is gone, and its agents offline
 GAP_S = 0.25  # a hole in the ids this old is read from the database
+# A hole the database does not fill this long after it opened holds ids no event has (events
+# deleted since): the runs after it go on.
+HOLE_S = 2.0
 CALL_TIMEOUT_S = 5.0  # a call no Studio answers by then is taken here
 # A producer's claim waits less, and only for the Studios heard from in the last two beats: a
 # client's registration is answered after it (the SDK waits 5 s), and a Studio that died a
@@ -230,7 +233,13 @@ class ClusterLink:
         }
 
     async def _newest_id(self) -> int:
+        """The last id handed out and committed: the commits of the cluster number past it.
+        (Not the newest event's: a lone Studio's reservation, or the newest events deleted,
+        leave the counter above it.)"""
         loop = asyncio.get_running_loop()
+        counter = getattr(self.store, "committed_through", None)
+        if counter is not None:
+            return int(await loop.run_in_executor(None, counter))
         newest = await loop.run_in_executor(None, self.store.events_before, EventFilter(), None, 1)
         return newest[0].id if newest else 0
 
@@ -450,8 +459,7 @@ class ClusterLink:
         self._deliver(events, remote, usage)
         while self._next in self._held:
             self._deliver(*self._held.pop(self._next))
-        if not self._held:
-            self._held_since = 0.0
+        self._held_since = time.monotonic() if self._held else 0.0  # a hole from now on
 
     def _deliver(
         self, events: list[StoredEvent], remote: bool, usage: list[tuple[str, Usage]]
@@ -528,11 +536,19 @@ class ClusterLink:
                     self._deliver(*self._held.pop(self._next))
                 if until is None and len(events) < want:
                     break
+            if self._held and time.monotonic() - self._held_since > HOLE_S:
+                first = min(self._held)
+                if first > self._next:
+                    log.warning(
+                        "cluster: no event has the ids %d to %d; going on past them",
+                        self._next,
+                        first - 1,
+                    )
+                    self._next = first
+            while self._held and min(self._held) <= self._next:  # the reads overtook them
+                self._arrive(*self._held.pop(min(self._held)))
             if not self._held:
                 self._held_since = 0.0
-            elif min(self._held) < self._next:  # overtaken by the reads: deliver their rest
-                for first in sorted(self._held):
-                    self._arrive(*self._held.pop(first))
         except Exception:
             log.exception("cluster: cannot read the events missed from the database")
         finally:
