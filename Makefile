@@ -19,7 +19,7 @@ install: $(STAMP) $(STATIC)/index.html .native/manifest.json
 $(STAMP): pyproject.toml sdk/pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e ./sdk -e ".[dev,postgres]"
+	$(BIN)/pip install -q -e ./sdk -e ".[dev,postgres,cluster]"
 	touch $@
 
 # The console: built from web/ into the package's static folder (git-ignored, shipped in the wheel).

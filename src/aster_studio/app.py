@@ -10,7 +10,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from fastapi import FastAPI
 
@@ -26,6 +26,9 @@ from .ingest.registry import Registry
 from .ingest.service import Clock, IngestService, wall_clock_ms
 from .live.bus import LiveBus
 from .store import Store, store_for
+
+if TYPE_CHECKING:
+    from .live.peers import ClusterLink
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +53,7 @@ class Studio:
     auth: Auth = field(init=False)
     generated_console_token: str | None = None
     pipeline: WritePipeline | None = None
+    cluster: ClusterLink | None = None  # one of several Studios on the database (`--cluster`)
     dashboard_connections: int = 0
     stream_dropped: int = 0  # events dropped for live-stream clients too slow to take them
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -75,6 +79,9 @@ class Studio:
         self.control = ControlService(self.ingest, self.bus, self.clock)
         self.ingest.on_events = self.control.observe
         self.ingest.on_agent_online = self.control.agent_online
+        if self.settings.cluster is not None:
+            # Events go live once committed, when the database has numbered them.
+            self.ingest.live_on_receipt = False
 
     @property
     def stall_after_ms(self) -> int:
@@ -105,6 +112,8 @@ class Studio:
         recovered = self.control.recover(lost)
         if recovered:
             await loop.run_in_executor(None, self.store.write, recovered)
+        if self.settings.cluster is not None:
+            await self._join_cluster(self.settings.cluster)
         self.pipeline = WritePipeline(
             self.store,
             loop,
@@ -117,6 +126,25 @@ class Studio:
         self.ingest.attach(self.pipeline, first_event_id)
         self.pipeline.start()
         self._tasks.append(asyncio.create_task(self._watch_stalls(), name="stall-watch"))
+
+    async def _join_cluster(self, url: str) -> None:
+        from .live.peers import ClusterLink
+
+        cluster = ClusterLink(
+            url,
+            store=self.store,
+            bus=self.bus,
+            ingest=self.ingest,
+            registry=self.registry,
+            control=self.control,
+            clock=self.clock,
+        )
+        await cluster.start()
+        self.cluster = cluster
+        self.ingest.on_committed = cluster.committed
+        self.ingest.on_view = cluster.agent_view
+        self.control.peers = cluster
+        self.control.on_view = cluster.request_view
 
     def _request_key(self) -> bytes:
         """The key request ids are made with, this database's own (made at its first start)."""
@@ -140,6 +168,8 @@ class Studio:
             log.info("flushed %d queued writes to storage (%s)", depth, "ok" if ok else "timeout")
             if ok:
                 await asyncio.get_running_loop().run_in_executor(None, self.store.release_event_ids)
+        if self.cluster is not None:
+            await self.cluster.stop()
         await asyncio.get_running_loop().run_in_executor(None, self.store.close)
 
     async def _watch_stalls(self) -> None:

@@ -59,6 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the Studio server and console")
     _add_server_options(serve)
     serve.add_argument(
+        "--cluster",
+        metavar="REDIS_URL",
+        help="run as one of several Studios on the same PostgreSQL --db, sharing live events, "
+        "presence and controls through this Redis (env ASTER_STUDIO_CLUSTER)",
+    )
+    serve.add_argument(
         "--stall-after",
         type=float,
         help="seconds a working agent may be silent (env ASTER_STUDIO_STALL_AFTER, default 60)",
@@ -297,6 +303,7 @@ def main(argv: list[str] | None = None) -> int:
             host=args.host,
             port=args.port,
             db=args.db,
+            cluster=getattr(args, "cluster", None),
             log_level=args.log_level,
             event_loop=args.loop,
             stall_after_s=getattr(args, "stall_after", None),

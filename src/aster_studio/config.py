@@ -70,6 +70,9 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
     db: str = ""
+    # A Redis URL: this Studio is one of several on the same PostgreSQL database, sharing
+    # live events, agents' presence and controls through it (docs/architecture.md, "Cluster").
+    cluster: str | None = None
     max_frame_bytes: int = 1 << 20
     stall_after_s: float = 60.0
     queue_max_ops: int = 50_000
@@ -126,6 +129,8 @@ class Settings:
                 ) from exc
         if "ASTER_STUDIO_DB" in env:
             values["db"] = env["ASTER_STUDIO_DB"]
+        if env.get("ASTER_STUDIO_CLUSTER"):
+            values["cluster"] = env["ASTER_STUDIO_CLUSTER"]
         if "ASTER_STUDIO_LOOP" in env:
             values["event_loop"] = env["ASTER_STUDIO_LOOP"]
         if env.get("ASTER_STUDIO_CONSOLE_TOKEN"):
@@ -154,6 +159,16 @@ class Settings:
                 "ASTER_STUDIO_STREAM_BUFFER_BYTES must be at least 65536, "
                 f"got {settings.subscriber_buffer_bytes}"
             )
+        if settings.cluster is not None:
+            if not is_postgres(settings.db):
+                raise ConfigError(
+                    "--cluster needs a PostgreSQL database (--db postgresql://...) that every "
+                    "Studio of the cluster shares"
+                )
+            if not settings.cluster.lower().startswith(("redis://", "rediss://", "unix://")):
+                raise ConfigError(
+                    "--cluster takes a Redis URL (redis://host:6379/0, rediss:// or unix://)"
+                )
         if (settings.certfile is None) != (settings.keyfile is None):
             raise ConfigError("TLS needs both --certfile and --keyfile")
         return settings

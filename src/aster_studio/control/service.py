@@ -8,7 +8,8 @@ import hmac
 import logging
 import secrets
 from collections import OrderedDict
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import orjson
 
@@ -17,6 +18,7 @@ from aster_studio_sdk.protocol.answers import AnswerError, check_bounds, keyed_a
 
 from .. import store as ops
 from ..errors import BadRequest, NotFound, StudioError
+from ..ingest.registry import REMOTE
 from ..ingest.service import Clock, IngestService
 from ..live.bus import LiveBus
 from ..models import RequestRecord, StoredEvent, iso_ms
@@ -52,6 +54,15 @@ class Conflict(StudioError):
     def __init__(self, message: str, **detail: Any) -> None:
         super().__init__(message)
         self.detail = detail
+
+
+class ControlPeers(Protocol):
+    """The other Studios of a cluster, as the control service asks them (live/peers.py)."""
+
+    async def forward(self, op: str, args: dict[str, Any]) -> RequestRecord | None:
+        """Have the Studio that holds what `op` acts on do it: its result, or None if no
+        Studio took it (none holds it: decide here, as if alone)."""
+        ...
 
 
 class Expired(StudioError):
@@ -118,6 +129,11 @@ class ControlService:
         self._superseded: OrderedDict[str, RequestRecord] = OrderedDict()
         self._marked = 0  # the last event id `observe` marked as observed
         self._request_key = b""  # this database's key for request ids (`load`)
+        # A Studio of a cluster: the others, which hold the requests of the agents connected
+        # to them and take the decisions on those (live/peers.py); and the hook that tells
+        # them of each request's view as it changes here.
+        self.peers: ControlPeers | None = None
+        self.on_view: Callable[[dict[str, Any]], None] | None = None
 
     def load(self, records: list[RequestRecord], request_key: bytes = b"") -> None:
         self.open = {r.id: r for r in records}
@@ -175,7 +191,10 @@ class ControlService:
                     detail or {},
                 )
             )
-        self.bus.changed("request", view(record))
+        shown = view(record)
+        self.bus.changed("request", shown)
+        if self.on_view is not None:
+            self.on_view(shown)
         return record
 
     def _commit(self, writes: list[WriteOp]) -> None:
@@ -466,10 +485,20 @@ class ControlService:
         response: dict[str, Any] = {"decision": decision}
         if note:
             response["note"] = note
+        if self.peers is not None and request_id not in self.open:
+            args = {"request_id": request_id, "decision": decision, "note": note, "by": by}
+            decided = await self.peers.forward("decide", args)
+            if decided is not None:
+                return decided
         record = await self._open_for(request_id, PERMISSION, by, response)
         return await self._decided(record, response, by, "decided")
 
     async def answer(self, request_id: str, answers: Any, by: str) -> RequestRecord:
+        if self.peers is not None and request_id not in self.open:
+            args = {"request_id": request_id, "answers": answers, "by": by}
+            answered = await self.peers.forward("answer", args)
+            if answered is not None:
+                return answered
         try:
             check_bounds(answers)
             by, answers = replace_surrogates(by), replace_surrogates(answers)
@@ -507,6 +536,11 @@ class ControlService:
         agent = self.ingest.registry.agents.get(agent_id)
         if agent is None:
             raise NotFound(f"no agent {agent_id!r}")
+        if self.peers is not None and agent.connection == REMOTE:
+            args = {"agent_id": agent_id, "call_id": call_id, "action": action}
+            sent = await self.peers.forward("tool", {**args, "note": note, "by": by})
+            if sent is not None:
+                return sent
         conn = self.ingest.connections.get(agent.connection or 0)
         if conn is None or not conn.accepts_control:
             raise Conflict(

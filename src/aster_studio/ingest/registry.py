@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from ..models import WORKING_STATES, AgentRecord, AgentStatus, UsageTotals, iso_ms
 from ..store import UpsertAgent
+
+# The `connection` of an agent connected to another Studio of the cluster (live/peers.py):
+# online, but no connection of this one carries it.
+REMOTE: Final = -1
 
 
 @dataclass(slots=True)

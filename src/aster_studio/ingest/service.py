@@ -271,6 +271,12 @@ class IngestService:
         # Hooks for the control service: committed events, and an agent (re)registering.
         self.on_events: Callable[[list[StoredEvent]], None] | None = None
         self.on_agent_online: Callable[[str], None] | None = None
+        # A Studio of a cluster (live/peers.py) sends events live only once committed, when
+        # they have their ids (the commits number them), through `on_committed`; and tells
+        # the others of each agent's view as it goes out (`on_view`).
+        self.live_on_receipt = True
+        self.on_committed: Callable[[CommitResult], None] | None = None
+        self.on_view: Callable[[LiveAgent], None] | None = None
         self._dirty: set[str] = set()  # agents whose view waits to go out
         self._slots_dealt = 0
         self._waiting_views: list[list[str]] = [[] for _ in range(VIEW_SLOTS)]
@@ -733,13 +739,17 @@ class IngestService:
         self._submit(unit, conn)
         if self.pipeline is not None:
             await self.pipeline.barrier()
-        if producer is None:
+        if producer is None or (producer.connection is None and not self.live_on_receipt):
+            # In a cluster, a producer that left may have gone on at another Studio since:
+            # what is durable is the database's word, not what this one last saw.
             loop = asyncio.get_running_loop()
             durable = await loop.run_in_executor(None, self.store.producer_seq, producer_id)
             producer = self.registry.producers.get(producer_id)
             if producer is None:
                 producer = Producer(producer_id, durable, durable)
                 self.registry.producers[producer_id] = producer
+            else:
+                producer.durable_seq = max(producer.durable_seq, durable)
         producer.connection = conn.id
         producer.accepted_seq = producer.durable_seq
         conn.producer_id = producer_id
@@ -864,9 +874,10 @@ class IngestService:
                 # real time caught up); one far off, or absurdly old, is the receive time too.
                 used_at = now
             writes.append(ops.RecordUsage(event_id, msg.agent_id, session_id, used_at, usage))
-        if not self._fresh:
-            asyncio.get_running_loop().call_soon(self._publish)
-        self._fresh.append(stored)
+        if self.live_on_receipt:
+            if not self._fresh:
+                asyncio.get_running_loop().call_soon(self._publish)
+            self._fresh.append(stored)
         agent.event_count += 1
         if etype[:1] in "eE" and counts_as_error(etype, stored[5]):
             agent.error_count += 1
@@ -931,7 +942,10 @@ class IngestService:
         events = result.events
         if events:
             self.rate.add(len(events))
-            self.bus.committed(events[-1].id)
+            if self.on_committed is None:
+                self.bus.committed(events[-1].id)
+            else:
+                self.on_committed(result)
             if self.on_events is not None:
                 self.on_events(events)
         agents = self.registry.agents
@@ -1034,6 +1048,8 @@ class IngestService:
                 agent.reported_status = agent.status(now, self.stall_after_ms)
                 if publish:
                     self.bus.changed("agent", agent.view(now, self.stall_after_ms))
+                if self.on_view is not None:
+                    self.on_view(agent)
         if following:
             self._views_timer = loop.call_at(following, self._flush_views)
             self._views_timer_due = following

@@ -38,4 +38,4 @@ def store_for(settings: Settings) -> Store:
             f"a PostgreSQL database needs psycopg: pip install 'aster-studio[postgres]' ({exc})"
         ) from exc
     dsn, schema = postgres_target(settings.db)
-    return PostgresStore(dsn, schema=schema)
+    return PostgresStore(dsn, schema=schema, shared=settings.cluster is not None)

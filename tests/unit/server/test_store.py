@@ -1426,3 +1426,274 @@ def test_nul_characters_in_ids_types_and_names_are_stored(store: Store) -> None:
     (row,) = [a for a in store.load_agents() if a.event_count == 1]
     assert row.name is not None and row.name.startswith("N") and row.name.endswith("ame")
     assert sum(u.input for u in store.usage_by_agent().values()) == 7
+
+
+# ---- reads by time, text and key: every edge, checked against the events themselves ----
+
+
+def _matches(e: StoredEvent, flt: EventFilter) -> bool:
+    """Whether `e` meets `flt` (ASCII text only), read straight off the event."""
+    return (
+        (not flt.agent_ids or e.agent_id in flt.agent_ids)
+        and (not flt.session_ids or e.session_id in flt.session_ids)
+        and (not flt.event_types or e.event_type.lower() in [t.lower() for t in flt.event_types])
+        and (flt.start_ms is None or e.ts >= flt.start_ms)
+        and (flt.end_ms is None or e.ts < flt.end_ms)
+        and (not flt.text or flt.text.lower() in bytes(e.payload).decode().lower())
+    )
+
+
+def _expected(
+    events: list[StoredEvent],
+    flt: EventFilter,
+    *,
+    after: int | None = None,
+    before: int | None = None,
+    limit: int = 100,
+    newest_first: bool = True,
+) -> list[int]:
+    ids = [
+        e.id
+        for e in events
+        if _matches(e, flt)
+        and (after is None or e.id > after)
+        and (before is None or e.id < before)
+    ]
+    ids.sort(reverse=newest_first)
+    return ids[:limit]
+
+
+def _check_reads(store: Store, events: list[StoredEvent], flt: EventFilter) -> None:
+    """Newest and oldest first, from cursors in the middle and at the edges, at several limits,
+    and the counts: each as the events themselves say."""
+    middle = events[len(events) // 2].id
+    for limit in (0, 1, 7, 100, 10_000):
+        for before in (None, middle, events[0].id, events[-1].id + 1):
+            got = [e.id for e in store.events_before(flt, before, limit)]
+            assert got == _expected(events, flt, before=before, limit=limit), (flt, before, limit)
+        for after in (0, middle, events[-1].id, events[0].id - 1):
+            got = [e.id for e in store.events_after(flt, after, limit)]
+            want = _expected(events, flt, after=after, limit=limit, newest_first=False)
+            assert got == want, (flt, after, limit)
+    assert store.count_events(flt) == len(_expected(events, flt, limit=len(events))), flt
+
+
+def _stepping_clock_events(count: int) -> list[StoredEvent]:
+    """`count` events of four agents, each in two sessions, a tenth of a second apart, except
+    that the clock steps back by 1,500 ids' worth twice (ts is not monotonic in id)."""
+    events = []
+    for n in range(count):
+        ts = 1_000_000 + 100 * n
+        if 1_200 <= n < 1_400 or 4_100 <= n < 4_150:
+            ts -= 150_000
+        agent = f"a{n % 4}"
+        events.append(
+            ev(
+                agent,
+                ("x", "tool_call", "error")[n % 3],
+                ts,
+                session=f"{agent}-s{n % 8 // 4}",
+                text=f"step {n}" + (" rare" if n % 1_000 == 999 else ""),
+            )
+        )
+    return events
+
+
+def test_reads_by_time_are_exact_with_a_clock_that_steps_back(database: Opener) -> None:
+    # Posting rounds of 500 events on SQLite, blocks of 2,048 ids on PostgreSQL: the ranges
+    # cross several of either, and the steps back lie inside and across them. Writes of 700
+    # events cross the blocks' edges, one (ids 1,401 to 2,100) where no step back hides it.
+    store = database(posting_events=500)
+    store.open()
+    try:
+        events = _stepping_clock_events(5_000)
+        for i in range(0, len(events), 700):
+            store.write(list(events[i : i + 700]))
+        first, last = events[0].ts, events[-1].ts
+        stepped = events[1_200].ts
+        for start, end in [
+            (first, last + 1),  # the first to the last event, its edges exactly
+            (first, last),  # the newest left out: the end is exclusive
+            (first + 1, None),  # the oldest left out
+            (None, first + 1),  # the oldest alone
+            (stepped, stepped + 1),  # one instant, held by two events far apart in id
+            (stepped - 5_000, stepped + 20_000),  # across the step, stepped events in it
+            (events[2_048].ts, events[2_049].ts),  # one event at a block's first id
+            (events[2_047].ts + 1, events[2_048].ts + 1),  # the event before it is out
+            (events[4_120].ts, events[4_300].ts),  # the second step back
+            (first - 10_000, first),  # before the first event: stepped-back ones
+            (last + 1, last + 10_000),  # after every event
+            (last + 1, first),  # an empty range
+        ]:
+            _check_reads(store, events, EventFilter(start_ms=start, end_ms=end))
+        window = EventFilter(start_ms=events[1_000].ts, end_ms=events[4_500].ts)
+        for flt in [
+            dataclasses.replace(window, text="rare"),  # rare matches
+            dataclasses.replace(window, text="no such text"),  # q matching nothing
+            dataclasses.replace(window, text="STEP 4"),  # many, whatever the case
+            dataclasses.replace(window, event_types=("error",)),
+            EventFilter(text="no such text"),
+            EventFilter(text="rare"),
+            EventFilter(text="step"),
+        ]:
+            _check_reads(store, events, flt)
+        by_type: dict[str, int] = {}
+        for e in events:
+            if window.start_ms <= e.ts < window.end_ms:  # type: ignore[operator]
+                by_type[e.event_type] = by_type.get(e.event_type, 0) + 1
+        assert store.event_counts_by_type(window.start_ms or 0, window.end_ms or 0) == by_type
+        assert store.event_counts_by_type(last + 1, last + 10) == {}
+    finally:
+        store.close()
+
+
+def test_reads_by_agent_and_session_are_exact_and_ordered(database: Opener) -> None:
+    store = database(posting_events=500)
+    store.open()
+    try:
+        events = _stepping_clock_events(3_000)
+        for i in range(0, len(events), 700):
+            store.write(list(events[i : i + 700]))
+        window = {"start_ms": events[500].ts, "end_ms": events[2_500].ts}
+        for flt in [
+            EventFilter(agent_ids=("a1",)),
+            EventFilter(agent_ids=("a1", "a1")),  # a key given twice counts once
+            EventFilter(agent_ids=("a3", "a0", "nobody")),
+            EventFilter(agent_ids=("nobody",)),
+            EventFilter(session_ids=("a2-s1",)),
+            EventFilter(session_ids=("a2-s1", "a2-s0"), agent_ids=("a2", "a3")),
+            EventFilter(session_ids=("a2-s1",), agent_ids=("a1",)),  # nothing: not its agent
+            EventFilter(agent_ids=("a1", "a2"), event_types=("tool_call",)),
+            EventFilter(agent_ids=("a1", "a2"), text="rare"),
+            EventFilter(agent_ids=("a1",), **window),
+            EventFilter(session_ids=("a0-s0", "a1-s1"), **window),
+        ]:
+            _check_reads(store, events, flt)
+    finally:
+        store.close()
+
+
+class _Recording:
+    """A reader connection that keeps each statement run on it, to be explained after."""
+
+    def __init__(self, conn: object, into: list[tuple[str, list[object]]]) -> None:
+        self._conn = conn
+        self._into = into
+
+    def execute(self, query: str, args: object = ()) -> object:
+        self._into.append((query, list(args)))  # type: ignore[call-overload]
+        return self._conn.execute(query, args)  # type: ignore[attr-defined]
+
+
+def _events_rows_read(dsn: str, schema: str, statements: list[tuple[str, list[object]]]) -> int:
+    """How many rows of `events` the statements read (returned or filtered out), by EXPLAIN
+    ANALYZE of each with its own values."""
+    import psycopg
+
+    def rows(node: dict[str, object]) -> int:
+        own = 0
+        if node.get("Relation Name") == "events" and node["Node Type"] != "Bitmap Index Scan":
+            seen = sum(
+                cast(float, node.get(k, 0))
+                for k in ("Actual Rows", "Rows Removed by Filter", "Rows Removed by Index Recheck")
+            )
+            own = round(seen * cast(float, node["Actual Loops"]))
+        plans = cast(list[dict[str, object]], node.get("Plans", []))
+        return own + sum(rows(child) for child in plans)
+
+    total = 0
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        cur = psycopg.ClientCursor(conn)
+        cur.execute(f'SET search_path TO "{schema}"')
+        for query, args in statements:
+            cur.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) {query}", args)
+            row = cur.fetchone()
+            assert row is not None
+            total += rows(row[0][0]["Plan"])
+    return total
+
+
+# Of 40,000 events a millisecond apart: one agent's 5,000 first, then 35,000 of 35 others.
+# Ids 1,001 to 4,095: the range ends where a block of ids (SPAN_IDS) does.
+_READ_CASES = {
+    "time range": (EventFilter(start_ms=1_001_000, end_ms=1_004_095), range(4_095, 3_995, -1)),
+    "text everywhere": (EventFilter(text="LOREM ipsum"), range(40_000, 39_900, -1)),
+    "quiet agent": (EventFilter(agent_ids=("old",)), range(5_000, 4_900, -1)),
+}
+
+
+@pytest.mark.parametrize("case", list(_READ_CASES))
+def test_postgres_newest_100_read_about_what_they_return(
+    pg_schema: tuple[str, str], monkeypatch: pytest.MonkeyPatch, case: str
+) -> None:
+    """The newest 100 of a time range, of a text search that matches everything, and of an
+    agent gone quiet read a few hundred rows of 40,000, not the table: the planner walked
+    the primary key past every newer event for a range, scanned and sorted the table for a
+    search it guessed rare, and for one agent (`= ANY`, or `=` when it guessed the agent
+    common) walked the primary key too."""
+    import psycopg
+
+    from aster_studio.store.postgres import PostgresStore
+
+    dsn, schema = pg_schema
+    store = PostgresStore(dsn, schema=schema)
+    store.open()
+    try:
+        agents = ["old"] * 5_000 + [f"new{n % 35}" for n in range(35_000)]
+        events = [ev(a, "x", 1_000_000 + n, text="lorem ipsum") for n, a in enumerate(agents)]
+        for i in range(0, len(events), 5_000):
+            store.write(list(events[i : i + 5_000]))
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f'ANALYZE "{schema}".events')
+        statements: list[tuple[str, list[object]]] = []
+        real_read = store._read
+
+        def recorded(work: Callable[..., object], *, snapshot: bool = False) -> object:
+            return real_read(lambda conn: work(_Recording(conn, statements)), snapshot=snapshot)
+
+        monkeypatch.setattr(store, "_read", recorded)
+        flt, want = _READ_CASES[case]
+        assert [e.id for e in store.events_before(flt, None, 100)] == list(want)
+        assert _events_rows_read(dsn, schema, statements) < 500
+    finally:
+        store.close()
+
+
+def test_postgres_schema_1_gets_the_receive_times_of_its_events_and_no_ts_index(
+    pg_schema: tuple[str, str],
+) -> None:
+    import psycopg
+    from psycopg import sql
+
+    from aster_studio.store.postgres import PostgresStore
+
+    dsn, schema = pg_schema
+    events = _stepping_clock_events(5_000)
+    store = PostgresStore(dsn, schema=schema)
+    store.open()
+    store.write(list(events))
+    store.close()
+    # Back to schema 1 as a release before spans left it: an index on ts, no spans.
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
+        conn.execute("DROP TABLE event_spans")
+        conn.execute("CREATE INDEX events_by_ts ON events (ts)")
+        conn.execute("UPDATE meta SET value = 1 WHERE name = 'schema_version'")
+    store = PostgresStore(dsn, schema=schema)
+    store.open()
+    try:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
+            assert conn.execute("SELECT to_regclass('events_by_ts')").fetchone() == (None,)
+            version = conn.execute("SELECT value FROM meta WHERE name = 'schema_version'")
+            assert version.fetchone() == (2,)
+        stepped = events[1_200].ts
+        for start, end in [(stepped, stepped + 1), (events[100].ts, events[4_900].ts)]:
+            _check_reads(store, events, EventFilter(start_ms=start, end_ms=end))
+        # Written after the upgrade, in a block of its own and one already there.
+        later = [ev("a0", "x", 500, session="a0-s0"), *_stepping_clock_events(10)]
+        store.write(list(later))
+        _check_reads(store, events + later, EventFilter(start_ms=400, end_ms=600))
+        _check_reads(store, events + later, EventFilter(start_ms=stepped, end_ms=stepped + 1))
+    finally:
+        store.close()
