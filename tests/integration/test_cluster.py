@@ -300,11 +300,11 @@ def test_a_decision_posted_to_one_studio_reaches_an_agent_on_another(
     with steerable(two) as agent:
         ask_permission(agent)
         listed = wait_for(
-            lambda: get(one.http_url, "/v1/dashboard/requests?status=pending"),
-            lambda d: d["pending"] == 1 and len(d["requests"]) == 1,
+            lambda: get(one.http_url, "/v1/dashboard/requests?status=pending")["requests"],
+            lambda requests: len(requests) == 1,
             5 * UNIT,
         )
-        request_id = listed["requests"][0]["id"]
+        request_id = listed[0]["id"]
         status, body = call(
             one.http_url,
             f"/v1/dashboard/requests/{request_id}/decision",
@@ -327,6 +327,30 @@ def test_a_decision_posted_to_one_studio_reaches_an_agent_on_another(
                 5 * UNIT,
             )
             assert (decided["decided_by"], decided["response"]["decision"]) == ("alice", "allow")
+
+
+def test_every_studio_counts_the_pending_requests_of_agents_on_the_others(
+    studios: StartStudio,
+) -> None:
+    """The console's badge (`pending` of /requests, the overview's `pending_requests`) is the
+    cluster's: a request asked through Studio 2 is pending on Studio 1 too."""
+    one, two = studios(), studios()
+    with steerable(two) as agent:
+        ask_permission(agent)
+        for studio in (two, one):
+            wait_for(
+                lambda s=studio: get(s.http_url, "/v1/dashboard/requests?status=pending"),
+                lambda d: len(d["requests"]) == 1,
+                5 * UNIT,
+            )
+        counts = {
+            name: (
+                get(studio.http_url, "/v1/dashboard/requests?status=pending")["pending"],
+                get(studio.http_url, "/v1/dashboard/overview")["pending_requests"],
+            )
+            for name, studio in (("studio 1", one), ("studio 2", two))
+        }
+    assert counts == {"studio 1": (1, 1), "studio 2": (1, 1)}
 
 
 def test_tool_controls_posted_to_one_studio_reach_an_agent_on_another(
