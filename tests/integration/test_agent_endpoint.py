@@ -171,8 +171,9 @@ def test_envelope_event_is_stored(studio: StudioProcess) -> None:
             }
         )
     stored = wait_for(lambda: events(studio.http_url), lambda e: len(e) == 1)
-    assert stored[0]["event"] == {"delta": "hi"}
-    assert stored[0]["channel"] == "progress"  # inferred from `delta`
+    # Inferred from `delta`; beside the event and inside it, where the original console reads it.
+    assert stored[0]["event"] == {"channel": "progress", "event_type": "unknown", "delta": "hi"}
+    assert stored[0]["channel"] == "progress"
     assert stored[0]["session_id"] == "s-1"
 
 

@@ -63,8 +63,45 @@ def test_event_items_carry_ids_beside_the_raw_event(seeded: StudioProcess) -> No
     assert item["agent_id"] == "beta"
     assert item["channel"] == "monitor"
     assert item["event_type"] == item["type"] == "error"
-    assert item["event"] == {"event_type": "error", "severity": "warn", "message": "just a warning"}
+    assert item["event"] == {
+        "channel": "monitor",  # inferred from `severity`, and put in the raw event too
+        "event_type": "error",
+        "severity": "warn",
+        "message": "just a warning",
+    }
     assert item["timestamp"].endswith("Z") and len(item["timestamp"]) == 24
+
+
+def test_event_items_carry_channel_and_type_inside_the_raw_event(studio: StudioProcess) -> None:
+    """The original console reads `event.channel` and `event.event_type` (DASHBOARD-API.md
+    4.7): an event that left them out gets them there, and one that sent them keeps its own."""
+    envelope = {"cursor": 1, "bookmark": None, "event": {"type": "tool:start", "call": {"id": "c"}}}
+    with RawAgent(studio.agent_url) as agent:
+        agent.request(register("inside"))
+        agent.send({"type": "event", "payload": {"agent_id": "inside", "envelope": envelope}})
+        agent.send({"type": "event", "agent_id": "inside", "event": {}})
+        agent.send(event("inside", "note", channel="Monitor", text="nested", meta={"channel": 1}))
+        agent.send(event("inside", "quote", text='"channel":"x"'))
+        assert agent.request({"type": "ping"}) == {"type": "pong"}
+    stored = wait_for(lambda: events(studio.http_url), lambda e: len(e) == 4)
+    assert [e["event"] for e in stored] == [
+        {
+            "channel": "progress",
+            "event_type": "tool:start",
+            "type": "tool:start",
+            "call": {"id": "c"},
+        },
+        {"channel": "progress", "event_type": "unknown"},
+        # Sent: kept as sent (the item's own `channel` is the one the Studio read from it).
+        {"event_type": "note", "channel": "Monitor", "text": "nested", "meta": {"channel": 1}},
+        {"channel": "progress", "event_type": "quote", "text": '"channel":"x"'},
+    ]
+    assert [e["channel"] for e in stored] == ["progress", "progress", "monitor", "progress"]
+    newest = get(studio.http_url, "/v1/dashboard/events?limit=1")["events"][0]
+    assert newest["event"] == stored[-1]["event"]
+    with urllib.request.urlopen(f"{studio.http_url}/v1/dashboard/events/export") as response:
+        exported = [json.loads(line)["event"] for line in response.read().splitlines()]
+    assert exported == [e["event"] for e in stored]
 
 
 def test_events_limit_defaults_to_100_and_caps_at_1000(seeded: StudioProcess) -> None:

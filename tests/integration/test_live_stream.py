@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.support.agent import RawAgent, event, register
-from tests.support.api import call, get, wait_for
+from tests.support.api import call, events, get, wait_for
 from tests.support.databases import Databases
 from tests.support.server import StudioProcess
 from tests.support.timing import UNIT
@@ -441,3 +441,21 @@ def test_replays_of_big_events_hold_little_memory_however_often_resubscribed(
         assert peak_mb() - before < 100, (before, peak_mb())
     finally:
         server.stop()
+
+
+def test_an_integer_past_64_bits_in_a_frame_the_standard_parser_reads_is_kept(
+    studio: StudioProcess,
+) -> None:
+    """A lone surrogate's escape sends a frame to the standard library's parser, which reads
+    integers whole; the fast encoder then refused the integer, and the frame was lost."""
+    frame = '{"type":"event","agent_id":"cut","event":{"s":"\\ud83d","n":' + str(2**64) + "}}"
+    with Stream(studio) as stream, RawAgent(studio.agent_url) as agent:
+        stream.subscribe(filters={})
+        agent.request(register("cut"))
+        agent.send_raw(frame)
+        agent.send(event("cut", "after"))
+        live = [e for e in stream.events(2) if e["agent_id"] == "cut"]
+    stored = wait_for(lambda: events(studio.http_url, "agent_id=cut"), lambda e: len(e) == 2)
+    assert live[0]["data"] == {"s": "\ufffd", "n": 2**64}
+    assert stored[0]["event"]["n"] == 2**64 and type(stored[0]["event"]["n"]) is int
+    assert [e["event_type"] for e in stored] == ["unknown", "after"]

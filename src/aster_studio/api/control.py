@@ -10,7 +10,7 @@ from starlette.responses import Response
 from ..app import Studio
 from ..control.service import MAX_ACTOR, MAX_NOTE, view
 from ..errors import BadRequest, NotFound
-from ..models import iso_ms
+from ..models import RequestRecord, iso_ms
 from ._common import clamp_limit, ok
 
 
@@ -47,24 +47,30 @@ def router(studio: Studio) -> APIRouter:
                 limit=clamp_limit(limit),
             )
         )
-        # Open requests are authoritative in memory; the store may lag by one commit.
-        merged = [control.open.get(r.id, r) for r in records]
-        known = {r.id for r in merged}
-        for record in control.open.values():
-            if record.id in known:
-                continue
-            if (
-                (status in ("all", record.status))
+
+        # The store may lag the live state by the writes still queued (a request superseded
+        # or closed a moment ago is pending there): the service's copy of a request wins, and
+        # the filters apply to what it says.
+        def wanted(record: RequestRecord) -> bool:
+            return (
+                status in ("all", record.status)
                 and agent_id in (None, record.agent_id)
-                and (kind in (None, record.kind))
-            ):
-                merged.append(record)
-        merged.sort(key=lambda r: (r.created_at, r.id), reverse=True)
+                and kind in (None, record.kind)
+            )
+
+        latest = {r.id: control.current(r) for r in records}
+        for record in control.unstored():
+            latest[record.id] = record
+        merged = sorted(
+            (r for r in latest.values() if wanted(r)),
+            key=lambda r: (r.created_at, r.id),
+            reverse=True,
+        )[: clamp_limit(limit)]
         return ok({"requests": [view(r) for r in merged], "pending": control.pending_count})
 
     @api.get("/v1/dashboard/requests/{request_id}", summary="One request")
     async def get_request(request_id: str) -> Response:
-        record = control.open.get(request_id) or await studio.run_sync(
+        record = control.latest(request_id) or await studio.run_sync(
             studio.store.get_request, request_id
         )
         if record is None:

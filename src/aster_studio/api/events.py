@@ -43,8 +43,46 @@ def filters(
     )
 
 
+def _lacks(payload: bytes, key: str) -> bool:
+    """Whether the stored event object has no member `key` at its top level."""
+    if b'"%b"' % key.encode() not in payload:  # as orjson writes a key: certainly absent
+        return True
+    body = orjson.loads(payload)  # a nested member, or a value holding the name
+    return not isinstance(body, dict) or key not in body
+
+
+def with_type_inside(events: list[StoredEvent]) -> list[StoredEvent]:
+    """The events with `channel` and `event_type` inside each raw event object, where the
+    sender left them out (an inferred channel, a `type` for `event_type`, none at all).
+
+    The original console reads them there (DASHBOARD-API.md 4.7); members the sender did send
+    are kept as sent, and the stored event is not changed.
+    """
+    typed: list[StoredEvent] = []
+    for event in events:
+        payload = event.payload
+        added = b""
+        if _lacks(payload, "channel"):
+            added += b'"channel":' + orjson.dumps(event.channel) + b","
+        if _lacks(payload, "event_type"):
+            added += b'"event_type":' + orjson.dumps(event.event_type) + b","
+        if added and payload[:1] == b"{":
+            rest = payload[1:]
+            if rest.lstrip()[:1] == b"}":  # an empty object: no comma after the last added
+                added = added[:-1]
+            event = event._replace(payload=b"{" + added + rest)
+        typed.append(event)
+    return typed
+
+
 def items_json(events: list[StoredEvent], data_key: str = "event") -> bytes:
-    """Serialize events as a JSON array of API items."""
+    """Serialize events as a JSON array of API items.
+
+    REST items (`event`) carry `channel` and `event_type` inside the raw event too; the live
+    stream's `data` stays the event as the agent sent it.
+    """
+    if data_key == "event":
+        events = with_type_inside(events)
     return b"[" + b",".join(event_items(events, data_key=data_key)) + b"]"
 
 
@@ -128,7 +166,7 @@ def router(studio: Studio) -> APIRouter:
                 if not page:
                     return
                 if format == "jsonl":
-                    yield b"\n".join(event_items(page)) + b"\n"
+                    yield b"\n".join(event_items(with_type_inside(page))) + b"\n"
                 else:
                     yield b"".join(
                         _csv_line(

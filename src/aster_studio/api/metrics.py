@@ -35,6 +35,7 @@ from ..models import (
     session_outcome,
 )
 from ._common import BUCKETS_MS, JSONBody, clamp_limit, ok, ok_raw, period_ms
+from .events import with_type_inside
 
 SCAN_LIMIT = 50_000
 # The key of the usage without a model in `by_model`, and the `model` filter that selects it.
@@ -304,7 +305,12 @@ def router(studio: Studio) -> APIRouter:
             },
         }
         body = orjson.dumps(data)
-        return ok_raw(body[:-1] + b',"latest_errors":[' + b",".join(event_items(latest)) + b"]}")
+        return ok_raw(
+            body[:-1]
+            + b',"latest_errors":['
+            + b",".join(event_items(with_type_inside(latest)))
+            + b"]}"
+        )
 
     def _period(
         period: str, start: str | None = None, end: str | None = None

@@ -126,6 +126,9 @@ class ControlService:
         self.bus = bus
         self.clock = clock
         self.open: dict[str, RequestRecord] = {}
+        # Requests closed (expired, superseded, acknowledged) whose write has not committed
+        # yet: the store still holds their previous state, which reads must not show.
+        self._unwritten: dict[str, RequestRecord] = {}
         self._superseded: OrderedDict[str, RequestRecord] = OrderedDict()
         self._marked = 0  # the last event id `observe` marked as observed
         self._request_key = b""  # this database's key for request ids (`load`)
@@ -159,6 +162,7 @@ class ControlService:
             )
         if events:
             writes.append(ops.MarkObserved(events[-1].id))
+        self._unwritten.clear()  # the caller writes these before anything reads them
         return writes
 
     @property
@@ -177,8 +181,10 @@ class ControlService:
     ) -> RequestRecord:
         if record.status == EXPIRED or record.acknowledged_at is not None:
             self.open.pop(record.id, None)
+            self._unwritten[record.id] = record
         else:
             self.open[record.id] = record
+            self._unwritten.pop(record.id, None)
         writes.append(ops.SaveRequest(record))
         if action is not None:
             writes.append(
@@ -198,8 +204,40 @@ class ControlService:
         return record
 
     def _commit(self, writes: list[WriteOp]) -> None:
-        if writes and self.ingest.pipeline is not None:
-            self.ingest.pipeline.submit(writes)
+        pipeline = self.ingest.pipeline
+        closed = [
+            w.record
+            for w in writes
+            if isinstance(w, ops.SaveRequest) and self._unwritten.get(w.record.id) is w.record
+        ]
+        if pipeline is None:
+            for record in closed:  # nothing will be written: the store's state stays
+                del self._unwritten[record.id]
+            return
+        if writes:
+            pipeline.submit(writes)
+        if closed:
+            pipeline.when_durable(lambda: self._written(closed))
+
+    def _written(self, records: list[RequestRecord]) -> None:
+        """The store holds these closed requests now: reads may take them from it."""
+        for record in records:
+            if self._unwritten.get(record.id) is record:
+                del self._unwritten[record.id]
+
+    def latest(self, request_id: str) -> RequestRecord | None:
+        """The request as it is now if the store may not hold that yet (it is open, or its
+        closing is still queued for the writer, though the live stream has shown it)."""
+        return self.open.get(request_id) or self._unwritten.get(request_id)
+
+    def current(self, record: RequestRecord) -> RequestRecord:
+        """`record`, read from the store, as it is now (see `latest`)."""
+        return self.latest(record.id) or record
+
+    def unstored(self) -> list[RequestRecord]:
+        """The requests whose current state the store may not hold yet: open ones, and
+        closed ones whose write is still queued."""
+        return [*self.open.values(), *self._unwritten.values()]
 
     def _find(self, agent_id: str, kind: str, key: str) -> RequestRecord | None:
         for record in self.open.values():
@@ -467,7 +505,9 @@ class ControlService:
         try:
             return self._decidable(request_id, kind, by, attempt)
         except NotFound:
-            stored = await self._run(self.ingest.store.get_request, request_id)
+            stored = self.latest(request_id) or await self._run(
+                self.ingest.store.get_request, request_id
+            )
             if stored is None:
                 raise NotFound(f"no request {request_id!r}") from None
             raise self._closed(stored, by, attempt) from None

@@ -31,6 +31,7 @@ from aster_studio_sdk.protocol import (
     binary_frame_error,
     decode,
     decode_pair,
+    dumps_wide,
     error_payload,
 )
 
@@ -849,6 +850,10 @@ class IngestService:
         if kind:
             usage, state_changed = self._effect(kind, event, agent)
         severity = event.get("severity")
+        try:
+            payload = _dumps(event)
+        except TypeError:  # an integer past 64 bits (the codec parsed it whole): JSON has none
+            payload = dumps_wide(event)
         event_id = self.next_event_id
         self.next_event_id = event_id + 1
         # Built by `tuple.__new__`, which skips the named tuple's generated Python `__new__`.
@@ -863,7 +868,7 @@ class IngestService:
                 severity if isinstance(severity, str) else None,
                 now,
                 msg.client_ts_ms,
-                _dumps(event),
+                payload,
             ),
         )
         writes.append(stored)

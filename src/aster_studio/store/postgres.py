@@ -550,8 +550,15 @@ class PostgresStore:
         try:
             if self.schema is not None:
                 conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(self.schema)))
-            # REPEATABLE READ for the transactions of reads that take several queries.
-            conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+            # REPEATABLE READ for the transactions of reads that take several queries. The
+            # writers of a cluster commit in turns (`_number`): each must see the rows the one
+            # before it committed (the id counter, the counts) instead of failing on them.
+            shared_writer = writer and self.shared
+            conn.isolation_level = (
+                psycopg.IsolationLevel.READ_COMMITTED
+                if shared_writer
+                else psycopg.IsolationLevel.REPEATABLE_READ
+            )
             if not writer:
                 # Readers plan each query for its own values: a plan psycopg prepared and the
                 # server cached while the tables were small (a filter on the primary key) kept
@@ -1036,6 +1043,10 @@ class PostgresStore:
             with conn.transaction(), conn.cursor() as cur:
                 if self.shared and rows:
                     rows, usage_rows, xid = self._number(cur, events, rows, usage_rows)
+                elif self.shared:
+                    # In turn with the others' commits too, whatever it writes: two commits
+                    # updating the same agents' rows in another order would deadlock.
+                    cur.execute("SELECT 1 FROM meta WHERE name = 'id_ceiling' FOR UPDATE")
                 if rows:
                     self._copy(cur, "events", _EVENT_COLS, _EVENT_TYPES, rows)
                 if usage_rows:

@@ -19,6 +19,7 @@ from aster_studio_sdk.protocol import (
     Shape,
     Unregister,
     decode,
+    dumps,
     infer_channel,
     parse_timestamp_ms,
 )
@@ -660,3 +661,19 @@ def test_non_ascii_text_survives_decoding() -> None:
 def test_non_object_frame_has_no_shape() -> None:
     # Nothing in a non-object frame tells its shape, so it must not fix the reply shape.
     assert decoded([DOC_PING]).shape is None
+
+
+# ---- integers past 64 bits: JSON has no limit, the fast codec has ----
+
+
+def _event_text(event: str) -> str:
+    return '{"type":"event","agent_id":"a","event":' + event + "}"
+
+
+def test_an_integer_past_64_bits_beside_a_lone_surrogate_is_decoded_whole() -> None:
+    msg = decode(_event_text('{"n":' + str(2**64) + ',"s":"\\ud800"}')).message
+    assert isinstance(msg, Event) and msg.event == {"n": 2**64, "s": "\ufffd"}
+
+
+def test_dumps_writes_an_integer_past_64_bits() -> None:
+    assert dumps({"n": 2**70, "s": "é"}) == b'{"n":1180591620717411303424,"s":"\xc3\xa9"}'

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
+import threading
 from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import apsw
+import httpx
 import orjson
 
 from aster_studio import store as ops
-from aster_studio.app import REQUEST_KEY, Studio
+from aster_studio.app import REQUEST_KEY, Studio, create_app
 from aster_studio.config import Settings
 from aster_studio.control.service import MARK_EVERY
 from aster_studio.models import RequestRecord, StoredEvent
@@ -191,3 +194,56 @@ async def test_commits_without_control_events_write_the_mark_only_every_mark_eve
         assert observed_through(path) == MARK_EVERY
     finally:
         await studio.stop()
+
+
+class HeldWrites:
+    """A real store whose writer can be held still: its writes wait while `hold` is set.
+
+    It wraps the store rather than subclassing it (compiled classes take no subclasses).
+    """
+
+    def __init__(self, store: SqliteStore) -> None:
+        self._store = store
+        self.released = threading.Event()
+        self.released.set()
+
+    def write(self, batch: list[ops.WriteOp]) -> ops.CommitResult:
+        self.released.wait(10)
+        return self._store.write(batch)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+async def test_a_superseded_request_is_not_listed_as_pending_while_its_write_is_queued(
+    tmp_path: Path,
+) -> None:
+    """The live stream shows a request closed the moment it is superseded; the REST list read
+    the store, where it stayed pending until the writer got to it."""
+    store = HeldWrites(SqliteStore(tmp_path / "c.db"))
+    app = create_app(Settings(db=str(tmp_path / "c.db")), store=store)  # type: ignore[arg-type]
+    studio: Studio = app.state.studio
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
+            studio.control.observe([permission_event(1, "call-1")])
+            assert studio.pipeline is not None
+            await studio.pipeline.barrier()
+            (first,) = studio.control.open.values()
+            store.released.clear()  # the writer holds the next writes
+            try:
+                studio.control.observe([permission_event(2, "call-1", ask_id="again")])
+                await asyncio.sleep(0.05)  # the writer has the batch, and waits
+                listed = (await http.get("/v1/dashboard/requests?status=pending")).json()
+                one = (await http.get(f"/v1/dashboard/requests/{first.id}")).json()
+                closed = (await http.get("/v1/dashboard/requests?status=expired")).json()
+            finally:
+                store.released.set()
+            await studio.pipeline.barrier()
+            after = (await http.get("/v1/dashboard/requests?status=all")).json()
+    pending = [(r["event_cursor"], r["status"]) for r in listed["data"]["requests"]]
+    assert (pending, listed["data"]["pending"]) == ([(2, "pending")], 1)
+    assert one["data"]["status"] == "expired"
+    assert [r["id"] for r in closed["data"]["requests"]] == [first.id]
+    statuses = [(r["event_cursor"], r["status"]) for r in after["data"]["requests"]]
+    assert sorted(statuses) == [(1, "expired"), (2, "pending")]

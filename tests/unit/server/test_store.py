@@ -1396,6 +1396,147 @@ def test_postgres_a_write_whose_commit_reply_was_lost_is_not_written_twice(
             store.close()
 
 
+# ---- PostgreSQL shared by the Studios of a cluster ----
+
+
+def shared_store(pg_schema: tuple[str, str], dsn: str | None = None) -> Store:
+    from aster_studio.store.postgres import PostgresStore
+
+    store = PostgresStore(dsn or pg_schema[0], schema=pg_schema[1], shared=True)
+    store.open()
+    return store
+
+
+def test_postgres_shared_stores_number_events_in_the_order_of_their_commits(
+    pg_schema: tuple[str, str],
+) -> None:
+    """Each Studio of a cluster numbers its events on its own loop; the ids stored are the
+    commits': one sequence without holes, ascending in commit order across the Studios."""
+    one, two = shared_store(pg_schema), shared_store(pg_schema)
+    try:
+        assert one.reserve_event_ids() == two.reserve_event_ids() == 1  # provisional only
+        committed: list[list[int]] = []
+        lock = threading.Lock()
+
+        def write(store: Store, agent: str) -> None:
+            numbers = Numberer(1)
+            for n in range(40):
+                ops_: list[ops.WriteOp] = [numbers.event(agent) for _ in range(1 + n % 7)]
+                if n % 5 == 0:
+                    event = cast(StoredEvent, ops_[-1])
+                    ops_.append(ops.RecordUsage(event.id, agent, None, 5, Usage("m", 1, 1)))
+                result = store.write(ops_)
+                with lock:  # the commit order, as far as the threads can tell
+                    committed.append([e.id for e in result.events])
+
+        threads = [
+            threading.Thread(target=write, args=(store, agent))
+            for store, agent in ((one, "a"), (two, "b"))
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        ids = [i for run in committed for i in run]
+        assert sorted(ids) == list(range(1, len(ids) + 1))
+        for run in committed:
+            assert run == list(range(run[0], run[0] + len(run)))
+        stored = one.events_after(EventFilter(), 0, 10_000)
+        assert [e.id for e in stored] == sorted(ids)
+        # Usage rows point at their events' stored ids.
+        usage = one.usage_rows(UsageQuery(0, 10, group_by="agent"))
+        assert {row.key: row.requests for row in usage} == {"a": 8, "b": 8}
+    finally:
+        one.close()
+        two.close()
+
+
+def test_postgres_shared_and_lone_studios_exclude_each_other(pg_schema: tuple[str, str]) -> None:
+    from aster_studio.store.postgres import PostgresStore
+
+    dsn, schema = pg_schema
+    member = shared_store(pg_schema)
+    try:
+        with pytest.raises(DatabaseInUse, match="run each Studio on it with --cluster"):
+            PostgresStore(dsn, schema=schema).open()
+    finally:
+        member.close()
+    alone = PostgresStore(dsn, schema=schema)
+    alone.open()
+    try:
+        with pytest.raises(DatabaseInUse, match="an Aster Studio outside the cluster"):
+            shared_store(pg_schema)
+    finally:
+        alone.close()
+
+
+def test_postgres_shared_ids_continue_past_a_lone_studios_reservation(
+    pg_schema: tuple[str, str],
+) -> None:
+    from aster_studio.store.postgres import PostgresStore
+
+    dsn, schema = pg_schema
+    alone = PostgresStore(dsn, schema=schema)
+    alone.open()
+    first = alone.reserve_event_ids()
+    alone.write([Numberer(first).event()])
+    alone.close()  # crashed: no release, its reservation stands
+    member = shared_store(pg_schema)
+    try:
+        (event,) = member.write([Numberer(1).event()]).events
+        assert event.id == first + ID_BLOCK + 1
+    finally:
+        member.close()
+    again = PostgresStore(dsn, schema=schema)
+    again.open()
+    try:
+        assert again.reserve_event_ids() > event.id
+    finally:
+        again.close()
+
+
+def test_postgres_a_shared_write_whose_commit_reply_was_lost_is_asked_about_not_redone(
+    pg_schema: tuple[str, str],
+) -> None:
+    from aster_studio.errors import StoreUnavailable
+    from tests.support.pg_proxy import CommitCutter
+
+    with CommitCutter() as proxy:
+        store = shared_store(pg_schema, proxy.dsn(pg_schema[0]))
+        try:
+            numbers = Numberer(1)
+            store.write([numbers.event()])
+            proxy.arm()
+            held: list[ops.WriteOp] = [numbers.event(), numbers.event(), ops.MarkProducer("p", 3)]
+            with pytest.raises(StoreUnavailable):
+                store.write(held)
+            again = store.write(held)  # its transaction committed: its result, not a new write
+            assert [e.id for e in again.events] == [2, 3]
+            assert again.producers == {"p": 3}
+            assert [e.id for e in store.events_after(EventFilter(), 0, 10)] == [1, 2, 3]
+        finally:
+            store.close()
+
+
+def test_postgres_shared_prices_changed_by_another_studio_price_the_next_usage(
+    pg_schema: tuple[str, str],
+) -> None:
+    one, two = shared_store(pg_schema), shared_store(pg_schema)
+    try:
+        numbers = Numberer(1)
+        event = numbers.event()
+        two.write([event, ops.RecordUsage(event.id, "a", None, 5, Usage("model-x", 10, 0))])
+        one.write([ops.SetPrice(Price("model-x", 1_000_000.0, 0.0), 6)])
+        event = numbers.event()
+        two.write([event, ops.RecordUsage(event.id, "a", None, 7, Usage("model-x", 10, 0))])
+        rows = two.usage_rows(UsageQuery(0, 100, group_by="model"))
+        (row,) = rows
+        assert (row.unpriced_tokens, row.cost) == (10, 10.0)
+    finally:
+        one.close()
+        two.close()
+
+
 def test_postgres_an_unreachable_server_is_unavailable() -> None:
     from aster_studio.errors import StoreUnavailable
     from aster_studio.store.postgres import PostgresStore

@@ -51,21 +51,22 @@ def loads(data: str | bytes) -> Any:
 
 # chr(): mypyc compiles no string literal holding a surrogate.
 _LONE_SURROGATE: Final = re.compile(f"[{chr(0xD800)}-{chr(0xDFFF)}]")
-_UNPARSED: Final = object()  # what `_parse_lone_surrogates` returns for text that is not JSON
+_UNPARSED: Final = object()  # what `_parse_with_stdlib` returns for text that is not JSON
 
 
 def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-def _parse_lone_surrogates(text: str, max_depth: int) -> Any:
-    """Parse JSON text whose strings escape lone UTF-16 surrogates, each read as U+FFFD.
+def _parse_with_stdlib(text: str, max_depth: int) -> Any:
+    """Parse JSON text the fast codec cannot read as sent, with the standard library's parser.
 
-    JavaScript writes them (`JSON.stringify` of a string cut inside a surrogate pair: an
-    emoji split between two streamed chunks) and JSON parsers accept them, but they are not
-    Unicode: no UTF-8 text, and so no stored event, can hold them. The fast codec refuses the
-    frame; this reads it with the standard library's parser instead. `_UNPARSED` when the
-    text is not JSON.
+    Two kinds: integers past 64 bits, which the fast codec reads as floats; and strings that
+    escape lone UTF-16 surrogates, each read as U+FFFD. JavaScript writes those
+    (`JSON.stringify` of a string cut inside a surrogate pair: an emoji split between two
+    streamed chunks) and JSON parsers accept them, but they are not Unicode: no UTF-8 text,
+    and so no stored event, can hold them. The fast codec refuses such a frame. `_UNPARSED`
+    when the text is not JSON.
     """
     try:
         return replace_surrogates(json.loads(text, parse_constant=_no_constant), max_depth)
@@ -95,8 +96,23 @@ def replace_surrogates(value: Any, depth: int = Limits().max_depth) -> Any:
 def dumps(obj: Any) -> bytes:
     """Serialize to compact UTF-8 JSON."""
     if _orjson is not None:
-        return _orjson.dumps(obj, default=_default)
+        try:
+            return _orjson.dumps(obj, default=_default)
+        except TypeError as exc:
+            if not is_wide_int_error(exc):
+                raise
+    return dumps_wide(obj)
+
+
+def dumps_wide(obj: Any) -> bytes:
+    """Serialize to compact UTF-8 JSON with the standard library, which writes integers of
+    any size: the fast codec refuses those past 64 bits."""
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, default=_default).encode()
+
+
+def is_wide_int_error(exc: TypeError) -> bool:
+    """Whether the fast codec refused to encode an integer past 64 bits."""
+    return "64-bit" in str(exc)
 
 
 def _default(obj: Any) -> Any:
@@ -612,7 +628,7 @@ def decode_pair(
     except (ValueError, RecursionError) as exc:
         detail = str(exc).splitlines()[0][:200] if str(exc) else "parse error"
         # Only then: any other bad frame is parsed once.
-        parsed = _parse_lone_surrogates(data, max_depth) if "surrogate" in detail else _UNPARSED
+        parsed = _parse_with_stdlib(data, max_depth) if "surrogate" in detail else _UNPARSED
         if parsed is _UNPARSED:
             return None, ProtocolError(ErrorCode.INVALID_JSON, f"invalid JSON: {detail}")
     except Exception as exc:  # a codec must never take the caller down
@@ -791,11 +807,13 @@ __all__ = [
     "decode",
     "decode_server",
     "dumps",
+    "dumps_wide",
     "encode_reply",
     "end_session_message",
     "error_payload",
     "event_message",
     "infer_channel",
+    "is_wide_int_error",
     "iter_messages",
     "loads",
     "parse_timestamp_ms",
