@@ -6,6 +6,7 @@ Black box: real `aster-studio serve` processes on one fresh schema each test, re
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from websockets.exceptions import ConnectionClosed
 
 from tests.integration.test_control import ask_permission, steerable
 from tests.integration.test_live_stream import Stream
@@ -364,6 +366,83 @@ def test_a_decision_posted_to_one_studio_reaches_an_agent_on_another(
             assert (decided["decided_by"], decided["response"]["decision"]) == ("alice", "allow")
 
 
+def test_two_decisions_on_two_studios_one_wins_and_the_other_conflicts(
+    studios: StartStudio,
+) -> None:
+    one, two = studios(), studios()
+    with steerable(two) as agent:
+        ask_permission(agent)
+        for studio in (one, two):
+            listed = wait_for(
+                lambda s=studio: get(s.http_url, "/v1/dashboard/requests?status=pending"),
+                lambda d: len(d["requests"]) == 1,
+                5 * UNIT,
+            )
+        request_id = listed["requests"][0]["id"]
+        results: dict[str, tuple[int, Any]] = {}
+        start = threading.Barrier(2, timeout=5 * UNIT)
+
+        def decide(studio: StudioProcess, who: str, decision: str) -> None:
+            start.wait()
+            results[who] = call(
+                studio.http_url,
+                f"/v1/dashboard/requests/{request_id}/decision",
+                "POST",
+                {"decision": decision, "decided_by": who},
+            )
+
+        deciders = [
+            threading.Thread(target=decide, args=(one, "ann", "allow")),
+            threading.Thread(target=decide, args=(two, "bob", "deny")),
+        ]
+        for decider in deciders:
+            decider.start()
+        for decider in deciders:
+            decider.join(15 * UNIT)
+        assert sorted(status for status, _ in results.values()) == [200, 409], results
+        winner = next(who for who, (status, _) in results.items() if status == 200)
+        loser = next(body for status, body in results.values() if status == 409)
+        assert (loser["error"]["code"], loser["error"]["decided_by"]) == ("conflict", winner)
+        control = agent.recv_until("control", timeout=5 * UNIT)
+        assert control["decided_by"] == winner
+        assert agent.request({"type": "ping"}) == {"type": "pong"}  # no second decision came
+    for studio in (one, two):
+        decided = get(studio.http_url, f"/v1/dashboard/requests/{request_id}")
+        assert (decided["status"], decided["decided_by"]) == ("decided", winner)
+
+
+def test_a_decision_made_on_one_studio_while_the_agent_is_away_reaches_it_on_another(
+    studios: StartStudio,
+) -> None:
+    one, two = studios(), studios()
+    with steerable(two) as agent:
+        ask_permission(agent)
+        listed = wait_for(
+            lambda: get(one.http_url, "/v1/dashboard/requests?status=pending")["requests"],
+            lambda requests: len(requests) == 1,
+            5 * UNIT,
+        )
+    wait_for(
+        lambda: get(one.http_url, "/v1/dashboard/agents/steer")["status"],
+        lambda status: status == "offline",
+        5 * UNIT,
+    )
+    status, body = call(
+        one.http_url,
+        f"/v1/dashboard/requests/{listed[0]['id']}/decision",
+        "POST",
+        {"decision": "allow", "decided_by": "carol"},
+    )
+    assert status == 200, body
+    with steerable(two) as again:
+        control = again.recv_until("control", timeout=5 * UNIT)
+    assert (control["call_id"], control["decision"], control["decided_by"]) == (
+        "call_1",
+        "allow",
+        "carol",
+    )
+
+
 def test_every_studio_counts_the_pending_requests_of_agents_on_the_others(
     studios: StartStudio,
 ) -> None:
@@ -416,6 +495,52 @@ def test_tool_controls_posted_to_one_studio_reach_an_agent_on_another(
 
 
 # --- reliable delivery -----------------------------------------------------------------------
+
+
+def test_a_producer_taken_over_on_another_studio_closes_its_old_connection_with_4001(
+    studios: StartStudio,
+) -> None:
+    """A client reconnecting through a load balancer lands on another Studio while its old
+    connection is open: the newer closes the older (docs/protocol.md, reliable delivery 2)."""
+    one, two = studios(), studios()
+    with RawAgent(one.agent_url) as old, RawAgent(two.agent_url) as new:
+        register_producer(old)
+        register_producer(new)
+        with pytest.raises(ConnectionClosed) as closed:
+            for _ in range(100):  # bounded: a few replies, then the close
+                old.recv(timeout=5 * UNIT)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4001
+
+
+def test_a_producer_taken_over_on_another_studio_mid_batch_stores_each_event_once(
+    studios: StartStudio,
+) -> None:
+    """The old connection on Studio 1 is still applying queued frames when the producer
+    registers on Studio 2: `last_seq` must count them all (the old one's work done or stopped
+    first), or the resend from it stores them twice."""
+    one, two = studios(), studios()
+    total = 20_000
+    old = RawAgent(one.agent_url)
+    try:
+        register_producer(old)
+        for start in range(1, total + 1, 5_000):  # frames queued on the old connection
+            old.send(numbered(start, start + 5_000))
+        with RawAgent(two.agent_url) as new:
+            last = register_producer(new)
+            assert 0 <= last <= total
+            for start in range(last + 1, total + 1, 5_000):  # the resend from `last_seq`
+                new.send(numbered(start, min(start + 5_000, total + 1)))
+            while last < total and new.recv_until("ack", timeout=20 * UNIT)["seq"] < total:
+                pass
+        with contextlib.suppress(ConnectionClosed):  # the old one's work ends too
+            while old.recv_until("ack", timeout=20 * UNIT)["seq"] < total:
+                pass
+    finally:
+        old.close()
+    stored = [int(e["event"]["delta"]) for e in events(two.http_url, "agent_id=r-1")]
+    twice = len(stored) - len(set(stored))
+    assert sorted(set(stored)) == list(range(1, total + 1))
+    assert twice == 0, f"{twice} events stored twice (Studio 2 said last_seq {last})"
 
 
 def test_a_producer_resumes_on_another_studio_after_a_kill_and_stores_each_event_once(
