@@ -144,7 +144,7 @@ class Studio:
         self.ingest.on_committed = cluster.committed
         self.ingest.on_view = cluster.agent_view
         self.control.peers = cluster
-        self.control.on_view = cluster.request_view
+        self.control.on_saved = cluster.request_saved
 
     def _request_key(self) -> bytes:
         """The key request ids are made with, this database's own (made at its first start)."""

@@ -73,6 +73,7 @@ def router(studio: Studio) -> APIRouter:
                 "agents_online": sum(
                     1 for a in studio.registry.agents.values() if a.connection is not None
                 ),
+                **({"cluster": studio.cluster.describe()} if studio.cluster else {}),
             },
             status_code=200 if healthy else 503,
         )
@@ -156,6 +157,20 @@ def router(studio: Studio) -> APIRouter:
             "# TYPE aster_live_events_published_total counter",
             f"aster_live_events_published_total {studio.bus.published}",
         ]
+        if studio.cluster is not None:
+            cluster = studio.cluster.describe()
+            lines += [
+                "# TYPE aster_cluster_connected gauge",
+                f"aster_cluster_connected {1 if cluster['connected'] else 0}",
+                "# TYPE aster_cluster_peers gauge",
+                f"aster_cluster_peers {len(cluster['peers'])}",
+                "# TYPE aster_cluster_events_received_total counter",
+                f"aster_cluster_events_received_total {cluster['received_events']}",
+                "# TYPE aster_cluster_events_filled_total counter",
+                f"aster_cluster_events_filled_total {cluster['filled_events']}",
+                "# TYPE aster_cluster_messages_dropped_total counter",
+                f"aster_cluster_messages_dropped_total {cluster['dropped_messages']}",
+            ]
         return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
 
     return api

@@ -136,7 +136,7 @@ class ControlService:
         # to them and take the decisions on those (live/peers.py); and the hook that tells
         # them of each request's view as it changes here.
         self.peers: ControlPeers | None = None
-        self.on_view: Callable[[dict[str, Any]], None] | None = None
+        self.on_saved: Callable[[RequestRecord], None] | None = None
 
     def load(self, records: list[RequestRecord], request_key: bytes = b"") -> None:
         self.open = {r.id: r for r in records}
@@ -197,11 +197,38 @@ class ControlService:
                     detail or {},
                 )
             )
-        shown = view(record)
-        self.bus.changed("request", shown)
-        if self.on_view is not None:
-            self.on_view(shown)
+        self.bus.changed("request", view(record))
+        if self.on_saved is not None:
+            self.on_saved(record)
         return record
+
+    def saved_elsewhere(self, record: RequestRecord) -> None:
+        """Another Studio of the cluster saved a request: keep the same copy of it here (every
+        Studio holds every open request: its consoles list them, and the agent may come
+        back here for a decision made while it was away)."""
+        if record.status == EXPIRED or record.acknowledged_at is not None:
+            self.open.pop(record.id, None)
+        else:
+            self.open[record.id] = record
+        self.bus.changed("request", view(record))
+
+    async def _forwarded(
+        self, op: str, request_id: str, args: dict[str, Any]
+    ) -> RequestRecord | None:
+        """In a cluster: a decision on a request whose agent is connected to another Studio
+        is taken there, which delivers it; None: take it here."""
+        if self.peers is None:
+            return None
+        record = self.open.get(request_id)
+        if record is None:
+            stored = await self._run(self.ingest.store.get_request, request_id)
+            if stored is None or stored.status == EXPIRED or stored.acknowledged_at is not None:
+                return None
+            record = self.open.setdefault(request_id, stored)  # a copy missed: the store's
+        agent = self.ingest.registry.agents.get(record.agent_id)
+        if agent is None or agent.connection != REMOTE:
+            return None
+        return await self.peers.forward(op, {**args, "agent_id": record.agent_id})
 
     def _commit(self, writes: list[WriteOp]) -> None:
         pipeline = self.ingest.pipeline
@@ -456,9 +483,13 @@ class ControlService:
         """
         now = self.clock()
         writes: list[WriteOp] = []
+        agents = self.ingest.registry.agents
         for record in list(self.open.values()):
             if record.expires_at is None or now < record.expires_at:
                 continue
+            agent = agents.get(record.agent_id)
+            if agent is not None and agent.connection == REMOTE:
+                continue  # the Studio it is connected to closes it (a cluster's)
             if record.status in (PENDING, DECIDED):
                 self._save(dataclasses.replace(record, status=EXPIRED), writes, "expired")
         self._commit(writes)
@@ -525,23 +556,24 @@ class ControlService:
         response: dict[str, Any] = {"decision": decision}
         if note:
             response["note"] = note
-        if self.peers is not None and request_id not in self.open:
-            args = {"request_id": request_id, "decision": decision, "note": note, "by": by}
-            decided = await self.peers.forward("decide", args)
-            if decided is not None:
-                return decided
+        args = {"request_id": request_id, "decision": decision, "note": note, "by": by}
+        decided = await self._forwarded("decide", request_id, args)
+        if decided is not None:
+            return decided
         record = await self._open_for(request_id, PERMISSION, by, response)
         return await self._decided(record, response, by, "decided")
 
     async def answer(self, request_id: str, answers: Any, by: str) -> RequestRecord:
-        if self.peers is not None and request_id not in self.open:
-            args = {"request_id": request_id, "answers": answers, "by": by}
-            answered = await self.peers.forward("answer", args)
-            if answered is not None:
-                return answered
         try:
             check_bounds(answers)
-            by, answers = replace_surrogates(by), replace_surrogates(answers)
+        except AnswerError as exc:
+            raise BadRequest(str(exc)) from None
+        by, answers = replace_surrogates(by), replace_surrogates(answers)
+        args = {"request_id": request_id, "answers": answers, "by": by}
+        answered = await self._forwarded("answer", request_id, args)
+        if answered is not None:
+            return answered
+        try:
             record = await self._open_for(request_id, QUESTION, by, {"answers": answers})
             response = {"answers": keyed_answers(record.request.get("questions"), answers)}
         except AnswerError as exc:

@@ -146,7 +146,7 @@ class ClusterLink:
         self._held: dict[int, tuple[list[StoredEvent], bool, list[tuple[str, Usage]]]] = {}
         self._held_since = 0.0
         self._owner: dict[str, str] = {}  # agent id: the Studio that last told of it
-        self._out: deque[bytes] = deque()
+        self._out: deque[tuple[str, bytes]] = deque()  # (kind, message)
         self._out_ready = asyncio.Event()
         self._dropped_out = 0
         self._calls: dict[str, tuple[asyncio.Future[dict[str, Any]], set[str]]] = {}
@@ -235,7 +235,7 @@ class ClusterLink:
         if len(self._out) >= OUT_MAX:
             self._out.popleft()  # the others read what they miss of events from the database
             self._dropped_out += 1
-        self._out.append(orjson.dumps(message))
+        self._out.append((message["k"], orjson.dumps(message)))
         self._out_ready.set()
 
     async def _send(self) -> None:
@@ -246,7 +246,7 @@ class ClusterLink:
                 if not self.connected or self._redis is None:
                     await asyncio.sleep(0.1)
                     continue
-                data = self._out[0]
+                _, data = self._out[0]
                 try:
                     await self._redis.publish(self.channel, data)
                 except Exception as exc:  # Redis went away: the receiver reconnects
@@ -281,8 +281,8 @@ class ClusterLink:
             return  # another Studio's agent, or one this Studio never had
         self._say({"k": "agent", "a": _snapshot(agent)})
 
-    def request_view(self, view: dict[str, Any]) -> None:
-        self._say({"k": "request", "v": view})
+    def request_saved(self, record: RequestRecord) -> None:
+        self._say({"k": "request", "r": list(request_row(record))})
 
     async def forward(self, op: str, args: dict[str, Any]) -> RequestRecord | None:
         """Have the Studio holding what `op` acts on do it (ControlPeers)."""
@@ -320,10 +320,7 @@ class ClusterLink:
             try:
                 message = await pubsub.get_message(timeout=1.0)
                 if not self.connected:
-                    self.connected = True
-                    log.warning("cluster: Redis is back")
-                    self._say({"k": "hello"})
-                    self._fill_soon()
+                    self._rejoin()
                 wait = RECONNECT_S[0]
                 if message is not None and message.get("type") == "message":
                     self._take(orjson.loads(message["data"]))
@@ -347,6 +344,17 @@ class ClusterLink:
                     pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
                     await pubsub.subscribe(self.channel)
 
+    def _rejoin(self) -> None:
+        """Redis is back: what was said meanwhile is stale but the commits (the others may
+        not notice what they miss of them otherwise); take again what was missed."""
+        self.connected = True
+        log.warning("cluster: Redis is back")
+        kept = [item for item in self._out if item[0] == "commit"]
+        self._dropped_out += len(self._out) - len(kept)
+        self._out = deque(kept)
+        self._say({"k": "hello"})  # the others tell of their agents and open requests again
+        self._fill_soon()
+
     def _take(self, message: dict[str, Any]) -> None:
         origin = message.get("o")
         if not isinstance(origin, str) or origin == self.instance:
@@ -367,12 +375,16 @@ class ClusterLink:
         elif kind == "agent":
             self._agent(origin, message["a"])
         elif kind == "request":
-            self.bus.changed("request", message["v"])
+            self.control.saved_elsewhere(request_of(tuple(message["r"])))
         elif kind == "hello" or (kind == "beat" and not known):
-            # A Studio (re)joined: tell it of the agents connected here.
-            for agent in self.registry.agents.values():
-                if agent.connection is not None and agent.connection > 0:
-                    self._say({"k": "agent", "a": _snapshot(agent)})
+            # A Studio (re)joined: tell it of the agents connected here, and their requests.
+            agents = self.registry.agents
+            here = {a.id for a in agents.values() if a.connection is not None and a.connection > 0}
+            for agent_id in here:
+                self._say({"k": "agent", "a": _snapshot(agents[agent_id])})
+            for record in list(self.control.open.values()):
+                if record.agent_id in here:
+                    self.request_saved(record)
         elif kind == "call":
             asyncio.get_running_loop().create_task(self._answer(origin, message))
         elif kind == "reply" and message.get("to") == self.instance:
@@ -557,7 +569,9 @@ class ClusterLink:
         reply: dict[str, Any] = {"k": "reply", "to": origin, "id": message.get("id")}
         try:
             record: RequestRecord | None = None
-            if op in ("decide", "answer") and args.get("request_id") in self.control.open:
+            agent = self.registry.agents.get(args.get("agent_id", ""))
+            here = agent is not None and agent.connection is not None and agent.connection > 0
+            if op in ("decide", "answer") and here:
                 if op == "decide":
                     record = await self.control.decide(
                         args["request_id"], args["decision"], args.get("note"), args["by"]
@@ -566,16 +580,14 @@ class ClusterLink:
                     record = await self.control.answer(
                         args["request_id"], args.get("answers"), args["by"]
                     )
-            elif op == "tool":
-                agent = self.registry.agents.get(args.get("agent_id", ""))
-                if agent is not None and agent.connection is not None and agent.connection > 0:
-                    record = await self.control.control_tool(
-                        args["agent_id"],
-                        args["call_id"],
-                        args["action"],
-                        args.get("note"),
-                        args["by"],
-                    )
+            elif op == "tool" and here:
+                record = await self.control.control_tool(
+                    args["agent_id"],
+                    args["call_id"],
+                    args["action"],
+                    args.get("note"),
+                    args["by"],
+                )
             if record is not None:
                 reply["r"] = list(request_row(record))
         except StudioError as exc:

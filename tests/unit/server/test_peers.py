@@ -1,0 +1,171 @@
+"""A cluster's Studio (live/peers.py) without Redis: events handed over in id order, holes
+read from the database, other Studios' events counted, agents' presence taken and given."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import orjson
+
+from aster_studio.ingest.registry import REMOTE, LiveAgent, Registry
+from aster_studio.live.peers import ClusterLink
+from aster_studio.models import EventFilter, StoredEvent, Usage
+
+
+def ev(event_id: int, agent: str = "a", etype: str = "text_chunk", **body: Any) -> StoredEvent:
+    payload = orjson.dumps({"event_type": etype, **body})
+    return StoredEvent(
+        event_id, agent, None, "progress", etype, None, 1000 + event_id, None, payload
+    )
+
+
+class Bus:
+    """What the link hands to a live bus, in order."""
+
+    def __init__(self) -> None:
+        self.published: list[int] = []
+        self.committed_through = 0
+
+    def publish(self, events: list[StoredEvent]) -> None:
+        self.published += [e.id for e in events]
+
+    def committed(self, through: int) -> None:
+        assert through >= self.committed_through
+        self.committed_through = through
+
+    def changed(self, kind: str, view: dict[str, Any]) -> None:
+        pass
+
+
+class Store:
+    """The database's events, as far as the link reads them."""
+
+    def __init__(self, events: list[StoredEvent]) -> None:
+        self.events = events
+        self.store_id = "test"
+
+    def events_after(self, flt: EventFilter, after: int, limit: int) -> list[StoredEvent]:
+        return [e for e in self.events if e.id > after][:limit]
+
+    def events_before(self, flt: EventFilter, before: int | None, limit: int) -> list[StoredEvent]:
+        return sorted(self.events, key=lambda e: -e.id)[:limit]
+
+
+class Ingest:
+    def __init__(self) -> None:
+        self.changed: list[str] = []
+
+    def _changed(self, agent: LiveAgent) -> None:
+        self.changed.append(agent.id)
+
+
+def link(store_events: list[StoredEvent] | None = None) -> tuple[ClusterLink, Bus, Registry]:
+    bus, registry = Bus(), Registry()
+    cluster = ClusterLink(
+        "redis://127.0.0.1:1/0",
+        store=cast(Any, Store(store_events or [])),
+        bus=cast(Any, bus),
+        ingest=cast(Any, Ingest()),
+        registry=registry,
+        control=cast(Any, None),
+        clock=lambda: 5_000,
+    )
+    return cluster, bus, registry
+
+
+async def test_runs_that_arrive_out_of_order_go_to_the_bus_in_id_order() -> None:
+    cluster, bus, _ = link()
+    cluster._arrive([ev(4), ev(5)], True, [])
+    cluster._arrive([ev(3)], True, [])
+    assert bus.published == []  # 1 and 2 are not there yet
+    cluster._arrive([ev(1), ev(2)], False, [])
+    assert bus.published == [1, 2, 3, 4, 5]
+    assert bus.committed_through == 5
+    cluster._arrive([ev(2), ev(3)], True, [])  # again (read from the database meanwhile)
+    assert bus.published == [1, 2, 3, 4, 5]
+
+
+async def test_a_hole_that_stays_is_read_from_the_database_then_the_rest_follows() -> None:
+    cluster, bus, registry = link([ev(1), ev(2, agent="b"), ev(3)])
+    cluster._arrive([ev(3)], True, [])  # 1 and 2 were published by a Studio that died
+    await cluster._fill()
+    assert bus.published == [1, 2, 3]
+    assert cluster.filled == 2
+    assert {a: registry.agents[a].event_count for a in ("a", "b")} == {"a": 2, "b": 1}
+
+
+async def test_with_redis_gone_the_events_past_the_last_handed_over_are_read() -> None:
+    cluster, bus, _ = link([ev(i) for i in range(1, 8)])
+    cluster._arrive([ev(1)], False, [])
+    cluster.connected = False
+    await cluster._fill()
+    assert bus.published == [1, 2, 3, 4, 5, 6, 7]
+
+
+async def test_another_studios_events_count_on_their_agents_its_own_do_not() -> None:
+    cluster, _, registry = link()
+    registry.add(LiveAgent(id="a", registered_at=1, last_seen=1))
+    usage = [("a", Usage("gpt-4o", 10, 5, cost=0.5))]
+    cluster._arrive(
+        [ev(1), ev(2, etype="error"), ev(3, etype="state_changed", state="working")], True, usage
+    )
+    cluster._arrive([ev(4), ev(5)], False, [])
+    agent = registry.agents["a"]
+    assert (agent.event_count, agent.error_count, agent.state) == (3, 1, "working")
+    assert agent.usage.requests == 1
+    assert agent.last_event_at == 1003
+    cluster._arrive([ev(6, agent="new", etype="done", reason="completed")], True, [])
+    assert (registry.agents["new"].implicit, registry.agents["new"].state) == (True, "completed")
+
+
+def snapshot(agent_id: str, *, online: bool, **fields: Any) -> dict[str, Any]:
+    return {
+        "id": agent_id,
+        "name": fields.get("name", "N"),
+        "model": None,
+        "template_id": None,
+        "capabilities": ["control"],
+        "metadata": {},
+        "state": fields.get("state", "ready"),
+        "current_session_id": None,
+        "implicit": False,
+        "registered_at": 1,
+        "connected_at": 2,
+        "last_seen": 3,
+        "online": online,
+    }
+
+
+async def test_an_agent_online_at_another_studio_is_online_here_until_that_studio_goes() -> None:
+    cluster, _, registry = link()
+    cluster._agent("studio-b", snapshot("x", online=True, name="Writer"))
+    agent = registry.agents["x"]
+    assert (agent.connection, agent.name, agent.capabilities) == (REMOTE, "Writer", ("control",))
+    cluster._gone("studio-b")
+    assert agent.connection is None
+
+
+async def test_an_agent_connected_here_keeps_this_studios_view() -> None:
+    cluster, _, registry = link()
+    here = LiveAgent(id="x", registered_at=1, last_seen=1, name="Mine", connection=7)
+    registry.add(here)
+    cluster._agent("studio-b", snapshot("x", online=False, name="Theirs"))
+    assert (here.connection, here.name) == (7, "Mine")
+    cluster._gone("studio-b")
+    assert here.connection == 7
+
+
+async def test_a_studio_tells_of_its_own_agents_only() -> None:
+    cluster, _, registry = link()
+    said: list[dict[str, Any]] = []
+    cluster._say = said.append  # type: ignore[method-assign]
+    mine = LiveAgent(id="mine", registered_at=1, last_seen=1, connection=3)
+    theirs = LiveAgent(id="theirs", registered_at=1, last_seen=1, connection=REMOTE)
+    never = LiveAgent(id="never", registered_at=1, last_seen=1)
+    for agent in (mine, theirs, never):
+        registry.add(agent)
+        cluster.agent_view(agent)
+    assert [m["a"]["id"] for m in said] == ["mine"]
+    mine.connection = None  # it left this Studio: the others hear it is offline
+    cluster.agent_view(mine)
+    assert said[-1]["a"] == {**said[-1]["a"], "id": "mine", "online": False}
