@@ -135,6 +135,7 @@ class ClusterLink:
         self.control = control
         self.clock = clock
         self.instance = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        self._own = orjson.dumps({"o": self.instance})[:-1]  # how its own messages begin
         self.channel = ""  # named after the database at `start`
         self.connected = False
         self.peers: dict[str, float] = {}  # the other Studios heard from: when, last
@@ -231,7 +232,7 @@ class ClusterLink:
     # ---- sending ----
 
     def _say(self, message: dict[str, Any]) -> None:
-        message["o"] = self.instance
+        message = {"o": self.instance, **message}  # first: `_receive` skips its own unread
         if len(self._out) >= OUT_MAX:
             self._out.popleft()  # the others read what they miss of events from the database
             self._dropped_out += 1
@@ -323,7 +324,9 @@ class ClusterLink:
                     self._rejoin()
                 wait = RECONNECT_S[0]
                 if message is not None and message.get("type") == "message":
-                    self._take(orjson.loads(message["data"]))
+                    data = message["data"]
+                    if not data.startswith(self._own):  # what this Studio said comes back
+                        self._take(orjson.loads(data))
             except asyncio.CancelledError:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()
