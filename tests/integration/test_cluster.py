@@ -330,6 +330,15 @@ def test_agents_are_online_on_every_studio_and_offline_when_theirs_ends(
 # --- controls --------------------------------------------------------------------------------
 
 
+def online_everywhere(studio: StudioProcess, agent_id: str = "steer") -> None:
+    """Wait until `studio` sees the agent (connected to another Studio) online."""
+    wait_for(
+        lambda: call(studio.http_url, f"/v1/dashboard/agents/{agent_id}"),
+        lambda r: r[0] == 200 and r[1]["data"]["status"] == "online",
+        5 * UNIT,
+    )
+
+
 def test_a_decision_posted_to_one_studio_reaches_an_agent_on_another(
     studios: StartStudio,
 ) -> None:
@@ -371,6 +380,7 @@ def test_two_decisions_on_two_studios_one_wins_and_the_other_conflicts(
 ) -> None:
     one, two = studios(), studios()
     with steerable(two) as agent:
+        online_everywhere(one)
         ask_permission(agent)
         for studio in (one, two):
             listed = wait_for(
@@ -472,11 +482,7 @@ def test_tool_controls_posted_to_one_studio_reach_an_agent_on_another(
 ) -> None:
     one, two = studios(), studios()
     with steerable(two) as agent:
-        wait_for(
-            lambda: call(one.http_url, "/v1/dashboard/agents/steer"),
-            lambda r: r[0] == 200 and r[1]["data"]["status"] == "online",
-            5 * UNIT,
-        )
+        online_everywhere(one)
         for action in ("pause", "resume", "cancel"):
             status, body = call(
                 one.http_url,
