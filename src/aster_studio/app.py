@@ -143,6 +143,7 @@ class Studio:
         self.cluster = cluster
         self.ingest.on_committed = cluster.committed
         self.ingest.on_view = cluster.agent_view
+        self.ingest.on_claim = cluster.claim_producer
         self.control.peers = cluster
         self.control.on_saved = cluster.request_saved
 

@@ -278,6 +278,9 @@ class IngestService:
         self.live_on_receipt = True
         self.on_committed: Callable[[CommitResult], None] | None = None
         self.on_view: Callable[[LiveAgent], None] | None = None
+        # A producer connects here: the other Studios let go of it and wait for what they
+        # took of it to be durable, before its durable mark is read (live/peers.py).
+        self.on_claim: Callable[[str], Coroutine[Any, Any, None]] | None = None
         self._dirty: set[str] = set()  # agents whose view waits to go out
         self._slots_dealt = 0
         self._waiting_views: list[list[str]] = [[] for _ in range(VIEW_SLOTS)]
@@ -742,7 +745,10 @@ class IngestService:
             await self.pipeline.barrier()
         if producer is None or (producer.connection is None and not self.live_on_receipt):
             # In a cluster, a producer that left may have gone on at another Studio since:
-            # what is durable is the database's word, not what this one last saw.
+            # what is durable is the database's word, once the others let go of it.
+            claim = self.on_claim
+            if claim is not None:
+                await claim(producer_id)
             loop = asyncio.get_running_loop()
             durable = await loop.run_in_executor(None, self.store.producer_seq, producer_id)
             producer = self.registry.producers.get(producer_id)
@@ -755,6 +761,22 @@ class IngestService:
         producer.accepted_seq = producer.durable_seq
         conn.producer_id = producer_id
         return producer.durable_seq
+
+    async def release_producer(self, producer_id: str) -> bool:
+        """Another Studio of the cluster took a producer over: close its connection here, as
+        taken over, and wait until what it handed over is durable; False if it had none."""
+        producer = self.registry.producers.get(producer_id)
+        if producer is None or producer.connection is None:
+            return False
+        old = self.connections.get(producer.connection)
+        producer.connection = None
+        if old is not None:
+            old.taken_over = True  # it applies nothing more: the other Studio's resends
+            old.producer_id = None
+            old.request_close(CloseCode.TAKEN_OVER, "taken over by a connection to another Studio")
+        if self.pipeline is not None:
+            await self.pipeline.barrier()
+        return True
 
     def _register_session(
         self, conn: AgentConnection, msg: RegisterSession, writes: list[WriteOp]

@@ -287,21 +287,7 @@ class ClusterLink:
 
     async def forward(self, op: str, args: dict[str, Any]) -> RequestRecord | None:
         """Have the Studio holding what `op` acts on do it (ControlPeers)."""
-        now = time.monotonic()
-        waiting = {p for p, seen in self.peers.items() if now - seen < PEER_TIMEOUT_S}
-        if not waiting or not self.connected:
-            return None
-        call = secrets.token_hex(8)
-        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._calls[call] = (future, waiting)
-        self._say({"k": "call", "id": call, "op": op, "args": args})
-        try:
-            reply = await asyncio.wait_for(future, CALL_TIMEOUT_S)
-        except TimeoutError:
-            log.warning("cluster: no Studio answered a %s call in %.0f s", op, CALL_TIMEOUT_S)
-            return None
-        finally:
-            self._calls.pop(call, None)
+        reply = await self._call(op, args)
         if reply.get("r") is not None:
             return request_of(tuple(reply["r"]))
         if reply.get("err") is not None:
@@ -311,6 +297,30 @@ class ClusterLink:
                 raise Conflict(message, **detail)
             raise error(message)
         return None  # every Studio said it holds nothing of it
+
+    async def claim_producer(self, producer_id: str) -> None:
+        """A producer connects here: have any other Studio that has it let go of it, and
+        wait until what that one took of it is durable (the ingest service's `on_claim`)."""
+        await self._call("producer", {"producer_id": producer_id})
+
+    async def _call(self, op: str, args: dict[str, Any]) -> dict[str, Any]:
+        """Ask the other Studios; the first answer that did something, or {} once each has
+        said it had nothing to do (or none answered within CALL_TIMEOUT_S)."""
+        now = time.monotonic()
+        waiting = {p for p, seen in self.peers.items() if now - seen < PEER_TIMEOUT_S}
+        if not waiting or not self.connected:
+            return {}
+        call = secrets.token_hex(8)
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._calls[call] = (future, waiting)
+        self._say({"k": "call", "id": call, "op": op, "args": args})
+        try:
+            return await asyncio.wait_for(future, CALL_TIMEOUT_S)
+        except TimeoutError:
+            log.warning("cluster: no Studio answered a %s call in %.0f s", op, CALL_TIMEOUT_S)
+            return {}
+        finally:
+            self._calls.pop(call, None)
 
     # ---- receiving ----
 
@@ -398,7 +408,11 @@ class ClusterLink:
             waiting.discard(origin)
             if future.done():
                 return
-            if message.get("r") is not None or message.get("err") is not None:
+            if (
+                message.get("r") is not None
+                or message.get("err") is not None
+                or message.get("done")
+            ):
                 future.set_result(message)
             elif not waiting:
                 future.set_result({})
@@ -583,6 +597,8 @@ class ClusterLink:
                     record = await self.control.answer(
                         args["request_id"], args.get("answers"), args["by"]
                     )
+            elif op == "producer":
+                reply["done"] = await self.ingest.release_producer(args["producer_id"])
             elif op == "tool" and here:
                 record = await self.control.control_tool(
                     args["agent_id"],
