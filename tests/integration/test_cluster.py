@@ -566,6 +566,8 @@ def test_a_producer_resumes_on_another_studio_after_a_kill_and_stores_each_event
     finally:
         agent.close()
     with RawAgent(two.agent_url) as again:
+        # Answered within 5 s, the SDK's handshake_timeout: past it, the SDK gives up on
+        # exactly-once delivery for the connection.
         durable = register_producer(again)
         assert acked <= durable <= total
         if durable < total:
