@@ -72,7 +72,7 @@ def refused(db: str, *args: str, env: dict[str, str] | None = None) -> tuple[int
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, **(env or {})},
+        env={**{k: v for k, v in os.environ.items() if k != "ASTER_STUDIO_CLUSTER"}, **(env or {})},
     )
     try:
         _, err = proc.communicate(timeout=8 * UNIT)  # a refusal takes 1 to 2 s
@@ -128,6 +128,12 @@ def test_three_clustered_studios_share_a_schema_and_a_plain_one_is_refused(
     members = [studios(), studios(), studios(by_env=True)]
     ids = {call(member.http_url, "/healthz")[1]["store"]["id"] for member in members}
     assert len(ids) == 1 and "" not in ids
+    for member in members:  # each hears the two others
+        wait_for(
+            lambda m=member: call(m.http_url, "/healthz")[1]["cluster"],
+            lambda cluster: cluster["connected"] is True and len(cluster["peers"]) == 2,
+            5 * UNIT,
+        )
     status, err = refused(db)
     assert status == 2 and "in use" in err, err
     for member in members:  # the refused one disturbed none of them
