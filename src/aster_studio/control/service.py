@@ -211,6 +211,14 @@ class ControlService:
         else:
             self.open[record.id] = record
         self.bus.changed("request", view(record))
+        if record.status == DECIDED and record.delivered_at is None:
+            # Decided on a Studio that took the agent for one connected nowhere (its presence
+            # had not reached that one yet): delivered here, if it is connected here.
+            agent = self.ingest.registry.agents.get(record.agent_id)
+            if agent is not None and agent.connection is not None and agent.connection > 0:
+                writes: list[WriteOp] = []
+                self._deliver(record, writes)
+                self._commit(writes)
 
     async def _forwarded(
         self, op: str, request_id: str, args: dict[str, Any]

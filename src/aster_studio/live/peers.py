@@ -48,7 +48,15 @@ log = logging.getLogger(__name__)
 BEAT_S = 1.0  # how often a Studio says it is alive
 PEER_TIMEOUT_S = 5.0  # silent this long, a Studio is gone, and its agents offline
 GAP_S = 0.25  # a hole in the ids this old is read from the database
+# A hole the database does not fill this long after it opened holds ids no event has (events
+# deleted since): the runs after it go on.
+HOLE_S = 2.0
 CALL_TIMEOUT_S = 5.0  # a call no Studio answers by then is taken here
+# A producer's claim waits less, and only for the Studios heard from in the last two beats: a
+# client's registration is answered after it (the SDK waits 5 s), and a Studio that died a
+# moment ago holds nothing unwritten.
+CLAIM_TIMEOUT_S = 2.0
+CLAIM_HEARD_S = 2.5
 RECONNECT_S = (0.1, 2.0)  # the first and the longest wait between tries to reach Redis
 FILL_MAX = 5_000  # events read from the database per step of filling a hole
 OUT_MAX = 100_000  # messages waiting for Redis, at most (the database fills what is dropped)
@@ -225,7 +233,13 @@ class ClusterLink:
         }
 
     async def _newest_id(self) -> int:
+        """The last id handed out and committed: the commits of the cluster number past it.
+        (Not the newest event's: a lone Studio's reservation, or the newest events deleted,
+        leave the counter above it.)"""
         loop = asyncio.get_running_loop()
+        counter = getattr(self.store, "committed_through", None)
+        if counter is not None:
+            return int(await loop.run_in_executor(None, counter))
         newest = await loop.run_in_executor(None, self.store.events_before, EventFilter(), None, 1)
         return newest[0].id if newest else 0
 
@@ -301,13 +315,23 @@ class ClusterLink:
     async def claim_producer(self, producer_id: str) -> None:
         """A producer connects here: have any other Studio that has it let go of it, and
         wait until what that one took of it is durable (the ingest service's `on_claim`)."""
-        await self._call("producer", {"producer_id": producer_id})
+        await self._call(
+            "producer", {"producer_id": producer_id}, CLAIM_TIMEOUT_S, heard=CLAIM_HEARD_S
+        )
 
-    async def _call(self, op: str, args: dict[str, Any]) -> dict[str, Any]:
-        """Ask the other Studios; the first answer that did something, or {} once each has
-        said it had nothing to do (or none answered within CALL_TIMEOUT_S)."""
+    async def _call(
+        self,
+        op: str,
+        args: dict[str, Any],
+        timeout: float = CALL_TIMEOUT_S,
+        *,
+        heard: float = PEER_TIMEOUT_S,
+    ) -> dict[str, Any]:
+        """Ask the other Studios heard from in the last `heard` seconds; the first answer
+        that did something, or {} once each has said it had nothing to do (or none answered
+        within `timeout`)."""
         now = time.monotonic()
-        waiting = {p for p, seen in self.peers.items() if now - seen < PEER_TIMEOUT_S}
+        waiting = {p for p, seen in self.peers.items() if now - seen < heard}
         if not waiting or not self.connected:
             return {}
         call = secrets.token_hex(8)
@@ -315,9 +339,9 @@ class ClusterLink:
         self._calls[call] = (future, waiting)
         self._say({"k": "call", "id": call, "op": op, "args": args})
         try:
-            return await asyncio.wait_for(future, CALL_TIMEOUT_S)
+            return await asyncio.wait_for(future, timeout)
         except TimeoutError:
-            log.warning("cluster: no Studio answered a %s call in %.0f s", op, CALL_TIMEOUT_S)
+            log.warning("cluster: no Studio answered a %s call in %.0f s", op, timeout)
             return {}
         finally:
             self._calls.pop(call, None)
@@ -435,8 +459,7 @@ class ClusterLink:
         self._deliver(events, remote, usage)
         while self._next in self._held:
             self._deliver(*self._held.pop(self._next))
-        if not self._held:
-            self._held_since = 0.0
+        self._held_since = time.monotonic() if self._held else 0.0  # a hole from now on
 
     def _deliver(
         self, events: list[StoredEvent], remote: bool, usage: list[tuple[str, Usage]]
@@ -513,11 +536,19 @@ class ClusterLink:
                     self._deliver(*self._held.pop(self._next))
                 if until is None and len(events) < want:
                     break
+            if self._held and time.monotonic() - self._held_since > HOLE_S:
+                first = min(self._held)
+                if first > self._next:
+                    log.warning(
+                        "cluster: no event has the ids %d to %d; going on past them",
+                        self._next,
+                        first - 1,
+                    )
+                    self._next = first
+            while self._held and min(self._held) <= self._next:  # the reads overtook them
+                self._arrive(*self._held.pop(min(self._held)))
             if not self._held:
                 self._held_since = 0.0
-            elif min(self._held) < self._next:  # overtaken by the reads: deliver their rest
-                for first in sorted(self._held):
-                    self._arrive(*self._held.pop(first))
         except Exception:
             log.exception("cluster: cannot read the events missed from the database")
         finally:

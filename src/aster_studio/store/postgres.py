@@ -951,6 +951,12 @@ class PostgresStore:
             raise StoreError(f"cannot reserve event ids: {exc}") from exc
         return first
 
+    def committed_through(self) -> int:
+        """A shared store's: every id up to this one is committed (the counter `_number`
+        takes ids from, as last committed: a commit under way holds its row); none above."""
+        row = self._one("SELECT value FROM meta WHERE name = 'id_ceiling'")
+        return 0 if row is None else int(row[0])
+
     def release_event_ids(self) -> None:
         conn = self._require_writer()
         if not self._id_ceiling:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any, cast
 
 import orjson
+import pytest
 
 from aster_studio.ingest.registry import REMOTE, LiveAgent, Registry
 from aster_studio.live.peers import ClusterLink
@@ -92,6 +93,32 @@ async def test_a_hole_that_stays_is_read_from_the_database_then_the_rest_follows
     assert bus.published == [1, 2, 3]
     assert cluster.filled == 2
     assert {a: registry.agents[a].event_count for a in ("a", "b")} == {"a": 2, "b": 1}
+
+
+async def test_a_hole_no_event_fills_is_passed_over_after_a_while(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from aster_studio.live import peers
+
+    cluster, bus, _ = link([ev(1), ev(5)])  # 2 to 4 were deleted
+    cluster._arrive([ev(1)], False, [])
+    cluster._arrive([ev(5)], True, [])
+    await cluster._fill()
+    assert bus.published == [1]  # it may yet come
+    monkeypatch.setattr(peers, "HOLE_S", 0.0)
+    await cluster._fill()
+    assert bus.published == [1, 5]
+    cluster._arrive([ev(6)], True, [])
+    assert bus.published == [1, 5, 6]
+
+
+async def test_a_studio_starts_past_the_last_id_committed_not_the_newest_event() -> None:
+    cluster, bus, _ = link([ev(1), ev(2)])
+    cluster.store.committed_through = lambda: 1_000_002  # type: ignore[attr-defined]
+    assert await cluster._newest_id() == 1_000_002
+    cluster._next = 1_000_003
+    cluster._arrive([ev(1_000_003)], True, [])
+    assert bus.published == [1_000_003]
 
 
 async def test_with_redis_gone_the_events_past_the_last_handed_over_are_read() -> None:
