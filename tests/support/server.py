@@ -72,19 +72,23 @@ class StudioProcess:
             env=env,
         )
         found = threading.Event()
+        listening = False
 
         def read(proc: subprocess.Popen[str]) -> None:
+            nonlocal listening
             assert proc.stdout is not None
             for line in proc.stdout:
                 self.output.append(line)
                 match = _LISTEN.search(line)
                 if match:
                     self.port = int(match.group(2))
+                    listening = True
                     found.set()
+            found.set()  # the output ended: a server that exited is not waited for
 
         self._reader = threading.Thread(target=read, args=(self.proc,), daemon=True)
         self._reader.start()
-        if not found.wait(timeout):
+        if not found.wait(timeout) or not listening:
             self.kill()
             raise RuntimeError("studio did not start:\n" + "".join(self.output))
         self._wait_healthy(timeout)
