@@ -151,8 +151,8 @@ class Studio:
         """The key request ids are made with, this database's own (made at its first start)."""
         key = self.store.get_secret(REQUEST_KEY)
         if key is None:
-            key = secrets.token_hex(32)
-            self.store.set_secret(REQUEST_KEY, key, int(time.time() * 1000))
+            # Another Studio of a cluster may make it at the same moment: one wins, both use it.
+            key = self.store.add_secret(REQUEST_KEY, secrets.token_hex(32), int(time.time() * 1000))
         return key.encode()
 
     async def stop(self) -> None:

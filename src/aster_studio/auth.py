@@ -73,9 +73,13 @@ class Auth:
         self.refresh()
         if self._configured is None and self._stored_hash is None and self._keys:
             token = new_console_token()
-            self._store.set_secret(CONSOLE_SECRET, hash_secret(token), int(time.time() * 1000))
-            self._stored_hash = hash_secret(token)
-            return token
+            made = hash_secret(token)
+            # Another Studio of a cluster starting at the same moment may make one too: the
+            # first stored is the token, shown by the Studio that made it.
+            self._stored_hash = self._store.add_secret(
+                CONSOLE_SECRET, made, int(time.time() * 1000)
+            )
+            return token if self._stored_hash == made else None
         return None
 
     def refresh(self) -> None:

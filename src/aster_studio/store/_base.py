@@ -289,6 +289,11 @@ class Store(Protocol):
 
     def set_secret(self, name: str, value: str, ts: int) -> None: ...
 
+    def add_secret(self, name: str, value: str, ts: int) -> str:
+        """Store `value` as secret `name` unless one is stored already; return the one
+        stored (Studios of a cluster starting at once agree on one)."""
+        ...
+
     def open_requests(self) -> list[RequestRecord]: ...
 
     def unobserved_events(self, event_types: Collection[str]) -> list[StoredEvent]:

@@ -1414,6 +1414,9 @@ class PostgresStore:
         with readers.connection() as conn:
             try:
                 with conn.transaction():
+                    # One statement at a time, each on the latest rows: two Studios of a
+                    # cluster writing the same key at once must not fail on each other.
+                    conn.execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
                     yield conn
             except psycopg.Error as exc:
                 error = StoreUnavailable if _is_unavailable(exc, conn) else StoreError
@@ -1452,6 +1455,17 @@ class PostgresStore:
                 "value = excluded.value, updated_at = excluded.updated_at",
                 (name, value, ts),
             )
+
+    def add_secret(self, name: str, value: str, ts: int) -> str:
+        with self._admin() as conn:
+            conn.execute(
+                "INSERT INTO secrets VALUES (%s, %s, %s) ON CONFLICT (name) DO NOTHING",
+                (name, value, ts),
+            )
+            row = conn.execute("SELECT value FROM secrets WHERE name = %s", (name,)).fetchone()
+        if row is None:
+            raise StoreError(f"no secret {name!r} after writing it")
+        return str(row[0])
 
     # ---- reads (any thread) ----
 

@@ -1303,6 +1303,14 @@ class SqliteStore:
                 (name, value, ts),
             )
 
+    def add_secret(self, name: str, value: str, ts: int) -> str:
+        with self._admin() as conn:
+            conn.execute(
+                "INSERT INTO secrets VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING",
+                (name, value, ts),
+            )
+            return str(_scalar(conn, "SELECT value FROM secrets WHERE name = ?", (name,)))
+
     # ---- reads (any thread) ----
 
     _REQUEST_COLS = (

@@ -1084,6 +1084,36 @@ def test_keys_and_secrets(store: Store) -> None:
     store.set_secret("console", "one", 1)
     store.set_secret("console", "two", 2)
     assert store.get_secret("console") == "two"
+    assert store.add_secret("request_ids", "first", 3) == "first"
+    assert store.add_secret("request_ids", "second", 4) == "first"  # the one stored stays
+    assert store.add_secret("console", "three", 5) == "two"
+
+
+def test_postgres_shared_studios_starting_at_once_agree_on_one_secret(
+    pg_schema: tuple[str, str],
+) -> None:
+    """Two Studios of a cluster making the request-id key at the same moment: one failed
+    ("could not serialize access"), or each kept its own and their request ids differed."""
+    one, two = shared_store(pg_schema), shared_store(pg_schema)
+    try:
+        start = threading.Barrier(2)
+        got: dict[str, str] = {}
+
+        def add(store: Store, value: str) -> None:
+            start.wait(5)
+            for n in range(20):
+                got[f"{value}{n}"] = store.add_secret(f"key{n}", value, n)
+
+        threads = [threading.Thread(target=add, args=a) for a in ((one, "a"), (two, "b"))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert len(got) == 40  # neither failed
+        assert all(got[f"a{n}"] == got[f"b{n}"] for n in range(20))
+    finally:
+        one.close()
+        two.close()
 
 
 def test_usage_of_sessions_and_without_a_model(store: Store) -> None:
