@@ -7,11 +7,13 @@ else; skipped with the reason when there is no `redis-server`, failed instead un
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
 import subprocess
 import time
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,6 +22,7 @@ import pytest
 from tests.integration.test_live_stream import Stream
 from tests.support.agent import RawAgent, event, register
 from tests.support.api import wait_for
+from tests.support.openapi import problems, response_schema
 from tests.support.postgres import fresh_schema, postgres_dsn
 from tests.support.server import StudioProcess
 from tests.support.timing import UNIT
@@ -78,12 +81,13 @@ def redis() -> Iterator[RedisServer]:
         server.stop()
 
 
-def cluster_health(studio: StudioProcess) -> dict[str, Any]:
-    import json
-    import urllib.request
+def fetch(studio: StudioProcess, path: str) -> dict[str, Any]:
+    with urllib.request.urlopen(f"{studio.http_url}{path}", timeout=5) as response:
+        return dict(json.loads(response.read()))
 
-    with urllib.request.urlopen(f"{studio.http_url}/healthz", timeout=5) as response:
-        return dict(json.loads(response.read())["cluster"])
+
+def cluster_health(studio: StudioProcess) -> dict[str, Any]:
+    return dict(fetch(studio, "/healthz")["cluster"])
 
 
 def test_events_reach_every_console_while_redis_is_away_and_after(redis: RedisServer) -> None:
@@ -123,6 +127,9 @@ def test_events_reach_every_console_while_redis_is_away_and_after(redis: RedisSe
             cursors = [e["cursor"] for e in got]
             assert cursors == sorted(set(cursors))
             assert cluster_health(one)["filled_events"] >= 5
+            document = fetch(one, "/openapi.json")
+            schema = response_schema(document, "get", "/healthz", 200, "application/json")
+            assert problems(fetch(one, "/healthz"), schema, document) == []
         finally:
             one.stop()
             two.stop()

@@ -488,6 +488,21 @@ class StoreHealth(StoreCheck):
     id: str = Field(description="the database's own id: another after a restart on another one")
 
 
+class ClusterHealth(_Shape):
+    """A Studio of a cluster (`--cluster`): how it stands with the others."""
+
+    instance: str = Field(description="this Studio's name in the cluster: host:pid:random")
+    redis: str = Field(description="the cluster's Redis, without its password")
+    connected: bool
+    peers: list[str] = Field(description="the other Studios heard from in the last 5 s")
+    next_event_id: int
+    held_runs: int = Field(description="runs of events waiting for an earlier one")
+    published_events: int
+    received_events: int
+    filled_events: int = Field(description="events read from the database to fill holes")
+    dropped_messages: int
+
+
 class Healthz(_Shape):
     status: Literal["ok", "degraded"]
     version: str
@@ -495,6 +510,7 @@ class Healthz(_Shape):
     store: StoreHealth
     write_queue: int
     agents_online: int
+    cluster: ClusterHealth | None = Field(None, description="only on a Studio of a cluster")
 
 
 class HealthChecks(_Shape):

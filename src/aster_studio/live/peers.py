@@ -290,10 +290,16 @@ class ClusterLink:
     def agent_view(self, agent: LiveAgent) -> None:
         """An agent's view went out here: tell the others, if this Studio has the say."""
         connection = agent.connection
-        if connection is not None and connection > 0:
-            self._owner[agent.id] = self.instance
-        elif connection is not None or self._owner.get(agent.id) != self.instance:
-            return  # another Studio's agent, or one this Studio never had
+        if connection is None and self._owner.get(agent.id) == self.instance:
+            self._say({"k": "agent", "a": _snapshot(agent)})  # it left: offline
+        elif connection is not None and connection > 0:
+            self._tell(agent)
+        # else another Studio's agent, or one this Studio never had
+
+    def _tell(self, agent: LiveAgent) -> None:
+        """Tell the others of an agent connected here; this Studio tells of it from now on
+        (when it leaves, too)."""
+        self._owner[agent.id] = self.instance
         self._say({"k": "agent", "a": _snapshot(agent)})
 
     def request_saved(self, record: RequestRecord) -> None:
@@ -418,7 +424,7 @@ class ClusterLink:
             agents = self.registry.agents
             here = {a.id for a in agents.values() if a.connection is not None and a.connection > 0}
             for agent_id in here:
-                self._say({"k": "agent", "a": _snapshot(agents[agent_id])})
+                self._tell(agents[agent_id])
             for record in list(self.control.open.values()):
                 if record.agent_id in here:
                     self.request_saved(record)

@@ -60,6 +60,10 @@ class Ingest:
         self.changed.append(agent.id)
 
 
+class Control:
+    open: dict[str, Any] = {}
+
+
 def link(store_events: list[StoredEvent] | None = None) -> tuple[ClusterLink, Bus, Registry]:
     bus, registry = Bus(), Registry()
     cluster = ClusterLink(
@@ -68,7 +72,7 @@ def link(store_events: list[StoredEvent] | None = None) -> tuple[ClusterLink, Bu
         bus=cast(Any, bus),
         ingest=cast(Any, Ingest()),
         registry=registry,
-        control=cast(Any, None),
+        control=cast(Any, Control()),
         clock=lambda: 5_000,
     )
     return cluster, bus, registry
@@ -196,3 +200,16 @@ async def test_a_studio_tells_of_its_own_agents_only() -> None:
     mine.connection = None  # it left this Studio: the others hear it is offline
     cluster.agent_view(mine)
     assert said[-1]["a"] == {**said[-1]["a"], "id": "mine", "online": False}
+
+
+async def test_an_agent_told_of_to_a_studio_that_joins_is_told_offline_when_it_leaves() -> None:
+    cluster, _, registry = link()
+    said: list[dict[str, Any]] = []
+    cluster._say = said.append  # type: ignore[method-assign]
+    mine = LiveAgent(id="mine", registered_at=1, last_seen=1, connection=3)
+    registry.add(mine)
+    cluster._take({"o": "studio-b", "k": "hello"})  # before its own view went out
+    assert [(m["a"]["id"], m["a"]["online"]) for m in said] == [("mine", True)]
+    mine.connection = None
+    cluster.agent_view(mine)
+    assert [(m["a"]["id"], m["a"]["online"]) for m in said][-1] == ("mine", False)
