@@ -29,7 +29,27 @@ from tests.support.redis import redis_url
 from tests.support.server import StudioProcess
 from tests.support.timing import UNIT
 
-StartStudio = Callable[..., StudioProcess]
+StartStudios = Callable[..., list[StudioProcess]]
+
+
+def each_at_once(servers: list[StudioProcess], action: Callable[[StudioProcess], object]) -> None:
+    """Run `action` on every server at the same time (a thread each, bounded by the action's
+    own timeouts); re-raise the first failure."""
+    failures: list[BaseException] = []
+
+    def run(server: StudioProcess) -> None:
+        try:
+            action(server)
+        except BaseException as exc:  # re-raised below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=run, args=(server,)) for server in servers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60 * UNIT)
+    if failures:
+        raise failures[0]
 
 
 @pytest.fixture
@@ -41,25 +61,33 @@ def db() -> Iterator[str]:
 
 
 @pytest.fixture
-def studios(db: str) -> Iterator[StartStudio]:
-    """Start Studios on `db`: clustered through the test Redis unless `clustered=False`, or
-    through ASTER_STUDIO_CLUSTER with `by_env=True`. All are stopped (bounded) afterwards, before
-    the schema is dropped, and their logs printed (pytest shows them when the test fails)."""
+def studios(db: str) -> Iterator[StartStudios]:
+    """Start `count` Studios on `db`: clustered through the test Redis unless
+    `clustered=False`, or through ASTER_STUDIO_CLUSTER with `by_env=True`. The first Studio of
+    the schema starts alone (it sets the schema up: starting together is a test of its own),
+    the others at once, as replicas do. All are stopped (bounded) afterwards, before the
+    schema is dropped, and their logs printed (pytest shows them when the test fails)."""
     redis = redis_url()
     started: list[StudioProcess] = []
 
-    def start(*, clustered: bool = True, by_env: bool = False) -> StudioProcess:
+    def start(
+        count: int = 1, *, clustered: bool = True, by_env: bool = False
+    ) -> list[StudioProcess]:
         args: tuple[str, ...] = ("--cluster", redis) if clustered and not by_env else ()
         env = {"ASTER_STUDIO_CLUSTER": redis} if by_env else {}
-        server = StudioProcess(db, args=args, env=env)
-        started.append(server)
-        return server.start()
+        servers = [StudioProcess(db, args=args, env=env) for _ in range(count)]
+        first = not started
+        started.extend(servers)
+        if first:
+            servers[0].start()
+        each_at_once(servers[1:] if first else servers, StudioProcess.start)
+        return servers
 
     try:
         yield start
     finally:
-        for server in started:
-            server.stop()  # SIGTERM, SIGKILL after a bound; nothing if it already ended
+        # SIGTERM, SIGKILL after a bound; nothing for one already ended
+        each_at_once(started, StudioProcess.stop)
         for number, server in enumerate(started, 1):
             print(f"--- studio {number} (port {server.port}) ---\n{''.join(server.output)}")
 
@@ -123,9 +151,9 @@ def test_cluster_with_a_url_that_is_not_redis_is_refused(db: str) -> None:
 
 
 def test_three_clustered_studios_share_a_schema_and_a_plain_one_is_refused(
-    db: str, studios: StartStudio
+    db: str, studios: StartStudios
 ) -> None:
-    members = [studios(), studios(), studios(by_env=True)]
+    members = [*studios(2), *studios(by_env=True)]
     ids = {call(member.http_url, "/healthz")[1]["store"]["id"] for member in members}
     assert len(ids) == 1 and "" not in ids
     for member in members:  # each hears the two others
@@ -140,8 +168,26 @@ def test_three_clustered_studios_share_a_schema_and_a_plain_one_is_refused(
         assert call(member.http_url, "/healthz")[0] == 200
 
 
-def test_a_clustered_studio_beside_a_plain_one_is_refused(db: str, studios: StartStudio) -> None:
-    plain = studios(clustered=False)
+def test_studios_started_at_once_on_a_new_schema_all_start() -> None:
+    """Replicas of a deployment start together: on a new schema they set it up one at a time
+    (its tables, its keys), none fails for another's doing so. A race: two Studios at once on
+    each of three new schemas."""
+    dsn, redis = postgres_dsn(), redis_url()
+    for _ in range(3):
+        with fresh_schema(dsn) as schema:
+            pair = [
+                StudioProcess(f"{dsn}?schema={schema}", args=("--cluster", redis)) for _ in range(2)
+            ]
+            try:
+                each_at_once(pair, StudioProcess.start)
+                ids = {call(member.http_url, "/healthz")[1]["store"]["id"] for member in pair}
+                assert len(ids) == 1 and "" not in ids
+            finally:
+                each_at_once(pair, StudioProcess.stop)
+
+
+def test_a_clustered_studio_beside_a_plain_one_is_refused(db: str, studios: StartStudios) -> None:
+    (plain,) = studios(clustered=False)
     status, err = refused(db, "--cluster", redis_url())
     assert status == 2 and "in use" in err, err
     assert call(plain.http_url, "/healthz")[0] == 200
@@ -153,9 +199,9 @@ N = 60
 
 
 def test_events_sent_to_two_studios_stream_from_one_once_each_in_cursor_order(
-    studios: StartStudio,
+    studios: StartStudios,
 ) -> None:
-    one, two = studios(), studios()
+    one, two = studios(2)
     with (
         Stream(one) as stream,
         RawAgent(one.agent_url) as a,
@@ -179,9 +225,9 @@ def test_events_sent_to_two_studios_stream_from_one_once_each_in_cursor_order(
 
 
 def test_a_replay_on_the_other_studio_resumes_after_its_cursor_then_goes_live(
-    studios: StartStudio,
+    studios: StartStudios,
 ) -> None:
-    one, two = studios(), studios()
+    one, two = studios(2)
     with RawAgent(one.agent_url) as a, RawAgent(two.agent_url) as b:
         agents = {"agent-a": a, "agent-b": b}
         send_alternately(agents, 0, N)
@@ -241,10 +287,10 @@ def dropped(*servers: StudioProcess) -> list[str]:
     return [line for s in servers for line in s.output if "dropping" in line]
 
 
-def test_events_written_on_three_studios_at_once_are_all_stored(studios: StartStudio) -> None:
+def test_events_written_on_three_studios_at_once_are_all_stored(studios: StartStudios) -> None:
     """The Studios' commits contend for the next ids: one that waits or loses is retried until
     written, never dropped (these agents send no sequence numbers: nobody would resend)."""
-    members = [studios(), studios(), studios()]
+    members = studios(3)
     senders = Senders({f"many-{n}": m for n, m in enumerate(members)}, each=900, batch=3)
     senders.join()
     found = wait_for(
@@ -259,13 +305,13 @@ def test_events_written_on_three_studios_at_once_are_all_stored(studios: StartSt
 
 
 def test_paging_while_both_studios_write_misses_and_repeats_no_event(
-    studios: StartStudio,
+    studios: StartStudios,
 ) -> None:
     """Cursors are one sequence in commit order across the cluster: a reader paging with the
     last cursor it saw, while both Studios commit, still gets every event once. Numbered per
     Studio, or numbered before commit, an event committed after a later-numbered one is
     skipped by every reader already past it."""
-    one, two = studios(), studios()
+    one, two = studios(2)
     senders = Senders({"page-a": one, "page-b": two}, each=600, batch=5)
     paged: list[dict[str, Any]] = []
     cursor, pages, count = 0, 0, -1
@@ -304,9 +350,9 @@ def presence(studio: StudioProcess) -> dict[str, tuple[str, int]]:
 
 @pytest.mark.parametrize("end", ["stop", "kill"])
 def test_agents_are_online_on_every_studio_and_offline_when_theirs_ends(
-    studios: StartStudio, end: str
+    studios: StartStudios, end: str
 ) -> None:
-    one, two = studios(), studios()
+    one, two = studios(2)
     a, b = RawAgent(one.agent_url), RawAgent(two.agent_url)
     try:
         assert a.request(register("agent-a"))["type"] == "registered"
@@ -346,9 +392,9 @@ def online_everywhere(studio: StudioProcess, agent_id: str = "steer") -> None:
 
 
 def test_a_decision_posted_to_one_studio_reaches_an_agent_on_another(
-    studios: StartStudio,
+    studios: StartStudios,
 ) -> None:
-    one, two = studios(), studios()
+    one, two = studios(2)
     with steerable(two) as agent:
         ask_permission(agent)
         listed = wait_for(
@@ -382,9 +428,9 @@ def test_a_decision_posted_to_one_studio_reaches_an_agent_on_another(
 
 
 def test_two_decisions_on_two_studios_one_wins_and_the_other_conflicts(
-    studios: StartStudio,
+    studios: StartStudios,
 ) -> None:
-    one, two = studios(), studios()
+    one, two = studios(2)
     with steerable(two) as agent:
         online_everywhere(one)
         ask_permission(agent)
@@ -428,9 +474,9 @@ def test_two_decisions_on_two_studios_one_wins_and_the_other_conflicts(
 
 
 def test_a_decision_made_on_one_studio_while_the_agent_is_away_reaches_it_on_another(
-    studios: StartStudio,
+    studios: StartStudios,
 ) -> None:
-    one, two = studios(), studios()
+    one, two = studios(2)
     with steerable(two) as agent:
         ask_permission(agent)
         listed = wait_for(
@@ -460,11 +506,11 @@ def test_a_decision_made_on_one_studio_while_the_agent_is_away_reaches_it_on_ano
 
 
 def test_every_studio_counts_the_pending_requests_of_agents_on_the_others(
-    studios: StartStudio,
+    studios: StartStudios,
 ) -> None:
     """The console's badge (`pending` of /requests, the overview's `pending_requests`) is the
     cluster's: a request asked through Studio 2 is pending on Studio 1 too."""
-    one, two = studios(), studios()
+    one, two = studios(2)
     with steerable(two) as agent:
         ask_permission(agent)
         for studio in (two, one):
@@ -484,9 +530,9 @@ def test_every_studio_counts_the_pending_requests_of_agents_on_the_others(
 
 
 def test_tool_controls_posted_to_one_studio_reach_an_agent_on_another(
-    studios: StartStudio,
+    studios: StartStudios,
 ) -> None:
-    one, two = studios(), studios()
+    one, two = studios(2)
     with steerable(two) as agent:
         online_everywhere(one)
         for action in ("pause", "resume", "cancel"):
@@ -510,11 +556,11 @@ def test_tool_controls_posted_to_one_studio_reach_an_agent_on_another(
 
 
 def test_a_producer_taken_over_on_another_studio_closes_its_old_connection_with_4001(
-    studios: StartStudio,
+    studios: StartStudios,
 ) -> None:
     """A client reconnecting through a load balancer lands on another Studio while its old
     connection is open: the newer closes the older (docs/protocol.md, reliable delivery 2)."""
-    one, two = studios(), studios()
+    one, two = studios(2)
     with RawAgent(one.agent_url) as old, RawAgent(two.agent_url) as new:
         register_producer(old)
         register_producer(new)
@@ -525,12 +571,12 @@ def test_a_producer_taken_over_on_another_studio_closes_its_old_connection_with_
 
 
 def test_a_producer_taken_over_on_another_studio_mid_batch_stores_each_event_once(
-    studios: StartStudio,
+    studios: StartStudios,
 ) -> None:
     """The old connection on Studio 1 is still applying queued frames when the producer
     registers on Studio 2: `last_seq` must count them all (the old one's work done or stopped
     first), or the resend from it stores them twice."""
-    one, two = studios(), studios()
+    one, two = studios(2)
     total = 20_000
     old = RawAgent(one.agent_url)
     try:
@@ -556,9 +602,9 @@ def test_a_producer_taken_over_on_another_studio_mid_batch_stores_each_event_onc
 
 
 def test_a_producer_resumes_on_another_studio_after_a_kill_and_stores_each_event_once(
-    studios: StartStudio,
+    studios: StartStudios,
 ) -> None:
-    one, two = studios(), studios()
+    one, two = studios(2)
     total = 2000
     agent = RawAgent(one.agent_url)
     try:
