@@ -382,6 +382,16 @@ def test_agents_are_online_on_every_studio_and_offline_when_theirs_ends(
 # --- controls --------------------------------------------------------------------------------
 
 
+def listed_pending(studio: StudioProcess) -> list[dict[str, Any]]:
+    """Wait until `studio` lists the one pending request (of an agent on another Studio)."""
+    requests: list[dict[str, Any]] = wait_for(
+        lambda: get(studio.http_url, "/v1/dashboard/requests?status=pending")["requests"],
+        lambda requests: len(requests) == 1,
+        5 * UNIT,
+    )
+    return requests
+
+
 def online_everywhere(studio: StudioProcess, agent_id: str = "steer") -> None:
     """Wait until `studio` sees the agent (connected to another Studio) online."""
     wait_for(
@@ -397,11 +407,7 @@ def test_a_decision_posted_to_one_studio_reaches_an_agent_on_another(
     one, two = studios(2)
     with steerable(two) as agent:
         ask_permission(agent)
-        listed = wait_for(
-            lambda: get(one.http_url, "/v1/dashboard/requests?status=pending")["requests"],
-            lambda requests: len(requests) == 1,
-            5 * UNIT,
-        )
+        listed = listed_pending(one)
         request_id = listed[0]["id"]
         status, body = call(
             one.http_url,
@@ -479,11 +485,7 @@ def test_a_decision_made_on_one_studio_while_the_agent_is_away_reaches_it_on_ano
     one, two = studios(2)
     with steerable(two) as agent:
         ask_permission(agent)
-        listed = wait_for(
-            lambda: get(one.http_url, "/v1/dashboard/requests?status=pending")["requests"],
-            lambda requests: len(requests) == 1,
-            5 * UNIT,
-        )
+        listed = listed_pending(one)
     wait_for(
         lambda: get(one.http_url, "/v1/dashboard/agents/steer")["status"],
         lambda status: status == "offline",
