@@ -392,6 +392,11 @@ def listed_pending(studio: StudioProcess) -> list[dict[str, Any]]:
     return requests
 
 
+def decide(studio: StudioProcess, request_id: str, **body: str) -> tuple[int, Any]:
+    """POST a decision on a request to `studio`: (status, body)."""
+    return call(studio.http_url, f"/v1/dashboard/requests/{request_id}/decision", "POST", body)
+
+
 def online_everywhere(studio: StudioProcess, agent_id: str = "steer") -> None:
     """Wait until `studio` sees the agent (connected to another Studio) online."""
     wait_for(
@@ -409,11 +414,8 @@ def test_a_decision_posted_to_one_studio_reaches_an_agent_on_another(
         ask_permission(agent)
         listed = listed_pending(one)
         request_id = listed[0]["id"]
-        status, body = call(
-            one.http_url,
-            f"/v1/dashboard/requests/{request_id}/decision",
-            "POST",
-            {"decision": "allow", "decided_by": "alice", "note": "from studio 1"},
+        status, body = decide(
+            one, request_id, decision="allow", decided_by="alice", note="from studio 1"
         )
         assert status == 200, body
         control = agent.recv_until("control", timeout=5 * UNIT)
@@ -450,18 +452,13 @@ def test_two_decisions_on_two_studios_one_wins_and_the_other_conflicts(
         results: dict[str, tuple[int, Any]] = {}
         start = threading.Barrier(2, timeout=5 * UNIT)
 
-        def decide(studio: StudioProcess, who: str, decision: str) -> None:
+        def decide_on(studio: StudioProcess, who: str, decision: str) -> None:
             start.wait()
-            results[who] = call(
-                studio.http_url,
-                f"/v1/dashboard/requests/{request_id}/decision",
-                "POST",
-                {"decision": decision, "decided_by": who},
-            )
+            results[who] = decide(studio, request_id, decision=decision, decided_by=who)
 
         deciders = [
-            threading.Thread(target=decide, args=(one, "ann", "allow")),
-            threading.Thread(target=decide, args=(two, "bob", "deny")),
+            threading.Thread(target=decide_on, args=(one, "ann", "allow")),
+            threading.Thread(target=decide_on, args=(two, "bob", "deny")),
         ]
         for decider in deciders:
             decider.start()
@@ -491,12 +488,7 @@ def test_a_decision_made_on_one_studio_while_the_agent_is_away_reaches_it_on_ano
         lambda status: status == "offline",
         5 * UNIT,
     )
-    status, body = call(
-        one.http_url,
-        f"/v1/dashboard/requests/{listed[0]['id']}/decision",
-        "POST",
-        {"decision": "allow", "decided_by": "carol"},
-    )
+    status, body = decide(one, listed[0]["id"], decision="allow", decided_by="carol")
     assert status == 200, body
     with steerable(two) as again:
         control = again.recv_until("control", timeout=5 * UNIT)

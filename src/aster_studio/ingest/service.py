@@ -937,6 +937,54 @@ class IngestService:
         agent.state = state
         return None, changed
 
+    def count_elsewhere(
+        self, events: list[StoredEvent], usage: list[tuple[str, Usage]], *, read: bool = False
+    ) -> None:
+        """Add events another Studio of the cluster committed, and their usage, to their
+        agents' live counts and state, as `_event` and `on_commit` do for this one's.
+
+        `read`: read from the database, they may be this Studio's own, committed but not yet
+        handed over (and counted on receipt): those of agents connected here are left out (an
+        agent connected here sending through another Studio is rare; its count comes at the
+        next start).
+        """
+        agents = self.registry.agents
+        changed: dict[str, LiveAgent] = {}
+        for e in events:
+            agent = agents.get(e.agent_id)
+            if agent is None:
+                agent = LiveAgent(id=e.agent_id, registered_at=e.ts, last_seen=e.ts, implicit=True)
+                self.registry.add(agent)
+            elif read and agent.connection is not None and agent.connection > 0:
+                continue
+            agent.event_count += 1
+            if counts_as_error(e.event_type, e.severity):
+                agent.error_count += 1
+            agent.last_event_at = e.ts
+            agent.last_seen = max(agent.last_seen, e.ts)
+            kind = _KINDS.get(e.event_type)
+            if kind is None:
+                kind = _kind_of(e.event_type)
+            if kind == "state_changed" or kind == "done":
+                try:
+                    body = orjson.loads(e.payload)
+                except orjson.JSONDecodeError:
+                    body = None
+                if isinstance(body, dict):
+                    self._effect(kind, body, agent)
+            changed[agent.id] = agent
+        for agent_id, u in usage:
+            found = agents.get(agent_id)
+            if found is not None:
+                found.usage.add(u)
+                changed[agent_id] = found
+        for agent in changed.values():
+            self._changed(agent)
+
+    def agent_changed(self, agent: LiveAgent) -> None:
+        """An agent's view changed from outside the service (the cluster's link)."""
+        self._changed(agent)
+
     def _bad_counts(self, agent_id: str, fields: list[str]) -> None:
         """Count the token counts that could not be read, or were capped; say so in the log
         at most once a minute."""

@@ -35,7 +35,7 @@ from ..control.service import Conflict, ControlService, Expired
 from ..errors import BadRequest, NotFound, StudioError
 from ..ingest.registry import REMOTE, LiveAgent, Registry
 from ..ingest.service import IngestService
-from ..models import EventFilter, RequestRecord, StoredEvent, Usage, counts_as_error
+from ..models import EventFilter, RequestRecord, StoredEvent, Usage
 from ..store import CommitResult, Store
 from ..store._rows import request_of, request_row
 from .bus import LiveBus
@@ -472,42 +472,9 @@ class ClusterLink:
     ) -> None:
         self._next = events[-1].id + 1
         if remote:
-            self._count(events, usage, filled=False)
+            self.ingest.count_elsewhere(events, usage)
         self.bus.publish(events)
         self.bus.committed(events[-1].id)
-
-    def _count(
-        self, events: list[StoredEvent], usage: list[tuple[str, Usage]], *, filled: bool
-    ) -> None:
-        """Add another Studio's events to their agents' live counts and state."""
-        agents = self.registry.agents
-        changed: dict[str, LiveAgent] = {}
-        for e in events:
-            agent = agents.get(e.agent_id)
-            if agent is None:
-                agent = LiveAgent(id=e.agent_id, registered_at=e.ts, last_seen=e.ts, implicit=True)
-                self.registry.add(agent)
-            elif filled and agent.connection is not None and agent.connection > 0:
-                # Read from the database: may be this Studio's own, its commit not yet
-                # handed over (and counted on receipt). Another Studio's event of an agent
-                # connected here is rare; its count comes at the next start.
-                continue
-            agent.event_count += 1
-            if counts_as_error(e.event_type, e.severity):
-                agent.error_count += 1
-            agent.last_event_at = e.ts
-            agent.last_seen = max(agent.last_seen, e.ts)
-            kind = e.event_type.lower()
-            if kind in ("state_changed", "done"):
-                _apply_state(agent, kind, e.payload)
-            changed[agent.id] = agent
-        for agent_id, u in usage:
-            agent = agents.get(agent_id)
-            if agent is not None:
-                agent.usage.add(u)
-                changed[agent_id] = agent
-        for agent in changed.values():
-            self.ingest._changed(agent)
 
     def _fill_soon(self) -> None:
         if not self._filling:
@@ -535,7 +502,7 @@ class ClusterLink:
                     break
                 self.filled += len(events)
                 self._next = events[-1].id + 1
-                self._count(events, [], filled=True)
+                self.ingest.count_elsewhere(events, [], read=True)
                 self.bus.publish(events)
                 self.bus.committed(events[-1].id)
                 while self._next in self._held:
@@ -584,7 +551,7 @@ class ClusterLink:
         agent.connected_at = snap["connected_at"]
         agent.last_seen = max(agent.last_seen, snap["last_seen"])
         agent.connection = REMOTE if snap["online"] else None
-        self.ingest._changed(agent)
+        self.ingest.agent_changed(agent)
 
     def _gone(self, origin: str) -> None:
         """A Studio left or went silent: its agents are offline."""
@@ -596,7 +563,7 @@ class ClusterLink:
             if agent is not None and agent.connection == REMOTE:
                 agent.connection = None
                 agent.last_seen = now
-                self.ingest._changed(agent)
+                self.ingest.agent_changed(agent)
         log.info("cluster: Studio %s is gone; its agents are offline", origin)
 
     async def _watch(self) -> None:
@@ -653,22 +620,6 @@ class ClusterLink:
             log.exception("cluster: a %s call failed", op)
             reply["err"] = ["StudioError", f"the {op} failed on {self.instance}: {exc}", {}]
         self._say(reply)
-
-
-def _apply_state(agent: LiveAgent, kind: str, payload: bytes) -> None:
-    """What `state_changed` and `done` do to an agent's state (as the ingest service does)."""
-    try:
-        body = orjson.loads(payload)
-    except orjson.JSONDecodeError:
-        return
-    if not isinstance(body, dict):
-        return
-    if kind == "state_changed":
-        state = body.get("state")
-        if isinstance(state, str) and state:
-            agent.state = state
-    else:
-        agent.state = "completed" if body.get("reason", "completed") == "completed" else "idle"
 
 
 def _describe(url: str) -> str:

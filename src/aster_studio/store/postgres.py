@@ -1031,7 +1031,8 @@ class PostgresStore:
                     )
                 else:
                     self._statement(op, statements, result)
-            rows = [_event_row(e) for e in events]
+            # A shared store's rows are made once the commit has numbered its events.
+            rows = [] if self.shared else [_event_row(e) for e in events]
             if self._in_doubt and events:
                 # Ids are unique and a commit all or nothing: if its first event is stored, the
                 # write whose connection was lost committed after all, and this is it again.
@@ -1047,8 +1048,8 @@ class PostgresStore:
                     )
                     return result
             with conn.transaction(), conn.cursor() as cur:
-                if self.shared and rows:
-                    rows, usage_rows, xid = self._number(cur, events, rows, usage_rows)
+                if self.shared and events:
+                    rows, usage_rows, xid = self._number(cur, events, usage_rows)
                 elif self.shared:
                     # In turn with the others' commits too, whatever it writes: two commits
                     # updating the same agents' rows in another order would deadlock.
@@ -1099,11 +1100,10 @@ class PostgresStore:
         self,
         cur: psycopg.Cursor[Row],
         events: list[StoredEvent],
-        rows: list[tuple[Any, ...]],
         usage_rows: list[tuple[Any, ...]],
     ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], int]:
         """Number a shared store's commit of events past every id handed out before, in
-        place; return their rows and usage rows renumbered, and the transaction's id.
+        place; return their rows, the usage rows renumbered, and the transaction's id.
 
         The counter's row stays locked until this transaction ends, so the cluster's commits
         of events take turns from here on, and ids follow the order of their commits: a
@@ -1119,9 +1119,8 @@ class PostgresStore:
         first = int(row[0]) - n + 1
         ids = {e.id: first + i for i, e in enumerate(events)}
         events[:] = [e._replace(id=first + i) for i, e in enumerate(events)]
-        rows = [(first + i, *r[1:]) for i, r in enumerate(rows)]
         usage_rows = [(ids.get(r[0], r[0]), *r[1:]) for r in usage_rows]
-        return rows, usage_rows, int(row[1])
+        return [_event_row(e) for e in events], usage_rows, int(row[1])
 
     def _resolve_doubt(self, conn: Conn) -> CommitResult | None:
         """What the write in doubt made durable, if it committed after all; None if not."""

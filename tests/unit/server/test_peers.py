@@ -9,8 +9,11 @@ import orjson
 import pytest
 
 from aster_studio.ingest.registry import REMOTE, LiveAgent, Registry
+from aster_studio.ingest.service import IngestService
+from aster_studio.live.bus import LiveBus
 from aster_studio.live.peers import ClusterLink
 from aster_studio.models import EventFilter, StoredEvent, Usage
+from aster_studio_sdk.protocol import Limits
 
 
 def ev(event_id: int, agent: str = "a", etype: str = "text_chunk", **body: Any) -> StoredEvent:
@@ -52,25 +55,26 @@ class Store:
         return sorted(self.events, key=lambda e: -e.id)[:limit]
 
 
-class Ingest:
-    def __init__(self) -> None:
-        self.changed: list[str] = []
-
-    def _changed(self, agent: LiveAgent) -> None:
-        self.changed.append(agent.id)
-
-
 class Control:
     open: dict[str, Any] = {}
 
 
 def link(store_events: list[StoredEvent] | None = None) -> tuple[ClusterLink, Bus, Registry]:
-    bus, registry = Bus(), Registry()
+    bus, registry, store = Bus(), Registry(), Store(store_events or [])
+    ingest = IngestService(
+        cast(Any, store),
+        registry,
+        LiveBus(),  # its agents' views (none subscribe); the link's own bus records
+        lambda: 5_000,
+        limits=Limits(),
+        stall_after_ms=60_000,
+        outbox_max=100,
+    )
     cluster = ClusterLink(
         "redis://127.0.0.1:1/0",
-        store=cast(Any, Store(store_events or [])),
+        store=cast(Any, store),
         bus=cast(Any, bus),
-        ingest=cast(Any, Ingest()),
+        ingest=ingest,
         registry=registry,
         control=cast(Any, Control()),
         clock=lambda: 5_000,
