@@ -80,6 +80,12 @@ def _str(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+def is_closed(record: RequestRecord) -> bool:
+    """Whether a request is done with: expired, or its decision acknowledged by the agent
+    (the service keeps the others open, in memory)."""
+    return record.status == EXPIRED or record.acknowledged_at is not None
+
+
 def stage(record: RequestRecord) -> str:
     """Where a request is: pending, decided, delivered, acknowledged or expired."""
     if record.status == EXPIRED:
@@ -179,7 +185,7 @@ class ControlService:
         actor: str | None = None,
         detail: dict[str, Any] | None = None,
     ) -> RequestRecord:
-        if record.status == EXPIRED or record.acknowledged_at is not None:
+        if is_closed(record):
             self.open.pop(record.id, None)
             self._unwritten[record.id] = record
         else:
@@ -206,7 +212,7 @@ class ControlService:
         """Another Studio of the cluster saved a request: keep the same copy of it here (every
         Studio holds every open request: its consoles list them, and the agent may come
         back here for a decision made while it was away)."""
-        if record.status == EXPIRED or record.acknowledged_at is not None:
+        if is_closed(record):
             self.open.pop(record.id, None)
         else:
             self.open[record.id] = record
@@ -230,7 +236,7 @@ class ControlService:
         record = self.open.get(request_id)
         if record is None:
             stored = await self._run(self.ingest.store.get_request, request_id)
-            if stored is None or stored.status == EXPIRED or stored.acknowledged_at is not None:
+            if stored is None or is_closed(stored):
                 return None
             record = self.open.setdefault(request_id, stored)  # a copy missed: the store's
         agent = self.ingest.registry.agents.get(record.agent_id)
