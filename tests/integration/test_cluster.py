@@ -397,6 +397,26 @@ def decide(studio: StudioProcess, request_id: str, **body: str) -> tuple[int, An
     return call(studio.http_url, f"/v1/dashboard/requests/{request_id}/decision", "POST", body)
 
 
+def decide_at_once(
+    request_id: str, *deciders: tuple[StudioProcess, str, str]
+) -> dict[str, tuple[int, Any]]:
+    """Each of (studio, who, decision) POSTs its decision on `request_id` at the same moment:
+    {who: (status, body)}."""
+    results: dict[str, tuple[int, Any]] = {}
+    start = threading.Barrier(len(deciders), timeout=5 * UNIT)
+
+    def decide_on(studio: StudioProcess, who: str, decision: str) -> None:
+        start.wait()
+        results[who] = decide(studio, request_id, decision=decision, decided_by=who)
+
+    threads = [threading.Thread(target=decide_on, args=d) for d in deciders]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(15 * UNIT)
+    return results
+
+
 def online_everywhere(studio: StudioProcess, agent_id: str = "steer") -> None:
     """Wait until `studio` sees the agent (connected to another Studio) online."""
     wait_for(
@@ -449,21 +469,7 @@ def test_two_decisions_on_two_studios_one_wins_and_the_other_conflicts(
                 5 * UNIT,
             )
         request_id = listed["requests"][0]["id"]
-        results: dict[str, tuple[int, Any]] = {}
-        start = threading.Barrier(2, timeout=5 * UNIT)
-
-        def decide_on(studio: StudioProcess, who: str, decision: str) -> None:
-            start.wait()
-            results[who] = decide(studio, request_id, decision=decision, decided_by=who)
-
-        deciders = [
-            threading.Thread(target=decide_on, args=(one, "ann", "allow")),
-            threading.Thread(target=decide_on, args=(two, "bob", "deny")),
-        ]
-        for decider in deciders:
-            decider.start()
-        for decider in deciders:
-            decider.join(15 * UNIT)
+        results = decide_at_once(request_id, (one, "ann", "allow"), (two, "bob", "deny"))
         assert sorted(status for status, _ in results.values()) == [200, 409], results
         winner = next(who for who, (status, _) in results.items() if status == 200)
         loser = next(body for status, body in results.values() if status == 409)
@@ -474,6 +480,41 @@ def test_two_decisions_on_two_studios_one_wins_and_the_other_conflicts(
     for studio in (one, two):
         decided = get(studio.http_url, f"/v1/dashboard/requests/{request_id}")
         assert (decided["status"], decided["decided_by"]) == ("decided", winner)
+
+
+def offline_everywhere(studios: list[StudioProcess], agent_id: str = "steer") -> None:
+    for studio in studios:
+        wait_for(
+            lambda s=studio: get(s.http_url, f"/v1/dashboard/agents/{agent_id}")["status"],
+            lambda status: status == "offline",
+            5 * UNIT,
+        )
+
+
+def test_two_decisions_on_two_studios_while_the_agent_is_away_one_wins(
+    studios: StartStudios,
+) -> None:
+    """Both were taken (200 each) and the later stood: the first person was told of a
+    decision the agent never received."""
+    one, two = studios(2)
+    with steerable(two) as agent:
+        ask_permission(agent)
+        request_id = listed_pending(one)[0]["id"]
+    offline_everywhere([one, two])
+    results = decide_at_once(request_id, (one, "ann", "allow"), (two, "bob", "deny"))
+    assert sorted(status for status, _ in results.values()) == [200, 409], results
+    winner = next(who for who, (status, _) in results.items() if status == 200)
+    for studio in (one, two):
+        decided = wait_for(
+            lambda s=studio: get(s.http_url, f"/v1/dashboard/requests/{request_id}"),
+            lambda r: r["status"] == "decided",
+            5 * UNIT,
+        )
+        assert decided["decided_by"] == winner
+    with steerable(one) as again:
+        control = again.recv_until("control", timeout=5 * UNIT)
+        assert control["decided_by"] == winner
+        assert again.request({"type": "ping"}) == {"type": "pong"}  # no second decision came
 
 
 def test_a_decision_made_on_one_studio_while_the_agent_is_away_reaches_it_on_another(

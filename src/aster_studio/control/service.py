@@ -18,7 +18,7 @@ from aster_studio_sdk.protocol.answers import AnswerError, check_bounds, keyed_a
 
 from .. import store as ops
 from ..errors import BadRequest, NotFound, StudioError
-from ..ingest.registry import REMOTE
+from ..ingest.registry import REMOTE, LiveAgent
 from ..ingest.service import Clock, IngestService
 from ..live.bus import LiveBus
 from ..models import RequestRecord, StoredEvent, iso_ms
@@ -61,7 +61,14 @@ class ControlPeers(Protocol):
 
     async def forward(self, op: str, args: dict[str, Any]) -> RequestRecord | None:
         """Have the Studio that holds what `op` acts on do it: its result, or None if no
-        Studio took it (none holds it: decide here, as if alone)."""
+        Studio took it (none holds it: decide here, as if alone). With `lead` in `args`,
+        the Studio that `leads()` does it."""
+        ...
+
+    def leads(self) -> bool:
+        """Whether this Studio acts for the cluster on the requests of agents connected to
+        none of its Studios: one Studio decides and expires those, so that two decisions
+        taken at once on two Studios cannot both stand."""
         ...
 
 
@@ -230,7 +237,8 @@ class ControlService:
         self, op: str, request_id: str, args: dict[str, Any]
     ) -> RequestRecord | None:
         """In a cluster: a decision on a request whose agent is connected to another Studio
-        is taken there, which delivers it; None: take it here."""
+        is taken there, which delivers it; on one of an agent connected to none, by the
+        Studio that leads. None: take it here."""
         if self.peers is None:
             return None
         record = self.open.get(request_id)
@@ -240,9 +248,20 @@ class ControlService:
                 return None
             record = self.open.setdefault(request_id, stored)  # a copy missed: the store's
         agent = self.ingest.registry.agents.get(record.agent_id)
-        if agent is None or agent.connection != REMOTE:
+        if self._held_here(agent):
             return None
-        return await self.peers.forward(op, {**args, "agent_id": record.agent_id})
+        args = {**args, "agent_id": record.agent_id}
+        if agent is None or agent.connection != REMOTE:
+            args["lead"] = True
+        return await self.peers.forward(op, args)
+
+    def _held_here(self, agent: LiveAgent | None) -> bool:
+        """Whether this Studio decides and expires the requests of `agent`: alone, always;
+        in a cluster, those of an agent connected here, and of one connected to no Studio
+        when this one leads (`ControlPeers.leads`)."""
+        if agent is not None and agent.connection is not None:
+            return agent.connection != REMOTE
+        return self.peers is None or self.peers.leads()
 
     def _commit(self, writes: list[WriteOp]) -> None:
         pipeline = self.ingest.pipeline
@@ -501,9 +520,8 @@ class ControlService:
         for record in list(self.open.values()):
             if record.expires_at is None or now < record.expires_at:
                 continue
-            agent = agents.get(record.agent_id)
-            if agent is not None and agent.connection == REMOTE:
-                continue  # the Studio it is connected to closes it (a cluster's)
+            if not self._held_here(agents.get(record.agent_id)):
+                continue  # another Studio of the cluster closes it
             if record.status in (PENDING, DECIDED):
                 self._save(dataclasses.replace(record, status=EXPIRED), writes, "expired")
         self._commit(writes)

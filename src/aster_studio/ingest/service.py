@@ -944,9 +944,9 @@ class IngestService:
         agents' live counts and state, as `_event` and `on_commit` do for this one's.
 
         `read`: read from the database, they may be this Studio's own, committed but not yet
-        handed over (and counted on receipt): those of agents connected here are left out (an
-        agent connected here sending through another Studio is rare; its count comes at the
-        next start).
+        handed over (and counted on receipt, their usage at the commit): those of agents
+        connected here, and their usage, are left out (an agent connected here sending
+        through another Studio is rare; its count comes at the next start).
         """
         agents = self.registry.agents
         changed: dict[str, LiveAgent] = {}
@@ -975,7 +975,9 @@ class IngestService:
             changed[agent.id] = agent
         for agent_id, u in usage:
             found = agents.get(agent_id)
-            if found is not None:
+            if found is not None and not (
+                read and found.connection is not None and found.connection > 0
+            ):
                 found.usage.add(u)
                 changed[agent_id] = found
         for agent in changed.values():

@@ -318,6 +318,16 @@ class ClusterLink:
             raise error(message)
         return None  # every Studio said it holds nothing of it
 
+    def leads(self) -> bool:
+        """Whether this Studio acts for the cluster on the requests of agents connected to
+        none of its Studios (ControlPeers): of the Studios heard from, the one whose name
+        sorts first. Each Studio reckons alike from the beats, so one leads, but for the
+        moments after one joins or goes."""
+        now = time.monotonic()
+        return all(
+            self.instance < peer for peer, seen in self.peers.items() if now - seen < PEER_TIMEOUT_S
+        )
+
     async def claim_producer(self, producer_id: str) -> None:
         """A producer connects here: have any other Studio that has it let go of it, and
         wait until what that one took of it is durable (the ingest service's `on_claim`)."""
@@ -420,7 +430,11 @@ class ClusterLink:
         elif kind == "request":
             self.control.saved_elsewhere(request_of(tuple(message["r"])))
         elif kind == "hello" or (kind == "beat" and not known):
-            # A Studio (re)joined: tell it of the agents connected here, and their requests.
+            # A Studio (re)joined: tell it of this one (which leads, say, depends on it) now
+            # rather than at the next beat, and of the agents connected here, and their
+            # requests.
+            if kind == "hello":
+                self._say({"k": "beat"})
             agents = self.registry.agents
             here = {a.id for a in agents.values() if a.connection is not None and a.connection > 0}
             for agent_id in here:
@@ -455,8 +469,12 @@ class ClusterLink:
         if events[-1].id < self._next:
             return  # read from the database already
         if events[0].id < self._next:
+            # A run partly read from the database already: its usage, which does not say
+            # whose event it was, is read for the rest.
             events = [e for e in events if e.id >= self._next]
-            usage = []  # of a run partly filled: its usage comes back at the next start
+            usage = []
+            first, last = events[0].id, events[-1].id
+            asyncio.get_running_loop().create_task(self._count_usage(first, last))
         if events[0].id > self._next:
             if not self._held:
                 self._held_since = time.monotonic()
@@ -491,10 +509,7 @@ class ClusterLink:
                 if until is not None and until <= self._next:
                     break
                 want = FILL_MAX if until is None else min(FILL_MAX, until - self._next)
-                after = self._next - 1
-                events = await loop.run_in_executor(
-                    None, self.store.events_after, EventFilter(), after, want
-                )
+                events, usage = await loop.run_in_executor(None, self._read, self._next, want)
                 events = [e for e in events if e.id >= self._next]
                 if until is not None:
                     events = [e for e in events if e.id < until]
@@ -502,7 +517,9 @@ class ClusterLink:
                     break
                 self.filled += len(events)
                 self._next = events[-1].id + 1
-                self.ingest.count_elsewhere(events, [], read=True)
+                first, last = events[0].id, events[-1].id
+                counted = [(a, u) for event_id, a, u in usage if first <= event_id <= last]
+                self.ingest.count_elsewhere(events, counted, read=True)
                 self.bus.publish(events)
                 self.bus.committed(events[-1].id)
                 while self._next in self._held:
@@ -526,6 +543,26 @@ class ClusterLink:
             log.exception("cluster: cannot read the events missed from the database")
         finally:
             self._filling = False
+
+    def _read(
+        self, start: int, limit: int
+    ) -> tuple[list[StoredEvent], list[tuple[int, str, Usage]]]:
+        """(Blocking.) Up to `limit` events from the id `start` on, and their usage."""
+        events = self.store.events_after(EventFilter(), start - 1, limit)
+        if not events:
+            return events, []
+        return events, self.store.usage_of_events(events[0].id, events[-1].id)
+
+    async def _count_usage(self, first: int, last: int) -> None:
+        """Count the usage of the events `first` to `last` (handed over already) as read
+        from the database."""
+        try:
+            usage = await asyncio.get_running_loop().run_in_executor(
+                None, self.store.usage_of_events, first, last
+            )
+            self.ingest.count_elsewhere([], [(a, u) for _, a, u in usage], read=True)
+        except Exception:
+            log.exception("cluster: cannot read the usage of events %d to %d", first, last)
 
     # ---- agents ----
 
@@ -592,6 +629,8 @@ class ClusterLink:
             record: RequestRecord | None = None
             agent = self.registry.agents.get(args.get("agent_id", ""))
             here = agent is not None and agent.connection is not None and agent.connection > 0
+            if args.get("lead") and op in ("decide", "answer"):
+                here = self.leads()  # it decides, or has the Studio the agent is on decide
             if op in ("decide", "answer") and here:
                 if op == "decide":
                     record = await self.control.decide(

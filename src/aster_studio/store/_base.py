@@ -273,6 +273,11 @@ class Store(Protocol):
 
     def usage_rows(self, query: UsageQuery) -> list[UsageRow]: ...
 
+    def usage_of_events(self, first_id: int, last_id: int) -> list[tuple[int, str, Usage]]:
+        """The priced usage of the events `first_id` to `last_id`: (event id, agent id, usage),
+        in id order (a Studio of a cluster counts the usage of events it read, not heard of)."""
+        ...
+
     def event_counts_by_type(self, start_ms: int, end_ms: int) -> dict[str, int]: ...
 
     def list_requests(

@@ -6,7 +6,7 @@ from typing import Any
 
 import orjson
 
-from ..models import RequestRecord
+from ..models import RequestRecord, Usage
 
 
 def _json(value: Any) -> str | None:
@@ -55,3 +55,17 @@ def request_of(row: tuple[Any, ...]) -> RequestRecord:
         orjson.loads(row[14]) if row[14] is not None else None,
         row[15],
     )
+
+
+# The usage of a range of events, as `usage_of` reads its rows (`%s` placeholders: SQLite's
+# store puts its own).
+USAGE_OF_EVENTS = (
+    "SELECT event_id, agent_id, model, input, output, cache_read, cache_creation, reasoning, "
+    "cost "
+    "FROM usage WHERE event_id BETWEEN %s AND %s ORDER BY event_id"
+)
+
+
+def usage_of(row: tuple[Any, ...]) -> tuple[int, str, Usage]:
+    """(event id, agent id, usage) of a row `USAGE_OF_EVENTS` read."""
+    return row[0], row[1], Usage(*row[2:])

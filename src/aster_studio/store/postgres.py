@@ -71,7 +71,7 @@ from ._base import (
     UpsertSession,
     WriteOp,
 )
-from ._rows import request_of, request_row
+from ._rows import USAGE_OF_EVENTS, request_of, request_row, usage_of
 
 log = logging.getLogger(__name__)
 
@@ -1874,6 +1874,10 @@ class PostgresStore:
             ).fetchall()
 
         return {r[0]: int(r[1]) for r in self._read(read, snapshot=True)}
+
+    def usage_of_events(self, first_id: int, last_id: int) -> list[tuple[int, str, Usage]]:
+        rows = self._all(USAGE_OF_EVENTS, (first_id, last_id))
+        return [usage_of(row) for row in rows]
 
     def usage_rows(self, query: UsageQuery) -> list[UsageRow]:
         where = ["ts >= %s", "ts < %s"]

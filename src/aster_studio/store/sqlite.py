@@ -55,7 +55,7 @@ from ._base import (
     WriteOp,
 )
 from ._lock import WriterLock
-from ._rows import request_of, request_row
+from ._rows import USAGE_OF_EVENTS, request_of, request_row, usage_of
 
 log = logging.getLogger(__name__)
 
@@ -1921,6 +1921,11 @@ class SqliteStore:
                 (low, high, start_ms, end_ms),
             )
         return {r[0]: int(r[1]) for r in rows}
+
+    def usage_of_events(self, first_id: int, last_id: int) -> list[tuple[int, str, Usage]]:
+        with self._read() as conn:
+            rows = _all(conn, USAGE_OF_EVENTS.replace("%s", "?"), (first_id, last_id))
+        return [usage_of(row) for row in rows]
 
     def usage_rows(self, query: UsageQuery) -> list[UsageRow]:
         where = ["ts >= ?", "ts < ?"]

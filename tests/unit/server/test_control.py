@@ -247,3 +247,58 @@ async def test_a_superseded_request_is_not_listed_as_pending_while_its_write_is_
     assert [r["id"] for r in closed["data"]["requests"]] == [first.id]
     statuses = [(r["event_cursor"], r["status"]) for r in after["data"]["requests"]]
     assert sorted(statuses) == [(1, "expired"), (2, "pending")]
+
+
+class Peers:
+    """The other Studios of a cluster, as far as the control service asks them."""
+
+    def __init__(self, leading: bool) -> None:
+        self.leading = leading
+        self.forwarded: list[tuple[str, dict[str, Any]]] = []
+
+    def leads(self) -> bool:
+        return self.leading
+
+    async def forward(self, op: str, args: dict[str, Any]) -> RequestRecord | None:
+        self.forwarded.append((op, args))
+        return None  # no Studio took it
+
+
+async def test_in_a_cluster_the_leading_studio_alone_expires_and_decides_for_an_agent_away(
+    tmp_path: Path,
+) -> None:
+    """Every Studio holding the request of an agent connected to none closed it (an audit
+    line each) and decided it (the later decision stood, both were answered 200)."""
+    path = tmp_path / "c.db"
+    crash_after_the_event(path, permission_event(1, "call-1", timeout_ms=TIMEOUT_MS))
+    now = [ASKED + 5_000]
+    studio = Studio(settings=Settings(), store=SqliteStore(path), clock=lambda: now[0])
+    await studio.start()
+    try:
+        peers = Peers(leading=False)
+        studio.control.peers = peers
+        (request,) = studio.control.open.values()
+        await studio.control.decide(request.id, "allow", None, "ann")
+        assert peers.forwarded == [
+            (
+                "decide",
+                {
+                    "request_id": request.id,
+                    "decision": "allow",
+                    "note": None,
+                    "by": "ann",
+                    "agent_id": "a1",
+                    "lead": True,
+                },
+            )
+        ]
+        # No Studio took it (the leader gone meanwhile, say): taken here, as if alone.
+        assert studio.control.open[request.id].status == "decided"
+        now[0] = ASKED + 2 * TIMEOUT_MS
+        studio.control.expire_due()
+        assert studio.control.open[request.id].status == "decided"  # the leader's to close
+        peers.leading = True
+        studio.control.expire_due()
+        assert request.id not in studio.control.open
+    finally:
+        await studio.stop()

@@ -3,6 +3,8 @@ read from the database, other Studios' events counted, agents' presence taken an
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any, cast
 
 import orjson
@@ -46,7 +48,11 @@ class Store:
 
     def __init__(self, events: list[StoredEvent]) -> None:
         self.events = events
+        self.usage: list[tuple[int, str, Usage]] = []  # (event id, agent id, usage)
         self.store_id = "test"
+
+    def usage_of_events(self, first_id: int, last_id: int) -> list[tuple[int, str, Usage]]:
+        return [u for u in self.usage if first_id <= u[0] <= last_id]
 
     def events_after(self, flt: EventFilter, after: int, limit: int) -> list[StoredEvent]:
         return [e for e in self.events if e.id > after][:limit]
@@ -153,6 +159,70 @@ async def test_another_studios_events_count_on_their_agents_its_own_do_not() -> 
     assert (registry.agents["new"].implicit, registry.agents["new"].state) == (True, "completed")
 
 
+async def test_the_usage_of_events_read_from_the_database_counts_on_their_agents() -> None:
+    """It counted only at the next start: live totals left out what Redis did not carry."""
+    cluster, bus, registry = link([ev(i, agent="a" if i % 2 else "b") for i in range(1, 7)])
+    registry.add(LiveAgent(id="a", registered_at=1, last_seen=1))
+    here = LiveAgent(id="b", registered_at=1, last_seen=1)
+    here.connection = 7  # connected here: counted at this Studio's own commits
+    registry.add(here)
+    cluster.store.usage = [  # type: ignore[attr-defined]
+        (1, "a", Usage("gpt-4o", 10, 5, cost=0.5)),
+        (2, "b", Usage("gpt-4o", 1, 1, cost=0.1)),
+        (3, "a", Usage(None, 7, 0)),
+        (5, "a", Usage("gpt-4o", 100, 50, cost=5.0)),
+    ]
+    cluster._arrive([ev(5), ev(6, agent="b")], True, [("a", Usage("gpt-4o", 100, 50, cost=5.0))])
+    await cluster._fill()  # 1 to 4 are read
+    assert bus.published == [1, 2, 3, 4, 5, 6]
+    usage = registry.agents["a"].usage
+    assert (usage.requests, usage.input, usage.unpriced_tokens) == (3, 117, 7)
+    assert usage.cost == pytest.approx(5.5)
+    assert registry.agents["b"].usage.requests == 0
+
+
+async def test_a_run_partly_read_already_counts_the_usage_of_the_rest() -> None:
+    cluster, bus, registry = link([ev(1), ev(2)])
+    registry.add(LiveAgent(id="a", registered_at=1, last_seen=1))
+    cluster.store.usage = [  # type: ignore[attr-defined]
+        (2, "a", Usage("gpt-4o", 10, 0, cost=1.0)),
+        (3, "a", Usage("gpt-4o", 20, 0, cost=2.0)),
+    ]
+    cluster.connected = False
+    await cluster._fill()  # Redis gone: 1 and 2 are read, 2's usage with them
+    cluster.store.events.append(ev(3))  # type: ignore[attr-defined]
+    # The commit of 2 and 3, heard late: its usage does not say which event it was.
+    cluster._arrive([ev(2), ev(3)], True, [("a", Usage("gpt-4o", 10, 0, cost=1.0))] * 2)
+    assert bus.published == [1, 2, 3]
+    for _ in range(200):
+        if registry.agents["a"].usage.requests == 2:
+            break
+        await asyncio.sleep(0.01)
+    assert registry.agents["a"].usage.input == 30
+
+
+def test_the_studio_whose_name_sorts_first_among_those_heard_from_leads() -> None:
+    cluster, _, _ = link()
+    cluster.instance = "host:2:b"
+    assert cluster.leads()  # alone
+    cluster.peers = {"host:3:c": time.monotonic()}
+    assert cluster.leads()
+    cluster.peers["host:1:a"] = time.monotonic() - 60  # gone silent
+    assert cluster.leads()
+    cluster.peers["host:1:a"] = time.monotonic()
+    assert not cluster.leads()
+
+
+async def test_a_studio_that_joins_hears_of_the_others_at_once() -> None:
+    """It heard of them at their next beat (up to a second), and took itself for the leader
+    meanwhile: two Studios decided one request."""
+    cluster, _, _ = link()
+    cluster.instance = "host:3:c"
+    cluster._take({"o": "host:2:b", "k": "hello"})
+    assert not cluster.leads()  # it knows of the one that joined
+    assert [kind for kind, _ in cluster._out] == ["beat"]  # which now knows of it
+
+
 def snapshot(agent_id: str, *, online: bool, **fields: Any) -> dict[str, Any]:
     return {
         "id": agent_id,
@@ -213,7 +283,7 @@ async def test_an_agent_told_of_to_a_studio_that_joins_is_told_offline_when_it_l
     mine = LiveAgent(id="mine", registered_at=1, last_seen=1, connection=3)
     registry.add(mine)
     cluster._take({"o": "studio-b", "k": "hello"})  # before its own view went out
-    assert [(m["a"]["id"], m["a"]["online"]) for m in said] == [("mine", True)]
+    assert [(m["a"]["id"], m["a"]["online"]) for m in said if m["k"] == "agent"] == [("mine", True)]
     mine.connection = None
     cluster.agent_view(mine)
-    assert [(m["a"]["id"], m["a"]["online"]) for m in said][-1] == ("mine", False)
+    assert (said[-1]["a"]["id"], said[-1]["a"]["online"]) == ("mine", False)

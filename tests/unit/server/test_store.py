@@ -227,6 +227,20 @@ def test_usage_is_priced_at_write_time(store: Store) -> None:
     assert (by_agent.input, by_agent.output, by_agent.requests) == (2_000_000, 1_000_000, 2)
 
 
+def test_usage_of_a_range_of_events_is_read_as_it_was_priced(store: Store) -> None:
+    """What a Studio of a cluster counts of events it read from the database."""
+    first = store.write(usage_event("house", 10, (1_000_000, 0)))
+    store.write([ev()])
+    store.write([ops.SetPrice(Price("house", 2.0, 4.0), 11)])
+    last = store.write(usage_event("house", 12, (1_000_000, 1_000_000)))
+    start, end = first.events[0].id, last.events[0].id
+    assert store.usage_of_events(start, end) == [
+        (start, "a", Usage("house", 1_000_000, 0, cost=None)),
+        (end, "a", Usage("house", 1_000_000, 1_000_000, cost=6.0)),
+    ]
+    assert store.usage_of_events(start + 1, end - 1) == []
+
+
 def test_usage_of_a_model_priced_in_another_currency_is_unpriced(database: Opener) -> None:
     """A price row an older release kept in EUR (the API takes USD only now) was added to the
     dollar totals as if in dollars: its model's tokens are unpriced, before and after
