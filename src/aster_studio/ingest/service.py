@@ -599,7 +599,7 @@ class IngestService:
         they come from, so `last_seq` never covers a message whose writes are not stored.
         """
         if conn is not None and conn.unmarked_seq and conn.producer_id is not None:
-            writes.append(ops.MarkProducer(conn.producer_id, conn.unmarked_seq))
+            writes.append(ops.MarkProducer(conn.producer_id, conn.unmarked_seq, len(writes)))
             conn.unmarked_seq = 0
         if not writes or self.pipeline is None:
             return

@@ -96,10 +96,12 @@ class RecordUsage(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class MarkProducer:
-    """Record that a producer's messages up to `seq` are handled (reliable delivery)."""
+    """Record that a producer's messages up to `seq` are handled (reliable delivery): the last
+    op of the unit of the message `seq`, after its `ops` other ops."""
 
     producer_id: str
     seq: int
+    ops: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -1002,6 +1002,7 @@ class PostgresStore:
         events = result.events
         usage_rows: list[tuple[Any, ...]] = []
         statements: list[tuple[str, tuple[Any, ...]]] = []
+        marks: list[MarkProducer] = []
         xid: int | None = None
         priced = not self.shared
         try:
@@ -1030,6 +1031,8 @@ class PostgresStore:
                         )
                     )
                 else:
+                    if type(op) is MarkProducer:
+                        marks.append(op)
                     self._statement(op, statements, result)
             # A shared store's rows are made once the commit has numbered its events.
             rows = [] if self.shared else [_event_row(e) for e in events]
@@ -1048,9 +1051,11 @@ class PostgresStore:
                     )
                     return result
             with conn.transaction(), conn.cursor() as cur:
+                if self.shared and marks:
+                    self._drop_stored(cur, ops, marks, result, usage_rows)
                 if self.shared and events:
                     rows, usage_rows, xid = self._number(cur, events, usage_rows)
-                elif self.shared:
+                elif self.shared and not marks:
                     # In turn with the others' commits too, whatever it writes: two commits
                     # updating the same agents' rows in another order would deadlock.
                     cur.execute("SELECT 1 FROM meta WHERE name = 'id_ceiling' FOR UPDATE")
@@ -1121,6 +1126,49 @@ class PostgresStore:
         events[:] = [e._replace(id=first + i) for i, e in enumerate(events)]
         usage_rows = [(ids.get(r[0], r[0]), *r[1:]) for r in usage_rows]
         return [_event_row(e) for e in events], usage_rows, int(row[1])
+
+    @staticmethod
+    def _drop_stored(
+        cur: psycopg.Cursor[Row],
+        ops: list[WriteOp],
+        marks: list[MarkProducer],
+        result: CommitResult,
+        usage_rows: list[tuple[Any, ...]],
+    ) -> None:
+        """Leave out of a shared store's commit the events and usage of the reliable-delivery
+        units another Studio of the cluster has stored already (their marks stay: the
+        producer's messages are durable, and acknowledged as such).
+
+        A producer that moves to another Studio resends what it was not acknowledged for,
+        while the Studio it left may still commit what it took of the same messages: the
+        other Studios are asked to let go of it first, but one cut off from Redis is not
+        waited for. So the mark stored decides, read in the commit's turn (the lock on the
+        counter's row, taken here before anything is numbered): a unit whose message it
+        covers is stored already.
+        """
+        cur.execute("SELECT 1 FROM meta WHERE name = 'id_ceiling' FOR UPDATE")
+        ids = list({_no_nul(m.producer_id) for m in marks})
+        query = "SELECT id, last_seq FROM producers WHERE id = ANY(%s)"
+        stored: dict[str, int] = dict(cur.execute(query, (ids,)).fetchall())
+        done = [m for m in marks if stored.get(_no_nul(m.producer_id), 0) >= m.seq]
+        if not done:
+            return
+        dropped: set[int] = set()  # the events' provisional ids
+        for mark in done:
+            end = ops.index(mark)
+            for op in ops[end - mark.ops : end]:
+                if type(op) is StoredEvent:
+                    dropped.add(op.id)
+        log.warning(
+            "%d events of %d messages another Studio stored already (a producer that moved): "
+            "not stored again",
+            len(dropped),
+            len(done),
+        )
+        result.events[:] = [e for e in result.events if e.id not in dropped]
+        kept = [i for i, row in enumerate(usage_rows) if row[0] not in dropped]
+        usage_rows[:] = [usage_rows[i] for i in kept]
+        result.usage[:] = [result.usage[i] for i in kept]
 
     def _resolve_doubt(self, conn: Conn) -> CommitResult | None:
         """What the write in doubt made durable, if it committed after all; None if not."""

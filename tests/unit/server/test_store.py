@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import cast
 
 import apsw
+import orjson
 import pytest
 
 from aster_studio import store as ops
@@ -1576,6 +1577,42 @@ def test_postgres_shared_prices_changed_by_another_studio_price_the_next_usage(
         rows = two.usage_rows(UsageQuery(0, 100, group_by="model"))
         (row,) = rows
         assert (row.unpriced_tokens, row.cost) == (10, 10.0)
+    finally:
+        one.close()
+        two.close()
+
+
+def test_postgres_shared_messages_stored_by_another_studio_are_not_stored_again(
+    pg_schema: tuple[str, str],
+) -> None:
+    """A producer that moved from Studio 1 (cut off from Redis, not waited for) to Studio 2
+    resent what Studio 1 had not committed yet, and both stored it."""
+    one, two = shared_store(pg_schema), shared_store(pg_schema)
+    try:
+
+        def unit(numbers: Numberer, seq: int, count: int) -> list[ops.WriteOp]:
+            """The writes of message `seq` of producer "p": `count` events and a usage."""
+            events = [numbers.event("a", payload={"seq": seq, "n": n}) for n in range(count)]
+            usage = ops.RecordUsage(events[-1].id, "a", None, 5, Usage("m", seq, 0))
+            writes: list[ops.WriteOp] = [*events, usage]
+            return [*writes, ops.MarkProducer("p", seq, len(writes))]
+
+        first, second = Numberer(1), Numberer(1)
+        one.write(unit(first, 1, 2) + unit(first, 2, 3))  # Studio 1 stores messages 1 and 2
+        # Studio 2 read the mark (0) before, and took 1 to 3 again, with other writes between.
+        between = second.event("b")
+        result = two.write([*unit(second, 1, 2), between, *unit(second, 2, 3), *unit(second, 3, 1)])
+        assert [(e.agent_id, orjson.loads(e.payload).get("seq")) for e in result.events] == [
+            ("b", None),
+            ("a", 3),
+        ]
+        assert result.producers == {"p": 3}  # all durable: acknowledged
+        assert [u.input for _, u in result.usage] == [3]
+        stored = one.events_after(EventFilter(), 0, 100)
+        assert [e.id for e in stored] == list(range(1, 8))  # no hole where the copies were
+        assert [orjson.loads(e.payload).get("seq") for e in stored] == [1, 1, 2, 2, 2, None, 3]
+        assert one.usage_rows(UsageQuery(0, 10))[0].input == 1 + 2 + 3
+        assert two.producer_seq("p") == 3
     finally:
         one.close()
         two.close()
