@@ -136,6 +136,18 @@ class AgentKey:
 
 
 @dataclass(frozen=True, slots=True)
+class ConsoleSession:
+    """A browser logged in to the console, as stored: the SHA-256 of its session id, never the
+    id itself (the cookie), so a copy of the database lets nobody in. It outlives neither its
+    expiry (epoch ms) nor the credential it logged in with (the console token's hash)."""
+
+    id_hash: str
+    csrf: str
+    credential: str
+    expires_at: int
+
+
+@dataclass(frozen=True, slots=True)
 class AuditRecord:
     """One row of the audit log."""
 

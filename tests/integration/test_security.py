@@ -388,6 +388,25 @@ def test_session_endpoint_reports_auth_state(locked: tuple[StudioProcess, str, s
     assert mine["authenticated"] is True and mine["csrf_token"] == csrf
 
 
+def test_a_login_outlives_a_restart_until_its_logout(tmp_path: Path) -> None:
+    """Sessions lived in the memory of the Studio: a restart logged every browser out."""
+    env = {"ASTER_STUDIO_CONSOLE_TOKEN": "s3cret-token"}
+    with StudioProcess(tmp_path / "r.db", env=env) as server:
+        cookie, csrf = login(server, "s3cret-token")
+        server.restart()
+        agents = (server.http_url, "/v1/dashboard/agents")
+        assert request(*agents, headers={"Cookie": cookie})[0] == 200
+        state = request(server.http_url, "/v1/auth/session", headers={"Cookie": cookie})[2]
+        assert state["data"]["csrf_token"] == csrf
+        logout = request(
+            server.http_url, "/v1/auth/logout", "POST", {}, {"Cookie": cookie, "X-CSRF-Token": csrf}
+        )
+        assert logout[0] == 200
+        assert request(*agents, headers={"Cookie": cookie})[0] == 401
+        server.restart()
+        assert request(*agents, headers={"Cookie": cookie})[0] == 401
+
+
 def test_configured_console_token_turns_auth_on(tmp_path: Path) -> None:
     with StudioProcess(tmp_path / "t.db", env={"ASTER_STUDIO_CONSOLE_TOKEN": "s3cret-token"}) as s:
         assert request(s.http_url, "/v1/dashboard/agents")[0] == 401

@@ -191,7 +191,7 @@ class Guard:
             else:
                 await self._deny(kind, receive, send, 401, "invalid_token", "Invalid token")
             return
-        session = self.auth.session(session_id_of(headers))
+        session = await self.auth.session(session_id_of(headers))
         if session is None:
             await self._deny(kind, receive, send, 401, "missing_token", "Log in first")
             return

@@ -22,7 +22,7 @@ def router(studio: Studio) -> APIRouter:
 
     @api.get("/v1/auth/session", summary="Is auth on, and is this browser logged in")
     async def session_state(request: Request) -> Response:
-        session = auth.session(session_id_of(headers_of(request.scope)))
+        session = await auth.session(session_id_of(headers_of(request.scope)))
         return ok(
             {
                 "auth_enabled": auth.enabled,
@@ -36,7 +36,7 @@ def router(studio: Studio) -> APIRouter:
         if not same_origin(headers_of(request.scope)):
             return fail(403, "bad_origin", "Cross-origin login refused")
         token = body.get("token")
-        result = auth.login(token if isinstance(token, str) else None)
+        result = await auth.login(token if isinstance(token, str) else None)
         if result is None:
             await asyncio.sleep(FAILED_LOGIN_DELAY_S)  # slows guessing; tokens are 192-bit
             return fail(401, "invalid_token", "Wrong console token")
@@ -49,7 +49,7 @@ def router(studio: Studio) -> APIRouter:
 
     @api.post("/v1/auth/logout", summary="End this browser's session")
     async def logout(request: Request) -> Response:
-        auth.logout(session_id_of(headers_of(request.scope)))
+        await auth.logout(session_id_of(headers_of(request.scope)))
         response = ok({"logged_out": True})
         response.headers["set-cookie"] = f"{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"
         return response

@@ -10,6 +10,7 @@ from ..models import (
     AgentKey,
     AgentRecord,
     AuditRecord,
+    ConsoleSession,
     EventFilter,
     Price,
     RequestRecord,
@@ -299,6 +300,23 @@ class Store(Protocol):
     def add_secret(self, name: str, value: str, ts: int) -> str:
         """Store `value` as secret `name` unless one is stored already; return the one
         stored (Studios of a cluster starting at once agree on one)."""
+        ...
+
+    def add_console_session(self, session: ConsoleSession, now_ms: int) -> None:
+        """Store a console login session, dropping those expired by `now_ms` in the same write
+        (no other write removes them)."""
+        ...
+
+    def get_console_session(self, id_hash: str, now_ms: int) -> ConsoleSession | None:
+        """The console session of this id hash, unless it is gone or expired by `now_ms`."""
+        ...
+
+    def delete_console_session(self, id_hash: str) -> None:
+        """End a console session (a logout): every Studio on the database refuses it."""
+        ...
+
+    def console_sessions(self, now_ms: int) -> list[ConsoleSession]:
+        """Every console session not expired by `now_ms`."""
         ...
 
     def open_requests(self) -> list[RequestRecord]: ...

@@ -42,6 +42,7 @@ from ..models import (
     AgentKey,
     AgentRecord,
     AuditRecord,
+    ConsoleSession,
     EventFilter,
     Price,
     RequestRecord,
@@ -219,6 +220,16 @@ MIGRATIONS: tuple[str, ...] = (
     );
     INSERT INTO event_spans SELECT id / {SPAN_IDS}, min(ts), max(ts) FROM events GROUP BY 1;
     DROP INDEX events_by_ts;
+    """,
+    # 3: the console's login sessions, named by the SHA-256 of their ids (see SQLite's 15),
+    # so that every Studio of a cluster takes a browser logged in on any of them.
+    """
+    CREATE TABLE console_sessions (
+        id_hash text COLLATE "C" PRIMARY KEY,
+        csrf text NOT NULL,
+        credential text COLLATE "C" NOT NULL,
+        expires_at bigint NOT NULL
+    );
     """,
 )
 
@@ -1513,6 +1524,34 @@ class PostgresStore:
         if row is None:
             raise StoreError(f"no secret {name!r} after writing it")
         return str(row[0])
+
+    def add_console_session(self, session: ConsoleSession, now_ms: int) -> None:
+        with self._admin() as conn:
+            conn.execute("DELETE FROM console_sessions WHERE expires_at <= %s", (now_ms,))
+            conn.execute(
+                "INSERT INTO console_sessions VALUES (%s, %s, %s, %s)",
+                (session.id_hash, session.csrf, session.credential, session.expires_at),
+            )
+
+    def get_console_session(self, id_hash: str, now_ms: int) -> ConsoleSession | None:
+        row = self._one(
+            "SELECT id_hash, csrf, credential, expires_at FROM console_sessions "
+            "WHERE id_hash = %s AND expires_at > %s",
+            (id_hash, now_ms),
+        )
+        return ConsoleSession(*row) if row else None
+
+    def delete_console_session(self, id_hash: str) -> None:
+        with self._admin() as conn:
+            conn.execute("DELETE FROM console_sessions WHERE id_hash = %s", (id_hash,))
+
+    def console_sessions(self, now_ms: int) -> list[ConsoleSession]:
+        rows = self._all(
+            "SELECT id_hash, csrf, credential, expires_at FROM console_sessions "
+            "WHERE expires_at > %s",
+            (now_ms,),
+        )
+        return [ConsoleSession(*r) for r in rows]
 
     # ---- reads (any thread) ----
 

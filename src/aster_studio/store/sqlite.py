@@ -23,6 +23,7 @@ from ..models import (
     AgentKey,
     AgentRecord,
     AuditRecord,
+    ConsoleSession,
     EventFilter,
     Price,
     RequestRecord,
@@ -331,6 +332,17 @@ MIGRATIONS: tuple[str, ...] = (
     # them: text) cost the writer only the test of their type.
     f"""
     CREATE INDEX events_of_rare_types ON events (event_type COLLATE NOCASE, id) WHERE {_RARE};
+    """,
+    # Version 15 keeps the console's login sessions, so a restart logs nobody out. A row is
+    # named by the SHA-256 of its session id: the id is the cookie, and a copy of the
+    # database must let nobody in.
+    """
+    CREATE TABLE console_sessions (
+        id_hash TEXT PRIMARY KEY,
+        csrf TEXT NOT NULL,
+        credential TEXT NOT NULL,
+        expires_at INTEGER NOT NULL
+    );
     """,
 )
 
@@ -1310,6 +1322,38 @@ class SqliteStore:
                 (name, value, ts),
             )
             return str(_scalar(conn, "SELECT value FROM secrets WHERE name = ?", (name,)))
+
+    def add_console_session(self, session: ConsoleSession, now_ms: int) -> None:
+        with self._admin() as conn:
+            conn.execute("DELETE FROM console_sessions WHERE expires_at <= ?", (now_ms,))
+            conn.execute(
+                "INSERT INTO console_sessions VALUES (?, ?, ?, ?)",
+                (session.id_hash, session.csrf, session.credential, session.expires_at),
+            )
+
+    def get_console_session(self, id_hash: str, now_ms: int) -> ConsoleSession | None:
+        with self._read() as conn:
+            row = _one(
+                conn,
+                "SELECT id_hash, csrf, credential, expires_at FROM console_sessions "
+                "WHERE id_hash = ? AND expires_at > ?",
+                (id_hash, now_ms),
+            )
+        return ConsoleSession(*row) if row else None
+
+    def delete_console_session(self, id_hash: str) -> None:
+        with self._admin() as conn:
+            conn.execute("DELETE FROM console_sessions WHERE id_hash = ?", (id_hash,))
+
+    def console_sessions(self, now_ms: int) -> list[ConsoleSession]:
+        with self._read() as conn:
+            rows = _all(
+                conn,
+                "SELECT id_hash, csrf, credential, expires_at FROM console_sessions "
+                "WHERE expires_at > ?",
+                (now_ms,),
+            )
+        return [ConsoleSession(*r) for r in rows]
 
     # ---- reads (any thread) ----
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import closing
@@ -19,6 +20,7 @@ from aster_studio import store as ops
 from aster_studio.errors import DatabaseInUse, MigrationError, StoreError
 from aster_studio.models import (
     AgentKey,
+    ConsoleSession,
     EventFilter,
     Price,
     StoredEvent,
@@ -1104,6 +1106,52 @@ def test_keys_and_secrets(store: Store) -> None:
     assert store.add_secret("console", "three", 5) == "two"
 
 
+def test_console_sessions_are_read_until_they_expire_or_end(store: Store) -> None:
+    one = ConsoleSession("hash1", "csrf1", "cred", 1_100)
+    two = ConsoleSession("hash2", "csrf2", "cred", 1_200)
+    store.add_console_session(one, 1_000)
+    store.add_console_session(two, 1_000)
+    assert store.get_console_session("hash1", 1_000) == one
+    assert store.get_console_session("hash1", 1_100) is None  # expired
+    assert store.get_console_session("other", 1_000) is None
+    assert set(store.console_sessions(1_000)) == {one, two}
+    assert store.console_sessions(1_100) == [two]
+    store.delete_console_session("hash2")
+    store.delete_console_session("hash2")  # a second logout of it is no error
+    assert store.get_console_session("hash2", 1_000) is None
+    assert store.console_sessions(1_000) == [one]
+
+
+def test_a_new_console_session_drops_the_expired_ones(store: Store) -> None:
+    """Nothing else deletes them: sessions abandoned without a logout would pile up."""
+    store.add_console_session(ConsoleSession("old", "c", "cred", 1_100), 1_000)
+    new = ConsoleSession("new", "c", "cred", 5_000)
+    store.add_console_session(new, 1_100)
+    assert store.console_sessions(0) == [new]  # read as of before: the old one is gone
+
+
+def test_a_database_of_the_previous_schema_gets_console_sessions(
+    database: Opener, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old = database()
+    backend = sys.modules[type(old).__module__]
+    monkeypatch.setattr(backend, "MIGRATIONS", backend.MIGRATIONS[:-1])
+    old.open()
+    old.set_secret("console", "kept", 1)
+    old.close()
+    monkeypatch.undo()
+
+    new = database()
+    new.open()
+    try:
+        session = ConsoleSession("hash", "csrf", "cred", 2_000)
+        new.add_console_session(session, 1_000)
+        assert new.get_console_session("hash", 1_000) == session
+        assert new.get_secret("console") == "kept"
+    finally:
+        new.close()
+
+
 def test_postgres_shared_studios_starting_at_once_agree_on_one_secret(
     pg_schema: tuple[str, str],
 ) -> None:
@@ -1887,7 +1935,7 @@ def test_postgres_schema_1_gets_the_receive_times_of_its_events_and_no_ts_index(
     import psycopg
     from psycopg import sql
 
-    from aster_studio.store.postgres import PostgresStore
+    from aster_studio.store.postgres import MIGRATIONS, PostgresStore
 
     dsn, schema = pg_schema
     events = _stepping_clock_events(5_000)
@@ -1899,6 +1947,7 @@ def test_postgres_schema_1_gets_the_receive_times_of_its_events_and_no_ts_index(
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
         conn.execute("DROP TABLE event_spans")
+        conn.execute("DROP TABLE console_sessions")
         conn.execute("CREATE INDEX events_by_ts ON events (ts)")
         conn.execute("UPDATE meta SET value = 1 WHERE name = 'schema_version'")
     store = PostgresStore(dsn, schema=schema)
@@ -1908,7 +1957,7 @@ def test_postgres_schema_1_gets_the_receive_times_of_its_events_and_no_ts_index(
             conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
             assert conn.execute("SELECT to_regclass('events_by_ts')").fetchone() == (None,)
             version = conn.execute("SELECT value FROM meta WHERE name = 'schema_version'")
-            assert version.fetchone() == (2,)
+            assert version.fetchone() == (len(MIGRATIONS),)
         stepped = events[1_200].ts
         for start, end in [(stepped, stepped + 1), (events[100].ts, events[4_900].ts)]:
             _check_reads(store, events, EventFilter(start_ms=start, end_ms=end))
