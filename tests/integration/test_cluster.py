@@ -22,6 +22,7 @@ from websockets.exceptions import ConnectionClosed
 from tests.integration.test_control import ask_permission, steerable
 from tests.integration.test_live_stream import Stream
 from tests.integration.test_reliable_delivery import numbered, register_producer
+from tests.integration.test_security import login, request
 from tests.support.agent import RawAgent, event, register
 from tests.support.api import call, events, get, wait_for
 from tests.support.postgres import fresh_schema, postgres_dsn
@@ -62,8 +63,9 @@ def db() -> Iterator[str]:
 
 @pytest.fixture
 def studios(db: str) -> Iterator[StartStudios]:
-    """Start `count` Studios on `db`: clustered through the test Redis unless
-    `clustered=False`, or through ASTER_STUDIO_CLUSTER with `by_env=True`. The first Studio of
+    """Start `count` Studios on `db` (with `env` added to their environment): clustered
+    through the test Redis unless `clustered=False`, or through ASTER_STUDIO_CLUSTER with
+    `by_env=True`. The first Studio of
     the schema starts alone (it sets the schema up: starting together is a test of its own),
     the others at once, as replicas do. All are stopped (bounded) afterwards, before the
     schema is dropped, and their logs printed (pytest shows them when the test fails)."""
@@ -71,10 +73,14 @@ def studios(db: str) -> Iterator[StartStudios]:
     started: list[StudioProcess] = []
 
     def start(
-        count: int = 1, *, clustered: bool = True, by_env: bool = False
+        count: int = 1,
+        *,
+        clustered: bool = True,
+        by_env: bool = False,
+        env: dict[str, str] | None = None,
     ) -> list[StudioProcess]:
         args: tuple[str, ...] = ("--cluster", redis) if clustered and not by_env else ()
-        env = {"ASTER_STUDIO_CLUSTER": redis} if by_env else {}
+        env = {**(env or {}), **({"ASTER_STUDIO_CLUSTER": redis} if by_env else {})}
         servers = [StudioProcess(db, args=args, env=env) for _ in range(count)]
         first = not started
         started.extend(servers)
@@ -664,3 +670,23 @@ def test_a_producer_resumes_on_another_studio_after_a_kill_and_stores_each_event
     assert get(two.http_url, "/v1/dashboard/events/count?agent_id=r-1")["count"] == total
     stored = events(two.http_url, "agent_id=r-1")
     assert [e["event"]["delta"] for e in stored] == [str(i) for i in range(1, total + 1)]
+
+
+def test_a_console_logged_in_on_one_studio_is_let_in_by_the_others_until_its_logout(
+    studios: StartStudios,
+) -> None:
+    """Sessions lived in the memory of the Studio logged in on: behind a load balancer
+    without sticky sessions, a browser was refused by every other Studio."""
+    one, two = studios(2, env={"ASTER_STUDIO_CONSOLE_TOKEN": "s3cret-token"})
+    cookie, csrf = login(one, "s3cret-token")
+    agents = "/v1/dashboard/agents"
+    assert request(two.http_url, agents, headers={"Cookie": cookie})[0] == 200
+    logout = request(
+        two.http_url, "/v1/auth/logout", "POST", {}, {"Cookie": cookie, "X-CSRF-Token": csrf}
+    )
+    assert logout[0] == 200
+    wait_for(
+        lambda: request(one.http_url, agents, headers={"Cookie": cookie})[0],
+        lambda status: status == 401,
+        5 * UNIT,
+    )
