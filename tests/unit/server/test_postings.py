@@ -192,6 +192,7 @@ def test_a_database_posted_before_time_ranges_gets_them_at_open(tmp_path: Path) 
     with closing(apsw.Connection(str(path))) as conn:  # back to schema 6, as it left it
         conn.execute(
             "DROP TABLE posted_times; DROP INDEX events_of_rare_types; "
+            "DROP TABLE console_sessions; "
             "CREATE INDEX events_by_ts ON events (ts); "
             "ALTER TABLE sessions DROP COLUMN error_count; "
             "ALTER TABLE prices DROP COLUMN cache_read_per_m; "
