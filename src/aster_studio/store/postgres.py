@@ -21,6 +21,7 @@ memory. A read whose pooled connection turns out broken is retried once on a new
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
@@ -496,6 +497,27 @@ class _Pool:
             self._cond.notify_all()
         for conn in idle:
             conn.close()
+
+
+def _is_stored_already(exc: BaseException) -> bool:
+    """Whether a write failed as `_mark_shared` fails a commit of messages stored already."""
+    return isinstance(exc, psycopg.errors.DivisionByZero)
+
+
+def _without(ops: list[WriteOp], marks: list[MarkProducer]) -> list[WriteOp]:
+    """`ops` without the events and usage of the units `marks` end. Their marks stay (the
+    messages are durable, and acknowledged as such), as marks of units with nothing else."""
+    dropped: set[int] = set()
+    ends: dict[int, MarkProducer] = {}
+    for mark in marks:
+        end = ops.index(mark)
+        dropped.update(range(end - mark.ops, end))
+        ends[end] = dataclasses.replace(mark, ops=0)
+    return [
+        ends.get(i, op)
+        for i, op in enumerate(ops)
+        if i not in dropped or type(op) not in (StoredEvent, RecordUsage)
+    ]
 
 
 class PostgresStore:
@@ -1062,11 +1084,9 @@ class PostgresStore:
                     )
                     return result
             with conn.transaction(), conn.cursor() as cur:
-                if self.shared and marks:
-                    self._drop_stored(cur, ops, marks, result, usage_rows)
                 if self.shared and events:
                     rows, usage_rows, xid = self._number(cur, events, usage_rows)
-                elif self.shared and not marks:
+                elif self.shared:
                     # In turn with the others' commits too, whatever it writes: two commits
                     # updating the same agents' rows in another order would deadlock.
                     cur.execute("SELECT 1 FROM meta WHERE name = 'id_ceiling' FOR UPDATE")
@@ -1083,7 +1103,9 @@ class PostgresStore:
                         last = events[-1].id
                         if last > self._id_ceiling - ID_BLOCK // 2:
                             self._set_ceiling(conn, last + ID_BLOCK)  # durable with them
-                    if result.producers:
+                    if result.producers and self.shared:
+                        self._mark_shared(cur, marks, result.producers)
+                    elif result.producers:
                         cur.executemany(
                             "INSERT INTO producers (id, last_seq) VALUES (%s, %s) "
                             "ON CONFLICT (id) DO UPDATE SET "
@@ -1109,6 +1131,14 @@ class PostgresStore:
                     self._id_ceiling = self._read_ceiling(conn)
             except psycopg.Error:
                 log.exception("cannot reread the writer's state after a failed write")
+            repeated = self._stored_already(conn, marks) if _is_stored_already(exc) else []
+            if repeated:
+                log.warning(
+                    "%d messages of a producer that moved were stored by another Studio "
+                    "already: their events are not stored again",
+                    len(repeated),
+                )
+                return self.write(_without(ops, repeated))
             raise StoreError(f"write of {len(ops)} operations failed: {exc}") from exc
         return result
 
@@ -1139,47 +1169,48 @@ class PostgresStore:
         return [_event_row(e) for e in events], usage_rows, int(row[1])
 
     @staticmethod
-    def _drop_stored(
-        cur: psycopg.Cursor[Row],
-        ops: list[WriteOp],
-        marks: list[MarkProducer],
-        result: CommitResult,
-        usage_rows: list[tuple[Any, ...]],
+    def _mark_shared(
+        cur: psycopg.Cursor[Row], marks: list[MarkProducer], producers: dict[str, int]
     ) -> None:
-        """Leave out of a shared store's commit the events and usage of the reliable-delivery
-        units another Studio of the cluster has stored already (their marks stay: the
-        producer's messages are durable, and acknowledged as such).
+        """Store a shared store's producers' marks, failing the commit if another Studio of
+        the cluster stored some of its messages already (`_stored_already` then tells which).
 
         A producer that moves to another Studio resends what it was not acknowledged for,
         while the Studio it left may still commit what it took of the same messages: the
         other Studios are asked to let go of it first, but one cut off from Redis is not
-        waited for. So the mark stored decides, read in the commit's turn (the lock on the
-        counter's row, taken here before anything is numbered): a unit whose message it
-        covers is stored already.
+        waited for. So the marks stored decide: read in the commit's turn (this statement
+        runs after `_number` took the counter's row, and sees every commit before), a
+        message a mark covers is stored already. The statement that advances the marks
+        checks them too, dividing by zero when one covers the first message of this commit
+        that writes anything: the check costs no statement nor round trip of its own.
         """
-        cur.execute("SELECT 1 FROM meta WHERE name = 'id_ceiling' FOR UPDATE")
-        ids = list({_no_nul(m.producer_id) for m in marks})
-        query = "SELECT id, last_seq FROM producers WHERE id = ANY(%s)"
-        stored: dict[str, int] = dict(cur.execute(query, (ids,)).fetchall())
-        done = [m for m in marks if stored.get(_no_nul(m.producer_id), 0) >= m.seq]
-        if not done:
-            return
-        dropped: set[int] = set()  # the events' provisional ids
-        for mark in done:
-            end = ops.index(mark)
-            for op in ops[end - mark.ops : end]:
-                if type(op) is StoredEvent:
-                    dropped.add(op.id)
-        log.warning(
-            "%d events of %d messages another Studio stored already (a producer that moved): "
-            "not stored again",
-            len(dropped),
-            len(done),
+        first: dict[str, int] = {}
+        for mark in marks:
+            if mark.ops and mark.seq < first.get(mark.producer_id, mark.seq + 1):
+                first[mark.producer_id] = mark.seq
+        ids = list(producers)
+        cur.execute(
+            "INSERT INTO producers (id, last_seq) "
+            "SELECT u.id, u.seq / (CASE WHEN p.last_seq >= u.first THEN 0 ELSE 1 END) "
+            "FROM unnest(%s::text[], %s::bigint[], %s::bigint[]) AS u (id, seq, first) "
+            "LEFT JOIN producers p ON p.id = u.id "
+            "ON CONFLICT (id) DO UPDATE SET "
+            "last_seq = greatest(producers.last_seq, excluded.last_seq)",
+            (ids, [producers[i] for i in ids], [first.get(i) for i in ids]),
         )
-        result.events[:] = [e for e in result.events if e.id not in dropped]
-        kept = [i for i, row in enumerate(usage_rows) if row[0] not in dropped]
-        usage_rows[:] = [usage_rows[i] for i in kept]
-        result.usage[:] = [result.usage[i] for i in kept]
+
+    def _stored_already(self, conn: Conn, marks: list[MarkProducer]) -> list[MarkProducer]:
+        """After `_mark_shared` failed a commit: the marks of its messages stored already."""
+        if not self.shared or not marks:
+            return []
+        query = "SELECT id, last_seq FROM producers WHERE id = ANY(%s)"
+        ids = list({m.producer_id for m in marks})
+        try:
+            stored: dict[str, int] = dict(conn.execute(query, (ids,)).fetchall())
+        except psycopg.Error:
+            log.exception("cannot read the producers' marks after a failed write")
+            return []
+        return [m for m in marks if m.ops and stored.get(m.producer_id, 0) >= m.seq]
 
     def _resolve_doubt(self, conn: Conn) -> CommitResult | None:
         """What the write in doubt made durable, if it committed after all; None if not."""

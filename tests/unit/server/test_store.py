@@ -1666,6 +1666,35 @@ def test_postgres_shared_messages_stored_by_another_studio_are_not_stored_again(
         two.close()
 
 
+def test_postgres_shared_studios_committing_the_same_messages_at_once_store_each_once(
+    pg_schema: tuple[str, str],
+) -> None:
+    one, two = shared_store(pg_schema), shared_store(pg_schema)
+    try:
+
+        def write(store: Store, step: int) -> None:
+            numbers = Numberer(1)
+            for start in range(1, 61, step):  # the same 60 messages, `step` to a commit
+                writes: list[ops.WriteOp] = []
+                for seq in range(start, min(start + step, 61)):
+                    unit = [numbers.event("a", payload={"seq": seq, "n": n}) for n in range(2)]
+                    writes += [*unit, ops.MarkProducer("p", seq, len(unit))]
+                store.write(writes)
+
+        threads = [threading.Thread(target=write, args=args) for args in ((one, 3), (two, 5))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        stored = one.events_after(EventFilter(), 0, 1_000)
+        seqs = sorted(orjson.loads(e.payload)["seq"] for e in stored)
+        assert seqs == sorted(list(range(1, 61)) * 2)  # each message's two events, once
+        assert [e.id for e in stored] == list(range(1, 121))
+    finally:
+        one.close()
+        two.close()
+
+
 def test_postgres_an_unreachable_server_is_unavailable() -> None:
     from aster_studio.errors import StoreUnavailable
     from aster_studio.store.postgres import PostgresStore
