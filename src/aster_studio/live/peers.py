@@ -469,12 +469,13 @@ class ClusterLink:
         if events[-1].id < self._next:
             return  # read from the database already
         if events[0].id < self._next:
-            # A run partly read from the database already: its usage, which does not say
-            # whose event it was, is read for the rest.
+            # A run partly read from the database already: another Studio's usage, which
+            # does not say whose event it was, is read for the rest.
             events = [e for e in events if e.id >= self._next]
+            if remote and usage:
+                first, last = events[0].id, events[-1].id
+                asyncio.get_running_loop().create_task(self._count_usage(first, last))
             usage = []
-            first, last = events[0].id, events[-1].id
-            asyncio.get_running_loop().create_task(self._count_usage(first, last))
         if events[0].id > self._next:
             if not self._held:
                 self._held_since = time.monotonic()
