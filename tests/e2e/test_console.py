@@ -387,6 +387,10 @@ def test_metrics_and_settings_pages(studio: StudioProcess, page: Page) -> None:
     expect(row).to_be_visible()
     pricing = api(studio, "/pricing")
     assert pricing["my-local-model"]["input_price_per_m"] == 0
+    facts = page.get_by_test_id("studio-facts")
+    expect(facts).to_contain_text("sqlite:///")
+    expect(facts).to_contain_text("none: this Studio runs alone")
+    facts.scroll_into_view_if_needed()
     screenshot(page, "settings")
 
 

@@ -1,8 +1,57 @@
-import { useState } from 'react'
+import { useEffect, useState } from 'react'
 import { Card, ConnectHelp, ErrorNote, PageHeader } from '../components/common'
 import { request } from '../lib/api'
+import { fetchHealth, healthFacts, type Healthz } from '../lib/health'
 import { useApi } from '../lib/hooks'
 import type { ModelPricing } from '../lib/types'
+
+const HEALTH_REFRESH_MS = 5000
+
+/** This Studio as `/healthz` tells it: its storage, and its place in a cluster. */
+function StudioFacts() {
+  const [health, setHealth] = useState<Healthz | null>(null)
+  const [error, setError] = useState<string | null>(null)
+  useEffect(() => {
+    let controller = new AbortController()
+    const load = () => {
+      controller.abort()
+      controller = new AbortController()
+      fetchHealth(controller.signal)
+        .then((h) => {
+          setHealth(h)
+          setError(null)
+        })
+        .catch((err: unknown) => {
+          if (!controller.signal.aborted) setError(err instanceof Error ? err.message : String(err))
+        })
+    }
+    load()
+    const id = setInterval(() => {
+      if (document.visibilityState !== 'hidden') load()
+    }, HEALTH_REFRESH_MS)
+    return () => {
+      clearInterval(id)
+      controller.abort()
+    }
+  }, [])
+  return (
+    <Card title="This Studio" actions={<span className="muted small">from /healthz, every 5 s</span>}>
+      <ErrorNote error={error} />
+      {health && (
+        <dl className="kv kv-wide" data-testid="studio-facts">
+          {healthFacts(health).map(([label, value, bad]) => (
+            <div key={label} className="kv-row">
+              <dt>{label}</dt>
+              <dd className={bad ? 'error-text' : undefined} title={value}>
+                {value}
+              </dd>
+            </div>
+          ))}
+        </dl>
+      )}
+    </Card>
+  )
+}
 
 function PriceRow({ price, onSaved }: { price: ModelPricing; onSaved: () => void }) {
   const [editing, setEditing] = useState(false)
@@ -148,6 +197,7 @@ export function SettingsPage() {
       <Card title="Connect an agent">
         <ConnectHelp title="This Studio's address" />
       </Card>
+      <StudioFacts />
     </div>
   )
 }
