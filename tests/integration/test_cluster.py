@@ -432,6 +432,35 @@ def online_everywhere(studio: StudioProcess, agent_id: str = "steer") -> None:
     )
 
 
+def offline_everywhere(studios: list[StudioProcess], agent_id: str = "steer") -> None:
+    """Wait until every Studio of `studios` sees the agent offline."""
+    for studio in studios:
+        wait_for(
+            lambda s=studio: get(s.http_url, f"/v1/dashboard/agents/{agent_id}")["status"],
+            lambda status: status == "offline",
+            5 * UNIT,
+        )
+
+
+def decided_everywhere(studios: list[StudioProcess], request_id: str) -> list[dict[str, Any]]:
+    """Wait until every Studio of `studios` shows the request decided; its record on each."""
+    return [
+        wait_for(
+            lambda s=studio: get(s.http_url, f"/v1/dashboard/requests/{request_id}"),
+            lambda r: r["status"] == "decided",
+            5 * UNIT,
+        )
+        for studio in studios
+    ]
+
+
+def one_winner(results: dict[str, tuple[int, Any]]) -> str:
+    """Of decisions taken at once (`decide_at_once`): one was taken, the other refused (409);
+    who took it."""
+    assert sorted(status for status, _ in results.values()) == [200, 409], results
+    return next(who for who, (status, _) in results.items() if status == 200)
+
+
 def test_a_decision_posted_to_one_studio_reaches_an_agent_on_another(
     studios: StartStudios,
 ) -> None:
@@ -452,12 +481,7 @@ def test_a_decision_posted_to_one_studio_reaches_an_agent_on_another(
             control["decided_by"],
             control["note"],
         ) == ("permission_decided", "call_1", "allow", "alice", "from studio 1")
-        for studio in (one, two):
-            decided = wait_for(
-                lambda s=studio: get(s.http_url, f"/v1/dashboard/requests/{request_id}"),
-                lambda r: r["status"] == "decided",
-                5 * UNIT,
-            )
+        for decided in decided_everywhere([one, two], request_id):
             assert (decided["decided_by"], decided["response"]["decision"]) == ("alice", "allow")
 
 
@@ -476,8 +500,7 @@ def test_two_decisions_on_two_studios_one_wins_and_the_other_conflicts(
             )
         request_id = listed["requests"][0]["id"]
         results = decide_at_once(request_id, (one, "ann", "allow"), (two, "bob", "deny"))
-        assert sorted(status for status, _ in results.values()) == [200, 409], results
-        winner = next(who for who, (status, _) in results.items() if status == 200)
+        winner = one_winner(results)
         loser = next(body for status, body in results.values() if status == 409)
         assert (loser["error"]["code"], loser["error"]["decided_by"]) == ("conflict", winner)
         control = agent.recv_until("control", timeout=5 * UNIT)
@@ -486,15 +509,6 @@ def test_two_decisions_on_two_studios_one_wins_and_the_other_conflicts(
     for studio in (one, two):
         decided = get(studio.http_url, f"/v1/dashboard/requests/{request_id}")
         assert (decided["status"], decided["decided_by"]) == ("decided", winner)
-
-
-def offline_everywhere(studios: list[StudioProcess], agent_id: str = "steer") -> None:
-    for studio in studios:
-        wait_for(
-            lambda s=studio: get(s.http_url, f"/v1/dashboard/agents/{agent_id}")["status"],
-            lambda status: status == "offline",
-            5 * UNIT,
-        )
 
 
 def test_two_decisions_on_two_studios_while_the_agent_is_away_one_wins(
@@ -507,15 +521,8 @@ def test_two_decisions_on_two_studios_while_the_agent_is_away_one_wins(
         ask_permission(agent)
         request_id = listed_pending(one)[0]["id"]
     offline_everywhere([one, two])
-    results = decide_at_once(request_id, (one, "ann", "allow"), (two, "bob", "deny"))
-    assert sorted(status for status, _ in results.values()) == [200, 409], results
-    winner = next(who for who, (status, _) in results.items() if status == 200)
-    for studio in (one, two):
-        decided = wait_for(
-            lambda s=studio: get(s.http_url, f"/v1/dashboard/requests/{request_id}"),
-            lambda r: r["status"] == "decided",
-            5 * UNIT,
-        )
+    winner = one_winner(decide_at_once(request_id, (one, "ann", "allow"), (two, "bob", "deny")))
+    for decided in decided_everywhere([one, two], request_id):
         assert decided["decided_by"] == winner
     with steerable(one) as again:
         control = again.recv_until("control", timeout=5 * UNIT)
@@ -530,11 +537,7 @@ def test_a_decision_made_on_one_studio_while_the_agent_is_away_reaches_it_on_ano
     with steerable(two) as agent:
         ask_permission(agent)
         listed = listed_pending(one)
-    wait_for(
-        lambda: get(one.http_url, "/v1/dashboard/agents/steer")["status"],
-        lambda status: status == "offline",
-        5 * UNIT,
-    )
+    offline_everywhere([one])
     status, body = decide(one, listed[0]["id"], decision="allow", decided_by="carol")
     assert status == 200, body
     with steerable(two) as again:
