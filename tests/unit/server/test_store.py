@@ -8,7 +8,7 @@ import os
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import closing
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import cast
 
@@ -1157,8 +1157,7 @@ def test_postgres_shared_studios_starting_at_once_agree_on_one_secret(
 ) -> None:
     """Two Studios of a cluster making the request-id key at the same moment: one failed
     ("could not serialize access"), or each kept its own and their request ids differed."""
-    one, two = shared_store(pg_schema), shared_store(pg_schema)
-    try:
+    with shared_stores(pg_schema) as (one, two):
         start = threading.Barrier(2)
         got: dict[str, str] = {}
 
@@ -1174,9 +1173,6 @@ def test_postgres_shared_studios_starting_at_once_agree_on_one_secret(
             thread.join(30)
         assert len(got) == 40  # neither failed
         assert all(got[f"a{n}"] == got[f"b{n}"] for n in range(20))
-    finally:
-        one.close()
-        two.close()
 
 
 def test_usage_of_sessions_and_without_a_model(store: Store) -> None:
@@ -1500,13 +1496,26 @@ def shared_store(pg_schema: tuple[str, str], dsn: str | None = None) -> Store:
     return store
 
 
+@contextmanager
+def shared_stores(pg_schema: tuple[str, str]) -> Iterator[tuple[Store, Store]]:
+    """Two Studios of a cluster on the schema, closed after."""
+    one = shared_store(pg_schema)
+    try:
+        two = shared_store(pg_schema)
+        try:
+            yield one, two
+        finally:
+            two.close()
+    finally:
+        one.close()
+
+
 def test_postgres_shared_stores_number_events_in_the_order_of_their_commits(
     pg_schema: tuple[str, str],
 ) -> None:
     """Each Studio of a cluster numbers its events on its own loop; the ids stored are the
     commits': one sequence without holes, ascending in commit order across the Studios."""
-    one, two = shared_store(pg_schema), shared_store(pg_schema)
-    try:
+    with shared_stores(pg_schema) as (one, two):
         assert one.reserve_event_ids() == two.reserve_event_ids() == 1  # provisional only
         committed: list[list[int]] = []
         lock = threading.Lock()
@@ -1539,9 +1548,6 @@ def test_postgres_shared_stores_number_events_in_the_order_of_their_commits(
         # Usage rows point at their events' stored ids.
         usage = one.usage_rows(UsageQuery(0, 10, group_by="agent"))
         assert {row.key: row.requests for row in usage} == {"a": 8, "b": 8}
-    finally:
-        one.close()
-        two.close()
 
 
 def test_postgres_shared_and_lone_studios_exclude_each_other(pg_schema: tuple[str, str]) -> None:
@@ -1614,8 +1620,7 @@ def test_postgres_a_shared_write_whose_commit_reply_was_lost_is_asked_about_not_
 def test_postgres_shared_prices_changed_by_another_studio_price_the_next_usage(
     pg_schema: tuple[str, str],
 ) -> None:
-    one, two = shared_store(pg_schema), shared_store(pg_schema)
-    try:
+    with shared_stores(pg_schema) as (one, two):
         numbers = Numberer(1)
         event = numbers.event()
         two.write([event, ops.RecordUsage(event.id, "a", None, 5, Usage("model-x", 10, 0))])
@@ -1625,9 +1630,6 @@ def test_postgres_shared_prices_changed_by_another_studio_price_the_next_usage(
         rows = two.usage_rows(UsageQuery(0, 100, group_by="model"))
         (row,) = rows
         assert (row.unpriced_tokens, row.cost) == (10, 10.0)
-    finally:
-        one.close()
-        two.close()
 
 
 def test_postgres_shared_messages_stored_by_another_studio_are_not_stored_again(
@@ -1635,8 +1637,7 @@ def test_postgres_shared_messages_stored_by_another_studio_are_not_stored_again(
 ) -> None:
     """A producer that moved from Studio 1 (cut off from Redis, not waited for) to Studio 2
     resent what Studio 1 had not committed yet, and both stored it."""
-    one, two = shared_store(pg_schema), shared_store(pg_schema)
-    try:
+    with shared_stores(pg_schema) as (one, two):
 
         def unit(numbers: Numberer, seq: int, count: int) -> list[ops.WriteOp]:
             """The writes of message `seq` of producer "p": `count` events and a usage."""
@@ -1661,16 +1662,12 @@ def test_postgres_shared_messages_stored_by_another_studio_are_not_stored_again(
         assert [orjson.loads(e.payload).get("seq") for e in stored] == [1, 1, 2, 2, 2, None, 3]
         assert one.usage_rows(UsageQuery(0, 10))[0].input == 1 + 2 + 3
         assert two.producer_seq("p") == 3
-    finally:
-        one.close()
-        two.close()
 
 
 def test_postgres_shared_studios_committing_the_same_messages_at_once_store_each_once(
     pg_schema: tuple[str, str],
 ) -> None:
-    one, two = shared_store(pg_schema), shared_store(pg_schema)
-    try:
+    with shared_stores(pg_schema) as (one, two):
 
         def write(store: Store, step: int) -> None:
             numbers = Numberer(1)
@@ -1690,9 +1687,6 @@ def test_postgres_shared_studios_committing_the_same_messages_at_once_store_each
         seqs = sorted(orjson.loads(e.payload)["seq"] for e in stored)
         assert seqs == sorted(list(range(1, 61)) * 2)  # each message's two events, once
         assert [e.id for e in stored] == list(range(1, 121))
-    finally:
-        one.close()
-        two.close()
 
 
 def test_postgres_an_unreachable_server_is_unavailable() -> None:
