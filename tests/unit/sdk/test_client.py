@@ -11,7 +11,14 @@ from typing import Any
 
 import pytest
 
-from aster_studio_sdk import Connection, InternalError, StudioClient, ToolCall, current_tool_call
+from aster_studio_sdk import (
+    Connection,
+    InternalError,
+    Session,
+    StudioClient,
+    ToolCall,
+    current_tool_call,
+)
 from aster_studio_sdk import _client as client_module
 from aster_studio_sdk.testing import InMemoryStudio, MemoryTransport
 from tests.support.timing import UNIT
@@ -709,28 +716,31 @@ def test_debug_logs_of_a_client_with_credentials_show_none(
         assert secret not in caplog.text  # ...without its credentials
 
 
-def fill_while_down(
-    client: StudioClient, memory: InMemoryStudio, unacked: int, queued: int
-) -> None:
-    """Fill the resend buffer, then the queue, with events while the Studio is down."""
-    assert memory.down
-    for i in range(unacked):
+def full_while_down(
+    memory: InMemoryStudio,
+    make_client: MakeClient,
+    monkeypatch: pytest.MonkeyPatch,
+    drop_policy: str = "drop_newest",
+) -> tuple[StudioClient, list[Session]]:
+    """A client whose resend buffer (10 events), queue (20) and slack for control messages
+    (5, taken by five sessions' starts) are full while the Studio is down; and those sessions."""
+    monkeypatch.setattr(client_module, "_CONTROL_SLACK", 5)
+    options = replace(FAST, max_queue_size=20, max_unacked_messages=10, drop_policy=drop_policy)
+    memory.down = True
+    client = make_client(options=options)
+    for i in range(10):
         client.text(f"buffered {i}")
-    assert wait_until(lambda: client.stats().unacked == unacked), client.stats()
-    for i in range(queued):
+    assert wait_until(lambda: client.stats().unacked == 10), client.stats()
+    for i in range(20):
         client.text(f"queued {i}")
-    assert client.stats().queued == queued
+    assert client.stats().queued == 20
+    return client, [client.session(f"filler-{i}") for i in range(5)]
 
 
 def test_end_of_a_session_whose_start_was_dropped_is_kept_once_its_event_got_in(
     memory: InMemoryStudio, make_client: MakeClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(client_module, "_CONTROL_SLACK", 5)
-    options = replace(FAST, max_queue_size=20, max_unacked_messages=10, drop_policy="drop_oldest")
-    memory.down = True
-    client = make_client(options=options)
-    fill_while_down(client, memory, 10, 20)
-    fillers = [client.session(f"filler-{i}") for i in range(5)]  # the queue: bound + slack
+    client, fillers = full_while_down(memory, make_client, monkeypatch, "drop_oldest")
     dropped = client.stats().dropped
     victim = client.session("victim")  # its start is dropped...
     assert client.stats().dropped == dropped + 1
@@ -747,13 +757,7 @@ def test_end_of_a_session_whose_start_was_dropped_is_kept_once_its_event_got_in(
 def test_end_of_a_session_whose_start_and_events_were_all_dropped_stays_bounded(
     memory: InMemoryStudio, make_client: MakeClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(client_module, "_CONTROL_SLACK", 5)
-    options = replace(FAST, max_queue_size=20, max_unacked_messages=10)
-    memory.down = True
-    client = make_client(options=options)
-    fill_while_down(client, memory, 10, 20)
-    for i in range(5):
-        client.session(f"filler-{i}")
+    client, _ = full_while_down(memory, make_client, monkeypatch)
     for i in range(100):
         with client.session(f"gone-{i}") as s:  # drop_newest: nothing of it gets in
             s.text("lost")
@@ -767,13 +771,7 @@ def test_end_of_a_session_whose_start_and_events_were_all_dropped_stays_bounded(
 def test_close_ends_a_session_whose_start_was_dropped_once_its_event_got_in(
     memory: InMemoryStudio, make_client: MakeClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(client_module, "_CONTROL_SLACK", 5)
-    options = replace(FAST, max_queue_size=20, max_unacked_messages=10, drop_policy="drop_oldest")
-    memory.down = True
-    client = make_client(options=options)
-    fill_while_down(client, memory, 10, 20)
-    for i in range(5):
-        client.session(f"filler-{i}")
+    client, _ = full_while_down(memory, make_client, monkeypatch, "drop_oldest")
     client.session("victim").text("hello")  # never ended by the agent
     memory.down = False
     assert client.close(10 * UNIT)
